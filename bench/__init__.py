@@ -1,0 +1,1 @@
+"""Benchmarks of veritally. ``python -m bench`` (``make bench``) runs them all."""

@@ -1,0 +1,92 @@
+"""The error tree of veritally-client.
+
+One root, :class:`VeritallyError`, split by who is at fault:
+
+* :class:`VerificationError` and its subclasses: the data received from the world is not
+  what a trusted publisher signed (or is not well formed). Each failure has its own type;
+  callers branch on types, never on message text.
+* :class:`TransportError`: the publisher could not be reached or answered with an error.
+  Retrying later may help; nothing was verified or trusted.
+* :class:`TrustRootError`: the trust material itself is unusable (expired, badly signed).
+
+Caller bugs (a wrong argument type, a negative size) raise built-in exceptions instead.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadProofError",
+    "BadSignatureError",
+    "DigestMismatchError",
+    "ForkError",
+    "MalformedDataError",
+    "RecountMismatchError",
+    "RollbackError",
+    "StaleCheckpointError",
+    "TransportError",
+    "TrustRootError",
+    "UnknownKeyError",
+    "VerificationError",
+    "VeritallyError",
+]
+
+
+class VeritallyError(Exception):
+    """Root of every error raised by veritally-client for data or conditions it met."""
+
+
+class VerificationError(VeritallyError):
+    """Something received does not verify. Nothing from it was trusted or persisted."""
+
+
+class MalformedDataError(VerificationError):
+    """Bytes that do not parse as the format they claim to be (note, proof, protobuf)."""
+
+
+class BadSignatureError(VerificationError):
+    """A signature by a trusted key does not verify over the signed bytes."""
+
+
+class UnknownKeyError(VerificationError):
+    """No signature on the note is by a trusted key (unknown signatures are ignored)."""
+
+
+class DigestMismatchError(VerificationError):
+    """Bytes do not hash to the digest that was signed for them (e.g. a results blob)."""
+
+
+class BadProofError(VerificationError):
+    """An inclusion or consistency proof does not lead to the signed root hash."""
+
+
+class RollbackError(VerificationError):
+    """A checkpoint or cut is older than one already verified (tree size or cut number)."""
+
+
+class StaleCheckpointError(VerificationError):
+    """A cut is older than the configured maximum age: the view may be frozen."""
+
+
+class RecountMismatchError(VerificationError):
+    """Results recomputed from the logged actas differ from the results that were signed."""
+
+
+class ForkError(VerificationError):
+    """Two signed trees that cannot both be true: the publisher equivocated.
+
+    Attributes:
+        evidence: the two signed checkpoints (exact note bytes) that conflict, plus any
+            proof bytes, as kept for export and to show others.
+    """
+
+    def __init__(self, message: str, *, evidence: tuple[bytes, bytes]) -> None:
+        super().__init__(message)
+        self.evidence = evidence
+
+
+class TrustRootError(VeritallyError):
+    """The trust root cannot be used: malformed, badly signed, expired or a bad update."""
+
+
+class TransportError(VeritallyError):
+    """The publisher could not be reached, or answered with an error status."""

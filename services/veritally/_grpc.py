@@ -1,0 +1,157 @@
+"""What every veritally service process shares: a grpc.aio server with health checking,
+reflection, optional mTLS, and a graceful drain; and client channels to other services.
+
+Each service (ingest, aggregation, publication) is its own process with its own port.
+In a deployment they accept only mutual TLS from the Envoy mesh; in tests they may listen
+in plaintext on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+# Largest message a service accepts or sends, in bytes. Results blobs of a national
+# election are a few hundred KiB and leaf pages are capped well below this; Envoy enforces
+# its own, smaller, per-route limits at the edge.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsFiles:
+    """PEM files for mutual TLS.
+
+    Attributes:
+        cert: this party's certificate chain.
+        key: its private key.
+        ca: the CA that peers' certificates must chain to.
+    """
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """Server credentials that require a client certificate from ``ca``."""
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=self.ca.read_bytes(),
+            require_client_auth=True,
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        """Client credentials presenting ``cert`` and trusting ``ca``."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes(),
+            private_key=self.key.read_bytes(),
+            certificate_chain=self.cert.read_bytes(),
+        )
+
+
+_CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+
+def aio_channel(
+    target: str, *, tls: TlsFiles | None = None, server_name: str | None = None
+) -> grpc.aio.Channel:
+    """Open a grpc.aio channel to another service (through the mesh in a deployment).
+
+    Args:
+        target: ``host:port``.
+        tls: client certificate and CA; plaintext when None (tests on loopback only).
+        server_name: TLS name to check the server certificate against, when it differs
+            from the host in ``target``.
+    """
+    options = list(_CHANNEL_OPTIONS)
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))  # type: ignore[arg-type]
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
+
+
+class ServiceServer:
+    """A grpc.aio server with health, reflection and a drain on shutdown.
+
+    Usage::
+
+        server = ServiceServer(name="veritally.v1.IngestService")
+        ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server.grpc)
+        port = await server.start("127.0.0.1:0")
+        ...
+        await server.stop(grace=5)
+    """
+
+    def __init__(self, *, name: str, descriptor_full_names: Sequence[str] = ()) -> None:
+        """Create the server.
+
+        Args:
+            name: full name of the main gRPC service, reported by health checks.
+            descriptor_full_names: further service names to expose through reflection.
+        """
+        self.name = name
+        self.grpc = grpc.aio.server(options=list(_CHANNEL_OPTIONS))
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            [name, *descriptor_full_names, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            self.grpc,
+        )
+
+    async def start(self, address: str, *, tls: TlsFiles | None = None) -> int:
+        """Bind ``address`` (``host:port``, port 0 for an ephemeral one), start serving and
+        report SERVING. Returns the bound port."""
+        if tls is None:
+            port = self.grpc.add_insecure_port(address)
+        else:
+            port = self.grpc.add_secure_port(address, tls.server_credentials())
+        if port == 0:
+            raise OSError(f"could not bind {address}")
+        await self.grpc.start()
+        await self.set_serving(True)
+        return port
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report SERVING or NOT_SERVING for the service and the server as a whole."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set(self.name, status)
+        await self.health.set("", status)
+
+    async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
+        """Drain then stop: report NOT_SERVING, wait ``drain_seconds`` so that health
+        checkers stop routing here, then let in-flight calls finish within ``grace``."""
+        await self.set_serving(False)
+        if drain_seconds > 0:
+            await asyncio.sleep(drain_seconds)
+        await self.grpc.stop(grace)
+
+
+async def run_until_signalled(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Run a service process: call ``start``, wait for SIGINT or SIGTERM, call ``stop``."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await start()
+    await stopping.wait()
+    log.info("signal received: draining")
+    await stop()
