@@ -1,0 +1,129 @@
+"""Collect benchmark results and write docs/BENCHMARKS.md and docs/benchmarks.json.
+
+Each benchmark module under ``bench/`` exposes ``run() -> dict[str, float]`` returning
+named measurements (medians of several runs). This module knows the goal for each key,
+describes the machine, and writes the two documents from one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The goal for one measurement.
+
+    Attributes:
+        text: how the goal reads in the table.
+        met: whether a measured value meets it.
+        unit: unit of the value.
+    """
+
+    text: str
+    unit: str
+    at_least: float | None = None
+    at_most: float | None = None
+
+    def met(self, value: float) -> bool:
+        """Whether ``value`` meets the goal."""
+        if self.at_least is not None and value < self.at_least:
+            return False
+        return not (self.at_most is not None and value > self.at_most)
+
+
+GOALS: dict[str, Goal] = {
+    "ingest_actas_per_s": Goal("≥ 10,000", "actas/s", at_least=10_000),
+    "ingest_vs_sqlite_ratio": Goal("(context)", "×"),
+    "freshness_p50_s": Goal("(context)", "s"),
+    "freshness_p99_s": Goal("≤ 2", "s", at_most=2),
+    "cut_ms_1k_on_10k": Goal("≤ 100", "ms", at_most=100),
+    "cut_ms_1k_on_100k": Goal("≤ 100", "ms", at_most=100),
+    "cut_ms_1k_on_500k": Goal("≤ 100", "ms", at_most=100),
+    "verified_reads_per_s": Goal("≥ 5,000", "reads/s", at_least=5_000),
+    "reads_vs_envoy_direct_ratio": Goal("(context)", "×"),
+    "bundle_gets_vs_nginx_ratio": Goal("≥ 0.8", "×", at_least=0.8),
+    "sdk_verify_ms": Goal("≤ 5", "ms", at_most=5),
+    "recount_500k_s": Goal("≤ 10", "s", at_most=10),
+    "max_service_rss_mb": Goal("≤ 500", "MiB", at_most=500),
+}
+
+
+def machine() -> dict[str, str]:
+    """A description of the machine the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": mem,
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def write(results: Mapping[str, float], notes: Mapping[str, str]) -> None:
+    """Write docs/benchmarks.json and docs/BENCHMARKS.md from one run's results."""
+    desc = machine()
+    payload = {"machine": desc, "results": dict(results), "notes": dict(notes)}
+    (DOCS / "benchmarks.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    lines = [
+        "# Benchmarks",
+        "",
+        "Measured by `make bench` (`python -m bench`) in one run; each figure is the median",
+        "of several runs, and each is compared with its goal in the same run.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in desc.items() if v),
+        "",
+        "| Measurement | Value | Goal | Met |",
+        "|---|---|---|---|",
+    ]
+    for key, goal in GOALS.items():
+        if key not in results:
+            lines.append(f"| `{key}` | not measured | {goal.text} {goal.unit} | — |")
+            continue
+        value = results[key]
+        met = (
+            "—"
+            if goal.at_least is None and goal.at_most is None
+            else ("yes" if goal.met(value) else "**no**")
+        )
+        lines.append(f"| `{key}` | {value:,.3f} {goal.unit} | {goal.text} {goal.unit} | {met} |")
+    extra = sorted(set(results) - set(GOALS))
+    for key in extra:
+        lines.append(f"| `{key}` | {results[key]:,.3f} | — | — |")
+    if notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"* **{key}**: {text}" for key, text in sorted(notes.items())]
+    (DOCS / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
