@@ -1,0 +1,286 @@
+"""Aggregation: follow ingest's acta log, count it with the SDK's ``Tally``, serve totals.
+
+The follower, in order:
+
+1. at startup, rebuild the tally from the stored leaves (the state at position N is a
+   pure function of the first N records, so replaying them is exact);
+2. ask ingest for ``StreamRecords(from_sequence=cursor, follow=True)``;
+3. for every page: drop any overlap with what is stored, refuse a gap, store the leaves
+   and the new cursor in one transaction, then apply them to the tally and wake the
+   readers;
+4. when ingest is unreachable or the stream ends, reconnect with exponential backoff.
+
+Every gRPC answer reads the tally synchronously on the event loop, so the position and
+the results it returns are always taken together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from veritally._grpc import ServiceServer, TlsFiles, aio_channel
+from veritally.aggregation.store import AggregationStore, LeafReader
+from veritally_client._election import ElectionIndex
+from veritally_client._errors import MalformedDataError
+from veritally_client._gen.veritally.v1 import (
+    aggregation_pb2,
+    aggregation_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    results_pb2,
+)
+from veritally_client._tally import Tally
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "veritally.v1.AggregationService"
+# Reconnection backoff towards ingest, in seconds: first wait, and the most it grows to.
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 5.0
+# Leaves per StreamAggregatedRecords message and bytes past the first (as ingest's pages).
+STREAM_PAGE_LEAVES = 1_000
+STREAM_PAGE_BYTES = 1024 * 1024
+
+
+class AggregationEngine:
+    """The tally, its store and the follower of ingest."""
+
+    def __init__(self, *, election: ElectionIndex, db_path: Path) -> None:
+        """Open the store and rebuild the tally from it (step 1).
+
+        Raises:
+            veritally_client.MalformedDataError: if a stored leaf is not a valid record.
+            RuntimeError: if the store's cursor disagrees with its leaves.
+        """
+        self.election = election
+        self._db_path = db_path
+        self._store = AggregationStore(db_path)
+        self._changed = asyncio.Condition()
+        self._closed = False
+        started = time.perf_counter()
+        self.tally = Tally(election)
+        # (1) rebuild
+        for leaf in self._store.replay():
+            self.tally.apply_leaf(leaf)
+        cursor = self._store.cursor()
+        if cursor != self.tally.acta_records:  # pragma: no cover - guarded by the store
+            raise RuntimeError(f"cursor {cursor} but {self.tally.acta_records} leaves replayed")
+        log.info(
+            "aggregation rebuilt %d records in %.2f s",
+            self.tally.acta_records,
+            time.perf_counter() - started,
+        )
+
+    @property
+    def position(self) -> int:
+        """Records counted (and stored)."""
+        return self.tally.acta_records
+
+    async def consume(self, first_sequence: int, leaves: list[bytes]) -> None:
+        """Store and count one page of ingest's log (step 3).
+
+        Raises:
+            ValueError: if the page starts after the cursor (a gap).
+            veritally_client.MalformedDataError: if a leaf is not a valid record.
+        """
+        position = self.position
+        if first_sequence > position:
+            raise ValueError(f"page starts at {first_sequence}, expected {position}")
+        overlap = position - first_sequence
+        if overlap >= len(leaves):
+            return
+        fresh = leaves[overlap:]
+        await asyncio.to_thread(self._store.append, position, fresh)
+        for leaf in fresh:
+            self.tally.apply_leaf(leaf)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def follow(self, target: str, *, tls: TlsFiles | None = None) -> None:
+        """Follow ingest at ``target`` until cancelled (steps 2-4)."""
+        delay = BACKOFF_INITIAL_S
+        while not self._closed:
+            try:
+                async with aio_channel(target, tls=tls) as channel:
+                    stub = ingest_pb2_grpc.IngestServiceStub(channel)
+                    # (2) resume from the cursor
+                    call = stub.StreamRecords(
+                        ingest_pb2.StreamRecordsRequest(from_sequence=self.position, follow=True)
+                    )
+                    async for page in call:
+                        # (3) store and count
+                        await self.consume(page.first_sequence, list(page.leaves))
+                        delay = BACKOFF_INITIAL_S
+            except grpc.aio.AioRpcError as e:
+                log.warning("ingest stream at %s: %s; retrying in %.1f s", target, e.code(), delay)
+            except MalformedDataError:
+                # Ingest logged a record the tally refuses: counting on would publish
+                # wrong totals. Stop here, loudly; the stored prefix stays consistent.
+                log.critical("ingest sent an invalid record at %d; not following", self.position)
+                raise
+            except ValueError as e:
+                log.warning("ingest stream at %s: %s; retrying in %.1f s", target, e, delay)
+            # (4) backoff, also when ingest ended the stream (it is shutting down)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def aggregated(
+        self, from_sequence: int, *, follow: bool
+    ) -> AsyncIterator[tuple[int, list[bytes]]]:
+        """Pages ``(first_sequence, leaves)`` of the counted records; with ``follow``,
+        waits for more (woken by :meth:`consume`) until :meth:`end_streams`."""
+        reader = LeafReader(self._db_path)
+        try:
+            position = from_sequence
+            while True:
+                counted = self.position
+                if position < counted:
+                    leaves = reader.page(
+                        position,
+                        counted,
+                        max_leaves=STREAM_PAGE_LEAVES,
+                        max_bytes=STREAM_PAGE_BYTES,
+                    )
+                    yield position, leaves
+                    position += len(leaves)
+                    continue
+                if not follow or self._closed:
+                    return
+                async with self._changed:
+                    await self._changed.wait_for(
+                        lambda p=position: self.position > p or self._closed  # type: ignore[misc]  # default binds the loop value
+                    )
+        finally:
+            reader.close()
+
+    async def end_streams(self) -> None:
+        """Stop following ingest and end every follow stream."""
+        self._closed = True
+        async with self._changed:
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Close the store."""
+        self._store.close()
+
+
+class AggregationServicer(aggregation_pb2_grpc.AggregationServiceServicer):
+    """Answers AggregationService calls from an ``AggregationEngine``."""
+
+    def __init__(self, engine: AggregationEngine) -> None:
+        """Serve ``engine``."""
+        self.engine = engine
+
+    async def GetResults(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: aggregation_pb2.GetResultsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> aggregation_pb2.GetResultsResponse:
+        """Totals of one unit at the current position."""
+        if request.level == results_pb2.LEVEL_UNSPECIFIED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "level: not set")
+        if request.level == results_pb2.LEVEL_NATIONAL and request.unit_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "unit_id: must be empty for the nation"
+            )
+        tally = self.engine.tally
+        try:
+            unit = tally.unit_results(request.level, request.unit_id)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unit_id: {e}")
+        return aggregation_pb2.GetResultsResponse(acta_records=tally.acta_records, results=unit)
+
+    async def GetResultsBlob(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: aggregation_pb2.GetResultsBlobRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> aggregation_pb2.GetResultsBlobResponse:
+        """The results blob and its position, taken together (no await in between)."""
+        tally = self.engine.tally
+        return aggregation_pb2.GetResultsBlobResponse(
+            acta_records=tally.acta_records, results=tally.results_bytes(final=request.final)
+        )
+
+    async def GetDefinition(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: aggregation_pb2.GetDefinitionRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> aggregation_pb2.GetDefinitionResponse:
+        """The exact definition bytes the totals are computed with."""
+        return aggregation_pb2.GetDefinitionResponse(
+            definition=self.engine.election.definition_bytes
+        )
+
+    async def StreamAggregatedRecords(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: aggregation_pb2.StreamAggregatedRecordsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[aggregation_pb2.StreamAggregatedRecordsResponse]:
+        """The counted records from ``from_sequence``; with ``follow``, keep streaming."""
+        async for first, leaves in self.engine.aggregated(
+            request.from_sequence, follow=request.follow
+        ):
+            yield aggregation_pb2.StreamAggregatedRecordsResponse(
+                first_sequence=first, leaves=leaves
+            )
+
+
+@dataclass
+class AggregationService:
+    """A running aggregation: server, engine, follower task and bound port."""
+
+    server: ServiceServer
+    engine: AggregationEngine
+    follower: asyncio.Task[None]
+    port: int
+
+    async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
+        """Stop following, end streams, drain and stop the server, close the store."""
+        await self.engine.end_streams()
+        self.follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.follower
+        await self.server.stop(drain_seconds=drain_seconds, grace=grace)
+        self.engine.close()
+
+
+async def start_aggregation(
+    *,
+    election: ElectionIndex,
+    db_path: Path,
+    address: str,
+    ingest_target: str,
+    tls: TlsFiles | None = None,
+    ingest_tls: TlsFiles | None = None,
+) -> AggregationService:
+    """Rebuild from the store, start serving on ``address`` and follow ``ingest_target``.
+
+    Raises:
+        OSError: if the address cannot be bound.
+        veritally_client.MalformedDataError: if the store holds an invalid record.
+    """
+    engine = AggregationEngine(election=election, db_path=db_path)
+    server = ServiceServer(name=SERVICE_NAME)
+    aggregation_pb2_grpc.add_AggregationServiceServicer_to_server(
+        AggregationServicer(engine), server.grpc
+    )
+    port = await server.start(address, tls=tls)
+    follower = asyncio.create_task(
+        engine.follow(ingest_target, tls=ingest_tls), name="follow-ingest"
+    )
+    log.info(
+        "aggregation serving on port %d at position %d, following %s",
+        port,
+        engine.position,
+        ingest_target,
+    )
+    return AggregationService(server=server, engine=engine, follower=follower, port=port)

@@ -1,0 +1,128 @@
+"""Aggregation's SQLite store: the leaves it has consumed, in log order, and its cursor.
+
+The leaves and the cursor are written in the same transaction, so after a crash the
+cursor is exactly the number of leaves stored: a restart rebuilds the tally from them and
+asks ingest for the next one, counting nothing twice and skipping nothing. Same
+durability settings as ingest (docs/adr/0030-ingest-sqlite-durability.md).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import sqlite_utils
+
+from veritally.ingest.store import connect
+
+_CURSOR_KEY = "next_sequence"
+# Leaves read per query when rebuilding the tally at startup (bounded memory).
+_REPLAY_CHUNK = 10_000
+
+
+class AggregationStore:
+    """Leaves and cursor. One writer (the follower), readers for streaming."""
+
+    def __init__(self, path: Path) -> None:
+        """Open or create the store at ``path``."""
+        self.path = path
+        # Commits run in a worker thread, one at a time (the follower is the only writer).
+        self._conn = connect(path, check_same_thread=False)
+        db = sqlite_utils.Database(self._conn)
+        if "leaves" not in db.table_names():
+            db.table("leaves").create({"sequence": int, "leaf": bytes}, pk="sequence")
+        if "meta" not in db.table_names():
+            db.table("meta").create({"key": str, "value": int}, pk="key")
+            self._conn.execute("INSERT INTO meta (key, value) VALUES (?, 0)", (_CURSOR_KEY,))
+
+    def cursor(self) -> int:
+        """The sequence number of the next leaf to consume.
+
+        Raises:
+            RuntimeError: if the cursor and the stored leaves disagree (a corrupted store).
+        """
+        (value,) = self._conn.execute(
+            "SELECT value FROM meta WHERE key = ?", (_CURSOR_KEY,)
+        ).fetchone()
+        (count,) = self._conn.execute("SELECT COUNT(*) FROM leaves").fetchone()
+        if int(value) != int(count):
+            raise RuntimeError(f"cursor {value} but {count} leaves stored")
+        return int(value)
+
+    def append(self, first_sequence: int, leaves: Sequence[bytes]) -> None:
+        """Store consecutive leaves from ``first_sequence`` and advance the cursor, in one
+        transaction.
+
+        Raises:
+            ValueError: if ``first_sequence`` is not the cursor (nothing is written).
+            sqlite3.Error: if the transaction fails (nothing is written).
+        """
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (cursor,) = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (_CURSOR_KEY,)
+            ).fetchone()
+            if cursor != first_sequence:
+                raise ValueError(f"leaves from {first_sequence} appended at cursor {cursor}")
+            conn.executemany(
+                "INSERT INTO leaves (sequence, leaf) VALUES (?, ?)",
+                [(first_sequence + i, leaf) for i, leaf in enumerate(leaves)],
+            )
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                (first_sequence + len(leaves), _CURSOR_KEY),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def replay(self) -> Iterator[bytes]:
+        """Every stored leaf in order (to rebuild the tally at startup)."""
+        position = 0
+        while True:
+            rows = self._conn.execute(
+                "SELECT leaf FROM leaves WHERE sequence >= ? ORDER BY sequence LIMIT ?",
+                (position, _REPLAY_CHUNK),
+            ).fetchall()
+            if not rows:
+                return
+            for (leaf,) in rows:
+                yield bytes(leaf)
+            position += len(rows)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+class LeafReader:
+    """A read-only connection for streaming stored leaves (never blocks the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        """Open the store at ``path`` for reading."""
+        self._conn = sqlite3.connect(path, isolation_level=None)
+
+    def page(
+        self, from_sequence: int, until: int, *, max_leaves: int, max_bytes: int
+    ) -> list[bytes]:
+        """Consecutive leaves in ``[from_sequence, until)``: at most ``max_leaves`` and,
+        past the first, at most ``max_bytes``."""
+        leaves: list[bytes] = []
+        size = 0
+        limit = min(max_leaves, until - from_sequence)
+        for (leaf,) in self._conn.execute(
+            "SELECT leaf FROM leaves WHERE sequence >= ? ORDER BY sequence LIMIT ?",
+            (from_sequence, limit),
+        ):
+            if leaves and size + len(leaf) > max_bytes:
+                break
+            leaves.append(bytes(leaf))
+            size += len(leaf)
+        return leaves
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()

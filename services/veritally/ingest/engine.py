@@ -1,0 +1,539 @@
+"""Ingest's decisions: duplicates, conflicts, double capture, corrections and
+cross-checks, over an in-memory index of the store, committed one batch at a time.
+
+Every batch is decided first (synchronously, against the index plus what earlier actas of
+the same batch changed), then written in one SQLite transaction, and only then are the
+outcomes returned and the index updated. So an outcome that says ACCEPTED is durable, and
+a failed commit leaves neither the store nor the index changed.
+
+Decisions for an acta that passed PREP's validation (``rules.validate``):
+
+1. already logged with the same content (figures, not provenance): DUPLICATE, nothing
+   changes; same content as an older revision: DUPLICATE of that revision;
+2. already logged with different content: REJECTED ALREADY_EXISTS, and the submission is
+   kept in the ``conflicts`` table for audit (a change needs ``CorrectActa``);
+3. single capture: logged as revision 1;
+4. double capture: a capture agreeing with a pending capture of a *different* operator is
+   logged (the confirmed, earlier capture is the one written); the same operator sending
+   the same figures again is a DUPLICATE (nothing changes; a capture cannot confirm
+   itself); the same operator sending *different* figures is REJECTED
+   FAILED_PRECONDITION on ``provenance.operator_id`` (the disagreement must come from a
+   second operator, or be settled by ``ResolveCrossCheck``); otherwise the capture is
+   stored: the first one AWAITING_SECOND_CAPTURE, later ones CROSS_CHECK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from veritally.ingest import rules
+from veritally.ingest.store import IngestStore, LogReader, Writes
+from veritally_client._election import ElectionIndex
+from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
+
+log = logging.getLogger(__name__)
+
+ActaPb = acta_pb2.Acta
+LogLeafPb = acta_pb2.LogLeaf
+ActaOutcomePb = ingest_pb2.ActaOutcome
+CrossCheckPb = ingest_pb2.CrossCheck
+
+_ACCEPTED = ingest_pb2.OUTCOME_STATUS_ACCEPTED
+_DUPLICATE = ingest_pb2.OUTCOME_STATUS_DUPLICATE
+_REJECTED = ingest_pb2.OUTCOME_STATUS_REJECTED
+_AWAITING = ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_CAPTURE
+_CROSS_CHECK = ingest_pb2.OUTCOME_STATUS_CROSS_CHECK
+
+# Leaves per StreamRecords message, and bytes per message past the first leaf: a leaf is
+# ~300 B, so a page is a few hundred KiB, well under the gRPC and Envoy message limits.
+STREAM_PAGE_LEAVES = 1_000
+STREAM_PAGE_BYTES = 1024 * 1024
+# Cross-checks per ListCrossChecks page when the caller asks for none, and at most.
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """The latest logged revision of an acta, as the engine indexes it."""
+
+    revision: int
+    sequence: int
+    digest: bytes
+    counted: bool
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """A capture waiting for agreement."""
+
+    operator_id: str
+    digest: bytes
+    acta: bytes
+    submitter: str
+    received_time: str
+
+
+def _rejected(acta_id: str, rejection: rules.Rejection) -> ActaOutcomePb:
+    return ActaOutcomePb(
+        acta_id=acta_id,
+        status=_REJECTED,
+        code=rejection.code.name,
+        field=rejection.field,
+        message=rejection.message,
+    )
+
+
+def _logged_outcome(acta_id: str, status: int, logged: Logged) -> ActaOutcomePb:
+    return ActaOutcomePb(
+        acta_id=acta_id,
+        status=status,  # type: ignore[arg-type]  # an OutcomeStatus value
+        revision=logged.revision,
+        sequence=logged.sequence,
+        counted=logged.counted,
+        not_counted_reason=logged.reason,  # type: ignore[arg-type]  # a NotCountedReason
+    )
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Changes decided for one batch, visible to the later actas of the same batch."""
+
+    next_sequence: int
+    received: Timestamp
+    received_text: str
+    logged: dict[str, Logged] = field(default_factory=dict)
+    pending: dict[str, tuple[Capture, ...]] = field(default_factory=dict)
+    writes: Writes = field(default_factory=Writes)
+
+
+def submitter_from_xfcc(header: str | None) -> str:
+    """The client identity Envoy vouches for in ``x-forwarded-client-cert``.
+
+    Envoy sets the header with SANITIZE_SET, so behind the mesh it names the certificate
+    of the caller (its URI SAN). It is recorded for audit only, never used to authorize:
+    Envoy's RBAC does that. Returns ``""`` when there is no header or no URI in it.
+    """
+    if not header:
+        return ""
+    # Elements are comma-separated (one per proxy hop); the last is the nearest client.
+    last = header.split(",")[-1]
+    for part in last.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "uri":
+            return value.strip().strip('"')
+    return ""
+
+
+class IngestEngine:
+    """Decides, commits and streams; one instance per ingest process."""
+
+    def __init__(
+        self,
+        *,
+        election: ElectionIndex,
+        db_path: Path,
+        double_capture: bool = True,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        """Open the store and index it.
+
+        Args:
+            election: the validated election definition.
+            db_path: the SQLite file (created if missing).
+            double_capture: require two agreeing captures by different operators.
+            clock: current UTC time (tests may fix it).
+        """
+        self.election = election
+        self.catalogue = rules.Catalogue.from_index(election)
+        self.double_capture = double_capture
+        self._clock = clock
+        self._db_path = db_path
+        self._store = IngestStore(db_path)
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+        self._closed = False
+        self._logged: dict[str, Logged] = {}
+        self._pending: dict[str, tuple[Capture, ...]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        self._size = self._store.log_size()
+        self._logged = {
+            r.acta_id: Logged(r.revision, r.sequence, r.digest, r.counted, r.reason)
+            for r in self._store.logged()
+        }
+        pending: dict[str, list[Capture]] = {}
+        for c in self._store.captures():
+            pending.setdefault(c.acta_id, []).append(
+                Capture(c.operator_id, c.digest, c.acta, c.submitter, c.received_time)
+            )
+        self._pending = {k: tuple(v) for k, v in pending.items()}
+
+    @property
+    def log_size(self) -> int:
+        """Records in the acta log (committed)."""
+        return self._size
+
+    @property
+    def store(self) -> IngestStore:
+        """The underlying store (audit queries)."""
+        return self._store
+
+    # -- batches ------------------------------------------------------------------------
+
+    def _new_batch(self) -> _Batch:
+        now = self._clock()
+        ts = Timestamp()
+        ts.FromDatetime(now)
+        return _Batch(
+            next_sequence=self._size,
+            received=ts,
+            received_text=now.isoformat(timespec="microseconds"),
+        )
+
+    def _get_logged(self, batch: _Batch, acta_id: str) -> Logged | None:
+        found = batch.logged.get(acta_id)
+        return found if found is not None else self._logged.get(acta_id)
+
+    def _get_pending(self, batch: _Batch, acta_id: str) -> tuple[Capture, ...]:
+        found = batch.pending.get(acta_id)
+        return found if found is not None else self._pending.get(acta_id, ())
+
+    def _append(
+        self,
+        batch: _Batch,
+        acta: ActaPb,
+        verdict: rules.Verdict,
+        digest: bytes,
+        revision: int,
+    ) -> Logged:
+        """Append one record to the batch's part of the log."""
+        sequence = batch.next_sequence
+        batch.next_sequence += 1
+        leaf = LogLeafPb()
+        record = leaf.acta_record
+        record.acta_id = verdict.acta_id
+        record.revision = revision
+        record.acta.CopyFrom(acta)
+        record.received_time.CopyFrom(batch.received)
+        record.counted = verdict.counted
+        record.not_counted_reason = verdict.not_counted_reason  # type: ignore[assignment]  # a NotCountedReason value
+        record.sequence = sequence
+        leaf_bytes = leaf.SerializeToString(deterministic=True)
+        logged = Logged(revision, sequence, digest, verdict.counted, verdict.not_counted_reason)
+        batch.logged[verdict.acta_id] = logged
+        writes = batch.writes
+        writes.log.append((sequence, verdict.acta_id, revision, leaf_bytes))
+        writes.actas.append(
+            (
+                verdict.acta_id,
+                revision,
+                sequence,
+                digest,
+                int(verdict.counted),
+                verdict.not_counted_reason,
+            )
+        )
+        if self._get_pending(batch, verdict.acta_id):
+            batch.pending[verdict.acta_id] = ()
+            writes.clear_captures.append(verdict.acta_id)
+        return logged
+
+    def _older_revision(self, acta_id: str, digest: bytes) -> Logged | None:
+        """A committed older revision of ``acta_id`` whose content digest is ``digest``."""
+        for revision, sequence, leaf_bytes in self._store.leaves_of(acta_id):
+            record = LogLeafPb.FromString(leaf_bytes).acta_record
+            if rules.content_digest(record.acta) == digest:
+                return Logged(revision, sequence, digest, record.counted, record.not_counted_reason)
+        return None
+
+    def _decide(self, batch: _Batch, acta: ActaPb, submitter: str) -> ActaOutcomePb:
+        verdict = rules.validate(acta, self.catalogue)
+        if isinstance(verdict, rules.Rejection):
+            return _rejected(rules.acta_id_of(acta), verdict)
+        acta_id = verdict.acta_id
+        if submitter:
+            acta.provenance.capture_centre_id = submitter
+        digest = rules.content_digest(acta)
+        # (1)(2) already logged
+        logged = self._get_logged(batch, acta_id)
+        if logged is not None:
+            if logged.digest == digest:
+                return _logged_outcome(acta_id, _DUPLICATE, logged)
+            older = self._older_revision(acta_id, digest)
+            if older is not None:
+                return _logged_outcome(acta_id, _DUPLICATE, older)
+            batch.writes.conflicts.append(
+                (
+                    acta_id,
+                    acta.SerializeToString(deterministic=True),
+                    submitter,
+                    batch.received_text,
+                    f"differs from logged revision {logged.revision}",
+                )
+            )
+            return _rejected(
+                acta_id,
+                rules.Rejection(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "",
+                    f"acta {acta_id} is logged at revision {logged.revision} with different "
+                    "figures; a change needs a correction",
+                ),
+            )
+        # (3) single capture
+        if not self.double_capture:
+            logged = self._append(batch, acta, verdict, digest, 1)
+            return _logged_outcome(acta_id, _ACCEPTED, logged)
+        # (4) double capture
+        operator = acta.provenance.operator_id
+        if not operator:
+            return _rejected(
+                acta_id,
+                rules.Rejection(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "provenance.operator_id",
+                    "double capture needs the id of the operator who captured the acta",
+                ),
+            )
+        pending = self._get_pending(batch, acta_id)
+        same_operator = False
+        for capture in pending:
+            if capture.digest == digest:
+                if capture.operator_id == operator:
+                    return ActaOutcomePb(acta_id=acta_id, status=_DUPLICATE)
+                confirmed = ActaPb.FromString(capture.acta)
+                logged = self._append(batch, confirmed, verdict, digest, 1)
+                return _logged_outcome(acta_id, _ACCEPTED, logged)
+            same_operator = same_operator or capture.operator_id == operator
+        if same_operator:
+            return _rejected(
+                acta_id,
+                rules.Rejection(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "provenance.operator_id",
+                    f"operator {operator!r} already captured acta {acta_id} with other "
+                    "figures; a second capture must come from another operator",
+                ),
+            )
+        capture = Capture(
+            operator,
+            digest,
+            acta.SerializeToString(deterministic=True),
+            submitter,
+            batch.received_text,
+        )
+        batch.pending[acta_id] = (*pending, capture)
+        batch.writes.captures.append(
+            (
+                acta_id,
+                len(pending),
+                operator,
+                digest,
+                capture.acta,
+                submitter,
+                batch.received_text,
+            )
+        )
+        status = _AWAITING if not pending else _CROSS_CHECK
+        return ActaOutcomePb(acta_id=acta_id, status=status)
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Write the batch durably, then publish it to the index and to followers."""
+        try:
+            await asyncio.to_thread(self._store.commit, batch.writes)
+        except BaseException:
+            # Nothing was written (the transaction rolled back); the index is untouched
+            # because the batch's changes live only in ``batch``.
+            log.exception("commit failed; %d actas not accepted", len(batch.writes.log))
+            raise
+        self._logged.update(batch.logged)
+        for acta_id, captures in batch.pending.items():
+            if captures:
+                self._pending[acta_id] = captures
+            else:
+                self._pending.pop(acta_id, None)
+        if batch.next_sequence != self._size:
+            self._size = batch.next_sequence
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def submit(self, actas: Sequence[ActaPb], *, submitter: str = "") -> list[ActaOutcomePb]:
+        """Decide and commit a batch of captures; one outcome per acta, in order.
+
+        Args:
+            actas: the captures, processed in order (the messages may be modified: the
+                capture centre id is set from ``submitter``).
+            submitter: the caller's identity from the mesh, recorded for audit.
+
+        Raises:
+            sqlite3.Error: if the batch could not be committed; none of it is accepted.
+        """
+        async with self._lock:
+            batch = self._new_batch()
+            outcomes = [self._decide(batch, acta, submitter) for acta in actas]
+            await self._commit(batch)
+        return outcomes
+
+    # -- operator calls -----------------------------------------------------------------
+
+    async def correct(
+        self, acta: ActaPb, *, supersedes_revision: int, reason: str, submitter: str = ""
+    ) -> ActaOutcomePb:
+        """Append a corrected revision of a logged acta.
+
+        A retry of a correction already applied (same figures, superseding the revision
+        just before the latest) is answered DUPLICATE with the latest revision.
+
+        Raises:
+            sqlite3.Error: if the correction could not be committed.
+        """
+        verdict = rules.validate(acta, self.catalogue)
+        if isinstance(verdict, rules.Rejection):
+            return _rejected(rules.acta_id_of(acta), verdict)
+        acta_id = verdict.acta_id
+        if submitter:
+            acta.provenance.capture_centre_id = submitter
+        digest = rules.content_digest(acta)
+        async with self._lock:
+            logged = self._logged.get(acta_id)
+            if logged is None:
+                return _rejected(
+                    acta_id,
+                    rules.Rejection(
+                        grpc.StatusCode.NOT_FOUND,
+                        "acta",
+                        f"acta {acta_id} is not logged; there is nothing to correct",
+                    ),
+                )
+            if logged.digest == digest and supersedes_revision in (
+                logged.revision,
+                logged.revision - 1,
+            ):
+                return _logged_outcome(acta_id, _DUPLICATE, logged)
+            if supersedes_revision != logged.revision:
+                return _rejected(
+                    acta_id,
+                    rules.Rejection(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        "supersedes_revision",
+                        f"the latest revision of {acta_id} is {logged.revision}, "
+                        f"not {supersedes_revision}",
+                    ),
+                )
+            batch = self._new_batch()
+            new = self._append(batch, acta, verdict, digest, logged.revision + 1)
+            batch.writes.actions.append(
+                (acta_id, "correction", new.revision, reason, submitter, batch.received_text)
+            )
+            await self._commit(batch)
+        return _logged_outcome(acta_id, _ACCEPTED, new)
+
+    def cross_checks(self, *, page_size: int, page_token: str) -> tuple[list[CrossCheckPb], str]:
+        """A page of the cross-check queue, ordered by acta id, and the next page token."""
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        ids = sorted(k for k, v in self._pending.items() if len(v) >= 2 and k > page_token)
+        page = ids[:size]
+        checks = [
+            CrossCheckPb(
+                acta_id=acta_id,
+                captures=[ActaPb.FromString(c.acta) for c in self._pending[acta_id]],
+            )
+            for acta_id in page
+        ]
+        next_token = page[-1] if len(ids) > size else ""
+        return checks, next_token
+
+    async def resolve(
+        self, acta_id: str, *, capture_index: int, reason: str, submitter: str = ""
+    ) -> ActaOutcomePb:
+        """Settle a cross-check by accepting one of its captures.
+
+        Raises:
+            sqlite3.Error: if the decision could not be committed.
+        """
+        async with self._lock:
+            captures = self._pending.get(acta_id, ())
+            if len(captures) < 2:
+                return _rejected(
+                    acta_id,
+                    rules.Rejection(
+                        grpc.StatusCode.NOT_FOUND,
+                        "acta_id",
+                        f"acta {acta_id!r} is not in the cross-check queue",
+                    ),
+                )
+            if capture_index >= len(captures):
+                return _rejected(
+                    acta_id,
+                    rules.Rejection(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "capture_index",
+                        f"acta {acta_id} has {len(captures)} captures, "
+                        f"index {capture_index} is out of range",
+                    ),
+                )
+            chosen = captures[capture_index]
+            acta = ActaPb.FromString(chosen.acta)
+            verdict = rules.validate(acta, self.catalogue)
+            if isinstance(verdict, rules.Rejection):  # pragma: no cover - validated on capture
+                return _rejected(acta_id, verdict)
+            batch = self._new_batch()
+            logged = self._append(batch, acta, verdict, chosen.digest, 1)
+            batch.writes.actions.append(
+                (acta_id, "resolve_cross_check", 1, reason, submitter, batch.received_text)
+            )
+            await self._commit(batch)
+        return _logged_outcome(acta_id, _ACCEPTED, logged)
+
+    # -- the log ------------------------------------------------------------------------
+
+    async def records(
+        self, from_sequence: int, *, follow: bool
+    ) -> AsyncIterator[tuple[int, list[bytes]]]:
+        """Pages ``(first_sequence, leaves)`` of the log from ``from_sequence``; with
+        ``follow``, waits for new commits (woken by the commit, no polling) until
+        :meth:`close`."""
+        reader = LogReader(self._db_path)
+        try:
+            position = from_sequence
+            while True:
+                if position < self._size:
+                    leaves = reader.page(
+                        position, max_leaves=STREAM_PAGE_LEAVES, max_bytes=STREAM_PAGE_BYTES
+                    )
+                    if leaves:
+                        yield position, leaves
+                        position += len(leaves)
+                        continue
+                if not follow or self._closed:
+                    return
+                async with self._changed:
+                    await self._changed.wait_for(
+                        lambda p=position: self._size > p or self._closed  # type: ignore[misc]  # default binds the loop value
+                    )
+        finally:
+            reader.close()
+
+    async def end_streams(self) -> None:
+        """End every follow stream (before the server stops, so that it need not wait
+        for them until its grace period runs out)."""
+        self._closed = True
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        """End the followers' streams and close the store."""
+        await self.end_streams()
+        async with self._lock:
+            self._store.close()

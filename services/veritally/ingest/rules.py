@@ -1,0 +1,237 @@
+"""PREP's validation of one acta, as a pure function of the acta and the catalogue.
+
+An acta is checked in this order; the first failure is the answer:
+
+1. the casilla is in the catalogue (NOT_FOUND ``casilla_id``, out of catalogue);
+2. the contest is one of the election's (NOT_FOUND ``contest_id``);
+3. every option of the contest appears exactly once and no other does
+   (INVALID_ARGUMENT ``option_votes[i].option_id`` or ``option_votes``);
+4. a figure marked illegible or blank carries 0 votes and every mark is a known value
+   (INVALID_ARGUMENT naming the figure);
+5. the image digest is a SHA-256 (32 bytes, INVALID_ARGUMENT ``image_sha256``).
+
+Votes are ``uint64`` on the wire, so they cannot be negative. An acta that passes is
+accepted and logged; whether it *counts* towards the totals is decided here too:
+
+6. every figure illegible: not counted, ``ALL_ILLEGIBLE``; every figure blank: not
+   counted, ``ALL_BLANK`` (a mix of illegible and blank figures, all marked, counts as
+   zero votes and is flagged: PREP names no reason for it);
+7. the total (options + unregistered + null) above the nominal list plus the party
+   representatives (a special casilla: above its ballot limit): not counted,
+   ``EXCEEDS_NOMINAL_LIST``;
+8. otherwise counted; a marked figure counts as 0 and the acta is flagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+
+from veritally_client._election import ElectionIndex
+from veritally_client._gen.veritally.v1 import acta_pb2
+
+ActaPb = acta_pb2.Acta
+
+_UNMARKED = acta_pb2.FIELD_MARK_UNSPECIFIED
+_ILLEGIBLE = acta_pb2.FIELD_MARK_ILLEGIBLE
+_BLANK = acta_pb2.FIELD_MARK_BLANK
+_KNOWN_MARKS = frozenset((_UNMARKED, _ILLEGIBLE, _BLANK))
+
+# Length of a SHA-256 digest, in bytes.
+SHA256_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """What validation needs from the election definition, indexed once.
+
+    Attributes:
+        vote_limits: casilla id -> the most votes its acta may hold and still count
+            (nominal list + party representatives; a special casilla's ballot limit).
+        contest_options: contest id -> option id -> position on the ballot.
+    """
+
+    vote_limits: Mapping[str, int]
+    contest_options: Mapping[str, Mapping[str, int]]
+
+    @classmethod
+    def from_index(cls, election: ElectionIndex) -> Catalogue:
+        """Flatten a validated election into the two lookups validation needs, so that
+        checking an acta costs two dict lookups and one pass over its figures."""
+        limits = {c.id: c.vote_limit for c in election.casillas}
+        contests = {c.id: c.option_index for c in election.contests}
+        return cls(vote_limits=limits, contest_options=contests)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an acta is refused; nothing of it is logged.
+
+    Attributes:
+        code: the gRPC status a unary call answers with.
+        field: path of the field at fault in the Acta message.
+        message: what was expected and what was found.
+    """
+
+    code: grpc.StatusCode
+    field: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An acta that passed validation, with PREP's decision on counting it.
+
+    Attributes:
+        acta_id: ``"<casilla_id>/<contest_id>"``.
+        counted: whether it counts towards the totals.
+        not_counted_reason: a ``NotCountedReason`` value; UNSPECIFIED when counted.
+        flagged: some figure was marked illegible or blank (and counted as 0).
+        total_votes: options + unregistered + null.
+    """
+
+    acta_id: str
+    counted: bool
+    not_counted_reason: int
+    flagged: bool
+    total_votes: int
+
+
+def acta_id_of(acta: ActaPb) -> str:
+    """The acta id, ``"<casilla_id>/<contest_id>"`` (``""`` when either is missing)."""
+    if not acta.casilla_id or not acta.contest_id:
+        return ""
+    return f"{acta.casilla_id}/{acta.contest_id}"
+
+
+def content_digest(acta: ActaPb) -> bytes:
+    """SHA-256 of what an acta *says*: every field but the provenance.
+
+    Two captures agree, and a resubmission is a duplicate, when their digests are equal:
+    who captured it and when does not change the figures.
+    """
+    content = ActaPb()
+    content.CopyFrom(acta)
+    content.ClearField("provenance")
+    return hashlib.sha256(content.SerializeToString(deterministic=True)).digest()
+
+
+def _mark_problem(prefix: str, votes: int, mark: int) -> Rejection | None:
+    """A marked figure must carry a known mark and 0 votes; ``prefix`` names the figure
+    (``option_votes[2].`` or ``null_``)."""
+    if mark not in _KNOWN_MARKS:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{prefix}mark", f"unknown mark {mark}")
+    if mark != _UNMARKED and votes != 0:
+        return Rejection(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{prefix}votes",
+            f"a figure marked illegible or blank must carry 0 votes, found {votes}",
+        )
+    return None
+
+
+def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
+    """Check an acta against PREP's rules.
+
+    Args:
+        acta: the acta as submitted.
+        catalogue: the election's casillas and contests.
+
+    Returns:
+        A ``Verdict`` (accepted, counted or not) or a ``Rejection`` (nothing is logged).
+    """
+    # (1) known casilla
+    if not acta.casilla_id:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "casilla_id", "casilla_id is empty")
+    limit = catalogue.vote_limits.get(acta.casilla_id)
+    if limit is None:
+        return Rejection(
+            grpc.StatusCode.NOT_FOUND,
+            "casilla_id",
+            f"casilla {acta.casilla_id!r} is not in the catalogue",
+        )
+    # (2) known contest
+    if not acta.contest_id:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "contest_id", "contest_id is empty")
+    options = catalogue.contest_options.get(acta.contest_id)
+    if options is None:
+        return Rejection(
+            grpc.StatusCode.NOT_FOUND,
+            "contest_id",
+            f"contest {acta.contest_id!r} is not in the election",
+        )
+    # (3) every option exactly once, (4) marks
+    seen: set[str] = set()
+    total = 0
+    illegible = 0
+    blank = 0
+    for i, ov in enumerate(acta.option_votes):
+        oid = ov.option_id
+        if oid not in options:
+            return Rejection(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"option_votes[{i}].option_id",
+                f"option {oid!r} is not an option of contest {acta.contest_id!r}",
+            )
+        if oid in seen:
+            return Rejection(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"option_votes[{i}].option_id",
+                f"option {oid!r} appears more than once",
+            )
+        seen.add(oid)
+        mark = ov.mark
+        if mark:
+            problem = _mark_problem(f"option_votes[{i}].", ov.votes, mark)
+            if problem is not None:
+                return problem
+            if mark == _ILLEGIBLE:
+                illegible += 1
+            else:
+                blank += 1
+        total += ov.votes
+    if len(seen) != len(options):
+        missing = sorted(set(options) - seen, key=options.__getitem__)
+        return Rejection(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "option_votes",
+            f"missing votes for option(s) {', '.join(missing)} of contest {acta.contest_id!r}",
+        )
+    for prefix, votes, mark in (
+        ("unregistered_", acta.unregistered_votes, acta.unregistered_mark),
+        ("null_", acta.null_votes, acta.null_mark),
+    ):
+        if mark:
+            problem = _mark_problem(prefix, votes, mark)
+            if problem is not None:
+                return problem
+            if mark == _ILLEGIBLE:
+                illegible += 1
+            else:
+                blank += 1
+        total += votes
+    # (5) image digest
+    if len(acta.image_sha256) != SHA256_BYTES:
+        return Rejection(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image_sha256",
+            f"expected a {SHA256_BYTES}-byte SHA-256, found {len(acta.image_sha256)} bytes",
+        )
+    acta_id = f"{acta.casilla_id}/{acta.contest_id}"
+    fields = len(options) + 2
+    # (6) all illegible / all blank
+    if illegible == fields:
+        return Verdict(acta_id, False, acta_pb2.NOT_COUNTED_REASON_ALL_ILLEGIBLE, True, 0)
+    if blank == fields:
+        return Verdict(acta_id, False, acta_pb2.NOT_COUNTED_REASON_ALL_BLANK, True, 0)
+    flagged = illegible + blank > 0
+    # (7) total above the casilla's limit
+    if total > limit:
+        return Verdict(
+            acta_id, False, acta_pb2.NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST, flagged, total
+        )
+    # (8) counted
+    return Verdict(acta_id, True, acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED, flagged, total)

@@ -1,0 +1,209 @@
+"""The gRPC adapter of ingest: ``veritally.v1.IngestService`` over an ``IngestEngine``.
+
+Operator-only calls (CorrectActa, ListCrossChecks, ResolveCrossCheck) are restricted by
+Envoy's RBAC at the edge; here the caller's identity from ``x-forwarded-client-cert`` is
+only recorded for audit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-protos ships no stubs
+    error_details_pb2,
+    status_pb2,
+)
+from grpc_status import rpc_status
+
+from veritally._grpc import ServiceServer, TlsFiles
+from veritally.ingest.engine import IngestEngine, submitter_from_xfcc
+from veritally_client._election import ElectionIndex
+from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "veritally.v1.IngestService"
+XFCC_HEADER = "x-forwarded-client-cert"
+# Actas in one SubmitActas message: each message is one transaction; a bigger batch
+# gains nothing (the fsync is already amortised at a few hundred) and holds the writer.
+MAX_ACTAS_PER_MESSAGE = 5_000
+# Actas in one SubmitActas stream: its response carries one outcome per acta (~50 B),
+# so this keeps the response at a few MiB, well under the message size limit.
+MAX_ACTAS_PER_STREAM = 100_000
+
+
+def _submitter(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == XFCC_HEADER:
+            return submitter_from_xfcc(value if isinstance(value, str) else value.decode())
+    return ""
+
+
+def rejection_status(outcome: ingest_pb2.ActaOutcome) -> grpc.Status:
+    """The error status of a rejected outcome, with a ``google.rpc.BadRequest`` detail
+    naming the field at fault (when there is one)."""
+    code = grpc.StatusCode[outcome.code]
+    message = f"{outcome.acta_id}: {outcome.message}" if outcome.acta_id else outcome.message
+    details = []
+    if outcome.field:
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=outcome.field, description=outcome.message
+                    )
+                ]
+            )
+        )
+        details.append(detail)
+    status: grpc.Status = rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=message, details=details)
+    )
+    return status
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    """Answers IngestService calls from an ``IngestEngine``."""
+
+    def __init__(self, engine: IngestEngine) -> None:
+        """Serve ``engine``."""
+        self.engine = engine
+
+    async def SubmitActa(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: ingest_pb2.SubmitActaRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.SubmitActaRequest, object],
+    ) -> ingest_pb2.SubmitActaResponse:
+        """Submit one acta; a rejection is an error status naming the field."""
+        [outcome] = await self.engine.submit([request.acta], submitter=_submitter(context))
+        if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
+            await context.abort_with_status(rejection_status(outcome))
+        return ingest_pb2.SubmitActaResponse(outcome=outcome)
+
+    async def SubmitActas(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request_iterator: AsyncIterator[ingest_pb2.SubmitActasRequest],
+        context: grpc.aio.ServicerContext[ingest_pb2.SubmitActasRequest, object],
+    ) -> ingest_pb2.SubmitActasResponse:
+        """Submit batches; each message is committed as it arrives, outcomes at the end."""
+        submitter = _submitter(context)
+        response = ingest_pb2.SubmitActasResponse()
+        async for request in request_iterator:
+            if len(request.actas) > MAX_ACTAS_PER_MESSAGE:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"actas: {len(request.actas)} actas in one message, at most "
+                    f"{MAX_ACTAS_PER_MESSAGE}",
+                )
+            if len(response.outcomes) + len(request.actas) > MAX_ACTAS_PER_STREAM:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"more than {MAX_ACTAS_PER_STREAM} actas in one stream; "
+                    f"the first {len(response.outcomes)} were processed, open a new stream",
+                )
+            outcomes = await self.engine.submit(request.actas, submitter=submitter)
+            response.outcomes.extend(outcomes)
+        return response
+
+    async def CorrectActa(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: ingest_pb2.CorrectActaRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.CorrectActaRequest, object],
+    ) -> ingest_pb2.CorrectActaResponse:
+        """Append a corrected revision (operator role, enforced by the mesh)."""
+        outcome = await self.engine.correct(
+            request.acta,
+            supersedes_revision=request.supersedes_revision,
+            reason=request.reason,
+            submitter=_submitter(context),
+        )
+        if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
+            await context.abort_with_status(rejection_status(outcome))
+        return ingest_pb2.CorrectActaResponse(outcome=outcome)
+
+    async def ListCrossChecks(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: ingest_pb2.ListCrossChecksRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.ListCrossChecksRequest, object],
+    ) -> ingest_pb2.ListCrossChecksResponse:
+        """A page of the cross-check queue (operator role)."""
+        checks, token = self.engine.cross_checks(
+            page_size=request.page_size, page_token=request.page_token
+        )
+        return ingest_pb2.ListCrossChecksResponse(cross_checks=checks, next_page_token=token)
+
+    async def ResolveCrossCheck(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: ingest_pb2.ResolveCrossCheckRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.ResolveCrossCheckRequest, object],
+    ) -> ingest_pb2.ResolveCrossCheckResponse:
+        """Accept one capture of a cross-check (operator role)."""
+        outcome = await self.engine.resolve(
+            request.acta_id,
+            capture_index=request.capture_index,
+            reason=request.reason,
+            submitter=_submitter(context),
+        )
+        if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
+            await context.abort_with_status(rejection_status(outcome))
+        return ingest_pb2.ResolveCrossCheckResponse(outcome=outcome)
+
+    async def StreamRecords(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: ingest_pb2.StreamRecordsRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.StreamRecordsRequest, object],
+    ) -> AsyncIterator[ingest_pb2.StreamRecordsResponse]:
+        """Stream the log from ``from_sequence``; with ``follow``, keep streaming."""
+        async for first, leaves in self.engine.records(
+            request.from_sequence, follow=request.follow
+        ):
+            yield ingest_pb2.StreamRecordsResponse(first_sequence=first, leaves=leaves)
+
+
+@dataclass
+class IngestService:
+    """A running ingest: its server, engine and bound port."""
+
+    server: ServiceServer
+    engine: IngestEngine
+    port: int
+
+    async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
+        """End follow streams, drain and stop the server, then close the store."""
+        await self.engine.end_streams()
+        await self.server.stop(drain_seconds=drain_seconds, grace=grace)
+        await self.engine.close()
+
+
+async def start_ingest(
+    *,
+    election: ElectionIndex,
+    db_path: Path,
+    address: str,
+    tls: TlsFiles | None = None,
+    double_capture: bool = True,
+) -> IngestService:
+    """Open the store and start serving on ``address`` (port 0 for an ephemeral one).
+
+    Raises:
+        OSError: if the address cannot be bound.
+        sqlite3.Error: if the store cannot be opened.
+    """
+    engine = IngestEngine(election=election, db_path=db_path, double_capture=double_capture)
+    server = ServiceServer(name=SERVICE_NAME)
+    ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(engine), server.grpc)
+    port = await server.start(address, tls=tls)
+    log.info(
+        "ingest serving on port %d (%s capture, %d records)",
+        port,
+        "double" if double_capture else "single",
+        engine.log_size,
+    )
+    return IngestService(server=server, engine=engine, port=port)

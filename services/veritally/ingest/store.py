@@ -1,0 +1,279 @@
+"""Ingest's SQLite store: the acta log, the latest revision of every acta, pending
+captures, and the audit tables. One writer (the ingest process); readers stream the log.
+
+Settings (see docs/adr/0030-ingest-sqlite-durability.md): WAL journal so that log
+readers never block the writer, ``synchronous=FULL`` so that a committed transaction
+survives a power loss and not only a process crash, and one transaction per batch so
+that the fsync cost is paid once per few hundred actas.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+# How long a connection waits for a lock held by another connection, in milliseconds.
+# Only ingest writes; readers in WAL mode are never blocked, so this is a safety margin.
+_BUSY_TIMEOUT_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRow:
+    """The latest logged revision of one acta."""
+
+    acta_id: str
+    revision: int
+    sequence: int
+    digest: bytes
+    counted: bool
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRow:
+    """A capture waiting for agreement (double capture)."""
+
+    acta_id: str
+    index: int
+    operator_id: str
+    digest: bytes
+    acta: bytes
+    submitter: str
+    received_time: str
+
+
+@dataclass(slots=True)
+class Writes:
+    """Everything one batch changes, written in one transaction."""
+
+    log: list[tuple[int, str, int, bytes]] = field(default_factory=list)
+    actas: list[tuple[str, int, int, bytes, int, int]] = field(default_factory=list)
+    captures: list[tuple[str, int, str, bytes, bytes, str, str]] = field(default_factory=list)
+    clear_captures: list[str] = field(default_factory=list)
+    conflicts: list[tuple[str, bytes, str, str, str]] = field(default_factory=list)
+    actions: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        """Whether the batch changes nothing (all duplicates or rejections)."""
+        return not (
+            self.log
+            or self.actas
+            or self.captures
+            or self.clear_captures
+            or self.conflicts
+            or self.actions
+        )
+
+
+def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """Open the database with the durability settings of the ADR."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class IngestStore:
+    """The writer side of the store. Not thread-safe: one call at a time (the engine holds
+    a lock around every write)."""
+
+    def __init__(self, path: Path) -> None:
+        """Open or create the store at ``path``."""
+        self.path = path
+        # The engine runs commits in a worker thread, one at a time under its lock.
+        self._conn = connect(path, check_same_thread=False)
+        self._create()
+
+    def _create(self) -> None:
+        db = sqlite_utils.Database(self._conn)
+        if "log" not in db.table_names():
+            # The acta log: dense sequence, exact leaf bytes as streamed.
+            db.table("log").create(
+                {"sequence": int, "acta_id": str, "revision": int, "leaf": bytes},
+                pk="sequence",
+            )
+            db.table("log").create_index(["acta_id", "revision"], unique=True)
+        if "actas" not in db.table_names():
+            db.table("actas").create(
+                {
+                    "acta_id": str,
+                    "revision": int,
+                    "sequence": int,
+                    "digest": bytes,
+                    "counted": int,
+                    "reason": int,
+                },
+                pk="acta_id",
+            )
+        if "captures" not in db.table_names():
+            db.table("captures").create(
+                {
+                    "acta_id": str,
+                    "idx": int,
+                    "operator_id": str,
+                    "digest": bytes,
+                    "acta": bytes,
+                    "submitter": str,
+                    "received_time": str,
+                },
+                pk=("acta_id", "idx"),
+            )
+        if "conflicts" not in db.table_names():
+            # Different content for an acta already logged, kept for audit.
+            db.table("conflicts").create(
+                {
+                    "id": int,
+                    "acta_id": str,
+                    "acta": bytes,
+                    "submitter": str,
+                    "received_time": str,
+                    "reason": str,
+                },
+                pk="id",
+            )
+        if "operator_actions" not in db.table_names():
+            # Corrections and cross-check resolutions: who, why, when.
+            db.table("operator_actions").create(
+                {
+                    "id": int,
+                    "acta_id": str,
+                    "kind": str,
+                    "revision": int,
+                    "reason": str,
+                    "submitter": str,
+                    "time": str,
+                },
+                pk="id",
+            )
+
+    def log_size(self) -> int:
+        """Number of records in the acta log."""
+        row = self._conn.execute("SELECT COALESCE(MAX(sequence) + 1, 0) FROM log").fetchone()
+        return int(row[0])
+
+    def logged(self) -> Iterator[LoggedRow]:
+        """The latest revision of every logged acta."""
+        for row in self._conn.execute(
+            "SELECT acta_id, revision, sequence, digest, counted, reason FROM actas"
+        ):
+            yield LoggedRow(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+
+    def captures(self) -> Iterator[CaptureRow]:
+        """Every pending capture, by acta then arrival order."""
+        for row in self._conn.execute(
+            "SELECT acta_id, idx, operator_id, digest, acta, submitter, received_time "
+            "FROM captures ORDER BY acta_id, idx"
+        ):
+            yield CaptureRow(*row)
+
+    def leaves_of(self, acta_id: str) -> list[tuple[int, int, bytes]]:
+        """``(revision, sequence, leaf)`` of every logged revision of one acta."""
+        return [
+            (int(r[0]), int(r[1]), bytes(r[2]))
+            for r in self._conn.execute(
+                "SELECT revision, sequence, leaf FROM log WHERE acta_id = ? ORDER BY revision",
+                (acta_id,),
+            )
+        ]
+
+    def count(self, table: str) -> int:
+        """Rows in one of the store's tables (audit and tests).
+
+        Raises:
+            ValueError: if ``table`` is not one of the store's tables.
+        """
+        if table not in ("log", "actas", "captures", "conflicts", "operator_actions"):
+            raise ValueError(f"unknown table {table!r}")
+        row = self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()  # noqa: S608 - table name checked against a fixed list above
+        return int(row[0])
+
+    def commit(self, writes: Writes) -> None:
+        """Write one batch in one transaction; on return it is durable.
+
+        Raises:
+            sqlite3.Error: if the transaction fails; nothing of it is written.
+        """
+        if writes.empty():
+            return
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if writes.log:
+                conn.executemany(
+                    "INSERT INTO log (sequence, acta_id, revision, leaf) VALUES (?, ?, ?, ?)",
+                    writes.log,
+                )
+            if writes.actas:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO actas "
+                    "(acta_id, revision, sequence, digest, counted, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    writes.actas,
+                )
+            if writes.clear_captures:
+                conn.executemany(
+                    "DELETE FROM captures WHERE acta_id = ?",
+                    [(a,) for a in writes.clear_captures],
+                )
+            if writes.captures:
+                conn.executemany(
+                    "INSERT INTO captures "
+                    "(acta_id, idx, operator_id, digest, acta, submitter, received_time) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    writes.captures,
+                )
+            if writes.conflicts:
+                conn.executemany(
+                    "INSERT INTO conflicts (acta_id, acta, submitter, received_time, reason) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    writes.conflicts,
+                )
+            if writes.actions:
+                conn.executemany(
+                    "INSERT INTO operator_actions "
+                    "(acta_id, kind, revision, reason, submitter, time) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    writes.actions,
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+class LogReader:
+    """A read-only view of the acta log for streaming (its own connection: in WAL mode
+    it never blocks, nor is blocked by, the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        """Open the store at ``path`` for reading."""
+        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+
+    def page(self, from_sequence: int, *, max_leaves: int, max_bytes: int) -> list[bytes]:
+        """Consecutive leaves from ``from_sequence``: at most ``max_leaves`` and, past the
+        first, at most ``max_bytes`` in total."""
+        leaves: list[bytes] = []
+        size = 0
+        for (leaf,) in self._conn.execute(
+            "SELECT leaf FROM log WHERE sequence >= ? ORDER BY sequence LIMIT ?",
+            (from_sequence, max_leaves),
+        ):
+            if leaves and size + len(leaf) > max_bytes:
+                break
+            leaves.append(bytes(leaf))
+            size += len(leaf)
+        return leaves
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
