@@ -285,10 +285,7 @@ def _build_crl(ca: _Issued, revoked: dict[int, dt.datetime]) -> x509.Certificate
     )
     for serial, when in sorted(revoked.items()):
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(serial)
-            .revocation_date(when)
-            .build()
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
         )
     return builder.sign(ca.key, hashes.SHA256())
 
@@ -520,8 +517,7 @@ class Pki:
                 for entry in doc["identities"]
             }
             revoked = {
-                int(r["serial"]): dt.datetime.fromisoformat(r["revoked_at"])
-                for r in doc["revoked"]
+                int(r["serial"]): dt.datetime.fromisoformat(r["revoked_at"]) for r in doc["revoked"]
             }
             trust_domain = str(doc["trust_domain"])
         except (KeyError, TypeError, ValueError) as e:
@@ -604,9 +600,7 @@ def init_pki(
         )
     )
     plans += [_Plan(role=ROLE_MEDIA, name=f"outlet-{i:02d}") for i in range(1, media + 1)]
-    plans += [
-        _Plan(role=ROLE_CAPTURE, name=f"cc-{i:02d}") for i in range(1, capture_centres + 1)
-    ]
+    plans += [_Plan(role=ROLE_CAPTURE, name=f"cc-{i:02d}") for i in range(1, capture_centres + 1)]
     plans += [_Plan(role=ROLE_OPERATOR, name=f"ops-{i:02d}") for i in range(1, operators + 1)]
 
     root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1090 @@
+"""Render the Envoy configuration of a veritally deployment from a typed topology.
+
+The topology is a multi-host deployment's: every service is a list of ``host:port``
+endpoints (replicas) that Envoy dials over mutual TLS, external parties reach an edge
+listener, and the services reach each other only through an internal mesh listener.
+One function, :func:`render`, turns a :class:`Topology` into the bootstrap as plain
+data; :func:`write` dumps it with PyYAML (and writes the REST view's descriptor set);
+:func:`validate` runs ``envoy --mode validate`` on the result.
+
+What the rendered configuration enforces, listener by listener:
+
+1. **edge** (capture centres, media, operators; gRPC over HTTP/2 only):
+   (a) mTLS: a client certificate from our CA, URI SAN under ``spiffe://<td>/``, not on
+   the CRL; (b) a token bucket per verified identity, one budget per role, answering
+   RESOURCE_EXHAUSTED; (c) RBAC by identity and exact gRPC method path, everything
+   else PERMISSION_DENIED; (d) request size limits per method; (e) the verified identity
+   forwarded in ``x-forwarded-client-cert`` (a client-supplied one is replaced);
+   (f) a JSON access log line per call.
+2. **mesh** (service to service): mTLS restricted to ``spiffe://<td>/service/``; RBAC:
+   only aggregation may follow ingest's log, only publication may read aggregation.
+3. **rest** (optional): the read-only JSON view of PublicationService through the
+   gRPC-JSON transcoder, for media without gRPC; same mTLS, rate limits and RBAC.
+4. **clusters**: one per service, HTTP/2 with mTLS to every replica (Envoy presents
+   ``service/envoy`` and checks the service's URI SAN), gRPC health checks, outlier
+   detection, circuit breakers; retries on UNAVAILABLE only for idempotent reads.
+5. **admin** on loopback only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from veritally.pki import (
+    ENVOY_NAME,
+    ROLE_CAPTURE,
+    ROLE_MEDIA,
+    ROLE_OPERATOR,
+    ROLE_SERVICE,
+    Pki,
+)
+
+__all__ = [
+    "INGEST_MAX_REQUEST_BYTES",
+    "METHODS",
+    "READ_MAX_REQUEST_BYTES",
+    "REST_ROUTES",
+    "SERVICE_FULL_NAMES",
+    "Endpoint",
+    "EnvoyConfigError",
+    "HealthCheck",
+    "Limits",
+    "MeshTls",
+    "Method",
+    "TokenBucket",
+    "Topology",
+    "build_descriptor_set",
+    "default_topology",
+    "envoy_binary",
+    "render",
+    "render_yaml",
+    "validate",
+    "write",
+]
+
+JsonDict = dict[str, Any]
+
+SERVICE_FULL_NAMES: Mapping[str, str] = {
+    "ingest": "veritally.v1.IngestService",
+    "aggregation": "veritally.v1.AggregationService",
+    "publication": "veritally.v1.PublicationService",
+}
+_HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
+
+# Request size limits, in bytes, enforced by Envoy before a request reaches a service.
+# An acta (a few dozen option votes plus a SHA-256 of its image) is well under 4 KiB; a
+# batch of SubmitActa is bounded at 4 MiB so that one capture centre cannot make ingest
+# buffer much. Reads carry a few integers: 64 KiB is generous.
+INGEST_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+READ_MAX_REQUEST_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Method:
+    """One gRPC method as the mesh sees it.
+
+    Attributes:
+        service: ``ingest``, ``aggregation`` or ``publication``.
+        name: the method name.
+        streaming: a streaming call (route timeout 0, no buffering).
+        idempotent: safe to retry on UNAVAILABLE (reads only; never a write).
+        max_request_bytes: largest unary request Envoy forwards (bytes).
+    """
+
+    service: str
+    name: str
+    streaming: bool = False
+    idempotent: bool = False
+    max_request_bytes: int = READ_MAX_REQUEST_BYTES
+
+    @property
+    def path(self) -> str:
+        """The HTTP/2 ``:path`` of the call, ``/veritally.v1.Service/Method``."""
+        return f"/{SERVICE_FULL_NAMES[self.service]}/{self.name}"
+
+
+def _m(service: str, name: str, **kw: Any) -> Method:
+    return Method(service=service, name=name, **kw)
+
+
+# Every method the mesh routes, and what it is. A method absent from here is never
+# routed: RBAC refuses it with PERMISSION_DENIED before routing.
+METHODS: tuple[Method, ...] = (
+    _m("ingest", "SubmitActa", max_request_bytes=INGEST_MAX_REQUEST_BYTES),
+    _m("ingest", "SubmitActas", streaming=True),
+    _m("ingest", "CorrectActa", max_request_bytes=INGEST_MAX_REQUEST_BYTES),
+    _m("ingest", "ListCrossChecks", idempotent=True),
+    _m("ingest", "ResolveCrossCheck"),
+    _m("ingest", "StreamRecords", streaming=True),
+    _m("aggregation", "GetResults", idempotent=True),
+    _m("aggregation", "GetResultsBlob", idempotent=True),
+    _m("aggregation", "GetDefinition", idempotent=True),
+    _m("aggregation", "StreamAggregatedRecords", streaming=True),
+    _m("publication", "GetLatestCut", idempotent=True),
+    _m("publication", "GetCut", idempotent=True),
+    _m("publication", "WatchCuts", streaming=True),
+    _m("publication", "GetActaInclusionProof", idempotent=True),
+    _m("publication", "GetConsistencyProof", idempotent=True),
+    _m("publication", "GetLeaves", idempotent=True),
+    _m("publication", "GetTrustRoot", idempotent=True),
+    _m("publication", "GetElectionDefinition", idempotent=True),
+)
+_BY_NAME = {(m.service, m.name): m for m in METHODS}
+
+# Who may call what at the edge (role -> methods). Health is the operator's, routed to
+# ingest (the operator's service).
+EDGE_GRANTS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    ROLE_CAPTURE: (("ingest", "SubmitActa"), ("ingest", "SubmitActas")),
+    ROLE_MEDIA: tuple(
+        ("publication", n)
+        for n in (
+            "GetLatestCut",
+            "GetCut",
+            "WatchCuts",
+            "GetActaInclusionProof",
+            "GetConsistencyProof",
+            "GetLeaves",
+            "GetTrustRoot",
+            "GetElectionDefinition",
+        )
+    ),
+    ROLE_OPERATOR: (
+        ("ingest", "CorrectActa"),
+        ("ingest", "ListCrossChecks"),
+        ("ingest", "ResolveCrossCheck"),
+    ),
+}
+# Who may call what on the internal mesh listener (service name -> methods).
+MESH_GRANTS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "aggregation": (("ingest", "StreamRecords"),),
+    "publication": (
+        ("aggregation", "GetResultsBlob"),
+        ("aggregation", "StreamAggregatedRecords"),
+        ("aggregation", "GetDefinition"),
+    ),
+}
+
+# The read-only JSON view: method -> GET path template (google.api.http).
+REST_ROUTES: Mapping[str, str] = {
+    "GetLatestCut": "/v1/cuts/latest",
+    "GetCut": "/v1/cuts/{cut_number}",
+    "GetTrustRoot": "/v1/trust-root",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """A ``host:port``; host is a DNS name or an IP address.
+
+    Raises:
+        ValueError: empty host or a port outside 0..65535 (0 only where a caller
+            fills it in later).
+    """
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("endpoint host must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"endpoint port must be in 0..65535, got {self.port}")
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """``host:port`` → Endpoint.
+
+        Raises:
+            ValueError: not ``host:port``.
+        """
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"expected host:port, got {text!r}")
+        return cls(host=host.strip("[]"), port=int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def is_loopback(self) -> bool:
+        """Whether the host is a loopback address or ``localhost``."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeshTls:
+    """The files Envoy needs for mutual TLS, and the trust domain it checks.
+
+    Attributes:
+        trust_domain: SPIFFE trust domain of every accepted identity.
+        ca: the CA certificate every peer must chain to.
+        cert: Envoy's own certificate (``service/envoy``), used on every listener and
+            as the client certificate towards the services.
+        key: its private key.
+        crl: the CA's revocation list; None to render without revocation checking.
+    """
+
+    trust_domain: str
+    ca: Path
+    cert: Path
+    key: Path
+    crl: Path | None = None
+
+    @classmethod
+    def from_pki(cls, pki: Pki, *, with_crl: bool = True) -> MeshTls:
+        """Envoy's files from a PKI directory.
+
+        Raises:
+            PkiError: the PKI has no ``envoy`` identity.
+        """
+        identity = pki.identity(ENVOY_NAME)
+        return cls(
+            trust_domain=pki.trust_domain,
+            ca=pki.ca_cert,
+            cert=identity.cert,
+            key=identity.key,
+            crl=pki.crl if with_crl else None,
+        )
+
+    def spiffe(self, role: str, name: str | None = None) -> str:
+        """``spiffe://<td>/<role>/`` or ``spiffe://<td>/<role>/<name>``."""
+        base = f"spiffe://{self.trust_domain}/{role}/"
+        return base if name is None else base + name
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenBucket:
+    """A token bucket: ``burst`` tokens, refilled by ``per_second`` each second.
+
+    Raises:
+        ValueError: non-positive sizes.
+    """
+
+    burst: int
+    per_second: int
+
+    def __post_init__(self) -> None:
+        if self.burst <= 0 or self.per_second <= 0:
+            raise ValueError("token bucket sizes must be positive")
+
+    def render(self) -> JsonDict:
+        """Envoy's ``TokenBucket``: refilled every 1 s by ``per_second``."""
+        return {"max_tokens": self.burst, "tokens_per_fill": self.per_second, "fill_interval": "1s"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Per-identity request budgets and connection-level limits.
+
+    Attributes:
+        media: per outlet, calls (a stream counts once when opened). An SDK polls the
+            latest cut every few seconds and fetches proofs for what it shows; a few
+            hundred calls a second is far above honest use and still cheap to serve.
+        capture: per capture centre, calls. A centre submits actas as they are scanned,
+            a few a second at peak; bulk loads use the SubmitActas stream.
+        operator: per operator, calls (interactive use).
+        total: every call through the listener, all identities together. Envoy consumes
+            a token from this bucket as well as from the caller's own, so it caps what
+            the services behind it are asked to do; sized well above the sum of honest
+            use and well below what a flood of many identities could send.
+        max_identities: token buckets Envoy keeps per role (LRU beyond that). Above the
+            number of accredited parties with a wide margin.
+        max_concurrent_streams: HTTP/2 streams per downstream connection.
+        stream_idle_timeout_s: a stream with no traffic for this long is closed
+            (seconds). WatchCuts receives a heartbeat cut every publication interval
+            (seconds), StreamRecords a record or a keep-alive well within this.
+        unary_timeout_s: route timeout of unary calls (seconds).
+        max_connections: downstream connections Envoy accepts in total (overload
+            manager), so a flood cannot exhaust file descriptors.
+    """
+
+    media: TokenBucket = field(default_factory=lambda: TokenBucket(burst=400, per_second=200))
+    capture: TokenBucket = field(default_factory=lambda: TokenBucket(burst=100, per_second=50))
+    operator: TokenBucket = field(default_factory=lambda: TokenBucket(burst=20, per_second=10))
+    total: TokenBucket = field(default_factory=lambda: TokenBucket(burst=4000, per_second=2000))
+    max_identities: int = 10_000
+    max_concurrent_streams: int = 100
+    stream_idle_timeout_s: int = 300
+    unary_timeout_s: int = 15
+    max_connections: int = 50_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthCheck:
+    """Active gRPC health checking of every replica (seconds and counts).
+
+    Attributes:
+        interval_s: between checks of a replica in use.
+        no_traffic_interval_s: between checks of a replica with no traffic; kept short
+            so that a replica that failed its first check recovers fast.
+        timeout_s: a check that takes longer fails.
+        unhealthy_threshold: consecutive failures before a replica leaves rotation; a
+            draining service waits interval × this before stopping.
+        healthy_threshold: consecutive successes before it returns.
+    """
+
+    interval_s: float = 2.0
+    no_traffic_interval_s: float = 2.0
+    timeout_s: float = 1.0
+    unhealthy_threshold: int = 2
+    healthy_threshold: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Topology:
+    """Everything the rendered configuration depends on.
+
+    Attributes:
+        tls: certificate files and trust domain.
+        edge: listener for external parties (gRPC, mTLS).
+        mesh: listener for service-to-service calls (gRPC, mTLS, services only).
+        admin: Envoy's admin interface; must be loopback.
+        services: service name → replicas (``ingest``, ``aggregation``,
+            ``publication``).
+        rest: listener for the read-only JSON view; None for none.
+        descriptor_set: where the REST view's protobuf descriptor set is (written by
+            :func:`write`); required when ``rest`` is set.
+        access_log: JSON access log file.
+        limits: rate and size limits.
+        health: health-check settings.
+
+    Raises:
+        ValueError: a non-loopback admin, a missing service, no replicas, or a REST
+            listener without a descriptor set.
+    """
+
+    tls: MeshTls
+    edge: Endpoint
+    mesh: Endpoint
+    admin: Endpoint
+    services: Mapping[str, Sequence[Endpoint]]
+    rest: Endpoint | None = None
+    descriptor_set: Path | None = None
+    access_log: Path = Path("/dev/stdout")
+    limits: Limits = field(default_factory=Limits)
+    health: HealthCheck = field(default_factory=HealthCheck)
+
+    def __post_init__(self) -> None:
+        if not self.admin.is_loopback():
+            # The admin interface can drain listeners and dump certificates: never
+            # reachable from the network.
+            raise ValueError(f"admin must listen on loopback, got {self.admin}")
+        for name in SERVICE_FULL_NAMES:
+            if not self.services.get(name):
+                raise ValueError(f"topology needs at least one endpoint for {name}")
+        if self.rest is not None and self.descriptor_set is None:
+            raise ValueError("a REST listener needs descriptor_set")
+
+
+def default_topology(
+    pki: Pki,
+    *,
+    state_dir: Path,
+    with_crl: bool = True,
+    base_port: int = 8440,
+) -> Topology:
+    """The single-machine layout of ``veritally up``: every listener and service on
+    127.0.0.1 from ``base_port`` (edge +3, mesh +4, rest +5, admin +1, ingest +10,
+    aggregation +11, publication +12). The topology is still the multi-host one; only
+    the addresses are local.
+
+    Raises:
+        PkiError: the PKI lacks the envoy identity.
+    """
+
+    def at(offset: int) -> Endpoint:
+        return Endpoint(host="127.0.0.1", port=base_port + offset)
+
+    return Topology(
+        tls=MeshTls.from_pki(pki, with_crl=with_crl),
+        edge=at(3),
+        mesh=at(4),
+        rest=at(5),
+        admin=at(1),
+        services={"ingest": [at(10)], "aggregation": [at(11)], "publication": [at(12)]},
+        descriptor_set=state_dir / "envoy" / "publication.binpb",
+        access_log=state_dir / "envoy" / "access.log",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# pieces
+
+
+def _seconds(value: float) -> str:
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
+def _address(ep: Endpoint) -> JsonDict:
+    return {"socket_address": {"address": ep.host, "port_value": ep.port}}
+
+
+def _file(path: Path) -> JsonDict:
+    return {"filename": str(path)}
+
+
+def _validation_context(tls: MeshTls, *, san_prefix: str, crl: bool) -> JsonDict:
+    ctx: JsonDict = {
+        "trusted_ca": _file(tls.ca),
+        "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"prefix": san_prefix}}],
+    }
+    if crl and tls.crl is not None:
+        ctx["crl"] = _file(tls.crl)
+        # Our CA is the trust anchor and issues every leaf: only leaves are revocable.
+        ctx["only_verify_leaf_cert_crl"] = True
+    return ctx
+
+
+def _downstream_tls(tls: MeshTls, *, san_prefix: str, alpn: Sequence[str]) -> JsonDict:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+            ".DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": {
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "alpn_protocols": list(alpn),
+                "tls_certificates": [
+                    {"certificate_chain": _file(tls.cert), "private_key": _file(tls.key)}
+                ],
+                "validation_context": _validation_context(tls, san_prefix=san_prefix, crl=True),
+            },
+        },
+    }
+
+
+def _upstream_tls(tls: MeshTls, service: str) -> JsonDict:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+            ".UpstreamTlsContext",
+            "sni": service,
+            "common_tls_context": {
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {"certificate_chain": _file(tls.cert), "private_key": _file(tls.key)}
+                ],
+                # The service must prove it is THAT service, not just any holder of a
+                # certificate from our CA.
+                "validation_context": {
+                    "trusted_ca": _file(tls.ca),
+                    "match_typed_subject_alt_names": [
+                        {
+                            "san_type": "URI",
+                            "matcher": {"exact": tls.spiffe(ROLE_SERVICE, service)},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _access_log(path: Path, listener: str) -> list[JsonDict]:
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3"
+                ".FileAccessLog",
+                "path": str(path),
+                "log_format": {
+                    "json_format": {
+                        "time": "%START_TIME%",
+                        "listener": listener,
+                        "peer": "%DOWNSTREAM_PEER_URI_SAN%",
+                        "client": "%DOWNSTREAM_REMOTE_ADDRESS%",
+                        "method": "%REQ(:PATH)%",
+                        "http_status": "%RESPONSE_CODE%",
+                        "grpc_status": "%GRPC_STATUS(NUMBER)%",
+                        "flags": "%RESPONSE_FLAGS%",
+                        "details": "%RESPONSE_CODE_DETAILS%",
+                        "duration_ms": "%DURATION%",
+                        "bytes_in": "%BYTES_RECEIVED%",
+                        "bytes_out": "%BYTES_SENT%",
+                        "upstream": "%UPSTREAM_HOST%",
+                    },
+                    "json_format_options": {"sort_properties": True},
+                },
+            },
+        }
+    ]
+
+
+def _path_rule(path: str) -> JsonDict:
+    return {"url_path": {"path": {"exact": path}}}
+
+
+def _rbac_filter(policies: Mapping[str, tuple[str, Sequence[str]]]) -> JsonDict:
+    """An RBAC filter that ALLOWs ``policy -> (principal prefix, method paths)`` and
+    denies everything else (PERMISSION_DENIED)."""
+    rendered: JsonDict = {}
+    for name, (principal, paths) in policies.items():
+        rendered[name] = {
+            "permissions": [{"or_rules": {"rules": [_path_rule(p) for p in paths]}}],
+            "principals": [
+                {
+                    "authenticated": {
+                        "principal_name": (
+                            {"exact": principal}
+                            if not principal.endswith("/")
+                            else {"prefix": principal}
+                        )
+                    }
+                }
+            ],
+        }
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": rendered},
+        },
+    }
+
+
+def _rate_limit_filter(tls: MeshTls, limits: Limits, stat_prefix: str) -> JsonDict:
+    """One token bucket per verified identity, budget by role.
+
+    The descriptor is built from the verified peer certificate only (CEL), never from a
+    header: ``(role, <uri san>)``. The role entry selects the budget; the wildcard URI
+    entry gives each identity its own bucket (up to ``max_identities``).
+    """
+    role_expr = " : ".join(
+        [
+            f"connection.uri_san_peer_certificate.startsWith('{tls.spiffe(role)}') ? '{role}'"
+            for role in (ROLE_MEDIA, ROLE_CAPTURE, ROLE_OPERATOR, ROLE_SERVICE)
+        ]
+        + ["'other'"]
+    )
+    budgets = {
+        ROLE_MEDIA: limits.media,
+        ROLE_CAPTURE: limits.capture,
+        ROLE_OPERATOR: limits.operator,
+    }
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3"
+            ".LocalRateLimit",
+            "stat_prefix": stat_prefix,
+            # Shared by every call (see Limits.total); the per-identity buckets below
+            # come on top of it.
+            "token_bucket": limits.total.render(),
+            "filter_enabled": {
+                "runtime_key": f"{stat_prefix}.enabled",
+                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+            },
+            "filter_enforced": {
+                "runtime_key": f"{stat_prefix}.enforced",
+                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+            },
+            "rate_limited_as_resource_exhausted": True,
+            "max_dynamic_descriptors": limits.max_identities * len(budgets),
+            "descriptors": [
+                {
+                    "entries": [{"key": "role", "value": role}, {"key": "peer", "value": ""}],
+                    "token_bucket": bucket.render(),
+                }
+                for role, bucket in budgets.items()
+            ],
+            "rate_limits": [
+                {
+                    "actions": [
+                        {
+                            "extension": {
+                                "name": "envoy.rate_limit_descriptors.expr",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions"
+                                    ".rate_limit_descriptors.expr.v3.Descriptor",
+                                    "descriptor_key": "role",
+                                    "text": role_expr,
+                                },
+                            }
+                        },
+                        {
+                            "extension": {
+                                "name": "envoy.rate_limit_descriptors.expr",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions"
+                                    ".rate_limit_descriptors.expr.v3.Descriptor",
+                                    "descriptor_key": "peer",
+                                    "text": "connection.uri_san_peer_certificate",
+                                },
+                            }
+                        },
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def _buffer_filter() -> JsonDict:
+    # The largest size any route allows; each route narrows it (or disables buffering
+    # for streams, whose messages the services bound themselves).
+    return {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": INGEST_MAX_REQUEST_BYTES,
+        },
+    }
+
+
+_BUFFER_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
+
+
+def _route(method: Method, *, cluster: str, limits: Limits, path: str | None = None) -> JsonDict:
+    action: JsonDict = {"cluster": cluster}
+    per_filter: JsonDict
+    if method.streaming:
+        # Streams live as long as the election night: no route timeout; the stream idle
+        # timeout of the connection manager still closes dead ones.
+        action["timeout"] = "0s"
+        action["idle_timeout"] = _seconds(limits.stream_idle_timeout_s)
+        per_filter = {"@type": _BUFFER_PER_ROUTE, "disabled": True}
+    else:
+        action["timeout"] = _seconds(limits.unary_timeout_s)
+        per_filter = {
+            "@type": _BUFFER_PER_ROUTE,
+            "buffer": {"max_request_bytes": method.max_request_bytes},
+        }
+    if method.idempotent:
+        action["retry_policy"] = {
+            # Only when the service answered UNAVAILABLE as trailers-only (nothing was
+            # sent yet) or the request never reached it: a read is safe to repeat.
+            "retry_on": "unavailable,connect-failure,refused-stream,reset",
+            "num_retries": 2,
+            "per_try_timeout": _seconds(max(1.0, limits.unary_timeout_s / 3)),
+            "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.retry.host"
+                        ".previous_hosts.v3.PreviousHostsPredicate"
+                    },
+                }
+            ],
+            "host_selection_retry_max_attempts": 3,
+        }
+    elif not method.streaming:
+        # Writes are retried only when the request provably never reached a service
+        # (no connection, or the stream refused before any processing).
+        action["retry_policy"] = {"retry_on": "connect-failure,refused-stream", "num_retries": 2}
+    return {
+        "name": method.path,
+        "match": {"path": path or method.path, "grpc": {}},
+        "route": action,
+        "typed_per_filter_config": {"envoy.filters.http.buffer": per_filter},
+    }
+
+
+def _health_route(limits: Limits) -> JsonDict:
+    return {
+        "name": _HEALTH_CHECK_PATH,
+        "match": {"path": _HEALTH_CHECK_PATH, "grpc": {}},
+        "route": {"cluster": "ingest", "timeout": _seconds(limits.unary_timeout_s)},
+        "typed_per_filter_config": {
+            "envoy.filters.http.buffer": {
+                "@type": _BUFFER_PER_ROUTE,
+                "buffer": {"max_request_bytes": READ_MAX_REQUEST_BYTES},
+            }
+        },
+    }
+
+
+def _hcm(
+    *,
+    stat_prefix: str,
+    topology: Topology,
+    routes: list[JsonDict],
+    filters: list[JsonDict],
+    codec: str = "HTTP2",
+) -> JsonDict:
+    limits = topology.limits
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network"
+            ".http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "codec_type": codec,
+            "use_remote_address": True,
+            # Replace whatever x-forwarded-client-cert a client sent with the identity
+            # Envoy verified, so services can trust the header.
+            "forward_client_cert_details": "SANITIZE_SET",
+            "set_current_client_cert_details": {"uri": True},
+            "stream_idle_timeout": _seconds(limits.stream_idle_timeout_s),
+            "common_http_protocol_options": {
+                # Idle connections are closed after an hour (seconds).
+                "idle_timeout": "3600s",
+                "headers_with_underscores_action": "REJECT_REQUEST",
+            },
+            "http2_protocol_options": {
+                "max_concurrent_streams": limits.max_concurrent_streams,
+                # 64 KiB per stream, 1 MiB per connection (bytes): flow control keeps a
+                # slow reader from making Envoy buffer a lot.
+                "initial_stream_window_size": 65536,
+                "initial_connection_window_size": 1048576,
+            },
+            "access_log": _access_log(topology.access_log, stat_prefix),
+            "route_config": {
+                "name": stat_prefix,
+                "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
+            },
+            "http_filters": [
+                *filters,
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3"
+                        ".Router"
+                    },
+                },
+            ],
+        },
+    }
+
+
+def _listener(
+    name: str, ep: Endpoint, hcm: JsonDict, transport: JsonDict, *, limits: Limits
+) -> JsonDict:
+    return {
+        "name": name,
+        "stat_prefix": name,
+        "address": _address(ep),
+        # Bytes buffered per connection before reads pause (flow control), 1 MiB.
+        "per_connection_buffer_limit_bytes": 1048576,
+        "filter_chains": [{"filters": [hcm], "transport_socket": transport}],
+    }
+
+
+def _cluster(name: str, endpoints: Sequence[Endpoint], topology: Topology) -> JsonDict:
+    hc = topology.health
+    return {
+        "name": name,
+        # STRICT_DNS: replicas may be host names in a multi-host deployment; each name
+        # is re-resolved and every address it yields becomes a host.
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3"
+                ".HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        # Detect a dead replica on an idle connection (seconds).
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"}
+                    }
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _address(ep)}} for ep in endpoints]}
+            ],
+        },
+        "transport_socket": _upstream_tls(topology.tls, name),
+        "health_checks": [
+            {
+                "timeout": _seconds(hc.timeout_s),
+                "interval": _seconds(hc.interval_s),
+                "no_traffic_interval": _seconds(hc.no_traffic_interval_s),
+                "unhealthy_threshold": hc.unhealthy_threshold,
+                "healthy_threshold": hc.healthy_threshold,
+                "grpc_health_check": {"service_name": SERVICE_FULL_NAMES[name]},
+            }
+        ],
+        "outlier_detection": {
+            # Eject a replica after 5 consecutive failures (UNAVAILABLE and resets
+            # count), for 15 s doubling on each repeat; never more than half of them.
+            "consecutive_5xx": 5,
+            "consecutive_gateway_failure": 5,
+            "interval": "5s",
+            "base_ejection_time": "15s",
+            "max_ejection_percent": 50,
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    # Bounds on what one Envoy asks of a service: connections,
+                    # queued requests, requests in flight, concurrent retries.
+                    "max_connections": 1024,
+                    "max_pending_requests": 1024,
+                    "max_requests": 4096,
+                    "max_retries": 16,
+                }
+            ]
+        },
+        # Below this share of healthy replicas Envoy would spread load over unhealthy
+        # ones too; 0 means it never routes to a replica known to be down.
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+    }
+
+
+def _grant_paths(grants: Sequence[tuple[str, str]]) -> list[str]:
+    return [_BY_NAME[g].path for g in grants]
+
+
+def _edge_listener(topology: Topology) -> JsonDict:
+    tls, limits = topology.tls, topology.limits
+    served = {g for grants in EDGE_GRANTS.values() for g in grants}
+    routes = [
+        _route(m, cluster=m.service, limits=limits)
+        for m in METHODS
+        if (m.service, m.name) in served
+    ]
+    routes.append(_health_route(limits))
+    policies = {
+        ROLE_CAPTURE: (tls.spiffe(ROLE_CAPTURE), _grant_paths(EDGE_GRANTS[ROLE_CAPTURE])),
+        ROLE_MEDIA: (tls.spiffe(ROLE_MEDIA), _grant_paths(EDGE_GRANTS[ROLE_MEDIA])),
+        ROLE_OPERATOR: (
+            tls.spiffe(ROLE_OPERATOR),
+            [*_grant_paths(EDGE_GRANTS[ROLE_OPERATOR]), _HEALTH_CHECK_PATH],
+        ),
+    }
+    hcm = _hcm(
+        stat_prefix="edge",
+        topology=topology,
+        routes=routes,
+        filters=[
+            # Rate limit first: a flood is cut by identity before anything else runs.
+            _rate_limit_filter(tls, limits, "edge_rate_limit"),
+            _rbac_filter(policies),
+            _buffer_filter(),
+        ],
+    )
+    transport = _downstream_tls(tls, san_prefix=f"spiffe://{tls.trust_domain}/", alpn=["h2"])
+    return _listener("edge", topology.edge, hcm, transport, limits=limits)
+
+
+def _mesh_listener(topology: Topology) -> JsonDict:
+    tls, limits = topology.tls, topology.limits
+    served = {g for grants in MESH_GRANTS.values() for g in grants}
+    routes = [
+        _route(m, cluster=m.service, limits=limits)
+        for m in METHODS
+        if (m.service, m.name) in served
+    ]
+    policies = {
+        f"service-{caller}": (tls.spiffe(ROLE_SERVICE, caller), _grant_paths(grants))
+        for caller, grants in MESH_GRANTS.items()
+    }
+    hcm = _hcm(
+        stat_prefix="mesh",
+        topology=topology,
+        routes=routes,
+        filters=[_rbac_filter(policies), _buffer_filter()],
+    )
+    transport = _downstream_tls(tls, san_prefix=tls.spiffe(ROLE_SERVICE), alpn=["h2"])
+    return _listener("mesh", topology.mesh, hcm, transport, limits=limits)
+
+
+def _rest_listener(topology: Topology, rest: Endpoint) -> JsonDict:
+    tls, limits = topology.tls, topology.limits
+    assert topology.descriptor_set is not None  # checked in Topology.__post_init__
+    methods = [_BY_NAME[("publication", n)] for n in REST_ROUTES]
+    routes = [_route(m, cluster="publication", limits=limits) for m in methods]
+    for r in routes:
+        # The transcoder turns the JSON GET into a gRPC call before routing; the match
+        # on the gRPC content type would refuse the original request otherwise.
+        r["match"].pop("grpc")
+        r["route"].pop("retry_policy", None)
+    transcoder = {
+        "name": "envoy.filters.http.grpc_json_transcoder",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http"
+            ".grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            "proto_descriptor": str(topology.descriptor_set),
+            "services": [SERVICE_FULL_NAMES["publication"]],
+            "print_options": {
+                "add_whitespace": False,
+                "always_print_primitive_fields": True,
+                "preserve_proto_field_names": True,
+            },
+            "request_validation_options": {
+                # Only the mapped GETs exist on this listener.
+                "reject_unknown_method": True,
+                "reject_unknown_query_parameters": True,
+            },
+            "convert_grpc_status": True,
+        },
+    }
+    policies = {
+        ROLE_MEDIA: (tls.spiffe(ROLE_MEDIA), [m.path for m in methods]),
+    }
+    hcm = _hcm(
+        stat_prefix="rest",
+        topology=topology,
+        routes=routes,
+        codec="AUTO",
+        filters=[
+            _rate_limit_filter(tls, limits, "rest_rate_limit"),
+            # After the transcoder, so that RBAC sees the gRPC method path.
+            transcoder,
+            _rbac_filter(policies),
+        ],
+    )
+    transport = _downstream_tls(
+        tls, san_prefix=f"spiffe://{tls.trust_domain}/", alpn=["h2", "http/1.1"]
+    )
+    return _listener("rest", rest, hcm, transport, limits=limits)
+
+
+def render(topology: Topology) -> JsonDict:
+    """The Envoy bootstrap for ``topology``, as plain data (dump it with PyYAML).
+
+    Pure: reads no files (the descriptor set is referenced by path).
+    """
+    listeners = [_edge_listener(topology), _mesh_listener(topology)]
+    if topology.rest is not None:
+        listeners.append(_rest_listener(topology, topology.rest))
+    clusters = [_cluster(name, topology.services[name], topology) for name in SERVICE_FULL_NAMES]
+    return {
+        "node": {"id": "veritally-envoy", "cluster": "veritally"},
+        "admin": {"address": _address(topology.admin)},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors"
+                        ".downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": topology.limits.max_connections,
+                    },
+                }
+            ]
+        },
+    }
+
+
+_HEADER = """\
+# Envoy configuration of a veritally deployment, rendered by veritally.mesh.envoy.
+# Do not edit: change the topology and render again (`veritally envoy render`).
+"""
+
+
+def render_yaml(topology: Topology) -> str:
+    """:func:`render` as YAML text, keys in the order they were built."""
+    body = yaml.safe_dump(render(topology), sort_keys=False, default_flow_style=False, width=100)
+    return _HEADER + body
+
+
+def build_descriptor_set() -> bytes:
+    """The protobuf descriptor set of PublicationService with its JSON GET mappings.
+
+    The contracts in ``proto/`` carry no ``google.api.http`` annotations (the SDK would
+    then need googleapis-common-protos at run time); the mapping is a mesh concern, so
+    it lives here (:data:`REST_ROUTES`) and is added to the method options of a copy of
+    the descriptors when the set is built. The result is deterministic.
+    """
+    # googleapis-common-protos ships .pyi stubs but no py.typed marker.
+    from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
+    from google.protobuf import descriptor as _descriptor
+    from google.protobuf import descriptor_pb2
+
+    from veritally_client._gen.veritally.v1 import publication_pb2
+
+    files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+
+    def add(fd: _descriptor.FileDescriptor) -> None:
+        if fd.name in files:
+            return
+        for dep in fd.dependencies:
+            add(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        files[fd.name] = proto
+
+    add(annotations_pb2.DESCRIPTOR)
+    add(publication_pb2.DESCRIPTOR)
+    publication = files[publication_pb2.DESCRIPTOR.name]
+    publication.dependency.append(annotations_pb2.DESCRIPTOR.name)
+    (service,) = [s for s in publication.service if s.name == "PublicationService"]
+    for method in service.method:
+        if method.name in REST_ROUTES:
+            rule = http_pb2.HttpRule(get=REST_ROUTES[method.name])
+            method.options.Extensions[annotations_pb2.http].CopyFrom(rule)
+    return descriptor_pb2.FileDescriptorSet(file=list(files.values())).SerializeToString(
+        deterministic=True
+    )
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write(topology: Topology, path: Path) -> Path:
+    """Write the YAML configuration to ``path`` (and the descriptor set, if the
+    topology has a REST listener), atomically. Returns ``path``."""
+    if topology.rest is not None and topology.descriptor_set is not None:
+        _atomic_write(topology.descriptor_set, build_descriptor_set())
+    _atomic_write(path, render_yaml(topology).encode())
+    return path
+
+
+class EnvoyConfigError(Exception):
+    """Envoy refused a configuration; the message holds Envoy's own output."""
+
+
+def envoy_binary() -> Path:
+    """The Envoy binary: the one in this virtualenv, else the one on PATH.
+
+    Raises:
+        FileNotFoundError: no Envoy binary.
+    """
+    candidate = Path(sys.prefix) / "bin" / "envoy"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    found = shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError("no envoy binary in the virtualenv or on PATH")
+    return Path(found)
+
+
+def validate(path: Path, *, timeout_s: float = 60.0) -> None:
+    """Run ``envoy --mode validate -c path``.
+
+    Raises:
+        EnvoyConfigError: Envoy refused the configuration (its output in the message).
+        FileNotFoundError: no Envoy binary.
+    """
+    result = subprocess.run(
+        [str(envoy_binary()), "--mode", "validate", "-c", str(path), "--log-level", "warn"],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise EnvoyConfigError(
+            f"envoy refused {path} (exit {result.returncode}):\n{result.stdout}{result.stderr}"
+        )
