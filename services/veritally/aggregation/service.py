@@ -105,12 +105,14 @@ class AggregationEngine:
         async with self._changed:
             self._changed.notify_all()
 
-    async def follow(self, target: str, *, tls: TlsFiles | None = None) -> None:
+    async def follow(
+        self, target: str, *, tls: TlsFiles | None = None, server_name: str | None = None
+    ) -> None:
         """Follow ingest at ``target`` until cancelled (steps 2-4)."""
         delay = BACKOFF_INITIAL_S
         while not self._closed:
             try:
-                async with aio_channel(target, tls=tls) as channel:
+                async with aio_channel(target, tls=tls, server_name=server_name) as channel:
                     stub = ingest_pb2_grpc.IngestServiceStub(channel)
                     # (2) resume from the cursor
                     call = stub.StreamRecords(
@@ -261,6 +263,7 @@ async def start_aggregation(
     ingest_target: str,
     tls: TlsFiles | None = None,
     ingest_tls: TlsFiles | None = None,
+    ingest_server_name: str | None = None,
 ) -> AggregationService:
     """Rebuild from the store, start serving on ``address`` and follow ``ingest_target``.
 
@@ -275,7 +278,8 @@ async def start_aggregation(
     )
     port = await server.start(address, tls=tls)
     follower = asyncio.create_task(
-        engine.follow(ingest_target, tls=ingest_tls), name="follow-ingest"
+        engine.follow(ingest_target, tls=ingest_tls, server_name=ingest_server_name),
+        name="follow-ingest",
     )
     log.info(
         "aggregation serving on port %d at position %d, following %s",
