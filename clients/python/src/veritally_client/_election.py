@@ -90,7 +90,7 @@ class CasillaInfo:
     section_id: str
     district_id: str
     state_id: str
-    type: int  # a CasillaType value
+    type: election_pb2.CasillaType.ValueType
     nominal_list: int
     party_representatives: int
     ballot_limit: int

@@ -1,0 +1,56 @@
+"""``veritally check``: load an election definition (and its actas) and report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from veritally.election.loader import DefinitionError, load_actas, load_election
+from veritally_client._gen.veritally.v1 import election_pb2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's arguments."""
+    parser.add_argument("path", type=Path, help="the election.yaml file")
+    parser.add_argument(
+        "--actas",
+        action="store_true",
+        help="also read every acta file named in the definition's 'actas' section",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the definition, print a summary or the error; exit status 0 or 1."""
+    try:
+        files = load_election(args.path)
+        index = files.index
+        types = Counter(c.type for c in index.casillas)
+        print(f"election {index.election_id!r}: {index.name}")
+        print(f"  sha256     {index.definition_sha256.hex()}")
+        print(f"  parties    {len(index.party_ids)}")
+        print(
+            f"  contests   {len(index.contests)} "
+            f"({', '.join(f'{c.id}: {len(c.option_ids)} options' for c in index.contests)})"
+        )
+        print(f"  states     {len(index.state_ids)}")
+        print(f"  districts  {len(index.district_ids)}")
+        print(f"  sections   {len(index.section_ids)}")
+        print(
+            f"  casillas   {len(index.casillas)} ("
+            + ", ".join(
+                f"{election_pb2.CasillaType.Name(t).removeprefix('CASILLA_TYPE_')}: {n}"
+                for t, n in sorted(types.items())
+            )
+            + ")"
+        )
+        print(f"  actas expected {len(index.casillas) * len(index.contests)}")
+        if args.actas:
+            read = Counter(a.contest_id for a in load_actas(files))
+            per_contest = ", ".join(f"{k}: {v}" for k, v in sorted(read.items()))
+            print(f"  actas read {sum(read.values())} ({per_contest})")
+    except DefinitionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

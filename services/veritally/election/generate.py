@@ -1,0 +1,668 @@
+"""Synthetic national elections, written in the documented formats.
+
+``generate(seed=S, casillas=N, out_dir=DIR)`` writes ``election.yaml``, ``casillas.csv``
+and ``actas.csv`` (every acta that arrives, in arrival order) and returns a summary of
+what it wrote, so tests can check that loading the files back gives the same thing.
+
+The model, in the order the generator draws it (one ``random.Random(seed)``, so a seed
+always gives the same bytes):
+
+1. geography: Mexico's 32 states with their 300 federal districts (2023 distribution);
+   for fewer than 300 casillas, the first states in proportion, fewer districts;
+2. casillas per district (equal population, +-12%), then per district about 0.6%
+   special (S) and 0.2% extraordinary (E) casillas, the rest basic (B) and contiguous (C)
+   grouped into sections of 1-8 casillas of at most 750 voters each;
+3. party strength per state and district (log-normal effects on national shares),
+   coalition combinations taking a small share of their parties' votes;
+4. turnout around 60.5% with state, district and casilla effects;
+5. arrival: polls close at 18:00 local time (states have different UTC offsets); each
+   casilla's actas arrive after a district lag plus a gamma-distributed counting and
+   transport delay, within PREP's 24 hours from 20:00 (UTC-6); about 1.5% never arrive;
+6. about 1.2% of actas exceed the nominal list (a capture error), 1.5% have one or two
+   figures marked illegible or blank, 0.3% are all illegible and 0.3% all blank.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import yaml
+
+from veritally_client._gen.veritally.v1 import election_pb2
+
+__all__ = ["DEFAULT_CASILLAS", "GeneratedElection", "generate"]
+
+# About the number of casillas of Mexico's 2024 federal election (~170,000 installed).
+DEFAULT_CASILLAS: Final = 160_000
+ELECTION_ID: Final = "mx-synthetic-federal"
+
+# (id, name, federal districts, UTC offset in hours on election day)
+STATES: Final = (
+    ("01", "Aguascalientes", 3, -6),
+    ("02", "Baja California", 9, -7),
+    ("03", "Baja California Sur", 2, -7),
+    ("04", "Campeche", 2, -6),
+    ("05", "Coahuila", 8, -6),
+    ("06", "Colima", 2, -6),
+    ("07", "Chiapas", 13, -6),
+    ("08", "Chihuahua", 9, -6),
+    ("09", "Ciudad de México", 22, -6),
+    ("10", "Durango", 4, -6),
+    ("11", "Guanajuato", 15, -6),
+    ("12", "Guerrero", 8, -6),
+    ("13", "Hidalgo", 7, -6),
+    ("14", "Jalisco", 20, -6),
+    ("15", "México", 40, -6),
+    ("16", "Michoacán", 11, -6),
+    ("17", "Morelos", 5, -6),
+    ("18", "Nayarit", 3, -7),
+    ("19", "Nuevo León", 14, -6),
+    ("20", "Oaxaca", 10, -6),
+    ("21", "Puebla", 16, -6),
+    ("22", "Querétaro", 6, -6),
+    ("23", "Quintana Roo", 4, -5),
+    ("24", "San Luis Potosí", 7, -6),
+    ("25", "Sinaloa", 7, -7),
+    ("26", "Sonora", 7, -7),
+    ("27", "Tabasco", 6, -6),
+    ("28", "Tamaulipas", 8, -6),
+    ("29", "Tlaxcala", 3, -6),
+    ("30", "Veracruz", 19, -6),
+    ("31", "Yucatán", 6, -6),
+    ("32", "Zacatecas", 4, -6),
+)
+NATIONAL_DISTRICTS: Final = 300
+
+# (id, name, national weight)
+PARTIES: Final = (
+    ("PAN", "Partido Acción Nacional", 17.0),
+    ("PRI", "Partido Revolucionario Institucional", 10.0),
+    ("PRD", "Partido de la Revolución Democrática", 2.5),
+    ("PVEM", "Partido Verde Ecologista de México", 8.0),
+    ("PT", "Partido del Trabajo", 6.0),
+    ("MC", "Movimiento Ciudadano", 10.5),
+    ("MORENA", "Morena", 36.0),
+    ("PES", "Partido Encuentro Solidario", 1.6),
+    ("RSP", "Redes Sociales Progresistas", 1.2),
+    ("FXM", "Fuerza por México", 1.1),
+)
+# Coalition combinations: a vote marking several boxes of the same coalition. Weight is
+# the fraction of the member parties' votes that go to the combination.
+COALITIONS: Final = (
+    (("PAN", "PRI", "PRD"), 0.030),
+    (("PAN", "PRI"), 0.008),
+    (("PAN", "PRD"), 0.004),
+    (("PRI", "PRD"), 0.003),
+    (("PVEM", "PT", "MORENA"), 0.025),
+    (("PVEM", "PT"), 0.004),
+    (("PVEM", "MORENA"), 0.007),
+    (("PT", "MORENA"), 0.007),
+)
+CONTESTS: Final = (
+    ("PRES", "Presidencia de la República"),
+    ("SEN", "Senadurías"),
+    ("DIP", "Diputaciones federales"),
+)
+UNREGISTERED_SHARE: Final = 0.0008  # of the voters; PREP 2024 order of magnitude
+NULL_SHARE: Final = 0.025
+
+BASE_TURNOUT: Final = 0.605
+MAX_VOTERS_PER_CASILLA: Final = 750  # INE's cap for B/C casillas
+SPECIAL_SHARE: Final = 0.00625  # ~1,000 special casillas per 160,000
+EXTRAORDINARY_SHARE: Final = 0.0019  # ~300 extraordinary casillas per 160,000
+# Casillas (B + C) per section: 40% one, 25% two, ... (mean about 2.38).
+SECTION_SIZES: Final = (1,) * 40 + (2,) * 25 + (3,) * 15 + (4,) * 9 + (5,) * 5 + (6,) * 3 + (8,) * 3
+
+# Rule-breaking actas, cumulative probabilities per acta.
+P_EXCEEDS: Final = 0.012
+P_SOME_MARKED: Final = P_EXCEEDS + 0.015
+P_ALL_ILLEGIBLE: Final = P_SOME_MARKED + 0.003
+P_ALL_BLANK: Final = P_ALL_ILLEGIBLE + 0.003
+P_MISSING: Final = 0.015  # actas that never arrive
+
+ILLEGIBLE: Final = "Ilegible"
+BLANK: Final = "Sin dato"
+
+# Election night: polls close at 18:00 local on 2 June 2024; PREP runs 24 hours from
+# 20:00 central time (UTC-6), i.e. 02:00 UTC on 3 June.
+ELECTION_DAY: Final = datetime(2024, 6, 2, tzinfo=UTC)
+PREP_START: Final = int((ELECTION_DAY + timedelta(hours=26)).timestamp())
+PREP_END: Final = PREP_START + 24 * 3600
+CENTRAL_OFFSET_S: Final = -6 * 3600
+OPERATORS_PER_CENTRE: Final = 8
+
+CASILLA_COLUMNS: Final = (
+    "CLAVE_CASILLA",
+    "ID_ENTIDAD",
+    "ID_DISTRITO",
+    "SECCION",
+    "TIPO_CASILLA",
+    "LISTA_NOMINAL",
+    "REPRESENTANTES",
+    "BOLETAS",
+)
+ACTA_TAIL_COLUMNS: Final = (
+    "NO_REGISTRADOS",
+    "NULOS",
+    "SHA",
+    "CENTRO_CAPTURA",
+    "OPERADOR",
+    "ORIGEN",
+    "DIGITALIZACION",
+    "FECHA_HORA_ACOPIO",
+    "FECHA_HORA_DIGITALIZACION",
+    "FECHA_HORA_CAPTURA",
+)
+
+
+@dataclass
+class ContestSummary:
+    """What was written for one contest, as the loader should read it back."""
+
+    actas: int = 0
+    votes: dict[str, int] = field(default_factory=dict)  # option id (and "_unreg", "_null")
+    marked_fields: int = 0
+    exceeding: int = 0
+    all_illegible: int = 0
+    all_blank: int = 0
+    missing: int = 0
+
+
+@dataclass
+class GeneratedElection:
+    """Summary of a generated election."""
+
+    definition: election_pb2.ElectionDefinition
+    yaml_path: Path
+    casillas_path: Path
+    actas_path: Path
+    contests: dict[str, ContestSummary]
+    voters: int = 0  # voters of the actas written, over every contest
+    nominal_list: int = 0  # nominal list of non-special casillas
+
+    @property
+    def actas_written(self) -> int:
+        """Actas in actas.csv."""
+        return sum(c.actas for c in self.contests.values())
+
+    @property
+    def actas_missing(self) -> int:
+        """Actas that never arrive."""
+        return sum(c.missing for c in self.contests.values())
+
+
+@dataclass(slots=True)
+class _Casilla:
+    id: str
+    state: int  # index into the chosen states
+    district: int  # index into the districts
+    section_number: int
+    type_code: str
+    nominal: int
+    reps: int
+    ballot_limit: int
+    voters: int = 0
+    arrival: int = 0  # seconds since the epoch
+    origin_casilla: bool = False
+
+
+def _allocate(total: int, weights: Sequence[float], minimum: int) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights``, each >= ``minimum``.
+
+    Largest remainder, ties broken by position, so the split is deterministic.
+    """
+    n = len(weights)
+    if total < minimum * n:
+        raise ValueError(f"cannot give {n} parts at least {minimum} out of {total}")
+    spare = total - minimum * n
+    wsum = sum(weights)
+    quotas = [spare * w / wsum for w in weights]
+    parts = [minimum + math.floor(q) for q in quotas]
+    left = total - sum(parts)
+    order = sorted(range(n), key=lambda i: (-(quotas[i] - math.floor(quotas[i])), i))
+    for i in order[:left]:
+        parts[i] += 1
+    return parts
+
+
+def _geography(n_casillas: int) -> list[tuple[str, str, int, int]]:
+    """States with their district counts for an election of ``n_casillas``."""
+    if n_casillas >= NATIONAL_DISTRICTS:
+        return list(STATES)
+    # Tiny elections for tests: fewer states and districts, about 5 casillas each.
+    n_states = max(1, min(len(STATES), n_casillas // 20))
+    n_districts = max(n_states, min(NATIONAL_DISTRICTS, n_casillas // 5))
+    chosen = STATES[:n_states]
+    counts = _allocate(n_districts, [float(s[2]) for s in chosen], 1)
+    return [(s[0], s[1], c, s[3]) for s, c in zip(chosen, counts, strict=True)]
+
+
+def generate(*, seed: int, out_dir: Path, casillas: int = DEFAULT_CASILLAS) -> GeneratedElection:
+    """Write a synthetic election to ``out_dir`` (created if needed).
+
+    Args:
+        seed: the random seed; the same seed and size always give the same bytes.
+        out_dir: directory for election.yaml, casillas.csv and actas.csv.
+        casillas: number of casillas; everything else scales with it.
+
+    Returns:
+        A summary of what was written.
+
+    Raises:
+        ValueError: if ``casillas`` is below 1.
+        OSError: if the files cannot be written.
+    """
+    if casillas < 1:
+        raise ValueError(f"an election needs at least one casilla, not {casillas}")
+    rng = random.Random(seed)  # noqa: S311  # synthetic data, not secrets
+    out_dir.mkdir(parents=True, exist_ok=True)
+    states = _geography(casillas)
+    # (1) geography
+    districts: list[tuple[str, int]] = []  # (district id, state index)
+    for si, (sid, _name, count, _offset) in enumerate(states):
+        districts.extend((f"{sid}-{d:02d}", si) for d in range(1, count + 1))
+    # (2) casillas per district
+    district_weights = [math.exp(rng.gauss(0.0, 0.12)) for _ in districts]
+    per_district = _allocate(casillas, district_weights, 1)
+    catalogue = _casillas(rng, states, districts, per_district)
+
+    # (3) party strength and (4) turnout effects
+    option_ids = [p[0] for p in PARTIES] + ["_".join(c[0]) for c in COALITIONS]
+    state_turnout = [rng.gauss(0.0, 0.04) for _ in states]
+    district_turnout = [rng.gauss(0.0, 0.03) for _ in districts]
+    state_pref = [[w * math.exp(rng.gauss(0.0, 0.35)) for _, _, w in PARTIES] for _ in states]
+    # Probability vector per (district, contest): options, then unregistered, then null.
+    shares: list[list[list[float]]] = []
+    for _did, si in districts:
+        base = [w * math.exp(rng.gauss(0.0, 0.15)) for w in state_pref[si]]
+        per_contest = []
+        for _ in CONTESTS:
+            party = [w * math.exp(rng.gauss(0.0, 0.05)) for w in base]
+            weights = list(party)
+            index = {p[0]: i for i, p in enumerate(PARTIES)}
+            for members, frac in COALITIONS:
+                weights.append(frac * sum(party[index[m]] for m in members))
+            total = sum(weights)
+            valid = 1.0 - UNREGISTERED_SHARE - NULL_SHARE
+            per_contest.append(
+                [w / total * valid for w in weights] + [UNREGISTERED_SHARE, NULL_SHARE]
+            )
+        shares.append(per_contest)
+
+    nominal_total = 0
+    for c in catalogue:
+        if c.type_code == "S":
+            c.voters = rng.randint(c.ballot_limit // 5, c.ballot_limit * 9 // 10)
+        else:
+            nominal_total += c.nominal
+            t = BASE_TURNOUT + state_turnout[c.state] + district_turnout[c.district]
+            t = min(0.92, max(0.25, t + rng.gauss(0.0, 0.04)))
+            c.voters = round(c.nominal * t)
+
+    # (5) arrival
+    district_lag = [rng.uniform(0.0, 1.5) * 3600 for _ in districts]
+    for c in catalogue:
+        close = int((ELECTION_DAY + timedelta(hours=18 - states[c.state][3])).timestamp())
+        delay = 3600 + district_lag[c.district] + rng.gammavariate(2.0, 1.2) * 3600
+        c.arrival = max(PREP_START + rng.randint(0, 600), close + int(delay))
+        c.origin_casilla = rng.random() < 0.45
+    events: list[
+        tuple[int, int, int, int, int]
+    ] = []  # (captured, acopio, digitised, casilla, contest)
+    missing = [0] * len(CONTESTS)
+    for k, c in enumerate(catalogue):
+        for ci in range(len(CONTESTS)):
+            acopio = c.arrival + rng.randint(0, 1800)
+            digitised = acopio + rng.randint(20, 900)
+            captured = digitised + rng.randint(30, 1200)
+            if rng.random() < P_MISSING or captured >= PREP_END:
+                missing[ci] += 1
+                continue
+            events.append((captured, acopio, digitised, k, ci))
+    events.sort()
+
+    definition = _definition(states, districts, catalogue, option_ids)
+    yaml_path = out_dir / "election.yaml"
+    casillas_path = out_dir / "casillas.csv"
+    actas_path = out_dir / "actas.csv"
+    _write_yaml(yaml_path, states, districts, option_ids)
+    _write_casillas(casillas_path, states, districts, catalogue)
+    summary = {cid: ContestSummary(missing=missing[i]) for i, (cid, _) in enumerate(CONTESTS)}
+    for s in summary.values():
+        s.votes = dict.fromkeys([*option_ids, "_unreg", "_null"], 0)
+    voters_written = _write_actas(
+        actas_path, rng, events, catalogue, districts, shares, option_ids, summary
+    )
+    return GeneratedElection(
+        definition=definition,
+        yaml_path=yaml_path,
+        casillas_path=casillas_path,
+        actas_path=actas_path,
+        contests=summary,
+        voters=voters_written,
+        nominal_list=nominal_total,
+    )
+
+
+def _casillas(
+    rng: random.Random,
+    states: Sequence[tuple[str, str, int, int]],
+    districts: Sequence[tuple[str, int]],
+    per_district: Sequence[int],
+) -> list[_Casilla]:
+    out: list[_Casilla] = []
+    next_section = [1] * len(states)
+    for di, ((_did, si), n) in enumerate(zip(districts, per_district, strict=True)):
+        state_id = states[si][0]
+        n_special = int(n * SPECIAL_SHARE + rng.random())
+        n_extra = int(n * EXTRAORDINARY_SHARE + rng.random())
+        if n - n_special - n_extra < 1:
+            n_special = n_extra = 0
+        remaining = n - n_special - n_extra
+        sections: list[list[_Casilla]] = []
+        while remaining > 0:
+            k = min(remaining, SECTION_SIZES[rng.randrange(len(SECTION_SIZES))])
+            remaining -= k
+            number = next_section[si]
+            next_section[si] += 1
+            total = rng.randint(MAX_VOTERS_PER_CASILLA * (k - 1) + 100, MAX_VOTERS_PER_CASILLA * k)
+            section: list[_Casilla] = []
+            for j in range(k):
+                nominal = total // k + (1 if j < total % k else 0)
+                suffix = "B" if j == 0 else f"C{j}"
+                section.append(
+                    _Casilla(
+                        f"{state_id}-{number:04d}-{suffix}",
+                        si,
+                        di,
+                        number,
+                        "B" if j == 0 else "C",
+                        nominal,
+                        rng.randint(0, 20),
+                        0,
+                    )
+                )
+            sections.append(section)
+        for e in range(n_extra):
+            section = sections[rng.randrange(len(sections))]
+            section.append(
+                _Casilla(
+                    f"{state_id}-{section[0].section_number:04d}-E{e + 1}",
+                    si,
+                    di,
+                    section[0].section_number,
+                    "E",
+                    rng.randint(100, 600),
+                    rng.randint(0, 20),
+                    0,
+                )
+            )
+        for s in range(n_special):
+            section = sections[rng.randrange(len(sections))]
+            section.append(
+                _Casilla(
+                    f"{state_id}-{section[0].section_number:04d}-S{s + 1}",
+                    si,
+                    di,
+                    section[0].section_number,
+                    "S",
+                    0,
+                    rng.randint(0, 20),
+                    rng.choice((750, 1000, 1250, 1500)),
+                )
+            )
+        for section in sections:
+            out.extend(section)
+    return out
+
+
+_TYPES: Final = {
+    "B": election_pb2.CASILLA_TYPE_BASICA,
+    "C": election_pb2.CASILLA_TYPE_CONTIGUA,
+    "E": election_pb2.CASILLA_TYPE_EXTRAORDINARIA,
+    "S": election_pb2.CASILLA_TYPE_ESPECIAL,
+}
+
+
+def _definition(
+    states: Sequence[tuple[str, str, int, int]],
+    districts: Sequence[tuple[str, int]],
+    catalogue: Sequence[_Casilla],
+    option_ids: Sequence[str],
+) -> election_pb2.ElectionDefinition:
+    """The definition the written files describe (what loading them must give)."""
+    pb = election_pb2.ElectionDefinition(id=ELECTION_ID, name=_election_name())
+    for pid, name, _ in PARTIES:
+        pb.parties.add(id=pid, name=name)
+    for cid, name in CONTESTS:
+        contest = pb.contests.add(id=cid, name=name)
+        for p in PARTIES:
+            contest.options.add(id=p[0], name=p[0], party_ids=[p[0]])
+        for members, _ in COALITIONS:
+            oid = "_".join(members)
+            contest.options.add(id=oid, name=oid, party_ids=list(members))
+    assert [o.id for o in pb.contests[0].options] == list(option_ids)
+    for sid, name, _, _ in states:
+        pb.states.add(id=sid, name=name)
+    for did, si in districts:
+        pb.districts.add(id=did, state_id=states[si][0], name=_district_name(did))
+    seen: set[str] = set()
+    for c in catalogue:
+        section_id = f"{states[c.state][0]}-{c.section_number:04d}"
+        if section_id not in seen:
+            seen.add(section_id)
+            pb.sections.add(id=section_id, district_id=districts[c.district][0])
+        pb.casillas.add(
+            id=c.id,
+            section_id=section_id,
+            type=_TYPES[c.type_code],
+            nominal_list=c.nominal,
+            party_representatives=c.reps,
+            ballot_limit=c.ballot_limit,
+        )
+    return pb
+
+
+def _election_name() -> str:
+    return "Synthetic federal election (PREP reference case)"
+
+
+def _district_name(district_id: str) -> str:
+    return f"Distrito {district_id}"
+
+
+def _write_yaml(
+    path: Path,
+    states: Sequence[tuple[str, str, int, int]],
+    districts: Sequence[tuple[str, int]],
+    option_ids: Sequence[str],
+) -> None:
+    doc = {
+        "format": "veritally-election/1",
+        "id": ELECTION_ID,
+        "name": _election_name(),
+        "parties": [{"id": pid, "name": name} for pid, name, _ in PARTIES],
+        "contests": [
+            {
+                "id": cid,
+                "name": name,
+                "options": [{"id": p[0]} for p in PARTIES]
+                + [{"id": "_".join(m), "parties": list(m)} for m, _ in COALITIONS],
+            }
+            for cid, name in CONTESTS
+        ],
+        "states": [{"id": sid, "name": name} for sid, name, _, _ in states],
+        "districts": [
+            {"id": did, "state": states[si][0], "name": _district_name(did)}
+            for did, si in districts
+        ],
+        "casillas": {
+            "file": "casillas.csv",
+            "columns": {
+                "casilla_id": "CLAVE_CASILLA",
+                "section_id": "{ID_ENTIDAD}-{SECCION:0>4}",
+                "district_id": "{ID_ENTIDAD}-{ID_DISTRITO:0>2}",
+                "state_id": "ID_ENTIDAD",
+                "type": "TIPO_CASILLA",
+                "nominal_list": "LISTA_NOMINAL",
+                "party_representatives": "REPRESENTANTES",
+                "ballot_limit": "BOLETAS",
+            },
+            "types": {"B": "BASICA", "C": "CONTIGUA", "E": "EXTRAORDINARIA", "S": "ESPECIAL"},
+            "zero_values": ["-"],
+        },
+        "actas": {
+            "file": "actas.csv",
+            "columns": {
+                "casilla_id": "CLAVE_CASILLA",
+                "contest_id": "CONTIENDA",
+                "unregistered": "NO_REGISTRADOS",
+                "null": "NULOS",
+                "image_sha256": "SHA",
+                "capture_centre": "CENTRO_CAPTURA",
+                "operator": "OPERADOR",
+                "origin": "ORIGEN",
+                "digitisation": "DIGITALIZACION",
+                "received_at_centre_time": "FECHA_HORA_ACOPIO",
+                "digitised_time": "FECHA_HORA_DIGITALIZACION",
+                "captured_time": "FECHA_HORA_CAPTURA",
+            },
+            "marks": {"illegible": [ILLEGIBLE], "blank": [BLANK]},
+            "origins": {"CASILLA": "CASILLA", "CATD": "CATD"},
+            "digitisations": {"MOVIL": "MOBILE", "ESCANER": "SCANNER"},
+        },
+    }
+    del option_ids  # option columns are named after the option ids: no mapping needed
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
+    path.write_text(text, encoding="utf-8")
+
+
+def _write_casillas(
+    path: Path,
+    states: Sequence[tuple[str, str, int, int]],
+    districts: Sequence[tuple[str, int]],
+    catalogue: Sequence[_Casilla],
+) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CASILLA_COLUMNS)
+        for c in catalogue:
+            district_number = int(districts[c.district][0].rpartition("-")[2])
+            writer.writerow(
+                (
+                    c.id,
+                    states[c.state][0],
+                    district_number,  # unpadded, as INE writes it; the template pads it
+                    c.section_number,
+                    c.type_code,
+                    "-" if c.type_code == "S" else c.nominal,
+                    c.reps,
+                    c.ballot_limit,
+                )
+            )
+
+
+class _TimeFormatter:
+    """Seconds since the epoch -> ISO 8601 in central time (UTC-6), fast."""
+
+    def __init__(self) -> None:
+        self._days: dict[int, str] = {}
+
+    def __call__(self, seconds: int) -> str:
+        local = seconds + CENTRAL_OFFSET_S
+        day, rest = divmod(local, 86_400)
+        prefix = self._days.get(day)
+        if prefix is None:
+            prefix = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%dT")
+            self._days[day] = prefix
+        h, rest = divmod(rest, 3600)
+        m, s = divmod(rest, 60)
+        return f"{prefix}{h:02d}:{m:02d}:{s:02d}-06:00"
+
+
+def _write_actas(
+    path: Path,
+    rng: random.Random,
+    events: Sequence[tuple[int, int, int, int, int]],
+    catalogue: Sequence[_Casilla],
+    districts: Sequence[tuple[str, int]],
+    shares: Sequence[Sequence[Sequence[float]]],
+    option_ids: Sequence[str],
+    summary: dict[str, ContestSummary],
+) -> int:
+    fmt_time = _TimeFormatter()
+    n_opts = len(option_ids)
+    width = n_opts + 2
+    keys = [*option_ids, "_unreg", "_null"]
+    contest_ids = [c[0] for c in CONTESTS]
+    sums = {cid: [0] * width for cid in contest_ids}
+    voters_written = 0
+    rand = rng.random
+    randint = rng.randint
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("CLAVE_CASILLA", "CONTIENDA", *option_ids, *ACTA_TAIL_COLUMNS))
+        for captured, acopio, digitised, k, ci in events:
+            c = catalogue[k]
+            contest_id = contest_ids[ci]
+            stats = summary[contest_id]
+            p = shares[c.district][ci]
+            voters = c.voters if ci == 0 else max(0, c.voters - randint(0, 3))
+            votes = [int(voters * p[i] * (0.75 + 0.5 * rand())) for i in range(width)]
+            limit = c.ballot_limit if c.type_code == "S" else c.nominal + c.reps
+            total = sum(votes)
+            if total > limit:  # keep honest actas within PREP's limit
+                top = max(range(n_opts), key=votes.__getitem__)
+                votes[top] -= min(votes[top], total - limit)
+            cells: list[str] = [str(v) for v in votes]
+            r = rand()
+            if r < P_EXCEEDS:
+                top = max(range(n_opts), key=votes.__getitem__)
+                votes[top] += limit - sum(votes) + randint(1, 400)
+                cells[top] = str(votes[top])
+                stats.exceeding += 1
+            elif r < P_SOME_MARKED:
+                for i in rng.sample(range(width), randint(1, 2)):
+                    cells[i] = ILLEGIBLE if rand() < 0.5 else BLANK
+                    votes[i] = 0
+                    stats.marked_fields += 1
+            elif r < P_ALL_BLANK:
+                mark = ILLEGIBLE if r < P_ALL_ILLEGIBLE else BLANK
+                cells = [mark] * width
+                votes = [0] * width
+                stats.marked_fields += width
+                if mark == ILLEGIBLE:
+                    stats.all_illegible += 1
+                else:
+                    stats.all_blank += 1
+            stats.actas += 1
+            acc = sums[contest_id]
+            for i in range(width):
+                acc[i] += votes[i]
+            voters_written += voters
+            district_id = districts[c.district][0]
+            writer.writerow(
+                (
+                    c.id,
+                    contest_id,
+                    *cells,
+                    f"{rng.getrandbits(256):064x}",  # SHA-256 of the (synthetic) image
+                    f"CCV-{district_id}",
+                    f"op-{district_id}-{randint(1, OPERATORS_PER_CENTRE)}",
+                    "CASILLA" if c.origin_casilla else "CATD",
+                    "MOVIL" if c.origin_casilla else "ESCANER",
+                    fmt_time(acopio),
+                    fmt_time(digitised),
+                    fmt_time(captured),
+                )
+            )
+    for cid in contest_ids:
+        summary[cid].votes = dict(zip(keys, sums[cid], strict=True))
+    return voters_written

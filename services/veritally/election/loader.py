@@ -1,0 +1,903 @@
+"""Load an election definition (YAML + casilla CSV) and acta CSVs through a column mapping.
+
+The formats are documented in docs/election-format.md and the design is recorded in
+docs/adr/0010-election-format-and-column-mapping.md. In short: ``election.yaml`` holds
+the parties, contests, states and districts, and two mappings: ``casillas:`` names the
+casilla catalogue CSV and says which column (or template over columns) gives each field,
+and ``actas:`` does the same for acta CSVs. Sections are derived from the catalogue rows.
+
+Every error is a :class:`DefinitionError` (a ``ValueError``) carrying the file, the line
+and the field it is about, so that an operator can fix the data without reading code.
+"""
+
+from __future__ import annotations
+
+import csv
+import string
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from veritally_client._election import ElectionIndex
+from veritally_client._errors import MalformedDataError
+from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2
+
+__all__ = [
+    "ActaFileError",
+    "ActaMapping",
+    "DefinitionError",
+    "ElectionFiles",
+    "load_actas",
+    "load_definition",
+    "load_election",
+]
+
+FORMAT: Final = "veritally-election/1"
+
+CASILLA_TYPES: Final[Mapping[str, election_pb2.CasillaType.ValueType]] = {
+    "BASICA": election_pb2.CASILLA_TYPE_BASICA,
+    "CONTIGUA": election_pb2.CASILLA_TYPE_CONTIGUA,
+    "EXTRAORDINARIA": election_pb2.CASILLA_TYPE_EXTRAORDINARIA,
+    "ESPECIAL": election_pb2.CASILLA_TYPE_ESPECIAL,
+}
+ORIGINS: Final[Mapping[str, acta_pb2.ActaOrigin.ValueType]] = {
+    "CASILLA": acta_pb2.ACTA_ORIGIN_CASILLA,
+    "CATD": acta_pb2.ACTA_ORIGIN_CATD,
+}
+DIGITISATIONS: Final[Mapping[str, acta_pb2.DigitisationMethod.ValueType]] = {
+    "SCANNER": acta_pb2.DIGITISATION_METHOD_SCANNER,
+    "MOBILE": acta_pb2.DIGITISATION_METHOD_MOBILE,
+}
+
+# Casilla catalogue fields: (required, numeric).
+CASILLA_FIELDS: Final = {
+    "casilla_id": (True, False),
+    "section_id": (True, False),
+    "district_id": (True, False),
+    "state_id": (False, False),
+    "type": (True, False),
+    "nominal_list": (True, True),
+    "party_representatives": (False, True),
+    "ballot_limit": (False, True),
+}
+# Acta fields other than the per-option columns: required?
+ACTA_FIELDS: Final = {
+    "casilla_id": True,
+    "contest_id": False,  # required when one file holds every contest
+    "unregistered": True,
+    "null": True,
+    "image_sha256": False,
+    "capture_centre": False,
+    "operator": False,
+    "origin": False,
+    "digitisation": False,
+    "received_at_centre_time": False,
+    "digitised_time": False,
+    "captured_time": False,
+}
+# Figures larger than this cannot be on a paper tally sheet; it also keeps every sum far
+# inside uint64. Unit: votes.
+MAX_FIGURE: Final = 10**9
+
+
+class DefinitionError(ValueError):
+    """An election definition or acta file is not valid.
+
+    Attributes:
+        file: the file at fault (as given or resolved).
+        line: 1-based line in that file, or None when the whole file is at fault.
+        field: the field (YAML key path or mapped CSV field) at fault, or None.
+    """
+
+    def __init__(
+        self, message: str, *, file: str | Path, line: int | None = None, field: str | None = None
+    ) -> None:
+        self.file = str(file)
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = self.file if line is None else f"{self.file}:{line}"
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{message}")
+
+
+class ActaFileError(DefinitionError):
+    """An acta CSV row cannot be read with the election's mapping."""
+
+
+# -- YAML with line numbers ------------------------------------------------------------
+
+
+class _Map(dict[Any, Any]):
+    """A YAML mapping that remembers the line it started on."""
+
+    line: int = 0
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loader whose mappings carry their line numbers."""
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
+    loader.flatten_mapping(node)
+    mapping = _Map(loader.construct_mapping(node, deep=True))
+    mapping.line = node.start_mark.line + 1
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+
+
+class _Yaml:
+    """Typed access to the YAML document with errors that point at it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, node: Any, fieldname: str, message: str) -> DefinitionError:
+        line = node.line if isinstance(node, _Map) else None
+        return DefinitionError(message, file=self.path, line=line, field=fieldname)
+
+    def mapping(self, node: Any, key: str, where: str, *, required: bool = True) -> _Map:
+        value = node.get(key) if isinstance(node, dict) else None
+        if value is None and not required:
+            empty = _Map()
+            empty.line = node.line if isinstance(node, _Map) else 0
+            return empty
+        if not isinstance(value, _Map):
+            raise self.error(node, _join(where, key), "must be a mapping")
+        return value
+
+    def seq(self, node: _Map, key: str, where: str, *, required: bool = True) -> list[Any]:
+        value = node.get(key)
+        if value is None and not required:
+            return []
+        if not isinstance(value, list):
+            raise self.error(node, _join(where, key), "must be a list")
+        return value
+
+    def text(
+        self, node: _Map, key: str, where: str, *, required: bool = True, default: str = ""
+    ) -> str:
+        value = node.get(key)
+        if value is None:
+            if required:
+                raise self.error(node, _join(where, key), "is missing")
+            return default
+        if not isinstance(value, str):
+            raise self.error(
+                node, _join(where, key), f"must be a string (quote it), found {value!r}"
+            )
+        return value
+
+    def ident(self, node: Any, key: str, where: str) -> str:
+        if not isinstance(node, _Map):
+            raise self.error(node, where, "must be a mapping")
+        value = self.text(node, key, where)
+        if not value:
+            raise self.error(node, _join(where, key), "is empty")
+        return value
+
+    def count(self, node: _Map, key: str, where: str, default: int) -> int:
+        value = node.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise self.error(node, _join(where, key), f"must be a non-negative integer: {value!r}")
+        return value
+
+    def str_map(self, node: _Map, key: str, where: str) -> dict[str, str]:
+        value = self.mapping(node, key, where, required=False)
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise self.error(
+                    value, _join(where, f"{key}.{k}"), "keys and values must be strings"
+                )
+            out[k] = v
+        return out
+
+    def str_list(self, node: _Map, key: str, where: str, default: Sequence[str]) -> list[str]:
+        value = node.get(key)
+        if value is None:
+            return list(default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(node, _join(where, key), "must be a list of strings")
+        return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+# -- CSV column mapping ----------------------------------------------------------------
+
+Getter = Callable[[list[str]], str]
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How to read one CSV file: dialect and lines before the header row."""
+
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    # Lines before the header row (INE's PREP files open with a few lines of metadata).
+    skip_lines: int = 0
+
+
+def _read_csv_format(doc: _Yaml, node: _Map, where: str) -> CsvFormat:
+    delimiter = doc.text(node, "delimiter", where, required=False, default=",")
+    if len(delimiter) != 1:
+        raise doc.error(node, _join(where, "delimiter"), "must be one character")
+    encoding = doc.text(node, "encoding", where, required=False, default="utf-8")
+    return CsvFormat(delimiter, encoding, doc.count(node, "skip_lines", where, 0))
+
+
+def _compile_column(
+    spec: str, header: Mapping[str, int], *, file: Path, line: int, fieldname: str
+) -> Getter:
+    """A getter for a mapped field: a column name, or a template like ``{A}-{B:0>4}``."""
+    if "{" not in spec:
+        idx = header.get(spec)
+        if idx is None:
+            raise DefinitionError(
+                f"column {spec!r} is not in the header", file=file, line=line, field=fieldname
+            )
+        column: int = idx
+        return lambda row: row[column]
+    parts: list[str] = []
+    indexes: list[int] = []
+    try:
+        parsed = list(string.Formatter().parse(spec))
+    except ValueError as e:
+        raise DefinitionError(
+            f"bad template {spec!r}: {e}", file=file, line=line, field=fieldname
+        ) from e
+    for literal, name, fmt, conv in parsed:
+        parts.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name is None:
+            continue
+        if conv:
+            raise DefinitionError(
+                f"template {spec!r} may not use !{conv}", file=file, line=line, field=fieldname
+            )
+        idx = header.get(name)
+        if idx is None:
+            raise DefinitionError(
+                f"column {name!r} of template {spec!r} is not in the header",
+                file=file,
+                line=line,
+                field=fieldname,
+            )
+        parts.append(f"{{{len(indexes)}:{fmt}}}" if fmt else f"{{{len(indexes)}}}")
+        indexes.append(idx)
+    positional = "".join(parts)
+    try:
+        positional.format(*([""] * len(indexes)))
+    except ValueError as e:
+        raise DefinitionError(
+            f"bad template {spec!r}: {e}", file=file, line=line, field=fieldname
+        ) from e
+    return lambda row: positional.format(*[row[i] for i in indexes])
+
+
+def _open_csv(
+    path: Path, fmt: CsvFormat, *, error: type[DefinitionError]
+) -> tuple[Iterator[list[str]], dict[str, int], int, Callable[[], None]]:
+    """Open a CSV: (row iterator, header name -> index, header line number, close)."""
+    try:
+        handle = path.open(encoding=fmt.encoding, newline="")
+    except OSError as e:
+        raise error(f"cannot open: {e.strerror}", file=path) from e
+    try:
+        for _ in range(fmt.skip_lines):
+            handle.readline()
+        reader = csv.reader(handle, delimiter=fmt.delimiter)
+        header_row = next(reader, None)
+    except (UnicodeDecodeError, csv.Error) as e:
+        handle.close()
+        raise error(f"unreadable: {e}", file=path, line=fmt.skip_lines + 1) from e
+    if header_row is None:
+        handle.close()
+        raise error("no header row", file=path, line=fmt.skip_lines + 1)
+    header = {name.strip(): i for i, name in enumerate(header_row)}
+    return reader, header, fmt.skip_lines + 1, handle.close
+
+
+def _rows(
+    reader: Iterator[list[str]], path: Path, first_line: int, *, error: type[DefinitionError]
+) -> Iterator[tuple[int, list[str]]]:
+    """Rows with their line numbers (one physical line per row; blank rows skipped)."""
+    line = first_line
+    try:
+        for row in reader:
+            line += 1
+            if row:
+                yield line, row
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise error(f"unreadable: {e}", file=path, line=line + 1) from e
+
+
+def _number(value: str, *, file: Path, line: int, fieldname: str, zero: frozenset[str]) -> int:
+    text = value.strip()
+    if text in zero:
+        return 0
+    if not text.isdigit():
+        raise DefinitionError(
+            f"not a non-negative integer: {value!r}", file=file, line=line, field=fieldname
+        )
+    number = int(text)
+    if number > MAX_FIGURE:
+        raise DefinitionError(
+            f"{number} exceeds the limit of {MAX_FIGURE}", file=file, line=line, field=fieldname
+        )
+    return number
+
+
+# -- the definition --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActaMapping:
+    """How acta CSV rows map onto :class:`Acta` messages (the ``actas:`` section)."""
+
+    yaml_path: Path
+    yaml_line: int
+    csv_format: CsvFormat
+    # contest id -> file, when each contest has its own file; else one ``file``.
+    files: Mapping[str, Path]
+    file: Path | None
+    columns: Mapping[str, str]
+    option_columns: Mapping[str, str]  # option id -> column spec
+    contest_values: Mapping[str, str]  # value in the contest column -> contest id
+    illegible: frozenset[str]
+    blank: frozenset[str]
+    origins: Mapping[str, acta_pb2.ActaOrigin.ValueType]
+    digitisations: Mapping[str, acta_pb2.DigitisationMethod.ValueType]
+    time_format: str | None  # strptime format; None means ISO 8601
+    tz: timezone
+
+
+@dataclass(frozen=True)
+class ElectionFiles:
+    """A loaded election: the validated index and the acta mapping from its YAML."""
+
+    path: Path
+    index: ElectionIndex
+    actas: ActaMapping | None = field(default=None)
+
+
+def load_definition(path: str | Path) -> ElectionIndex:
+    """Load ``election.yaml`` and the casilla catalogue it names.
+
+    Raises:
+        DefinitionError: naming the file, line and field at fault.
+    """
+    return load_election(path).index
+
+
+def load_election(path: str | Path) -> ElectionFiles:
+    """Load an election definition and its acta mapping.
+
+    Raises:
+        DefinitionError: naming the file, line and field at fault.
+    """
+    yaml_path = Path(path)
+    try:
+        text = yaml_path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DefinitionError(f"cannot read: {e.strerror}", file=yaml_path) from e
+    except UnicodeDecodeError as e:
+        raise DefinitionError(f"not UTF-8: {e}", file=yaml_path) from e
+    try:
+        root = yaml.load(text, Loader=_Loader)  # noqa: S506  # _Loader is a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise DefinitionError(f"not valid YAML: {e}", file=yaml_path, line=line) from e
+    doc = _Yaml(yaml_path)
+    if not isinstance(root, _Map):
+        raise DefinitionError("the document must be a mapping", file=yaml_path)
+    fmt = doc.text(root, "format", "", required=False, default=FORMAT)
+    if fmt != FORMAT:
+        raise doc.error(root, "format", f"unsupported format {fmt!r}, expected {FORMAT!r}")
+
+    pb = election_pb2.ElectionDefinition(
+        id=doc.ident(root, "id", ""), name=doc.text(root, "name", "", required=False)
+    )
+    # parties
+    parties: set[str] = set()
+    for i, node in enumerate(doc.seq(root, "parties", "")):
+        where = f"parties[{i}]"
+        pid = doc.ident(node, "id", where)
+        if pid in parties:
+            raise doc.error(node, f"{where}.id", f"duplicate party id {pid!r}")
+        parties.add(pid)
+        pb.parties.add(id=pid, name=doc.text(node, "name", where, required=False, default=pid))
+    # contests and options
+    contest_ids: set[str] = set()
+    all_options: set[str] = set()
+    for i, node in enumerate(doc.seq(root, "contests", "")):
+        where = f"contests[{i}]"
+        cid = doc.ident(node, "id", where)
+        if cid in contest_ids:
+            raise doc.error(node, f"{where}.id", f"duplicate contest id {cid!r}")
+        if "/" in cid:
+            raise doc.error(node, f"{where}.id", f"contest id {cid!r} may not contain '/'")
+        contest_ids.add(cid)
+        contest = pb.contests.add(
+            id=cid, name=doc.text(node, "name", where, required=False, default=cid)
+        )
+        options = doc.seq(node, "options", where, required=False)
+        if not options:
+            raise doc.error(node, f"{where}.options", f"contest {cid!r} has no vote options")
+        seen: set[str] = set()
+        for j, onode in enumerate(options):
+            owhere = f"{where}.options[{j}]"
+            oid = doc.ident(onode, "id", owhere)
+            if oid in seen:
+                raise doc.error(onode, f"{owhere}.id", f"duplicate option id {oid!r} in {cid!r}")
+            seen.add(oid)
+            party_ids = doc.str_list(onode, "parties", owhere, default=[oid])
+            if not party_ids:
+                raise doc.error(onode, f"{owhere}.parties", "is empty")
+            for pid in party_ids:
+                if pid not in parties:
+                    raise doc.error(onode, f"{owhere}.parties", f"unknown party {pid!r}")
+            contest.options.add(
+                id=oid,
+                name=doc.text(onode, "name", owhere, required=False, default=oid),
+                party_ids=party_ids,
+            )
+        all_options |= seen
+    # states and districts
+    states: set[str] = set()
+    for i, node in enumerate(doc.seq(root, "states", "")):
+        where = f"states[{i}]"
+        sid = doc.ident(node, "id", where)
+        if sid in states:
+            raise doc.error(node, f"{where}.id", f"duplicate state id {sid!r}")
+        states.add(sid)
+        pb.states.add(id=sid, name=doc.text(node, "name", where, required=False, default=sid))
+    district_state: dict[str, str] = {}
+    for i, node in enumerate(doc.seq(root, "districts", "")):
+        where = f"districts[{i}]"
+        did = doc.ident(node, "id", where)
+        if did in district_state:
+            raise doc.error(node, f"{where}.id", f"duplicate district id {did!r}")
+        state_id = doc.text(node, "state", where)
+        if state_id not in states:
+            raise doc.error(node, f"{where}.state", f"unknown state {state_id!r}")
+        district_state[did] = state_id
+        pb.districts.add(
+            id=did, state_id=state_id, name=doc.text(node, "name", where, required=False)
+        )
+
+    _load_casillas(doc, root, pb, district_state)
+    actas = _read_acta_mapping(doc, root, set(contest_ids), all_options)
+    try:
+        index = ElectionIndex.from_pb(pb)
+    except MalformedDataError as e:  # pragma: no cover - the loader checks everything first
+        raise DefinitionError(str(e), file=yaml_path) from e
+    return ElectionFiles(path=yaml_path, index=index, actas=actas)
+
+
+def _load_casillas(
+    doc: _Yaml,
+    root: _Map,
+    pb: election_pb2.ElectionDefinition,
+    district_state: Mapping[str, str],
+) -> None:
+    node = doc.mapping(root, "casillas", "")
+    csv_path = doc.path.parent / doc.text(node, "file", "casillas")
+    fmt = _read_csv_format(doc, node, "casillas")
+    columns = doc.str_map(node, "columns", "casillas")
+    for key in columns:
+        if key not in CASILLA_FIELDS:
+            raise doc.error(node, f"casillas.columns.{key}", "unknown field")
+    for key, (required, _) in CASILLA_FIELDS.items():
+        if required and key not in columns:
+            raise doc.error(node, f"casillas.columns.{key}", "is missing")
+    type_values = doc.str_map(node, "types", "casillas") or {
+        "B": "BASICA",
+        "C": "CONTIGUA",
+        "E": "EXTRAORDINARIA",
+        "S": "ESPECIAL",
+    }
+    types: dict[str, election_pb2.CasillaType.ValueType] = {}
+    for value, name in type_values.items():
+        if name not in CASILLA_TYPES:
+            raise doc.error(
+                node, f"casillas.types.{value}", f"{name!r} is not one of {sorted(CASILLA_TYPES)}"
+            )
+        types[value] = CASILLA_TYPES[name]
+    zero = frozenset(doc.str_list(node, "zero_values", "casillas", default=()))
+
+    reader, header, header_line, close = _open_csv(csv_path, fmt, error=DefinitionError)
+    try:
+        getters = {
+            key: _compile_column(spec, header, file=csv_path, line=header_line, fieldname=key)
+            for key, spec in columns.items()
+        }
+        get_id = getters["casilla_id"]
+        get_section = getters["section_id"]
+        get_district = getters["district_id"]
+        get_state = getters.get("state_id")
+        get_type = getters["type"]
+        numeric = [k for k, (_, is_num) in CASILLA_FIELDS.items() if is_num and k in getters]
+        section_district: dict[str, str] = {}
+        casilla_ids: set[str] = set()
+        width = len(header)
+        for line, row in _rows(reader, csv_path, header_line, error=DefinitionError):
+            if len(row) < width:
+                raise DefinitionError(
+                    f"{len(row)} columns, the header has {width}", file=csv_path, line=line
+                )
+            cid = get_id(row).strip()
+            if not cid:
+                raise DefinitionError("is empty", file=csv_path, line=line, field="casilla_id")
+            if cid in casilla_ids:
+                raise DefinitionError(
+                    f"duplicate casilla id {cid!r}", file=csv_path, line=line, field="casilla_id"
+                )
+            casilla_ids.add(cid)
+            did = get_district(row).strip()
+            state_id = district_state.get(did)
+            if state_id is None:
+                raise DefinitionError(
+                    f"unknown district {did!r}", file=csv_path, line=line, field="district_id"
+                )
+            if get_state is not None and get_state(row).strip() != state_id:
+                raise DefinitionError(
+                    f"state {get_state(row)!r} is not the state {state_id!r} of district {did!r}",
+                    file=csv_path,
+                    line=line,
+                    field="state_id",
+                )
+            sid = get_section(row).strip()
+            if not sid:
+                raise DefinitionError("is empty", file=csv_path, line=line, field="section_id")
+            known = section_district.get(sid)
+            if known is None:
+                section_district[sid] = did
+                pb.sections.add(id=sid, district_id=did)
+            elif known != did:
+                raise DefinitionError(
+                    f"section {sid!r} is in district {known!r} on an earlier line, not {did!r}",
+                    file=csv_path,
+                    line=line,
+                    field="section_id",
+                )
+            raw_type = get_type(row).strip()
+            ctype = types.get(raw_type)
+            if ctype is None:
+                raise DefinitionError(
+                    f"unknown casilla type {raw_type!r}, expected one of {sorted(types)}",
+                    file=csv_path,
+                    line=line,
+                    field="type",
+                )
+            nums = {
+                k: _number(getters[k](row), file=csv_path, line=line, fieldname=k, zero=zero)
+                for k in numeric
+            }
+            nominal = nums.get("nominal_list", 0)
+            limit = nums.get("ballot_limit", 0)
+            if ctype == election_pb2.CASILLA_TYPE_ESPECIAL:
+                if nominal:
+                    raise DefinitionError(
+                        f"a special casilla has no nominal list, found {nominal}",
+                        file=csv_path,
+                        line=line,
+                        field="nominal_list",
+                    )
+                if not limit:
+                    raise DefinitionError(
+                        "a special casilla needs a ballot limit",
+                        file=csv_path,
+                        line=line,
+                        field="ballot_limit",
+                    )
+            elif not nominal:
+                raise DefinitionError(
+                    "a non-special casilla needs a nominal list",
+                    file=csv_path,
+                    line=line,
+                    field="nominal_list",
+                )
+            pb.casillas.add(
+                id=cid,
+                section_id=sid,
+                type=ctype,
+                nominal_list=nominal,
+                party_representatives=nums.get("party_representatives", 0),
+                ballot_limit=limit,
+            )
+    finally:
+        close()
+
+
+def _read_acta_mapping(
+    doc: _Yaml, root: _Map, contest_ids: set[str], option_ids: set[str]
+) -> ActaMapping | None:
+    if root.get("actas") is None:
+        return None
+    node = doc.mapping(root, "actas", "")
+    base = doc.path.parent
+    files_spec = doc.str_map(node, "files", "actas")
+    single = doc.text(node, "file", "actas", required=False)
+    if files_spec and single:
+        raise doc.error(node, "actas.files", "give either 'file' or 'files', not both")
+    for cid in files_spec:
+        if cid not in contest_ids:
+            raise doc.error(node, f"actas.files.{cid}", f"unknown contest {cid!r}")
+    columns = doc.str_map(node, "columns", "actas")
+    for key in columns:
+        if key not in ACTA_FIELDS:
+            raise doc.error(node, f"actas.columns.{key}", "unknown field")
+    for key, required in ACTA_FIELDS.items():
+        if required and key not in columns:
+            raise doc.error(node, f"actas.columns.{key}", "is missing")
+    if not files_spec and "contest_id" not in columns:
+        raise doc.error(
+            node, "actas.columns.contest_id", "is needed when one file holds every contest"
+        )
+    option_columns = doc.str_map(node, "options", "actas")
+    for oid in option_columns:
+        if oid not in option_ids:
+            raise doc.error(node, f"actas.options.{oid}", f"no contest has an option {oid!r}")
+    contest_values = doc.str_map(node, "contests", "actas")
+    for value, cid in contest_values.items():
+        if cid not in contest_ids:
+            raise doc.error(node, f"actas.contests.{value}", f"unknown contest {cid!r}")
+    marks = doc.mapping(node, "marks", "actas", required=False)
+    illegible = frozenset(doc.str_list(marks, "illegible", "actas.marks", default=["Ilegible"]))
+    blank = frozenset(doc.str_list(marks, "blank", "actas.marks", default=["Sin dato"]))
+    if illegible & blank:
+        raise doc.error(marks, "actas.marks", "a value cannot mean both illegible and blank")
+    origins: dict[str, acta_pb2.ActaOrigin.ValueType] = {}
+    for value, name in (doc.str_map(node, "origins", "actas") or {k: k for k in ORIGINS}).items():
+        if name not in ORIGINS:
+            raise doc.error(node, f"actas.origins.{value}", f"{name!r} not in {sorted(ORIGINS)}")
+        origins[value] = ORIGINS[name]
+    digitisations: dict[str, acta_pb2.DigitisationMethod.ValueType] = {}
+    dig_spec = doc.str_map(node, "digitisations", "actas") or {k: k for k in DIGITISATIONS}
+    for value, name in dig_spec.items():
+        if name not in DIGITISATIONS:
+            raise doc.error(
+                node, f"actas.digitisations.{value}", f"{name!r} not in {sorted(DIGITISATIONS)}"
+            )
+        digitisations[value] = DIGITISATIONS[name]
+    time_format = doc.text(node, "time_format", "actas", required=False) or None
+    tz_text = doc.text(node, "timezone", "actas", required=False, default="+00:00")
+    try:
+        offset = datetime.strptime(tz_text, "%z").utcoffset()
+    except ValueError as e:
+        raise doc.error(node, "actas.timezone", f"not a UTC offset like -06:00: {tz_text!r}") from e
+    assert offset is not None  # %z always yields an aware datetime
+    return ActaMapping(
+        yaml_path=doc.path,
+        yaml_line=node.line,
+        csv_format=_read_csv_format(doc, node, "actas"),
+        files={cid: base / p for cid, p in files_spec.items()},
+        file=base / single if single else None,
+        columns=columns,
+        option_columns=option_columns,
+        contest_values=contest_values,
+        illegible=illegible,
+        blank=blank,
+        origins=origins,
+        digitisations=digitisations,
+        time_format=time_format,
+        tz=timezone(offset),
+    )
+
+
+# -- actas -----------------------------------------------------------------------------
+
+
+def load_actas(
+    election: str | Path | ElectionFiles, csv_path: str | Path | None = None
+) -> Iterator[acta_pb2.Acta]:
+    """Read actas from CSV with the election's ``actas:`` mapping, in file order.
+
+    Args:
+        election: the ``election.yaml`` path, or an already loaded :class:`ElectionFiles`.
+        csv_path: the acta file to read (one file holding every contest); by default the
+            file(s) named in the mapping, per-contest files in contest order.
+
+    Yields:
+        One ``Acta`` per row. Figures marked illegible or blank are 0 with their mark.
+
+    Raises:
+        DefinitionError: if the definition cannot be loaded or has no ``actas:`` section.
+        ActaFileError: naming the file, line and field of a row that cannot be read.
+    """
+    files = election if isinstance(election, ElectionFiles) else load_election(election)
+    mapping = files.actas
+    if mapping is None:
+        raise DefinitionError("has no 'actas' section", file=files.path, field="actas")
+    if csv_path is not None:
+        yield from _read_acta_file(files.index, mapping, Path(csv_path), None)
+    elif mapping.files:
+        for contest in files.index.contests:
+            path = mapping.files.get(contest.id)
+            if path is not None:
+                yield from _read_acta_file(files.index, mapping, path, contest.id)
+    elif mapping.file is not None:
+        yield from _read_acta_file(files.index, mapping, mapping.file, None)
+    else:
+        raise DefinitionError(
+            "names no acta file and none was given", file=files.path, field="actas.file"
+        )
+
+
+def _read_acta_file(
+    index: ElectionIndex, mapping: ActaMapping, path: Path, fixed_contest: str | None
+) -> Iterator[acta_pb2.Acta]:
+    reader, header, header_line, close = _open_csv(path, mapping.csv_format, error=ActaFileError)
+    try:
+
+        def compile_(spec: str, fieldname: str) -> Getter:
+            try:
+                return _compile_column(
+                    spec, header, file=path, line=header_line, fieldname=fieldname
+                )
+            except DefinitionError as e:
+                raise ActaFileError(e.reason, file=path, line=header_line, field=fieldname) from e
+
+        getters = {k: compile_(spec, k) for k, spec in mapping.columns.items()}
+        if fixed_contest is None and "contest_id" not in getters:
+            raise ActaFileError(
+                "no contest column is mapped", file=path, line=header_line, field="contest_id"
+            )
+        # Per contest: option getters in ballot order. Only contests this file can hold.
+        contests = [fixed_contest] if fixed_contest else list(index.contest_ids)
+        option_getters: dict[str, list[tuple[str, Getter]]] = {}
+        for cid in contests:
+            option_getters[cid] = [
+                (oid, compile_(mapping.option_columns.get(oid, oid), f"options.{oid}"))
+                for oid in index.option_ids(cid)
+            ]
+        casillas = index.casilla_map()
+        get_casilla = getters["casilla_id"]
+        get_contest = getters.get("contest_id")
+        get_unreg = getters["unregistered"]
+        get_null = getters["null"]
+        get_sha = getters.get("image_sha256")
+        get_centre = getters.get("capture_centre")
+        get_operator = getters.get("operator")
+        get_origin = getters.get("origin")
+        get_digitisation = getters.get("digitisation")
+        time_getters = [
+            (name, getters[name])
+            for name in ("received_at_centre_time", "digitised_time", "captured_time")
+            if name in getters
+        ]
+        illegible, blank = mapping.illegible, mapping.blank
+        contest_values = mapping.contest_values
+        width = len(header)
+
+        def figure(
+            value: str, line: int, fieldname: str
+        ) -> tuple[int, acta_pb2.FieldMark.ValueType]:
+            text = value.strip()
+            if text in illegible or value in illegible:
+                return 0, acta_pb2.FIELD_MARK_ILLEGIBLE
+            if text in blank or value in blank:
+                return 0, acta_pb2.FIELD_MARK_BLANK
+            if not text.isdigit():
+                raise ActaFileError(
+                    f"not a vote count or a mark: {value!r}", file=path, line=line, field=fieldname
+                )
+            number = int(text)
+            if number > MAX_FIGURE:
+                raise ActaFileError(
+                    f"{number} exceeds the limit of {MAX_FIGURE}",
+                    file=path,
+                    line=line,
+                    field=fieldname,
+                )
+            return number, acta_pb2.FIELD_MARK_UNSPECIFIED
+
+        for line, row in _rows(reader, path, header_line, error=ActaFileError):
+            if len(row) < width:
+                raise ActaFileError(
+                    f"{len(row)} columns, the header has {width}", file=path, line=line
+                )
+            casilla_id = get_casilla(row).strip()
+            if casilla_id not in casillas:
+                raise ActaFileError(
+                    f"unknown casilla {casilla_id!r}", file=path, line=line, field="casilla_id"
+                )
+            if get_contest is not None and fixed_contest is None:
+                raw = get_contest(row).strip()
+                contest_id = contest_values.get(raw, raw)
+            else:
+                contest_id = fixed_contest or ""
+            options = option_getters.get(contest_id)
+            if options is None:
+                raise ActaFileError(
+                    f"unknown contest {contest_id!r}", file=path, line=line, field="contest_id"
+                )
+            acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id)
+            for oid, getter in options:
+                votes, mark = figure(getter(row), line, f"options.{oid}")
+                acta.option_votes.add(option_id=oid, votes=votes, mark=mark)
+            acta.unregistered_votes, acta.unregistered_mark = figure(
+                get_unreg(row), line, "unregistered"
+            )
+            acta.null_votes, acta.null_mark = figure(get_null(row), line, "null")
+            if get_sha is not None:
+                text = get_sha(row).strip()
+                if text:
+                    try:
+                        digest = bytes.fromhex(text)
+                    except ValueError:
+                        digest = b""
+                    if len(digest) != 32:  # SHA-256: 32 bytes
+                        raise ActaFileError(
+                            f"not a hex SHA-256: {text!r}",
+                            file=path,
+                            line=line,
+                            field="image_sha256",
+                        )
+                    acta.image_sha256 = digest
+            prov = acta.provenance
+            if get_centre is not None:
+                prov.capture_centre_id = get_centre(row).strip()
+            if get_operator is not None:
+                prov.operator_id = get_operator(row).strip()
+            if get_origin is not None:
+                text = get_origin(row).strip()
+                if text:
+                    origin = mapping.origins.get(text)
+                    if origin is None:
+                        raise ActaFileError(
+                            f"unknown origin {text!r}", file=path, line=line, field="origin"
+                        )
+                    prov.origin = origin
+            if get_digitisation is not None:
+                text = get_digitisation(row).strip()
+                if text:
+                    method = mapping.digitisations.get(text)
+                    if method is None:
+                        raise ActaFileError(
+                            f"unknown digitisation {text!r}",
+                            file=path,
+                            line=line,
+                            field="digitisation",
+                        )
+                    prov.digitisation = method
+            for name, getter in time_getters:
+                text = getter(row).strip()
+                if text:
+                    seconds, nanos = _parse_time(text, mapping, path, line, name)
+                    ts = getattr(prov, name)
+                    ts.seconds = seconds
+                    ts.nanos = nanos
+            yield acta
+    finally:
+        close()
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _parse_time(
+    text: str, mapping: ActaMapping, path: Path, line: int, fieldname: str
+) -> tuple[int, int]:
+    try:
+        if mapping.time_format is None:
+            dt = datetime.fromisoformat(text)
+        else:
+            dt = datetime.strptime(text, mapping.time_format)  # zone applied below when naive
+    except ValueError as e:
+        raise ActaFileError(f"not a time: {text!r}", file=path, line=line, field=fieldname) from e
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=mapping.tz)
+    delta: timedelta = dt - _EPOCH
+    seconds = delta.days * 86_400 + delta.seconds
+    return seconds, delta.microseconds * 1000
