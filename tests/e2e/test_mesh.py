@@ -210,9 +210,10 @@ async def _start_services(pki: Pki, seen: Seen) -> tuple[list[ServiceServer], di
     return servers, ports
 
 
-def _topology(pki: Pki, tmp: Path, ports: dict[str, int]) -> Topology:
+def _topology(pki: Pki, tmp: Path, ports: dict[str, int], *, live_crl: bool = True) -> Topology:
+    sds_file = tmp / "ca-secret.yaml" if live_crl else None
     return Topology(
-        tls=MeshTls.from_pki(pki),
+        tls=MeshTls.from_pki(pki, sds_file=sds_file),
         edge=_local(free_port()),
         mesh=_local(free_port()),
         rest=_local(free_port()),
@@ -231,7 +232,7 @@ def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh(module_tmp: Path) -> AsyncIterator[Mesh]:
-    pki = init_pki(module_tmp / "pki", trust_domain=TRUST_DOMAIN, media=4, capture_centres=2)
+    pki = init_pki(module_tmp / "pki", trust_domain=TRUST_DOMAIN, media=5, capture_centres=2)
     # Revoked before Envoy starts: Envoy loads the CRL with its configuration.
     pki.revoke("outlet-03")
     seen = Seen()
@@ -326,6 +327,48 @@ async def test_refuses_revoked_certificate(mesh: Mesh) -> None:
     async with mesh.edge("outlet-03") as channel:
         assert await _code(_latest(channel)) == grpc.StatusCode.UNAVAILABLE
     assert mesh.ssl_stats("edge")["fail_verify_error"] > before
+
+
+async def test_revocation_applies_without_restart(mesh: Mesh) -> None:
+    async with mesh.edge("outlet-05") as channel:
+        assert await _code(_latest(channel)) == grpc.StatusCode.OK
+    pid = mesh.envoy.pid
+    mesh.pki.revoke("outlet-05")
+    code = grpc.StatusCode.OK
+    for _ in range(50):  # Envoy reloads the CRL on the rename; bounded wait of 5 s
+        async with mesh.edge("outlet-05") as channel:
+            code = await _code(_latest(channel))
+        if code != grpc.StatusCode.OK:
+            break
+        await asyncio.sleep(0.1)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert mesh.envoy.pid == pid
+    assert (
+        mesh.envoy.stats("sds.veritally_ca.update_success")["sds.veritally_ca.update_success"] >= 2
+    )
+
+
+async def test_static_crl_applies_after_restart(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path / "pki", trust_domain=TRUST_DOMAIN, media=1, capture_centres=0)
+    servers, ports = await _start_services(pki, Seen())
+    topology = _topology(pki, tmp_path, ports, live_crl=False)
+    config = write(topology, tmp_path / "envoy.yaml")
+    envoy = EnvoyProcess(config=config, admin=topology.admin, log_path=tmp_path / "envoy.log")
+    mesh = Mesh(pki=pki, topology=topology, envoy=envoy, seen=Seen(), tmp=tmp_path)
+    try:
+        envoy.start()
+        await asyncio.to_thread(envoy.wait_ready)
+        pki.revoke("outlet-01")
+        async with mesh.edge("outlet-01") as channel:
+            # The CRL was read at start: the revocation is not seen yet.
+            assert await _code(_latest(channel)) == grpc.StatusCode.OK
+        await asyncio.to_thread(envoy.restart)
+        async with mesh.edge("outlet-01") as channel:
+            assert await _code(_latest(channel)) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await asyncio.to_thread(envoy.stop)
+        for server in servers:
+            await server.stop(grace=0.5)
 
 
 # --------------------------------------------------------------------------------------

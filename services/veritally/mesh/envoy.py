@@ -67,6 +67,7 @@ __all__ = [
     "default_topology",
     "envoy_binary",
     "render",
+    "render_ca_secret",
     "render_yaml",
     "validate",
     "write",
@@ -236,6 +237,9 @@ class MeshTls:
             as the client certificate towards the services.
         key: its private key.
         crl: the CA's revocation list; None to render without revocation checking.
+        sds_file: where to write the CA and CRL as a file-based SDS resource, so that
+            Envoy reloads them when the CRL is replaced (no restart); None to embed them
+            statically (a new CRL then needs an Envoy restart).
     """
 
     trust_domain: str
@@ -243,10 +247,11 @@ class MeshTls:
     cert: Path
     key: Path
     crl: Path | None = None
+    sds_file: Path | None = None
 
     @classmethod
-    def from_pki(cls, pki: Pki, *, with_crl: bool = True) -> MeshTls:
-        """Envoy's files from a PKI directory.
+    def from_pki(cls, pki: Pki, *, with_crl: bool = True, sds_file: Path | None = None) -> MeshTls:
+        """Envoy's files from a PKI directory (see the attributes for ``sds_file``).
 
         Raises:
             PkiError: the PKI has no ``envoy`` identity.
@@ -258,6 +263,7 @@ class MeshTls:
             cert=identity.cert,
             key=identity.key,
             crl=pki.crl if with_crl else None,
+            sds_file=sds_file,
         )
 
     def spiffe(self, role: str, name: str | None = None) -> str:
@@ -410,7 +416,9 @@ def default_topology(
         return Endpoint(host="127.0.0.1", port=base_port + offset)
 
     return Topology(
-        tls=MeshTls.from_pki(pki, with_crl=with_crl),
+        tls=MeshTls.from_pki(
+            pki, with_crl=with_crl, sds_file=state_dir / "envoy" / "ca-secret.yaml"
+        ),
         edge=at(3),
         mesh=at(4),
         rest=at(5),
@@ -438,19 +446,61 @@ def _file(path: Path) -> JsonDict:
     return {"filename": str(path)}
 
 
-def _validation_context(tls: MeshTls, *, san_prefix: str, crl: bool) -> JsonDict:
-    ctx: JsonDict = {
-        "trusted_ca": _file(tls.ca),
-        "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"prefix": san_prefix}}],
-    }
-    if crl and tls.crl is not None:
+_CA_SDS_NAME = "veritally_ca"
+
+
+def _validation_context(tls: MeshTls) -> JsonDict:
+    """The CA and CRL part of a downstream validation context."""
+    ctx: JsonDict = {"trusted_ca": _file(tls.ca)}
+    if tls.crl is not None:
         ctx["crl"] = _file(tls.crl)
         # Our CA is the trust anchor and issues every leaf: only leaves are revocable.
         ctx["only_verify_leaf_cert_crl"] = True
     return ctx
 
 
+def render_ca_secret(tls: MeshTls) -> JsonDict:
+    """The SDS resource file holding the CA and CRL (see :attr:`MeshTls.sds_file`)."""
+    return {
+        "resources": [
+            {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                "name": _CA_SDS_NAME,
+                "validation_context": _validation_context(tls),
+            }
+        ]
+    }
+
+
+def _downstream_validation(tls: MeshTls, *, san_prefix: str) -> tuple[str, JsonDict]:
+    sans = [{"san_type": "URI", "matcher": {"prefix": san_prefix}}]
+    if tls.sds_file is None:
+        return "validation_context", {
+            **_validation_context(tls),
+            "match_typed_subject_alt_names": sans,
+        }
+    # CA and CRL come from a file-based SDS resource. Envoy re-reads it, and the files it
+    # names, whenever a file is renamed into the watched directory; `veritally pki
+    # revoke` writes the new CRL that way, so a revocation applies to new connections
+    # without a restart. The SAN rule stays here, per listener.
+    watched = (tls.crl if tls.crl is not None else tls.ca).parent
+    return "combined_validation_context", {
+        "default_validation_context": {"match_typed_subject_alt_names": sans},
+        "validation_context_sds_secret_config": {
+            "name": _CA_SDS_NAME,
+            "sds_config": {
+                "path_config_source": {
+                    "path": str(tls.sds_file),
+                    "watched_directory": {"path": str(watched)},
+                },
+                "resource_api_version": "V3",
+            },
+        },
+    }
+
+
 def _downstream_tls(tls: MeshTls, *, san_prefix: str, alpn: Sequence[str]) -> JsonDict:
+    key, validation = _downstream_validation(tls, san_prefix=san_prefix)
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -463,7 +513,7 @@ def _downstream_tls(tls: MeshTls, *, san_prefix: str, alpn: Sequence[str]) -> Js
                 "tls_certificates": [
                     {"certificate_chain": _file(tls.cert), "private_key": _file(tls.key)}
                 ],
-                "validation_context": _validation_context(tls, san_prefix=san_prefix, crl=True),
+                key: validation,
             },
         },
     }
@@ -1043,10 +1093,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def write(topology: Topology, path: Path) -> Path:
-    """Write the YAML configuration to ``path`` (and the descriptor set, if the
-    topology has a REST listener), atomically. Returns ``path``."""
+    """Write the YAML configuration to ``path``, atomically, with the files it refers
+    to that we produce: the REST view's descriptor set and the CA/CRL SDS resource,
+    when the topology has them. Returns ``path``."""
     if topology.rest is not None and topology.descriptor_set is not None:
         _atomic_write(topology.descriptor_set, build_descriptor_set())
+    if topology.tls.sds_file is not None:
+        secret = yaml.safe_dump(render_ca_secret(topology.tls), sort_keys=False)
+        _atomic_write(topology.tls.sds_file, (_HEADER + secret).encode())
     _atomic_write(path, render_yaml(topology).encode())
     return path
 
