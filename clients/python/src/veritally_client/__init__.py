@@ -1,8 +1,24 @@
 """veritally-client: verify signed cuts of preliminary election results.
 
 The public API is what ``__all__`` lists; every other module is private.
+
+Quick use::
+
+    from pathlib import Path
+    from veritally_client import Client, TlsCredentials, load_trust_root
+
+    root = load_trust_root(Path("trust-root.pb"))
+    creds = TlsCredentials.from_files(ca=Path("ca.pem"), cert=Path("me.pem"),
+                                      key=Path("me.key"))
+    with Client(endpoint="prep.example:443", trust_root=root,
+                state_dir=Path("veritally-state"), credentials=creds) as client:
+        cut = client.latest()          # verified, or a typed error
+        print(cut.national())
 """
 
+from veritally_client._bundle import verify_bundle
+from veritally_client._client import Client, load_trust_root, verify_evidence
+from veritally_client._config import ClientConfig
 from veritally_client._errors import (
     BadProofError,
     BadSignatureError,
@@ -18,21 +34,36 @@ from veritally_client._errors import (
     VerificationError,
     VeritallyError,
 )
+from veritally_client._recount import RecountReport
+from veritally_client._transport import TlsCredentials, Transport
+from veritally_client._trustroot import TrustedRoot
+from veritally_client._verify import ProvenActa, VerifiedCut
 
 __all__ = [
     "BadProofError",
     "BadSignatureError",
+    "Client",
+    "ClientConfig",
     "DigestMismatchError",
     "ForkError",
     "MalformedDataError",
+    "ProvenActa",
     "RecountMismatchError",
+    "RecountReport",
     "RollbackError",
     "StaleCheckpointError",
+    "TlsCredentials",
+    "Transport",
     "TransportError",
     "TrustRootError",
+    "TrustedRoot",
     "UnknownKeyError",
     "VerificationError",
+    "VerifiedCut",
     "VeritallyError",
+    "load_trust_root",
+    "verify_bundle",
+    "verify_evidence",
 ]
 
 __version__ = "0.1.0"

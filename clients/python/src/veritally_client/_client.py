@@ -1,0 +1,422 @@
+"""The verifying client: fetches through a transport, verifies with the pure core, and
+persists trusted state only after every check passed.
+
+Like python-tuf's ``Updater`` around its ``TrustedMetadataSet``: this module does the IO
+(transport calls, state files, clock, backoff sleeps); :mod:`veritally_client._verify`
+decides what is true.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+from veritally_client._config import ClientConfig
+from veritally_client._election import ElectionIndex
+from veritally_client._errors import DigestMismatchError, MalformedDataError, TransportError
+from veritally_client._gen.veritally.v1 import log_pb2
+from veritally_client._recount import Recounter, RecountReport
+from veritally_client._state import StateStore, TrustedState, decode_evidence
+from veritally_client._transport import GrpcTransport, TlsCredentials, Transport
+from veritally_client._trustroot import TrustedRoot
+from veritally_client._verify import (
+    CutVerifier,
+    ProvenActa,
+    RecordedForkError,
+    SignedCutBytes,
+    VerifiedCut,
+    claimed_tree_size,
+    to_trusted_state,
+    verify_acta_inclusion,
+)
+
+__all__ = ["Client", "ProgressCallback", "load_trust_root", "verify_evidence"]
+
+#: ``progress(done, total)`` in leaves, called after each page of a recount.
+ProgressCallback = Callable[[int, int], None]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def load_trust_root(path: Path, *, now: dt.datetime | None = None) -> TrustedRoot:
+    """Load and verify a pinned trust root file (a serialized TrustRoot document).
+
+    Args:
+        path: the file, as received out of band from the electoral authority.
+        now: the time to check its expiry against (default: now).
+
+    Raises:
+        TrustRootError: if it is malformed, not self-signed at its threshold, or expired.
+        OSError: if the file cannot be read.
+    """
+    return TrustedRoot.from_bytes(Path(path).read_bytes(), now=now or _utcnow())
+
+
+def verify_evidence(data: bytes, *, trust_root: TrustedRoot) -> int:
+    """Check an exported fork-evidence document against a trust root.
+
+    Args:
+        data: the JSON document from ``Client.export_evidence``.
+        trust_root: the trust root of the log it is about.
+
+    Returns:
+        The number of evidence entries, each showing two conflicting signed trees.
+
+    Raises:
+        VerificationError: (a subclass) if any entry does not verify or shows no fork.
+        MalformedDataError: if the document is not evidence.
+    """
+    verifier = CutVerifier(trust_root=trust_root, config=ClientConfig())
+    items = decode_evidence(data)
+    for item in items:
+        verifier.verify_evidence(item)
+    return len(items)
+
+
+def _signed_bytes(cut: log_pb2.SignedCut) -> SignedCutBytes:
+    return SignedCutBytes(
+        checkpoint=bytes(cut.checkpoint),
+        cut_leaf=bytes(cut.cut_leaf),
+        inclusion_proof=tuple(bytes(h) for h in cut.inclusion_proof),
+        results=bytes(cut.results),
+    )
+
+
+class Client:
+    """A client that verifies every cut it hands over.
+
+    Usage::
+
+        root = load_trust_root(Path("trust-root.pb"))
+        with Client(endpoint="prep.example:443", trust_root=root, state_dir=Path("state"),
+                    credentials=TlsCredentials.from_files(ca=..., cert=..., key=...)) as c:
+            cut = c.latest()
+            print(cut.national())
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        trust_root: TrustedRoot,
+        state_dir: Path,
+        credentials: TlsCredentials | None = None,
+        unsafe_plaintext: bool = False,
+        config: ClientConfig = ClientConfig(),  # noqa: B008  # frozen, so sharing is safe
+    ) -> None:
+        """Connect to a publication service (directly or through Envoy).
+
+        Args:
+            endpoint: ``host:port``.
+            trust_root: the pinned, verified trust root (see :func:`load_trust_root`).
+            state_dir: where the trusted state and fork evidence are kept.
+            credentials: mTLS material; required unless ``unsafe_plaintext``.
+            unsafe_plaintext: connect without TLS (tests, local servers on loopback).
+            config: safety limits.
+
+        Raises:
+            ValueError: if neither or both of ``credentials`` and ``unsafe_plaintext``
+                are given.
+        """
+        if (credentials is None) == (not unsafe_plaintext):
+            raise ValueError("give exactly one of credentials= and unsafe_plaintext=True")
+        transport: Transport
+        if credentials is not None:
+            transport = GrpcTransport.open(
+                endpoint,
+                credentials=credentials,
+                timeout=config.rpc_timeout,
+                max_message_bytes=config.max_message_bytes,
+            )
+        else:
+            transport = GrpcTransport.unsafe_plaintext(
+                endpoint, timeout=config.rpc_timeout, max_message_bytes=config.max_message_bytes
+            )
+        self._setup(transport, trust_root, Path(state_dir), config, _utcnow)
+
+    @classmethod
+    def from_transport(
+        cls,
+        transport: Transport,
+        *,
+        trust_root: TrustedRoot,
+        state_dir: Path,
+        config: ClientConfig = ClientConfig(),  # noqa: B008  # frozen, so sharing is safe
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> Client:
+        """A client over any :class:`Transport` (an in-memory publisher, a replay).
+
+        Args:
+            transport: the port to the publisher.
+            trust_root: the pinned, verified trust root.
+            state_dir: where the trusted state and fork evidence are kept.
+            config: safety limits.
+            clock: returns the current time (timezone-aware); tests and replays set it.
+        """
+        client = cls.__new__(cls)
+        client._setup(transport, trust_root, Path(state_dir), config, clock)
+        return client
+
+    def _setup(
+        self,
+        transport: Transport,
+        trust_root: TrustedRoot,
+        state_dir: Path,
+        config: ClientConfig,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        if not isinstance(trust_root, TrustedRoot):
+            raise TypeError("trust_root must be a TrustedRoot (see load_trust_root)")
+        self._transport = transport
+        self._config = config
+        self._clock = clock
+        self._verifier = CutVerifier(trust_root=trust_root, config=config)
+        self._store = StateStore(state_dir, origin=trust_root.origin)
+        self._election: ElectionIndex | None = None
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection. Trusted state is already on disk."""
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def trust_root(self) -> TrustedRoot:
+        """The trust root in use."""
+        return self._verifier.trust_root
+
+    @property
+    def trusted_state(self) -> TrustedState | None:
+        """The last verified (and persisted) state, or None before the first cut.
+
+        Raises:
+            MalformedDataError: if the state file is corrupt.
+        """
+        return self._store.load()
+
+    def export_evidence(self) -> bytes:
+        """Fork evidence seen so far, as JSON others can check with :func:`verify_evidence`.
+
+        Raises:
+            MalformedDataError: if the evidence file is corrupt.
+        """
+        return self._store.export_evidence()
+
+    def _trusted_or_latest(self) -> TrustedState:
+        state = self._store.load()
+        if state is None:
+            self.latest()
+            state = self._store.load()
+            assert state is not None  # latest() persisted it or raised
+        return state
+
+    # -- verbs ------------------------------------------------------------------------
+
+    def _advance(self, signed: log_pb2.SignedCut) -> VerifiedCut:
+        """Verify a cut as the new newest one and persist it (only if every check passed)."""
+        trusted = self._store.load()
+        cut_bytes = _signed_bytes(signed)
+        proof: list[bytes] = []
+        if trusted is not None:
+            size = claimed_tree_size(cut_bytes.checkpoint)
+            if size > trusted.tree_size:
+                proof = self._transport.get_consistency_proof(trusted.tree_size, size)
+        try:
+            cut = self._verifier.verify_update(
+                cut_bytes,
+                trusted=trusted,
+                consistency_proof=proof,
+                now=self._clock(),
+            )
+        except RecordedForkError as e:
+            self._store.record_evidence(e.record)
+            raise
+        if trusted is None or cut.tree_size > trusted.tree_size:
+            self._store.save(to_trusted_state(cut))
+        return cut
+
+    def latest(self) -> VerifiedCut:
+        """The newest cut, verified (signature, last leaf, digest, no rollback, no fork,
+        fresh, bound to the election) and persisted as the trusted state.
+
+        Raises:
+            VerificationError: (a subclass naming the failure) if it does not verify.
+            TransportError: if the publisher cannot be reached.
+            TrustRootError: if the trust root expired.
+        """
+        return self._advance(self._transport.get_latest_cut())
+
+    def cut(self, number: int) -> VerifiedCut:
+        """A cut by number, verified and checked consistent with the trusted state (a past
+        cut is not checked for freshness and is never persisted).
+
+        Raises:
+            VerificationError: (a subclass) if it does not verify, or is not that cut.
+            TransportError: if the publisher cannot be reached or has no such cut.
+            ValueError: if ``number`` is below 1.
+        """
+        if number < 1:
+            raise ValueError("cut numbers start at 1")
+        trusted = self._trusted_or_latest()
+        cut_bytes = _signed_bytes(self._transport.get_cut(number))
+        size = claimed_tree_size(cut_bytes.checkpoint)
+        proof: list[bytes] = []
+        if size < trusted.tree_size:
+            proof = self._transport.get_consistency_proof(size, trusted.tree_size)
+        elif size > trusted.tree_size:
+            proof = self._transport.get_consistency_proof(trusted.tree_size, size)
+        try:
+            cut = self._verifier.verify_historical(
+                cut_bytes, trusted=trusted, consistency_proof=proof
+            )
+        except RecordedForkError as e:
+            self._store.record_evidence(e.record)
+            raise
+        if cut.cut_number != number:
+            raise MalformedDataError(f"asked for cut {number}, got cut {cut.cut_number}")
+        return cut
+
+    def watch(self) -> Iterator[VerifiedCut]:
+        """Verified cuts as they are made, forever (break out of the loop to stop).
+
+        On each (re)connection the newest cut is verified first (consistency from the last
+        verified tree covers every cut missed while disconnected), then the server stream
+        is followed from it; every streamed cut is verified against the previous one.
+        A broken stream is reconnected with exponential backoff.
+
+        Yields:
+            Each newer verified cut, once.
+
+        Raises:
+            VerificationError: (a subclass) as soon as a cut does not verify.
+            TransportError: after ``config.watch_max_failures`` consecutive failures (never
+                when it is 0).
+        """
+        backoff = self._config.watch_backoff_initial
+        failures = 0
+        last = self._store.load()
+        last_number = last.cut_number if last is not None else 0
+        while True:
+            try:
+                newest = self.latest()
+                failures, backoff = 0, self._config.watch_backoff_initial
+                if newest.cut_number > last_number:
+                    last_number = newest.cut_number
+                    yield newest
+                for signed in self._transport.watch_cuts(last_number):
+                    cut = self._advance(signed)
+                    failures, backoff = 0, self._config.watch_backoff_initial
+                    if cut.cut_number > last_number:
+                        last_number = cut.cut_number
+                        yield cut
+            except TransportError:
+                failures += 1
+                if self._config.watch_max_failures and failures >= self._config.watch_max_failures:
+                    raise
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self._config.watch_backoff_max)
+
+    def prove_acta(self, acta_id: str, *, revision: int | None = None) -> ProvenActa:
+        """Prove that an acta record is in the log at the last verified tree size.
+
+        Args:
+            acta_id: ``"<casilla_id>/<contest_id>"``.
+            revision: the revision wanted; None for the latest one the server knows within
+                the verified tree (only a recount shows that no later revision exists).
+
+        Returns:
+            The verified record with its proof.
+
+        Raises:
+            VerificationError: (a subclass) if the proof or the record does not verify.
+            TransportError: if the publisher cannot be reached or knows no such acta.
+            ValueError: if ``revision`` is below 1.
+        """
+        if revision is not None and revision < 1:
+            raise ValueError("revisions start at 1")
+        trusted = self._trusted_or_latest()
+        leaf, proof = self._transport.get_inclusion_proof(acta_id, revision or 0, trusted.tree_size)
+        return verify_acta_inclusion(
+            trusted=trusted,
+            acta_id=acta_id,
+            revision=revision,
+            leaf=leaf,
+            leaf_index=proof.leaf_index,
+            proof_tree_size=proof.tree_size,
+            proof=list(proof.hashes),
+        )
+
+    def election(self) -> ElectionIndex:
+        """The election definition, checked against the digest bound into the signed
+        results.
+
+        Raises:
+            DigestMismatchError: if the served definition is not the one signed for.
+            MalformedDataError: if it does not parse.
+            TransportError: if the publisher cannot be reached.
+        """
+        trusted = self._trusted_or_latest()
+        if self._election is None or self._election.definition_sha256 != trusted.definition_sha256:
+            data = self._transport.get_election_definition()
+            index = ElectionIndex.from_bytes(data)
+            if index.definition_sha256 != trusted.definition_sha256:
+                raise DigestMismatchError(
+                    f"election definition hashes to {index.definition_sha256.hex()}, the "
+                    f"signed results are for {trusted.definition_sha256.hex()}"
+                )
+            self._election = index
+        return self._election
+
+    def recount(self, *, progress: ProgressCallback | None = None) -> RecountReport:
+        """Download every leaf of the last verified tree, recompute its root and the
+        results of every cut in it, and compare them with what was signed.
+
+        Args:
+            progress: called as ``progress(leaves_done, tree_size)`` after each page.
+
+        Returns:
+            The report; its ``unit`` method gives any unit's results, down to casillas.
+
+        Raises:
+            RecountMismatchError: a cut's signed results differ from the recomputed ones.
+            BadProofError: the leaves do not hash to the signed root.
+            MalformedDataError: a leaf is malformed or the server sent a bad page.
+            DigestMismatchError: the election definition is not the one signed for.
+            TransportError: if the publisher cannot be reached.
+        """
+        trusted = self._trusted_or_latest()
+        election = self.election()
+        recounter = Recounter(
+            election=election, tree_size=trusted.tree_size, root_hash=trusted.root_hash
+        )
+        page = self._config.max_leaves_per_page
+        start = 0
+        while start < trusted.tree_size:
+            want = min(page, trusted.tree_size - start)
+            leaves = self._transport.get_leaves(start, want)
+            if not leaves or len(leaves) > want:
+                raise MalformedDataError(f"asked for {want} leaves from {start}, got {len(leaves)}")
+            recounter.feed(leaves)
+            start += len(leaves)
+            if progress is not None:
+                progress(start, trusted.tree_size)
+        return recounter.finish()

@@ -1,0 +1,243 @@
+"""Recount: rebuild a verified log from its leaves and recompute every cut (pure).
+
+Feed every leaf of a verified tree, in order, to a :class:`Recounter`; it
+
+1. hashes each leaf into a compact range (RFC 9162), so the root can be recomputed
+   without holding the tree;
+2. applies each acta record to a :class:`Tally` (which checks log order and each
+   record's validity and revision chain);
+3. at each cut record, checks that cuts are numbered 1, 2, 3 ... and that the cut covers
+   exactly the acta records before it, then recomputes the results from those records and
+   compares their SHA-256 with the digest that was signed;
+4. at the end, checks that the recomputed root equals the signed root, and only then
+   reports the first content failure met on the way (a malformed record, a misnumbered
+   cut, results that differ from the signed digest) and that the log ends with a cut.
+
+The root is checked first so that a leaf altered in transit is reported as what it is
+(:class:`BadProofError`: not the signed leaves) rather than as the publisher's fault;
+after a content failure the remaining leaves are still hashed, not tallied.
+
+The ``final`` flag is part of the results but not of the cut record, so a cut's results
+are recomputed as not final first and, if that digest differs, as final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from veritally_client._election import ElectionIndex
+from veritally_client._errors import (
+    BadProofError,
+    MalformedDataError,
+    RecountMismatchError,
+    VerificationError,
+)
+from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
+from veritally_client._merkle import CompactRange, leaf_hash
+from veritally_client._navigate import level_value
+from veritally_client._tally import Tally
+
+__all__ = ["CutCheck", "RecountReport", "Recounter"]
+
+LogLeafPb = acta_pb2.LogLeaf
+_sha256 = hashlib.sha256
+
+
+@dataclass(frozen=True)
+class CutCheck:
+    """One cut whose results were recomputed and matched.
+
+    Attributes:
+        cut_number: the cut.
+        leaf_index: position of its cut record in the log.
+        acta_records: acta records it covers.
+        results_sha256: the signed (and recomputed) digest.
+        final: whether its results were final.
+    """
+
+    cut_number: int
+    leaf_index: int
+    acta_records: int
+    results_sha256: bytes
+    final: bool
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class RecountReport:
+    """The outcome of a successful recount of a verified tree.
+
+    Attributes:
+        tree_size: the verified tree size that was recounted.
+        root_hash: its signed root, recomputed from every leaf.
+        acta_records: acta records in the log.
+        cuts: every cut of the log, each recomputed and matched.
+    """
+
+    tree_size: int
+    root_hash: bytes
+    acta_records: int
+    cuts: tuple[CutCheck, ...]
+    _tally: Tally = field(repr=False)
+
+    def unit(self, level: str, unit_id: str = "") -> results_pb2.UnitResults:
+        """Results of any unit, computed from the recounted acta records.
+
+        Args:
+            level: ``"national"``, ``"state"``, ``"district"``, ``"section"`` or
+                ``"casilla"``.
+            unit_id: the unit's id (``""`` for the nation).
+
+        Raises:
+            ValueError: if the level is unknown.
+            LookupError: if there is no such unit.
+        """
+        final = bool(self.cuts) and self.cuts[-1].final
+        return self._tally.unit_results(level_value(level), unit_id, final=final)
+
+    def units(self, level: str) -> list[results_pb2.UnitResults]:
+        """Results of every unit at ``level``, in definition order.
+
+        Raises:
+            ValueError: if the level is unknown.
+        """
+        election = self._tally.election
+        ids: tuple[str, ...]
+        if level == "national":
+            ids = ("",)
+        elif level == "state":
+            ids = election.state_ids
+        elif level == "district":
+            ids = election.district_ids
+        elif level == "section":
+            ids = election.section_ids
+        elif level == "casilla":
+            ids = tuple(c.id for c in election.casillas)
+        else:
+            level_value(level)  # raises for an unknown level
+            ids = ()
+        return [self.unit(level, i) for i in ids]
+
+
+class Recounter:
+    """Incremental recount of one verified tree (pure: the caller fetches leaves)."""
+
+    def __init__(self, *, election: ElectionIndex, tree_size: int, root_hash: bytes) -> None:
+        """Args:
+        election: the election definition, already checked against the signed digest.
+        tree_size: the verified tree size.
+        root_hash: the verified root hash.
+        """
+        self._tally = Tally(election)
+        self._range = CompactRange()
+        self._size = tree_size
+        self._root = root_hash
+        self._cuts: list[CutCheck] = []
+        self._last_was_cut = False
+        self._failure: VerificationError | None = None
+
+    @property
+    def leaves_done(self) -> int:
+        """Leaves fed so far."""
+        return self._range.size
+
+    def feed(self, leaves: list[bytes]) -> None:
+        """Feed the next consecutive leaves.
+
+        Raises:
+            MalformedDataError: more leaves than the tree holds are fed (content
+                failures are reported by :meth:`finish`, after the root is checked).
+        """
+        if self._range.size + len(leaves) > self._size:
+            raise MalformedDataError(f"more leaves than the tree of size {self._size} holds")
+        append = self._range.append
+        tally = self._tally
+        for leaf in leaves:
+            # (1) the root, leaf by leaf
+            index = self._range.size
+            append(leaf_hash(leaf))
+            if self._failure is not None:
+                continue
+            try:
+                self._judge(index, leaf, tally)
+            except VerificationError as e:
+                self._failure = e
+
+    def _judge(self, index: int, leaf: bytes, tally: Tally) -> None:
+        pb = LogLeafPb()
+        try:
+            pb.ParseFromString(leaf)
+        except DecodeError as e:
+            raise MalformedDataError(f"leaf {index} does not parse: {e}") from e
+        kind = pb.WhichOneof("kind")
+        if kind == "acta_record":
+            # (2) the acta records, in log order
+            try:
+                tally.apply(pb.acta_record)
+            except ValueError as e:
+                raise MalformedDataError(f"leaf {index}: {e}") from e
+            self._last_was_cut = False
+        elif kind == "cut_record":
+            self._check_cut(index, pb.cut_record)
+            self._last_was_cut = True
+        else:
+            raise MalformedDataError(f"leaf {index} holds neither an acta nor a cut record")
+
+    def _check_cut(self, index: int, record: acta_pb2.CutRecord) -> None:
+        # (3) numbering, coverage, and the signed digest
+        expected = len(self._cuts) + 1
+        if record.cut_number != expected:
+            raise MalformedDataError(
+                f"leaf {index} is cut {record.cut_number}, expected cut {expected}"
+            )
+        if record.acta_records != self._tally.acta_records:
+            raise RecountMismatchError(
+                f"cut {record.cut_number} claims {record.acta_records} acta records, the log "
+                f"holds {self._tally.acta_records} before it"
+            )
+        final = False
+        digest = _sha256(self._tally.results_bytes(final=False)).digest()
+        if not hmac.compare_digest(digest, record.results_sha256):
+            final = True
+            digest = _sha256(self._tally.results_bytes(final=True)).digest()
+        if not hmac.compare_digest(digest, record.results_sha256):
+            raise RecountMismatchError(
+                f"cut {record.cut_number}: results recomputed from the first "
+                f"{record.acta_records} acta records hash to {digest.hex()}, the publisher "
+                f"signed {record.results_sha256.hex()}"
+            )
+        self._cuts.append(CutCheck(record.cut_number, index, record.acta_records, digest, final))
+
+    def finish(self) -> RecountReport:
+        """Check the recomputed root and return the report.
+
+        Raises:
+            BadProofError: the leaves do not hash to the signed root.
+            RecountMismatchError: a cut's signed results differ from the recomputed ones,
+                or a cut covers another number of acta records than precede it.
+            MalformedDataError: fewer leaves than the tree holds, a leaf or record is
+                malformed, cuts are misnumbered, or the log does not end in a cut.
+        """
+        # (4) complete, hashes to the signed root, then the content failures
+        if self._range.size != self._size:
+            raise MalformedDataError(f"{self._range.size} leaves fed of {self._size}")
+        root = self._range.root()
+        if not hmac.compare_digest(root, self._root):
+            raise BadProofError(
+                f"the {self._size} leaves hash to {root.hex()}, the signed root is "
+                f"{self._root.hex()}"
+            )
+        if self._failure is not None:
+            raise self._failure
+        if not self._last_was_cut:
+            raise MalformedDataError("the log does not end with a cut record")
+        return RecountReport(
+            tree_size=self._size,
+            root_hash=root,
+            acta_records=self._tally.acta_records,
+            cuts=tuple(self._cuts),
+            _tally=self._tally,
+        )

@@ -1,0 +1,286 @@
+"""Trusted state of a client, persisted atomically per log origin.
+
+The state is what the client has verified so far: the last verified signed checkpoint
+(exact note bytes), its tree size and root hash, the cut number and the digest of the
+election definition the results were bound to. It is written only by the client, and only
+after every check on a new cut has passed (python-tuf writes metadata the same way: verify,
+then persist).
+
+Writes are atomic: a temporary file in the same directory, ``fsync``, ``os.replace`` and
+an ``fsync`` of the directory, so a crash leaves either the old state or the new one.
+
+The same directory keeps an evidence store: when a publisher equivocates (two different
+signed roots for one tree size, or a signed tree that is provably not an extension of a
+verified one) both signed checkpoints are kept, and :meth:`StateStore.export_evidence`
+writes them as JSON that anyone holding the trust root can check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from veritally_client._errors import MalformedDataError
+
+__all__ = ["EVIDENCE_FORMAT", "ForkEvidence", "StateStore", "TrustedState"]
+
+#: Format tag of exported evidence documents.
+EVIDENCE_FORMAT = "veritally-fork-evidence/v1"
+_STATE_FORMAT = "veritally-client-state/v1"
+_HASH_SIZE = 32  # bytes of a SHA-256 digest
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrustedState:
+    """The last verified cut of one log, as persisted.
+
+    Attributes:
+        origin: the log's checkpoint origin line.
+        checkpoint: the exact signed note bytes that were verified.
+        tree_size: its tree size.
+        root_hash: its root hash (32 bytes).
+        cut_number: the cut number of its cut record.
+        definition_sha256: SHA-256 of the election definition its results were bound to.
+    """
+
+    origin: str
+    checkpoint: bytes
+    tree_size: int
+    root_hash: bytes
+    cut_number: int
+    definition_sha256: bytes
+
+    def __post_init__(self) -> None:
+        if self.tree_size < 1 or self.cut_number < 1:
+            raise ValueError("a trusted state has a positive tree size and cut number")
+        if len(self.root_hash) != _HASH_SIZE or len(self.definition_sha256) != _HASH_SIZE:
+            raise ValueError("root_hash and definition_sha256 are 32-byte digests")
+
+    def to_json(self) -> dict[str, Any]:
+        """The state as a JSON-able dict (binary fields in base64)."""
+        return {
+            "format": _STATE_FORMAT,
+            "origin": self.origin,
+            "checkpoint": base64.b64encode(self.checkpoint).decode("ascii"),
+            "tree_size": self.tree_size,
+            "root_hash": base64.b64encode(self.root_hash).decode("ascii"),
+            "cut_number": self.cut_number,
+            "definition_sha256": self.definition_sha256.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrustedState:
+        """Parse a dict written by :meth:`to_json`.
+
+        Raises:
+            MalformedDataError: if the document is not a state of this format.
+        """
+        try:
+            if data["format"] != _STATE_FORMAT:
+                raise MalformedDataError(f"state format is {data['format']!r}")
+            return cls(
+                origin=str(data["origin"]),
+                checkpoint=base64.b64decode(data["checkpoint"], validate=True),
+                tree_size=int(data["tree_size"]),
+                root_hash=base64.b64decode(data["root_hash"], validate=True),
+                cut_number=int(data["cut_number"]),
+                definition_sha256=bytes.fromhex(data["definition_sha256"]),
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+            raise MalformedDataError(f"unreadable trusted state: {e}") from e
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForkEvidence:
+    """Two signed checkpoints of one origin that cannot both be true.
+
+    Attributes:
+        kind: ``"same-size"`` (one tree size, two roots), ``"non-extending"`` (a larger
+            tree whose consistency proof shows a different prefix) or ``"same-cut"``
+            (one cut number in two different signed trees).
+        origin: the log origin.
+        first: the signed note verified earlier (exact bytes).
+        second: the conflicting signed note (exact bytes).
+        consistency_proof: for ``"non-extending"``, the proof hashes between the two
+            sizes (each 32 bytes) that lead to the larger root but not to the smaller.
+    """
+
+    kind: str
+    origin: str
+    first: bytes
+    second: bytes
+    consistency_proof: tuple[bytes, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The evidence as a JSON-able dict; notes are kept as their exact UTF-8 text."""
+        return {
+            "kind": self.kind,
+            "origin": self.origin,
+            "first": self.first.decode("utf-8"),
+            "second": self.second.decode("utf-8"),
+            "consistency_proof": [h.hex() for h in self.consistency_proof],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ForkEvidence:
+        """Parse one entry written by :meth:`to_json`.
+
+        Raises:
+            MalformedDataError: if it is not well formed.
+        """
+        try:
+            return cls(
+                kind=str(data["kind"]),
+                origin=str(data["origin"]),
+                first=str(data["first"]).encode("utf-8"),
+                second=str(data["second"]).encode("utf-8"),
+                consistency_proof=tuple(bytes.fromhex(h) for h in data["consistency_proof"]),
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+            raise MalformedDataError(f"unreadable evidence: {e}") from e
+
+
+def encode_evidence(items: Sequence[ForkEvidence]) -> bytes:
+    """Serialize evidence entries as the exported JSON document."""
+    doc = {"format": EVIDENCE_FORMAT, "evidence": [e.to_json() for e in items]}
+    return json.dumps(doc, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+
+
+def decode_evidence(data: bytes) -> list[ForkEvidence]:
+    """Parse an exported evidence document.
+
+    Raises:
+        MalformedDataError: if it is not an evidence document of this format.
+    """
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedDataError(f"evidence is not JSON: {e}") from e
+    if not isinstance(doc, dict) or doc.get("format") != EVIDENCE_FORMAT:
+        raise MalformedDataError(f"evidence document is not {EVIDENCE_FORMAT}")
+    entries = doc.get("evidence")
+    if not isinstance(entries, list):
+        raise MalformedDataError("evidence document has no evidence list")
+    return [ForkEvidence.from_json(e) for e in entries]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    # The rename is durable only once the directory entry is on disk.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateStore:
+    """Trusted state and fork evidence of one log origin, in a directory.
+
+    Layout: ``<state_dir>/<sha256(origin) hex, 16 chars>/state.json`` and
+    ``.../evidence.json``. The origin is hashed into the directory name so that any
+    origin line is a safe path; the origin itself is inside the files and checked on load.
+    """
+
+    def __init__(self, state_dir: Path, *, origin: str) -> None:
+        """Open (and create) the state directory of ``origin``.
+
+        Args:
+            state_dir: the client's state directory.
+            origin: the log origin of the trust root.
+        """
+        self._origin = origin
+        digest = hashlib.sha256(origin.encode("utf-8")).hexdigest()[:16]
+        self._dir = Path(state_dir) / digest
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._state_path = self._dir / "state.json"
+        self._evidence_path = self._dir / "evidence.json"
+
+    @property
+    def directory(self) -> Path:
+        """Where this origin's files are."""
+        return self._dir
+
+    def load(self) -> TrustedState | None:
+        """The persisted trusted state, or None before the first verified cut.
+
+        Raises:
+            MalformedDataError: if the state file is corrupt or of another origin.
+        """
+        try:
+            raw = self._state_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise MalformedDataError(f"state file {self._state_path} is corrupt") from e
+        if not isinstance(doc, dict):
+            raise MalformedDataError(f"state file {self._state_path} is corrupt")
+        state = TrustedState.from_json(doc)
+        if state.origin != self._origin:
+            raise MalformedDataError(
+                f"state file is for origin {state.origin!r}, expected {self._origin!r}"
+            )
+        return state
+
+    def save(self, state: TrustedState) -> None:
+        """Persist ``state`` atomically. Call only after every check on it has passed.
+
+        Raises:
+            ValueError: if the state is of another origin (a caller bug).
+        """
+        if state.origin != self._origin:
+            raise ValueError(f"state of origin {state.origin!r} saved in {self._origin!r}")
+        data = json.dumps(state.to_json(), indent=2, sort_keys=True).encode("utf-8")
+        _atomic_write(self._state_path, data + b"\n")
+
+    def evidence(self) -> list[ForkEvidence]:
+        """Every piece of fork evidence recorded so far, oldest first.
+
+        Raises:
+            MalformedDataError: if the evidence file is corrupt.
+        """
+        try:
+            return decode_evidence(self._evidence_path.read_bytes())
+        except FileNotFoundError:
+            return []
+
+    def record_evidence(self, item: ForkEvidence) -> None:
+        """Add ``item`` to the evidence store (atomically; duplicates are kept once).
+
+        Raises:
+            MalformedDataError: if the existing evidence file is corrupt.
+        """
+        items = self.evidence()
+        if item not in items:
+            items.append(item)
+            _atomic_write(self._evidence_path, encode_evidence(items))
+
+    def export_evidence(self) -> bytes:
+        """The evidence store as a JSON document that others can check.
+
+        Raises:
+            MalformedDataError: if the evidence file is corrupt.
+        """
+        return encode_evidence(self.evidence())

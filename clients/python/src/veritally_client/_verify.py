@@ -1,0 +1,762 @@
+"""Verification of signed cuts: the pure core of the client (no IO, no clock).
+
+A :class:`CutVerifier` holds the trust root and the limits; its methods take the bytes a
+publisher served, the last verified state and the time, and return a
+:class:`VerifiedCut` or raise a typed error. It never persists anything: the client
+persists the new trusted state only after a method returned (python-tuf's
+``TrustedMetadataSet`` under its ``Updater``).
+
+Verifying a new cut (:meth:`CutVerifier.verify_update`):
+
+0. size limits: the results blob, the cut leaf and the proofs are bounded before any
+   hashing or parsing;
+1. open the signed note with the trust root's publisher keys at its threshold
+   (unknown signatures are ignored; a bad one by a trusted key is rejected);
+2. parse the checkpoint; its origin must be the trust root's origin and its tree
+   non-empty;
+3. parse the cut leaf: it must be a ``LogLeaf`` holding a ``CutRecord`` and be included
+   as the LAST leaf (index size - 1) of the signed tree; the tree holds exactly the cut's
+   acta records and one cut record per cut (size = acta_records + cut_number);
+4. hash the results bytes against the cut record's ``results_sha256`` BEFORE parsing
+   them, then parse them;
+5. reject rollback: a smaller tree or a lower cut number than the last verified one; the
+   same size with another root, or the same cut number in another tree, is a fork
+   (both signed notes are kept as evidence);
+6. check the consistency proof from the last verified tree: the new tree must extend it.
+   A proof that leads to the new signed root but to another old root is proof of a fork;
+   any other failing proof is a bad proof;
+7. freshness: the cut time must not be older than the maximum age, nor further in the
+   future than the allowed clock skew;
+8. bind the results to the election: the definition digest must be the one pinned by the
+   first verified cut (or given by the caller), and the results must cover exactly the
+   cut record's acta records.
+
+Verifying a past cut (:meth:`CutVerifier.verify_historical`) runs 0-4 and 8, then checks
+consistency between the past tree and the last verified tree in whichever direction
+applies; freshness does not apply and nothing about it is ever persisted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from veritally_client._checkpoint import Checkpoint, parse_checkpoint
+from veritally_client._config import ClientConfig
+from veritally_client._errors import (
+    BadProofError,
+    DigestMismatchError,
+    ForkError,
+    MalformedDataError,
+    RollbackError,
+    StaleCheckpointError,
+    TrustRootError,
+)
+from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
+from veritally_client._merkle import (
+    HASH_SIZE,
+    leaf_hash,
+    node_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from veritally_client._navigate import find_unit
+from veritally_client._note import open_note
+from veritally_client._state import ForkEvidence, TrustedState
+from veritally_client._trustroot import TrustedRoot
+
+__all__ = [
+    "CutVerifier",
+    "ProvenActa",
+    "RecordedForkError",
+    "SignedCutBytes",
+    "VerifiedCut",
+    "claimed_tree_size",
+    "parse_cut_time",
+    "to_trusted_state",
+    "verify_acta_inclusion",
+]
+
+LogLeafPb = acta_pb2.LogLeaf
+CutRecordPb = acta_pb2.CutRecord
+ResultsPb = results_pb2.Results
+UnitResultsPb = results_pb2.UnitResults
+
+# A serialized cut record is under 100 bytes; anything near this bound is not one.
+_MAX_CUT_LEAF_BYTES = 4096
+# A tree of at most 2**64 leaves has height 64: no valid proof has more hashes.
+_MAX_PROOF_HASHES = 64
+
+# Only this module may construct a VerifiedCut.
+_CONSTRUCT = object()
+
+
+class RecordedForkError(ForkError):
+    """A ForkError that also carries the evidence record for the client's store.
+
+    Callers catch :class:`ForkError`; the client reads :attr:`record` to persist it.
+    """
+
+    def __init__(self, message: str, *, record: ForkEvidence) -> None:
+        super().__init__(message, evidence=(record.first, record.second))
+        self.record = record
+
+
+def _fork(
+    message: str,
+    *,
+    kind: str,
+    origin: str,
+    first: bytes,
+    second: bytes,
+    proof: Sequence[bytes] = (),
+) -> RecordedForkError:
+    record = ForkEvidence(
+        kind=kind,
+        origin=origin,
+        first=bytes(first),
+        second=bytes(second),
+        consistency_proof=tuple(bytes(p) for p in proof),
+    )
+    return RecordedForkError(message, record=record)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedCutBytes:
+    """The byte fields of a served ``SignedCut``, untrusted.
+
+    Attributes:
+        checkpoint: the signed note bytes.
+        cut_leaf: the serialized cut record leaf.
+        inclusion_proof: its audit path to the signed root.
+        results: the serialized results blob.
+    """
+
+    checkpoint: bytes
+    cut_leaf: bytes
+    inclusion_proof: tuple[bytes, ...]
+    results: bytes
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class VerifiedCut:
+    """A cut that passed every check. Only :class:`CutVerifier` makes one.
+
+    The protobuf messages it holds are the parsed verified bytes; treat them as read-only
+    (the bytes fields are the source of truth).
+
+    Attributes:
+        checkpoint: the verified tree head (origin, size, root hash).
+        note: the exact signed note bytes.
+        cut_leaf: the exact cut leaf bytes (the last leaf of the tree).
+        inclusion_proof: the cut leaf's audit path.
+        cut_record: the parsed cut record.
+        cut_time: the cut time (UTC).
+        results: the parsed results.
+        results_bytes: the exact results bytes, whose SHA-256 is in the cut record.
+    """
+
+    checkpoint: Checkpoint
+    note: bytes
+    cut_leaf: bytes
+    inclusion_proof: tuple[bytes, ...]
+    cut_record: acta_pb2.CutRecord
+    cut_time: dt.datetime
+    results: results_pb2.Results
+    results_bytes: bytes
+    _token: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._token is not _CONSTRUCT:
+            raise TypeError("a VerifiedCut is only made by the verifier")
+
+    @property
+    def cut_number(self) -> int:
+        """The cut number (1 for the first cut)."""
+        return self.cut_record.cut_number
+
+    @property
+    def tree_size(self) -> int:
+        """Size of the signed tree."""
+        return self.checkpoint.size
+
+    @property
+    def root_hash(self) -> bytes:
+        """Root hash of the signed tree."""
+        return self.checkpoint.root_hash
+
+    @property
+    def acta_records(self) -> int:
+        """Number of acta records the results cover."""
+        return self.cut_record.acta_records
+
+    @property
+    def final(self) -> bool:
+        """Whether the publisher marked these results final."""
+        return self.results.final
+
+    @property
+    def definition_sha256(self) -> bytes:
+        """SHA-256 of the election definition the results were computed with."""
+        return self.results.definition_sha256
+
+    def unit(self, level: str, unit_id: str = "") -> results_pb2.UnitResults:
+        """Results of one unit at the national, state or district level.
+
+        Section and casilla results are not in the signed blob; they come from a recount
+        (see ``Client.recount`` and ``RecountReport.unit``).
+
+        Args:
+            level: ``"national"``, ``"state"`` or ``"district"``.
+            unit_id: the state or district id (``""`` for the nation).
+
+        Raises:
+            LookupError: if there is no such unit in the results.
+            ValueError: if the level is unknown or not in the signed blob.
+        """
+        return find_unit(self.results, level, unit_id)
+
+    def national(self) -> results_pb2.UnitResults:
+        """The national results (always the first unit of the blob).
+
+        Raises:
+            LookupError: if the blob holds no national unit.
+        """
+        return self.unit("national")
+
+    def __repr__(self) -> str:
+        return (
+            f"VerifiedCut(cut_number={self.cut_number}, tree_size={self.tree_size}, "
+            f"cut_time={self.cut_time.isoformat()}, acta_records={self.acta_records})"
+        )
+
+
+def parse_cut_time(value: str) -> dt.datetime:
+    """Parse a cut record's RFC 3339 UTC time (``...Z``).
+
+    Raises:
+        MalformedDataError: if it is not an RFC 3339 time in UTC with a ``Z`` suffix.
+    """
+    if not value.endswith("Z") or "T" not in value:
+        raise MalformedDataError(f"cut_time {value!r} is not RFC 3339 UTC with a Z suffix")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as e:
+        raise MalformedDataError(f"cut_time {value!r} is not RFC 3339") from e
+    return parsed.astimezone(dt.UTC)
+
+
+def claimed_tree_size(note: bytes) -> int:
+    """The tree size a note CLAIMS, read without verifying anything.
+
+    Used only to ask the publisher for the right consistency proof before the note is
+    verified; the verifier re-reads the size from the verified note.
+
+    Raises:
+        MalformedDataError: if no size can be read.
+    """
+    lines = note.split(b"\n", 2)
+    if len(lines) < 3 or not lines[1].isdigit() or len(lines[1]) > 20:
+        raise MalformedDataError("the note does not hold a checkpoint tree size")
+    return int(lines[1])
+
+
+def _check_proof_shape(proof: Sequence[bytes], what: str) -> None:
+    if len(proof) > _MAX_PROOF_HASHES:
+        raise BadProofError(f"{what} has {len(proof)} hashes, at most {_MAX_PROOF_HASHES}")
+
+
+def _consistency_roots(
+    *, size1: int, size2: int, proof: Sequence[bytes], root1: bytes
+) -> tuple[bytes, bytes] | None:
+    """Both roots a consistency proof commits to, to tell a fork from a bad proof.
+
+    Runs only after :func:`verify_consistency` rejected the proof, to classify the
+    failure: RFC 9162 §2.1.4.2's walk, returning (old root, new root) instead of
+    comparing them, or None if the proof does not even have the right shape.
+    ``verify_consistency`` stays the only acceptance check.
+    """
+    if not 0 < size1 < size2 or not proof or any(len(p) != HASH_SIZE for p in proof):
+        return None
+    path = list(proof)
+    if size1 & (size1 - 1) == 0:
+        path.insert(0, root1)
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        return None
+    return fr, sr
+
+
+def _check_extends(
+    *,
+    older: tuple[bytes, Checkpoint],
+    newer: tuple[bytes, Checkpoint],
+    proof: Sequence[bytes],
+    older_is_first: bool,
+) -> None:
+    """Verify that ``newer`` extends ``older``; a provable fork raises ForkError."""
+    (old_note, old_cp), (new_note, new_cp) = older, newer
+    _check_proof_shape(proof, "consistency proof")
+    try:
+        verify_consistency(
+            size1=old_cp.size,
+            size2=new_cp.size,
+            proof=proof,
+            root1=old_cp.root_hash,
+            root2=new_cp.root_hash,
+        )
+    except BadProofError:
+        roots = _consistency_roots(
+            size1=old_cp.size, size2=new_cp.size, proof=proof, root1=old_cp.root_hash
+        )
+        if roots is not None and roots[1] == new_cp.root_hash and roots[0] != old_cp.root_hash:
+            # The proof is bound to the signed new root, and shows that the new tree's
+            # first old_size leaves have another root: two incompatible signed trees.
+            first, second = (old_note, new_note) if older_is_first else (new_note, old_note)
+            raise _fork(
+                f"the signed tree of size {new_cp.size} does not extend the signed tree "
+                f"of size {old_cp.size}: its prefix has another root",
+                kind="non-extending",
+                origin=old_cp.origin,
+                first=first,
+                second=second,
+                proof=proof,
+            ) from None
+        raise
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    checkpoint: Checkpoint
+    cut_record: acta_pb2.CutRecord
+    cut_time: dt.datetime
+    results: results_pb2.Results
+
+
+class CutVerifier:
+    """Verifies signed cuts against a trust root. Pure: no IO and no clock of its own."""
+
+    def __init__(self, *, trust_root: TrustedRoot, config: ClientConfig) -> None:
+        """Args:
+        trust_root: the verified trust root (publisher keys, threshold, origin).
+        config: the safety limits.
+        """
+        self._root = trust_root
+        self._config = config
+
+    @property
+    def trust_root(self) -> TrustedRoot:
+        """The trust root in use."""
+        return self._root
+
+    def _verify_alone(self, cut: SignedCutBytes) -> _Parsed:
+        """Steps 0-4: everything that depends on the cut alone."""
+        # (0) bound sizes before hashing or parsing
+        if len(cut.results) > self._config.max_results_bytes:
+            raise MalformedDataError(
+                f"results blob is {len(cut.results)} bytes, at most "
+                f"{self._config.max_results_bytes}"
+            )
+        if len(cut.cut_leaf) > _MAX_CUT_LEAF_BYTES:
+            raise MalformedDataError(f"cut leaf is {len(cut.cut_leaf)} bytes")
+        _check_proof_shape(cut.inclusion_proof, "inclusion proof")
+        # (1) signature by the trust root's publisher keys, at its threshold
+        verified = open_note(cut.checkpoint, self._root.verifiers, threshold=self._root.threshold)
+        # (2) checkpoint of this log
+        checkpoint = parse_checkpoint(verified.text)
+        if checkpoint.origin != self._root.origin:
+            raise MalformedDataError(
+                f"checkpoint origin is {checkpoint.origin!r}, expected {self._root.origin!r}"
+            )
+        if checkpoint.size < 1:
+            raise MalformedDataError("a cut's tree holds at least its cut record")
+        # (3) the cut record is the last leaf of the signed tree
+        leaf = LogLeafPb()
+        try:
+            leaf.ParseFromString(cut.cut_leaf)
+        except DecodeError as e:
+            raise MalformedDataError(f"cut leaf does not parse: {e}") from e
+        if leaf.WhichOneof("kind") != "cut_record":
+            raise MalformedDataError(
+                f"cut leaf holds {leaf.WhichOneof('kind')!r}, expected a cut record"
+            )
+        verify_inclusion(
+            leaf_hash=leaf_hash(cut.cut_leaf),
+            index=checkpoint.size - 1,
+            size=checkpoint.size,
+            proof=cut.inclusion_proof,
+            root=checkpoint.root_hash,
+        )
+        record = leaf.cut_record
+        if record.cut_number < 1 or record.acta_records + record.cut_number != checkpoint.size:
+            raise MalformedDataError(
+                f"cut {record.cut_number} covering {record.acta_records} acta records cannot "
+                f"end a tree of size {checkpoint.size}"
+            )
+        cut_time = parse_cut_time(record.cut_time)
+        # (4) the results bytes are what was signed, checked before parsing
+        if len(record.results_sha256) != HASH_SIZE:
+            raise MalformedDataError("results_sha256 is not a SHA-256 digest")
+        digest = hashlib.sha256(cut.results).digest()
+        if not hmac.compare_digest(digest, record.results_sha256):
+            raise DigestMismatchError(
+                f"results blob hashes to {digest.hex()}, cut {record.cut_number} signed "
+                f"{record.results_sha256.hex()}"
+            )
+        results = ResultsPb()
+        try:
+            results.ParseFromString(cut.results)
+        except DecodeError as e:
+            raise MalformedDataError(f"results blob does not parse: {e}") from e
+        return _Parsed(checkpoint, record, cut_time, results)
+
+    @staticmethod
+    def _check_binding(parsed: _Parsed, definition_sha256: bytes | None) -> None:
+        # (8) results of this election, over exactly the cut's acta records
+        got = parsed.results.definition_sha256
+        if definition_sha256 is not None and not hmac.compare_digest(got, definition_sha256):
+            raise DigestMismatchError(
+                f"results are for election definition {got.hex()}, expected "
+                f"{definition_sha256.hex()}"
+            )
+        if len(got) != HASH_SIZE:
+            raise MalformedDataError("results.definition_sha256 is not a SHA-256 digest")
+        if parsed.results.acta_records != parsed.cut_record.acta_records:
+            raise MalformedDataError(
+                f"results cover {parsed.results.acta_records} acta records, the cut record "
+                f"{parsed.cut_record.acta_records}"
+            )
+
+    def _made(self, cut: SignedCutBytes, parsed: _Parsed) -> VerifiedCut:
+        return VerifiedCut(
+            checkpoint=parsed.checkpoint,
+            note=bytes(cut.checkpoint),
+            cut_leaf=bytes(cut.cut_leaf),
+            inclusion_proof=tuple(bytes(p) for p in cut.inclusion_proof),
+            cut_record=parsed.cut_record,
+            cut_time=parsed.cut_time,
+            results=parsed.results,
+            results_bytes=bytes(cut.results),
+            _token=_CONSTRUCT,
+        )
+
+    def verify_update(
+        self,
+        cut: SignedCutBytes,
+        *,
+        trusted: TrustedState | None,
+        consistency_proof: Sequence[bytes],
+        now: dt.datetime,
+        definition_sha256: bytes | None = None,
+    ) -> VerifiedCut:
+        """Verify a cut that is to become the newest trusted one (steps 0-8).
+
+        Args:
+            cut: the served bytes.
+            trusted: the last verified state, or None on first use (trust on the pinned
+                trust root alone).
+            consistency_proof: proof from ``trusted.tree_size`` to the cut's tree size
+                (empty when there is no trusted state or the sizes are equal).
+            now: the current time (timezone-aware).
+            definition_sha256: the election definition digest the caller verified; when
+                None the one pinned by ``trusted`` is used (or, on first use, any).
+
+        Returns:
+            The verified cut. The caller persists it as the new trusted state.
+
+        Raises:
+            BadSignatureError: a trusted key's signature does not verify.
+            UnknownKeyError: not enough trusted keys signed the checkpoint.
+            MalformedDataError: something does not parse or is inconsistent.
+            BadProofError: an inclusion or consistency proof does not verify.
+            DigestMismatchError: the results do not hash to the signed digest, or are for
+                another election definition.
+            RollbackError: the cut is older than the last verified one.
+            ForkError: the cut's tree conflicts with the last verified one.
+            StaleCheckpointError: the cut is too old or too far in the future.
+            TrustRootError: the trust root expired.
+            ValueError: if ``now`` is naive (a caller bug).
+        """
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        if now >= self._root.expires:
+            raise TrustRootError(
+                f"trust root v{self._root.version} expired at {self._root.expires.isoformat()}"
+            )
+        parsed = self._verify_alone(cut)  # (0)-(4)
+        cp, record = parsed.checkpoint, parsed.cut_record
+        if trusted is not None:
+            if trusted.origin != self._root.origin:
+                raise ValueError("the trusted state is of another origin")
+            # (5) rollback and equivocation
+            if cp.size < trusted.tree_size:
+                raise RollbackError(
+                    f"tree size {cp.size} is below the verified size {trusted.tree_size}"
+                )
+            if record.cut_number < trusted.cut_number:
+                raise RollbackError(
+                    f"cut {record.cut_number} is older than the verified cut {trusted.cut_number}"
+                )
+            if cp.size == trusted.tree_size and cp.root_hash != trusted.root_hash:
+                raise _fork(
+                    f"two signed roots for tree size {cp.size}",
+                    kind="same-size",
+                    origin=cp.origin,
+                    first=trusted.checkpoint,
+                    second=cut.checkpoint,
+                )
+            if record.cut_number == trusted.cut_number and cp.size != trusted.tree_size:
+                raise _fork(
+                    f"cut {record.cut_number} is signed in trees of size "
+                    f"{trusted.tree_size} and {cp.size}",
+                    kind="same-cut",
+                    origin=cp.origin,
+                    first=trusted.checkpoint,
+                    second=cut.checkpoint,
+                )
+            # (6) the new tree extends the verified one
+            if cp.size > trusted.tree_size:
+                _check_extends(
+                    older=(trusted.checkpoint, _trusted_checkpoint(trusted)),
+                    newer=(bytes(cut.checkpoint), cp),
+                    proof=consistency_proof,
+                    older_is_first=True,
+                )
+            elif consistency_proof:
+                raise BadProofError("a consistency proof between equal trees must be empty")
+        # (7) freshness
+        age = (now - parsed.cut_time).total_seconds()
+        if age > self._config.max_checkpoint_age:
+            raise StaleCheckpointError(
+                f"cut {record.cut_number} is {age:.0f} s old, at most "
+                f"{self._config.max_checkpoint_age:.0f} s allowed"
+            )
+        if -age > self._config.max_clock_skew:
+            raise StaleCheckpointError(
+                f"cut {record.cut_number} is {-age:.0f} s in the future, at most "
+                f"{self._config.max_clock_skew:.0f} s of clock skew allowed"
+            )
+        # (8) bound to the election
+        pinned = definition_sha256
+        if pinned is None and trusted is not None:
+            pinned = trusted.definition_sha256
+        self._check_binding(parsed, pinned)
+        return self._made(cut, parsed)
+
+    def verify_historical(
+        self,
+        cut: SignedCutBytes,
+        *,
+        trusted: TrustedState,
+        consistency_proof: Sequence[bytes],
+    ) -> VerifiedCut:
+        """Verify a past (or any) cut against the last verified state, without freshness.
+
+        Args:
+            cut: the served bytes.
+            trusted: the last verified state.
+            consistency_proof: proof between the smaller and the larger of the cut's tree
+                and the trusted tree (empty when the sizes are equal).
+
+        Returns:
+            The verified cut. It is never persisted as trusted state.
+
+        Raises:
+            BadSignatureError, UnknownKeyError, MalformedDataError, BadProofError,
+            DigestMismatchError: as :meth:`verify_update`.
+            ForkError: the cut's tree and the verified one cannot both be true.
+        """
+        parsed = self._verify_alone(cut)  # (0)-(4)
+        cp = parsed.checkpoint
+        mine = (trusted.checkpoint, _trusted_checkpoint(trusted))
+        theirs = (bytes(cut.checkpoint), cp)
+        if cp.size == trusted.tree_size:
+            if cp.root_hash != trusted.root_hash:
+                raise _fork(
+                    f"two signed roots for tree size {cp.size}",
+                    kind="same-size",
+                    origin=cp.origin,
+                    first=trusted.checkpoint,
+                    second=cut.checkpoint,
+                )
+        elif cp.size < trusted.tree_size:
+            _check_extends(older=theirs, newer=mine, proof=consistency_proof, older_is_first=False)
+        else:
+            _check_extends(older=mine, newer=theirs, proof=consistency_proof, older_is_first=True)
+        self._check_binding(parsed, trusted.definition_sha256)
+        return self._made(cut, parsed)
+
+    def verify_evidence(self, evidence: ForkEvidence) -> None:
+        """Check exported fork evidence: two notes signed under this trust root that
+        cannot both be true (``"same-size"`` and ``"non-extending"`` evidence is checkable
+        from the notes and proof alone; ``"same-cut"`` evidence only shows two signed
+        trees, whose cut leaves must be fetched to see the conflict).
+
+        Raises:
+            VerificationError: (a subclass) if a note does not verify or the two do not
+                conflict.
+        """
+        notes = []
+        for note in (evidence.first, evidence.second):
+            verified = open_note(note, self._root.verifiers, threshold=self._root.threshold)
+            cp = parse_checkpoint(verified.text)
+            if cp.origin != self._root.origin or cp.origin != evidence.origin:
+                raise MalformedDataError("evidence note is for another origin")
+            notes.append(cp)
+        a, b = notes
+        if a.size == b.size:
+            if a.root_hash == b.root_hash:
+                raise MalformedDataError("evidence notes agree: no fork")
+            return
+        small, large = (a, b) if a.size < b.size else (b, a)
+        try:
+            verify_consistency(
+                size1=small.size,
+                size2=large.size,
+                proof=evidence.consistency_proof,
+                root1=small.root_hash,
+                root2=large.root_hash,
+            )
+        except BadProofError:
+            roots = _consistency_roots(
+                size1=small.size,
+                size2=large.size,
+                proof=evidence.consistency_proof,
+                root1=small.root_hash,
+            )
+            if roots is not None and roots[1] == large.root_hash and roots[0] != small.root_hash:
+                return
+            raise BadProofError("the evidence's proof does not show a fork") from None
+        raise MalformedDataError("the larger tree extends the smaller one: no fork")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ProvenActa:
+    """An acta record proven to be in the log at a verified tree size.
+
+    Only :func:`verify_acta_inclusion` makes one.
+
+    Attributes:
+        record: the acta record (parsed from ``leaf``).
+        leaf: the exact leaf bytes.
+        leaf_index: its position in the log.
+        tree_size: the verified tree size it was proven against.
+        proof: the inclusion proof hashes.
+        checkpoint: the signed note of that tree.
+    """
+
+    record: acta_pb2.ActaRecord
+    leaf: bytes
+    leaf_index: int
+    tree_size: int
+    proof: tuple[bytes, ...]
+    checkpoint: bytes
+    _token: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._token is not _CONSTRUCT:
+            raise TypeError("a ProvenActa is only made by verify_acta_inclusion")
+
+    def __repr__(self) -> str:
+        return (
+            f"ProvenActa(acta_id={self.record.acta_id!r}, revision={self.record.revision}, "
+            f"leaf_index={self.leaf_index}, tree_size={self.tree_size})"
+        )
+
+
+def verify_acta_inclusion(
+    *,
+    trusted: TrustedState,
+    acta_id: str,
+    revision: int | None,
+    leaf: bytes,
+    leaf_index: int,
+    proof_tree_size: int,
+    proof: Sequence[bytes],
+) -> ProvenActa:
+    """Verify that ``leaf`` is the acta record asked for and is in the verified tree.
+
+    Steps: (1) the proof is for the verified tree size; (2) the leaf is included at
+    ``leaf_index`` under the verified root; (3) the leaf holds an acta record with the
+    acta id (and revision, when one was asked for) that was asked for.
+
+    Raises:
+        BadProofError: the proof is for another size or does not lead to the root.
+        MalformedDataError: the leaf is not the acta record asked for.
+    """
+    # (1) the tree we hold a signed checkpoint for
+    if proof_tree_size != trusted.tree_size:
+        raise BadProofError(
+            f"inclusion proof is for tree size {proof_tree_size}, expected {trusted.tree_size}"
+        )
+    _check_proof_shape(proof, "inclusion proof")
+    # (2) included under the signed root
+    verify_inclusion(
+        leaf_hash=leaf_hash(leaf),
+        index=leaf_index,
+        size=trusted.tree_size,
+        proof=proof,
+        root=trusted.root_hash,
+    )
+    # (3) the record asked for
+    pb = LogLeafPb()
+    try:
+        pb.ParseFromString(leaf)
+    except DecodeError as e:
+        raise MalformedDataError(f"acta leaf does not parse: {e}") from e
+    if pb.WhichOneof("kind") != "acta_record":
+        raise MalformedDataError(f"leaf {leaf_index} is not an acta record")
+    record = pb.acta_record
+    if record.acta_id != acta_id:
+        raise MalformedDataError(f"leaf {leaf_index} is acta {record.acta_id!r}, not {acta_id!r}")
+    if revision is not None and record.revision != revision:
+        raise MalformedDataError(
+            f"leaf {leaf_index} is revision {record.revision} of {acta_id!r}, not {revision}"
+        )
+    return ProvenActa(
+        record=record,
+        leaf=bytes(leaf),
+        leaf_index=leaf_index,
+        tree_size=trusted.tree_size,
+        proof=tuple(bytes(p) for p in proof),
+        checkpoint=trusted.checkpoint,
+        _token=_CONSTRUCT,
+    )
+
+
+def _trusted_checkpoint(trusted: TrustedState) -> Checkpoint:
+    return Checkpoint(trusted.origin, trusted.tree_size, trusted.root_hash)
+
+
+def to_trusted_state(cut: VerifiedCut) -> TrustedState:
+    """The trusted state that records ``cut`` (for the client to persist)."""
+    return TrustedState(
+        origin=cut.checkpoint.origin,
+        checkpoint=cut.note,
+        tree_size=cut.tree_size,
+        root_hash=cut.root_hash,
+        cut_number=cut.cut_number,
+        definition_sha256=cut.definition_sha256,
+    )
