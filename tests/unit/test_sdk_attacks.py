@@ -25,17 +25,15 @@ from veritally_client import (
     verify_evidence,
 )
 from veritally_client._checkpoint import Checkpoint, parse_checkpoint
-from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2
+from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2, results_pb2
 from veritally_client._signing import Signer
 
 CONFIG = ClientConfig(max_checkpoint_age=300.0, max_clock_skew=30.0)
 
 
-def client_for(pub: FakePublisher, state_dir: Path, **kwargs: object) -> Client:
-    root = kwargs.pop("trust_root", None) or pub.trust_root()
-    assert not kwargs
+def client_for(pub: FakePublisher, state_dir: Path) -> Client:
     return Client.from_transport(
-        pub, trust_root=root, state_dir=state_dir, config=CONFIG, clock=lambda: pub.now
+        pub, trust_root=pub.trust_root(), state_dir=state_dir, config=CONFIG, clock=lambda: pub.now
     )
 
 
@@ -383,13 +381,13 @@ def test_verified_cut_cannot_be_built_outside_the_verifier(pub: FakePublisher) -
     from veritally_client import VerifiedCut
 
     with pytest.raises(TypeError):
-        VerifiedCut(  # type: ignore[call-arg]  # the guard token is missing on purpose
+        VerifiedCut(  # type: ignore[call-arg]  # no guard token, on purpose
             checkpoint=Checkpoint("x", 1, bytes(32)),
             note=b"",
             cut_leaf=b"",
             inclusion_proof=(),
             cut_record=acta_pb2.CutRecord(),
             cut_time=dt.datetime.now(dt.UTC),
-            results=None,
+            results=results_pb2.Results(),
             results_bytes=b"",
         )
