@@ -523,8 +523,8 @@ def _write_yaml(
             "columns": {
                 "casilla_id": "CLAVE_CASILLA",
                 "contest_id": "CONTIENDA",
-                "unregistered": "NO_REGISTRADOS",
-                "null": "NULOS",
+                "unregistered_votes": "NO_REGISTRADOS",
+                "null_votes": "NULOS",
                 "image_sha256": "SHA",
                 "capture_centre": "CENTRO_CAPTURA",
                 "operator": "OPERADOR",

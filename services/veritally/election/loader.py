@@ -68,8 +68,8 @@ CASILLA_FIELDS: Final = {
 ACTA_FIELDS: Final = {
     "casilla_id": True,
     "contest_id": False,  # required when one file holds every contest
-    "unregistered": True,
-    "null": True,
+    "unregistered_votes": True,
+    "null_votes": True,
     "image_sha256": False,
     "capture_centre": False,
     "operator": False,
@@ -764,8 +764,8 @@ def _read_acta_file(
         casillas = index.casilla_map()
         get_casilla = getters["casilla_id"]
         get_contest = getters.get("contest_id")
-        get_unreg = getters["unregistered"]
-        get_null = getters["null"]
+        get_unreg = getters["unregistered_votes"]
+        get_null = getters["null_votes"]
         get_sha = getters.get("image_sha256")
         get_centre = getters.get("capture_centre")
         get_operator = getters.get("operator")
@@ -827,9 +827,9 @@ def _read_acta_file(
                 votes, mark = figure(getter(row), line, f"options.{oid}")
                 acta.option_votes.add(option_id=oid, votes=votes, mark=mark)
             acta.unregistered_votes, acta.unregistered_mark = figure(
-                get_unreg(row), line, "unregistered"
+                get_unreg(row), line, "unregistered_votes"
             )
-            acta.null_votes, acta.null_mark = figure(get_null(row), line, "null")
+            acta.null_votes, acta.null_mark = figure(get_null(row), line, "null_votes")
             if get_sha is not None:
                 text = get_sha(row).strip()
                 if text:
