@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from veritally._grpc import ServiceServer, TlsFiles, aio_channel
+from veritally._grpc import MAX_MESSAGE_BYTES, ServiceServer, TlsFiles
 from veritally.aggregation.store import AggregationStore, LeafReader
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError
@@ -49,6 +49,31 @@ BACKOFF_MAX_S = 5.0
 # Leaves per StreamAggregatedRecords message and bytes past the first (as ingest's pages).
 STREAM_PAGE_LEAVES = 1_000
 STREAM_PAGE_BYTES = 1024 * 1024
+
+
+def _ingest_channel(
+    target: str, *, tls: TlsFiles | None, server_name: str | None
+) -> grpc.aio.Channel:
+    """A channel to ingest whose reconnection backoff matches the follower's.
+
+    gRPC's own subchannel backoff grows to 120 s by default, and subchannels are shared
+    process-wide, so a fresh channel would still wait that long after a long outage of
+    ingest. These options cap it at ``BACKOFF_MAX_S`` and keep the subchannel private.
+    (``veritally._grpc.aio_channel`` takes no extra options; otherwise identical.)
+    """
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", int(BACKOFF_INITIAL_S * 1000)),
+        ("grpc.min_reconnect_backoff_ms", int(BACKOFF_INITIAL_S * 1000)),
+        ("grpc.max_reconnect_backoff_ms", int(BACKOFF_MAX_S * 1000)),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
 
 
 class AggregationEngine:
@@ -112,7 +137,7 @@ class AggregationEngine:
         delay = BACKOFF_INITIAL_S
         while not self._closed:
             try:
-                async with aio_channel(target, tls=tls, server_name=server_name) as channel:
+                async with _ingest_channel(target, tls=tls, server_name=server_name) as channel:
                     stub = ingest_pb2_grpc.IngestServiceStub(channel)
                     # (2) resume from the cursor
                     call = stub.StreamRecords(

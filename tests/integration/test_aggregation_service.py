@@ -1,0 +1,199 @@
+"""Aggregation over real gRPC on 127.0.0.1, following a real ingest: totals at every
+level, the blob at an exact position, the definition bytes, the records it counted, a
+restart that counts nothing twice, and reconnection when ingest comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.write_path_support import all_actas, make_acta, small_election
+from veritally._grpc import aio_channel
+from veritally.aggregation.service import AggregationService, start_aggregation
+from veritally.ingest.service import IngestService, start_ingest
+from veritally_client._gen.veritally.v1 import (
+    aggregation_pb2,
+    aggregation_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    results_pb2,
+)
+from veritally_client._tally import Tally
+
+ELECTION = small_election()
+# Upper bound on waiting for the follower to catch up, in seconds (normally milliseconds).
+CATCH_UP_S = 20.0
+
+
+async def _wait_position(service: AggregationService, n: int) -> None:
+    pages = service.engine.aggregated(0, follow=True)
+
+    async def reached() -> None:
+        async for first, leaves in pages:
+            if first + len(leaves) >= n:
+                return
+
+    try:
+        await asyncio.wait_for(reached(), timeout=CATCH_UP_S)
+    finally:
+        await pages.aclose()
+
+
+async def _ingest(tmp_path: Path, address: str = "127.0.0.1:0") -> IngestService:
+    return await start_ingest(
+        election=ELECTION, db_path=tmp_path / "ingest.db", address=address, double_capture=False
+    )
+
+
+async def _aggregation(tmp_path: Path, ingest_port: int) -> AggregationService:
+    return await start_aggregation(
+        election=ELECTION,
+        db_path=tmp_path / "agg.db",
+        address="127.0.0.1:0",
+        ingest_target=f"127.0.0.1:{ingest_port}",
+    )
+
+
+async def _submit_all(port: int, actas: list[ingest_pb2.SubmitActasRequest]) -> None:
+    async with aio_channel(f"127.0.0.1:{port}") as channel:
+        # wait_for_ready: subchannels are shared in a process, and the follower's attempts
+        # while ingest was down may have left the one to this port in backoff.
+        await ingest_pb2_grpc.IngestServiceStub(channel).SubmitActas(
+            iter(actas), wait_for_ready=True
+        )
+
+
+async def _log(ingest: IngestService) -> list[bytes]:
+    """Ingest's whole log, in order."""
+    return [leaf async for _, page in ingest.engine.records(0, follow=False) for leaf in page]
+
+
+async def test_follows_ingest_and_serves_totals_at_every_level(tmp_path: Path) -> None:
+    ingest = await _ingest(tmp_path)
+    agg = await _aggregation(tmp_path, ingest.port)
+    try:
+        actas = all_actas(ELECTION)
+        await _submit_all(
+            ingest.port,
+            [
+                ingest_pb2.SubmitActasRequest(actas=actas[:15]),
+                ingest_pb2.SubmitActasRequest(actas=actas[15:]),
+            ],
+        )
+        await _wait_position(agg, len(actas))
+        async with aio_channel(f"127.0.0.1:{agg.port}") as channel:
+            stub = aggregation_pb2_grpc.AggregationServiceStub(channel)
+            # The blob equals a tally over exactly the records ingest logged.
+            blob = await stub.GetResultsBlob(aggregation_pb2.GetResultsBlobRequest())
+            ordered = await _log(ingest)
+            expected = Tally(ELECTION)
+            for leaf in ordered:
+                expected.apply_leaf(leaf)
+            assert blob.acta_records == len(actas)
+            assert blob.results == expected.results_bytes()
+            final = await stub.GetResultsBlob(aggregation_pb2.GetResultsBlobRequest(final=True))
+            assert final.results == expected.results_bytes(final=True)
+
+            definition = await stub.GetDefinition(aggregation_pb2.GetDefinitionRequest())
+            assert definition.definition == ELECTION.definition_bytes
+
+            nation = await stub.GetResults(
+                aggregation_pb2.GetResultsRequest(level=results_pb2.LEVEL_NATIONAL)
+            )
+            assert nation.acta_records == len(actas)
+            assert nation.results == expected.unit_results(results_pb2.LEVEL_NATIONAL, "")
+            casilla_id = ELECTION.casillas[0].id
+            for level, unit in (
+                (results_pb2.LEVEL_STATE, "02"),
+                (results_pb2.LEVEL_DISTRICT, "01-02"),
+                (results_pb2.LEVEL_SECTION, ELECTION.casillas[0].section_id),
+                (results_pb2.LEVEL_CASILLA, casilla_id),
+            ):
+                got = await stub.GetResults(
+                    aggregation_pb2.GetResultsRequest(level=level, unit_id=unit)
+                )
+                assert got.results == expected.unit_results(level, unit)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.GetResults(
+                    aggregation_pb2.GetResultsRequest(level=results_pb2.LEVEL_STATE, unit_id="77")
+                )
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.GetResults(aggregation_pb2.GetResultsRequest())
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+            # The records it counted, byte for byte as ingest logged them.
+            pages = [
+                p
+                async for p in stub.StreamAggregatedRecords(
+                    aggregation_pb2.StreamAggregatedRecordsRequest(from_sequence=3)
+                )
+            ]
+            streamed = [leaf for p in pages for leaf in p.leaves]
+            assert pages[0].first_sequence == 3
+            assert streamed == ordered[3:]
+    finally:
+        await agg.stop()
+        await ingest.stop()
+
+
+async def test_restart_resumes_from_the_cursor_without_counting_twice(tmp_path: Path) -> None:
+    ingest = await _ingest(tmp_path)
+    actas = all_actas(ELECTION)
+    agg = await _aggregation(tmp_path, ingest.port)
+    try:
+        await _submit_all(ingest.port, [ingest_pb2.SubmitActasRequest(actas=actas[:20])])
+        await _wait_position(agg, 20)
+        before = agg.engine.tally.results_bytes()
+        await agg.stop()
+        # Records committed while aggregation is down, and a correction of a counted one.
+        await _submit_all(ingest.port, [ingest_pb2.SubmitActasRequest(actas=actas[20:])])
+        async with aio_channel(f"127.0.0.1:{ingest.port}") as channel:
+            fixed = make_acta(
+                ELECTION, actas[0].casilla_id, actas[0].contest_id, [0] * len(actas[0].option_votes)
+            )
+            await ingest_pb2_grpc.IngestServiceStub(channel).CorrectActa(
+                ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1)
+            )
+        agg = await _aggregation(tmp_path, ingest.port)
+        assert agg.engine.tally.results_bytes() == before  # rebuilt from its own store
+        await _wait_position(agg, len(actas) + 1)
+        reference = Tally(ELECTION)
+        for leaf in await _log(ingest):
+            reference.apply_leaf(leaf)
+        assert agg.engine.tally.results_bytes() == reference.results_bytes()
+    finally:
+        await agg.stop()
+        await ingest.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_reconnects_when_ingest_comes_back(tmp_path: Path) -> None:
+    port = _free_port()
+    agg = await _aggregation(tmp_path, port)  # ingest is not running yet
+    try:
+        await asyncio.sleep(0.3)
+        assert agg.engine.position == 0
+        ingest = await _ingest(tmp_path, f"127.0.0.1:{port}")
+        try:
+            await _submit_all(port, [ingest_pb2.SubmitActasRequest(actas=all_actas(ELECTION)[:4])])
+            await _wait_position(agg, 4)
+        finally:
+            await ingest.stop()
+        ingest = await _ingest(tmp_path, f"127.0.0.1:{port}")
+        try:
+            await _submit_all(port, [ingest_pb2.SubmitActasRequest(actas=all_actas(ELECTION)[4:9])])
+            await _wait_position(agg, 9)
+        finally:
+            await ingest.stop()
+    finally:
+        await agg.stop()

@@ -1,0 +1,382 @@
+"""Ingest over real gRPC on 127.0.0.1: outcomes and status codes of every flow
+(submit, batch, duplicate, conflict, correction, double capture, cross-check), the log
+stream, and persistence across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no stubs shipped
+from grpc_status import rpc_status
+
+from tests.write_path_support import make_acta, small_election
+from veritally._grpc import aio_channel
+from veritally.ingest.service import IngestService, start_ingest
+from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
+
+ELECTION = small_election()
+CASILLA = "01-01-0001-B1"
+OTHER = "02-02-0002-C2"
+Status = ingest_pb2.OutcomeStatus
+
+
+async def _start(tmp_path: Path, *, double: bool) -> IngestService:
+    return await start_ingest(
+        election=ELECTION,
+        db_path=tmp_path / "ingest.db",
+        address="127.0.0.1:0",
+        double_capture=double,
+    )
+
+
+@pytest.fixture
+async def single(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub]]:
+    service = await _start(tmp_path, double=False)
+    async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+        yield service, ingest_pb2_grpc.IngestServiceStub(channel)
+    await service.stop()
+
+
+@pytest.fixture
+async def double(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub]]:
+    service = await _start(tmp_path, double=True)
+    async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+        yield service, ingest_pb2_grpc.IngestServiceStub(channel)
+    await service.stop()
+
+
+async def _submit(
+    stub: ingest_pb2_grpc.IngestServiceAsyncStub, acta: acta_pb2.Acta
+) -> ingest_pb2.ActaOutcome:
+    response = await stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta))
+    return response.outcome
+
+
+async def _error(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]  # a grpc.aio call object is awaitable
+    return info.value
+
+
+def _bad_request_field(error: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            return str(bad.field_violations[0].field)
+    raise AssertionError("no BadRequest detail")
+
+
+async def test_accepts_valid_acta_then_reports_the_identical_one_as_duplicate(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    acta = make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5])
+    first = await _submit(stub, acta)
+    assert first.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    assert (first.revision, first.sequence, first.counted) == (1, 0, True)
+    # Another operator, another time: same figures, still the same acta.
+    again = make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5], operator="op-9")
+    second = await _submit(stub, again)
+    assert second.status == Status.Value("OUTCOME_STATUS_DUPLICATE")
+    assert (second.revision, second.sequence) == (1, 0)
+    assert service.engine.log_size == 1
+
+
+async def test_rejects_different_figures_for_a_logged_acta_and_keeps_them_for_audit(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+    error = await _error(
+        stub.SubmitActa(
+            ingest_pb2.SubmitActaRequest(acta=make_acta(ELECTION, CASILLA, "PRES", [10, 20, 6]))
+        )
+    )
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert service.engine.log_size == 1
+    assert service.engine.store.count("conflicts") == 1
+
+
+async def test_rejects_acta_out_of_catalogue_with_not_found_naming_the_field(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    _, stub = single
+    acta = make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1])
+    acta.casilla_id = "99-99-9999-B1"
+    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert _bad_request_field(error) == "casilla_id"
+
+
+async def test_rejects_unknown_option_with_invalid_argument_naming_the_field(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    acta = make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1])
+    acta.option_votes[2].option_id = "NOPE"
+    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _bad_request_field(error) == "option_votes[2].option_id"
+    assert service.engine.log_size == 0
+
+
+async def test_batch_answers_one_outcome_per_acta_in_order(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    good = make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3])
+    over = make_acta(ELECTION, OTHER, "SEN", [60, 60])  # above 100 + 2: logged, not counted
+    bad = make_acta(ELECTION, CASILLA, "SEN", [1, 2])
+    bad.image_sha256 = b"x"
+    requests = [
+        ingest_pb2.SubmitActasRequest(actas=[good, over]),
+        ingest_pb2.SubmitActasRequest(actas=[bad, good]),
+    ]
+    response = await stub.SubmitActas(iter(requests))
+    statuses = [Status.Name(o.status) for o in response.outcomes]
+    assert statuses == [
+        "OUTCOME_STATUS_ACCEPTED",
+        "OUTCOME_STATUS_ACCEPTED",
+        "OUTCOME_STATUS_REJECTED",
+        "OUTCOME_STATUS_DUPLICATE",
+    ]
+    assert not response.outcomes[1].counted
+    assert (
+        response.outcomes[1].not_counted_reason == acta_pb2.NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST
+    )
+    assert (response.outcomes[2].code, response.outcomes[2].field) == (
+        "INVALID_ARGUMENT",
+        "image_sha256",
+    )
+    assert [
+        o.sequence for o in response.outcomes if o.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    ] == [0, 1]
+    assert service.engine.log_size == 2
+
+
+async def test_correction_appends_a_revision_and_requires_the_latest_one(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+    fixed = make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5])
+    response = await stub.CorrectActa(
+        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo")
+    )
+    assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    assert (response.outcome.revision, response.outcome.sequence) == (2, 1)
+    # A retry of the same correction changes nothing.
+    retry = await stub.CorrectActa(
+        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo")
+    )
+    assert retry.outcome.status == Status.Value("OUTCOME_STATUS_DUPLICATE")
+    # A different change against a stale revision is refused.
+    stale = make_acta(ELECTION, CASILLA, "PRES", [10, 22, 5])
+    error = await _error(
+        stub.CorrectActa(
+            ingest_pb2.CorrectActaRequest(acta=stale, supersedes_revision=1, reason="late")
+        )
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _bad_request_field(error) == "supersedes_revision"
+    # The old figures are now a duplicate of revision 1, not a conflict.
+    old = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+    assert (Status.Name(old.status), old.revision) == ("OUTCOME_STATUS_DUPLICATE", 1)
+    assert service.engine.log_size == 2
+    assert service.engine.store.count("operator_actions") == 1
+
+
+async def test_correction_of_an_acta_never_logged_is_not_found(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    _, stub = single
+    error = await _error(
+        stub.CorrectActa(
+            ingest_pb2.CorrectActaRequest(
+                acta=make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1]), supersedes_revision=1
+            )
+        )
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_double_capture_accepts_only_when_two_operators_agree(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    first = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="ana"))
+    assert first.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_CAPTURE")
+    # The same operator again cannot confirm her own capture.
+    same = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="ana"))
+    assert same.status == Status.Value("OUTCOME_STATUS_DUPLICATE")
+    assert service.engine.log_size == 0
+    # Nor replace it with other figures.
+    error = await _error(
+        stub.SubmitActa(
+            ingest_pb2.SubmitActaRequest(
+                acta=make_acta(ELECTION, CASILLA, "PRES", [3, 4, 6], operator="ana")
+            )
+        )
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _bad_request_field(error) == "provenance.operator_id"
+    second = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="ben"))
+    assert second.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    assert service.engine.log_size == 1
+    [(_, _, leaf)] = service.engine.store.leaves_of(f"{CASILLA}/PRES")
+    # The confirmed (first) capture is the one logged.
+    assert acta_pb2.LogLeaf.FromString(leaf).acta_record.acta.provenance.operator_id == "ana"
+
+
+async def test_double_capture_requires_an_operator_id(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    _, stub = double
+    acta = make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="")
+    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_disagreement_goes_to_cross_check_and_a_third_matching_capture_settles_it(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="ana"))
+    cross = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [3, 4, 50], operator="ben"))
+    assert cross.status == Status.Value("OUTCOME_STATUS_CROSS_CHECK")
+    listed = await stub.ListCrossChecks(ingest_pb2.ListCrossChecksRequest())
+    assert [c.acta_id for c in listed.cross_checks] == [f"{CASILLA}/PRES"]
+    assert [c.provenance.operator_id for c in listed.cross_checks[0].captures] == ["ana", "ben"]
+    third = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [3, 4, 50], operator="eva"))
+    assert third.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    record = acta_pb2.LogLeaf.FromString(service.engine.store.leaves_of(f"{CASILLA}/PRES")[0][2])
+    assert record.acta_record.acta.null_votes == 0
+    assert record.acta_record.acta.option_votes[2].votes == 50
+    listed = await stub.ListCrossChecks(ingest_pb2.ListCrossChecksRequest())
+    assert not listed.cross_checks
+
+
+async def test_operator_resolves_a_cross_check_by_choosing_a_capture(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 8], operator="ana"))
+    await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 9], operator="ben"))
+    error = await _error(
+        stub.ResolveCrossCheck(
+            ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{CASILLA}/SEN", capture_index=2)
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = await _error(
+        stub.ResolveCrossCheck(
+            ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{OTHER}/SEN", capture_index=0)
+        )
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    response = await stub.ResolveCrossCheck(
+        ingest_pb2.ResolveCrossCheckRequest(
+            acta_id=f"{CASILLA}/SEN", capture_index=1, reason="image checked"
+        )
+    )
+    assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    record = acta_pb2.LogLeaf.FromString(service.engine.store.leaves_of(f"{CASILLA}/SEN")[0][2])
+    assert record.acta_record.acta.option_votes[1].votes == 9
+    # Ana's figures are now a conflict with the logged acta, not a new capture.
+    late = await _error(
+        stub.SubmitActa(
+            ingest_pb2.SubmitActaRequest(
+                acta=make_acta(ELECTION, CASILLA, "SEN", [7, 8], operator="ana")
+            )
+        )
+    )
+    assert late.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_pending_captures_and_log_survive_a_restart(tmp_path: Path) -> None:
+    service = await _start(tmp_path, double=True)
+    async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3], operator="ana"))
+        await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [1, 2], operator="ana"))
+        await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [1, 2], operator="ben"))
+    await service.stop()
+    service = await _start(tmp_path, double=True)
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            dup = await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [1, 2], operator="eva"))
+            assert dup.status == Status.Value("OUTCOME_STATUS_DUPLICATE")
+            ok = await _submit(
+                stub, make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3], operator="ben")
+            )
+            assert (Status.Name(ok.status), ok.sequence) == ("OUTCOME_STATUS_ACCEPTED", 1)
+    finally:
+        await service.stop()
+
+
+async def test_records_the_identity_from_the_mesh_header(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    identity = "spiffe://veritally.test/capture/centre-7"
+    await stub.SubmitActa(
+        ingest_pb2.SubmitActaRequest(acta=make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3])),
+        metadata=(
+            (
+                "x-forwarded-client-cert",
+                f"By=spiffe://veritally.test/svc/ingest;Hash=ab;URI={identity}",
+            ),
+        ),
+    )
+    leaf = service.engine.store.leaves_of(f"{CASILLA}/PRES")[0][2]
+    assert (
+        acta_pb2.LogLeaf.FromString(leaf).acta_record.acta.provenance.capture_centre_id == identity
+    )
+
+
+async def test_stream_records_resumes_from_a_position_and_follows_new_commits(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    casillas = [c.id for c in ELECTION.casillas]
+    first = [make_acta(ELECTION, cid, "PRES", [1, 1, 1]) for cid in casillas[:5]]
+    await stub.SubmitActas(iter([ingest_pb2.SubmitActasRequest(actas=first)]))
+    stored = [
+        leaf
+        for _, _, leaf in (service.engine.store.leaves_of(f"{c}/PRES")[0] for c in casillas[:5])
+    ]
+
+    received: list[tuple[int, bytes]] = []
+    call = stub.StreamRecords(ingest_pb2.StreamRecordsRequest(from_sequence=2, follow=True))
+
+    async def consume() -> None:
+        async for page in call:
+            received.extend((page.first_sequence + i, leaf) for i, leaf in enumerate(page.leaves))
+            if len(received) >= 6:
+                return
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.2)
+    assert [seq for seq, _ in received] == [2, 3, 4]
+    more = [make_acta(ELECTION, cid, "SEN", [1, 1]) for cid in casillas[:3]]
+    await stub.SubmitActas(iter([ingest_pb2.SubmitActasRequest(actas=more)]))
+    await asyncio.wait_for(consumer, timeout=10)
+    call.cancel()
+    assert [seq for seq, _ in received] == [2, 3, 4, 5, 6, 7]
+    assert [leaf for _, leaf in received[:3]] == stored[2:5]
+    for seq, leaf in received:
+        assert acta_pb2.LogLeaf.FromString(leaf).acta_record.sequence == seq
+    # Without follow the stream ends at the current end of the log.
+    pages = [p async for p in stub.StreamRecords(ingest_pb2.StreamRecordsRequest(from_sequence=7))]
+    assert [(p.first_sequence, len(p.leaves)) for p in pages] == [(7, 1)]
