@@ -55,9 +55,11 @@ __all__ = [
     "Identity",
     "Pki",
     "PkiError",
+    "PkiLayout",
     "ServiceSans",
     "init_pki",
     "issue_foreign_identity",
+    "layout",
     "spiffe_id",
 ]
 
@@ -90,6 +92,45 @@ _BACKDATE = dt.timedelta(minutes=5)
 # URI SANs and the file names built from them need no escaping.
 _TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?$")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$")
+
+
+def layout(root: Path) -> PkiLayout:
+    """Where a PKI directory keeps its files (whether or not it exists yet)."""
+    return PkiLayout(root=Path(root))
+
+
+@dataclass(frozen=True)
+class PkiLayout:
+    """The file layout of a PKI directory; see the module docstring.
+
+    Attributes:
+        root: the directory.
+    """
+
+    root: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        """The CA certificate (what every party trusts)."""
+        return self.root / "ca" / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        """The CA private key (mode 0600; needed only to issue and revoke)."""
+        return self.root / "ca" / "ca.key"
+
+    @property
+    def crl(self) -> Path:
+        """The CRL, signed by the CA; always present (empty when nothing is revoked)."""
+        return self.root / "ca" / "crl.pem"
+
+    def cert(self, role: str, name: str) -> Path:
+        """The certificate of ``<role>/<name>``."""
+        return self.root / role / f"{name}.pem"
+
+    def key(self, role: str, name: str) -> Path:
+        """The private key of ``<role>/<name>``."""
+        return self.root / role / f"{name}.key"
 
 
 class PkiError(Exception):
@@ -318,17 +359,17 @@ class Pki:
     @property
     def ca_cert(self) -> Path:
         """The CA certificate (what every party trusts)."""
-        return self.root / "ca" / "ca.pem"
+        return layout(self.root).ca_cert
 
     @property
     def ca_key(self) -> Path:
         """The CA private key (mode 0600; needed only to issue and revoke)."""
-        return self.root / "ca" / "ca.key"
+        return layout(self.root).ca_key
 
     @property
     def crl(self) -> Path:
         """The CRL, signed by the CA; always present (empty when nothing is revoked)."""
-        return self.root / "ca" / "crl.pem"
+        return layout(self.root).crl
 
     @property
     def manifest(self) -> Path:
@@ -381,8 +422,9 @@ class Pki:
     def revoke(self, name: str) -> Identity:
         """Put the certificate of ``name`` on the CRL and rewrite the CRL file.
 
-        Envoy reads the CRL when it loads its configuration: restart it (or hot-restart)
-        for a revocation to take effect (see docs/mesh.md). Revoking twice is harmless.
+        The new CRL is renamed into place, which an Envoy watching it through SDS
+        picks up for new connections; an Envoy with a static CRL needs a restart (see
+        docs/mesh.md). Revoking twice is harmless.
 
         Returns:
             The revoked identity.
@@ -434,8 +476,8 @@ class Pki:
             ip_addresses=ips,
             server=role == ROLE_SERVICE,
         )
-        cert_path = self.root / role / f"{name}.pem"
-        key_path = self.root / role / f"{name}.key"
+        cert_path = layout(self.root).cert(role, name)
+        key_path = layout(self.root).key(role, name)
         _write_private_key(key_path, issued.key)
         _write_public(cert_path, issued.cert.public_bytes(serialization.Encoding.PEM))
         identity = Identity(
@@ -637,7 +679,9 @@ def issue_foreign_identity(
     directory = Path(directory)
     uri = spiffe_id(trust_domain, role, name)
     if ca is None:
-        issuer = _make_ca(trust_domain, common_name=f"foreign CA ({trust_domain})")
+        # The impostor CA takes the same name as ours: only its key differs, so a
+        # relying party that compared names instead of signatures would be fooled.
+        issuer = _make_ca(trust_domain, common_name=f"veritally CA ({trust_domain})")
         _write_public(
             directory / "foreign-ca.pem", issuer.cert.public_bytes(serialization.Encoding.PEM)
         )

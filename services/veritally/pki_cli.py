@@ -5,8 +5,9 @@
     veritally pki revoke --dir state/pki outlet-02
     veritally pki show --dir state/pki
 
-A revocation rewrites the CRL; Envoy picks it up when restarted (``veritally envoy
-render`` then restart, see docs/mesh.md).
+A revocation rewrites the CRL (renamed into place); an Envoy rendered by ``veritally
+envoy render`` watches it through a file-based SDS resource and refuses the certificate
+on new connections at once (see docs/mesh.md).
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ def run(args: argparse.Namespace) -> int:
         if args.pki_command == "revoke":
             identity = pki.revoke(args.name)
             print(f"revoked {identity.spiffe_id} (serial {identity.serial:x}); CRL: {pki.crl}")
-            print("restart Envoy for the revocation to take effect")
+            print(
+                "an Envoy rendered by `veritally envoy render` reloads the CRL for new "
+                "connections at once; open connections end within the edge's maximum "
+                "connection duration (or restart Envoy to cut them now)"
+            )
             return 0
         for identity in pki.identities():
             mark = " (revoked)" if pki.is_revoked(identity.name) else ""

@@ -47,9 +47,12 @@ from veritally.pki import (
     ROLE_OPERATOR,
     ROLE_SERVICE,
     Pki,
+    PkiLayout,
+    layout,
 )
 
 __all__ = [
+    "DEFAULT_BASE_PORT",
     "INGEST_MAX_REQUEST_BYTES",
     "METHODS",
     "READ_MAX_REQUEST_BYTES",
@@ -66,11 +69,14 @@ __all__ = [
     "build_descriptor_set",
     "default_topology",
     "envoy_binary",
+    "reference_topology",
     "render",
     "render_ca_secret",
+    "render_ca_secret_yaml",
     "render_yaml",
     "validate",
     "write",
+    "write_reference",
 ]
 
 JsonDict = dict[str, Any]
@@ -88,6 +94,9 @@ _HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
 # buffer much. Reads carry a few integers: 64 KiB is generous.
 INGEST_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 READ_MAX_REQUEST_BYTES = 64 * 1024
+
+# First port of the single-machine layout (see default_topology).
+DEFAULT_BASE_PORT = 8440
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +259,26 @@ class MeshTls:
     sds_file: Path | None = None
 
     @classmethod
+    def from_layout(
+        cls,
+        files: PkiLayout,
+        *,
+        trust_domain: str,
+        with_crl: bool = True,
+        sds_file: Path | None = None,
+    ) -> MeshTls:
+        """Envoy's files in a PKI directory laid out by :mod:`veritally.pki`, which
+        need not exist yet (for rendering a reference configuration)."""
+        return cls(
+            trust_domain=trust_domain,
+            ca=files.ca_cert,
+            cert=files.cert(ROLE_SERVICE, ENVOY_NAME),
+            key=files.key(ROLE_SERVICE, ENVOY_NAME),
+            crl=files.crl if with_crl else None,
+            sds_file=sds_file,
+        )
+
+    @classmethod
     def from_pki(cls, pki: Pki, *, with_crl: bool = True, sds_file: Path | None = None) -> MeshTls:
         """Envoy's files from a PKI directory (see the attributes for ``sds_file``).
 
@@ -316,6 +345,8 @@ class Limits:
         unary_timeout_s: route timeout of unary calls (seconds).
         max_connections: downstream connections Envoy accepts in total (overload
             manager), so a flood cannot exhaust file descriptors.
+        max_connection_duration_s: a connection is drained after this long (seconds);
+            bounds how long a certificate revoked mid-connection keeps working.
     """
 
     media: TokenBucket = field(default_factory=lambda: TokenBucket(burst=400, per_second=200))
@@ -327,6 +358,7 @@ class Limits:
     stream_idle_timeout_s: int = 300
     unary_timeout_s: int = 15
     max_connections: int = 50_000
+    max_connection_duration_s: int = 900
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -397,27 +429,29 @@ class Topology:
 
 
 def default_topology(
-    pki: Pki,
     *,
+    pki_dir: Path,
+    trust_domain: str,
     state_dir: Path,
     with_crl: bool = True,
-    base_port: int = 8440,
+    base_port: int = DEFAULT_BASE_PORT,
 ) -> Topology:
     """The single-machine layout of ``veritally up``: every listener and service on
     127.0.0.1 from ``base_port`` (edge +3, mesh +4, rest +5, admin +1, ingest +10,
     aggregation +11, publication +12). The topology is still the multi-host one; only
-    the addresses are local.
-
-    Raises:
-        PkiError: the PKI lacks the envoy identity.
+    the addresses are local. Paths are built from ``pki_dir`` and ``state_dir`` as
+    given (relative ones stay relative, as in the committed reference rendering).
     """
 
     def at(offset: int) -> Endpoint:
         return Endpoint(host="127.0.0.1", port=base_port + offset)
 
     return Topology(
-        tls=MeshTls.from_pki(
-            pki, with_crl=with_crl, sds_file=state_dir / "envoy" / "ca-secret.yaml"
+        tls=MeshTls.from_layout(
+            layout(pki_dir),
+            trust_domain=trust_domain,
+            with_crl=with_crl,
+            sds_file=state_dir / "envoy" / "ca-secret.yaml",
         ),
         edge=at(3),
         mesh=at(4),
@@ -427,6 +461,33 @@ def default_topology(
         descriptor_set=state_dir / "envoy" / "publication.binpb",
         access_log=state_dir / "envoy" / "access.log",
     )
+
+
+# The committed reference rendering (envoy/envoy.yaml) is the default topology with the
+# paths `make demo` uses, relative to the repository root.
+REFERENCE_STATE_DIR = Path("state")
+REFERENCE_TRUST_DOMAIN = "veritally.example"
+
+
+def reference_topology() -> Topology:
+    """The topology of the committed reference rendering in ``envoy/``."""
+    return default_topology(
+        pki_dir=REFERENCE_STATE_DIR / "pki",
+        trust_domain=REFERENCE_TRUST_DOMAIN,
+        state_dir=REFERENCE_STATE_DIR,
+    )
+
+
+def write_reference(directory: Path) -> list[Path]:
+    """Write the reference rendering (``envoy.yaml``, ``ca-secret.yaml``) into
+    ``directory``; the descriptor set is produced by ``veritally envoy render``."""
+    topology = reference_topology()
+    assert topology.tls.sds_file is not None  # default_topology always sets it
+    config = directory / "envoy.yaml"
+    secret = directory / topology.tls.sds_file.name
+    _atomic_write(config, render_yaml(topology).encode())
+    _atomic_write(secret, render_ca_secret_yaml(topology.tls).encode())
+    return [config, secret]
 
 
 # --------------------------------------------------------------------------------------
@@ -788,6 +849,11 @@ def _hcm(
             "common_http_protocol_options": {
                 # Idle connections are closed after an hour (seconds).
                 "idle_timeout": "3600s",
+                # Every connection is drained (GOAWAY) after this long, so that a
+                # certificate revoked while connected stops working within it: the
+                # CRL is checked at the handshake only. gRPC clients reconnect on their
+                # own (seconds).
+                "max_connection_duration": _seconds(limits.max_connection_duration_s),
                 "headers_with_underscores_action": "REJECT_REQUEST",
             },
             "http2_protocol_options": {
@@ -1045,6 +1111,11 @@ def render_yaml(topology: Topology) -> str:
     return _HEADER + body
 
 
+def render_ca_secret_yaml(tls: MeshTls) -> str:
+    """:func:`render_ca_secret` as YAML text."""
+    return _HEADER + yaml.safe_dump(render_ca_secret(tls), sort_keys=False)
+
+
 def build_descriptor_set() -> bytes:
     """The protobuf descriptor set of PublicationService with its JSON GET mappings.
 
@@ -1099,8 +1170,7 @@ def write(topology: Topology, path: Path) -> Path:
     if topology.rest is not None and topology.descriptor_set is not None:
         _atomic_write(topology.descriptor_set, build_descriptor_set())
     if topology.tls.sds_file is not None:
-        secret = yaml.safe_dump(render_ca_secret(topology.tls), sort_keys=False)
-        _atomic_write(topology.tls.sds_file, (_HEADER + secret).encode())
+        _atomic_write(topology.tls.sds_file, render_ca_secret_yaml(topology.tls).encode())
     _atomic_write(path, render_yaml(topology).encode())
     return path
 
