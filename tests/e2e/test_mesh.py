@@ -27,8 +27,9 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from veritally._grpc import ServiceServer, TlsFiles, aio_channel
+from veritally._grpc import TlsFiles, aio_channel
 from veritally.mesh.envoy import (
     SERVICE_FULL_NAMES,
     Endpoint,
@@ -38,6 +39,7 @@ from veritally.mesh.envoy import (
     Topology,
     write,
 )
+from veritally.mesh.peer import PeerIdentityInterceptor
 from veritally.mesh.process import EnvoyProcess, free_port
 from veritally.pki import Pki, init_pki, issue_foreign_identity
 from veritally_client._gen.veritally.v1 import (
@@ -163,9 +165,10 @@ class Mesh:
     seen: Seen
     tmp: Path
 
+    ports: dict[str, int]
+
     def tls(self, name: str) -> TlsFiles:
-        identity = self.pki.identity(name)
-        return TlsFiles(cert=identity.cert, key=identity.key, ca=self.pki.ca_cert)
+        return _tls(self.pki, name)
 
     def edge(self, name: str) -> grpc.aio.Channel:
         return aio_channel(str(self.topology.edge), tls=self.tls(name))
@@ -182,9 +185,7 @@ def _local(port: int) -> Endpoint:
     return Endpoint(host="127.0.0.1", port=port)
 
 
-async def _start_services(pki: Pki, seen: Seen) -> tuple[list[ServiceServer], dict[str, int]]:
-    servers: list[ServiceServer] = []
-    ports: dict[str, int] = {}
+async def _start_services(pki: Pki, seen: Seen) -> tuple[list[grpc.aio.Server], dict[str, int]]:
     # The in-test services implement only what these tests call; the generated base
     # classes answer UNIMPLEMENTED for the rest, which the stubs declare abstract.
     ingest = FakeIngest(seen)  # type: ignore[abstract]
@@ -199,15 +200,25 @@ async def _start_services(pki: Pki, seen: Seen) -> tuple[list[ServiceServer], di
         else:
             publication_pb2_grpc.add_PublicationServiceServicer_to_server(publication, server)
 
+    servers: list[grpc.aio.Server] = []
+    ports: dict[str, int] = {}
+    envoy_id = pki.identity("envoy").spiffe_id
     for name in ("ingest", "aggregation", "publication"):
-        server = ServiceServer(name=SERVICE_FULL_NAMES[name])
-        add(name, server.grpc)
-        identity = pki.identity(name)
-        tls = TlsFiles(cert=identity.cert, key=identity.key, ca=pki.ca_cert)
-        # Services accept only mTLS with a certificate from our CA.
-        ports[name] = await server.start("127.0.0.1:0", tls=tls)
+        # As a deployed service: mTLS requiring our CA, and Envoy as the only caller.
+        server = grpc.aio.server(interceptors=[PeerIdentityInterceptor({envoy_id})])
+        add(name, server)
+        checker = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        ports[name] = server.add_secure_port("127.0.0.1:0", _tls(pki, name).server_credentials())
+        await server.start()
+        await checker.set(SERVICE_FULL_NAMES[name], health_pb2.HealthCheckResponse.SERVING)
         servers.append(server)
     return servers, ports
+
+
+def _tls(pki: Pki, name: str) -> TlsFiles:
+    identity = pki.identity(name)
+    return TlsFiles(cert=identity.cert, key=identity.key, ca=pki.ca_cert)
 
 
 def _topology(pki: Pki, tmp: Path, ports: dict[str, int], *, live_crl: bool = True) -> Topology:
@@ -243,11 +254,11 @@ async def mesh(module_tmp: Path) -> AsyncIterator[Mesh]:
     envoy.start()
     try:
         await asyncio.to_thread(envoy.wait_ready)
-        yield Mesh(pki=pki, topology=topology, envoy=envoy, seen=seen, tmp=module_tmp)
+        yield Mesh(pki=pki, topology=topology, envoy=envoy, seen=seen, tmp=module_tmp, ports=ports)
     finally:
         await asyncio.to_thread(envoy.stop)
         for server in servers:
-            await server.stop(grace=0.5)
+            await server.stop(0.5)
 
 
 async def _code(call: Any) -> grpc.StatusCode:
@@ -354,7 +365,7 @@ async def test_static_crl_applies_after_restart(tmp_path: Path) -> None:
     topology = _topology(pki, tmp_path, ports, live_crl=False)
     config = write(topology, tmp_path / "envoy.yaml")
     envoy = EnvoyProcess(config=config, admin=topology.admin, log_path=tmp_path / "envoy.log")
-    mesh = Mesh(pki=pki, topology=topology, envoy=envoy, seen=Seen(), tmp=tmp_path)
+    mesh = Mesh(pki=pki, topology=topology, envoy=envoy, seen=Seen(), tmp=tmp_path, ports=ports)
     try:
         envoy.start()
         await asyncio.to_thread(envoy.wait_ready)
@@ -368,7 +379,7 @@ async def test_static_crl_applies_after_restart(tmp_path: Path) -> None:
     finally:
         await asyncio.to_thread(envoy.stop)
         for server in servers:
-            await server.stop(grace=0.5)
+            await server.stop(0.5)
 
 
 # --------------------------------------------------------------------------------------
@@ -428,6 +439,24 @@ async def test_internal_listener_refuses_non_service_identities(mesh: Mesh) -> N
         )
     assert code == grpc.StatusCode.UNAVAILABLE
     assert mesh.ssl_stats("mesh")["fail_verify_san"] > before
+
+
+async def test_services_refuse_callers_that_bypass_envoy(mesh: Mesh) -> None:
+    calls = mesh.seen.write_calls
+    # A capture centre with a valid certificate dials ingest directly.
+    direct = aio_channel(f"127.0.0.1:{mesh.ports['ingest']}", tls=mesh.tls("cc-01"))
+    async with direct as channel:
+        assert await _code(_submit(channel)) == grpc.StatusCode.PERMISSION_DENIED
+    async with aio_channel(
+        f"127.0.0.1:{mesh.ports['publication']}", tls=mesh.tls("outlet-04")
+    ) as channel:
+        stub = publication_pb2_grpc.PublicationServiceStub(channel)
+        stream = stub.WatchCuts(publication_pb2.WatchCutsRequest(), timeout=CALL_TIMEOUT_S)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in stream:
+                pass
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert mesh.seen.write_calls == calls
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""Services accept calls from the mesh only: a server interceptor that checks the
+caller's SPIFFE ID (from its verified client certificate) against an allow-list.
+
+mTLS with ``require_client_auth`` already makes a service refuse anyone without a
+certificate from our CA; gRPC's TLS cannot further restrict *which* certificate, so
+this interceptor does: in a deployment the only caller allowed is Envoy
+(``spiffe://<td>/service/envoy``), so a capture centre or outlet that reached a
+service's port directly, bypassing RBAC and rate limits, gets PERMISSION_DENIED.
+
+    server = grpc.aio.server(interceptors=[PeerIdentityInterceptor({envoy_id})])
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+
+__all__ = ["PeerIdentityInterceptor", "peer_spiffe_id"]
+
+# gRPC core's auth-context property holding the URI SAN of a verified peer certificate
+# whose only URI SAN is a spiffe:// URI.
+_SPIFFE_PROPERTY = "peer_spiffe_id"
+
+
+def peer_spiffe_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The caller's SPIFFE ID, or None without a verified certificate carrying one."""
+    values = list(context.auth_context().get(_SPIFFE_PROPERTY) or ())
+    return values[0].decode() if len(values) == 1 else None
+
+
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """A streaming handler's responses: it is either an async generator, or a coroutine
+    that writes them itself with ``context.write`` and returns None."""
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+    else:
+        await result
+
+
+class PeerIdentityInterceptor(grpc.aio.ServerInterceptor):
+    """Let through only callers whose SPIFFE ID is in ``allowed``; answer every other
+    call (plaintext ones included) with PERMISSION_DENIED before the handler runs."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        """Args:
+        allowed: SPIFFE IDs that may call (normally just Envoy's).
+
+        Raises:
+            ValueError: an empty allow-list (it would refuse everything).
+        """
+        self.allowed = frozenset(allowed)
+        if not self.allowed:
+            raise ValueError("allowed must name at least one SPIFFE ID")
+
+    async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        peer = peer_spiffe_id(context)
+        if peer not in self.allowed:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"calls must come through the mesh; caller is {peer or 'unidentified'}",
+            )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Wrap the method's handler so that it checks the caller first."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        check = self._check
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                await check(context)
+                return await inner_uu(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                await check(context)
+                async for item in _responses(inner_us(request, context)):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary is not None:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: Any) -> Any:
+                await check(context)
+                return await inner_su(requests, context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, handler.request_deserializer, handler.response_serializer
+            )
+        inner_ss = handler.stream_stream
+        if inner_ss is None:  # a handler of no known kind: leave it to gRPC
+            return handler
+
+        async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
+            await check(context)
+            async for item in _responses(inner_ss(requests, context)):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )
