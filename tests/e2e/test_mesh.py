@@ -31,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from veritally._grpc import TlsFiles, aio_channel
 from veritally.mesh.envoy import (
+    INGEST_MAX_REQUEST_BYTES,
     SERVICE_FULL_NAMES,
     Endpoint,
     Limits,
@@ -473,6 +474,17 @@ async def test_flooding_outlet_is_throttled_while_another_is_served(mesh: Mesh) 
     # The bucket holds `burst` tokens and refills a few during the flood; never more.
     assert codes.count(grpc.StatusCode.OK) < flood // 2
     assert polite_codes == [grpc.StatusCode.OK] * len(polite_codes)
+
+
+async def test_oversized_request_never_reaches_the_service(mesh: Mesh) -> None:
+    calls = mesh.seen.write_calls
+    request = ingest_pb2.SubmitActaRequest()
+    request.acta.casilla_id = "x" * (INGEST_MAX_REQUEST_BYTES + 1)
+    async with mesh.edge("cc-01") as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        code = await _code(stub.SubmitActa(request, timeout=CALL_TIMEOUT_S))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert mesh.seen.write_calls == calls
 
 
 async def test_idempotent_read_is_retried_on_unavailable(mesh: Mesh) -> None:

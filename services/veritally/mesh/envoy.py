@@ -864,6 +864,32 @@ def _hcm(
                 "initial_connection_window_size": 1048576,
             },
             "access_log": _access_log(topology.access_log, stat_prefix),
+            "local_reply_config": {
+                "mappers": [
+                    {
+                        # The buffer filter refuses an oversized request with HTTP 413,
+                        # which gRPC would read as UNKNOWN; a size limit is
+                        # RESOURCE_EXHAUSTED (8) in gRPC's terms.
+                        "filter": {
+                            "status_code_filter": {
+                                "comparison": {
+                                    "op": "EQ",
+                                    "value": {
+                                        "default_value": 413,
+                                        "runtime_key": f"{stat_prefix}.payload_too_large",
+                                    },
+                                }
+                            }
+                        },
+                        "headers_to_add": [
+                            {
+                                "header": {"key": "grpc-status", "value": "8"},
+                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                            }
+                        ],
+                    }
+                ]
+            },
             "route_config": {
                 "name": stat_prefix,
                 "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
