@@ -100,3 +100,21 @@ def test_rejects_rotation_changing_the_origin() -> None:
     v1 = TrustedRoot.from_bytes(sign_trust_root(_body(1, [k]), [k]), now=NOW)
     with pytest.raises(TrustRootError):
         v1.update(sign_trust_root(_body(2, [k], origin="evil.example/x"), [k]), now=NOW)
+
+
+def test_chain_accepts_expired_intermediate_versions() -> None:
+    k1, k2 = Signer.generate("pub1"), Signer.generate("pub2")
+    old_body = _body(1, [k1])
+    old_body.expires_time.FromDatetime(NOW - dt.timedelta(days=1))
+    v1 = sign_trust_root(old_body, [k1])
+    v2 = sign_trust_root(_body(2, [k2]), [k1, k2])
+    root = TrustedRoot.from_chain([v1, v2], now=NOW)
+    assert root.version == 2
+    with pytest.raises(TrustRootError):
+        TrustedRoot.from_bytes(v1, now=NOW)
+
+
+def test_chain_rejects_expired_newest_version() -> None:
+    k = Signer.generate("pub1")
+    with pytest.raises(TrustRootError):
+        TrustedRoot.from_chain([sign_trust_root(_body(1, [k]), [k])], now=EXPIRES)

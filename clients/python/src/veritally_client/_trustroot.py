@@ -154,14 +154,7 @@ class TrustedRoot:
             raise TrustRootError(f"trust root v{self.version} expired at {self.expires}")
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, now: dt.datetime) -> TrustedRoot:
-        """Verify a pinned trust root document (self-signed by its own keys).
-
-        Raises:
-            TrustRootError: if it is malformed, not signed by ``threshold`` of its keys,
-                or expired at ``now``.
-            ValueError: if ``now`` is naive.
-        """
+    def _pinned(cls, data: bytes, now: dt.datetime | None) -> TrustedRoot:
         root, body, sigs = cls._parse(data)
         # (4) self-signed
         signed = _signed_by(root.verifiers, trust_root_message(body), sigs)
@@ -171,17 +164,11 @@ class TrustedRoot:
                 f"{root.threshold} required"
             )
         # (5) not expired
-        root._check_fresh(now)
+        if now is not None:
+            root._check_fresh(now)
         return root
 
-    def update(self, data: bytes, *, now: dt.datetime) -> TrustedRoot:
-        """Verify the next version of this trust root.
-
-        Raises:
-            TrustRootError: if it is not version + 1, changes the origin, is not signed
-                by the threshold of both the old and the new keys, or has expired.
-            ValueError: if ``now`` is naive.
-        """
+    def _next(self, data: bytes, now: dt.datetime | None) -> TrustedRoot:
         new, body, sigs = self._parse(data)
         if new.version != self.version + 1:
             raise TrustRootError(f"expected version {self.version + 1}, got {new.version}")
@@ -198,5 +185,46 @@ class TrustedRoot:
             raise TrustRootError(
                 f"update is signed by {len(new_signed)} new keys, {new.threshold} required"
             )
-        new._check_fresh(now)
+        if now is not None:
+            new._check_fresh(now)
         return new
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, now: dt.datetime) -> TrustedRoot:
+        """Verify a pinned trust root document (self-signed by its own keys).
+
+        Raises:
+            TrustRootError: if it is malformed, not signed by ``threshold`` of its keys,
+                or expired at ``now``.
+            ValueError: if ``now`` is naive.
+        """
+        return cls._pinned(data, now)
+
+    def update(self, data: bytes, *, now: dt.datetime) -> TrustedRoot:
+        """Verify the next version of this trust root.
+
+        Raises:
+            TrustRootError: if it is not version + 1, changes the origin, is not signed
+                by the threshold of both the old and the new keys, or has expired.
+            ValueError: if ``now`` is naive.
+        """
+        return self._next(data, now)
+
+    @classmethod
+    def from_chain(cls, documents: Sequence[bytes], *, now: dt.datetime) -> TrustedRoot:
+        """Verify a pinned first document and every following version, in order.
+
+        Only the newest version must be unexpired: older ones have usually expired by
+        the time a client walks the chain (as in TUF's root rotation).
+
+        Raises:
+            TrustRootError: if any link does not verify, or the newest has expired.
+            ValueError: if ``documents`` is empty or ``now`` is naive.
+        """
+        if not documents:
+            raise ValueError("a trust root chain has at least one document")
+        root = cls._pinned(documents[0], None)
+        for data in documents[1:]:
+            root = root._next(data, None)
+        root._check_fresh(now)
+        return root

@@ -1,0 +1,1 @@
+"""Publication: the transparency log, signed cuts, proofs and the static bundle."""

@@ -1,0 +1,147 @@
+"""``veritally serve publication``: run the publication service until SIGTERM/SIGINT.
+
+Found by ``veritally.serve_cli`` (which owns ``veritally serve``) through this module's
+``add_arguments(parser)`` and ``run(args)``; :func:`run_publication` is the same entry for
+code that already holds a :class:`PublicationConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from veritally._grpc import TlsFiles, run_until_signalled
+from veritally.publication.errors import PublicationError
+from veritally.publication.service import PublicationConfig, PublicationService, start_publication
+
+__all__ = ["add_arguments", "config_from_args", "run", "run_publication"]
+
+
+def _tls_arguments(parser: argparse.ArgumentParser, prefix: str) -> None:
+    parser.add_argument(f"--{prefix}-cert", type=Path, help="PEM certificate chain")
+    parser.add_argument(f"--{prefix}-key", type=Path, help="PEM private key")
+    parser.add_argument(f"--{prefix}-ca", type=Path, help="PEM CA that peers must chain to")
+
+
+def _tls(args: argparse.Namespace, prefix: str) -> TlsFiles | None:
+    key = prefix.replace("-", "_")
+    cert, pkey, ca = (getattr(args, f"{key}_{x}") for x in ("cert", "key", "ca"))
+    if cert is None and pkey is None and ca is None:
+        return None
+    if cert is None or pkey is None or ca is None:
+        raise SystemExit(f"--{prefix}-cert, --{prefix}-key and --{prefix}-ca go together")
+    return TlsFiles(cert=cert, key=pkey, ca=ca)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``veritally serve publication``."""
+    parser.add_argument("--db", type=Path, required=True, help="SQLite store of publication")
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        action="append",
+        required=True,
+        help="publisher signing key (repeat for several keys; all sign every checkpoint)",
+    )
+    parser.add_argument("--passphrase-file", type=Path, help="passphrase of encrypted keys")
+    parser.add_argument(
+        "--trust-root-dir", type=Path, required=True, help="directory of trust-root-v<N>.binpb"
+    )
+    parser.add_argument("--aggregation", required=True, help="HOST:PORT of aggregation")
+    parser.add_argument(
+        "--aggregation-server-name", help="TLS name of aggregation, if not the host"
+    )
+    _tls_arguments(parser, "aggregation-tls")
+    parser.add_argument(
+        "--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: any free one)"
+    )
+    _tls_arguments(parser, "tls")
+    parser.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between cuts (heartbeat included)"
+    )
+    parser.add_argument("--origin", help="checkpoint origin line (default: the trust root's)")
+    parser.add_argument("--bundle-dir", type=Path, help="write the static bundle here")
+    parser.add_argument(
+        "--port-file", type=Path, help="write the bound port here once serving (for port 0)"
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="seconds to report NOT_SERVING before stopping (let health checks notice)",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=5.0,
+        help="seconds calls in flight may take to finish when stopping",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> PublicationConfig:
+    """The configuration named on the command line."""
+    return PublicationConfig(
+        db_path=args.db,
+        key_files=tuple(args.key_file),
+        passphrase_file=args.passphrase_file,
+        trust_root_dir=args.trust_root_dir,
+        aggregation_target=args.aggregation,
+        aggregation_tls=_tls(args, "aggregation-tls"),
+        aggregation_server_name=args.aggregation_server_name,
+        listen=args.listen,
+        listen_tls=_tls(args, "tls"),
+        interval_seconds=args.interval,
+        origin=args.origin,
+        bundle_dir=args.bundle_dir,
+    )
+
+
+async def run_publication(
+    config: PublicationConfig,
+    *,
+    port_file: Path | None = None,
+    drain_seconds: float = 0.0,
+    grace_seconds: float = 5.0,
+) -> None:
+    """Run publication until SIGTERM or SIGINT, then drain and stop.
+
+    Raises:
+        KeyFileError: if a signing key is unusable (the service does not start).
+        TrustRootFileError: if the trust root does not vouch for the keys.
+        StoreIntegrityError: if the store does not match its checkpoints.
+    """
+    service: PublicationService | None = None
+
+    async def start() -> None:
+        nonlocal service
+        service = await start_publication(config)
+        if port_file is not None:
+            tmp = port_file.with_suffix(port_file.suffix + ".tmp")
+            tmp.write_text(f"{service.port}\n")
+            os.replace(tmp, port_file)  # readers never see a partial file
+
+    async def stop() -> None:
+        if service is not None:
+            await service.stop(drain_seconds=drain_seconds, grace=grace_seconds)
+
+    await run_until_signalled(start, stop)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the service; exit status 1 with a clear message if it cannot start."""
+    config = config_from_args(args)
+    kwargs: dict[str, Any] = {
+        "port_file": args.port_file,
+        "drain_seconds": args.drain_seconds,
+        "grace_seconds": args.grace_seconds,
+    }
+    try:
+        asyncio.run(run_publication(config, **kwargs))
+    except PublicationError as e:
+        print(f"veritally serve publication: refusing to start: {e}", file=sys.stderr)
+        return 1
+    return 0
