@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,7 @@ class AggregationEngine:
 
     async def aggregated(
         self, from_sequence: int, *, follow: bool
-    ) -> AsyncIterator[tuple[int, list[bytes]]]:
+    ) -> AsyncGenerator[tuple[int, list[bytes]], None]:
         """Pages ``(first_sequence, leaves)`` of the counted records; with ``follow``,
         waits for more (woken by :meth:`consume`) until :meth:`end_streams`."""
         reader = LeafReader(self._db_path)

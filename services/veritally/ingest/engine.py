@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -500,7 +500,7 @@ class IngestEngine:
 
     async def records(
         self, from_sequence: int, *, follow: bool
-    ) -> AsyncIterator[tuple[int, list[bytes]]]:
+    ) -> AsyncGenerator[tuple[int, list[bytes]], None]:
         """Pages ``(first_sequence, leaves)`` of the log from ``from_sequence``; with
         ``follow``, waits for new commits (woken by the commit, no polling) until
         :meth:`close`."""
