@@ -432,3 +432,18 @@ def test_descriptor_set_maps_json_gets(topology: Topology) -> None:
     transcoder = _filter(render(topology), "rest", "envoy.filters.http.grpc_json_transcoder")
     assert transcoder["proto_descriptor"] == str(topology.descriptor_set)
     assert transcoder["request_validation_options"]["reject_unknown_method"] is True
+
+
+def test_cli_render_writes_a_valid_configuration(pki: Pki, tmp_path: Path) -> None:
+    from veritally.cli import main
+
+    state = tmp_path / "state"
+    args = ["envoy", "render", "--state", str(state), "--pki", str(pki.root)]
+    replicas = ["--ingest", "127.0.0.1:9001", "--ingest", "127.0.0.1:9002"]
+    assert main([*args, *replicas]) == 0  # includes envoy --mode validate
+    config = yaml.safe_load((state / "envoy" / "envoy.yaml").read_text())
+    ingest = _clusters(config)["ingest"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert len(ingest) == 2
+    assert (state / "envoy" / "ca-secret.yaml").is_file()
+    assert (state / "envoy" / "publication.binpb").is_file()
+    assert main([*args, "--admin", "10.0.0.1:9901"]) == 1

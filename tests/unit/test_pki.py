@@ -235,3 +235,27 @@ def test_identity_outside_trust_domain_is_signed_by_our_ca(pki: Pki, tmp_path: P
     _cert(stranger.cert).verify_directly_issued_by(_cert(pki.ca_cert))
     assert stranger.spiffe_id.startswith("spiffe://elsewhere.example/")
     assert stat.S_IMODE(stranger.key.stat().st_mode) == 0o600
+
+
+def test_issue_adds_an_identity_to_the_manifest(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, trust_domain=TRUST_DOMAIN, media=1, capture_centres=0)
+    added = pki.issue(role="media", name="outlet-77")
+    assert Pki.load(tmp_path).identity("outlet-77") == added
+    _cert(added.cert).verify_directly_issued_by(_cert(pki.ca_cert))
+
+
+def test_cli_init_then_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from veritally.cli import main
+
+    root = tmp_path / "pki"
+    args = ["pki", "init", "--dir", str(root), "--media", "2", "--capture-centres", "1"]
+    assert main([*args, "--service-host", "ingest=10.0.1.10"]) == 0
+    assert main(["pki", "revoke", "--dir", str(root), "outlet-02"]) == 0
+    pki = Pki.load(root)
+    assert pki.is_revoked("outlet-02")
+    ips = _sans(pki.identity("ingest")).get_values_for_type(x509.IPAddress)
+    assert ipaddress.ip_address("10.0.1.10") in ips
+    # A second init over the same directory is refused, not silently overwritten.
+    assert main(args) == 1
+    assert main(["pki", "revoke", "--dir", str(root), "nobody"]) == 1
+    capsys.readouterr()
