@@ -31,6 +31,7 @@ from google.protobuf.message import DecodeError
 from veritally.publication.errors import StoreIntegrityError, UpstreamDataError
 from veritally.publication.store import CutRow, PublicationStore
 from veritally_client._checkpoint import Checkpoint, parse_checkpoint
+from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2
 from veritally_client._merkle import leaf_hash, verify_inclusion
 from veritally_client._note import open_note, sign_note
@@ -113,8 +114,11 @@ class Cutter:
         latest = self.store.latest_cut()
         if latest is None:
             return
-        text = latest.checkpoint.decode("utf-8")
-        checkpoint = parse_checkpoint(text[: text.rindex("\n\n") + 1])
+        try:
+            text = latest.checkpoint.decode("utf-8")
+            checkpoint = parse_checkpoint(text[: text.rindex("\n\n") + 1])
+        except (UnicodeDecodeError, ValueError, MalformedDataError) as e:
+            raise StoreIntegrityError("the newest stored checkpoint does not parse") from e
         if checkpoint.size != self.store.tree_size or checkpoint.root_hash != self.store.root():
             raise StoreIntegrityError("the newest checkpoint does not describe the stored tree")
         if checkpoint.origin != self.origin:

@@ -200,7 +200,12 @@ class PublicationEngine:
         async with self._changed:
             self._latest = _Latest(cut=row, signed=signed_cut_pb(row, results))
             self._changed.notify_all()
-        await self._db(self._write_bundle_upto, row.cut_number)
+        try:
+            await self._db(self._write_bundle_upto, row.cut_number)
+        except OSError:
+            # The cut is committed and served; the bundle catches up at the next cut
+            # (its progress is recorded per cut), so a full disk does not stop cutting.
+            log.exception("could not write cut %d to the bundle", row.cut_number)
         return row
 
     def _write_bundle_upto(self, cut_number: int) -> None:
@@ -395,6 +400,10 @@ class AggregationFollower:
                 log.warning("no cut this interval: aggregation: %s", e.code())
             except PublicationError as e:
                 log.error("no cut this interval: %s", e)
+            except Exception:
+                # Keep the heartbeat alive whatever went wrong; the error is logged, and
+                # nothing was served because nothing was committed.
+                log.exception("no cut this interval")
             next_at += self.interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             next_at = max(next_at, loop.time() - self.interval)  # no burst after a stall

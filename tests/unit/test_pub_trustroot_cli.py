@@ -1,0 +1,188 @@
+"""``veritally trust-root create|rotate`` writes documents that verify as a chain."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from veritally.publication import trustroot_cli
+from veritally.publication.errors import TrustRootFileError
+from veritally.publication.keys import write_key_files
+from veritally.publication.trustroot import load_trust_root_chain, trust_root_path
+from veritally_client._errors import TrustRootError
+from veritally_client._signing import Signer
+from veritally_client._trustroot import TrustedRoot
+
+EXPIRES = (dt.datetime.now(dt.UTC) + dt.timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    trustroot_cli.add_arguments(parser)
+    return trustroot_cli.run(parser.parse_args(argv))
+
+
+def _key(tmp_path: Path, name: str) -> tuple[Path, Signer]:
+    signer = Signer.generate(name)
+    path = tmp_path / f"{name}.key"
+    write_key_files(signer, path)
+    return path, signer
+
+
+def test_create_then_rotate_builds_a_verifying_chain(tmp_path: Path) -> None:
+    k1, s1 = _key(tmp_path, "pub1")
+    k2, s2 = _key(tmp_path, "pub2")
+    d = tmp_path / "tr"
+    assert (
+        _run(
+            [
+                "create",
+                "--key",
+                str(k1),
+                "--origin",
+                "veritally.example/e",
+                "--expires",
+                EXPIRES,
+                "--dir",
+                str(d),
+            ]
+        )
+        == 0
+    )
+    assert (
+        _run(
+            [
+                "rotate",
+                "--dir",
+                str(d),
+                "--old-key",
+                str(k1),
+                "--key",
+                str(k2),
+                "--expires",
+                EXPIRES,
+            ]
+        )
+        == 0
+    )
+    docs, root = load_trust_root_chain(d, now=dt.datetime.now(dt.UTC))
+    assert len(docs) == 2
+    assert root.version == 2
+    assert root.verifiers == (s2.verifier(),)
+    v1 = TrustedRoot.from_bytes(trust_root_path(d, 1).read_bytes(), now=dt.datetime.now(dt.UTC))
+    assert v1.verifiers == (s1.verifier(),)
+    assert v1.update(docs[1], now=dt.datetime.now(dt.UTC)).version == 2
+
+
+def test_rotate_refuses_without_the_old_key(tmp_path: Path) -> None:
+    k1, _ = _key(tmp_path, "pub1")
+    k2, _ = _key(tmp_path, "pub2")
+    k3, _ = _key(tmp_path, "pub3")
+    d = tmp_path / "tr"
+    assert (
+        _run(
+            [
+                "create",
+                "--key",
+                str(k1),
+                "--origin",
+                "veritally.example/e",
+                "--expires",
+                EXPIRES,
+                "--dir",
+                str(d),
+            ]
+        )
+        == 0
+    )
+    assert (
+        _run(
+            [
+                "rotate",
+                "--dir",
+                str(d),
+                "--old-key",
+                str(k3),
+                "--key",
+                str(k2),
+                "--expires",
+                EXPIRES,
+            ]
+        )
+        == 1
+    )
+    assert not trust_root_path(d, 2).exists()
+
+
+def test_create_refuses_an_existing_trust_root(tmp_path: Path) -> None:
+    k1, _ = _key(tmp_path, "pub1")
+    d = tmp_path / "tr"
+    args = [
+        "create",
+        "--key",
+        str(k1),
+        "--origin",
+        "veritally.example/e",
+        "--expires",
+        EXPIRES,
+        "--dir",
+        str(d),
+    ]
+    assert _run(args) == 0
+    before = trust_root_path(d, 1).read_bytes()
+    assert _run(args) == 1
+    assert trust_root_path(d, 1).read_bytes() == before
+
+
+def test_rejects_a_gap_in_versions(tmp_path: Path) -> None:
+    k1, _ = _key(tmp_path, "pub1")
+    d = tmp_path / "tr"
+    assert (
+        _run(
+            [
+                "create",
+                "--key",
+                str(k1),
+                "--origin",
+                "veritally.example/e",
+                "--expires",
+                EXPIRES,
+                "--dir",
+                str(d),
+            ]
+        )
+        == 0
+    )
+    trust_root_path(d, 1).rename(trust_root_path(d, 2))
+    with pytest.raises(TrustRootFileError):
+        load_trust_root_chain(d, now=dt.datetime.now(dt.UTC))
+
+
+def test_rejects_a_tampered_document(tmp_path: Path) -> None:
+    k1, _ = _key(tmp_path, "pub1")
+    d = tmp_path / "tr"
+    assert (
+        _run(
+            [
+                "create",
+                "--key",
+                str(k1),
+                "--origin",
+                "veritally.example/e",
+                "--expires",
+                EXPIRES,
+                "--dir",
+                str(d),
+            ]
+        )
+        == 0
+    )
+    path = trust_root_path(d, 1)
+    data = path.read_bytes().replace(b"veritally.example/e", b"veritally.example/f")
+    path.write_bytes(data)
+    with pytest.raises(TrustRootFileError) as e:
+        load_trust_root_chain(d, now=dt.datetime.now(dt.UTC))
+    assert isinstance(e.value.__cause__, TrustRootError)
