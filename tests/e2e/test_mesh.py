@@ -450,6 +450,12 @@ async def test_services_refuse_callers_that_bypass_envoy(mesh: Mesh) -> None:
     direct = aio_channel(f"127.0.0.1:{mesh.ports['ingest']}", tls=mesh.tls("cc-01"))
     async with direct as channel:
         assert await _code(_submit(channel)) == grpc.StatusCode.PERMISSION_DENIED
+        # Health stays open to any peer of our CA (supervisors ask it directly).
+        check = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_FULL_NAMES["ingest"]),
+            timeout=CALL_TIMEOUT_S,
+        )
+        assert (await check).status == health_pb2.HealthCheckResponse.SERVING
     async with aio_channel(
         f"127.0.0.1:{mesh.ports['publication']}", tls=mesh.tls("outlet-04")
     ) as channel:

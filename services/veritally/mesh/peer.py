@@ -17,7 +17,11 @@ from typing import Any
 
 import grpc
 
-__all__ = ["PeerIdentityInterceptor", "peer_spiffe_id"]
+__all__ = ["HEALTH_METHODS", "PeerIdentityInterceptor", "peer_spiffe_id"]
+
+# Health answers reveal nothing and are asked by Envoy and by the local supervisor (which
+# may present another identity of our CA): exempt by default. mTLS still applies.
+HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 # gRPC core's auth-context property holding the URI SAN of a verified peer certificate
 # whose only URI SAN is a spiffe:// URI.
@@ -42,16 +46,19 @@ async def _responses(result: Any) -> AsyncIterator[Any]:
 
 class PeerIdentityInterceptor(grpc.aio.ServerInterceptor):
     """Let through only callers whose SPIFFE ID is in ``allowed``; answer every other
-    call (plaintext ones included) with PERMISSION_DENIED before the handler runs."""
+    call (plaintext ones included) with PERMISSION_DENIED before the handler runs.
+    Methods in ``exempt`` (health, by default) are open to any mTLS peer."""
 
-    def __init__(self, allowed: Iterable[str]) -> None:
+    def __init__(self, allowed: Iterable[str], *, exempt: Iterable[str] = HEALTH_METHODS) -> None:
         """Args:
         allowed: SPIFFE IDs that may call (normally just Envoy's).
+        exempt: full method paths any peer may call.
 
         Raises:
             ValueError: an empty allow-list (it would refuse everything).
         """
         self.allowed = frozenset(allowed)
+        self.exempt = frozenset(exempt)
         if not self.allowed:
             raise ValueError("allowed must name at least one SPIFFE ID")
 
@@ -72,7 +79,7 @@ class PeerIdentityInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap the method's handler so that it checks the caller first."""
         handler = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None or handler_call_details.method in self.exempt:
             return handler
         check = self._check
         if handler.unary_unary is not None:
