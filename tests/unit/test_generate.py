@@ -1,0 +1,156 @@
+"""The synthetic generator: deterministic per seed, and its files load back as written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from veritally.election.generate import ContestSummary, GeneratedElection, generate
+from veritally.election.loader import load_actas, load_election
+from veritally_client._election import ElectionIndex
+from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2
+
+FILES = ("election.yaml", "casillas.csv", "actas.csv")
+
+
+def summarise(
+    index: ElectionIndex, actas: Iterable[acta_pb2.Acta], turnout: dict[str, list[int]]
+) -> dict[str, ContestSummary]:
+    """Recompute, from loaded actas, the summary the generator reports.
+
+    ``turnout[contest]`` collects [votes, nominal list] of the honest actas of non-special
+    casillas (within the limit, nothing marked).
+    """
+    out: dict[str, ContestSummary] = {}
+    for contest in index.contests:
+        keys = [*contest.option_ids, "_unreg", "_null"]
+        out[contest.id] = ContestSummary(votes=dict.fromkeys(keys, 0))
+    for acta in actas:
+        s = out[acta.contest_id]
+        s.actas += 1
+        figures = [(o.option_id, o.votes, o.mark) for o in acta.option_votes]
+        figures += [("_unreg", acta.unregistered_votes, acta.unregistered_mark)]
+        figures += [("_null", acta.null_votes, acta.null_mark)]
+        marks = [m for _, _, m in figures]
+        for key, votes, _ in figures:
+            s.votes[key] += votes
+        s.marked_fields += sum(m != acta_pb2.FIELD_MARK_UNSPECIFIED for m in marks)
+        if all(m == acta_pb2.FIELD_MARK_ILLEGIBLE for m in marks):
+            s.all_illegible += 1
+        elif all(m == acta_pb2.FIELD_MARK_BLANK for m in marks):
+            s.all_blank += 1
+        else:
+            casilla = index.casilla(acta.casilla_id)
+            total = sum(v for _, v, _ in figures)
+            if total > casilla.vote_limit:
+                s.exceeding += 1
+            elif not casilla.is_special and not any(marks):
+                pair = turnout.setdefault(acta.contest_id, [0, 0])
+                pair[0] += total
+                pair[1] += casilla.nominal_list
+    return out
+
+
+def assert_loads_back(
+    result: GeneratedElection, turnout: dict[str, list[int]] | None = None
+) -> ElectionIndex:
+    """Load the files back and check they hold what the generator says it wrote."""
+    files = load_election(result.yaml_path)
+    assert files.index.pb == result.definition
+    assert (
+        files.index.definition_sha256 == ElectionIndex.from_pb(result.definition).definition_sha256
+    )
+    loaded = summarise(files.index, load_actas(files), {} if turnout is None else turnout)
+    for cid, summary in result.contests.items():
+        got = loaded[cid]
+        assert (got.actas, got.votes, got.marked_fields) == (
+            summary.actas,
+            summary.votes,
+            summary.marked_fields,
+        )
+        assert (got.exceeding, got.all_illegible, got.all_blank) == (
+            summary.exceeding,
+            summary.all_illegible,
+            summary.all_blank,
+        )
+        assert got.actas + summary.missing == len(files.index.casillas)
+    return files.index
+
+
+def test_small_election_loads_back_as_written(tmp_path: Path) -> None:
+    result = generate(seed=7, casillas=600, out_dir=tmp_path)
+    index = assert_loads_back(result)
+    assert len(index.state_ids) == 32
+    assert len(index.district_ids) == 300
+    assert all(index.casillas_in_district(d) for d in index.district_ids)
+    assert len(index.casillas) == 600
+    assert index.contest_ids == ("PRES", "SEN", "DIP")
+
+
+def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
+    generate(seed=1, casillas=500, out_dir=tmp_path / "a")
+    generate(seed=1, casillas=500, out_dir=tmp_path / "b")
+    generate(seed=2, casillas=500, out_dir=tmp_path / "c")
+    for name in FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "actas.csv").read_bytes() != (
+        tmp_path / "c" / "actas.csv"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("casillas", [1, 7, 60, 299])
+def test_tiny_elections_shrink_the_geography(tmp_path: Path, casillas: int) -> None:
+    result = generate(seed=3, casillas=casillas, out_dir=tmp_path)
+    index = assert_loads_back(result)
+    assert len(index.casillas) == casillas
+    assert 1 <= len(index.state_ids) <= 32
+    assert len(index.district_ids) < 300
+    assert all(index.casillas_in_district(d) for d in index.district_ids)
+
+
+def test_actas_are_written_in_arrival_order(tmp_path: Path) -> None:
+    result = generate(seed=5, casillas=400, out_dir=tmp_path)
+    times = [a.provenance.captured_time.ToSeconds() for a in load_actas(result.yaml_path)]
+    assert times == sorted(times)
+    assert len(times) == result.actas_written
+
+
+def test_rejects_an_election_without_casillas(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="casilla"):
+        generate(seed=1, casillas=0, out_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_national_default_has_the_shape_of_a_mexican_federal_election(tmp_path: Path) -> None:
+    result = generate(seed=1, out_dir=tmp_path)
+    turnout: dict[str, list[int]] = {}
+    index = assert_loads_back(result, turnout)
+    assert len(index.state_ids) == 32
+    assert len(index.district_ids) == 300
+    assert all(len(index.casillas_in_state(s)) > 0 for s in index.state_ids)
+    assert 60_000 <= len(index.section_ids) <= 75_000
+    assert 150_000 <= len(index.casillas) <= 170_000
+    types = dict.fromkeys(election_pb2.CasillaType.values(), 0)
+    for c in index.casillas:
+        types[c.type] += 1
+    assert types[election_pb2.CASILLA_TYPE_UNSPECIFIED] == 0
+    assert types[election_pb2.CASILLA_TYPE_BASICA] > 50_000
+    assert types[election_pb2.CASILLA_TYPE_CONTIGUA] > 50_000
+    assert 100 <= types[election_pb2.CASILLA_TYPE_EXTRAORDINARIA] <= 1_000
+    assert 500 <= types[election_pb2.CASILLA_TYPE_ESPECIAL] <= 2_000
+    specials = [c for c in index.casillas if c.is_special]
+    assert all(c.nominal_list == 0 and c.ballot_limit >= 750 for c in specials)
+    assert all(c.nominal_list <= 750 for c in index.casillas)
+    assert len(index.contests) == 3
+    assert len(index.party_ids) >= 9
+    coalitions = [o for o in index.pb.contests[0].options if len(o.party_ids) > 1]
+    assert len(coalitions) >= 5
+    # Turnout over the honest actas of non-special casillas.
+    pres = result.contests["PRES"]
+    votes, nominal = turnout["PRES"]
+    assert 0.55 <= votes / nominal <= 0.65
+    broken = pres.exceeding + pres.all_illegible + pres.all_blank
+    assert 0.01 <= broken / pres.actas <= 0.05
+    assert 0.005 <= pres.missing / len(index.casillas) <= 0.03
