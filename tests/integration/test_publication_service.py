@@ -425,3 +425,37 @@ async def test_refuses_to_start_with_a_key_the_trust_root_does_not_list(tmp_path
     config = dataclasses.replace(config, key_files=(other.key_file,))
     with pytest.raises(TrustRootFileError):
         await start_publication(config)
+
+
+async def test_bundle_catches_up_with_cuts_committed_before_it_was_written(
+    tmp_path: Path,
+) -> None:
+    fake = await start_fake_aggregation()
+    fake.fake.add(1500)
+    publisher = make_publisher(tmp_path)
+    # As if the process died after committing cuts but before writing their files.
+    config = publication_config(tmp_path, publisher, fake.target, bundle=False)
+    service = await start_publication(config)
+    try:
+        for _ in range(500):  # bounded: the first cut, made at start
+            if service.engine.latest_number:
+                break
+            await asyncio.sleep(0.01)
+        fake.fake.add(700)
+        await service.follower.cut_once()
+    finally:
+        await service.stop(grace=0.1)
+    service = await start_publication(dataclasses.replace(config, bundle_dir=tmp_path / "b"))
+    try:
+        bundle = tmp_path / "b"
+        latest = json.loads((bundle / "latest").read_text())
+        assert latest["cut_number"] == 2
+        assert (bundle / "cuts/1.cut").exists()
+        assert (bundle / "checkpoints/1501").exists()
+        assert (bundle / "leaves/0-1024.binpb").exists()
+        assert (bundle / "leaves/1024-1024.binpb").exists()
+        assert latest["leaf_tail_page"] == "leaves/2048-154.binpb"
+        assert latest["tree_size"] == 2202
+    finally:
+        await service.stop(grace=0.1)
+        await fake.stop()

@@ -16,6 +16,9 @@ Accepting a pinned document (:meth:`TrustedRoot.from_bytes`):
 Accepting an update (:meth:`TrustedRoot.update`) additionally requires version = old + 1,
 the same origin, and at least the OLD threshold of the OLD keys among the signers, so a
 stolen new key alone cannot take over the log.
+
+Walking a whole chain (:meth:`TrustedRoot.from_chain`) checks every link the same way but
+the expiry of the newest version only, since older versions have usually expired by then.
 """
 
 from __future__ import annotations
