@@ -366,8 +366,7 @@ async def test_static_crl_applies_after_restart(tmp_path: Path) -> None:
     pki = init_pki(tmp_path / "pki", trust_domain=TRUST_DOMAIN, media=1, capture_centres=0)
     servers, ports = await _start_services(pki, Seen())
     topology = _topology(pki, tmp_path, ports, live_crl=False)
-    config = write(topology, tmp_path / "envoy.yaml")
-    envoy = EnvoyProcess(config=config, admin=topology.admin, log_path=tmp_path / "envoy.log")
+    envoy = EnvoyProcess.from_topology(topology, directory=tmp_path)
     mesh = Mesh(pki=pki, topology=topology, envoy=envoy, seen=Seen(), tmp=tmp_path, ports=ports)
     try:
         envoy.start()

@@ -633,7 +633,6 @@ def _access_log(path: Path, listener: str) -> list[JsonDict]:
                         "bytes_out": "%BYTES_SENT%",
                         "upstream": "%UPSTREAM_HOST%",
                     },
-                    "json_format_options": {"sort_properties": True},
                 },
             },
         }
@@ -1220,8 +1219,8 @@ def envoy_binary() -> Path:
     return Path(found)
 
 
-def validate(path: Path, *, timeout_s: float = 60.0) -> None:
-    """Run ``envoy --mode validate -c path``.
+def validate(path: Path, *, timeout_s: float = 60.0) -> str:
+    """Run ``envoy --mode validate -c path``; returns Envoy's warnings (usually none).
 
     Raises:
         EnvoyConfigError: Envoy refused the configuration (its output in the message).
@@ -1238,3 +1237,4 @@ def validate(path: Path, *, timeout_s: float = 60.0) -> None:
         raise EnvoyConfigError(
             f"envoy refused {path} (exit {result.returncode}):\n{result.stdout}{result.stderr}"
         )
+    return result.stdout + result.stderr

@@ -5,7 +5,7 @@ The class is synchronous (it manages a child process and polls a loopback HTTP p
 asyncio callers run its blocking methods with ``asyncio.to_thread`` so that their own
 gRPC servers keep answering Envoy's health checks meanwhile::
 
-    with EnvoyProcess(config=path, admin=topology.admin, log_path=tmp / "envoy.log") as envoy:
+    with EnvoyProcess.from_topology(topology, directory=state / "envoy") as envoy:
         envoy.wait_ready()
         print(envoy.stats("listener.edge.ssl."))
 """
@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from veritally.mesh.envoy import Endpoint, envoy_binary
+from veritally.mesh.envoy import Endpoint, Topology, envoy_binary, validate, write
 
 __all__ = ["EnvoyError", "EnvoyProcess", "free_port"]
 
@@ -82,6 +82,27 @@ class EnvoyProcess:
         self.log_level = log_level
         self.drain_time_s = drain_time_s
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_topology(
+        cls, topology: Topology, *, directory: Path, concurrency: int = 1
+    ) -> EnvoyProcess:
+        """Render ``topology`` into ``directory/envoy.yaml`` (with the files it refers
+        to), check it with ``envoy --mode validate``, and describe the process that runs
+        it (logging to ``directory/envoy.log``). Nothing starts yet.
+
+        Raises:
+            EnvoyConfigError: Envoy refused the rendered configuration.
+            FileNotFoundError: no Envoy binary.
+        """
+        config = write(topology, directory / "envoy.yaml")
+        validate(config)
+        return cls(
+            config=config,
+            admin=topology.admin,
+            log_path=directory / "envoy.log",
+            concurrency=concurrency,
+        )
 
     @property
     def running(self) -> bool:
