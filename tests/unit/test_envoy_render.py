@@ -409,6 +409,12 @@ def test_refuses_topology_without_a_service(topology: Topology) -> None:
         dataclasses.replace(topology, services={**topology.services, "ingest": []})
 
 
+def test_refuses_topology_with_an_unknown_service(topology: Topology) -> None:
+    extra = {**topology.services, "tally": [Endpoint.parse("127.0.0.1:9999")]}
+    with pytest.raises(ValueError, match="tally"):
+        dataclasses.replace(topology, services=extra)
+
+
 # --------------------------------------------------------------------------------------
 # REST view descriptor
 

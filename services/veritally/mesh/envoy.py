@@ -401,8 +401,8 @@ class Topology:
         health: health-check settings.
 
     Raises:
-        ValueError: a non-loopback admin, a missing service, no replicas, or a REST
-            listener without a descriptor set.
+        ValueError: a non-loopback admin, a missing or unknown service, no replicas, or
+            a REST listener without a descriptor set.
     """
 
     tls: MeshTls
@@ -424,6 +424,9 @@ class Topology:
         for name in SERVICE_FULL_NAMES:
             if not self.services.get(name):
                 raise ValueError(f"topology needs at least one endpoint for {name}")
+        unknown = set(self.services) - set(SERVICE_FULL_NAMES)
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}")
         if self.rest is not None and self.descriptor_set is None:
             raise ValueError("a REST listener needs descriptor_set")
 
