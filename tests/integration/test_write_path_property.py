@@ -157,7 +157,12 @@ async def _run(
             out.revision,
             out.sequence,
         )
+    # The store holds exactly what the engine decided: a fresh engine indexes the same.
+    logged, pending = dict(ingest._logged), dict(ingest._pending)
     await ingest.close()
+    reopened = IngestEngine(election=ELECTION, db_path=tmp / "ingest.db", double_capture=double)
+    assert (reopened._logged, reopened._pending) == (logged, pending)
+    await reopened.close()
 
     # Aggregation consumes in uneven pages, restarting half-way from its own store.
     half = len(leaves) // 2

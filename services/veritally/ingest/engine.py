@@ -61,6 +61,10 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
 
 
+class CommitError(Exception):
+    """A batch could not be committed; none of it was accepted (the caller may retry)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Logged:
     """The latest logged revision of an acta, as the engine indexes it."""
@@ -159,7 +163,10 @@ class IngestEngine:
         self._clock = clock
         self._db_path = db_path
         self._store = IngestStore(db_path)
-        self._lock = asyncio.Lock()
+        # Decided batches waiting for the group commit, in decision order.
+        self._queue: list[tuple[_Batch, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self._closed = False
         self._logged: dict[str, Logged] = {}
@@ -168,6 +175,8 @@ class IngestEngine:
 
     def _load(self) -> None:
         self._size = self._store.log_size()
+        # Sequences are handed out when a batch is decided; ``_size`` moves on commit.
+        self._next_sequence = self._size
         self._logged = {
             r.acta_id: Logged(r.revision, r.sequence, r.digest, r.counted, r.reason)
             for r in self._store.logged()
@@ -196,7 +205,7 @@ class IngestEngine:
         ts = Timestamp()
         ts.FromDatetime(now)
         return _Batch(
-            next_sequence=self._size,
+            next_sequence=self._next_sequence,
             received=ts,
             received_text=now.isoformat(timespec="microseconds"),
         )
@@ -349,24 +358,61 @@ class IngestEngine:
         return ActaOutcomePb(acta_id=acta_id, status=status)
 
     async def _commit(self, batch: _Batch) -> None:
-        """Write the batch durably, then publish it to the index and to followers."""
-        try:
-            await asyncio.to_thread(self._store.commit, batch.writes)
-        except BaseException:
-            # Nothing was written (the transaction rolled back); the index is untouched
-            # because the batch's changes live only in ``batch``.
-            log.exception("commit failed; %d actas not accepted", len(batch.writes.log))
-            raise
+        """Make the batch's decisions visible to later decisions at once, then wait until
+        the group commit that carries it has made it durable.
+
+        Raises:
+            CommitError: if that commit failed; nothing of the batch was written.
+        """
         self._logged.update(batch.logged)
         for acta_id, captures in batch.pending.items():
             if captures:
                 self._pending[acta_id] = captures
             else:
                 self._pending.pop(acta_id, None)
-        if batch.next_sequence != self._size:
-            self._size = batch.next_sequence
-            async with self._changed:
-                self._changed.notify_all()
+        self._next_sequence = batch.next_sequence
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((batch, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
+        self._wake.set()
+        await done
+
+    async def _write_loop(self) -> None:
+        """Group commit: every batch decided while the previous transaction was being
+        written goes into the next one, in decision order; one fsync for all of them."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                if self._closed:
+                    return
+                continue
+            group, self._queue = self._queue, []
+            merged = Writes()
+            for batch, _ in group:
+                merged.extend(batch.writes)
+            try:
+                await asyncio.to_thread(self._store.commit, merged)
+            except Exception as e:
+                # Nothing of the group was written. Batches decided after it built on its
+                # decisions, so they fail too; the index is rebuilt from the store.
+                failed = group + self._queue
+                self._queue = []
+                log.exception("commit failed; %d batches not accepted", len(failed))
+                for _, done in failed:
+                    if not done.done():
+                        done.set_exception(CommitError(str(e)))
+                self._load()
+                continue
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
+            size = max(batch.next_sequence for batch, _ in group)
+            if size != self._size:
+                self._size = size
+                async with self._changed:
+                    self._changed.notify_all()
 
     async def submit(self, actas: Sequence[ActaPb], *, submitter: str = "") -> list[ActaOutcomePb]:
         """Decide and commit a batch of captures; one outcome per acta, in order.
@@ -377,12 +423,12 @@ class IngestEngine:
             submitter: the caller's identity from the mesh, recorded for audit.
 
         Raises:
-            sqlite3.Error: if the batch could not be committed; none of it is accepted.
+            CommitError: if the batch could not be committed; none of it is accepted.
         """
-        async with self._lock:
-            batch = self._new_batch()
-            outcomes = [self._decide(batch, acta, submitter) for acta in actas]
-            await self._commit(batch)
+        # Deciding is synchronous: no other call interleaves with it.
+        batch = self._new_batch()
+        outcomes = [self._decide(batch, acta, submitter) for acta in actas]
+        await self._commit(batch)
         return outcomes
 
     # -- operator calls -----------------------------------------------------------------
@@ -396,7 +442,7 @@ class IngestEngine:
         just before the latest) is answered DUPLICATE with the latest revision.
 
         Raises:
-            sqlite3.Error: if the correction could not be committed.
+            CommitError: if the correction could not be committed.
         """
         verdict = rules.validate(acta, self.catalogue)
         if isinstance(verdict, rules.Rejection):
@@ -405,38 +451,37 @@ class IngestEngine:
         if submitter:
             acta.provenance.capture_centre_id = submitter
         digest = rules.content_digest(acta)
-        async with self._lock:
-            logged = self._logged.get(acta_id)
-            if logged is None:
-                return _rejected(
-                    acta_id,
-                    rules.Rejection(
-                        grpc.StatusCode.NOT_FOUND,
-                        "acta",
-                        f"acta {acta_id} is not logged; there is nothing to correct",
-                    ),
-                )
-            if logged.digest == digest and supersedes_revision in (
-                logged.revision,
-                logged.revision - 1,
-            ):
-                return _logged_outcome(acta_id, _DUPLICATE, logged)
-            if supersedes_revision != logged.revision:
-                return _rejected(
-                    acta_id,
-                    rules.Rejection(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        "supersedes_revision",
-                        f"the latest revision of {acta_id} is {logged.revision}, "
-                        f"not {supersedes_revision}",
-                    ),
-                )
-            batch = self._new_batch()
-            new = self._append(batch, acta, verdict, digest, logged.revision + 1)
-            batch.writes.actions.append(
-                (acta_id, "correction", new.revision, reason, submitter, batch.received_text)
+        logged = self._logged.get(acta_id)
+        if logged is None:
+            return _rejected(
+                acta_id,
+                rules.Rejection(
+                    grpc.StatusCode.NOT_FOUND,
+                    "acta",
+                    f"acta {acta_id} is not logged; there is nothing to correct",
+                ),
             )
-            await self._commit(batch)
+        if logged.digest == digest and supersedes_revision in (
+            logged.revision,
+            logged.revision - 1,
+        ):
+            return _logged_outcome(acta_id, _DUPLICATE, logged)
+        if supersedes_revision != logged.revision:
+            return _rejected(
+                acta_id,
+                rules.Rejection(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "supersedes_revision",
+                    f"the latest revision of {acta_id} is {logged.revision}, "
+                    f"not {supersedes_revision}",
+                ),
+            )
+        batch = self._new_batch()
+        new = self._append(batch, acta, verdict, digest, logged.revision + 1)
+        batch.writes.actions.append(
+            (acta_id, "correction", new.revision, reason, submitter, batch.received_text)
+        )
+        await self._commit(batch)
         return _logged_outcome(acta_id, _ACCEPTED, new)
 
     def cross_checks(self, *, page_size: int, page_token: str) -> tuple[list[CrossCheckPb], str]:
@@ -460,40 +505,39 @@ class IngestEngine:
         """Settle a cross-check by accepting one of its captures.
 
         Raises:
-            sqlite3.Error: if the decision could not be committed.
+            CommitError: if the decision could not be committed.
         """
-        async with self._lock:
-            captures = self._pending.get(acta_id, ())
-            if len(captures) < 2:
-                return _rejected(
-                    acta_id,
-                    rules.Rejection(
-                        grpc.StatusCode.NOT_FOUND,
-                        "acta_id",
-                        f"acta {acta_id!r} is not in the cross-check queue",
-                    ),
-                )
-            if capture_index >= len(captures):
-                return _rejected(
-                    acta_id,
-                    rules.Rejection(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        "capture_index",
-                        f"acta {acta_id} has {len(captures)} captures, "
-                        f"index {capture_index} is out of range",
-                    ),
-                )
-            chosen = captures[capture_index]
-            acta = ActaPb.FromString(chosen.acta)
-            verdict = rules.validate(acta, self.catalogue)
-            if isinstance(verdict, rules.Rejection):  # pragma: no cover - validated on capture
-                return _rejected(acta_id, verdict)
-            batch = self._new_batch()
-            logged = self._append(batch, acta, verdict, chosen.digest, 1)
-            batch.writes.actions.append(
-                (acta_id, "resolve_cross_check", 1, reason, submitter, batch.received_text)
+        captures = self._pending.get(acta_id, ())
+        if len(captures) < 2:
+            return _rejected(
+                acta_id,
+                rules.Rejection(
+                    grpc.StatusCode.NOT_FOUND,
+                    "acta_id",
+                    f"acta {acta_id!r} is not in the cross-check queue",
+                ),
             )
-            await self._commit(batch)
+        if capture_index >= len(captures):
+            return _rejected(
+                acta_id,
+                rules.Rejection(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "capture_index",
+                    f"acta {acta_id} has {len(captures)} captures, "
+                    f"index {capture_index} is out of range",
+                ),
+            )
+        chosen = captures[capture_index]
+        acta = ActaPb.FromString(chosen.acta)
+        verdict = rules.validate(acta, self.catalogue)
+        if isinstance(verdict, rules.Rejection):  # pragma: no cover - validated on capture
+            return _rejected(acta_id, verdict)
+        batch = self._new_batch()
+        logged = self._append(batch, acta, verdict, chosen.digest, 1)
+        batch.writes.actions.append(
+            (acta_id, "resolve_cross_check", 1, reason, submitter, batch.received_text)
+        )
+        await self._commit(batch)
         return _logged_outcome(acta_id, _ACCEPTED, logged)
 
     # -- the log ------------------------------------------------------------------------
@@ -533,7 +577,9 @@ class IngestEngine:
             self._changed.notify_all()
 
     async def close(self) -> None:
-        """End the followers' streams and close the store."""
+        """End the followers' streams, finish pending commits and close the store."""
         await self.end_streams()
-        async with self._lock:
-            self._store.close()
+        if self._writer is not None:
+            self._wake.set()
+            await self._writer
+        self._store.close()

@@ -22,7 +22,7 @@ from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-pr
 from grpc_status import rpc_status
 
 from veritally._grpc import ServiceServer, TlsFiles
-from veritally.ingest.engine import IngestEngine, submitter_from_xfcc
+from veritally.ingest.engine import CommitError, IngestEngine, submitter_from_xfcc
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -82,7 +82,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[ingest_pb2.SubmitActaRequest, object],
     ) -> ingest_pb2.SubmitActaResponse:
         """Submit one acta; a rejection is an error status naming the field."""
-        [outcome] = await self.engine.submit([request.acta], submitter=_submitter(context))
+        try:
+            [outcome] = await self.engine.submit([request.acta], submitter=_submitter(context))
+        except CommitError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
         if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
             await context.abort_with_status(rejection_status(outcome))
         return ingest_pb2.SubmitActaResponse(outcome=outcome)
@@ -108,7 +111,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     f"more than {MAX_ACTAS_PER_STREAM} actas in one stream; "
                     f"the first {len(response.outcomes)} were processed, open a new stream",
                 )
-            outcomes = await self.engine.submit(request.actas, submitter=submitter)
+            try:
+                outcomes = await self.engine.submit(request.actas, submitter=submitter)
+            except CommitError as e:
+                # Earlier messages of this stream are committed; resubmitting them is safe
+                # (they come back as DUPLICATE).
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
             response.outcomes.extend(outcomes)
         return response
 
@@ -118,12 +126,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[ingest_pb2.CorrectActaRequest, object],
     ) -> ingest_pb2.CorrectActaResponse:
         """Append a corrected revision (operator role, enforced by the mesh)."""
-        outcome = await self.engine.correct(
-            request.acta,
-            supersedes_revision=request.supersedes_revision,
-            reason=request.reason,
-            submitter=_submitter(context),
-        )
+        try:
+            outcome = await self.engine.correct(
+                request.acta,
+                supersedes_revision=request.supersedes_revision,
+                reason=request.reason,
+                submitter=_submitter(context),
+            )
+        except CommitError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
         if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
             await context.abort_with_status(rejection_status(outcome))
         return ingest_pb2.CorrectActaResponse(outcome=outcome)
@@ -145,12 +156,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[ingest_pb2.ResolveCrossCheckRequest, object],
     ) -> ingest_pb2.ResolveCrossCheckResponse:
         """Accept one capture of a cross-check (operator role)."""
-        outcome = await self.engine.resolve(
-            request.acta_id,
-            capture_index=request.capture_index,
-            reason=request.reason,
-            submitter=_submitter(context),
-        )
+        try:
+            outcome = await self.engine.resolve(
+                request.acta_id,
+                capture_index=request.capture_index,
+                reason=request.reason,
+                submitter=_submitter(context),
+            )
+        except CommitError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
         if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
             await context.abort_with_status(rejection_status(outcome))
         return ingest_pb2.ResolveCrossCheckResponse(outcome=outcome)

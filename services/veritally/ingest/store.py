@@ -57,6 +57,15 @@ class Writes:
     conflicts: list[tuple[str, bytes, str, str, str]] = field(default_factory=list)
     actions: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
 
+    def extend(self, other: Writes) -> None:
+        """Append ``other``'s changes after these (group commit)."""
+        self.log.extend(other.log)
+        self.actas.extend(other.actas)
+        self.captures.extend(other.captures)
+        self.clear_captures.extend(other.clear_captures)
+        self.conflicts.extend(other.conflicts)
+        self.actions.extend(other.actions)
+
     def empty(self) -> bool:
         """Whether the batch changes nothing (all duplicates or rejections)."""
         return not (
@@ -215,17 +224,19 @@ class IngestStore:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     writes.actas,
                 )
-            if writes.clear_captures:
-                conn.executemany(
-                    "DELETE FROM captures WHERE acta_id = ?",
-                    [(a,) for a in writes.clear_captures],
-                )
+            # Captures are inserted before any are cleared: an acta captured and then
+            # confirmed within the same transaction must end with no pending capture.
             if writes.captures:
                 conn.executemany(
                     "INSERT INTO captures "
                     "(acta_id, idx, operator_id, digest, acta, submitter, received_time) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     writes.captures,
+                )
+            if writes.clear_captures:
+                conn.executemany(
+                    "DELETE FROM captures WHERE acta_id = ?",
+                    [(a,) for a in writes.clear_captures],
                 )
             if writes.conflicts:
                 conn.executemany(
