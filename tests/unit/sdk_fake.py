@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from veritally_client._checkpoint import Checkpoint
 from veritally_client._election import ElectionIndex, acta_id
 from veritally_client._errors import TransportError
-from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2, log_pb2, results_pb2
+from veritally_client._gen.veritally.v1 import (
+    acta_pb2,
+    election_pb2,
+    log_pb2,
+    publication_pb2,
+    results_pb2,
+)
 from veritally_client._merkle import MemoryTree
 from veritally_client._note import sign_note
 from veritally_client._signing import Signer
@@ -306,3 +314,31 @@ class FakePublisher:
 def _cut_number(cut: log_pb2.SignedCut) -> int:
     leaf = acta_pb2.LogLeaf.FromString(cut.cut_leaf)
     return leaf.cut_record.cut_number
+
+
+def write_bundle(pub: FakePublisher, root: Path, *, page_size: int = 4) -> None:
+    """Write ``pub``'s log in the static bundle layout of docs/bundle-format.md."""
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("cuts", "checkpoints", "results", "leaves", "trust-root", "election"):
+        (root / sub).mkdir(exist_ok=True)
+    (root / "trust-root" / "v1.binpb").write_bytes(make_trust_root(pub.signers))
+    (root / "election" / "definition.binpb").write_bytes(pub.election.definition_bytes)
+    for n, cut in enumerate(pub.cuts, start=1):
+        (root / "cuts" / f"{n}.cut").write_bytes(cut.SerializeToString(deterministic=True))
+        (root / "results" / hashlib.sha256(cut.results).hexdigest()).write_bytes(cut.results)
+    size = pub.tree.size
+    for start in range(0, size, page_size):
+        count = min(page_size, size - start)
+        page = publication_pb2.GetLeavesResponse(
+            leaves=pub.leaves[start : start + count], tree_size=start + count
+        )
+        (root / "leaves" / f"{start}-{count}.binpb").write_bytes(page.SerializeToString())
+    latest = {
+        "format": "veritally-bundle/1",
+        "cut_number": len(pub.cuts),
+        "tree_size": size,
+        "cut": f"cuts/{len(pub.cuts)}.cut",
+        "leaf_page_size": page_size,
+        "trust_root_versions": 1,
+    }
+    (root / "latest").write_text(json.dumps(latest))

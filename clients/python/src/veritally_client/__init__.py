@@ -16,7 +16,7 @@ Quick use::
         print(cut.national())
 """
 
-from veritally_client._bundle import verify_bundle
+from veritally_client._bundle import BundleReport, verify_bundle
 from veritally_client._client import Client, load_trust_root, verify_evidence
 from veritally_client._config import ClientConfig
 from veritally_client._errors import (
@@ -42,6 +42,7 @@ from veritally_client._verify import ProvenActa, VerifiedCut
 __all__ = [
     "BadProofError",
     "BadSignatureError",
+    "BundleReport",
     "Client",
     "ClientConfig",
     "DigestMismatchError",

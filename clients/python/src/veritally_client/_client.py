@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import TracebackType
 
@@ -295,7 +295,7 @@ class Client:
             raise MalformedDataError(f"asked for cut {number}, got cut {cut.cut_number}")
         return cut
 
-    def watch(self) -> Iterator[VerifiedCut]:
+    def watch(self) -> Generator[VerifiedCut, None, None]:
         """Verified cuts as they are made, forever (break out of the loop to stop).
 
         On each (re)connection the newest cut is verified first (consistency from the last
@@ -318,19 +318,21 @@ class Client:
         while True:
             try:
                 newest = self.latest()
-                failures, backoff = 0, self._config.watch_backoff_initial
                 if newest.cut_number > last_number:
+                    # Progress: the backoff starts again from its initial value.
+                    failures, backoff = 0, self._config.watch_backoff_initial
                     last_number = newest.cut_number
                     yield newest
                 for signed in self._transport.watch_cuts(last_number):
                     cut = self._advance(signed)
-                    failures, backoff = 0, self._config.watch_backoff_initial
                     if cut.cut_number > last_number:
+                        failures, backoff = 0, self._config.watch_backoff_initial
                         last_number = cut.cut_number
                         yield cut
             except TransportError:
                 failures += 1
-                if self._config.watch_max_failures and failures >= self._config.watch_max_failures:
+                limit = self._config.watch_max_failures
+                if limit and failures >= limit:
                     raise
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self._config.watch_backoff_max)

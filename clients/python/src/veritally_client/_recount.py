@@ -125,12 +125,23 @@ class RecountReport:
 class Recounter:
     """Incremental recount of one verified tree (pure: the caller fetches leaves)."""
 
-    def __init__(self, *, election: ElectionIndex, tree_size: int, root_hash: bytes) -> None:
+    def __init__(
+        self,
+        *,
+        election: ElectionIndex,
+        tree_size: int,
+        root_hash: bytes,
+        signed_roots: dict[int, bytes] | None = None,
+    ) -> None:
         """Args:
         election: the election definition, already checked against the signed digest.
         tree_size: the verified tree size.
         root_hash: the verified root hash.
+        signed_roots: other verified (tree size -> root) pairs of the same log, each
+            checked when the recount reaches that size (a bundle's older cuts: this
+            proves them consistent with the newest without consistency proofs).
         """
+        self._signed_roots = dict(signed_roots or {})
         self._tally = Tally(election)
         self._range = CompactRange()
         self._size = tree_size
@@ -150,6 +161,8 @@ class Recounter:
         Raises:
             MalformedDataError: more leaves than the tree holds are fed (content
                 failures are reported by :meth:`finish`, after the root is checked).
+            BadProofError: the leaves so far do not hash to a signed root given for
+                their size.
         """
         if self._range.size + len(leaves) > self._size:
             raise MalformedDataError(f"more leaves than the tree of size {self._size} holds")
@@ -159,6 +172,11 @@ class Recounter:
             # (1) the root, leaf by leaf
             index = self._range.size
             append(leaf_hash(leaf))
+            expected = self._signed_roots.get(index + 1)
+            if expected is not None and self._range.root() != expected:
+                raise BadProofError(
+                    f"the first {index + 1} leaves do not hash to the root signed for that size"
+                )
             if self._failure is not None:
                 continue
             try:

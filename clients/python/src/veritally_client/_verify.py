@@ -608,6 +608,20 @@ class CutVerifier:
         self._check_binding(parsed, trusted.definition_sha256)
         return self._made(cut, parsed)
 
+    def verify_offline(self, cut: SignedCutBytes, *, definition_sha256: bytes) -> VerifiedCut:
+        """Verify a cut on its own (steps 0-4 and 8), for offline bundles and archives.
+
+        No trusted state and no clock are involved: the caller establishes consistency
+        (a bundle holds every leaf, so a recount does) and judges the cut's age.
+
+        Raises:
+            BadSignatureError, UnknownKeyError, MalformedDataError, BadProofError,
+            DigestMismatchError: as :meth:`verify_update`.
+        """
+        parsed = self._verify_alone(cut)  # (0)-(4)
+        self._check_binding(parsed, definition_sha256)  # (8)
+        return self._made(cut, parsed)
+
     def verify_evidence(self, evidence: ForkEvidence) -> None:
         """Check exported fork evidence: two notes signed under this trust root that
         cannot both be true (``"same-size"`` and ``"non-extending"`` evidence is checkable

@@ -1,0 +1,439 @@
+"""The ``veritally-client`` command: verified results from the command line.
+
+Data goes to stdout, messages to stderr. Exit codes (also in ``--help`` and docs/sdk.md):
+
+* 0: success;
+* 1: verification failure (bad signature, unknown key, digest mismatch, rollback, fork,
+  stale cut, bad proof, malformed data, recount mismatch, unusable trust root);
+* 2: usage error (bad arguments, unreadable local files);
+* 3: transport failure (the publisher could not be reached or answered with an error);
+* 4: nothing new (``latest --if-newer`` when the newest cut was already verified).
+
+rich (the ``[cli]`` extra) draws the live table of ``watch`` and the progress bar of
+``audit``; it is imported only here, and only when those are drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from veritally_client._bundle import verify_bundle
+from veritally_client._client import Client, load_trust_root
+from veritally_client._config import ClientConfig
+from veritally_client._errors import TransportError, TrustRootError, VerificationError
+from veritally_client._export import percent_text, to_json, write_csv, write_json
+from veritally_client._gen.veritally.v1 import results_pb2
+from veritally_client._transport import TlsCredentials
+from veritally_client._trustroot import TrustedRoot
+from veritally_client._verify import VerifiedCut
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+__all__ = [
+    "EXIT_NOTHING_NEW",
+    "EXIT_OK",
+    "EXIT_TRANSPORT",
+    "EXIT_USAGE",
+    "EXIT_VERIFICATION",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_VERIFICATION = 1
+EXIT_USAGE = 2
+EXIT_TRANSPORT = 3
+EXIT_NOTHING_NEW = 4
+
+_EPILOG = """\
+exit codes:
+  0  success
+  1  verification failure (signature, key, digest, rollback, fork, stale, proof,
+     malformed data, recount mismatch, trust root)
+  2  usage error (arguments, unreadable local files)
+  3  transport failure (publisher unreachable or answered with an error)
+  4  nothing new (latest --if-newer: the newest cut was already verified)
+
+environment: VERITALLY_ENDPOINT, VERITALLY_TRUST_ROOT, VERITALLY_STATE_DIR,
+VERITALLY_CA, VERITALLY_CERT, VERITALLY_KEY, VERITALLY_SERVER_NAME give the defaults of
+the options of the same names.
+"""
+
+
+class _UsageError(Exception):
+    """A bad argument found after parsing (exit code 2)."""
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"VERITALLY_{name}") or None
+
+
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "veritally-client")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``veritally-client``."""
+    parser = argparse.ArgumentParser(
+        prog="veritally-client",
+        description="Verify signed cuts of preliminary election results.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    conn = parser.add_argument_group("connection")
+    conn.add_argument("--endpoint", default=_env("ENDPOINT"), help="publisher host:port")
+    conn.add_argument(
+        "--trust-root",
+        type=Path,
+        default=_env("TRUST_ROOT"),
+        help="pinned trust root file (from the electoral authority)",
+    )
+    conn.add_argument(
+        "--state-dir",
+        type=Path,
+        default=_env("STATE_DIR") or _default_state_dir(),
+        help="where the last verified cut is kept (default: %(default)s)",
+    )
+    conn.add_argument("--ca", type=Path, default=_env("CA"), help="CA certificate (PEM)")
+    conn.add_argument("--cert", type=Path, default=_env("CERT"), help="client certificate")
+    conn.add_argument("--key", type=Path, default=_env("KEY"), help="client private key")
+    conn.add_argument("--server-name", default=_env("SERVER_NAME"), help="TLS name of the server")
+    conn.add_argument(
+        "--unsafe-plaintext",
+        action="store_true",
+        help="connect without TLS (local servers and tests only)",
+    )
+    conn.add_argument(
+        "--max-age",
+        type=float,
+        default=ClientConfig().max_checkpoint_age,
+        help="reject cuts older than this many seconds (default: %(default)s)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("latest", help="verify and show the newest cut")
+    p.add_argument("--if-newer", action="store_true", help="exit 4 if it was already verified")
+    p.add_argument("--json", action="store_true", help="print the JSON export")
+
+    p = sub.add_parser("watch", help="follow new cuts live")
+    p.add_argument("--max-cuts", type=int, default=0, help="stop after this many cuts (0: never)")
+    p.add_argument(
+        "--plain", action="store_true", help="one JSON line per cut instead of a live table"
+    )
+
+    p = sub.add_parser("proof", help="prove an acta is in the log")
+    p.add_argument("acta_id", metavar="ACTA_ID", help='"<casilla_id>/<contest_id>"')
+    p.add_argument("--revision", type=int, default=None, help="a specific revision")
+
+    p = sub.add_parser("audit", help="recount the whole log and every cut in it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("export", help="export verified results")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--cut", type=int, default=None, help="a past cut (default: newest)")
+    p.add_argument(
+        "--all-levels",
+        action="store_true",
+        help="recount first and include section and casilla results",
+    )
+    p.add_argument("--output", type=Path, default=None, help="write to this file (default: stdout)")
+
+    p = sub.add_parser("verify-bundle", help="verify an offline static bundle directory")
+    p.add_argument("directory", type=Path, metavar="DIR")
+
+    sub.add_parser("evidence", help="print the fork evidence kept so far (JSON)")
+    return parser
+
+
+def _client(args: argparse.Namespace) -> Client:
+    if not args.endpoint:
+        raise _UsageError("--endpoint (or VERITALLY_ENDPOINT) is required")
+    config = ClientConfig(max_checkpoint_age=args.max_age)
+    root = _trust_root(args)
+    if args.unsafe_plaintext:
+        return Client(
+            endpoint=args.endpoint,
+            trust_root=root,
+            state_dir=args.state_dir,
+            unsafe_plaintext=True,
+            config=config,
+        )
+    if not (args.ca and args.cert and args.key):
+        raise _UsageError("--ca, --cert and --key are required (or --unsafe-plaintext)")
+    creds = TlsCredentials.from_files(
+        ca=args.ca, cert=args.cert, key=args.key, server_name=args.server_name
+    )
+    return Client(
+        endpoint=args.endpoint,
+        trust_root=root,
+        state_dir=args.state_dir,
+        credentials=creds,
+        config=config,
+    )
+
+
+def _trust_root(args: argparse.Namespace) -> TrustedRoot:
+    if not args.trust_root:
+        raise _UsageError("--trust-root (or VERITALLY_TRUST_ROOT) is required")
+    return load_trust_root(args.trust_root)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _summary(cut: VerifiedCut, out: TextIO) -> None:
+    """A short plain-text summary of the national results."""
+    print(
+        f"cut {cut.cut_number}  {cut.cut_record.cut_time}  tree size {cut.tree_size}  "
+        f"acta records {cut.acta_records}{'  FINAL' if cut.final else ''}",
+        file=out,
+    )
+    for contest in cut.national().contests:
+        c = contest.completeness
+        print(
+            f"{contest.contest_id}: actas counted {c.actas_counted}/{c.actas_expected} "
+            f"({percent_text(c.counted_percent_e4)}%), turnout "
+            f"{percent_text(c.turnout_percent_e4)}%",
+            file=out,
+        )
+        total = contest.total_votes or 1
+        for option in contest.options:
+            share = option.votes * 1_000_000 // total
+            print(
+                f"  {option.option_id:<16} {option.votes:>12}  {percent_text(share):>8}%",
+                file=out,
+            )
+
+
+def _cmd_latest(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        before = client.trusted_state
+        cut = client.latest()
+    _say(f"verified cut {cut.cut_number} (tree size {cut.tree_size})")
+    if args.json:
+        write_json(cut, sys.stdout)
+    else:
+        _summary(cut, sys.stdout)
+    if args.if_newer and before is not None and before.cut_number >= cut.cut_number:
+        return EXIT_NOTHING_NEW
+    return EXIT_OK
+
+
+def _table(cut: VerifiedCut) -> Table:
+    from rich.table import Table  # rich is an optional extra
+
+    table = Table(
+        title=f"cut {cut.cut_number} · {cut.cut_record.cut_time} · verified",
+        caption=f"tree size {cut.tree_size}, {cut.acta_records} acta records",
+    )
+    table.add_column("contest")
+    table.add_column("option")
+    table.add_column("votes", justify="right")
+    table.add_column("%", justify="right")
+    table.add_column("actas counted", justify="right")
+    for contest in cut.national().contests:
+        c = contest.completeness
+        total = contest.total_votes or 1
+        for i, option in enumerate(contest.options):
+            table.add_row(
+                contest.contest_id if i == 0 else "",
+                option.option_id,
+                f"{option.votes:,}",
+                percent_text(option.votes * 1_000_000 // total),
+                f"{percent_text(c.counted_percent_e4)}%" if i == 0 else "",
+            )
+    return table
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    seen = 0
+    with _client(args) as client:
+        cuts = client.watch()
+        if args.plain or not sys.stdout.isatty():
+            for cut in cuts:
+                doc = to_json(cut)
+                print(json.dumps({"cut": doc["cut"], "national": doc["units"][0]}), flush=True)
+                seen += 1
+                if args.max_cuts and seen >= args.max_cuts:
+                    break
+            return EXIT_OK
+        try:
+            from rich.live import Live  # rich is an optional extra
+        except ImportError:
+            raise _UsageError(
+                "the live table needs rich: pip install 'veritally-client[cli]'"
+            ) from None
+        with Live(auto_refresh=False) as live:
+            for cut in cuts:
+                live.update(_table(cut), refresh=True)
+                seen += 1
+                if args.max_cuts and seen >= args.max_cuts:
+                    break
+    return EXIT_OK
+
+
+def _cmd_proof(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        proven = client.prove_acta(args.acta_id, revision=args.revision)
+    record = proven.record
+    _say(
+        f"acta {record.acta_id} revision {record.revision} is leaf {proven.leaf_index} of "
+        f"the signed tree of size {proven.tree_size}"
+    )
+    doc = {
+        "acta_id": record.acta_id,
+        "revision": record.revision,
+        "counted": record.counted,
+        "leaf_index": proven.leaf_index,
+        "tree_size": proven.tree_size,
+        "image_sha256": record.acta.image_sha256.hex(),
+        "option_votes": {o.option_id: o.votes for o in record.acta.option_votes},
+        "unregistered_votes": record.acta.unregistered_votes,
+        "null_votes": record.acta.null_votes,
+        "proof": [h.hex() for h in proven.proof],
+        "checkpoint": proven.checkpoint.decode("utf-8"),
+    }
+    print(json.dumps(doc, indent=2))
+    return EXIT_OK
+
+
+def _progress_bar(quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    if quiet:
+        return None, lambda: None
+    try:
+        from rich.console import Console  # rich is an optional extra
+        from rich.progress import Progress
+    except ImportError:
+        return None, lambda: None
+    progress = Progress(console=Console(stderr=True), transient=False)
+    task = progress.add_task("recount: leaves", total=None)
+    progress.start()
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return update, progress.stop
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        update, stop = _progress_bar(args.quiet)
+        try:
+            report = client.recount(progress=update)
+        finally:
+            stop()
+    _say(
+        f"recounted {report.tree_size} leaves: root matches, {len(report.cuts)} cuts "
+        f"recomputed and matched"
+    )
+    doc = {
+        "tree_size": report.tree_size,
+        "root_hash": report.root_hash.hex(),
+        "acta_records": report.acta_records,
+        "cuts_checked": len(report.cuts),
+        "cuts": [
+            {
+                "cut_number": c.cut_number,
+                "leaf_index": c.leaf_index,
+                "acta_records": c.acta_records,
+                "results_sha256": c.results_sha256.hex(),
+                "final": c.final,
+            }
+            for c in report.cuts
+        ],
+    }
+    print(json.dumps(doc, indent=2))
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    extra: list[results_pb2.UnitResults] = []
+    with _client(args) as client:
+        cut = client.latest() if args.cut is None else client.cut(args.cut)
+        if args.all_levels:
+            if args.cut is not None:
+                raise _UsageError("--all-levels applies to the newest cut only")
+            report = client.recount()
+            extra = report.units("section") + report.units("casilla")
+    out: TextIO
+    if args.output is None:
+        out = sys.stdout
+        _write(args.format, cut, out, extra)
+    else:
+        with args.output.open("w", encoding="utf-8", newline="") as out:
+            _write(args.format, cut, out, extra)
+    _say(f"exported cut {cut.cut_number} as {args.format}")
+    return EXIT_OK
+
+
+def _write(
+    fmt: str, cut: VerifiedCut, out: TextIO, extra: Sequence[results_pb2.UnitResults]
+) -> None:
+    if fmt == "csv":
+        write_csv(cut, out, extra_units=extra)
+    else:
+        write_json(cut, out, extra_units=extra)
+
+
+def _cmd_verify_bundle(args: argparse.Namespace) -> int:
+    root = load_trust_root(_require(args.trust_root, "--trust-root"))
+    report = verify_bundle(args.directory, trust_root=root)
+    cut = report.latest
+    _say(
+        f"bundle verified: {len(report.recount.cuts)} cuts, {report.recount.tree_size} "
+        f"leaves, newest cut {cut.cut_number}"
+    )
+    _summary(cut, sys.stdout)
+    return EXIT_OK
+
+
+def _require(value: Path | None, name: str) -> Path:
+    if not value:
+        raise _UsageError(f"{name} is required")
+    return value
+
+
+def _cmd_evidence(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        sys.stdout.write(client.export_evidence().decode("utf-8"))
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "latest": _cmd_latest,
+    "watch": _cmd_watch,
+    "proof": _cmd_proof,
+    "audit": _cmd_audit,
+    "export": _cmd_export,
+    "verify-bundle": _cmd_verify_bundle,
+    "evidence": _cmd_evidence,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``veritally-client``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except _UsageError as e:
+        _say(f"veritally-client: error: {e}")
+        return EXIT_USAGE
+    except (VerificationError, TrustRootError) as e:
+        _say(f"veritally-client: VERIFICATION FAILED ({type(e).__name__}): {e}")
+        return EXIT_VERIFICATION
+    except TransportError as e:
+        _say(f"veritally-client: transport failure: {e}")
+        return EXIT_TRANSPORT
+    except OSError as e:
+        _say(f"veritally-client: error: {e}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130  # the shell convention for SIGINT
