@@ -281,9 +281,17 @@ def test_results_bytes_cache_follows_every_apply(records: list[acta_pb2.ActaReco
     tally = Tally(ELECTION)
     for i, r in enumerate(records):
         tally.results_bytes()
+        if i % 2:
+            tally.results_bytes(final=True)
         tally.apply(r)
-        expected = brute_force(ELECTION, records[: i + 1], final=False)
-        assert tally.results_bytes() == expected.SerializeToString(deterministic=True)
+        for final in (False, True):
+            expected = brute_force(ELECTION, records[: i + 1], final=final)
+            assert tally.results_bytes(final=final) == expected.SerializeToString(
+                deterministic=True
+            )
+            assert tally.results_bytes(final=final) == tally.results(final=final).SerializeToString(
+                deterministic=True
+            )
 
 
 def test_correction_replaces_the_earlier_contribution() -> None:

@@ -29,6 +29,7 @@ Rules of the published figures (see docs/adr/0012-results-levels-and-turnout.md)
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
@@ -73,6 +74,23 @@ _STATE: Final = results_pb2.LEVEL_STATE
 _DISTRICT: Final = results_pb2.LEVEL_DISTRICT
 _SECTION: Final = results_pb2.LEVEL_SECTION
 _CASILLA: Final = results_pb2.LEVEL_CASILLA
+
+
+# Tag of Results.units (field 5, wire type 2 = length-delimited), the last field of
+# Results, so unit entries can be appended after the other fields.
+_UNITS_FIELD: Final = ResultsPb.DESCRIPTOR.fields_by_name["units"]
+assert _UNITS_FIELD.number == max(f.number for f in ResultsPb.DESCRIPTOR.fields)
+_UNITS_TAG: Final = bytes([(_UNITS_FIELD.number << 3) | 2])
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint encoding of a non-negative integer."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def percent_e4(numerator: int, denominator: int) -> int:
@@ -125,20 +143,32 @@ class _Acc:
         self.nonspecial_votes = 0
         self.special_votes = 0
 
-    def add(self, st: _ActaState, sign: int) -> None:
-        self.captured += sign
+    def add(self, st: _ActaState) -> None:
+        self.captured += 1
         if st.counted:
-            self.counted += sign
-            votes = self.votes
-            for i, v in enumerate(st.votes):
-                votes[i] += sign * v
+            self.counted += 1
+            # map() adds element-wise at C speed; this runs three times per record.
+            self.votes = list(map(operator.add, self.votes, st.votes))
             if st.special:
-                self.special_votes += sign * st.total
+                self.special_votes += st.total
             else:
-                self.nonspecial_votes += sign * st.total
-                self.nominal += sign * st.nominal_list
+                self.nonspecial_votes += st.total
+                self.nominal += st.nominal_list
         else:
-            self.not_counted[st.reason_slot] += sign
+            self.not_counted[st.reason_slot] += 1
+
+    def remove(self, st: _ActaState) -> None:
+        self.captured -= 1
+        if st.counted:
+            self.counted -= 1
+            self.votes = list(map(operator.sub, self.votes, st.votes))
+            if st.special:
+                self.special_votes -= st.total
+            else:
+                self.nonspecial_votes -= st.total
+                self.nominal -= st.nominal_list
+        else:
+            self.not_counted[st.reason_slot] -= 1
 
 
 class Tally:
@@ -172,7 +202,12 @@ class Tally:
         ]
         self._actas: dict[str, _ActaState] = {}
         self._records = 0
+        # results_bytes() per final flag, and each unit's length-delimited field 5 entry,
+        # so that a new cut re-serializes only the units touched since the last one.
         self._cache: dict[bool, bytes] = {}
+        self._unit_entries: dict[bool, list[bytes | None]] = {
+            flag: [None] * len(self._unit_keys) for flag in (False, True)
+        }
 
     @property
     def election(self) -> ElectionIndex:
@@ -216,11 +251,14 @@ class Tally:
             )
         # (5) replace the superseded contribution
         accs = self._acc[contest.index]
+        stale_false = self._unit_entries[False]
+        stale_true = self._unit_entries[True]
         for pos in self._casilla_units[casilla.index]:
             acc = accs[pos]
             if prev is not None:
-                acc.add(prev, -1)
-            acc.add(state, 1)
+                acc.remove(prev)
+            acc.add(state)
+            stale_false[pos] = stale_true[pos] = None
         self._actas[key] = state
         self._records += 1
         self._cache.clear()
@@ -265,24 +303,21 @@ class Tally:
             )
         if record.revision < 1:
             raise MalformedDataError(f"acta {key!r}: revision {record.revision} is below 1")
-        option_index = contest.option_index
-        n = len(option_index)
-        votes = [0] * (n + 2)
-        seen = 0
-        for ov in acta.option_votes:
-            i = option_index.get(ov.option_id)
-            if i is None:
-                raise MalformedDataError(f"acta {key!r}: unknown option {ov.option_id!r}")
-            bit = 1 << i
-            if seen & bit:
-                raise MalformedDataError(f"acta {key!r}: option {ov.option_id!r} appears twice")
-            seen |= bit
-            votes[i] = ov.votes
-        if seen != (1 << n) - 1:
-            missing = [o for o, i in option_index.items() if not seen & (1 << i)]
-            raise MalformedDataError(f"acta {key!r}: options missing: {missing}")
-        votes[n] = acta.unregistered_votes
-        votes[n + 1] = acta.null_votes
+        option_ids = contest.option_ids
+        by_option = {ov.option_id: ov.votes for ov in acta.option_votes}
+        if (
+            len(by_option) != len(acta.option_votes)
+            or by_option.keys() != contest.option_index.keys()
+        ):
+            unknown = sorted(by_option.keys() - contest.option_index.keys())
+            missing = sorted(contest.option_index.keys() - by_option.keys())
+            raise MalformedDataError(
+                f"acta {key!r}: options must be each of {list(option_ids)} exactly once; "
+                f"unknown {unknown}, missing {missing}, {len(acta.option_votes)} given"
+            )
+        votes = [by_option[o] for o in option_ids]
+        votes.append(acta.unregistered_votes)
+        votes.append(acta.null_votes)
         reason = record.not_counted_reason
         if record.counted:
             if reason != acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED:
@@ -334,11 +369,30 @@ class Tally:
         )
 
     def results_bytes(self, *, final: bool = False) -> bytes:
-        """The deterministic serialization of :meth:`results` (cached until the next apply)."""
+        """The deterministic serialization of :meth:`results`.
+
+        Equal to ``results(final=final).SerializeToString(deterministic=True)``, built from
+        per-unit pieces: deterministic serialization writes fields in field-number order,
+        and a repeated message field is the concatenation of its tagged, length-prefixed
+        entries, so only the units changed since the last call are serialized again.
+        """
         cached = self._cache.get(final)
-        if cached is None:
-            cached = self.results(final=final).SerializeToString(deterministic=True)
-            self._cache[final] = cached
+        if cached is not None:
+            return cached
+        entries = self._unit_entries[final]
+        for pos, (level, unit_id) in enumerate(self._unit_keys):
+            if entries[pos] is None:
+                unit = self._unit(level, unit_id, self._unit_expected[pos], pos, final)
+                data = unit.SerializeToString(deterministic=True)
+                entries[pos] = _UNITS_TAG + _varint(len(data)) + data
+        header = ResultsPb(
+            election_id=self._election.election_id,
+            definition_sha256=self._election.definition_sha256,
+            acta_records=self._records,
+            final=final,
+        ).SerializeToString(deterministic=True)
+        cached = header + b"".join(e for e in entries if e is not None)
+        self._cache[final] = cached
         return cached
 
     def unit_results(
@@ -366,7 +420,7 @@ class Tally:
             for cid in casilla_ids:
                 st = self._actas.get(f"{cid}{ACTA_ID_SEPARATOR}{contest.id}")
                 if st is not None:
-                    acc.add(st, 1)
+                    acc.add(st)
             contests.append(self._contest_totals(contest, acc, len(casilla_ids), final))
         return UnitResultsPb(level=level, unit_id=unit_id, contests=contests)
 

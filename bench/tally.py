@@ -1,0 +1,143 @@
+"""Benchmark the tally on a national synthetic election.
+
+Run: ``.venv/bin/python -m bench.tally [--seed 1] [--casillas 160000]``
+
+Measures, on the generated election (cached under bench/out/election-<seed>-<n>/):
+generation time, definition load time, acta load time, ``Tally.apply`` rate (records/s),
+``Tally.apply_leaf`` rate (leaves/s, parsing included), and the time of ``results_bytes()``
+right after an apply (cache invalidated), as the aggregation pays it every second.
+Writes bench/out/tally.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+from veritally.election.generate import DEFAULT_CASILLAS, generate
+from veritally.election.loader import load_actas, load_election
+from veritally_client._election import ElectionIndex, acta_id
+from veritally_client._gen.veritally.v1 import acta_pb2
+from veritally_client._tally import Tally
+
+OUT = Path(__file__).resolve().parent / "out"
+CORRECTION_SHARE = 0.01  # corrections appended after the first captures (1% of actas)
+RESULTS_SAMPLES = 20  # results_bytes() timings to take (each after one more apply)
+
+
+def prep_decision(
+    index: ElectionIndex, acta: acta_pb2.Acta
+) -> tuple[bool, acta_pb2.NotCountedReason.ValueType]:
+    """PREP's counting rule, as ingest applies it (for building realistic records)."""
+    marks = [o.mark for o in acta.option_votes] + [acta.unregistered_mark, acta.null_mark]
+    if all(m == acta_pb2.FIELD_MARK_ILLEGIBLE for m in marks):
+        return False, acta_pb2.NOT_COUNTED_REASON_ALL_ILLEGIBLE
+    if all(m == acta_pb2.FIELD_MARK_BLANK for m in marks):
+        return False, acta_pb2.NOT_COUNTED_REASON_ALL_BLANK
+    total = sum(o.votes for o in acta.option_votes) + acta.unregistered_votes + acta.null_votes
+    if total > index.casilla(acta.casilla_id).vote_limit:
+        return False, acta_pb2.NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST
+    return True, acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED
+
+
+def build_records(
+    index: ElectionIndex, actas: list[acta_pb2.Acta], seed: int
+) -> list[acta_pb2.ActaRecord]:
+    """First captures in arrival order, then 1% corrections, with dense sequences."""
+    rng = random.Random(seed)
+    records: list[acta_pb2.ActaRecord] = []
+    revisions: dict[str, int] = {}
+
+    def add(acta: acta_pb2.Acta) -> None:
+        key = acta_id(acta.casilla_id, acta.contest_id)
+        revisions[key] = revisions.get(key, 0) + 1
+        counted, reason = prep_decision(index, acta)
+        records.append(
+            acta_pb2.ActaRecord(
+                acta_id=key,
+                revision=revisions[key],
+                acta=acta,
+                counted=counted,
+                not_counted_reason=reason,
+                sequence=len(records),
+            )
+        )
+
+    for acta in actas:
+        add(acta)
+    for acta in rng.sample(actas, int(len(actas) * CORRECTION_SHARE)):
+        fixed = acta_pb2.Acta()
+        fixed.CopyFrom(acta)
+        fixed.option_votes[0].votes = max(0, fixed.option_votes[0].votes - 1)
+        add(fixed)
+    return records
+
+
+def main() -> None:
+    """Run the benchmark and print/write the numbers."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--casillas", type=int, default=DEFAULT_CASILLAS)
+    args = parser.parse_args()
+    numbers: dict[str, float | int] = {}
+    directory = OUT / f"election-{args.seed}-{args.casillas}"
+    if not (directory / "actas.csv").exists():
+        t = time.perf_counter()
+        generate(seed=args.seed, casillas=args.casillas, out_dir=directory)
+        numbers["generate_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    files = load_election(directory / "election.yaml")
+    numbers["load_definition_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    actas = list(load_actas(files))
+    numbers["load_actas_s"] = round(time.perf_counter() - t, 2)
+    index = files.index
+    records = build_records(index, actas, args.seed)
+    leaves = [
+        acta_pb2.LogLeaf(acta_record=r).SerializeToString(deterministic=True) for r in records
+    ]
+    numbers["casillas"] = len(index.casillas)
+    numbers["records"] = len(records)
+
+    t = time.perf_counter()
+    tally = Tally(index)
+    numbers["tally_init_s"] = round(time.perf_counter() - t, 3)
+    held_back = RESULTS_SAMPLES
+    t = time.perf_counter()
+    for record in records[:-held_back]:
+        tally.apply(record)
+    elapsed = time.perf_counter() - t
+    numbers["apply_per_s"] = round((len(records) - held_back) / elapsed)
+
+    samples = []
+    for record in records[-held_back:]:
+        tally.apply(record)
+        t = time.perf_counter()
+        blob = tally.results_bytes()
+        samples.append(time.perf_counter() - t)
+    numbers["results_bytes_ms_median"] = round(statistics.median(samples) * 1000, 1)
+    numbers["results_bytes_ms_max"] = round(max(samples) * 1000, 1)
+    numbers["results_bytes_size"] = len(blob)
+    t = time.perf_counter()
+    tally.results_bytes()
+    numbers["results_bytes_cached_us"] = round((time.perf_counter() - t) * 1e6, 1)
+
+    leaf_tally = Tally(index)
+    t = time.perf_counter()
+    for leaf in leaves:
+        leaf_tally.apply_leaf(leaf)
+    numbers["apply_leaf_per_s"] = round(len(leaves) / (time.perf_counter() - t))
+    assert leaf_tally.results_bytes() == tally.results_bytes(), "leaf and record tallies differ"
+
+    for key, value in numbers.items():
+        print(f"{key:28} {value}")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "tally.json").write_text(json.dumps(numbers, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
