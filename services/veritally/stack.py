@@ -1,0 +1,549 @@
+"""``veritally up``: the whole stack (ingest, aggregation, publication, Envoy) on one machine.
+
+:class:`Stack` is the reusable part, used by ``veritally up``, ``veritally demo``, the
+end-to-end tests and the benchmarks::
+
+    with Stack(StateDir(Path("state"))) as stack:      # starts, waits until healthy
+        print(stack.endpoints.edge)
+        stack.restart("publication")                    # drain, stop, start, wait
+    # every process it started is drained and stopped here
+
+What it runs, each as its own supervised process (``veritally.supervisor.Process`` for
+the services, ``veritally.mesh.process.EnvoyProcess`` for Envoy):
+
+* the three services, each listening with mutual TLS on a loopback port under its own
+  ``service/<name>`` certificate and accepting only callers presenting our CA's
+  certificates; in the rendered mesh the only caller is Envoy (``service/envoy``);
+* service-to-service calls go through Envoy's mesh listener: aggregation follows ingest
+  at ``mesh`` with the ``service/aggregation`` certificate, publication reads aggregation
+  at ``mesh`` with ``service/publication``; Envoy's RBAC allows exactly those methods;
+* Envoy, configured from :func:`veritally.mesh.envoy.default_topology` (validated with
+  ``envoy --mode validate`` at every start), started after the services because its
+  readiness includes the first round of health checks.
+
+A watchdog thread restarts a child that exits without being asked to (a crash, a
+``kill -9``), at most :data:`MAX_RESTARTS` times per service within
+:data:`RESTART_WINDOW_S`, waiting 1, 2, 4... seconds between attempts, and logs each.
+Stopping drains: every service is sent SIGTERM at once, reports NOT_SERVING, waits
+``drain_seconds`` so that Envoy's health checks take it out of rotation, lets calls in
+flight finish, and exits; Envoy stops last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from veritally._grpc import TlsFiles
+from veritally.mesh.envoy import DEFAULT_BASE_PORT, Endpoint, Topology, default_topology
+from veritally.mesh.process import EnvoyProcess, free_port
+from veritally.pki import Pki
+from veritally.state import Bootstrap, StateDir
+from veritally.supervisor import Process, ProcessError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SERVICES",
+    "Endpoints",
+    "Stack",
+    "StackError",
+    "add_arguments",
+    "run",
+]
+
+SERVICES = ("ingest", "aggregation", "publication")
+# Restarts of one crashed child allowed within RESTART_WINDOW_S (seconds) before the
+# watchdog gives up on it: a service that crashes at every start (a corrupt store, a
+# missing key) should stop the stack loudly, not flap forever.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 300.0
+# First wait before restarting a crashed child (seconds); doubles per recent restart.
+RESTART_BACKOFF_S = 1.0
+# How often the watchdog looks at the children (seconds).
+WATCH_INTERVAL_S = 0.25
+# A service process must answer SERVING within this (seconds): the national election's
+# definition (160,000 casillas) loads in a few seconds; aggregation and publication
+# also rebuild their state from their stores.
+HEALTH_TIMEOUT_S = 120.0
+# Publication's cut interval (seconds): the SDK's freshness check and the demo's table
+# refresh both follow it.
+DEFAULT_INTERVAL_S = 2.0
+
+
+class StackError(RuntimeError):
+    """The stack could not start, or a child kept crashing."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoints:
+    """Where everything listens (``host:port``).
+
+    Attributes:
+        edge: Envoy's listener for capture centres, media and operators (gRPC, mTLS).
+        mesh: Envoy's listener for service-to-service calls.
+        rest: the read-only JSON view (HTTPS, mTLS).
+        admin: Envoy's admin interface (loopback, plain HTTP).
+        services: service name -> its own port (mTLS; only Envoy gets through).
+    """
+
+    edge: str
+    mesh: str
+    rest: str
+    admin: str
+    services: dict[str, str]
+
+
+def _free_topology(topology: Topology) -> Topology:
+    """``topology`` with every loopback endpoint on a port that was free just now."""
+
+    def fresh() -> Endpoint:
+        return Endpoint(host="127.0.0.1", port=free_port())
+
+    return replace(
+        topology,
+        edge=fresh(),
+        mesh=fresh(),
+        rest=fresh(),
+        admin=fresh(),
+        services={name: [fresh()] for name in topology.services},
+    )
+
+
+class Stack:
+    """The services and Envoy of one state directory, supervised.
+
+    Not thread-safe: one owner calls start/stop/restart/kill; only the watchdog runs
+    alongside (it takes the same lock).
+    """
+
+    def __init__(
+        self,
+        state: StateDir,
+        *,
+        base_port: int | None = DEFAULT_BASE_PORT,
+        single_capture: bool = False,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        drain_seconds: float | None = None,
+        auto_restart: bool = True,
+    ) -> None:
+        """Describe the stack; nothing starts until :meth:`start`.
+
+        Args:
+            state: the state directory; it must hold a PKI, the publisher key, a trust
+                root and an election (see :class:`veritally.state.Bootstrap`).
+            base_port: first port of the fixed single-machine layout (edge = base + 3,
+                see :func:`default_topology`); None picks free ports (tests).
+            single_capture: accept an acta on its first valid capture.
+            interval_s: seconds between publication's cuts.
+            drain_seconds: seconds a stopping service reports NOT_SERVING before it
+                stops; default: Envoy's health interval × unhealthy threshold, so that
+                Envoy has taken it out of rotation.
+            auto_restart: restart children that exit unasked (the watchdog).
+
+        Raises:
+            veritally.pki.PkiError: the state directory has no usable PKI.
+        """
+        self.state = state
+        self.pki = Pki.load(state.pki)
+        topology = default_topology(
+            pki_dir=state.pki,
+            trust_domain=self.pki.trust_domain,
+            state_dir=state.root,
+            base_port=base_port or DEFAULT_BASE_PORT,
+        )
+        self.topology = topology if base_port is not None else _free_topology(topology)
+        health = self.topology.health
+        self.drain_seconds = (
+            drain_seconds
+            if drain_seconds is not None
+            else health.interval_s * health.unhealthy_threshold
+        )
+        self.single_capture = single_capture
+        self.interval_s = interval_s
+        self.auto_restart = auto_restart
+        self.envoy: EnvoyProcess | None = None
+        self.processes: dict[str, Process] = {}
+        self.restarts: dict[str, list[float]] = {}
+        self.failed: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    # -- what is where ------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """Where everything listens."""
+        t = self.topology
+        return Endpoints(
+            edge=str(t.edge),
+            mesh=str(t.mesh),
+            rest=str(t.rest),
+            admin=str(t.admin),
+            services={name: str(t.services[name][0]) for name in SERVICES},
+        )
+
+    def tls(self, name: str) -> TlsFiles:
+        """The certificate, key and CA of identity ``name`` (``cc-01``, ``outlet-02``,
+        ``ops-01``, ``publication``...), for calling the edge.
+
+        Raises:
+            veritally.pki.PkiError: no such identity.
+        """
+        identity = self.pki.identity(name)
+        return TlsFiles(cert=identity.cert, key=identity.key, ca=self.pki.ca_cert)
+
+    def log_path(self, name: str) -> Path:
+        """The log file of a service (or ``envoy``)."""
+        if name == "envoy":
+            return self.state.envoy / "envoy.log"
+        return self.state.logs / f"{name}.log"
+
+    # -- processes ----------------------------------------------------------------------
+
+    def _service_process(self, name: str) -> Process:
+        state = self.state
+        own = self.tls(name)
+        listen = str(self.topology.services[name][0])
+        argv = [
+            sys.executable,
+            "-m",
+            "veritally.cli",
+            "serve",
+            name,
+            "--db",
+            str(state.store(name)),
+            "--listen",
+            listen,
+            "--drain-seconds",
+            str(self.drain_seconds),
+            "--tls-cert",
+            str(own.cert),
+            "--tls-key",
+            str(own.key),
+            "--tls-ca",
+            str(own.ca),
+        ]
+        mesh = str(self.topology.mesh)
+        if name == "ingest":
+            argv += ["--definition-bytes", str(state.definition_bytes)]
+            if self.single_capture:
+                argv.append("--single-capture")
+        elif name == "aggregation":
+            argv += ["--definition-bytes", str(state.definition_bytes), "--ingest", mesh]
+            argv += ["--ingest-tls-cert", str(own.cert), "--ingest-tls-key", str(own.key)]
+            argv += ["--ingest-tls-ca", str(own.ca)]
+        else:
+            argv += ["--key-file", str(state.publisher_key)]
+            argv += ["--trust-root-dir", str(state.trust_root), "--aggregation", mesh]
+            argv += ["--aggregation-tls-cert", str(own.cert)]
+            argv += ["--aggregation-tls-key", str(own.key), "--aggregation-tls-ca", str(own.ca)]
+            argv += ["--interval", str(self.interval_s), "--bundle-dir", str(state.bundle)]
+        return Process(
+            name=name,
+            argv=argv,
+            log_path=self.log_path(name),
+            health_target=listen,
+            # The health service is open to any certificate of our CA (the peer
+            # interceptor exempts it); the supervisor checks as Envoy would.
+            health_tls=self.tls("envoy"),
+        )
+
+    def _start_service(self, name: str) -> None:
+        process = self._service_process(name)
+        self.processes[name] = process
+        process.start()
+        process.wait_healthy(HEALTH_TIMEOUT_S)
+        log.info("%s serving on %s (pid %d)", name, process.health_target, process.pid)
+
+    def start(self) -> None:
+        """Render and validate Envoy's configuration, start the services, then Envoy,
+        wait until all are healthy and start the watchdog.
+
+        Raises:
+            StackError: a child exited or was not healthy in time (its log tail is in
+                the message); whatever was started is stopped again.
+        """
+        self.state.db.mkdir(parents=True, exist_ok=True)
+        self.state.logs.mkdir(parents=True, exist_ok=True)
+        self._stopping.clear()
+        try:
+            envoy = EnvoyProcess.from_topology(self.topology, directory=self.state.envoy)
+            for name in SERVICES:
+                self._start_service(name)
+            self.envoy = envoy
+            envoy.start()
+            envoy.wait_ready()
+        except Exception as e:
+            self.stop()
+            raise StackError(f"the stack did not start: {e}") from e
+        if self.auto_restart:
+            self._watchdog = threading.Thread(
+                target=self._watch, name="stack-watchdog", daemon=True
+            )
+            self._watchdog.start()
+
+    def stop(self) -> None:
+        """Drain and stop every service at once (SIGTERM; SIGKILL after the drain plus a
+        grace period), then stop Envoy. Safe to call twice."""
+        self._stopping.set()
+        if self._watchdog is not None:
+            self._watchdog.join()
+            self._watchdog = None
+        with self._lock:
+            grace = self.drain_seconds + 15.0  # drain, then in-flight calls (5 s) + margin
+            stoppers = [
+                threading.Thread(target=p.stop, kwargs={"grace": grace}, name=f"stop-{n}")
+                for n, p in self.processes.items()
+            ]
+            for t in stoppers:
+                t.start()
+            for t in stoppers:
+                t.join()
+            if self.envoy is not None:
+                self.envoy.stop()
+            log.info("stack stopped")
+
+    def restart(self, name: str) -> None:
+        """Drain, stop and start one service (or ``envoy``) and wait until healthy.
+
+        Raises:
+            KeyError: unknown name.
+            StackError: it did not come back.
+        """
+        with self._lock:
+            try:
+                if name == "envoy":
+                    if self.envoy is None:
+                        raise KeyError(name)
+                    self.envoy.restart()
+                    return
+                self.processes[name].stop(grace=self.drain_seconds + 15.0)
+                self._start_service(name)
+            except (ProcessError, OSError) as e:
+                raise StackError(f"{name} did not restart: {e}") from e
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one child, as a crash would; the watchdog restarts it.
+
+        Raises:
+            KeyError: unknown name.
+        """
+        with self._lock:
+            if name == "envoy":
+                if self.envoy is None or self.envoy.pid is None:
+                    raise KeyError(name)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.envoy.pid, signal.SIGKILL)
+                return
+            self.processes[name].kill()
+
+    def pids(self) -> dict[str, int | None]:
+        """The pid of every child (None when not running)."""
+        out: dict[str, int | None] = {
+            n: (p.pid if p.alive() else None) for n, p in self.processes.items()
+        }
+        out["envoy"] = self.envoy.pid if self.envoy is not None and self.envoy.running else None
+        return out
+
+    def healthy(self) -> bool:
+        """Whether every child is running (services also SERVING)."""
+        with self._lock:
+            services = all(p.healthy() for p in self.processes.values())
+            return services and self.envoy is not None and self.envoy.running
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(WATCH_INTERVAL_S):
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                dead = [n for n, p in self.processes.items() if not p.alive()]
+                if self.envoy is not None and not self.envoy.running:
+                    dead.append("envoy")
+                for name in dead:
+                    if name in self.failed:
+                        continue
+                    self._revive(name)
+
+    def _revive(self, name: str) -> None:
+        now = time.monotonic()
+        recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW_S]
+        if len(recent) >= MAX_RESTARTS:
+            self.failed[name] = f"crashed {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s"
+            log.error("%s %s: giving up on it", name, self.failed[name])
+            return
+        code = None if name == "envoy" else self.processes[name].popen
+        exit_code = code.returncode if code is not None else None
+        delay = RESTART_BACKOFF_S * 2 ** len(recent)
+        log.warning(
+            "%s exited unexpectedly (code %s); restart %d of %d in %.0f s",
+            name,
+            exit_code,
+            len(recent) + 1,
+            MAX_RESTARTS,
+            delay,
+        )
+        if self._stopping.wait(delay):
+            return
+        recent.append(time.monotonic())
+        self.restarts[name] = recent
+        try:
+            if name == "envoy":
+                assert self.envoy is not None  # only listed when it exists
+                self.envoy.start()
+                self.envoy.wait_ready()
+            else:
+                self._start_service(name)
+            log.info("%s restarted", name)
+        except Exception as e:  # any failure is retried by the next round
+            log.error("%s did not restart: %s", name, e)
+
+    # -- context manager ----------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------------------
+# the command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``veritally up``."""
+    parser.add_argument("--state", type=Path, default=Path("state"), help="state directory")
+    parser.add_argument(
+        "--init",
+        action="store_true",
+        help="only create what is missing in the state directory, then exit",
+    )
+    parser.add_argument(
+        "--casillas",
+        type=int,
+        default=None,
+        help="casillas of the synthetic election created when none exists (default national)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of that election")
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=DEFAULT_BASE_PORT,
+        help=f"first port of the layout (default {DEFAULT_BASE_PORT}: edge +3, mesh +4, ...)",
+    )
+    parser.add_argument(
+        "--single-capture",
+        action="store_true",
+        help="accept each acta on its first valid capture (default: double capture)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help="seconds between publication's cuts",
+    )
+
+
+def bootstrap_from_args(args: argparse.Namespace) -> Bootstrap:
+    """The :class:`Bootstrap` named by ``--casillas`` and ``--seed``."""
+    from veritally.election.generate import DEFAULT_CASILLAS
+    from veritally.state import DEFAULT_SEED
+
+    return Bootstrap(
+        casillas=args.casillas or DEFAULT_CASILLAS,
+        seed=DEFAULT_SEED if args.seed is None else args.seed,
+    )
+
+
+def describe(stack: Stack) -> list[tuple[str, str]]:
+    """What an operator needs to know about a running stack, as (what, where) rows."""
+    e = stack.endpoints
+    state = stack.state
+    pki = stack.pki
+    rows = [
+        ("edge (gRPC, mTLS)", e.edge),
+        ("REST view (HTTPS, mTLS)", f"https://{e.rest}/v1/cuts/latest"),
+        ("Envoy admin (loopback)", f"http://{e.admin}/"),
+        ("mesh (services only)", e.mesh),
+    ]
+    rows += [(f"{name} (only Envoy may call)", e.services[name]) for name in SERVICES]
+    rows += [
+        ("CA certificate", str(pki.ca_cert)),
+        ("media certificates", ", ".join(i.name for i in pki.identities("media"))),
+        ("capture-centre certificates", ", ".join(i.name for i in pki.identities("capture"))),
+        ("operator certificates", ", ".join(i.name for i in pki.identities("operator"))),
+        ("certificate files", f"{state.pki}/<role>/<name>.pem and .key"),
+        ("trust root (pin this)", str(state.trust_root_v1)),
+        ("static bundle", str(state.bundle)),
+        ("logs", f"{state.logs}/<service>.log, {state.envoy}/envoy.log, access.log"),
+        ("stores", str(state.db)),
+    ]
+    return rows
+
+
+def _print_table(stack: Stack) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"veritally is up ({stack.state.root})", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("where")
+    for what, where in describe(stack):
+        table.add_row(what, where)
+    Console(stderr=True).print(table)
+    print("Ctrl-C (or SIGTERM) drains and stops everything.", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Create what is missing, start the stack, wait for Ctrl-C/SIGTERM, drain, stop."""
+    state = StateDir(args.state)
+    for line in bootstrap_from_args(args).ensure(state):
+        log.info("created %s", line)
+    if args.init:
+        return 0
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stack = Stack(
+        state,
+        base_port=args.base_port,
+        single_capture=args.single_capture,
+        interval_s=args.interval,
+    )
+    try:
+        stack.start()
+    except StackError as e:
+        log.error("%s", e)
+        return 1
+    try:
+        _print_table(stack)
+        while not stopping.wait(1.0):
+            if stack.failed:
+                log.error("giving up: %s", stack.failed)
+                return 1
+        log.info("signal received: draining (%.0f s) and stopping", stack.drain_seconds)
+        return 0
+    finally:
+        stack.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
