@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from veritally.ingest import rules
+from veritally.ingest import leaf, rules
 from veritally.ingest.store import IngestStore, LogReader, Writes
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
@@ -113,7 +113,7 @@ class _Batch:
     """Changes decided for one batch, visible to the later actas of the same batch."""
 
     next_sequence: int
-    received: Timestamp
+    received_field: bytes  # ActaRecord.received_time, encoded once per batch
     received_text: str
     logged: dict[str, Logged] = field(default_factory=dict)
     pending: dict[str, tuple[Capture, ...]] = field(default_factory=dict)
@@ -206,7 +206,7 @@ class IngestEngine:
         ts.FromDatetime(now)
         return _Batch(
             next_sequence=self._next_sequence,
-            received=ts,
+            received_field=leaf.encode_timestamp(ts),
             received_text=now.isoformat(timespec="microseconds"),
         )
 
@@ -221,24 +221,24 @@ class IngestEngine:
     def _append(
         self,
         batch: _Batch,
-        acta: ActaPb,
+        acta: bytes,
         verdict: rules.Verdict,
         digest: bytes,
         revision: int,
     ) -> Logged:
-        """Append one record to the batch's part of the log."""
+        """Append one record (``acta`` serialized deterministically) to the batch's part
+        of the log."""
         sequence = batch.next_sequence
         batch.next_sequence += 1
-        leaf = LogLeafPb()
-        record = leaf.acta_record
-        record.acta_id = verdict.acta_id
-        record.revision = revision
-        record.acta.CopyFrom(acta)
-        record.received_time.CopyFrom(batch.received)
-        record.counted = verdict.counted
-        record.not_counted_reason = verdict.not_counted_reason  # type: ignore[assignment]  # a NotCountedReason value
-        record.sequence = sequence
-        leaf_bytes = leaf.SerializeToString(deterministic=True)
+        leaf_bytes = leaf.leaf_bytes(
+            acta_id=verdict.acta_id,
+            revision=revision,
+            acta=acta,
+            received_time=batch.received_field,
+            counted=verdict.counted,
+            not_counted_reason=verdict.not_counted_reason,
+            sequence=sequence,
+        )
         logged = Logged(revision, sequence, digest, verdict.counted, verdict.not_counted_reason)
         batch.logged[verdict.acta_id] = logged
         writes = batch.writes
@@ -273,7 +273,7 @@ class IngestEngine:
         acta_id = verdict.acta_id
         if submitter:
             acta.provenance.capture_centre_id = submitter
-        digest = rules.content_digest(acta)
+        acta_bytes, digest = leaf.serialize_acta(acta)
         # (1)(2) already logged
         logged = self._get_logged(batch, acta_id)
         if logged is not None:
@@ -285,7 +285,7 @@ class IngestEngine:
             batch.writes.conflicts.append(
                 (
                     acta_id,
-                    acta.SerializeToString(deterministic=True),
+                    acta_bytes,
                     submitter,
                     batch.received_text,
                     f"differs from logged revision {logged.revision}",
@@ -302,7 +302,7 @@ class IngestEngine:
             )
         # (3) single capture
         if not self.double_capture:
-            logged = self._append(batch, acta, verdict, digest, 1)
+            logged = self._append(batch, acta_bytes, verdict, digest, 1)
             return _logged_outcome(acta_id, _ACCEPTED, logged)
         # (4) double capture
         operator = acta.provenance.operator_id
@@ -321,8 +321,8 @@ class IngestEngine:
             if capture.digest == digest:
                 if capture.operator_id == operator:
                     return ActaOutcomePb(acta_id=acta_id, status=_DUPLICATE)
-                confirmed = ActaPb.FromString(capture.acta)
-                logged = self._append(batch, confirmed, verdict, digest, 1)
+                # The confirmed (earlier) capture is logged, as it was received.
+                logged = self._append(batch, capture.acta, verdict, digest, 1)
                 return _logged_outcome(acta_id, _ACCEPTED, logged)
             same_operator = same_operator or capture.operator_id == operator
         if same_operator:
@@ -338,7 +338,7 @@ class IngestEngine:
         capture = Capture(
             operator,
             digest,
-            acta.SerializeToString(deterministic=True),
+            acta_bytes,
             submitter,
             batch.received_text,
         )
@@ -450,7 +450,7 @@ class IngestEngine:
         acta_id = verdict.acta_id
         if submitter:
             acta.provenance.capture_centre_id = submitter
-        digest = rules.content_digest(acta)
+        acta_bytes, digest = leaf.serialize_acta(acta)
         logged = self._logged.get(acta_id)
         if logged is None:
             return _rejected(
@@ -477,7 +477,7 @@ class IngestEngine:
                 ),
             )
         batch = self._new_batch()
-        new = self._append(batch, acta, verdict, digest, logged.revision + 1)
+        new = self._append(batch, acta_bytes, verdict, digest, logged.revision + 1)
         batch.writes.actions.append(
             (acta_id, "correction", new.revision, reason, submitter, batch.received_text)
         )
@@ -533,7 +533,7 @@ class IngestEngine:
         if isinstance(verdict, rules.Rejection):  # pragma: no cover - validated on capture
             return _rejected(acta_id, verdict)
         batch = self._new_batch()
-        logged = self._append(batch, acta, verdict, chosen.digest, 1)
+        logged = self._append(batch, chosen.acta, verdict, chosen.digest, 1)
         batch.writes.actions.append(
             (acta_id, "resolve_cross_check", 1, reason, submitter, batch.received_text)
         )
