@@ -253,7 +253,7 @@ class Tally:
         accs = self._acc[contest.index]
         stale_false = self._unit_entries[False]
         stale_true = self._unit_entries[True]
-        for pos in self._casilla_units[casilla.index]:
+        for pos in self._casilla_units[casilla.position]:
             acc = accs[pos]
             if prev is not None:
                 acc.remove(prev)
