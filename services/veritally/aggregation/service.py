@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from veritally._grpc import MAX_MESSAGE_BYTES, ServiceServer, TlsFiles
-from veritally.aggregation.store import AggregationStore, LeafReader
+from veritally.aggregation.store import AggregationStore, CursorMismatchError, LeafReader
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import (
@@ -114,12 +114,12 @@ class AggregationEngine:
         """Store and count one page of ingest's log (step 3).
 
         Raises:
-            ValueError: if the page starts after the cursor (a gap).
+            CursorMismatchError: if the page starts after the cursor (a gap).
             veritally_client.MalformedDataError: if a leaf is not a valid record.
         """
         position = self.position
         if first_sequence > position:
-            raise ValueError(f"page starts at {first_sequence}, expected {position}")
+            raise CursorMismatchError(f"page starts at {first_sequence}, expected {position}")
         overlap = position - first_sequence
         if overlap >= len(leaves):
             return
@@ -154,7 +154,7 @@ class AggregationEngine:
                 # wrong totals. Stop here, loudly; the stored prefix stays consistent.
                 log.critical("ingest sent an invalid record at %d; not following", self.position)
                 raise
-            except ValueError as e:
+            except CursorMismatchError as e:
                 log.warning("ingest stream at %s: %s; retrying in %.1f s", target, e, delay)
             # (4) backoff, also when ingest ended the stream (it is shutting down)
             await asyncio.sleep(delay)

@@ -21,6 +21,10 @@ _CURSOR_KEY = "next_sequence"
 _REPLAY_CHUNK = 10_000
 
 
+class CursorMismatchError(ValueError):
+    """Leaves offered at a position other than the cursor (a gap or an overlap)."""
+
+
 class AggregationStore:
     """Leaves and cursor. One writer (the follower), readers for streaming."""
 
@@ -55,7 +59,8 @@ class AggregationStore:
         transaction.
 
         Raises:
-            ValueError: if ``first_sequence`` is not the cursor (nothing is written).
+            CursorMismatchError: if ``first_sequence`` is not the cursor (nothing is
+                written).
             sqlite3.Error: if the transaction fails (nothing is written).
         """
         conn = self._conn
@@ -65,7 +70,9 @@ class AggregationStore:
                 "SELECT value FROM meta WHERE key = ?", (_CURSOR_KEY,)
             ).fetchone()
             if cursor != first_sequence:
-                raise ValueError(f"leaves from {first_sequence} appended at cursor {cursor}")
+                raise CursorMismatchError(
+                    f"leaves from {first_sequence} appended at cursor {cursor}"
+                )
             conn.executemany(
                 "INSERT INTO leaves (sequence, leaf) VALUES (?, ?)",
                 [(first_sequence + i, leaf) for i, leaf in enumerate(leaves)],
