@@ -95,15 +95,23 @@ class ServiceServer:
         await server.stop(grace=5)
     """
 
-    def __init__(self, *, name: str, descriptor_full_names: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        descriptor_full_names: Sequence[str] = (),
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         """Create the server.
 
         Args:
             name: full name of the main gRPC service, reported by health checks.
             descriptor_full_names: further service names to expose through reflection.
+            interceptors: server interceptors, e.g. the mesh's peer identity check that
+                admits only Envoy's certificate.
         """
         self.name = name
-        self.grpc = grpc.aio.server(options=list(_CHANNEL_OPTIONS))
+        self.grpc = grpc.aio.server(options=list(_CHANNEL_OPTIONS), interceptors=list(interceptors))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
