@@ -65,6 +65,10 @@ demo: $(STAMP) ## Replay a national election night on the embedded defaults
 bench: $(STAMP) ## Run the benchmarks; writes docs/BENCHMARKS.md and docs/benchmarks.json
 	$(BIN)/python -m bench
 
+.PHONY: soak
+soak: $(STAMP) ## Long reliability runs (crashes, bad input, abuse); writes docs/RELIABILITY.md
+	$(BIN)/python -m bench.soak
+
 .PHONY: clean
 clean: ## Remove the virtualenv, caches and demo state
 	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache
