@@ -16,8 +16,9 @@ always gives the same bytes):
    coalition combinations taking a small share of their parties' votes;
 4. turnout around 60.5% with state, district and casilla effects;
 5. arrival: polls close at 18:00 local time (states have different UTC offsets); each
-   casilla's actas arrive after a district lag plus a gamma-distributed counting and
-   transport delay, within PREP's 24 hours from 20:00 (UTC-6); about 1.5% never arrive;
+   casilla's actas arrive after 1.5 h of counting, a district transport lag (0-2 h) and
+   a gamma-distributed delay (mean 4.5 h), 3% of casillas the next day, within PREP's 24
+   hours from 20:00 (UTC-6); about 1.5% never arrive (lost, or after PREP closes);
 6. about 1.2% of actas exceed the nominal list (a capture error), 1.5% have one or two
    figures marked illegible or blank, 0.3% are all illegible and 0.3% all blank.
 """
@@ -125,7 +126,8 @@ P_EXCEEDS: Final = 0.012
 P_SOME_MARKED: Final = P_EXCEEDS + 0.015
 P_ALL_ILLEGIBLE: Final = P_SOME_MARKED + 0.003
 P_ALL_BLANK: Final = P_ALL_ILLEGIBLE + 0.003
-P_MISSING: Final = 0.015  # actas that never arrive
+P_MISSING: Final = 0.012  # actas that never arrive (plus those later than PREP's close)
+LATE_SHARE: Final = 0.03  # casillas whose actas arrive the next day
 
 ILLEGIBLE: Final = "Ilegible"
 BLANK: Final = "Sin dato"
@@ -307,10 +309,13 @@ def generate(*, seed: int, out_dir: Path, casillas: int = DEFAULT_CASILLAS) -> G
             c.voters = round(c.nominal * t)
 
     # (5) arrival
-    district_lag = [rng.uniform(0.0, 1.5) * 3600 for _ in districts]
+    # Counting takes 1.5 h at least; remote districts add up to 2 h of transport.
+    district_lag = [rng.uniform(0.0, 2.0) * 3600 for _ in districts]
     for c in catalogue:
         close = int((ELECTION_DAY + timedelta(hours=18 - states[c.state][3])).timestamp())
-        delay = 3600 + district_lag[c.district] + rng.gammavariate(2.0, 1.2) * 3600
+        delay = 5400 + district_lag[c.district] + rng.gammavariate(1.5, 3.0) * 3600
+        if rng.random() < LATE_SHARE:  # packages that travel to the district office first
+            delay += rng.uniform(6.0, 20.0) * 3600
         c.arrival = max(PREP_START + rng.randint(0, 600), close + int(delay))
         c.origin_casilla = rng.random() < 0.45
     events: list[
