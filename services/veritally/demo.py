@@ -630,18 +630,19 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             console=console,
         )
         with progress, watcher.client() as client:
-            task = progress.add_task("recount", total=seen.cut.tree_size)
+            # Verify the newest cut first, so that the recount covers the whole log.
+            latest = client.latest()
+            task = progress.add_task("recount", total=latest.tree_size)
             report = client.recount(
                 progress=lambda done, total: progress.update(task, completed=done, total=total)
             )
-            latest = client.latest()
         recount_s = time.monotonic() - t
         recounted = _contest(report.unit("national"), CONTEST)
         signed = _contest(latest.national(), CONTEST)
-        if report.acta_records < target or latest.acta_records != report.acta_records:
+        if report.tree_size != latest.tree_size or report.acta_records < target:
             raise DemoError(
-                f"recount covers {report.acta_records} acta records, expected {target} "
-                f"(latest cut: {latest.acta_records})"
+                f"recount covers {report.tree_size} leaves and {report.acta_records} acta "
+                f"records; expected {latest.tree_size} leaves and {target} acta records"
             )
         if recounted.SerializeToString(deterministic=True) != signed.SerializeToString(
             deterministic=True

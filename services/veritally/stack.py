@@ -44,7 +44,13 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from veritally._grpc import TlsFiles
-from veritally.mesh.envoy import DEFAULT_BASE_PORT, Endpoint, Topology, default_topology
+from veritally.mesh.envoy import (
+    DEFAULT_BASE_PORT,
+    Endpoint,
+    Limits,
+    Topology,
+    default_topology,
+)
 from veritally.mesh.process import EnvoyProcess, free_port
 from veritally.pki import Pki
 from veritally.state import Bootstrap, StateDir
@@ -135,6 +141,7 @@ class Stack:
         interval_s: float = DEFAULT_INTERVAL_S,
         drain_seconds: float | None = None,
         auto_restart: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         """Describe the stack; nothing starts until :meth:`start`.
 
@@ -149,6 +156,8 @@ class Stack:
                 stops; default: Envoy's health interval × unhealthy threshold, so that
                 Envoy has taken it out of rotation.
             auto_restart: restart children that exit unasked (the watchdog).
+            limits: Envoy's rate and size limits (default: :class:`Limits`' defaults,
+                documented in docs/mesh.md); tests pass small budgets.
 
         Raises:
             veritally.pki.PkiError: the state directory has no usable PKI.
@@ -161,6 +170,8 @@ class Stack:
             state_dir=state.root,
             base_port=base_port or DEFAULT_BASE_PORT,
         )
+        if limits is not None:
+            topology = replace(topology, limits=limits)
         self.topology = topology if base_port is not None else _free_topology(topology)
         health = self.topology.health
         self.drain_seconds = (

@@ -1,0 +1,351 @@
+"""The whole stack as ``veritally up`` runs it: the three real services as processes, each
+with its own SQLite store, behind a real Envoy, on a small synthetic election.
+
+The mesh's own tests (test_mesh.py) check Envoy's rules against in-test fakes; these check
+that the real services, wired by ``veritally.stack``, keep them: an acta submitted by a
+capture centre at the edge ends up in a cut a media client verifies, strangers and the
+wrong roles are refused, one outlet's flood does not starve another, and killed services
+come back without a client ever seeing an unverifiable cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+import grpc
+import pytest
+
+from veritally._grpc import TlsFiles
+from veritally.demo import CaptureStats, MediaWatcher, replay
+from veritally.election import load_actas, load_election
+from veritally.mesh.envoy import Limits, TokenBucket
+from veritally.mesh.process import free_port
+from veritally.pki import issue_foreign_identity
+from veritally.stack import SERVICES, Stack
+from veritally.state import Bootstrap, StateDir
+from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
+from veritally_client._gen.veritally.v1 import (
+    acta_pb2,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    publication_pb2,
+    publication_pb2_grpc,
+)
+
+pytestmark = [pytest.mark.e2e]
+
+CASILLAS = 300  # ~900 actas: every contest, several states, seconds to replay
+CALL_TIMEOUT_S = 10.0
+# Small media budget so a flood is quick to provoke: 20 calls at once, 5 a second after.
+MEDIA_BUCKET = TokenBucket(burst=20, per_second=5)
+# Bounded waits (seconds) for the stack to reach a state; generous for a loaded machine.
+WAIT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    state = StateDir(tmp_path_factory.mktemp("stack"))
+    Bootstrap(casillas=CASILLAS, seed=7).ensure(state)
+    with Stack(
+        state,
+        base_port=None,
+        drain_seconds=0.5,
+        interval_s=0.5,
+        limits=Limits(media=MEDIA_BUCKET),
+    ) as running:
+        yield running
+
+
+def _channel(stack: Stack, tls: TlsFiles | None) -> grpc.Channel:
+    if tls is None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=stack.pki.ca_cert.read_bytes())
+        return grpc.secure_channel(stack.endpoints.edge, credentials)
+    return grpc.secure_channel(stack.endpoints.edge, tls.channel_credentials())
+
+
+def _code(call: object) -> grpc.StatusCode:
+    try:
+        if callable(call):
+            call()
+    except grpc.RpcError as e:
+        code: grpc.StatusCode = e.code()
+        return code
+    return grpc.StatusCode.OK
+
+
+def _latest(channel: grpc.Channel) -> object:
+    stub = publication_pb2_grpc.PublicationServiceStub(channel)
+    return lambda: stub.GetLatestCut(publication_pb2.GetLatestCutRequest(), timeout=CALL_TIMEOUT_S)
+
+
+def _submit(channel: grpc.Channel, actas: list[acta_pb2.Acta]) -> ingest_pb2.SubmitActasResponse:
+    stub = ingest_pb2_grpc.IngestServiceStub(channel)
+    response: ingest_pb2.SubmitActasResponse = stub.SubmitActas(
+        iter([ingest_pb2.SubmitActasRequest(actas=actas)]), timeout=CALL_TIMEOUT_S
+    )
+    return response
+
+
+def _client(stack: Stack, outlet: str, state_dir: Path) -> Client:
+    tls = stack.tls(outlet)
+    return Client(
+        endpoint=stack.endpoints.edge,
+        trust_root=load_trust_root(stack.state.trust_root_v1),
+        state_dir=state_dir,
+        credentials=TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key),
+        config=ClientConfig(max_checkpoint_age=120.0),
+    )
+
+
+def _ssl_stats(stack: Stack, listener: str) -> dict[str, int]:
+    assert stack.envoy is not None
+    prefix = f"listener.{listener}.ssl."
+    return {k[len(prefix) :]: v for k, v in stack.envoy.stats(prefix).items()}
+
+
+def _actas(stack: Stack) -> list[acta_pb2.Acta]:
+    return list(load_actas(load_election(stack.state.election_yaml), stack.state.actas_csv))
+
+
+# --------------------------------------------------------------------------------------
+# the happy path
+
+
+def test_capture_centre_submission_reaches_a_verified_cut(stack: Stack, tmp_path: Path) -> None:
+    actas = list(islice(_actas(stack), 6))
+    with _channel(stack, stack.tls("cc-01")) as channel:
+        first = _submit(channel, actas)
+    # Double capture: a second operator, here at another centre, confirms each acta.
+    second = []
+    for acta in actas:
+        copy = acta_pb2.Acta()
+        copy.CopyFrom(acta)
+        copy.provenance.operator_id = "second-operator"
+        second.append(copy)
+    with _channel(stack, stack.tls("cc-02")) as channel:
+        confirmed = _submit(channel, second)
+    assert {o.status for o in first.outcomes} == {ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_CAPTURE}
+    assert {o.status for o in confirmed.outcomes} == {ingest_pb2.OUTCOME_STATUS_ACCEPTED}
+
+    with _client(stack, "outlet-01", tmp_path / "media") as client:
+        deadline = time.monotonic() + WAIT_S
+        cut = client.latest()
+        while cut.acta_records < len(actas) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            cut = client.latest()
+        assert cut.acta_records >= len(actas)
+        acta_id = confirmed.outcomes[0].acta_id
+        proven = client.prove_acta(acta_id)
+    assert proven.record.acta_id == acta_id
+    assert list(proven.record.acta.option_votes) == list(actas[0].option_votes)
+
+
+# --------------------------------------------------------------------------------------
+# who gets in
+
+
+def test_refuses_client_without_certificate(stack: Stack) -> None:
+    before = _ssl_stats(stack, "edge").get("fail_verify_no_cert", 0)
+    with _channel(stack, None) as channel:
+        assert _code(_latest(channel)) == grpc.StatusCode.UNAVAILABLE
+    assert _ssl_stats(stack, "edge")["fail_verify_no_cert"] > before
+
+
+def test_refuses_certificate_from_another_ca(stack: Stack, tmp_path: Path) -> None:
+    foreign = issue_foreign_identity(
+        tmp_path, trust_domain=stack.pki.trust_domain, role="capture", name="cc-01"
+    )
+    before = _ssl_stats(stack, "edge").get("fail_verify_error", 0)
+    tls = TlsFiles(cert=foreign.cert, key=foreign.key, ca=stack.pki.ca_cert)
+    with _channel(stack, tls) as channel:
+        assert _code(lambda: _submit(channel, _actas(stack)[:1])) == grpc.StatusCode.UNAVAILABLE
+    assert _ssl_stats(stack, "edge")["fail_verify_error"] > before
+
+
+def test_refuses_revoked_certificate_without_restarting_envoy(stack: Stack) -> None:
+    assert stack.envoy is not None
+    pid = stack.envoy.pid
+    with _channel(stack, stack.tls("outlet-03")) as channel:
+        assert _code(_latest(channel)) == grpc.StatusCode.OK
+    stack.pki.revoke("outlet-03")
+    code = grpc.StatusCode.OK
+    deadline = time.monotonic() + 10.0  # Envoy reloads the CRL on the rename
+    while code == grpc.StatusCode.OK and time.monotonic() < deadline:
+        with _channel(stack, stack.tls("outlet-03")) as channel:  # a new connection
+            code = _code(_latest(channel))
+        time.sleep(0.1)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert stack.envoy.pid == pid
+
+
+def test_media_certificate_calling_ingest_is_permission_denied(stack: Stack) -> None:
+    with _channel(stack, stack.tls("outlet-01")) as channel:
+        code = _code(lambda: _submit(channel, _actas(stack)[:1]))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_capture_centre_reading_publication_is_permission_denied(stack: Stack) -> None:
+    with _channel(stack, stack.tls("cc-01")) as channel:
+        assert _code(_latest(channel)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_flooding_outlet_is_throttled_while_another_outlet_is_served(stack: Stack) -> None:
+    flood = 6 * MEDIA_BUCKET.burst
+
+    async def go() -> tuple[list[grpc.StatusCode], list[grpc.StatusCode]]:
+        from veritally._grpc import aio_channel
+
+        async def code(stub: publication_pb2_grpc.PublicationServiceStub) -> grpc.StatusCode:
+            try:
+                await stub.GetLatestCut(  # type: ignore[misc]  # aio call is awaitable
+                    publication_pb2.GetLatestCutRequest(), timeout=CALL_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as e:
+                return e.code()
+            return grpc.StatusCode.OK
+
+        edge = stack.endpoints.edge
+        async with (
+            aio_channel(edge, tls=stack.tls("outlet-02")) as flooder,
+            aio_channel(edge, tls=stack.tls("outlet-01")) as polite,
+        ):
+            flood_stub = publication_pb2_grpc.PublicationServiceStub(flooder)
+            polite_stub = publication_pb2_grpc.PublicationServiceStub(polite)
+            flooding = asyncio.gather(*(code(flood_stub) for _ in range(flood)))
+            polite_codes = []
+            for _ in range(MEDIA_BUCKET.burst // 2):
+                polite_codes.append(await code(polite_stub))
+            return list(await flooding), polite_codes
+
+    codes, polite_codes = asyncio.run(go())
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert polite_codes == [grpc.StatusCode.OK] * len(polite_codes)
+
+
+# --------------------------------------------------------------------------------------
+# crashes
+
+
+def _wait_restarted(stack: Stack, name: str, old_pid: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        pid = stack.pids().get(name)
+        if pid is not None and pid != old_pid and stack.processes[name].healthy():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} was not restarted within {WAIT_S} s")
+
+
+def test_services_killed_during_the_night_come_back_and_clients_verify_everything(
+    stack: Stack, tmp_path: Path
+) -> None:
+    actas = _actas(stack)
+    span = actas[-1].provenance.captured_time.seconds - actas[0].provenance.captured_time.seconds
+    replay_s = 20.0  # long enough for three kills and restarts while actas flow
+    stats = CaptureStats()
+    watcher = MediaWatcher(stack, outlet="outlet-01", state_dir=tmp_path / "media")
+    watcher.start()
+    failure: list[BaseException] = []
+
+    def capture() -> None:
+        try:
+            asyncio.run(replay(stack, iter(actas), stats, speed=max(span, 1) / replay_s))
+        except BaseException as e:  # reported by the test below
+            failure.append(e)
+
+    sender = threading.Thread(target=capture)
+    sender.start()
+    for name in ("publication", "aggregation", "ingest"):  # kill -9, one after the other
+        time.sleep(3.0)
+        pid = stack.pids()[name]
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        _wait_restarted(stack, name, pid)
+    sender.join(timeout=WAIT_S * 3)
+    assert not sender.is_alive()
+    assert failure == []
+    assert stats.actas == len(actas)
+    watcher.finish(len(stats.logged))
+    assert watcher.done.wait(WAIT_S)
+    assert watcher.error is None
+    assert watcher.latest is not None
+    assert watcher.latest.cut.acta_records >= len(stats.logged)
+    assert stats.retries > 0  # the kills were felt (and recovered from) by the capture
+    assert all(stack.restarts.get(name) for name in SERVICES)
+    # A full recount from another outlet agrees with every cut that was signed.
+    with _client(stack, "outlet-02", tmp_path / "recount") as client:
+        client.latest()
+        report = client.recount()
+    assert report.acta_records >= len(stats.logged)
+
+
+# --------------------------------------------------------------------------------------
+# the command
+
+
+def test_up_command_serves_then_drains_and_stops_every_child_on_sigterm(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    Bootstrap(casillas=50, seed=3).ensure(state)
+    # The fixed layout uses base+1..base+12 (see default_topology); a port that was free
+    # just now is a good guess for a quiet range, and a taken one fails the start loudly.
+    base = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "veritally.cli",
+            "up",
+            "--state",
+            str(state.root),
+            "--base-port",
+            str(base),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        edge = f"127.0.0.1:{base + 3}"
+        deadline = time.monotonic() + WAIT_S
+        code = grpc.StatusCode.UNAVAILABLE
+        tls = StackTls(state)
+        while time.monotonic() < deadline and proc.poll() is None:
+            with grpc.secure_channel(edge, tls.outlet.channel_credentials()) as channel:
+                code = _code(_latest(channel))
+            if code == grpc.StatusCode.OK:
+                break
+            time.sleep(0.2)
+        assert code == grpc.StatusCode.OK
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out.decode(errors="replace")
+    # Nothing it started is left listening: Envoy's listeners and the services' ports.
+    for port in (base + 3, base + 4, base + 10, base + 11, base + 12):
+        with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+            s.connect(("127.0.0.1", port))
+
+
+class StackTls:
+    """An outlet's TLS files in a state directory."""
+
+    def __init__(self, state: StateDir) -> None:
+        pki = state.pki
+        self.outlet = TlsFiles(
+            cert=pki / "media" / "outlet-01.pem",
+            key=pki / "media" / "outlet-01.key",
+            ca=pki / "ca" / "ca.pem",
+        )
