@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from veritally._grpc import ServiceServer
 from veritally.publication.keys import write_key_files
 from veritally.publication.service import PublicationConfig
 from veritally.publication.trustroot import build_body, write_trust_root
+from veritally_client._election import ElectionIndex, acta_id
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,
     aggregation_pb2,
@@ -28,6 +30,7 @@ from veritally_client._gen.veritally.v1 import (
     results_pb2,
 )
 from veritally_client._signing import Signer
+from veritally_client._tally import Tally
 from veritally_client._trustroot import sign_trust_root
 
 ORIGIN = "veritally.example/test-election"
@@ -57,13 +60,51 @@ def results_blob(leaves: list[bytes]) -> bytes:
 
 
 class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
-    """Serves an in-memory acta log and results computed from it."""
+    """Serves an in-memory acta log and results computed from it.
 
-    def __init__(self) -> None:
+    Without an election, records are minimal and results are a digest of the records
+    (publication treats results as opaque). With one, records are valid actas and the
+    results are the SDK's :class:`Tally` at each position, as the real aggregation's.
+    """
+
+    def __init__(self, election: ElectionIndex | None = None) -> None:
         """Empty log."""
         self.leaves: list[bytes] = []
         self.unavailable = False
         self.batch = 100  # records per stream message, as aggregation batches them
+        self.election = election
+        self.tally = Tally(election) if election else None
+        self._rng = random.Random(2026)
+        self._pending = (
+            [acta_id(c.id, k.id) for c in election.casillas for k in election.contests]
+            if election
+            else []
+        )
+
+    def _results_now(self) -> bytes:
+        if self.tally is None:
+            return results_blob(self.leaves)
+        return self.tally.results_bytes()
+
+    def add_valid(self, count: int) -> None:
+        """Append ``count`` valid actas of the election (needs an election)."""
+        assert self.election is not None
+        assert self.tally is not None
+        for _ in range(count):
+            aid = self._pending.pop(0)
+            casilla_id, contest_id = aid.rsplit("/", 1)
+            acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id)
+            for oid in self.election.option_ids(contest_id):
+                acta.option_votes.add(option_id=oid, votes=self._rng.randrange(0, 20))
+            acta.image_sha256 = hashlib.sha256(aid.encode()).digest()
+            record = acta_pb2.ActaRecord(
+                acta_id=aid, revision=1, acta=acta, counted=True, sequence=len(self.leaves)
+            )
+            record.received_time.FromDatetime(dt.datetime(2026, 6, 2, 20, tzinfo=dt.UTC))
+            self.tally.apply(record)
+            self.leaves.append(
+                acta_pb2.LogLeaf(acta_record=record).SerializeToString(deterministic=True)
+            )
 
     def add(self, count: int, *, prefix: str = "C") -> list[str]:
         """Append ``count`` new actas (revision 1); returns their ids."""
@@ -96,9 +137,8 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> aggregation_pb2.GetResultsBlobResponse:
         await self._check(context)
-        leaves = list(self.leaves)
         return aggregation_pb2.GetResultsBlobResponse(
-            acta_records=len(leaves), results=results_blob(leaves)
+            acta_records=len(self.leaves), results=self._results_now()
         )
 
     async def GetDefinition(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -107,7 +147,8 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> aggregation_pb2.GetDefinitionResponse:
         await self._check(context)
-        return aggregation_pb2.GetDefinitionResponse(definition=DEFINITION)
+        definition = self.election.definition_bytes if self.election else DEFINITION
+        return aggregation_pb2.GetDefinitionResponse(definition=definition)
 
     async def StreamAggregatedRecords(  # noqa: N802 - gRPC method names are fixed by the proto
         self,
@@ -140,9 +181,9 @@ class RunningFake:
         await self.server.stop(grace=0.1)
 
 
-async def start_fake_aggregation() -> RunningFake:
+async def start_fake_aggregation(election: ElectionIndex | None = None) -> RunningFake:
     """Start a fake aggregation on an ephemeral loopback port."""
-    fake = FakeAggregation()
+    fake = FakeAggregation(election)
     server = ServiceServer(name="veritally.v1.AggregationService")
     aggregation_pb2_grpc.add_AggregationServiceServicer_to_server(fake, server.grpc)
     port = await server.start("127.0.0.1:0")
