@@ -373,7 +373,7 @@ class IngestEngine:
         self._next_sequence = batch.next_sequence
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((batch, done))
-        if self._writer is None:
+        if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
         self._wake.set()
         await done
