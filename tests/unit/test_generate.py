@@ -154,3 +154,14 @@ def test_national_default_has_the_shape_of_a_mexican_federal_election(tmp_path: 
     broken = pres.exceeding + pres.all_illegible + pres.all_blank
     assert 0.01 <= broken / pres.actas <= 0.05
     assert 0.005 <= pres.missing / len(index.casillas) <= 0.03
+
+
+def test_generate_command_writes_an_election_that_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from veritally.cli import main
+
+    assert main(["generate", "--seed", "4", "--casillas", "350", "--out", str(tmp_path)]) == 0
+    assert "350 casillas" in capsys.readouterr().out
+    assert main(["check", str(tmp_path / "election.yaml"), "--actas"]) == 0
+    assert main(["generate", "--seed", "4", "--casillas", "0", "--out", str(tmp_path)]) == 2
