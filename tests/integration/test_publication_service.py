@@ -355,6 +355,11 @@ async def test_restart_reserves_the_same_cuts_and_continues(tmp_path: Path) -> N
     fake.fake.unavailable = True  # restart at the same size: nothing can be cut
     service = await start_publication(config)
     try:
+        for _ in range(500):  # bounded: the scheduler's attempt at start (which fails)
+            if service.follower.attempts:
+                break
+            await asyncio.sleep(0.01)
+        assert service.engine.latest_number == 2
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
             stub = PublicationServiceStub(channel)
             latest = (await stub.GetLatestCut(publication_pb2.GetLatestCutRequest())).cut
@@ -445,6 +450,7 @@ async def test_bundle_catches_up_with_cuts_committed_before_it_was_written(
         await service.follower.cut_once()
     finally:
         await service.stop(grace=0.1)
+    fake.fake.unavailable = True  # no new cut: only the repair writes files
     service = await start_publication(dataclasses.replace(config, bundle_dir=tmp_path / "b"))
     try:
         bundle = tmp_path / "b"

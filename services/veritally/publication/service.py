@@ -329,6 +329,8 @@ class AggregationFollower:
         self.channel = channel
         # One cut at a time: the scheduler and any operator-triggered cut never interleave.
         self._lock = asyncio.Lock()
+        #: Scheduled cut attempts finished so far (made or skipped), for monitoring.
+        self.attempts = 0
 
     async def ensure_definition(self) -> None:
         """Fetch and store the election definition once.
@@ -404,6 +406,7 @@ class AggregationFollower:
                 # Keep the heartbeat alive whatever went wrong; the error is logged, and
                 # nothing was served because nothing was committed.
                 log.exception("no cut this interval")
+            self.attempts += 1
             next_at += self.interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             next_at = max(next_at, loop.time() - self.interval)  # no burst after a stall
