@@ -16,6 +16,7 @@ rich (the ``[cli]`` extra) draws the live table of ``watch`` and the progress ba
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -254,9 +255,11 @@ def _table(cut: VerifiedCut) -> Table:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    seen = 0
     with _client(args) as client:
-        cuts = client.watch()
+        # Show the newest verified cut at once, then each new one.
+        current = client.latest()
+        cuts = itertools.chain([current], client.watch())
+        seen = 0
         if args.plain or not sys.stdout.isatty():
             for cut in cuts:
                 doc = to_json(cut)

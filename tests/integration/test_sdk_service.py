@@ -1,0 +1,185 @@
+"""The SDK against the REAL publication service on a real socket (plaintext and mTLS).
+
+The sync client runs in a worker thread (asyncio.to_thread) because the grpc.aio servers
+share the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import threading
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from tests.sdk_fakes.stack import SdkStack, sdk_stack
+from veritally_client import (
+    Client,
+    ClientConfig,
+    TransportError,
+    VerifiedCut,
+    load_trust_root,
+    verify_bundle,
+)
+from veritally_client._cli import EXIT_NOTHING_NEW, EXIT_OK, EXIT_TRANSPORT, main
+
+
+async def test_latest_verifies_real_cuts_and_advances(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path) as stack:
+        with stack.client() as client:
+            first = await asyncio.to_thread(client.latest)
+            await stack.cut(5)
+            second = await asyncio.to_thread(client.latest)
+            assert second.cut_number > first.cut_number
+            assert second.acta_records == first.acta_records + 5
+            state = client.trusted_state
+            assert state is not None
+            assert (state.cut_number, state.root_hash) == (second.cut_number, second.root_hash)
+            past = await asyncio.to_thread(client.cut, first.cut_number)
+            assert past.root_hash == first.root_hash
+
+
+async def test_latest_over_mutual_tls(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path, tls=True) as stack:
+        with stack.client() as client:
+            cut = await asyncio.to_thread(client.latest)
+            assert cut.national().contests[0].contest_id == "PRES"
+
+
+async def test_plaintext_client_cannot_talk_to_a_tls_server(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path, tls=True) as stack:
+        config = ClientConfig(rpc_timeout=2.0)
+        with Client(
+            endpoint=stack.endpoint,
+            trust_root=load_trust_root(stack.trust_root_file),
+            state_dir=stack.state_dir,
+            unsafe_plaintext=True,
+            config=config,
+        ) as client:
+            with pytest.raises(TransportError):
+                await asyncio.to_thread(client.latest)
+            assert client.trusted_state is None
+
+
+async def test_unknown_cut_is_a_transport_error(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path) as stack:
+        with stack.client() as client:
+            await asyncio.to_thread(client.latest)
+            with pytest.raises(TransportError):
+                await asyncio.to_thread(client.cut, 999)
+
+
+async def test_proves_real_acta_and_correction(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path) as stack:
+        aid = stack.aggregation.add(2)[0]
+        stack.aggregation.correct_acta(aid)
+        await stack.cut()
+        with stack.client() as client:
+            proven = await asyncio.to_thread(client.prove_acta, aid)
+            first = await asyncio.to_thread(lambda: client.prove_acta(aid, revision=1))
+        assert (proven.record.revision, first.record.revision) == (2, 1)
+        assert proven.record.acta_id == aid
+
+
+async def test_recount_of_the_real_log_matches_every_signed_cut(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path) as stack:
+        for n in (3, 0, 4):  # a heartbeat cut in the middle
+            await stack.cut(n)
+        config = ClientConfig(max_leaves_per_page=4)  # several pages
+        with stack.client(config) as client:
+            latest = await asyncio.to_thread(client.latest)
+            report = await asyncio.to_thread(client.recount)
+        assert report.tree_size == latest.tree_size
+        assert [c.cut_number for c in report.cuts] == list(range(1, latest.cut_number + 1))
+        assert report.unit("national") == latest.national()
+        assert report.unit("casilla", "01-01-0001-B1").contests
+
+
+async def test_watch_follows_the_real_stream(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path) as stack:
+        seen: list[VerifiedCut] = []
+        two = threading.Event()
+
+        def follow() -> None:
+            with stack.client(ClientConfig(watch_backoff_initial=0.05)) as client:
+                for cut in client.watch():
+                    seen.append(cut)
+                    if len(seen) == 3:
+                        two.set()
+                        return
+
+        worker = asyncio.create_task(asyncio.to_thread(follow))
+        for _ in range(100):  # bounded: at most 100 cuts, 10 s
+            if two.is_set():
+                break
+            await stack.cut(1)
+            await asyncio.sleep(0.1)
+        await asyncio.wait_for(worker, 10)
+        numbers = [c.cut_number for c in seen]
+        assert numbers == sorted(set(numbers))
+        assert len(numbers) == 3
+
+
+async def test_real_bundle_verifies_offline(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path) as stack:
+        await stack.cut(4)
+        await stack.cut(2)
+        newest = stack.service.engine.latest_number
+    root = load_trust_root(stack.trust_root_file)
+    report = await asyncio.to_thread(verify_bundle, stack.bundle_dir, trust_root=root)
+    assert report.latest.cut_number == newest
+    assert len(report.recount.cuts) == newest
+
+
+def _cli(stack: SdkStack, *args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    base = [
+        "--endpoint",
+        stack.endpoint,
+        "--unsafe-plaintext",
+        "--trust-root",
+        str(stack.trust_root_file),
+        "--state-dir",
+        str(stack.state_dir),
+    ]
+    with redirect_stdout(out):
+        code = main([*base, *args])
+    return code, out.getvalue()
+
+
+async def test_cli_against_the_real_service(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path) as stack:
+        code, out = await asyncio.to_thread(_cli, stack, "latest")
+        assert code == EXIT_OK
+        assert "PRES" in out
+        code, _ = await asyncio.to_thread(_cli, stack, "latest", "--if-newer")
+        assert code == EXIT_NOTHING_NEW
+        await stack.cut(2)
+        code, _ = await asyncio.to_thread(_cli, stack, "latest", "--if-newer")
+        assert code == EXIT_OK
+        code, out = await asyncio.to_thread(_cli, stack, "export", "--format", "csv")
+        assert code == EXIT_OK
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert {r["level"] for r in rows} == {"national", "state", "district"}
+        code, out = await asyncio.to_thread(
+            _cli, stack, "export", "--format", "json", "--all-levels"
+        )
+        assert code == EXIT_OK
+        levels = {u["level"] for u in json.loads(out)["units"]}
+        assert levels == {"national", "state", "district", "section", "casilla"}
+        aid = "01-01-0001-B1/PRES"  # the first acta the test election captures
+        code, out = await asyncio.to_thread(_cli, stack, "proof", aid)
+        assert code == EXIT_OK
+        assert json.loads(out)["acta_id"] == aid
+        code, out = await asyncio.to_thread(_cli, stack, "audit", "--quiet")
+        assert code == EXIT_OK
+        assert json.loads(out)["cuts_checked"] == stack.service.engine.latest_number
+        code, out = await asyncio.to_thread(_cli, stack, "watch", "--plain", "--max-cuts", "1")
+        assert code == EXIT_OK
+        assert json.loads(out.splitlines()[0])["cut"]["cut_number"] >= 1
+    code, _ = await asyncio.to_thread(_cli, stack, "latest")
+    assert code == EXIT_TRANSPORT
