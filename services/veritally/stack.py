@@ -255,7 +255,8 @@ class Stack:
             argv += ["--ingest-tls-cert", str(own.cert), "--ingest-tls-key", str(own.key)]
             argv += ["--ingest-tls-ca", str(own.ca)]
         else:
-            argv += ["--key-file", str(state.publisher_key)]
+            for key in self.publisher_keys():
+                argv += ["--key-file", str(key)]
             argv += ["--trust-root-dir", str(state.trust_root), "--aggregation", mesh]
             argv += ["--aggregation-tls-cert", str(own.cert)]
             argv += ["--aggregation-tls-key", str(own.key), "--aggregation-tls-ca", str(own.ca)]
@@ -269,6 +270,36 @@ class Stack:
             # interceptor exempts it); the supervisor checks as Envoy would.
             health_tls=self.tls("envoy"),
         )
+
+    def publisher_keys(self) -> list[Path]:
+        """The key files in ``STATE/keys`` that the newest trust root lists: after a
+        rotation (new key generated, ``veritally trust-root rotate``), restarting
+        publication signs with exactly the keys media are told to expect.
+
+        Falls back to ``publisher.key`` when none is listed (publication then refuses to
+        start, naming the key).
+        """
+        import datetime as dt
+
+        from veritally.publication.errors import KeyFileError, TrustRootFileError
+        from veritally.publication.keys import load_signer
+        from veritally.publication.trustroot import load_trust_root_chain
+
+        try:
+            _, root = load_trust_root_chain(self.state.trust_root, now=dt.datetime.now(dt.UTC))
+        except TrustRootFileError:
+            return [self.state.publisher_key]
+        listed = {v.key_string() for v in root.verifiers}
+        chosen = []
+        for path in sorted(self.state.keys.glob("*.key")):
+            try:
+                signer = load_signer(path)
+            except KeyFileError as e:  # an encrypted or broken key: not ours to use
+                log.warning("skipping %s: %s", path, e)
+                continue
+            if signer.verifier().key_string() in listed:
+                chosen.append(path)
+        return chosen or [self.state.publisher_key]
 
     def _start_service(self, name: str) -> None:
         process = self._service_process(name)

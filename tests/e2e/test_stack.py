@@ -11,6 +11,8 @@ come back without a client ever seeing an unverifiable cut.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import os
 import signal
 import socket
@@ -38,6 +40,8 @@ from veritally_client import (
     ClientConfig,
     TlsCredentials,
     TransportError,
+    TrustedRoot,
+    VerifiedCut,
     load_trust_root,
 )
 from veritally_client._gen.veritally.v1 import (
@@ -147,10 +151,9 @@ def test_capture_centre_submission_reaches_a_verified_cut(stack: Stack, tmp_path
         deadline = time.monotonic() + WAIT_S
         records = 0
         while records < len(actas) and time.monotonic() < deadline:
-            try:
+            # TransportError: no cut made yet (publication cuts every interval).
+            with contextlib.suppress(TransportError):
                 records = client.latest().acta_records
-            except TransportError:  # no cut made yet: publication cuts every interval
-                pass
             time.sleep(0.2)
         assert records >= len(actas)
         acta_id = confirmed.outcomes[0].acta_id
@@ -240,6 +243,63 @@ def test_flooding_outlet_is_throttled_while_another_outlet_is_served(stack: Stac
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert polite_codes == [grpc.StatusCode.OK] * len(polite_codes)
+
+
+# --------------------------------------------------------------------------------------
+# operations
+
+
+def _veritally(*args: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "veritally.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_key_rotation_keeps_clients_pinned_to_the_first_trust_root_verifying(
+    stack: Stack, tmp_path: Path
+) -> None:
+    state = stack.state
+    old_key = state.publisher_key
+    new_key = state.keys / "publisher-2.key"
+    origin = Bootstrap.origin(state)
+    with _client(stack, "outlet-01", tmp_path / "pinned-v1") as client:
+        before = _first_cut(client)
+        # The documented procedure (docs/operations.md): a new key, trust root v2 listing
+        # old and new keys signed by both, then restart publication.
+        _veritally("keys", "generate", "--name", origin, "--out", str(new_key))
+        expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
+        _veritally(
+            "trust-root", "rotate", "--dir", str(state.trust_root), "--old-key", str(old_key),
+            "--key", str(old_key), "--key", str(new_key), "--expires", expires,
+        )  # fmt: skip
+        assert set(stack.publisher_keys()) == {old_key, new_key}
+        stack.restart("publication")
+        after = _first_cut(client, newer_than=before.cut_number)
+    # Every new checkpoint carries both signatures (signed-note lines start with "— ").
+    assert after.note.split(b"\n\n", 1)[1].count("\u2014 ".encode()) == 2
+    chain = sorted(state.trust_root.glob("trust-root-v*.binpb"))
+    v2 = TrustedRoot.from_chain([p.read_bytes() for p in chain], now=dt.datetime.now(dt.UTC))
+    assert v2.version == 2
+    assert len(v2.verifiers) == 2
+
+
+def _first_cut(client: Client, *, newer_than: int = 0) -> VerifiedCut:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            cut = client.latest()
+        except TransportError:  # publication restarting, or no cut yet
+            time.sleep(0.2)
+            continue
+        if cut.cut_number > newer_than:
+            return cut
+        time.sleep(0.2)
+    raise AssertionError(f"no cut after {newer_than} within {WAIT_S} s")
 
 
 # --------------------------------------------------------------------------------------
