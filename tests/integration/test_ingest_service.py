@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 
 from tests.write_path_support import make_acta, small_election
 from veritally._grpc import aio_channel
-from veritally.ingest.service import IngestService, start_ingest
+from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE, IngestService, start_ingest
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 ELECTION = small_election()
@@ -380,3 +380,36 @@ async def test_stream_records_resumes_from_a_position_and_follows_new_commits(
     # Without follow the stream ends at the current end of the log.
     pages = [p async for p in stub.StreamRecords(ingest_pb2.StreamRecordsRequest(from_sequence=7))]
     assert [(p.first_sequence, len(p.leaves)) for p in pages] == [(7, 1)]
+
+
+async def test_rejects_a_message_with_too_many_actas_without_logging_it(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    acta = make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3])
+    request = ingest_pb2.SubmitActasRequest(actas=[acta] * (MAX_ACTAS_PER_MESSAGE + 1))
+    error = await _error(stub.SubmitActas(iter([request])))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert service.engine.log_size == 0
+
+
+async def test_cross_check_queue_pages_by_acta_id(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    _, stub = double
+    casillas = sorted(c.id for c in ELECTION.casillas)[:5]
+    for cid in casillas:
+        await _submit(stub, make_acta(ELECTION, cid, "SEN", [1, 2], operator="ana"))
+        await _submit(stub, make_acta(ELECTION, cid, "SEN", [2, 1], operator="ben"))
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListCrossChecks(
+            ingest_pb2.ListCrossChecksRequest(page_size=2, page_token=token)
+        )
+        assert len(page.cross_checks) <= 2
+        seen += [c.acta_id for c in page.cross_checks]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [f"{cid}/SEN" for cid in casillas]
