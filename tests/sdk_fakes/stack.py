@@ -89,6 +89,7 @@ class SdkStack:
     bundle_dir: Path
     state_dir: Path
     credentials: TlsCredentials | None
+    tls_files: tuple[Path, Path, Path] | None  # the outlet's (ca, cert, key) PEM files
 
     def client(self, config: ClientConfig | None = None) -> Client:
         """A verifying client of this stack (mTLS when the stack has TLS)."""
@@ -127,6 +128,7 @@ async def sdk_stack(tmp: Path, *, tls: bool = False, actas: int = 6) -> AsyncIte
     publisher = make_publisher(tmp, name=ORIGIN, origin=ORIGIN)
     config = publication_config(tmp, publisher, f"127.0.0.1:{agg_port}")
     credentials = None
+    tls_files = None
     if tls:
         pki = init_pki(tmp / "pki", trust_domain="veritally.example", media=1, capture_centres=0)
         svc = pki.identity("publication")
@@ -137,6 +139,7 @@ async def sdk_stack(tmp: Path, *, tls: bool = False, actas: int = 6) -> AsyncIte
         credentials = TlsCredentials.from_files(
             ca=pki.ca_cert, cert=outlet.cert, key=outlet.key, server_name="localhost"
         )
+        tls_files = (pki.ca_cert, outlet.cert, outlet.key)
     service = await start_publication(config)
     try:
         await service.follower.cut_once()
@@ -149,6 +152,7 @@ async def sdk_stack(tmp: Path, *, tls: bool = False, actas: int = 6) -> AsyncIte
             bundle_dir=tmp / "bundle",
             state_dir=tmp / "client-state",
             credentials=credentials,
+            tls_files=tls_files,
         )
     finally:
         await service.stop(grace=0.1)
