@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.pub_support import ORIGIN, acta_leaf, results_blob
 from veritally.publication.cutter import Cutter, format_cut_time
@@ -243,3 +246,24 @@ def test_store_proofs_match_memory_tree_across_many_cuts(tmp_path: Path) -> None
     assert store.leaves(index, 1)[0] == log.leaves[3]
     assert store.acta_leaf_index("C00003/P", 2, size) is None
     assert store.acta_leaf_index("nope/P", 0, size) is None
+
+
+@settings(max_examples=15, deadline=None)  # each example fsyncs a few commits
+@given(batches=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=8))
+def test_stored_tree_matches_memory_tree_for_any_batches(batches: list[int]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = PublicationStore(Path(tmp) / "p.db")
+        ref = MemoryTree()
+        for batch in batches:
+            leaves = [b"leaf %d" % (ref.size + i) for i in range(batch)]
+            with store.transaction():
+                store.append_leaves(leaves, [leaf_hash(x) for x in leaves])
+            for x in leaves:
+                ref.append(x)
+            assert store.root() == ref.root()
+        size = ref.size
+        for index in {0, size // 2, size - 1}:
+            assert store.inclusion_proof(index, size) == ref.inclusion_proof(index, size)
+        for size1 in {0, 1, size // 3, size}:
+            assert store.consistency_proof(size1, size) == ref.consistency_proof(size1, size)
+        store.close()
