@@ -20,6 +20,7 @@ from tests.sdk_fakes.stack import SdkStack, sdk_stack
 from veritally_client import (
     Client,
     ClientConfig,
+    StaleCheckpointError,
     TransportError,
     VerifiedCut,
     load_trust_root,
@@ -183,3 +184,20 @@ async def test_cli_against_the_real_service(tmp_path: Path) -> None:
         assert json.loads(out.splitlines()[0])["cut"]["cut_number"] >= 1
     code, _ = await asyncio.to_thread(_cli, stack, "latest")
     assert code == EXIT_TRANSPORT
+
+
+async def test_watch_reports_a_frozen_publisher_as_stale(tmp_path: Path) -> None:
+    async with sdk_stack(tmp_path) as stack:
+        # No cut is made after the first: the stream goes silent, the client drops it
+        # after max_checkpoint_age and finds the newest cut too old.
+        config = ClientConfig(max_checkpoint_age=1.0, watch_backoff_initial=0.05)
+
+        def follow() -> list[int]:
+            seen: list[int] = []
+            with stack.client(config) as client:
+                for cut in client.watch():
+                    seen.append(cut.cut_number)
+            return seen
+
+        with pytest.raises(StaleCheckpointError):
+            await asyncio.wait_for(asyncio.to_thread(follow), 10)

@@ -9,6 +9,7 @@ writes the static bundle. Optionally it listens with mutual TLS from a real PKI.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -142,7 +143,14 @@ async def sdk_stack(tmp: Path, *, tls: bool = False, actas: int = 6) -> AsyncIte
         tls_files = (pki.ca_cert, outlet.cert, outlet.key)
     service = await start_publication(config)
     try:
-        await service.follower.cut_once()
+        # The service makes its first cut on start, then one per (long) interval: wait
+        # for it so that every later cut is the test's own.
+        for _ in range(500):  # bounded: 5 s at 10 ms
+            if service.engine.latest_number >= 1:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the publication service made no first cut")
         yield SdkStack(
             aggregation=agg,
             service=service,

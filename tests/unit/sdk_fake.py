@@ -148,6 +148,7 @@ class FakePublisher:
         Callable[[bytes, log_pb2.InclusionProof], tuple[bytes, log_pb2.InclusionProof]] | None
     ) = None
     closed: bool = False
+    idle_timeouts: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.election)
@@ -263,7 +264,10 @@ class FakePublisher:
             raise TransportError(f"NOT_FOUND: no cut {cut_number}")
         return self.cuts[cut_number - 1]
 
-    def watch_cuts(self, after_cut_number: int) -> Iterator[log_pb2.SignedCut]:
+    def watch_cuts(
+        self, after_cut_number: int, *, idle_timeout: float
+    ) -> Iterator[log_pb2.SignedCut]:
+        self.idle_timeouts.append(idle_timeout)
         if self.stream_failures > 0:
             self.stream_failures -= 1
             raise TransportError("UNAVAILABLE: stream broken")

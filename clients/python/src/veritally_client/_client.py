@@ -301,7 +301,9 @@ class Client:
         On each (re)connection the newest cut is verified first (consistency from the last
         verified tree covers every cut missed while disconnected), then the server stream
         is followed from it; every streamed cut is verified against the previous one.
-        A broken stream is reconnected with exponential backoff.
+        A broken stream, or one silent for ``config.max_checkpoint_age`` seconds, is
+        reconnected with exponential backoff; a frozen publisher then shows as
+        :class:`StaleCheckpointError` from the reconnection's check of the newest cut.
 
         Yields:
             Each newer verified cut, once.
@@ -323,7 +325,13 @@ class Client:
                     failures, backoff = 0, self._config.watch_backoff_initial
                     last_number = newest.cut_number
                     yield newest
-                for signed in self._transport.watch_cuts(last_number):
+                # A publisher cuts at least every interval; a stream silent for longer
+                # than a cut may be old is dropped, and the reconnection's latest()
+                # then fails as stale if the publisher is frozen.
+                stream = self._transport.watch_cuts(
+                    last_number, idle_timeout=self._config.max_checkpoint_age
+                )
+                for signed in stream:
                     cut = self._advance(signed)
                     if cut.cut_number > last_number:
                         failures, backoff = 0, self._config.watch_backoff_initial

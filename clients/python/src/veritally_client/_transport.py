@@ -11,6 +11,7 @@ so that callers tell a network failure from a verification failure by type.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,12 @@ class Transport(Protocol):
         """A signed cut by number."""
         ...
 
-    def watch_cuts(self, after_cut_number: int) -> Iterator[SignedCutPb]:
-        """Every cut after ``after_cut_number``, then new ones as they are made."""
+    def watch_cuts(self, after_cut_number: int, *, idle_timeout: float) -> Iterator[SignedCutPb]:
+        """Every cut after ``after_cut_number``, then new ones as they are made.
+
+        The stream must end with a TransportError when no cut arrives for
+        ``idle_timeout`` seconds (a frozen publisher or a silently dead connection).
+        """
         ...
 
     def get_consistency_proof(self, from_size: int, to_size: int) -> list[bytes]:
@@ -204,22 +209,43 @@ class GrpcTransport:
             raise _wrap(e, "GetCut") from e
         return resp.cut
 
-    def watch_cuts(self, after_cut_number: int) -> Iterator[SignedCutPb]:
-        """See :class:`Transport`. The stream has no deadline; closing the iterator
-        cancels the call.
+    def watch_cuts(self, after_cut_number: int, *, idle_timeout: float) -> Iterator[SignedCutPb]:
+        """See :class:`Transport`. The stream has no overall deadline; a timer cancels it
+        after ``idle_timeout`` seconds without a message, and closing the iterator
+        cancels it too.
 
         Raises:
-            TransportError: on any gRPC error, including the stream ending.
+            TransportError: on any gRPC error, on idleness, and when the stream ends.
         """
         call = self._stub.WatchCuts(
             publication_pb2.WatchCutsRequest(after_cut_number=after_cut_number)
         )
+        idle = threading.Event()
+
+        def expire() -> None:
+            idle.set()
+            call.cancel()
+
+        def arm() -> threading.Timer:
+            timer = threading.Timer(idle_timeout, expire)
+            timer.daemon = True
+            timer.start()
+            return timer
+
+        timer = arm()
         try:
             for resp in call:
+                timer.cancel()
                 yield resp.cut
+                timer = arm()
         except grpc.RpcError as e:
+            if idle.is_set():
+                raise TransportError(
+                    f"WatchCuts: no cut for {idle_timeout:.0f} s; reconnecting"
+                ) from e
             raise _wrap(e, "WatchCuts") from e
         finally:
+            timer.cancel()
             call.cancel()
         raise TransportError("WatchCuts: the server ended the stream")
 
