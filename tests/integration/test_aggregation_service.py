@@ -10,11 +10,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.write_path_support import all_actas, make_acta, small_election
 from veritally._grpc import aio_channel
 from veritally.aggregation.service import AggregationService, start_aggregation
 from veritally.ingest.service import IngestService, start_ingest
+from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import (
     aggregation_pb2,
     aggregation_pb2_grpc,
@@ -197,3 +199,42 @@ async def test_reconnects_when_ingest_comes_back(tmp_path: Path) -> None:
             await ingest.stop()
     finally:
         await agg.stop()
+
+
+async def test_stops_following_and_reports_not_serving_on_a_record_it_cannot_count(
+    tmp_path: Path,
+) -> None:
+    # Ingest knows casillas that this aggregation's (misconfigured) definition lacks.
+    ingest = await start_ingest(
+        election=small_election(casillas_per_section=2),
+        db_path=tmp_path / "ingest.db",
+        address="127.0.0.1:0",
+        double_capture=False,
+    )
+    narrow = small_election(casillas_per_section=1)
+    agg = await start_aggregation(
+        election=narrow,
+        db_path=tmp_path / "agg.db",
+        address="127.0.0.1:0",
+        ingest_target=f"127.0.0.1:{ingest.port}",
+    )
+    try:
+        unknown = next(c.id for c in ELECTION.casillas if not narrow.has_casilla(c.id))
+        await _submit_all(
+            ingest.port,
+            [ingest_pb2.SubmitActasRequest(actas=[make_acta(ELECTION, unknown, "SEN", [1, 1])])],
+        )
+        with pytest.raises(MalformedDataError):
+            await asyncio.wait_for(asyncio.shield(agg.follower), timeout=CATCH_UP_S)
+        async with aio_channel(f"127.0.0.1:{agg.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for _ in range(100):  # the status is reported by a task right after
+                status = await health.Check(health_pb2.HealthCheckRequest(service=""))
+                if status.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                await asyncio.sleep(0.01)
+            assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert agg.engine.position == 0
+    finally:
+        await agg.stop()
+        await ingest.stop()

@@ -17,7 +17,6 @@ the results it returns are always taken together.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -150,8 +149,10 @@ class AggregationEngine:
             except grpc.aio.AioRpcError as e:
                 log.warning("ingest stream at %s: %s; retrying in %.1f s", target, e.code(), delay)
             except MalformedDataError:
-                # Ingest logged a record the tally refuses: counting on would publish
-                # wrong totals. Stop here, loudly; the stored prefix stays consistent.
+                # The tally refuses a record ingest logged: the definition does not match
+                # ingest's. Counting on would publish wrong totals: stop, loudly. The
+                # stored leaves are still a faithful copy of ingest's log, so a restart
+                # with the right definition rebuilds from them.
                 log.critical("ingest sent an invalid record at %d; not following", self.position)
                 raise
             except CursorMismatchError as e:
@@ -274,8 +275,8 @@ class AggregationService:
         """Stop following, end streams, drain and stop the server, close the store."""
         await self.engine.end_streams()
         self.follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.follower
+        # A follower that already failed was reported when it failed (log, health).
+        await asyncio.gather(self.follower, return_exceptions=True)
         await self.server.stop(drain_seconds=drain_seconds, grace=grace)
         self.engine.close()
 
@@ -306,6 +307,17 @@ async def start_aggregation(
         engine.follow(ingest_target, tls=ingest_tls, server_name=ingest_server_name),
         name="follow-ingest",
     )
+    background: set[asyncio.Task[None]] = set()
+
+    def follower_done(task: asyncio.Task[None]) -> None:
+        # The follower only ends on its own for a record the tally refuses: stop
+        # advertising totals that can no longer follow the log.
+        if not task.cancelled() and task.exception() is not None:
+            report = asyncio.create_task(server.set_serving(False))
+            background.add(report)
+            report.add_done_callback(background.discard)
+
+    follower.add_done_callback(follower_done)
     log.info(
         "aggregation serving on port %d at position %d, following %s",
         port,
