@@ -103,6 +103,7 @@ async def test_rejects_different_figures_for_a_logged_acta_and_keeps_them_for_au
         )
     )
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert _bad_request_field(error) == "option_votes[2].votes"
     assert service.engine.log_size == 1
     assert service.engine.store.count("conflicts") == 1
 

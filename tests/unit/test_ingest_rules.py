@@ -193,3 +193,17 @@ def test_content_digest_ignores_provenance_only() -> None:
     c = make_acta(ELECTION, ORDINARY, "PRES", [1, 2, 4], operator="op-1")
     assert rules.content_digest(a) == rules.content_digest(b)
     assert rules.content_digest(a) != rules.content_digest(c)
+
+
+def test_first_difference_names_the_field_that_changed() -> None:
+    a = make_acta(ELECTION, ORDINARY, "PRES", [1, 2, 3])
+    assert rules.first_difference(a, make_acta(ELECTION, ORDINARY, "PRES", [1, 2, 3])) == ""
+    assert (
+        rules.first_difference(a, make_acta(ELECTION, ORDINARY, "PRES", [1, 9, 3]))
+        == "option_votes[1].votes"
+    )
+    other = make_acta(ELECTION, ORDINARY, "PRES", [1, 2, 3], null=1)
+    assert rules.first_difference(a, other) == "null_votes"
+    other = make_acta(ELECTION, ORDINARY, "PRES", [1, 2, 3])
+    other.image_sha256 = bytes(32)
+    assert rules.first_difference(a, other) == "image_sha256"

@@ -258,13 +258,36 @@ class IngestEngine:
             writes.clear_captures.append(verdict.acta_id)
         return logged
 
-    def _older_revision(self, acta_id: str, digest: bytes) -> Logged | None:
-        """A committed older revision of ``acta_id`` whose content digest is ``digest``."""
-        for revision, sequence, leaf_bytes in self._store.leaves_of(acta_id):
+    def _revisions(self, batch: _Batch, acta_id: str) -> list[tuple[int, int, bytes]]:
+        """``(revision, sequence, leaf)`` of every revision of ``acta_id``: committed, in
+        a group still being committed, or earlier in this batch (a rare path: only for
+        submissions that differ from the latest revision)."""
+        found = {rev: (rev, seq, leaf) for rev, seq, leaf in self._store.leaves_of(acta_id)}
+        for writes in [b.writes for b, _ in self._queue] + [batch.writes]:
+            for seq, aid, rev, leaf_bytes in writes.log:
+                if aid == acta_id:
+                    found[rev] = (rev, seq, leaf_bytes)
+        return [found[rev] for rev in sorted(found)]
+
+    def _conflict(
+        self, batch: _Batch, acta_id: str, acta: ActaPb, digest: bytes, latest: Logged
+    ) -> Logged | rules.Rejection:
+        """A submission that differs from the latest revision: a DUPLICATE of an older
+        revision with the same content, or the rejection naming the first field that
+        differs from the latest revision."""
+        field_path = ""
+        for revision, sequence, leaf_bytes in self._revisions(batch, acta_id):
             record = LogLeafPb.FromString(leaf_bytes).acta_record
             if rules.content_digest(record.acta) == digest:
                 return Logged(revision, sequence, digest, record.counted, record.not_counted_reason)
-        return None
+            if revision == latest.revision:
+                field_path = rules.first_difference(record.acta, acta)
+        return rules.Rejection(
+            grpc.StatusCode.ALREADY_EXISTS,
+            field_path,
+            f"acta {acta_id} is logged at revision {latest.revision} with other content "
+            f"({field_path or 'figures'} differs); a change needs a correction",
+        )
 
     def _decide(self, batch: _Batch, acta: ActaPb, submitter: str) -> ActaOutcomePb:
         verdict = rules.validate(acta, self.catalogue)
@@ -279,27 +302,13 @@ class IngestEngine:
         if logged is not None:
             if logged.digest == digest:
                 return _logged_outcome(acta_id, _DUPLICATE, logged)
-            older = self._older_revision(acta_id, digest)
-            if older is not None:
-                return _logged_outcome(acta_id, _DUPLICATE, older)
+            conflict = self._conflict(batch, acta_id, acta, digest, logged)
+            if isinstance(conflict, Logged):
+                return _logged_outcome(acta_id, _DUPLICATE, conflict)
             batch.writes.conflicts.append(
-                (
-                    acta_id,
-                    acta_bytes,
-                    submitter,
-                    batch.received_text,
-                    f"differs from logged revision {logged.revision}",
-                )
+                (acta_id, acta_bytes, submitter, batch.received_text, conflict.message)
             )
-            return _rejected(
-                acta_id,
-                rules.Rejection(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    "",
-                    f"acta {acta_id} is logged at revision {logged.revision} with different "
-                    "figures; a change needs a correction",
-                ),
-            )
+            return _rejected(acta_id, conflict)
         # (3) single capture
         if not self.double_capture:
             logged = self._append(batch, acta_bytes, verdict, digest, 1)

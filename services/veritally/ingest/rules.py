@@ -119,6 +119,28 @@ def content_digest(acta: ActaPb) -> bytes:
     return hashlib.sha256(content.SerializeToString(deterministic=True)).digest()
 
 
+def first_difference(logged: ActaPb, submitted: ActaPb) -> str:
+    """Path of the first field whose content differs between two actas of the same
+    casilla and contest (``""`` if only the provenance differs)."""
+    a, b = logged.option_votes, submitted.option_votes
+    for i in range(max(len(a), len(b))):
+        if i >= len(a) or i >= len(b):
+            return "option_votes"
+        for name in ("option_id", "votes", "mark"):
+            if getattr(a[i], name) != getattr(b[i], name):
+                return f"option_votes[{i}].{name}"
+    for name in (
+        "unregistered_votes",
+        "unregistered_mark",
+        "null_votes",
+        "null_mark",
+        "image_sha256",
+    ):
+        if getattr(logged, name) != getattr(submitted, name):
+            return name
+    return ""
+
+
 def _mark_problem(prefix: str, votes: int, mark: int) -> Rejection | None:
     """A marked figure must carry a known mark and 0 votes; ``prefix`` names the figure
     (``option_votes[2].`` or ``null_``)."""
