@@ -4,7 +4,9 @@ Each service loads the election definition (``--election`` YAML, or ``--definiti
 holding a serialized ElectionDefinition), opens its own SQLite store (``--db``), listens on
 ``--listen`` (mutual TLS when ``--tls-cert/--tls-key/--tls-ca`` are given) and drains on
 SIGTERM or SIGINT: it reports NOT_SERVING, waits ``--drain-seconds`` for health checkers to
-stop routing to it, and lets calls in flight finish.
+stop routing to it, and lets calls in flight finish. With TLS, only the mesh may call
+(``veritally.mesh.peer.PeerIdentityInterceptor``): Envoy's identity in the trust domain of
+the service's own certificate, unless ``--allow-peer`` names others.
 
 Publication is run by the publication package's own command module, found here at run
 time (``veritally.publication.serve_cli`` or ``veritally.publication.service``, exposing
@@ -22,6 +24,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+from cryptography import x509
 
 from veritally._grpc import TlsFiles, run_until_signalled
 from veritally_client._election import ElectionIndex
@@ -111,6 +117,51 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="seconds calls in flight may take to finish when stopping",
     )
     add_tls_arguments(parser)
+    parser.add_argument(
+        "--allow-peer",
+        action="append",
+        metavar="SPIFFE_ID",
+        help="caller identity accepted (repeatable); with TLS the default is the mesh's "
+        "Envoy, spiffe://<trust domain of --tls-cert>/service/envoy",
+    )
+
+
+def envoy_identity(cert: Path) -> str:
+    """Envoy's SPIFFE ID in the trust domain of the certificate at ``cert``.
+
+    Raises:
+        ValueError: if the certificate carries no spiffe:// URI SAN.
+    """
+    certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound as e:
+        raise ValueError(f"{cert} has no subject alternative name") from e
+    for uri in san.value.get_values_for_type(x509.UniformResourceIdentifier):
+        parts = urlsplit(uri)
+        if parts.scheme == "spiffe" and parts.netloc:
+            return f"spiffe://{parts.netloc}/service/envoy"
+    raise ValueError(f"{cert} has no spiffe:// URI SAN")
+
+
+def interceptors_from_args(
+    args: argparse.Namespace, tls: TlsFiles | None
+) -> list[grpc.aio.ServerInterceptor]:
+    """The mesh's peer check: with TLS, only the allowed identities (Envoy's by default)
+    may call; health checks stay open to any certificate of the CA. Plaintext (tests on
+    loopback) has no peer identity, so no check.
+
+    Raises:
+        SystemExit: if --allow-peer is given without TLS.
+    """
+    if tls is None:
+        if args.allow_peer:
+            raise SystemExit("--allow-peer needs --tls-cert/--tls-key/--tls-ca")
+        return []
+    from veritally.mesh.peer import PeerIdentityInterceptor
+
+    allowed = args.allow_peer or [envoy_identity(tls.cert)]
+    return [PeerIdentityInterceptor(allowed)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +202,7 @@ def _write_port(path: Path | None, port: int) -> None:
 async def _serve(args: argparse.Namespace) -> None:
     election = load_election_from_args(args)
     tls = tls_from_args(args)
+    interceptors = interceptors_from_args(args, tls)
     service: Any = None
 
     async def start() -> None:
@@ -164,6 +216,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 address=args.listen,
                 tls=tls,
                 double_capture=not args.single_capture,
+                interceptors=interceptors,
             )
         else:
             from veritally.aggregation.service import start_aggregation
@@ -176,6 +229,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 tls=tls,
                 ingest_tls=tls_from_args(args, prefix="ingest-tls"),
                 ingest_server_name=args.ingest_server_name,
+                interceptors=interceptors,
             )
         _write_port(args.port_file, service.port)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,6 +290,7 @@ async def start_aggregation(
     tls: TlsFiles | None = None,
     ingest_tls: TlsFiles | None = None,
     ingest_server_name: str | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> AggregationService:
     """Rebuild from the store, start serving on ``address`` and follow ``ingest_target``.
 
@@ -298,7 +299,7 @@ async def start_aggregation(
         veritally_client.MalformedDataError: if the store holds an invalid record.
     """
     engine = AggregationEngine(election=election, db_path=db_path)
-    server = ServiceServer(name=SERVICE_NAME)
+    server = ServiceServer(name=SERVICE_NAME, interceptors=interceptors)
     aggregation_pb2_grpc.add_AggregationServiceServicer_to_server(
         AggregationServicer(engine), server.grpc
     )

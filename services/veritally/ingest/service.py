@@ -8,7 +8,7 @@ only recorded for audit.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,7 @@ async def start_ingest(
     address: str,
     tls: TlsFiles | None = None,
     double_capture: bool = True,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> IngestService:
     """Open the store and start serving on ``address`` (port 0 for an ephemeral one).
 
@@ -211,7 +212,7 @@ async def start_ingest(
         sqlite3.Error: if the store cannot be opened.
     """
     engine = IngestEngine(election=election, db_path=db_path, double_capture=double_capture)
-    server = ServiceServer(name=SERVICE_NAME)
+    server = ServiceServer(name=SERVICE_NAME, interceptors=interceptors)
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(engine), server.grpc)
     port = await server.start(address, tls=tls)
     log.info(
