@@ -1,0 +1,183 @@
+"""Load generator: runs as its own process so the load does not share the measuring
+process's interpreter (the GIL) with anything else.
+
+``python -m bench.loadgen ingest --edge HOST:PORT --tls DIR/NAME ... --batches FILE``
+    submits pre-built ``SubmitActasRequest`` messages (length-prefixed in FILE) through
+    the edge, one message per ``SubmitActas`` call, ``--streams`` calls in flight per
+    identity, and prints one JSON object: for every answered message, the monotonic time
+    it was answered and how many of its actas were ACCEPTED.
+
+``python -m bench.loadgen reads --edge HOST:PORT --tls CERT,KEY,CA --trust-root FILE``
+    runs one SDK :class:`veritally_client.Client` fetching and verifying the latest cut
+    in a loop for ``--seconds`` and prints ``{"ok": n, "errors": {...}, "seconds": s,
+    "latencies_ms": [...]}`` (a sample of latencies).
+
+Both print their JSON on stdout as the last line; nothing else is printed there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import struct
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from veritally._grpc import TlsFiles, aio_channel
+from veritally_client import Client, ClientConfig, TlsCredentials, VeritallyError, load_trust_root
+from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
+
+# Deadline of one SubmitActas call (seconds): a 500-acta batch commits in well under a
+# second; the margin covers a loaded 2-core machine.
+SUBMIT_TIMEOUT_S = 60.0
+# Retryable failures of one batch are retried for at most this long (seconds).
+RETRY_BUDGET_S = 60.0
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+# Latencies kept per reads worker (a uniform sample is enough for a p99 of the run).
+LATENCY_SAMPLE = 20_000
+
+
+def write_batches(path: Path, batches: Sequence[ingest_pb2.SubmitActasRequest]) -> None:
+    """Write messages length-prefixed (4-byte big-endian) for :func:`read_batches`."""
+    with path.open("wb") as f:
+        for message in batches:
+            data = message.SerializeToString()
+            f.write(struct.pack(">I", len(data)))
+            f.write(data)
+
+
+def read_batches(path: Path) -> list[ingest_pb2.SubmitActasRequest]:
+    """Read what :func:`write_batches` wrote."""
+    data = path.read_bytes()
+    out, pos = [], 0
+    while pos < len(data):
+        (n,) = struct.unpack_from(">I", data, pos)
+        out.append(ingest_pb2.SubmitActasRequest.FromString(data[pos + 4 : pos + 4 + n]))
+        pos += 4 + n
+    return out
+
+
+def _tls(spec: str) -> TlsFiles:
+    cert, key, ca = spec.split(",")
+    return TlsFiles(cert=Path(cert), key=Path(key), ca=Path(ca))
+
+
+async def _ingest(
+    edge: str,
+    identities: list[TlsFiles],
+    batches: list[ingest_pb2.SubmitActasRequest],
+    streams: int,
+) -> dict[str, object]:
+    queue: asyncio.Queue[ingest_pb2.SubmitActasRequest] = asyncio.Queue()
+    for b in batches:
+        queue.put_nowait(b)
+    answered: list[tuple[float, int]] = []
+    retries = 0
+    started = time.monotonic()
+
+    async def worker(stub: ingest_pb2_grpc.IngestServiceStub) -> None:
+        nonlocal retries
+        while not queue.empty():
+            message = queue.get_nowait()
+            deadline = time.monotonic() + RETRY_BUDGET_S
+            while True:
+                try:
+                    response: ingest_pb2.SubmitActasResponse = await stub.SubmitActas(  # type: ignore[misc]  # aio stubs are typed as sync
+                        iter([message]), timeout=SUBMIT_TIMEOUT_S
+                    )
+                    break
+                except grpc.aio.AioRpcError as e:
+                    if e.code() not in RETRYABLE or time.monotonic() > deadline:
+                        raise
+                    retries += 1
+                    await asyncio.sleep(0.2)
+            accepted = sum(
+                1 for o in response.outcomes if o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
+            )
+            answered.append((time.monotonic(), accepted))
+
+    async def identity(tls: TlsFiles) -> None:
+        async with aio_channel(edge, tls=tls) as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            await asyncio.gather(*(worker(stub) for _ in range(streams)))
+
+    await asyncio.gather(*(identity(t) for t in identities))
+    return {"started": started, "answered": answered, "retries": retries}
+
+
+def _reads(
+    edge: str, tls: TlsFiles, trust_root: Path, seconds: float, max_age: float
+) -> dict[str, object]:
+    root = load_trust_root(trust_root)
+    creds = TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key)
+    ok = 0
+    errors: Counter[str] = Counter()
+    latencies: list[float] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="loadgen-") as state,
+        Client(
+            endpoint=edge,
+            trust_root=root,
+            state_dir=Path(state),
+            credentials=creds,
+            config=ClientConfig(max_checkpoint_age=max_age),
+        ) as client,
+    ):
+        client.latest()  # establish the trusted state (not timed)
+        started = time.monotonic()
+        end = started + seconds
+        while (now := time.monotonic()) < end:
+            try:
+                client.latest()
+                ok += 1
+                if len(latencies) < LATENCY_SAMPLE:
+                    latencies.append((time.monotonic() - now) * 1000)
+            except VeritallyError as e:
+                errors[type(e).__name__] += 1
+        elapsed = time.monotonic() - started
+    return {"ok": ok, "errors": dict(errors), "seconds": elapsed, "latencies_ms": latencies}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one load and print its JSON result."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    ing = sub.add_parser("ingest")
+    ing.add_argument("--edge", required=True)
+    ing.add_argument("--tls", action="append", required=True, help="CERT,KEY,CA")
+    ing.add_argument("--batches", type=Path, required=True)
+    ing.add_argument("--streams", type=int, default=2)
+    rd = sub.add_parser("reads")
+    rd.add_argument("--edge", required=True)
+    rd.add_argument("--tls", required=True, help="CERT,KEY,CA")
+    rd.add_argument("--trust-root", type=Path, required=True)
+    rd.add_argument("--seconds", type=float, default=10.0)
+    rd.add_argument("--max-age", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    if args.mode == "ingest":
+        result = asyncio.run(
+            _ingest(
+                args.edge, [_tls(t) for t in args.tls], read_batches(args.batches), args.streams
+            )
+        )
+    else:
+        result = _reads(args.edge, _tls(args.tls), args.trust_root, args.seconds, args.max_age)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,749 @@
+"""Benchmarks of the whole stack: ingest, aggregation, publication behind Envoy with mTLS.
+
+One :class:`veritally.stack.Stack` (the same code as ``veritally up``) runs on a state
+directory cached under ``bench/out/stack-<casillas>/`` (PKI, keys, trust root and the
+synthetic election are kept between runs; the stores are wiped at every run). Load comes
+from other processes (``bench.loadgen``, h2load). Measured, in this order, in one run:
+
+* ``ingest_actas_per_s``: every acta of the election but ``PROBES`` submitted through the
+  edge with the four capture-centre certificates (batches of ``BATCH`` on SubmitActas, two
+  calls in flight per centre) by a load-generator process, single capture, while
+  aggregation and publication follow and cut every second. The import is split into
+  ``SEGMENTS`` consecutive slices; the median slice rate is reported (the overall rate too).
+* ``ingest_vs_sqlite_ratio``: that rate over the rate of inserting the very rows ingest
+  stored (log and acta index, read back from its store) straight into a fresh SQLite store
+  with the same settings (``bench.ingest``'s floor).
+* ``max_service_rss_mb``: once publication has cut over every acta, the peak resident set
+  (``VmHWM`` in /proc/<pid>/status) of each service process; the largest one.
+* ``freshness_p50_s`` / ``freshness_p99_s``: the held-back actas are submitted one at a
+  time (``PROBE_SPACING_S`` apart) through the edge; each is timed from its ACCEPTED answer
+  to the moment an SDK client (``Client.watch`` through the edge, outlet certificate) has
+  verified a cut covering its log sequence. Cut interval 1 s.
+* ``verified_reads_per_s``: ``READ_WORKERS`` load-generator processes, each one SDK
+  client calling ``Client.latest()`` (fetch the latest cut through Envoy and verify it:
+  signature, inclusion of the cut record, results digest and parse, rollback, freshness)
+  in a loop for ``READ_SECONDS``; ``READ_RUNS`` runs, median.
+* ``reads_vs_envoy_direct_ratio``: against a second Envoy (same TLS server certificate,
+  one worker as in the stack) answering the same bytes (the framed GetLatestCut response)
+  itself with a ``direct_response`` route, driven by h2load with the same number of
+  requests in flight. h2load cannot present client certificates, so that listener asks
+  for none.
+* ``bundle_gets_vs_nginx_ratio``: the immutable files of the bundle publication wrote
+  (cut, checkpoint, leaf pages, trust root) fetched with h2load (h2c, same connections and
+  streams) from Envoy with its HTTP cache filter in front of a small origin of ours
+  (``bench.bundle_origin``, which marks the files immutable), against nginx (one worker,
+  as Envoy has one) serving the same directory. Debian's nginx and nghttp2-client are
+  installed with apt-get when missing; without them those keys are "not measured".
+
+Run alone: ``.venv/bin/python -m bench.stack_bench [--quick]`` (writes bench/out/stack.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import grpc
+
+from bench.ingest import _measure_sqlite
+from bench.loadgen import write_batches
+from veritally._grpc import TlsFiles
+from veritally.election import load_actas, load_election
+from veritally.mesh.envoy import Limits, TokenBucket
+from veritally.mesh.process import EnvoyProcess, free_port
+from veritally.stack import SERVICES, Stack
+from veritally.state import Bootstrap, StateDir
+from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
+from veritally_client._gen.veritally.v1 import (
+    acta_pb2,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    publication_pb2,
+    publication_pb2_grpc,
+)
+
+ROOT = Path(__file__).resolve().parent
+OUT = ROOT / "out"
+SEED = 1
+FULL_CASILLAS = 170_000  # 500,786 actas: the "at 500,000 actas" of the RSS goal
+QUICK_CASILLAS = 3_000  # ~9,000 actas: a smoke run in a few minutes
+BATCH = 500  # actas per SubmitActas message, as `veritally import` and the demo send
+STREAMS_PER_CENTRE = 2  # calls in flight per capture centre
+SEGMENTS = 5  # slices of the import whose rates give the median
+PROBES = 300  # actas held back from the import for the freshness probes
+PROBE_SPACING_S = 0.15  # between freshness probes (seconds): several per 1 s cut
+INTERVAL_S = 1.0  # publication's cut interval, as the freshness goal states
+READ_WORKERS = 4  # load-generator processes for verified reads (one SDK client each)
+READ_SECONDS = 10.0  # length of one reads run (seconds)
+READ_RUNS = 3  # runs of each read measurement; the median is reported
+H2LOAD_STREAMS = 10  # concurrent streams per h2load connection for bundle GETs
+H2LOAD_CONNECTIONS = 4  # h2load connections for bundle GETs
+CATCH_UP_S = 600.0  # longest wait for publication to cut over every acta (seconds)
+INGEST_TIMEOUT_S = 1800.0  # the whole import through the load generator (seconds)
+# Envoy's budgets raised far above the load so that the stack, not the rate limiter, is
+# measured (the default budgets cap an outlet at 200 calls/s by design; docs/mesh.md).
+_WIDE = TokenBucket(burst=1_000_000, per_second=1_000_000)
+BENCH_LIMITS = Limits(media=_WIDE, capture=_WIDE, operator=_WIDE, total=_WIDE)
+
+
+def _tls_arg(tls: TlsFiles) -> str:
+    return f"{tls.cert},{tls.key},{tls.ca}"
+
+
+def prepare(casillas: int) -> StateDir:
+    """The cached state directory for ``casillas``, with its run data wiped."""
+    state = StateDir(OUT / f"stack-{casillas}")
+    state.wipe_data()
+    Bootstrap(casillas=casillas, seed=SEED).ensure(state)
+    return state
+
+
+def peak_rss_mb(pid: int) -> float:
+    """``VmHWM`` (peak resident set) of a process, in MiB.
+
+    Raises:
+        OSError: no such process.
+        ValueError: no VmHWM line.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmHWM for pid {pid}")
+
+
+# ------------------------------------------------------------------------------------
+# ingest
+
+
+def _segment_rates(started: float, answered: list[tuple[float, int]]) -> list[float]:
+    answered = sorted(answered)
+    n = len(answered)
+    rates = []
+    previous_t = started
+    for i in range(SEGMENTS):
+        part = answered[i * n // SEGMENTS : (i + 1) * n // SEGMENTS]
+        if not part:
+            continue
+        end = part[-1][0]
+        rates.append(sum(a for _, a in part) / max(end - previous_t, 1e-9))
+        previous_t = end
+    return rates
+
+
+def measure_ingest(
+    stack: Stack, actas: Sequence[acta_pb2.Acta], work: Path
+) -> tuple[dict[str, float], int]:
+    """Import ``actas`` through the edge from a load-generator process."""
+    batches = [
+        ingest_pb2.SubmitActasRequest(actas=actas[i : i + BATCH])
+        for i in range(0, len(actas), BATCH)
+    ]
+    batch_file = work / "batches.bin"
+    write_batches(batch_file, batches)
+    argv = [sys.executable, "-m", "bench.loadgen", "ingest", "--edge", stack.endpoints.edge]
+    for identity in stack.pki.identities("capture"):
+        argv += ["--tls", _tls_arg(stack.tls(identity.name))]
+    argv += ["--batches", str(batch_file), "--streams", str(STREAMS_PER_CENTRE)]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=INGEST_TIMEOUT_S, cwd=ROOT.parent
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ingest load generator failed: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    answered = [(float(t), int(a)) for t, a in result["answered"]]
+    accepted = sum(a for _, a in answered)
+    if accepted != len(actas):
+        raise RuntimeError(f"ingest accepted {accepted} of {len(actas)} actas")
+    rates = _segment_rates(float(result["started"]), answered)
+    total_s = max(t for t, _ in answered) - float(result["started"])
+    return {
+        "ingest_actas_per_s": round(statistics.median(rates), 1),
+        "ingest_overall_actas_per_s": round(accepted / total_s, 1),
+        "ingest_actas": float(accepted),
+        "ingest_retries": float(result["retries"]),
+    }, accepted
+
+
+def measure_sqlite_floor(stack: Stack, work: Path) -> float:
+    """Actas/s of inserting the rows ingest stored straight into a fresh SQLite store."""
+    rows, seconds = _measure_sqlite(work, stack.state.store("ingest"))
+    return rows / seconds
+
+
+# ------------------------------------------------------------------------------------
+# the SDK side
+
+
+def _client(stack: Stack, outlet: str, state_dir: Path, max_age: float = 600.0) -> Client:
+    tls = stack.tls(outlet)
+    return Client(
+        endpoint=stack.endpoints.edge,
+        trust_root=load_trust_root(stack.state.trust_root_v1),
+        state_dir=state_dir,
+        credentials=TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key),
+        config=ClientConfig(max_checkpoint_age=max_age, watch_backoff_max=1.0),
+    )
+
+
+def wait_caught_up(stack: Stack, acta_records: int, work: Path) -> float:
+    """Wait until a verified cut covers ``acta_records``; returns the seconds waited.
+
+    Raises:
+        TimeoutError: not within CATCH_UP_S.
+    """
+    started = time.monotonic()
+    with _client(stack, "outlet-02", work / "catch-up") as client:
+        while True:
+            cut = client.latest()
+            if cut.acta_records >= acta_records:
+                return time.monotonic() - started
+            if time.monotonic() - started > CATCH_UP_S:
+                raise TimeoutError(f"cut covers {cut.acta_records} of {acta_records}")
+            time.sleep(0.5)
+
+
+class _Watcher(threading.Thread):
+    """An SDK client watching through the edge; records when each cut was verified."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(name="freshness-watcher", daemon=True)
+        self.client = client
+        self.seen: list[tuple[float, int]] = []  # (monotonic time, acta_records)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for cut in self.client.watch():
+                self.seen.append((time.monotonic(), cut.acta_records))
+                if self.stop.is_set():
+                    return
+        except Exception as e:  # reported by the caller: any failure voids the figure
+            self.error = e
+
+
+def measure_freshness(
+    stack: Stack, probes: Sequence[acta_pb2.Acta], work: Path
+) -> dict[str, float]:
+    """Acknowledged → verified-in-a-cut latency of single actas."""
+    tls = stack.tls("cc-01")
+    channel = grpc.secure_channel(stack.endpoints.edge, tls.channel_credentials())
+    stub = ingest_pb2_grpc.IngestServiceStub(channel)
+    acked: list[tuple[float, int]] = []  # (ack time, log sequence)
+    with _client(stack, "outlet-03", work / "freshness") as client:
+        watcher = _Watcher(client)
+        watcher.start()
+        while not watcher.seen and watcher.error is None:
+            time.sleep(0.05)
+        for acta in probes:
+            response = stub.SubmitActas(
+                iter([ingest_pb2.SubmitActasRequest(actas=[acta])]), timeout=30
+            )
+            t = time.monotonic()
+            (outcome,) = response.outcomes
+            if outcome.status != ingest_pb2.OUTCOME_STATUS_ACCEPTED:
+                raise RuntimeError(f"probe not accepted: {outcome}")
+            acked.append((t, outcome.sequence))
+            time.sleep(PROBE_SPACING_S)
+        last = max(s for _, s in acked)
+        deadline = time.monotonic() + 60
+        while watcher.error is None and time.monotonic() < deadline:
+            if watcher.seen and watcher.seen[-1][1] > last:
+                break
+            time.sleep(0.1)
+        watcher.stop.set()
+        watcher.join(timeout=10)
+    channel.close()
+    if watcher.error is not None:
+        raise RuntimeError(f"the watching SDK client failed: {watcher.error!r}")
+    latencies = []
+    for t_ack, sequence in acked:
+        seen = next((t for t, covered in watcher.seen if covered > sequence and t >= t_ack), None)
+        if seen is None:
+            raise RuntimeError(f"acta at sequence {sequence} never seen in a verified cut")
+        latencies.append(seen - t_ack)
+    latencies.sort()
+    return {
+        "freshness_p50_s": round(statistics.median(latencies), 3),
+        "freshness_p99_s": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 3),
+        "freshness_max_s": round(latencies[-1], 3),
+        "freshness_probes": float(len(latencies)),
+    }
+
+
+def _reads_run(stack: Stack) -> tuple[float, float, int]:
+    """One run of READ_WORKERS processes; returns (reads/s, p99 ms, errors)."""
+    outlets = [i.name for i in stack.pki.identities("media")]
+    children = []
+    for w in range(READ_WORKERS):
+        argv = [sys.executable, "-m", "bench.loadgen", "reads", "--edge", stack.endpoints.edge]
+        argv += ["--tls", _tls_arg(stack.tls(outlets[w % len(outlets)]))]
+        argv += ["--trust-root", str(stack.state.trust_root_v1)]
+        argv += ["--seconds", str(READ_SECONDS)]
+        children.append(
+            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT.parent)
+        )
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=READ_SECONDS + 120)
+        if child.returncode != 0:
+            raise RuntimeError(f"reads load generator failed: {err.decode()[-2000:]}")
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    rate = sum(r["ok"] / r["seconds"] for r in results)
+    latencies = sorted(x for r in results for x in r["latencies_ms"])
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] if latencies else 0.0
+    errors = sum(sum(r["errors"].values()) for r in results)
+    return rate, p99, errors
+
+
+def measure_reads(stack: Stack) -> dict[str, float]:
+    """Verified reads of the latest cut through the edge (median of READ_RUNS)."""
+    runs = [_reads_run(stack) for _ in range(READ_RUNS)]
+    return {
+        "verified_reads_per_s": round(statistics.median(r[0] for r in runs), 1),
+        "verified_reads_p99_ms": round(statistics.median(r[1] for r in runs), 2),
+        "verified_reads_errors": float(sum(r[2] for r in runs)),
+    }
+
+
+# ------------------------------------------------------------------------------------
+# h2load, Envoy variants, nginx
+
+
+def debian_tools() -> str | None:
+    """Make sure h2load and nginx are installed; returns why not when they cannot be."""
+    if shutil.which("h2load") and shutil.which("nginx"):
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "h2load/nginx missing and apt-get not usable (not root)"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for argv in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "nghttp2-client", "nginx"],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        if done.returncode != 0:
+            return f"{' '.join(argv)} failed: {done.stderr.strip()[-300:]}"
+    if shutil.which("h2load") and shutil.which("nginx"):
+        return None
+    return "apt-get ran but h2load/nginx are still missing"
+
+
+_H2LOAD_RATE = re.compile(r"finished in [\d.]+s, ([\d.]+) req/s")
+_H2LOAD_DONE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded")
+
+
+def h2load(urls: Sequence[str], *, seconds: float, connections: int, streams: int) -> float:
+    """Requests per second that h2load got answered with 2xx (all must succeed).
+
+    Raises:
+        RuntimeError: h2load failed or some requests did not succeed.
+    """
+    argv = ["h2load", "-t", "1", "-c", str(connections), "-m", str(streams)]
+    argv += ["-D", str(int(seconds)), *urls]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    rate = _H2LOAD_RATE.search(done.stdout)
+    counts = _H2LOAD_DONE.search(done.stdout)
+    status = re.search(r"status codes: (\d+) 2xx", done.stdout)
+    if done.returncode != 0 or rate is None or counts is None or status is None:
+        raise RuntimeError(f"h2load failed: {done.stdout[-1500:]} {done.stderr[-500:]}")
+    if int(status.group(1)) < int(counts.group(3)):
+        raise RuntimeError(f"h2load: not every request got a 2xx: {done.stdout[-1500:]}")
+    return float(rate.group(1))
+
+
+def _hcm(stat_prefix: str, route_config: Mapping[str, object], filters: list[object]) -> object:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network."
+            "http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "codec_type": "AUTO",
+            "route_config": route_config,
+            "http_filters": [
+                *filters,
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http."
+                        "router.v3.Router"
+                    },
+                },
+            ],
+        },
+    }
+
+
+def _run_envoy(config: dict[str, object], directory: Path, admin_port: int) -> EnvoyProcess:
+    import yaml
+
+    from veritally.mesh.envoy import Endpoint
+    from veritally.mesh.envoy import validate as validate_config
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    validate_config(path)
+    envoy = EnvoyProcess(
+        config=path,
+        admin=Endpoint(host="127.0.0.1", port=admin_port),
+        log_path=directory / "envoy.log",
+        concurrency=1,  # as the stack's Envoy
+    )
+    envoy.start()
+    envoy.wait_ready()
+    return envoy
+
+
+def measure_envoy_direct(stack: Stack, work: Path) -> float:
+    """Requests/s of Envoy answering the latest cut's framed bytes by direct_response."""
+    tls = stack.tls("outlet-01")
+    channel = grpc.secure_channel(stack.endpoints.edge, tls.channel_credentials())
+    response = publication_pb2_grpc.PublicationServiceStub(channel).GetLatestCut(
+        publication_pb2.GetLatestCutRequest(), timeout=30
+    )
+    channel.close()
+    body = response.SerializeToString()
+    framed = b"\x00" + len(body).to_bytes(4, "big") + body
+    directory = work / "envoy-direct"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "body.bin").write_bytes(framed)
+    server = stack.tls("envoy")
+    port, admin = free_port(), free_port()
+    route_config = {
+        "max_direct_response_body_size_bytes": len(framed) + 1024,
+        "virtual_hosts": [
+            {
+                "name": "direct",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {"prefix": "/"},
+                        "direct_response": {
+                            "status": 200,
+                            "body": {"filename": str(directory / "body.bin")},
+                        },
+                        "response_headers_to_add": [
+                            {"header": {"key": "content-type", "value": "application/grpc"}}
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    config: dict[str, object] = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "direct",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [
+                        {
+                            "transport_socket": {
+                                "name": "envoy.transport_sockets.tls",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions."
+                                    "transport_sockets.tls.v3.DownstreamTlsContext",
+                                    "common_tls_context": {
+                                        "alpn_protocols": ["h2"],
+                                        "tls_certificates": [
+                                            {
+                                                "certificate_chain": {"filename": str(server.cert)},
+                                                "private_key": {"filename": str(server.key)},
+                                            }
+                                        ],
+                                    },
+                                },
+                            },
+                            "filters": [_hcm("direct", route_config, [])],
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    envoy = _run_envoy(config, directory, admin)
+    try:
+        url = f"https://127.0.0.1:{port}/veritally.v1.PublicationService/GetLatestCut"
+        runs = [
+            h2load([url], seconds=READ_SECONDS, connections=READ_WORKERS, streams=1)
+            for _ in range(READ_RUNS)
+        ]
+    finally:
+        envoy.stop()
+    return statistics.median(runs)
+
+
+def _bundle_paths(bundle: Path) -> list[str]:
+    """The immutable files a reader of the latest cut fetches (relative paths)."""
+    latest = json.loads((bundle / "latest").read_text())
+    paths = [latest["cut"], latest["checkpoint"], latest["trust_root"]]
+    pages = sorted((bundle / "leaves").iterdir())[:4]
+    paths += [f"leaves/{p.name}" for p in pages]
+    return paths
+
+
+def _nginx(bundle: Path, directory: Path, port: int) -> subprocess.Popen[bytes]:
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        f"""daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;  # h2load reuses its connections for the whole run
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  client_body_temp_path {directory}/body;
+  proxy_temp_path {directory}/proxy;
+  fastcgi_temp_path {directory}/fastcgi;
+  uwsgi_temp_path {directory}/uwsgi;
+  scgi_temp_path {directory}/scgi;
+  open_file_cache max=1000;
+  server {{
+    listen 127.0.0.1:{port} http2;
+    root {bundle};
+    location / {{ add_header Cache-Control "public, max-age=31536000, immutable"; }}
+  }}
+}}
+"""
+    )
+    child = subprocess.Popen(
+        ["nginx", "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_port(port, child)
+    return child
+
+
+def _wait_port(port: int, child: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"server on {port} exited with {child.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def measure_bundle(stack: Stack, work: Path) -> dict[str, float]:
+    """Bundle GETs/s through Envoy's cache (origin: bench.bundle_origin) vs nginx."""
+    bundle = stack.state.bundle
+    paths = _bundle_paths(bundle)
+    origin_port, envoy_port, admin, nginx_port = (free_port() for _ in range(4))
+    origin = subprocess.Popen(
+        [sys.executable, "-m", "bench.bundle_origin", str(bundle), str(origin_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT.parent,
+    )
+    envoy: EnvoyProcess | None = None
+    nginx: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_port(origin_port, origin)
+        route_config = {
+            "virtual_hosts": [
+                {
+                    "name": "bundle",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "origin"}}],
+                }
+            ]
+        }
+        cache = {
+            "name": "envoy.filters.http.cache",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.cache.v3.CacheConfig",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.cache."
+                    "simple_http_cache.v3.SimpleHttpCacheConfig"
+                },
+            },
+        }
+        socket_address = {"address": "127.0.0.1", "port_value": origin_port}
+        config: dict[str, object] = {
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+            "static_resources": {
+                "listeners": [
+                    {
+                        "name": "bundle",
+                        "address": {
+                            "socket_address": {"address": "127.0.0.1", "port_value": envoy_port}
+                        },
+                        # Leaf pages are larger than the default 1 MiB buffer, beyond
+                        # which the cache filter does not insert a response.
+                        "per_connection_buffer_limit_bytes": 64 * 1024 * 1024,
+                        "filter_chains": [{"filters": [_hcm("bundle", route_config, [cache])]}],
+                    }
+                ],
+                "clusters": [
+                    {
+                        "name": "origin",
+                        "type": "STATIC",
+                        "per_connection_buffer_limit_bytes": 64 * 1024 * 1024,
+                        "load_assignment": {
+                            "cluster_name": "origin",
+                            "endpoints": [
+                                {
+                                    "lb_endpoints": [
+                                        {
+                                            "endpoint": {
+                                                "address": {"socket_address": socket_address}
+                                            }
+                                        }
+                                    ]
+                                }
+                            ],
+                        },
+                    }
+                ],
+            },
+        }
+        envoy = _run_envoy(config, work / "envoy-bundle", admin)
+        nginx = _nginx(bundle, work / "nginx", nginx_port)
+        ours_urls = [f"http://127.0.0.1:{envoy_port}/{p}" for p in paths]
+        nginx_urls = [f"http://127.0.0.1:{nginx_port}/{p}" for p in paths]
+        kwargs = {"connections": H2LOAD_CONNECTIONS, "streams": H2LOAD_STREAMS}
+        h2load(ours_urls, seconds=2, **kwargs)  # warm the cache
+        h2load(nginx_urls, seconds=2, **kwargs)  # and nginx's open-file cache
+        ours, theirs = [], []
+        for _ in range(READ_RUNS):
+            ours.append(h2load(ours_urls, seconds=READ_SECONDS, **kwargs))
+            theirs.append(h2load(nginx_urls, seconds=READ_SECONDS, **kwargs))
+        hits = envoy.stats("http.bundle.")  # context: were the GETs served from the cache?
+        del hits
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        for child in (nginx, origin):
+            if child is not None:
+                child.terminate()
+                child.wait(timeout=20)
+    ours_m, theirs_m = statistics.median(ours), statistics.median(theirs)
+    return {
+        "bundle_gets_per_s": round(ours_m, 1),
+        "bundle_gets_nginx_per_s": round(theirs_m, 1),
+        "bundle_gets_vs_nginx_ratio": round(ours_m / theirs_m, 3),
+        "bundle_files": float(len(paths)),
+        "bundle_mean_file_bytes": round(
+            statistics.mean((bundle / p).stat().st_size for p in paths), 0
+        ),
+    }
+
+
+# ------------------------------------------------------------------------------------
+
+
+def run(
+    *, quick: bool = False, only: set[str] | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Run the stack benchmarks; returns (results, notes).
+
+    Args:
+        quick: a small election (QUICK_CASILLAS) instead of ~500,000 actas.
+        only: keys wanted (None: all); ingest and RSS always run since everything
+            else needs the loaded stack.
+    """
+    results: dict[str, float] = {}
+    notes: dict[str, str] = {}
+
+    def wanted(*keys: str) -> bool:
+        return only is None or any(k in only for k in keys)
+
+    casillas = QUICK_CASILLAS if quick else FULL_CASILLAS
+    t = time.monotonic()
+    state = prepare(casillas)
+    files = load_election(state.election_yaml)
+    actas = list(load_actas(files, state.actas_csv))
+    bulk, probes = actas[:-PROBES], actas[-PROBES:]
+    results["stack_setup_s"] = round(time.monotonic() - t, 1)
+    with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
+        work = Path(tmp)
+        stack = Stack(
+            state,
+            base_port=None,
+            single_capture=True,
+            interval_s=INTERVAL_S,
+            drain_seconds=0.5,
+            limits=BENCH_LIMITS,
+        )
+        with stack:
+            numbers, accepted = measure_ingest(stack, bulk, work)
+            results.update(numbers)
+            print(f"  ingest through Envoy: {numbers}", flush=True)
+            results["catch_up_s"] = round(wait_caught_up(stack, accepted, work), 1)
+            pids = stack.pids()
+            for name in SERVICES:
+                pid = pids[name]
+                if pid is not None:
+                    results[f"rss_mb_{name}"] = round(peak_rss_mb(pid), 1)
+            if pids.get("envoy"):
+                results["rss_mb_envoy"] = round(peak_rss_mb(int(pids["envoy"] or 0)), 1)
+            results["max_service_rss_mb"] = max(results[f"rss_mb_{n}"] for n in SERVICES)
+            results["rss_at_actas"] = float(accepted)
+            sqlite_rate = measure_sqlite_floor(stack, work)
+            results["sqlite_actas_per_s"] = round(sqlite_rate, 1)
+            results["ingest_vs_sqlite_ratio"] = round(
+                results["ingest_actas_per_s"] / sqlite_rate, 3
+            )
+            if wanted("freshness_p50_s", "freshness_p99_s"):
+                results.update(measure_freshness(stack, probes, work))
+                print(f"  freshness: p50 {results['freshness_p50_s']} s", flush=True)
+            if wanted("verified_reads_per_s", "reads_vs_envoy_direct_ratio"):
+                results.update(measure_reads(stack))
+                print(f"  verified reads: {results['verified_reads_per_s']}/s", flush=True)
+            missing = debian_tools()
+            if missing is not None:
+                notes["reads_vs_envoy_direct_ratio"] = f"not measured: {missing}"
+                notes["bundle_gets_vs_nginx_ratio"] = f"not measured: {missing}"
+            else:
+                if wanted("reads_vs_envoy_direct_ratio") and "verified_reads_per_s" in results:
+                    direct = measure_envoy_direct(stack, work)
+                    results["envoy_direct_reads_per_s"] = round(direct, 1)
+                    results["reads_vs_envoy_direct_ratio"] = round(
+                        results["verified_reads_per_s"] / direct, 3
+                    )
+                if wanted("bundle_gets_vs_nginx_ratio"):
+                    results.update(measure_bundle(stack, work))
+    return results, notes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run, print and write bench/out/stack.json."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    results, notes = run(quick=args.quick)
+    for key, value in results.items():
+        print(f"{key:36} {value:>14,.3f}")
+    for key, text in notes.items():
+        print(f"{key}: {text}")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "stack.json").write_text(json.dumps({"results": results, "notes": notes}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
