@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -108,6 +109,8 @@ CATCH_UP_TIMEOUT_S = 300.0
 # interval is already alarming, but a restarted publication must be able to catch up.
 MEDIA_MAX_AGE_S = 120.0
 CONTEST = "PRES"  # the contest shown live
+# Options listed in the live table (the rest share one row), so that it fits a terminal.
+LIVE_OPTIONS = 8
 
 
 # ------------------------------------------------------------------------------------
@@ -391,30 +394,38 @@ def _pct(e4: int) -> str:
     return f"{e4 / 10_000:.2f} %"
 
 
-def _results_table(contest: results_pb2.ContestTotals, *, title: str) -> Table:
-    table = Table(title=title)
+def _results_table(
+    contest: results_pb2.ContestTotals, *, title: str, top: int | None = None
+) -> Table:
+    """Options by votes; with ``top``, only the first ``top`` and one row for the rest
+    (the live view must fit a terminal)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD if top else box.HEAVY_HEAD)
     table.add_column("option")
     table.add_column("votes", justify="right")
     table.add_column("share", justify="right")
     total = max(contest.total_votes, 1)
-    for option in sorted(contest.options, key=lambda o: -o.votes):
+    options = sorted(contest.options, key=lambda o: -o.votes)
+    shown = options if top is None else options[:top]
+    for option in shown:
         table.add_row(option.option_id, f"{option.votes:,}", f"{100 * option.votes / total:.2f} %")
-    table.add_row("unregistered", f"{contest.unregistered_votes:,}", "")
-    table.add_row("null", f"{contest.null_votes:,}", "")
+    rest = options[len(shown) :]
+    if rest:
+        votes = sum(o.votes for o in rest)
+        table.add_row(f"{len(rest)} other options", f"{votes:,}", f"{100 * votes / total:.2f} %")
+    if top is None:
+        table.add_row("unregistered", f"{contest.unregistered_votes:,}", "")
+        table.add_row("null", f"{contest.null_votes:,}", "")
     table.add_row("total", f"{contest.total_votes:,}", "", style="bold")
     return table
 
 
 def _live_view(stats: CaptureStats, watcher: MediaWatcher, expected_actas: int) -> Group:
-    capture = Table.grid(padding=(0, 2))
     answered = sum(stats.status.values())
-    capture.add_row(
-        "[bold]capture[/] (through the edge)",
-        f"actas read {stats.actas:,}/{expected_actas:,}",
-        f"captures answered {answered:,}/{stats.captures:,}",
-        f"actas logged {len(stats.logged):,}",
-        f"{stats.rate():,.0f} captures/s",
-        f"retries {stats.retries}",
+    capture = (
+        f"[bold]capture[/] through the edge: actas read {stats.actas:,}/{expected_actas:,} · "
+        f"captures answered {answered:,}/{stats.captures:,} · "
+        f"actas logged {len(stats.logged):,} · {stats.rate():,.0f} captures/s · "
+        f"retries {stats.retries}"
     )
     parts: list[Any] = [capture]
     seen = watcher.latest
@@ -429,17 +440,15 @@ def _live_view(stats: CaptureStats, watcher: MediaWatcher, expected_actas: int) 
         _results_table(
             contest,
             title=f"national {CONTEST} — cut {cut.cut_number}, verified ✓",
+            top=LIVE_OPTIONS,
         )
     )
-    footer = Table.grid(padding=(0, 2))
-    footer.add_row(
-        f"cut {cut.cut_number}",
-        f"tree size {cut.tree_size:,}",
-        f"acta records {cut.acta_records:,}",
-        f"captured {_pct(completeness.captured_percent_e4)}",
-        f"counted {_pct(completeness.counted_percent_e4)}",
-        f"cuts verified {watcher.verified} ✓",
-        f"cut age {age:.1f} s",
+    footer = (
+        f"[bold]media[/] outlet-01: cut {cut.cut_number} · tree size {cut.tree_size:,} · "
+        f"acta records {cut.acta_records:,} · "
+        f"captured {_pct(completeness.captured_percent_e4)} · "
+        f"counted {_pct(completeness.counted_percent_e4)} · "
+        f"[green]{watcher.verified} cuts verified ✓[/] · cut age {age:.1f} s"
     )
     parts.append(footer)
     return Group(*parts)

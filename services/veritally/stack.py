@@ -404,18 +404,18 @@ class Stack:
             services = all(p.healthy() for p in self.processes.values())
             return services and self.envoy is not None and self.envoy.running
 
+    def _dead(self) -> list[str]:
+        dead = [n for n, p in self.processes.items() if not p.alive()]
+        if self.envoy is not None and not self.envoy.running:
+            dead.append("envoy")
+        return [n for n in dead if n not in self.failed]
+
     def _watch(self) -> None:
         while not self._stopping.wait(WATCH_INTERVAL_S):
             with self._lock:
-                if self._stopping.is_set():
-                    return
-                dead = [n for n, p in self.processes.items() if not p.alive()]
-                if self.envoy is not None and not self.envoy.running:
-                    dead.append("envoy")
-                for name in dead:
-                    if name in self.failed:
-                        continue
-                    self._revive(name)
+                dead = self._dead()
+            for name in dead:
+                self._revive(name)
 
     def _revive(self, name: str) -> None:
         now = time.monotonic()
@@ -424,31 +424,34 @@ class Stack:
             self.failed[name] = f"crashed {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s"
             log.error("%s %s: giving up on it", name, self.failed[name])
             return
-        code = None if name == "envoy" else self.processes[name].popen
-        exit_code = code.returncode if code is not None else None
+        popen = None if name == "envoy" else self.processes[name].popen
         delay = RESTART_BACKOFF_S * 2 ** len(recent)
         log.warning(
             "%s exited unexpectedly (code %s); restart %d of %d in %.0f s",
             name,
-            exit_code,
+            None if popen is None else popen.returncode,
             len(recent) + 1,
             MAX_RESTARTS,
             delay,
         )
+        # Wait without the lock, so that the owner can still restart, kill or stop.
         if self._stopping.wait(delay):
             return
-        recent.append(time.monotonic())
-        self.restarts[name] = recent
-        try:
-            if name == "envoy":
-                assert self.envoy is not None  # only listed when it exists
-                self.envoy.start()
-                self.envoy.wait_ready()
-            else:
-                self._start_service(name)
-            log.info("%s restarted", name)
-        except Exception as e:  # any failure is retried by the next round
-            log.error("%s did not restart: %s", name, e)
+        with self._lock:
+            if self._stopping.is_set() or name not in self._dead():
+                return  # stopping, or the owner restarted it meanwhile
+            recent.append(time.monotonic())
+            self.restarts[name] = recent
+            try:
+                if name == "envoy":
+                    assert self.envoy is not None  # only listed when it exists
+                    self.envoy.start()
+                    self.envoy.wait_ready()
+                else:
+                    self._start_service(name)
+                log.info("%s restarted", name)
+            except Exception as e:  # any failure is retried by the next round
+                log.error("%s did not restart: %s", name, e)
 
     # -- context manager ----------------------------------------------------------------
 
