@@ -98,16 +98,18 @@ def make_trust_root(
     origin: str = ORIGIN,
     threshold: int = 1,
     expires: dt.datetime = START + dt.timedelta(days=30),
+    version: int = 1,
+    signed_by: list[Signer] | None = None,
 ) -> bytes:
-    """A self-signed trust root document for ``signers``."""
+    """A trust root document listing ``signers``, signed by them (or ``signed_by``)."""
     body = log_pb2.TrustRootBody(
-        version=1,
+        version=version,
         origin=origin,
         publisher_keys=[s.verifier().key_string() for s in signers],
         threshold=threshold,
     )
     body.expires_time.FromDatetime(expires)
-    return sign_trust_root(body, signers)
+    return sign_trust_root(body, signed_by if signed_by is not None else signers)
 
 
 def trusted_root(signers: list[Signer], *, origin: str = ORIGIN, threshold: int = 1) -> TrustedRoot:
@@ -149,6 +151,7 @@ class FakePublisher:
     ) = None
     closed: bool = False
     idle_timeouts: list[float] = field(default_factory=list)
+    trust_root_versions: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.election)
@@ -306,7 +309,10 @@ class FakePublisher:
         return [self.leaf_override.get(i, self.leaves[i]) for i in range(start, end)]
 
     def get_trust_root(self, version: int) -> bytes:
-        return make_trust_root(self.signers, origin=self.origin)
+        versions = self.trust_root_versions or [make_trust_root(self.signers, origin=self.origin)]
+        if version > len(versions):
+            raise TransportError(f"NOT_FOUND: no trust root version {version}")
+        return versions[version - 1 if version else -1]
 
     def get_election_definition(self) -> bytes:
         return self.election.definition_bytes

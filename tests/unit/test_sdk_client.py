@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.sdk_fake import FakePublisher, write_bundle
+from tests.unit.sdk_fake import FakePublisher, make_trust_root, publisher_key, write_bundle
 from veritally_client import (
     BadProofError,
     Client,
@@ -17,9 +17,11 @@ from veritally_client import (
     MalformedDataError,
     RecountMismatchError,
     TransportError,
+    TrustRootError,
     verify_bundle,
 )
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2, publication_pb2, results_pb2
+from veritally_client._signing import Signer
 
 CONFIG = ClientConfig(
     max_checkpoint_age=300.0,
@@ -309,3 +311,43 @@ def test_results_digest_in_bundle_matches_served_cut(pub: FakePublisher, tmp_pat
     write_bundle(pub, tmp_path / "b")
     digest = hashlib.sha256(pub.cuts[-1].results).hexdigest()
     assert (tmp_path / "b" / "results" / digest).read_bytes() == pub.cuts[-1].results
+
+
+# -- trust root rotation -----------------------------------------------------------------
+
+
+def _rotate(pub: FakePublisher, new: Signer) -> None:
+    """Trust root v2 lists only ``new``, signed by the old and the new key."""
+    old = pub.signers[0]
+    v1 = make_trust_root([old])
+    v2 = make_trust_root([new], version=2, signed_by=[old, new])
+    pub.trust_root_versions = [v1, v2]
+    pub.signers = [new]
+
+
+def test_follows_a_key_rotation_signed_by_the_old_keys(pub: FakePublisher, tmp_path: Path) -> None:
+    client = client_for(pub, tmp_path)
+    client.latest()
+    _rotate(pub, publisher_key("prep.example", b"\x09" * 32))
+    pub.step(2)  # signed by the new key only
+    assert client.latest().cut_number == 3
+    assert client.trust_root.version == 2
+    # A new client with the same state directory starts from v2 (re-verified from v1).
+    again = client_for(pub, tmp_path)
+    assert again.trust_root.version == 2
+
+
+def test_refuses_a_rotation_not_signed_by_the_old_keys(pub: FakePublisher, tmp_path: Path) -> None:
+    client = client_for(pub, tmp_path)
+    client.latest()
+    new = publisher_key("prep.example", b"\x09" * 32)
+    forged = make_trust_root([new], version=2, signed_by=[new])
+    pub.trust_root_versions = [make_trust_root(pub.signers), forged]
+    pub.signers = [new]
+    pub.step(2)
+    with pytest.raises(TrustRootError):
+        client.latest()
+    assert client.trust_root.version == 1
+    state = client.trusted_state
+    assert state is not None
+    assert state.cut_number == 2

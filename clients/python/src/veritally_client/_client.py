@@ -14,9 +14,16 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from types import TracebackType
 
+from google.protobuf.message import DecodeError
+
 from veritally_client._config import ClientConfig
 from veritally_client._election import ElectionIndex
-from veritally_client._errors import DigestMismatchError, MalformedDataError, TransportError
+from veritally_client._errors import (
+    DigestMismatchError,
+    MalformedDataError,
+    TransportError,
+    UnknownKeyError,
+)
 from veritally_client._gen.veritally.v1 import log_pb2
 from veritally_client._recount import Recounter, RecountReport
 from veritally_client._state import StateStore, TrustedState, decode_evidence
@@ -34,6 +41,10 @@ from veritally_client._verify import (
 )
 
 __all__ = ["Client", "ProgressCallback", "load_trust_root", "verify_evidence"]
+
+# Trust root versions followed in one refresh; a rotation is rare (a few per election),
+# so a publisher claiming hundreds of versions ahead is refused rather than followed.
+_MAX_TRUST_ROOT_STEPS = 100
 
 #: ``progress(done, total)`` in leaves, called after each page of a recount.
 ProgressCallback = Callable[[int, int], None]
@@ -175,8 +186,11 @@ class Client:
         self._transport = transport
         self._config = config
         self._clock = clock
-        self._verifier = CutVerifier(trust_root=trust_root, config=config)
         self._store = StateStore(state_dir, origin=trust_root.origin)
+        # Trust root versions verified in earlier runs are re-verified from the pinned one.
+        for document in self._store.trust_root_documents(after_version=trust_root.version):
+            trust_root = trust_root.update(document, now=clock())
+        self._verifier = CutVerifier(trust_root=trust_root, config=config)
         self._election: ElectionIndex | None = None
         self._sleep: Callable[[float], None] = time.sleep
 
@@ -231,8 +245,60 @@ class Client:
 
     # -- verbs ------------------------------------------------------------------------
 
+    def refresh_trust_root(self) -> TrustedRoot:
+        """Follow the publisher's trust root updates (key rotations) from the one in use.
+
+        Every version n + 1 must be signed by the keys of version n (and its own); each
+        verified version is kept in the state directory and re-verified on the next start.
+
+        Returns:
+            The newest verified trust root, now in use.
+
+        Raises:
+            TrustRootError: if an update does not verify (nothing is changed then).
+            MalformedDataError: if the publisher's newest document does not parse.
+            TransportError: if the publisher cannot be reached.
+        """
+        root = self._verifier.trust_root
+        newest = self._transport.get_trust_root(0)
+        try:
+            # Read, not trusted: only how many versions to fetch and verify one by one.
+            claimed = log_pb2.TrustRootBody.FromString(
+                log_pb2.TrustRoot.FromString(newest).body
+            ).version
+        except DecodeError as e:
+            raise MalformedDataError("the newest trust root does not parse") from e
+        if claimed > root.version + _MAX_TRUST_ROOT_STEPS:
+            raise MalformedDataError(
+                f"trust root version {claimed} is too far ahead of {root.version}"
+            )
+        updates = []
+        for version in range(root.version + 1, claimed + 1):
+            document = newest if version == claimed else self._transport.get_trust_root(version)
+            root = root.update(document, now=self._clock())
+            updates.append((version, document))
+        for version, document in updates:
+            self._store.save_trust_root(version, document)
+        if updates:
+            self._verifier = CutVerifier(trust_root=root, config=self._config)
+        return root
+
     def _advance(self, signed: log_pb2.SignedCut) -> VerifiedCut:
-        """Verify a cut as the new newest one and persist it (only if every check passed)."""
+        """Verify a cut as the new newest one and persist it (only if every check passed).
+
+        A checkpoint signed by no key of the trust root in use may be signed by rotated
+        keys: the trust root is refreshed once (updates are signed by the old keys) and
+        the cut verified again.
+        """
+        try:
+            return self._advance_once(signed)
+        except UnknownKeyError:
+            before = self._verifier.trust_root.version
+            if self.refresh_trust_root().version == before:
+                raise
+            return self._advance_once(signed)
+
+    def _advance_once(self, signed: log_pb2.SignedCut) -> VerifiedCut:
         trusted = self._store.load()
         cut_bytes = _signed_bytes(signed)
         proof: list[bytes] = []

@@ -277,6 +277,20 @@ class StateStore:
             items.append(item)
             _atomic_write(self._evidence_path, encode_evidence(items))
 
+    def trust_root_documents(self, *, after_version: int) -> list[bytes]:
+        """Stored trust root documents of versions above ``after_version``, in order
+        (untrusted: the caller verifies each as an update of the one before)."""
+        docs = []
+        version = after_version + 1
+        while (path := self._dir / f"trust-root-v{version}.binpb").exists():
+            docs.append(path.read_bytes())
+            version += 1
+        return docs
+
+    def save_trust_root(self, version: int, document: bytes) -> None:
+        """Keep a verified trust root document (atomically)."""
+        _atomic_write(self._dir / f"trust-root-v{version}.binpb", document)
+
     def export_evidence(self) -> bytes:
         """The evidence store as a JSON document that others can check.
 
