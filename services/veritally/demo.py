@@ -38,6 +38,7 @@ import datetime as dt
 import json
 import logging
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import grpc
@@ -535,6 +537,19 @@ class DemoError(Exception):
     """The demo could not verify the election night (the message says why)."""
 
 
+def _check_watcher(watcher: MediaWatcher) -> None:
+    """Re-raise what stopped the media client: a verification error as itself."""
+    error = watcher.error
+    if isinstance(error, VerificationError):
+        raise error
+    if error is not None:
+        raise DemoError(f"media client: {error!r}") from error
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C: the stack is stopped
+
+
 def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from veritally.election import load_actas, load_election
 
@@ -598,8 +613,7 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 except* grpc.aio.AioRpcError as group:
                     first = group.exceptions[0]
                     raise DemoError(f"capture failed: {first!r}") from first
-                if watcher.error is not None:
-                    raise DemoError(f"media client: {watcher.error!r}")
+                _check_watcher(watcher)
                 target = len(stats.logged)
                 watcher.finish(target)
                 if not watcher.done.wait(CATCH_UP_TIMEOUT_S):
@@ -611,8 +625,9 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             finally:
                 stop_view.set()
                 live.update(view())
-        if watcher.error is not None:
-            raise DemoError(f"media client: {watcher.error!r}")
+        if not console.is_terminal:
+            console.line()  # Live leaves its last frame unterminated in a file
+        _check_watcher(watcher)
         seen = watcher.latest
         assert seen is not None  # done without error means a cut covering the target
         capture_s = stats.seconds()
@@ -724,14 +739,20 @@ def run(args: argparse.Namespace) -> int:
     summary_path = state.root / "demo-summary.json"
     with contextlib.suppress(FileNotFoundError):
         summary_path.unlink()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = _run(args, console)
+    except KeyboardInterrupt:
+        console.print("[bold yellow]interrupted[/]: the stack was stopped")
+        return 130
     except VerificationError as e:
         console.print(f"[bold red]VERIFICATION FAILED[/]: {type(e).__name__}: {e}")
         return 1
     except (DemoError, StackError, VeritallyError, grpc.aio.AioRpcError) as e:
         console.print(f"[bold red]demo failed[/]: {type(e).__name__}: {e}")
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     s = summary["seconds"]
     console.print(
