@@ -240,7 +240,8 @@ class Client:
         if state is None:
             self.latest()
             state = self._store.load()
-            assert state is not None  # latest() persisted it or raised
+            if state is None:  # latest() persists its cut or raises
+                raise RuntimeError("the trusted state was not persisted")
         return state
 
     # -- verbs ------------------------------------------------------------------------
