@@ -14,27 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from veritally._grpc import TlsFiles, run_until_signalled
+from veritally._grpc import run_until_signalled
 from veritally.publication.errors import PublicationError
 from veritally.publication.service import PublicationConfig, PublicationService, start_publication
+from veritally.serve_cli import add_tls_arguments, tls_from_args
 
 __all__ = ["add_arguments", "config_from_args", "run", "run_publication"]
-
-
-def _tls_arguments(parser: argparse.ArgumentParser, prefix: str) -> None:
-    parser.add_argument(f"--{prefix}-cert", type=Path, help="PEM certificate chain")
-    parser.add_argument(f"--{prefix}-key", type=Path, help="PEM private key")
-    parser.add_argument(f"--{prefix}-ca", type=Path, help="PEM CA that peers must chain to")
-
-
-def _tls(args: argparse.Namespace, prefix: str) -> TlsFiles | None:
-    key = prefix.replace("-", "_")
-    cert, pkey, ca = (getattr(args, f"{key}_{x}") for x in ("cert", "key", "ca"))
-    if cert is None and pkey is None and ca is None:
-        return None
-    if cert is None or pkey is None or ca is None:
-        raise SystemExit(f"--{prefix}-cert, --{prefix}-key and --{prefix}-ca go together")
-    return TlsFiles(cert=cert, key=pkey, ca=ca)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,11 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aggregation-server-name", help="TLS name of aggregation, if not the host"
     )
-    _tls_arguments(parser, "aggregation-tls")
+    add_tls_arguments(parser, prefix="aggregation-tls")
     parser.add_argument(
         "--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: any free one)"
     )
-    _tls_arguments(parser, "tls")
+    add_tls_arguments(parser)
     parser.add_argument(
         "--interval", type=float, default=2.0, help="seconds between cuts (heartbeat included)"
     )
@@ -90,10 +75,10 @@ def config_from_args(args: argparse.Namespace) -> PublicationConfig:
         passphrase_file=args.passphrase_file,
         trust_root_dir=args.trust_root_dir,
         aggregation_target=args.aggregation,
-        aggregation_tls=_tls(args, "aggregation-tls"),
+        aggregation_tls=tls_from_args(args, prefix="aggregation-tls"),
         aggregation_server_name=args.aggregation_server_name,
         listen=args.listen,
-        listen_tls=_tls(args, "tls"),
+        listen_tls=tls_from_args(args),
         interval_seconds=args.interval,
         origin=args.origin,
         bundle_dir=args.bundle_dir,
