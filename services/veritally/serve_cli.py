@@ -117,6 +117,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="seconds calls in flight may take to finish when stopping",
     )
     add_tls_arguments(parser)
+    add_peer_arguments(parser)
+
+
+def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--allow-peer``: who may call the service when it listens with mTLS."""
     parser.add_argument(
         "--allow-peer",
         action="append",

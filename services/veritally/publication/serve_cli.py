@@ -17,7 +17,12 @@ from typing import Any
 from veritally._grpc import run_until_signalled
 from veritally.publication.errors import PublicationError
 from veritally.publication.service import PublicationConfig, PublicationService, start_publication
-from veritally.serve_cli import add_tls_arguments, tls_from_args
+from veritally.serve_cli import (
+    add_peer_arguments,
+    add_tls_arguments,
+    interceptors_from_args,
+    tls_from_args,
+)
 
 __all__ = ["add_arguments", "config_from_args", "run", "run_publication"]
 
@@ -45,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: any free one)"
     )
     add_tls_arguments(parser)
+    add_peer_arguments(parser)
     parser.add_argument(
         "--interval", type=float, default=2.0, help="seconds between cuts (heartbeat included)"
     )
@@ -69,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> PublicationConfig:
     """The configuration named on the command line."""
+    listen_tls = tls_from_args(args)
     return PublicationConfig(
         db_path=args.db,
         key_files=tuple(args.key_file),
@@ -78,7 +85,8 @@ def config_from_args(args: argparse.Namespace) -> PublicationConfig:
         aggregation_tls=tls_from_args(args, prefix="aggregation-tls"),
         aggregation_server_name=args.aggregation_server_name,
         listen=args.listen,
-        listen_tls=tls_from_args(args),
+        listen_tls=listen_tls,
+        interceptors=tuple(interceptors_from_args(args, listen_tls)),
         interval_seconds=args.interval,
         origin=args.origin,
         bundle_dir=args.bundle_dir,

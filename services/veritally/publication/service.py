@@ -96,6 +96,8 @@ class PublicationConfig:
         aggregation_server_name: TLS name of aggregation, if not the target's host.
         listen: ``host:port`` to serve on (port 0 for an ephemeral one).
         listen_tls: server certificate (mTLS) for the listener.
+        interceptors: server interceptors, e.g. the mesh's peer check admitting only
+            Envoy's identity.
         interval_seconds: time between cuts, in seconds (heartbeat included).
         origin: checkpoint origin line; defaults to the trust root's.
         bundle_dir: where to write the static bundle (None: no bundle).
@@ -110,6 +112,7 @@ class PublicationConfig:
     aggregation_server_name: str | None = None
     listen: str = "127.0.0.1:0"
     listen_tls: TlsFiles | None = None
+    interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()
     interval_seconds: float = 2.0
     origin: str | None = None
     bundle_dir: Path | None = None
@@ -637,7 +640,7 @@ async def start_publication(
     except BaseException:
         await engine.close()
         raise
-    server = ServiceServer(name=SERVICE_NAME)
+    server = ServiceServer(name=SERVICE_NAME, interceptors=config.interceptors)
     publication_pb2_grpc.add_PublicationServiceServicer_to_server(
         PublicationServicer(engine), server.grpc
     )
