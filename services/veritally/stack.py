@@ -149,7 +149,7 @@ class Stack:
             state: the state directory; it must hold a PKI, the publisher key, a trust
                 root and an election (see :class:`veritally.state.Bootstrap`).
             base_port: first port of the fixed single-machine layout (edge = base + 3,
-                see :func:`default_topology`); None picks free ports (tests).
+                see :func:`default_topology`); None or 0 picks free ports (tests).
             single_capture: accept an acta on its first valid capture.
             interval_s: seconds between publication's cuts.
             drain_seconds: seconds a stopping service reports NOT_SERVING before it
@@ -172,7 +172,7 @@ class Stack:
         )
         if limits is not None:
             topology = replace(topology, limits=limits)
-        self.topology = topology if base_port is not None else _free_topology(topology)
+        self.topology = topology if base_port else _free_topology(topology)
         health = self.topology.health
         self.drain_seconds = (
             drain_seconds
@@ -491,7 +491,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--base-port",
         type=int,
         default=DEFAULT_BASE_PORT,
-        help=f"first port of the layout (default {DEFAULT_BASE_PORT}: edge +3, mesh +4, ...)",
+        help=f"first port of the layout (default {DEFAULT_BASE_PORT}: edge +3, mesh +4, ...; "
+        "0: free ports, printed at start)",
     )
     parser.add_argument(
         "--single-capture",
