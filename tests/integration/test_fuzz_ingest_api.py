@@ -14,6 +14,7 @@ The long version (many more examples) runs in ``make soak``.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -31,7 +32,8 @@ from veritally.election.generate import generate
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 CASILLAS = 40  # ~120 actas: a few states, every contest
-EXAMPLES = 120  # per property in `make test`; bench.soak runs thousands
+# Examples per property: 120 in `make test`; bench.soak sets VERITALLY_FUZZ_EXAMPLES.
+EXAMPLES = int(os.environ.get("VERITALLY_FUZZ_EXAMPLES", "120"))
 DEADLINE_MS = 5_000  # per example, generous for a loaded 2-core machine
 CALL_TIMEOUT_S = 10.0
 SERVER_START_S = 60.0

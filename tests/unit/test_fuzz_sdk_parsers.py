@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -42,7 +43,7 @@ from veritally_client._verify import CutVerifier, SignedCutBytes, claimed_tree_s
 
 # Examples per property in `make test` (the soak runs thousands), and a per-example
 # deadline (ms) generous enough for a loaded 2-core machine.
-EXAMPLES = 150
+EXAMPLES = int(os.environ.get("VERITALLY_FUZZ_EXAMPLES", "150"))
 DEADLINE_MS = 2_000
 FAST = settings(
     max_examples=EXAMPLES,
