@@ -142,6 +142,8 @@ class Stack:
         drain_seconds: float | None = None,
         auto_restart: bool = True,
         limits: Limits | None = None,
+        max_restarts: int = MAX_RESTARTS,
+        restart_backoff_s: float = RESTART_BACKOFF_S,
     ) -> None:
         """Describe the stack; nothing starts until :meth:`start`.
 
@@ -158,6 +160,10 @@ class Stack:
             auto_restart: restart children that exit unasked (the watchdog).
             limits: Envoy's rate and size limits (default: :class:`Limits`' defaults,
                 documented in docs/mesh.md); tests pass small budgets.
+            max_restarts: restarts of one crashed child within RESTART_WINDOW_S before
+                the watchdog gives up on it.
+            restart_backoff_s: first wait before a restart (seconds), doubled for each
+                recent restart of the same child.
 
         Raises:
             veritally.pki.PkiError: the state directory has no usable PKI.
@@ -182,6 +188,8 @@ class Stack:
         self.single_capture = single_capture
         self.interval_s = interval_s
         self.auto_restart = auto_restart
+        self.max_restarts = max_restarts
+        self.restart_backoff_s = restart_backoff_s
         self.envoy: EnvoyProcess | None = None
         self.processes: dict[str, Process] = {}
         self.restarts: dict[str, list[float]] = {}
@@ -420,18 +428,18 @@ class Stack:
     def _revive(self, name: str) -> None:
         now = time.monotonic()
         recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW_S]
-        if len(recent) >= MAX_RESTARTS:
+        if len(recent) >= self.max_restarts:
             self.failed[name] = f"crashed {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s"
             log.error("%s %s: giving up on it", name, self.failed[name])
             return
         popen = None if name == "envoy" else self.processes[name].popen
-        delay = RESTART_BACKOFF_S * 2 ** len(recent)
+        delay = self.restart_backoff_s * 2 ** len(recent)
         log.warning(
             "%s exited unexpectedly (code %s); restart %d of %d in %.0f s",
             name,
             None if popen is None else popen.returncode,
             len(recent) + 1,
-            MAX_RESTARTS,
+            self.max_restarts,
             delay,
         )
         # Wait without the lock, so that the owner can still restart, kill or stop.

@@ -365,6 +365,26 @@ def test_services_killed_during_the_night_come_back_and_clients_verify_everythin
     assert report.acta_records >= len(stats.logged)
 
 
+def test_watchdog_gives_up_on_a_service_that_cannot_start(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    Bootstrap(casillas=20, seed=3).ensure(state)
+    with Stack(
+        state, base_port=None, drain_seconds=0.2, max_restarts=2, restart_backoff_s=0.1
+    ) as small:
+        # Publication refuses to start without a trust root that vouches for its key.
+        state.trust_root.rename(tmp_path / "trust-root-elsewhere")
+        pid = small.pids()["publication"]
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + WAIT_S
+        while "publication" not in small.failed and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "publication" in small.failed
+        assert len(small.restarts["publication"]) == 2  # tried twice, then gave up
+        assert small.pids()["publication"] is None
+        assert small.processes["ingest"].healthy()  # the others keep running
+
+
 # --------------------------------------------------------------------------------------
 # the command
 
