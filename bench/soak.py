@@ -80,7 +80,7 @@ DOC = report.DOCS / "RELIABILITY.md"
 ACTAS_PER_CASILLA = 2.95  # the generator's average (3 contests, some casillas fewer)
 INTERVAL_S = 1.0  # publication's cut interval during the crash run (seconds)
 SECONDS_PER_ROUND = 6.0  # import pacing: the import spans about rounds × this (seconds)
-KILL_AFTER_S = (0.3, 3.0)  # a kill comes this long (uniform, seconds) after the last restart
+MIN_KILL_GAP_S = 0.3  # a kill comes at least this long after the previous restart (seconds)
 CATCH_UP_S = 300.0  # longest wait for a cut covering every acknowledged acta (seconds)
 RESTART_TIMEOUT_S = 120.0  # a killed service must be SERVING again within this (seconds)
 LEAVES_PAGE = 10_000  # GetLeaves page size asked for
@@ -243,8 +243,11 @@ def crash_run(*, rounds: int, actas_wanted: int, seed: int) -> dict[str, Any]:
         )
         started = time.monotonic()
         importer.start()
-        while len(kills) < rounds:
-            time.sleep(rng.uniform(*KILL_AFTER_S))
+        # Kill moments: uniform over the planned length of the import, in order.
+        planned = rounds * SECONDS_PER_ROUND
+        moments = sorted(rng.uniform(1.0, planned * 0.95) for _ in range(rounds))
+        for moment in moments:
+            time.sleep(max(MIN_KILL_GAP_S, moment - (time.monotonic() - started)))
             name = rng.choice(SERVICES)
             at = time.monotonic() - started
             acknowledged = len(stats.logged)
