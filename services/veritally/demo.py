@@ -25,8 +25,9 @@
    and compared with what was signed), prints the verified national result, writes
    ``STATE/demo-summary.json``, and stops the stack cleanly.
 
-Exit status: 0 when everything verified; 1 on a verification error, an acta that could
-not be submitted, or a stack failure; 2 on bad arguments.
+Exit status: 0 when everything verified; 3 when a cut, a proof or the recount did not
+verify (the SDK's VerificationError); 1 when an acta could not be submitted or the stack
+failed; 2 on bad arguments; 130 when interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ CATCH_UP_TIMEOUT_S = 300.0
 # interval is already alarming, but a restarted publication must be able to catch up.
 MEDIA_MAX_AGE_S = 120.0
 CONTEST = "PRES"  # the contest shown live
+# Exit status when something did not verify: distinct from operational failures (1).
+EXIT_VERIFICATION_FAILED = 3
 # Options listed in the live table (the rest share one row), so that it fits a terminal.
 LIVE_OPTIONS = 8
 
@@ -325,7 +328,9 @@ class MediaWatcher(threading.Thread):
     ``error``.
     """
 
-    def __init__(self, stack: Stack, *, outlet: str, state_dir: Path) -> None:
+    def __init__(
+        self, stack: Stack, *, outlet: str, state_dir: Path, pin: Path | None = None
+    ) -> None:
         """Describe the watcher; :meth:`start` runs it.
 
         Raises:
@@ -335,7 +340,8 @@ class MediaWatcher(threading.Thread):
         super().__init__(name=f"media-{outlet}", daemon=True)
         tls = stack.tls(outlet)
         self.credentials = TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key)
-        self.trust_root = load_trust_root(stack.state.trust_root_v1)
+        # Media pin the first trust root out of band; ``pin`` names another file.
+        self.trust_root = load_trust_root(pin or stack.state.trust_root_v1)
         self.endpoint = stack.endpoints.edge
         self.state_dir = state_dir
         self.config = ClientConfig(max_checkpoint_age=MEDIA_MAX_AGE_S, watch_backoff_max=2.0)
@@ -495,6 +501,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--interval", type=float, default=DEFAULT_INTERVAL_S, help="seconds between cuts"
     )
     parser.add_argument("--no-live", action="store_true", help="plain progress lines, no table")
+    parser.add_argument(
+        "--pin",
+        type=Path,
+        help="trust root the media client pins (default STATE/trust-root/trust-root-v1.binpb)",
+    )
 
 
 _PARAMS = "params.json"
@@ -580,7 +591,9 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             f"stack up in {start_s:.1f} s: edge {e.edge}, REST https://{e.rest}/v1/cuts/latest, "
             f"admin http://{e.admin}/, logs {state.logs}"
         )
-        watcher = MediaWatcher(stack, outlet="outlet-01", state_dir=state.media / "outlet-01")
+        watcher = MediaWatcher(
+            stack, outlet="outlet-01", state_dir=state.media / "outlet-01", pin=args.pin
+        )
         watcher.start()
         stats = CaptureStats()
         mode = "double capture" if double else "single capture"
@@ -730,7 +743,7 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; 0 when the whole night verified."""
+    """Run the demo; 0 when the whole night verified (see the module for the others)."""
     if args.casillas < 1 or args.speed < 0 or args.interval <= 0:
         print("veritally demo: --casillas >= 1, --speed >= 0, --interval > 0", file=sys.stderr)
         return 2
@@ -747,7 +760,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except VerificationError as e:
         console.print(f"[bold red]VERIFICATION FAILED[/]: {type(e).__name__}: {e}")
-        return 1
+        return EXIT_VERIFICATION_FAILED
     except (DemoError, StackError, VeritallyError, grpc.aio.AioRpcError) as e:
         console.print(f"[bold red]demo failed[/]: {type(e).__name__}: {e}")
         return 1

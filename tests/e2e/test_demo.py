@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from veritally.demo import EXIT_VERIFICATION_FAILED
 from veritally.election import load_actas, load_election
 
 pytestmark = [pytest.mark.e2e]
@@ -26,8 +27,8 @@ CASILLAS = 300
 DEMO_TIMEOUT_S = 240.0
 
 
-def _demo(state: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    result = subprocess.run(
+def _run_demo(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -44,12 +45,17 @@ def _demo(state: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]
             "--interval",
             "0.5",
             "--no-live",
+            *extra,
         ],
         capture_output=True,
         text=True,
         timeout=DEMO_TIMEOUT_S,
         check=False,
     )
+
+
+def _demo(state: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    result = _run_demo(state)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     summary: dict[str, Any] = json.loads((state / "demo-summary.json").read_text())
     return result, summary
@@ -96,3 +102,31 @@ def test_demo_from_nothing_ends_with_a_verified_national_result_and_reruns_clean
     assert (state / "pki" / "ca" / "ca.pem").read_bytes() == ca
     assert (state / "trust-root" / "trust-root-v1.binpb").read_bytes() == trust_root
     assert (state / "keys" / "publisher.key.pub").read_bytes() == key
+
+
+def _veritally(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "veritally.cli", *args],
+        capture_output=True,
+        timeout=DEMO_TIMEOUT_S,
+        check=True,
+    )
+
+
+def test_demo_exits_non_zero_when_the_media_client_cannot_verify_the_cuts(
+    tmp_path: Path,
+) -> None:
+    # The outlet pinned a trust root of another publisher key (same origin): every cut
+    # the stack signs is by a key it does not trust.
+    other = tmp_path / "other"
+    other.mkdir()
+    origin = "veritally.example/mx-synthetic-federal"
+    _veritally("keys", "generate", "--name", origin, "--out", str(other / "k.key"))
+    _veritally(
+        "trust-root", "create", "--key", str(other / "k.key"), "--origin", origin,
+        "--dir", str(other), "--expires", "2099-01-01T00:00:00Z",
+    )  # fmt: skip
+    state = tmp_path / "state"
+    result = _run_demo(state, "--pin", str(other / "trust-root-v1.binpb"))
+    assert result.returncode == EXIT_VERIFICATION_FAILED, result.stdout[-4000:] + result.stderr
+    assert not (state / "demo-summary.json").exists()
