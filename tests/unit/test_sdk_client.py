@@ -87,6 +87,8 @@ def test_watch_yields_each_new_cut_once_in_order(pub: FakePublisher, tmp_path: P
     pub.step(1)
     assert [next(stream).cut_number, next(stream).cut_number] == [3, 4]
     stream.close()
+    # A silent stream is dropped after the longest a cut may age.
+    assert set(pub.idle_timeouts) == {CONFIG.max_checkpoint_age}
 
 
 def test_watch_gives_up_after_configured_failures(pub: FakePublisher, tmp_path: Path) -> None:

@@ -101,6 +101,9 @@ def _signed_bytes(cut: log_pb2.SignedCut) -> SignedCutBytes:
 class Client:
     """A client that verifies every cut it hands over.
 
+    One client per thread: its calls are not synchronised with each other, and two
+    clients must not share a ``state_dir`` concurrently.
+
     Usage::
 
         root = load_trust_root(Path("trust-root.pb"))
