@@ -246,9 +246,11 @@ def crash_run(*, rounds: int, actas_wanted: int, seed: int) -> dict[str, Any]:
         # Kill moments: uniform over the planned length of the import, in order.
         planned = rounds * SECONDS_PER_ROUND
         moments = sorted(rng.uniform(1.0, planned * 0.95) for _ in range(rounds))
-        for moment in moments:
+        # Each service killed rounds/3 times (±1), in a random order.
+        victims = [SERVICES[i % len(SERVICES)] for i in range(rounds)]
+        rng.shuffle(victims)
+        for moment, name in zip(moments, victims, strict=True):
             time.sleep(max(MIN_KILL_GAP_S, moment - (time.monotonic() - started)))
-            name = rng.choice(SERVICES)
             at = time.monotonic() - started
             acknowledged = len(stats.logged)
             stack.kill(name)
