@@ -102,6 +102,9 @@ class AbuseReport:
         idle_opened: idle mTLS connections opened.
         idle_failed: idle connections that could not be opened.
         idle_still_open: idle connections Envoy had not closed at the end.
+        envoy_counters: Envoy counters that explain refusals (health-check failures,
+            outlier ejections, overflows, no healthy upstream), as increments over the
+            run; zero ones left out.
     """
 
     seconds: float
@@ -112,6 +115,7 @@ class AbuseReport:
     idle_opened: int = 0
     idle_failed: int = 0
     idle_still_open: int = 0
+    envoy_counters: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         """A JSON-able summary."""
@@ -124,6 +128,7 @@ class AbuseReport:
             "idle_opened": self.idle_opened,
             "idle_failed": self.idle_failed,
             "idle_still_open": self.idle_still_open,
+            "envoy_counters": self.envoy_counters,
         }
 
 
@@ -260,6 +265,30 @@ def _still_open(sockets: Sequence[ssl.SSLSocket]) -> int:
     return alive
 
 
+# Envoy counters (name fragments) that say why a call was refused or failed.
+_COUNTERS = (
+    "health_check.failure",
+    "outlier_detection.ejections_enforced_total",
+    "upstream_rq_pending_overflow",
+    "upstream_cx_overflow",
+    "upstream_rq_timeout",
+    "no_healthy_upstream",
+    "upstream_rq_503",
+    "upstream_rq_retry",
+    "overload",
+)
+
+
+def _counters(stack: Stack) -> dict[str, int]:
+    if stack.envoy is None:
+        return {}
+    return {
+        k: v
+        for k, v in stack.envoy.stats().items()
+        if k.startswith("cluster.") and any(c in k for c in _COUNTERS)
+    }
+
+
 def run_abuse(
     stack: Stack,
     *,
@@ -295,6 +324,7 @@ def run_abuse(
         RuntimeError: a flooder process failed.
     """
     edge = stack.endpoints.edge
+    before = _counters(stack)
     with idle_connections(edge, stack.tls("outlet-03"), idle) as (sockets, idle_failed):
         flood_tls = stack.tls(flood_outlet)
         children = [
@@ -366,6 +396,8 @@ def run_abuse(
             counts = json.loads(out.decode().strip().splitlines()[-1])
             flood.codes.update(counts)
         still_open = _still_open(sockets)
+    after = _counters(stack)
+    deltas = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
     return AbuseReport(
         seconds=elapsed,
         polite_reads=results.get("reads", ClientStats()),
@@ -375,6 +407,7 @@ def run_abuse(
         idle_opened=len(sockets),
         idle_failed=idle_failed,
         idle_still_open=still_open,
+        envoy_counters=deltas,
     )
 
 

@@ -394,14 +394,18 @@ def _goal(value: float, goal: float = 0) -> str:
     return "yes" if value <= goal else "**no**"
 
 
-def write_doc(figures: dict[str, Any], command: str) -> None:
-    """Write docs/RELIABILITY.md from one soak run."""
+def _run_line(part: dict[str, Any]) -> list[str]:
+    return [f"Run: `{part.get('command', '?')}`, {part.get('date', '?')}.", ""]
+
+
+def write_doc(figures: dict[str, Any]) -> None:
+    """Write docs/RELIABILITY.md from the soak's figures (each part from its own run)."""
     desc = report.machine()
     lines = [
         "# Reliability and security",
         "",
-        "Figures of one `make soak` run (`python -m bench.soak`); never edited by hand.",
-        f"Command: `{command}`.",
+        "Figures of `make soak` (`python -m bench.soak`; `--only PART` reruns one part and",
+        "keeps the others' figures, each section names its run); never edited by hand.",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in desc.items() if v),
         "",
@@ -411,6 +415,7 @@ def write_doc(figures: dict[str, Any], command: str) -> None:
         lines += [
             "## Crash: SIGKILL during an import",
             "",
+            *_run_line(crash),
             f"{crash['rounds']} SIGKILLs (by service: {crash['kills_by_service']}) at random "
             f"moments of an import of {crash['actas_submitted']:,} actas through Envoy "
             f"(single capture, batches of 500, retryable statuses retried), each service "
@@ -459,6 +464,7 @@ def write_doc(figures: dict[str, Any], command: str) -> None:
         lines += [
             "## Bad input",
             "",
+            *_run_line(fuzz),
             f"hypothesis, {fuzz['examples_per_property']} examples per property "
             "(tests/unit/test_fuzz_sdk_parsers.py: checkpoint text, signed notes, tree "
             "sizes, inclusion and consistency proofs, whole served cuts, results blobs "
@@ -485,9 +491,10 @@ def write_doc(figures: dict[str, Any], command: str) -> None:
         lines += [
             "## Abuse through Envoy",
             "",
+            *_run_line(abuse),
             f"For {abuse['seconds']} s at once, against the stack with its default limits "
             "(docs/mesh.md): one outlet flooding GetLatestCut from "
-            f"{figures.get('abuse_flooders', 1)} process(es); another identity sending "
+            f"{abuse.get('flooders', 1)} process(es); another identity sending "
             "oversized requests (a SubmitActas message above 4 MiB, a read above 64 KiB); "
             f"{abuse['idle_opened']} idle mTLS connections held open "
             f"({abuse['idle_failed']} could not be opened, {abuse['idle_still_open']} still "
@@ -504,7 +511,22 @@ def write_doc(figures: dict[str, Any], command: str) -> None:
             f"| oversized requests | {ov['calls']} | {ov['success_rate']:.2%} | — | — | "
             f"{ov['codes']} |",
             "",
+            "Envoy counters that explain refusals, increments over the run: "
+            f"`{abuse.get('envoy_counters') or 'none'}`.",
+            "",
         ]
+        if pr["success_rate"] < 1 or ps["success_rate"] < 1:
+            lines += [
+                "**Goal missed: a well-behaved client saw failures.** Every upstream cluster "
+                "has `healthy_panic_threshold` 0 and health checks time out after 1 s, so a "
+                "service starved of CPU by the flood (2 cores shared with the flooders and "
+                "Envoy) can be taken out of rotation and every caller then gets UNAVAILABLE; "
+                "the counters above say whether that happened. What would close it: a "
+                "stricter total budget for media calls, so that a flood is refused by Envoy "
+                "before it reaches the service, and health checks that tolerate a slow "
+                "second (timeout above the p99 under load).",
+                "",
+            ]
     lines += [
         "## Known gaps",
         "",
@@ -531,25 +553,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reduced", default="", help="say in the document why the run is reduced")
     args = parser.parse_args(argv)
     parts = set(args.only or ["crash", "fuzz", "abuse"])
-    figures: dict[str, Any] = {"started": dt.datetime.now(dt.UTC).isoformat()}
+    command = "python -m bench.soak " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command.strip()
+    figures: dict[str, Any] = {}
+    if args.only and (OUT / "soak.json").exists():
+        # A partial run keeps the other parts' figures from their own runs; each part
+        # says which command made it and when.
+        previous = json.loads((OUT / "soak.json").read_text())
+        figures = {k: v for k, v in previous.items() if k in ("crash", "fuzz", "abuse")}
+
+    def stamp(part: dict[str, Any]) -> dict[str, Any]:
+        part["command"] = command
+        part["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return part
+
     if "crash" in parts:
         print("== crash", flush=True)
-        figures["crash"] = crash_run(rounds=args.rounds, actas_wanted=args.actas, seed=args.seed)
+        figures["crash"] = stamp(
+            crash_run(rounds=args.rounds, actas_wanted=args.actas, seed=args.seed)
+        )
         if args.reduced:
             figures["crash"]["reduced"] = args.reduced
     if "fuzz" in parts:
         print("== fuzz", flush=True)
-        figures["fuzz"] = fuzz_run(args.fuzz_examples)
+        figures["fuzz"] = stamp(fuzz_run(args.fuzz_examples))
     if "abuse" in parts:
         print("== abuse", flush=True)
-        figures["abuse"] = abuse_run(
-            seconds=args.abuse_seconds, idle=args.idle, flooders=args.flooders
+        figures["abuse"] = stamp(
+            abuse_run(seconds=args.abuse_seconds, idle=args.idle, flooders=args.flooders)
         )
-        figures["abuse_flooders"] = args.flooders
+        figures["abuse"]["flooders"] = args.flooders
     OUT.mkdir(exist_ok=True)
     (OUT / "soak.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    command = "python -m bench.soak " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_doc(figures, command.strip())
+    write_doc(figures)
     print(json.dumps(figures, indent=2, default=str)[:6000])
     print(f"wrote {DOC}")
     crash = figures.get("crash", {})
