@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import logging
 import os
 import signal
@@ -42,6 +43,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType, TracebackType
+
+import grpc
 
 from veritally._grpc import TlsFiles
 from veritally.mesh.envoy import (
@@ -55,6 +58,7 @@ from veritally.mesh.process import EnvoyProcess, free_port
 from veritally.pki import Pki
 from veritally.state import Bootstrap, StateDir
 from veritally.supervisor import Process, ProcessError
+from veritally_client._gen.veritally.v1 import publication_pb2, publication_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,9 @@ WATCH_INTERVAL_S = 0.25
 # definition (160,000 casillas) loads in a few seconds; aggregation and publication
 # also rebuild their state from their stores.
 HEALTH_TIMEOUT_S = 120.0
+# How long a fresh stack may take to make its first cut (seconds): one interval after
+# publication starts, once aggregation answers through Envoy; margin for a loaded machine.
+FIRST_CUT_TIMEOUT_S = 60.0
 # Publication's cut interval (seconds): the SDK's freshness check and the demo's table
 # refresh both follow it.
 DEFAULT_INTERVAL_S = 2.0
@@ -287,8 +294,6 @@ class Stack:
         Falls back to ``publisher.key`` when none is listed (publication then refuses to
         start, naming the key).
         """
-        import datetime as dt
-
         from veritally.publication.errors import KeyFileError, TrustRootFileError
         from veritally.publication.keys import load_signer
         from veritally.publication.trustroot import load_trust_root_chain
@@ -318,7 +323,8 @@ class Stack:
 
     def start(self) -> None:
         """Render and validate Envoy's configuration, start the services, then Envoy,
-        wait until all are healthy and start the watchdog.
+        wait until all are healthy and publication has made its first cut (so that a
+        media client's first call finds one), and start the watchdog.
 
         Raises:
             StackError: a child exited or was not healthy in time (its log tail is in
@@ -334,6 +340,7 @@ class Stack:
             self.envoy = envoy
             envoy.start()
             envoy.wait_ready()
+            self.wait_first_cut()
         except Exception as e:
             self.stop()
             raise StackError(f"the stack did not start: {e}") from e
@@ -342,6 +349,26 @@ class Stack:
                 target=self._watch, name="stack-watchdog", daemon=True
             )
             self._watchdog.start()
+
+    def wait_first_cut(self, timeout_s: float = FIRST_CUT_TIMEOUT_S) -> None:
+        """Wait until publication serves a cut, asked at its own port as Envoy would.
+
+        Raises:
+            StackError: no cut within ``timeout_s`` seconds (the publication log says why).
+        """
+        target = str(self.topology.services["publication"][0])
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        with grpc.secure_channel(target, self.tls("envoy").channel_credentials()) as channel:
+            stub = publication_pb2_grpc.PublicationServiceStub(channel)
+            while time.monotonic() < deadline:
+                try:
+                    stub.GetLatestCut(publication_pb2.GetLatestCutRequest(), timeout=5)
+                    return
+                except grpc.RpcError as e:  # no cut yet: it cuts every interval
+                    last = f"{e.code().name}: {e.details()}"
+                time.sleep(min(0.1, self.interval_s))
+        raise StackError(f"publication made no cut within {timeout_s:.0f} s ({last})")
 
     def stop(self) -> None:
         """Drain and stop every service at once (SIGTERM; SIGKILL after the drain plus a

@@ -395,52 +395,38 @@ def test_up_command_serves_then_drains_and_stops_every_child_on_sigterm(tmp_path
     # The fixed layout uses base+1..base+12 (see default_topology); a port that was free
     # just now is a good guess for a quiet range, and a taken one fails the start loudly.
     base = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "veritally.cli",
-            "up",
-            "--state",
-            str(state.root),
-            "--base-port",
-            str(base),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    log = tmp_path / "up.log"
+    outlet = TlsFiles(
+        cert=state.pki / "media" / "outlet-01.pem",
+        key=state.pki / "media" / "outlet-01.key",
+        ca=state.pki / "ca" / "ca.pem",
     )
-    try:
-        edge = f"127.0.0.1:{base + 3}"
-        deadline = time.monotonic() + WAIT_S
-        code = grpc.StatusCode.UNAVAILABLE
-        tls = StackTls(state)
-        while time.monotonic() < deadline and proc.poll() is None:
-            with grpc.secure_channel(edge, tls.outlet.channel_credentials()) as channel:
-                code = _code(_latest(channel))
-            if code == grpc.StatusCode.OK:
-                break
-            time.sleep(0.2)
-        assert code == grpc.StatusCode.OK
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=WAIT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out.decode(errors="replace")
+    edge = f"127.0.0.1:{base + 3}"
+    argv = [sys.executable, "-m", "veritally.cli", "up", "--state", str(state.root)]
+    with (
+        log.open("wb") as out,
+        subprocess.Popen(
+            [*argv, "--base-port", str(base)], stdout=out, stderr=subprocess.STDOUT
+        ) as proc,
+    ):
+        try:
+            deadline = time.monotonic() + WAIT_S
+            code = grpc.StatusCode.UNAVAILABLE
+            while time.monotonic() < deadline and proc.poll() is None:
+                with grpc.secure_channel(edge, outlet.channel_credentials()) as channel:
+                    code = _code(_latest(channel))
+                if code == grpc.StatusCode.OK:
+                    break
+                time.sleep(0.2)
+            assert code == grpc.StatusCode.OK, log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, log.read_text()
     # Nothing it started is left listening: Envoy's listeners and the services' ports.
     for port in (base + 3, base + 4, base + 10, base + 11, base + 12):
         with socket.socket() as s, pytest.raises(ConnectionRefusedError):
             s.connect(("127.0.0.1", port))
-
-
-class StackTls:
-    """An outlet's TLS files in a state directory."""
-
-    def __init__(self, state: StateDir) -> None:
-        pki = state.pki
-        self.outlet = TlsFiles(
-            cert=pki / "media" / "outlet-01.pem",
-            key=pki / "media" / "outlet-01.key",
-            ca=pki / "ca" / "ca.pem",
-        )
