@@ -27,8 +27,6 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from google.protobuf.message import DecodeError
-
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
     BadProofError,
@@ -39,11 +37,10 @@ from veritally_client._errors import (
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
 from veritally_client._merkle import CompactRange, leaf_hash
 from veritally_client._navigate import level_value
-from veritally_client._tally import Tally
+from veritally_client._tally import Tally, parse_leaf_view
 
 __all__ = ["CutCheck", "RecountReport", "Recounter"]
 
-LogLeafPb = acta_pb2.LogLeaf
 _sha256 = hashlib.sha256
 
 
@@ -185,16 +182,17 @@ class Recounter:
                 self._failure = e
 
     def _judge(self, index: int, leaf: bytes, tally: Tally) -> None:
-        pb = LogLeafPb()
+        # The tally's view of a leaf: acta records are applied without building a
+        # message per option (see veritally_client._tally); cut records are the real type.
         try:
-            pb.ParseFromString(leaf)
-        except DecodeError as e:
+            pb = parse_leaf_view(leaf)
+        except MalformedDataError as e:
             raise MalformedDataError(f"leaf {index} does not parse: {e}") from e
         kind = pb.WhichOneof("kind")
         if kind == "acta_record":
             # (2) the acta records, in log order
             try:
-                tally.apply(pb.acta_record)
+                tally.apply_view(pb.acta_record, leaf)
             except ValueError as e:
                 raise MalformedDataError(f"leaf {index}: {e}") from e
             self._last_was_cut = False

@@ -25,29 +25,48 @@ Rules of the published figures (see docs/adr/0012-results-levels-and-turnout.md)
 * turnout = votes of counted actas of non-special casillas / nominal_list_counted; on the
   final cut (``final=True``) the votes of counted special casillas are added to the
   numerator, the denominator is unchanged (as PREP does in its final figures).
+
+Speed (a national log is ~500,000 records; a recount must stay within seconds):
+
+* only the district of a record is updated when it is applied; states and the nation
+  are summed from their districts when results are read (``_rollup``), and only those
+  whose districts changed since the last read;
+* a serialized leaf is parsed with a private *view* of ``LogLeaf`` in which
+  ``Acta.option_votes`` is ``repeated bytes``: protobuf then hands over each option's
+  encoded bytes without building a message per option (building them was most of the
+  per-record time). Each distinct option encoding is decoded once, by protobuf itself,
+  and remembered per ballot position (``_ContestPlan.votes_at``); an acta whose every
+  option encoding is remembered at its position is, by construction, valid in its
+  options and decodes to the same votes. Anything else takes the reference path: the
+  real ``LogLeaf`` type and :meth:`Tally.apply`;
+* ``results_bytes`` writes the protobuf wire format of each unit directly (what
+  deterministic serialization writes: fields in number order, zero scalars omitted);
+  :meth:`Tally.results` still builds the messages, and tests hold the two equal.
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
-from typing import Final, TypeAlias
+from collections.abc import Iterable, Sequence
+from typing import Final, NamedTuple, Protocol, TypeAlias, cast
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from veritally_client._election import (
     ACTA_ID_SEPARATOR,
-    CasillaInfo,
     ContestInfo,
     ElectionIndex,
 )
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
 
-__all__ = ["Tally", "percent_e4"]
+__all__ = ["LeafView", "Tally", "parse_leaf_view", "percent_e4"]
 
 ActaRecordPb = acta_pb2.ActaRecord
 LogLeafPb = acta_pb2.LogLeaf
+OptionVotesPb = acta_pb2.OptionVotes
 ResultsPb = results_pb2.Results
 UnitResultsPb = results_pb2.UnitResults
 ContestTotalsPb = results_pb2.ContestTotals
@@ -75,22 +94,252 @@ _DISTRICT: Final = results_pb2.LEVEL_DISTRICT
 _SECTION: Final = results_pb2.LEVEL_SECTION
 _CASILLA: Final = results_pb2.LEVEL_CASILLA
 
+# Distinct option encodings remembered by one tally (see _ContestPlan.votes_at). A
+# national election needs about 60,000 (18 options x ~1,000 vote counts x 3 contests,
+# a few more with marks); the limit bounds memory (~100 bytes each, so ~40 MB) against
+# a log crafted to hold only distinct encodings, which then simply takes the slower path.
+_OPTION_ENCODINGS_LIMIT: Final = 400_000
 
-# Tag of Results.units (field 5, wire type 2 = length-delimited), the last field of
-# Results, so unit entries can be appended after the other fields.
-_UNITS_FIELD: Final = ResultsPb.DESCRIPTOR.fields_by_name["units"]
-assert _UNITS_FIELD.number == max(f.number for f in ResultsPb.DESCRIPTOR.fields)
-_UNITS_TAG: Final = bytes([(_UNITS_FIELD.number << 3) | 2])
+
+# -- protobuf wire format (for results_bytes) ---------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    """Protobuf base-128 varint encoding of a non-negative integer."""
+def _varint_slow(value: int) -> bytes:
+    """Protobuf base-128 varint encoding of a non-negative integer (builds the tables).
+
+    Raises:
+        ValueError: if ``value`` is negative.
+    """
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
-    out.append(value)
+    out.append(value)  # ValueError for a negative value: never silently encoded
     return bytes(out)
+
+
+# Varints as table lookups: most values in a results blob (and every field of an option
+# encoding) are below 2^14, one or two bytes; a larger value is its low 14 bits as two
+# continued bytes followed by the varint of the rest. 2 x 16,384 small bytes objects
+# (~1 MB, built in a few milliseconds at import).
+_MAX_VARINT_BYTES: Final = 10  # of a uint64
+_VARINT_TABLE_SIZE: Final = 1 << 14
+_VARINTS: Final = tuple(_varint_slow(v) for v in range(_VARINT_TABLE_SIZE))
+_CONTINUED: Final = tuple(
+    bytes(((v & 0x7F) | 0x80, (v >> 7) | 0x80)) for v in range(_VARINT_TABLE_SIZE)
+)
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint encoding of a non-negative integer.
+
+    Raises:
+        ValueError: if ``value`` is negative.
+    """
+    if value < _VARINT_TABLE_SIZE:
+        if value < 0:
+            raise ValueError(f"varint of negative value {value}")
+        return _VARINTS[value]
+    return _CONTINUED[value & (_VARINT_TABLE_SIZE - 1)] + _varint(value >> 14)
+
+
+_LENGTH_DELIMITED: Final = frozenset(
+    {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_MESSAGE}
+)
+# Types whose proto3 encoding is a plain varint of the (non-negative) value.
+_PLAIN_VARINT: Final = frozenset(
+    {FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_ENUM}
+)
+
+
+def _tag(descriptor: Descriptor, field: str) -> bytes:
+    """The tag of ``field``, taken from the contract so a renumbering cannot go unseen.
+
+    Raises:
+        AssertionError: if the field is of a type the hand-written encoding does not
+            cover (a change of the contract that this module must follow).
+    """
+    fd = descriptor.fields_by_name[field]
+    if fd.type in _LENGTH_DELIMITED:
+        return _varint((fd.number << 3) | 2)
+    assert fd.type in _PLAIN_VARINT, f"{descriptor.name}.{field}: no hand encoding"
+    return _varint(fd.number << 3)
+
+
+def _check_field_order(descriptor: Descriptor, fields: Sequence[str]) -> None:
+    # Deterministic serialization writes fields in number order; the encoder below
+    # writes them in the order listed, so that order must be the number order and cover
+    # every field (a new field would otherwise be silently left out).
+    numbers = [descriptor.fields_by_name[f].number for f in fields]
+    assert numbers == sorted(f.number for f in descriptor.fields), descriptor.name
+
+
+_R: Final = ResultsPb.DESCRIPTOR
+_U: Final = UnitResultsPb.DESCRIPTOR
+_CT: Final = ContestTotalsPb.DESCRIPTOR
+_OT: Final = OptionTotalPb.DESCRIPTOR
+_CO: Final = CompletenessPb.DESCRIPTOR
+_NC: Final = NotCountedTotalPb.DESCRIPTOR
+_check_field_order(_U, ("level", "unit_id", "contests"))
+_check_field_order(
+    _CT,
+    ("contest_id", "options", "unregistered_votes", "null_votes", "total_votes", "completeness"),
+)
+_check_field_order(_OT, ("option_id", "votes"))
+_check_field_order(
+    _CO,
+    (
+        "actas_expected",
+        "actas_captured",
+        "actas_counted",
+        "not_counted",
+        "captured_percent_e4",
+        "counted_percent_e4",
+        "nominal_list_counted",
+        "turnout_percent_e4",
+    ),
+)
+_check_field_order(_NC, ("reason", "actas"))
+# Results.units is the last field, so unit entries are appended after the header.
+assert _R.fields_by_name["units"].number == max(f.number for f in _R.fields)
+
+_UNITS_TAG: Final = _tag(_R, "units")
+_LEVEL_TAG: Final = _tag(_U, "level")
+_UNIT_ID_TAG: Final = _tag(_U, "unit_id")
+_CONTESTS_TAG: Final = _tag(_U, "contests")
+_CONTEST_ID_TAG: Final = _tag(_CT, "contest_id")
+_OPTIONS_TAG: Final = _tag(_CT, "options")
+_UNREGISTERED_TAG: Final = _tag(_CT, "unregistered_votes")
+_NULL_TAG: Final = _tag(_CT, "null_votes")
+_TOTAL_TAG: Final = _tag(_CT, "total_votes")
+_COMPLETENESS_TAG: Final = _tag(_CT, "completeness")
+_OPTION_ID_TAG: Final = _tag(_OT, "option_id")
+_OPTION_VOTES_TAG: Final = _tag(_OT, "votes")
+_EXPECTED_TAG: Final = _tag(_CO, "actas_expected")
+_CAPTURED_TAG: Final = _tag(_CO, "actas_captured")
+_COUNTED_TAG: Final = _tag(_CO, "actas_counted")
+_NOT_COUNTED_TAG: Final = _tag(_CO, "not_counted")
+_CAPTURED_PCT_TAG: Final = _tag(_CO, "captured_percent_e4")
+_COUNTED_PCT_TAG: Final = _tag(_CO, "counted_percent_e4")
+_NOMINAL_TAG: Final = _tag(_CO, "nominal_list_counted")
+_TURNOUT_TAG: Final = _tag(_CO, "turnout_percent_e4")
+_REASON_TAG: Final = _tag(_NC, "reason")
+_ACTAS_TAG: Final = _tag(_NC, "actas")
+
+
+def _uint_field(tag: bytes, value: int) -> bytes:
+    """A proto3 varint field: absent when zero."""
+    return tag + _varint(value) if value else b""
+
+
+def _len_field(tag: bytes, data: bytes) -> bytes:
+    """A length-delimited field that is always present (a set submessage, a list entry)."""
+    return tag + _varint(len(data)) + data
+
+
+def _str_field(tag: bytes, value: str) -> bytes:
+    """A proto3 string field: absent when empty."""
+    return _len_field(tag, value.encode()) if value else b""
+
+
+# The not-counted entries of Completeness, for a reason slot and a count.
+def _not_counted_entry(slot: int, count: int) -> bytes:
+    return _len_field(
+        _NOT_COUNTED_TAG, _uint_field(_REASON_TAG, _REASONS[slot]) + _uint_field(_ACTAS_TAG, count)
+    )
+
+
+# -- the view of a leaf -------------------------------------------------------------------
+
+
+def _view_classes() -> type:
+    """``LogLeaf`` with ``Acta.option_votes`` as ``repeated bytes``, in the default pool.
+
+    Same field numbers and wire types otherwise, so a view parses every valid leaf to the
+    same values (repeated elements are never merged, whatever their type); only the UTF-8
+    check of option ids is deferred, to the decoding of each option's bytes.
+    """
+    package = "veritally_client.internal.tally"
+    pool = descriptor_pool.Default()
+    name = f"{package}.LogLeafView"
+    try:
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+    except KeyError:
+        pass
+    file = descriptor_pb2.FileDescriptorProto(
+        name="veritally_client/internal/tally_view.proto",
+        package=package,
+        syntax="proto3",
+        dependency=[acta_pb2.DESCRIPTOR.name],
+    )
+    renamed = {
+        "Acta": "ActaView",
+        "ActaRecord": "ActaRecordView",
+        "LogLeaf": "LogLeafView",
+    }
+    for original, view in renamed.items():
+        message = descriptor_pb2.DescriptorProto()
+        acta_pb2.DESCRIPTOR.message_types_by_name[original].CopyToProto(message)
+        message.name = view
+        for field in message.field:
+            if original == "Acta" and field.name == "option_votes":
+                field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                field.ClearField("type_name")
+            elif field.type_name.rsplit(".", 1)[-1] in renamed:
+                field.type_name = f".{package}.{renamed[field.type_name.rsplit('.', 1)[-1]]}"
+        file.message_type.append(message)
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+
+
+class _ActaView(Protocol):
+    casilla_id: str
+    contest_id: str
+    option_votes: Sequence[bytes]
+    unregistered_votes: int
+    null_votes: int
+
+
+class _ActaRecordView(Protocol):
+    acta_id: str
+    revision: int
+    acta: _ActaView
+    counted: bool
+    not_counted_reason: acta_pb2.NotCountedReason.ValueType
+    sequence: int
+
+
+class LeafView(Protocol):
+    """A parsed log leaf as :func:`parse_leaf_view` returns it."""
+
+    @property
+    def acta_record(self) -> _ActaRecordView:
+        """The acta record (options as their encoded bytes)."""
+
+    @property
+    def cut_record(self) -> acta_pb2.CutRecord:
+        """The cut record (the real message type)."""
+
+    def WhichOneof(self, oneof_group: str) -> str | None:  # noqa: N802 - protobuf's name
+        """Which field of the ``kind`` oneof is set."""
+
+
+_LEAF_VIEW: Final = _view_classes()
+
+
+def parse_leaf_view(leaf: bytes) -> LeafView:
+    """Parse a serialized ``LogLeaf`` for :meth:`Tally.apply_view`.
+
+    Raises:
+        MalformedDataError: if the bytes do not parse.
+    """
+    try:
+        return cast(LeafView, _LEAF_VIEW.FromString(leaf))  # type: ignore[attr-defined]  # a runtime-built message class
+    except DecodeError as e:
+        raise MalformedDataError(f"log leaf does not parse: {e}") from e
+
+
+# -- the tally ----------------------------------------------------------------------------
 
 
 def percent_e4(numerator: int, denominator: int) -> int:
@@ -108,67 +357,91 @@ def percent_e4(numerator: int, denominator: int) -> int:
     return numerator * _PERCENT_E4_SCALE // denominator
 
 
-@dataclass(frozen=True, slots=True)
-class _ActaState:
-    """What one revision of an acta contributes to the totals."""
+# Running totals of one contest in one unit, and the contribution of one acta, share one
+# flat layout: a list (or tuple) of ints, so that adding or removing a contribution is
+# one element-wise map() at C speed instead of a dozen attribute updates per record.
+_CAPTURED: Final = 0  # actas captured
+_COUNTED: Final = 1  # actas counted
+_NOMINAL: Final = 2  # nominal lists of counted non-special casillas
+_NONSPECIAL_VOTES: Final = 3  # votes of counted non-special casillas
+_SPECIAL_VOTES: Final = 4  # votes of counted special casillas
+_NOT_COUNTED: Final = 5  # actas not counted, one slot per reason in _REASONS
+_VOTES: Final = _NOT_COUNTED + len(_REASONS)  # options in ballot order, unregistered, null
+_NO_REASONS: Final = (0,) * len(_REASONS)
+
+Totals: TypeAlias = list[int]
+Contribution: TypeAlias = tuple[int, ...]
+
+
+def _zero_totals(width: int) -> Totals:
+    return [0] * (_VOTES + width)
+
+
+def _sum_totals(width: int, parts: Iterable[Sequence[int]]) -> Totals:
+    """Element-wise sum (a state of its districts, the nation of its states)."""
+    columns = [sum(column) for column in zip(*parts, strict=True)]
+    return columns or _zero_totals(width)
+
+
+def _not_counted_contribution(slot: int, width: int) -> Contribution:
+    """What a not-counted acta contributes: a captured acta and its reason, no votes."""
+    reasons = [0] * len(_REASONS)
+    reasons[slot] = 1
+    return (1, 0, 0, 0, 0, *reasons) + (0,) * width
+
+
+class _ActaState(NamedTuple):
+    """The last revision applied of an acta and what it contributes to the totals."""
 
     revision: int
-    counted: bool
-    reason_slot: int  # index into _REASONS; -1 when counted
-    votes: tuple[int, ...]  # options in ballot order, then unregistered, then null
-    total: int  # sum of votes (0 when not counted)
+    contribution: Contribution
+
+
+class _CasillaSlot(NamedTuple):
+    """What applying needs of a casilla, looked up once per record."""
+
+    district: int  # unit position of its district
     special: bool
     nominal_list: int
 
 
-class _Acc:
-    """Running totals of one contest in one unit."""
+class _ContestPlan:
+    """Per-contest tables for decoding option bytes and encoding totals."""
 
     __slots__ = (
-        "captured",
-        "counted",
-        "nominal",
-        "nonspecial_votes",
+        "contest",
+        "id_field",
         "not_counted",
-        "special_votes",
-        "votes",
+        "option_entries",
+        "option_heads",
+        "option_prefixes",
+        "votes_at",
+        "width",
     )
 
-    def __init__(self, width: int) -> None:
-        self.votes = [0] * width
-        self.captured = 0
-        self.counted = 0
-        self.not_counted = [0] * len(_REASONS)
-        self.nominal = 0
-        self.nonspecial_votes = 0
-        self.special_votes = 0
-
-    def add(self, st: _ActaState) -> None:
-        self.captured += 1
-        if st.counted:
-            self.counted += 1
-            # map() adds element-wise at C speed; this runs three times per record.
-            self.votes = list(map(operator.add, self.votes, st.votes))
-            if st.special:
-                self.special_votes += st.total
-            else:
-                self.nonspecial_votes += st.total
-                self.nominal += st.nominal_list
-        else:
-            self.not_counted[st.reason_slot] += 1
-
-    def remove(self, st: _ActaState) -> None:
-        self.captured -= 1
-        if st.counted:
-            self.counted -= 1
-            self.votes = list(map(operator.sub, self.votes, st.votes))
-            if st.special:
-                self.special_votes -= st.total
-            else:
-                self.nonspecial_votes -= st.total
-                self.nominal -= st.nominal_list
-        else:
-            self.not_counted[st.reason_slot] -= 1
+    def __init__(self, contest: ContestInfo) -> None:
+        self.contest = contest
+        self.width = len(contest.option_ids) + 2  # options, unregistered, null
+        self.not_counted = tuple(
+            _not_counted_contribution(slot, self.width) for slot in range(len(_REASONS))
+        )
+        # votes_at[i]: encoded OptionVotes -> votes, for encodings that protobuf decoded
+        # to option i of the ballot. Lookups at each position by map() at C speed check
+        # the option order and decode the votes in one pass.
+        self.votes_at: tuple[dict[bytes, int], ...] = tuple({} for _ in contest.option_ids)
+        self.id_field = _str_field(_CONTEST_ID_TAG, contest.id)
+        # OptionTotal body without its votes, and the whole entry for zero votes.
+        self.option_heads = tuple(_str_field(_OPTION_ID_TAG, o) for o in contest.option_ids)
+        self.option_entries = tuple(_len_field(_OPTIONS_TAG, h) for h in self.option_heads)
+        # An option with votes: option_prefixes[i][k] is its entry up to the votes varint
+        # of k bytes (tag, length, option_id field, votes tag); k is 1 to 10 for a uint64.
+        self.option_prefixes = tuple(
+            tuple(
+                _len_field(_OPTIONS_TAG, h + _OPTION_VOTES_TAG + b"\0" * k)[: -k or None]
+                for k in range(_MAX_VARINT_BYTES + 1)
+            )
+            for h in self.option_heads
+        )
 
 
 class Tally:
@@ -178,8 +451,9 @@ class Tally:
         """Start an empty tally of ``election``."""
         self._election = election
         self._contests: tuple[ContestInfo, ...] = election.contests
-        self._contest_by_id = {c.id: c for c in self._contests}
-        self._casillas = election.casilla_map()
+        self._plans = {c.id: _ContestPlan(c) for c in self._contests}
+        self._plan_list = [self._plans[c.id] for c in self._contests]
+        self._option_encodings = 0
         # Units of the results blob: nation, states, districts (definition order).
         states = election.state_ids
         districts = election.district_ids
@@ -190,23 +464,43 @@ class Tally:
         self._unit_expected = [len(election.casillas)]
         self._unit_expected += [len(election.casillas_in_state(s)) for s in states]
         self._unit_expected += [len(election.casillas_in_district(d)) for d in districts]
-        # For each casilla (by index): positions of its state and district units.
-        state_pos = {s: self._unit_pos[(_STATE, s)] for s in states}
-        district_pos = {d: self._unit_pos[(_DISTRICT, d)] for d in districts}
-        self._casilla_units: list[tuple[int, int, int]] = [
-            (0, state_pos[c.state_id], district_pos[c.district_id]) for c in election.casillas
+        self._unit_heads = [
+            _uint_field(_LEVEL_TAG, level) + _str_field(_UNIT_ID_TAG, unit_id)
+            for level, unit_id in self._unit_keys
         ]
-        # Running totals: [contest index][unit position].
-        self._acc: list[list[_Acc]] = [
-            [_Acc(len(c.option_ids) + 2) for _ in self._unit_keys] for c in self._contests
+        # Districts of each state (positions), for the roll-up.
+        self._state_districts: list[tuple[int, list[int]]] = [
+            (self._unit_pos[(_STATE, s)], []) for s in states
+        ]
+        state_slot = {s: i for i, s in enumerate(states)}
+        for d in districts:
+            state = election.district_state(d)
+            self._state_districts[state_slot[state]][1].append(self._unit_pos[(_DISTRICT, d)])
+        self._casillas = {
+            c.id: _CasillaSlot(
+                self._unit_pos[(_DISTRICT, c.district_id)], c.is_special, c.nominal_list
+            )
+            for c in election.casillas
+        }
+        # Running totals: [contest index][unit position]. Only districts are updated by
+        # apply(); states and the nation by _rollup().
+        self._acc: list[list[Totals]] = [
+            [_zero_totals(plan.width) for _ in self._unit_keys] for plan in self._plan_list
         ]
         self._actas: dict[str, _ActaState] = {}
         self._records = 0
-        # results_bytes() per final flag, and each unit's length-delimited field 5 entry,
-        # so that a new cut re-serializes only the units touched since the last one.
+        # _version[pos]: the record count when the unit's totals last changed. Derived
+        # units take the newest of their parts, at the roll-up of record count _rolled.
+        self._version = [0] * len(self._unit_keys)
+        self._rolled = 0
+        # results_bytes() per final flag, and each unit's length-delimited field 5 entry
+        # with the version it encodes, so that a new cut encodes only the changed units.
         self._cache: dict[bool, bytes] = {}
-        self._unit_entries: dict[bool, list[bytes | None]] = {
-            flag: [None] * len(self._unit_keys) for flag in (False, True)
+        self._unit_entries: dict[bool, list[bytes]] = {
+            flag: [b""] * len(self._unit_keys) for flag in (False, True)
+        }
+        self._entry_version: dict[bool, list[int]] = {
+            flag: [-1] * len(self._unit_keys) for flag in (False, True)
         }
 
     @property
@@ -233,122 +527,228 @@ class Tally:
                 lacks an option, is inconsistent, or its revision does not follow the last
                 one applied for its acta id.
         """
-        # (1) log order
-        if record.sequence != self._records:
-            raise ValueError(
-                f"record sequence {record.sequence} applied at position {self._records}"
-            )
-        # (2)(3) decode and validate
-        casilla, contest, state = self._decode(record)
-        # (4) revision chain
+        acta = record.acta
         key = record.acta_id
-        prev = self._actas.get(key)
-        expected = 1 if prev is None else prev.revision + 1
-        if state.revision != expected:
-            raise MalformedDataError(
-                f"acta {key!r}: revision {state.revision} does not follow "
-                f"{'nothing' if prev is None else prev.revision} (expected {expected})"
-            )
-        # (5) replace the superseded contribution
-        accs = self._acc[contest.index]
-        stale_false = self._unit_entries[False]
-        stale_true = self._unit_entries[True]
-        for pos in self._casilla_units[casilla.position]:
-            acc = accs[pos]
-            if prev is not None:
-                acc.remove(prev)
-            acc.add(state)
-            stale_false[pos] = stale_true[pos] = None
-        self._actas[key] = state
-        self._records += 1
-        self._cache.clear()
+        revision = record.revision
+        # (1) log order, (2) names and revision range
+        casilla, plan = self._locate(
+            record.sequence, key, acta.casilla_id, acta.contest_id, revision
+        )
+        # (2) every option exactly once
+        options = acta.option_votes
+        ids = [ov.option_id for ov in options]
+        if ids == list(plan.contest.option_ids):
+            votes = [ov.votes for ov in options]
+        else:
+            by_option = {ov.option_id: ov.votes for ov in options}
+            expected = plan.contest.option_index.keys()
+            if len(by_option) != len(ids) or by_option.keys() != expected:
+                raise MalformedDataError(
+                    f"acta {key!r}: options must be each of {list(plan.contest.option_ids)} "
+                    f"exactly once; unknown {sorted(by_option.keys() - expected)}, missing "
+                    f"{sorted(expected - by_option.keys())}, {len(ids)} given"
+                )
+            votes = [by_option[o] for o in plan.contest.option_ids]
+        votes.append(acta.unregistered_votes)
+        votes.append(acta.null_votes)
+        # (3)-(5)
+        self._commit(key, revision, record.counted, record.not_counted_reason, casilla, plan, votes)
 
-    def apply_leaf(self, leaf: bytes) -> acta_pb2.ActaRecord:
+    def apply_leaf(self, leaf: bytes) -> None:
         """Parse a serialized ``LogLeaf`` holding an acta record and apply it.
-
-        Returns:
-            The acta record that was applied.
 
         Raises:
             MalformedDataError: if the bytes do not parse, the leaf does not hold an acta
                 record, or the record is rejected by :meth:`apply`.
             ValueError: if the record is out of log order (see :meth:`apply`).
         """
+        view = parse_leaf_view(leaf)
+        kind = view.WhichOneof("kind")
+        if kind != "acta_record":
+            raise MalformedDataError(f"log leaf holds {kind!r}, expected an acta record")
+        self.apply_view(view.acta_record, leaf)
+
+    def apply_leaves(self, leaves: Iterable[bytes]) -> None:
+        """:meth:`apply_leaf` each of ``leaves`` in order (stops at the first error).
+
+        Raises:
+            MalformedDataError: as :meth:`apply_leaf`; the leaves before it are applied.
+            ValueError: as :meth:`apply_leaf`.
+        """
+        apply_view = self.apply_view
+        for leaf in leaves:
+            view = parse_leaf_view(leaf)
+            kind = view.WhichOneof("kind")
+            if kind != "acta_record":
+                raise MalformedDataError(f"log leaf holds {kind!r}, expected an acta record")
+            apply_view(view.acta_record, leaf)
+
+    def apply_view(self, record: _ActaRecordView, leaf: bytes) -> None:
+        """Apply the acta record of ``leaf``, parsed by :func:`parse_leaf_view`.
+
+        The same checks and outcome as :meth:`apply` of the record ``leaf`` holds.
+
+        Raises:
+            ValueError: as :meth:`apply`.
+            MalformedDataError: as :meth:`apply`, or if an option does not parse.
+        """
+        acta = record.acta
+        plan = self._plans.get(acta.contest_id)
+        if plan is not None:
+            encodings = acta.option_votes
+            if len(encodings) == len(plan.votes_at):
+                try:
+                    # Every encoding known at its position: valid options, in ballot order.
+                    votes = list(map(dict.__getitem__, plan.votes_at, encodings))
+                except KeyError:
+                    votes = self._learn(plan, encodings)
+                if votes is not None:
+                    votes.append(acta.unregistered_votes)
+                    votes.append(acta.null_votes)
+                    key = record.acta_id
+                    revision = record.revision
+                    casilla, plan = self._locate(
+                        record.sequence, key, acta.casilla_id, acta.contest_id, revision
+                    )
+                    self._commit(
+                        key,
+                        revision,
+                        record.counted,
+                        record.not_counted_reason,
+                        casilla,
+                        plan,
+                        votes,
+                    )
+                    return
+        # Anything unusual (unknown contest, options missing, repeated, out of order or
+        # not parsing): the reference path, which also raises the reference error.
         pb = LogLeafPb()
         try:
             pb.ParseFromString(leaf)
         except DecodeError as e:
             raise MalformedDataError(f"log leaf does not parse: {e}") from e
-        if pb.WhichOneof("kind") != "acta_record":
-            raise MalformedDataError(
-                f"log leaf holds {pb.WhichOneof('kind')!r}, expected an acta record"
-            )
-        record = pb.acta_record
-        self.apply(record)
-        return record
+        self.apply(pb.acta_record)
 
-    def _decode(self, record: acta_pb2.ActaRecord) -> tuple[CasillaInfo, ContestInfo, _ActaState]:
-        key = record.acta_id
-        casilla_id, sep, contest_id = key.rpartition(ACTA_ID_SEPARATOR)
-        casilla = self._casillas.get(casilla_id) if sep else None
+    def _learn(self, plan: _ContestPlan, encodings: Sequence[bytes]) -> list[int] | None:
+        """Decode the options of one acta with protobuf and remember the encodings.
+
+        Returns:
+            The votes in ballot order, or None if an option does not parse or is not the
+            option of the ballot at its position (then the reference path decides).
+        """
+        votes = []
+        for position, (data, known) in enumerate(zip(encodings, plan.votes_at, strict=True)):
+            found = known.get(data)
+            if found is None:
+                try:
+                    option = OptionVotesPb.FromString(data)
+                except DecodeError:
+                    return None
+                if option.option_id != plan.contest.option_ids[position]:
+                    return None
+                found = option.votes
+                if self._option_encodings < _OPTION_ENCODINGS_LIMIT:
+                    known[data] = found
+                    self._option_encodings += 1
+            votes.append(found)
+        return votes
+
+    def _locate(
+        self, sequence: int, key: str, casilla_id: str, contest_id: str, revision: int
+    ) -> tuple[_CasillaSlot, _ContestPlan]:
+        # (1) log order
+        if sequence != self._records:
+            raise ValueError(f"record sequence {sequence} applied at position {self._records}")
+        # (2) names
+        key_casilla, sep, key_contest = key.rpartition(ACTA_ID_SEPARATOR)
+        casilla = self._casillas.get(key_casilla) if sep else None
         if casilla is None:
-            raise MalformedDataError(f"acta {key!r}: unknown casilla {casilla_id!r}")
-        contest = self._contest_by_id.get(contest_id)
-        if contest is None:
-            raise MalformedDataError(f"acta {key!r}: unknown contest {contest_id!r}")
-        acta = record.acta
-        if acta.casilla_id != casilla_id or acta.contest_id != contest_id:
+            raise MalformedDataError(f"acta {key!r}: unknown casilla {key_casilla!r}")
+        plan = self._plans.get(key_contest)
+        if plan is None:
+            raise MalformedDataError(f"acta {key!r}: unknown contest {key_contest!r}")
+        if casilla_id != key_casilla or contest_id != key_contest:
             raise MalformedDataError(
-                f"acta {key!r}: the acta inside is for {acta.casilla_id!r}/{acta.contest_id!r}"
+                f"acta {key!r}: the acta inside is for {casilla_id!r}/{contest_id!r}"
             )
-        if record.revision < 1:
-            raise MalformedDataError(f"acta {key!r}: revision {record.revision} is below 1")
-        option_ids = contest.option_ids
-        by_option = {ov.option_id: ov.votes for ov in acta.option_votes}
-        if (
-            len(by_option) != len(acta.option_votes)
-            or by_option.keys() != contest.option_index.keys()
-        ):
-            unknown = sorted(by_option.keys() - contest.option_index.keys())
-            missing = sorted(contest.option_index.keys() - by_option.keys())
-            raise MalformedDataError(
-                f"acta {key!r}: options must be each of {list(option_ids)} exactly once; "
-                f"unknown {unknown}, missing {missing}, {len(acta.option_votes)} given"
-            )
-        votes = [by_option[o] for o in option_ids]
-        votes.append(acta.unregistered_votes)
-        votes.append(acta.null_votes)
-        reason = record.not_counted_reason
-        if record.counted:
+        if revision < 1:
+            raise MalformedDataError(f"acta {key!r}: revision {revision} is below 1")
+        return casilla, plan
+
+    def _commit(
+        self,
+        key: str,
+        revision: int,
+        counted: bool,
+        reason: acta_pb2.NotCountedReason.ValueType,
+        casilla: _CasillaSlot,
+        plan: _ContestPlan,
+        votes: list[int],
+    ) -> None:
+        # (3) counted <=> no reason
+        contribution: Contribution
+        if counted:
             if reason != acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED:
                 raise MalformedDataError(f"acta {key!r}: counted but with a not-counted reason")
-            slot = -1
-            vote_tuple = tuple(votes)
-            total = sum(vote_tuple)
+            total = sum(votes)
+            if casilla.special:
+                contribution = (1, 1, 0, 0, total, *_NO_REASONS, *votes)
+            else:
+                contribution = (1, 1, casilla.nominal_list, total, 0, *_NO_REASONS, *votes)
         else:
-            found = _REASON_SLOT.get(reason)
-            if found is None:
+            slot = _REASON_SLOT.get(reason)
+            if slot is None:
                 raise MalformedDataError(
                     f"acta {key!r}: not counted without a known reason (found {reason})"
                 )
-            slot = found
-            vote_tuple = ()
-            total = 0
-        return (
-            casilla,
-            contest,
-            _ActaState(
-                record.revision,
-                record.counted,
-                slot,
-                vote_tuple,
-                total,
-                casilla.is_special,
-                casilla.nominal_list,
-            ),
-        )
+            contribution = plan.not_counted[slot]
+        # (4) revision chain
+        prev = self._actas.get(key)
+        expected = 1 if prev is None else prev.revision + 1
+        if revision != expected:
+            raise MalformedDataError(
+                f"acta {key!r}: revision {revision} does not follow "
+                f"{'nothing' if prev is None else prev.revision} (expected {expected})"
+            )
+        # (5) replace the superseded contribution, in the district only
+        accs = self._acc[plan.contest.index]
+        district = casilla.district
+        if prev is None:
+            accs[district] = list(map(operator.add, accs[district], contribution))
+        else:
+            accs[district] = list(
+                map(
+                    operator.add,
+                    map(operator.sub, accs[district], prev.contribution),
+                    contribution,
+                )
+            )
+        self._actas[key] = _ActaState(revision, contribution)
+        self._records += 1
+        self._version[district] = self._records
+        self._cache.clear()
 
     # -- results ------------------------------------------------------------------------
+
+    def _rollup(self) -> None:
+        """Bring the totals of states and the nation up to date with their districts."""
+        if self._rolled == self._records:
+            return
+        version = self._version
+        national_changed = False
+        for state_pos, district_positions in self._state_districts:
+            newest = max((version[d] for d in district_positions), default=0)
+            if newest > version[state_pos]:
+                for plan, accs in zip(self._plan_list, self._acc, strict=True):
+                    accs[state_pos] = _sum_totals(plan.width, [accs[d] for d in district_positions])
+                version[state_pos] = newest
+                national_changed = True
+        if national_changed:
+            state_positions = [s for s, _ in self._state_districts]
+            for plan, accs in zip(self._plan_list, self._acc, strict=True):
+                accs[0] = _sum_totals(plan.width, [accs[s] for s in state_positions])
+            version[0] = max(version[s] for s in state_positions)
+        self._rolled = self._records
 
     def results(self, *, final: bool = False) -> results_pb2.Results:
         """The results blob over the records applied so far.
@@ -356,6 +756,7 @@ class Tally:
         National first, then states, then districts in definition order; every contest in
         definition order, options in ballot order.
         """
+        self._rollup()
         units = [
             self._unit(level, unit_id, self._unit_expected[pos], pos, final)
             for pos, (level, unit_id) in enumerate(self._unit_keys)
@@ -371,29 +772,85 @@ class Tally:
     def results_bytes(self, *, final: bool = False) -> bytes:
         """The deterministic serialization of :meth:`results`.
 
-        Equal to ``results(final=final).SerializeToString(deterministic=True)``, built from
-        per-unit pieces: deterministic serialization writes fields in field-number order,
-        and a repeated message field is the concatenation of its tagged, length-prefixed
-        entries, so only the units changed since the last call are serialized again.
+        Equal to ``results(final=final).SerializeToString(deterministic=True)``, written
+        directly in the wire format: deterministic serialization writes fields in
+        field-number order and omits zero scalars, and a repeated message field is the
+        concatenation of its tagged, length-prefixed entries, so each unit is encoded on
+        its own and only the units changed since the last call are encoded again.
         """
         cached = self._cache.get(final)
         if cached is not None:
             return cached
+        self._rollup()
         entries = self._unit_entries[final]
-        for pos, (level, unit_id) in enumerate(self._unit_keys):
-            if entries[pos] is None:
-                unit = self._unit(level, unit_id, self._unit_expected[pos], pos, final)
-                data = unit.SerializeToString(deterministic=True)
-                entries[pos] = _UNITS_TAG + _varint(len(data)) + data
+        encoded = self._entry_version[final]
+        version = self._version
+        for pos, head in enumerate(self._unit_heads):
+            if encoded[pos] != version[pos]:
+                expected = self._unit_expected[pos]
+                unit = [head]
+                for plan, accs in zip(self._plan_list, self._acc, strict=True):
+                    unit.append(
+                        _len_field(
+                            _CONTESTS_TAG, self._encode_contest(plan, accs[pos], expected, final)
+                        )
+                    )
+                entries[pos] = _len_field(_UNITS_TAG, b"".join(unit))
+                encoded[pos] = version[pos]
         header = ResultsPb(
             election_id=self._election.election_id,
             definition_sha256=self._election.definition_sha256,
             acta_records=self._records,
             final=final,
         ).SerializeToString(deterministic=True)
-        cached = header + b"".join(e for e in entries if e is not None)
+        cached = header + b"".join(entries)
         self._cache[final] = cached
         return cached
+
+    @staticmethod
+    def _encode_contest(plan: _ContestPlan, acc: Totals, expected: int, final: bool) -> bytes:
+        """``_contest_totals(...).SerializeToString(deterministic=True)``, directly.
+
+        The option loop runs ~18,000 times per national blob, hence the table lookups
+        written out instead of calls to ``_varint``/``_len_field``.
+        """
+        out = bytearray(plan.id_field)
+        varints = _VARINTS
+        table = _VARINT_TABLE_SIZE
+        votes = acc[_VOTES:]
+        # votes ends with unregistered and null, which zip() leaves for below.
+        options = zip(plan.option_prefixes, plan.option_entries, votes, strict=False)
+        for prefixes, entry, count in options:
+            if count:
+                encoded = varints[count] if 0 <= count < table else _varint(count)
+                out += prefixes[len(encoded)]
+                out += encoded
+            else:
+                out += entry
+        n = len(plan.option_heads)
+        out += _uint_field(_UNREGISTERED_TAG, votes[n])
+        out += _uint_field(_NULL_TAG, votes[n + 1])
+        out += _uint_field(_TOTAL_TAG, sum(votes))
+        captured = acc[_CAPTURED]
+        counted = acc[_COUNTED]
+        nominal = acc[_NOMINAL]
+        numerator = acc[_NONSPECIAL_VOTES] + (acc[_SPECIAL_VOTES] if final else 0)
+        completeness = [
+            _uint_field(_EXPECTED_TAG, expected),
+            _uint_field(_CAPTURED_TAG, captured),
+            _uint_field(_COUNTED_TAG, counted),
+        ]
+        completeness += [
+            _not_counted_entry(slot, count)
+            for slot, count in enumerate(acc[_NOT_COUNTED:_VOTES])
+            if count
+        ]
+        completeness.append(_uint_field(_CAPTURED_PCT_TAG, percent_e4(captured, expected)))
+        completeness.append(_uint_field(_COUNTED_PCT_TAG, percent_e4(counted, expected)))
+        completeness.append(_uint_field(_NOMINAL_TAG, nominal))
+        completeness.append(_uint_field(_TURNOUT_TAG, percent_e4(numerator, nominal)))
+        out += _len_field(_COMPLETENESS_TAG, b"".join(completeness))
+        return bytes(out)
 
     def unit_results(
         self, level: Level, unit_id: str, *, final: bool = False
@@ -407,6 +864,7 @@ class Tally:
         """
         pos = self._unit_pos.get((level, unit_id))
         if pos is not None:
+            self._rollup()
             return self._unit(level, unit_id, self._unit_expected[pos], pos, final)
         if level == _SECTION:
             casilla_ids = self._election.casillas_in_section(unit_id)
@@ -416,11 +874,11 @@ class Tally:
             raise LookupError(f"unknown unit {unit_id!r} at level {level}")
         contests = []
         for contest in self._contests:
-            acc = _Acc(len(contest.option_ids) + 2)
-            for cid in casilla_ids:
-                st = self._actas.get(f"{cid}{ACTA_ID_SEPARATOR}{contest.id}")
-                if st is not None:
-                    acc.add(st)
+            width = len(contest.option_ids) + 2
+            found = [
+                self._actas.get(f"{cid}{ACTA_ID_SEPARATOR}{contest.id}") for cid in casilla_ids
+            ]
+            acc = _sum_totals(width, [st.contribution for st in found if st is not None])
             contests.append(self._contest_totals(contest, acc, len(casilla_ids), final))
         return UnitResultsPb(level=level, unit_id=unit_id, contests=contests)
 
@@ -435,11 +893,14 @@ class Tally:
 
     @staticmethod
     def _contest_totals(
-        contest: ContestInfo, acc: _Acc, expected: int, final: bool
+        contest: ContestInfo, acc: Totals, expected: int, final: bool
     ) -> results_pb2.ContestTotals:
+        votes = acc[_VOTES:]
         n = len(contest.option_ids)
-        votes = acc.votes
-        numerator = acc.nonspecial_votes + (acc.special_votes if final else 0)
+        captured = acc[_CAPTURED]
+        counted = acc[_COUNTED]
+        nominal = acc[_NOMINAL]
+        numerator = acc[_NONSPECIAL_VOTES] + (acc[_SPECIAL_VOTES] if final else 0)
         return ContestTotalsPb(
             contest_id=contest.id,
             options=[
@@ -451,16 +912,16 @@ class Tally:
             total_votes=sum(votes),
             completeness=CompletenessPb(
                 actas_expected=expected,
-                actas_captured=acc.captured,
-                actas_counted=acc.counted,
+                actas_captured=captured,
+                actas_counted=counted,
                 not_counted=[
                     NotCountedTotalPb(reason=_REASONS[slot], actas=count)
-                    for slot, count in enumerate(acc.not_counted)
+                    for slot, count in enumerate(acc[_NOT_COUNTED:_VOTES])
                     if count > 0
                 ],
-                captured_percent_e4=percent_e4(acc.captured, expected),
-                counted_percent_e4=percent_e4(acc.counted, expected),
-                nominal_list_counted=acc.nominal,
-                turnout_percent_e4=percent_e4(numerator, acc.nominal),
+                captured_percent_e4=percent_e4(captured, expected),
+                counted_percent_e4=percent_e4(counted, expected),
+                nominal_list_counted=nominal,
+                turnout_percent_e4=percent_e4(numerator, nominal),
             ),
         )
