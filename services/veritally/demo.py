@@ -59,6 +59,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from veritally._grpc import aio_channel
+from veritally.pki import PkiError
 from veritally.stack import DEFAULT_INTERVAL_S, Stack, StackError
 from veritally.state import DEFAULT_SEED, Bootstrap, StateDir
 from veritally_client import (
@@ -380,7 +381,7 @@ class MediaWatcher(threading.Thread):
                         return
                     if self.target is not None and cut.acta_records >= self.target:
                         return
-        except (VeritallyError, ValueError, OSError) as e:
+        except Exception as e:  # any failure must reach the main thread, which reports it
             self.error = e
         finally:
             self.done.set()
@@ -642,7 +643,8 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             console.line()  # Live leaves its last frame unterminated in a file
         _check_watcher(watcher)
         seen = watcher.latest
-        assert seen is not None  # done without error means a cut covering the target
+        if seen is None:
+            raise DemoError("the media client stopped without verifying any cut")
         capture_s = stats.seconds()
         console.print(
             f"capture: {stats.actas:,} actas, {sum(stats.status.values()):,} captures "
@@ -761,7 +763,7 @@ def run(args: argparse.Namespace) -> int:
     except VerificationError as e:
         console.print(f"[bold red]VERIFICATION FAILED[/]: {type(e).__name__}: {e}")
         return EXIT_VERIFICATION_FAILED
-    except (DemoError, StackError, VeritallyError, grpc.aio.AioRpcError) as e:
+    except (DemoError, StackError, VeritallyError, PkiError, OSError, ValueError) as e:
         console.print(f"[bold red]demo failed[/]: {type(e).__name__}: {e}")
         return 1
     finally:

@@ -55,7 +55,7 @@ from veritally.mesh.envoy import (
     default_topology,
 )
 from veritally.mesh.process import EnvoyProcess, free_port
-from veritally.pki import Pki
+from veritally.pki import Pki, PkiError
 from veritally.state import Bootstrap, StateDir
 from veritally.supervisor import Process, ProcessError
 from veritally_client._gen.veritally.v1 import publication_pb2, publication_pb2_grpc
@@ -595,8 +595,12 @@ def _print_table(stack: Stack) -> None:
 def run(args: argparse.Namespace) -> int:
     """Create what is missing, start the stack, wait for Ctrl-C/SIGTERM, drain, stop."""
     state = StateDir(args.state)
-    for line in bootstrap_from_args(args).ensure(state):
-        log.info("created %s", line)
+    try:
+        for line in bootstrap_from_args(args).ensure(state):
+            log.info("created %s", line)
+    except (PkiError, OSError, ValueError) as e:
+        log.error("cannot prepare %s: %s", state.root, e)
+        return 1
     if args.init:
         return 0
     stopping = threading.Event()
