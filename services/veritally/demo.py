@@ -45,7 +45,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -112,6 +112,8 @@ CATCH_UP_TIMEOUT_S = 300.0
 # The media client's freshness bound (seconds): several missed cuts at the default
 # interval is already alarming, but a restarted publication must be able to catch up.
 MEDIA_MAX_AGE_S = 120.0
+# Seconds between plain progress lines when there is no live table.
+PROGRESS_EVERY_S = 10.0
 CONTEST = "PRES"  # the contest shown live
 # Exit status when something did not verify: distinct from operational failures (1).
 EXIT_VERIFICATION_FAILED = 3
@@ -275,14 +277,23 @@ async def replay(
     async def produce() -> None:
         paced = _Paced(speed)
         pending: dict[str, list[ActaPb]] = {n: [] for n in names}
-        last_flush = time.monotonic()
+
+        async def flush() -> None:
+            for n, batch in pending.items():
+                if batch:
+                    await queues[n].put(batch)
+                    pending[n] = []
+
+        last_flush = last_yield = time.monotonic()
         for acta in actas:
             wait = paced.delay(acta)
             if wait > 0:
-                for n, batch in pending.items():  # do not hold actas while waiting
-                    if batch:
-                        await queues[n].put(batch)
-                        pending[n] = []
+                # A paced replay holds an acta at most about FLUSH_S: what is pending
+                # goes out before a long wait, or once it has waited that long. Fewer,
+                # fuller batches keep each centre within its call budget at Envoy.
+                if wait >= FLUSH_S or time.monotonic() - last_flush >= FLUSH_S:
+                    await flush()
+                    last_flush = time.monotonic()
                 await asyncio.sleep(wait)
             cc = acta.provenance.capture_centre_id
             name = names[zlib.crc32(cc.encode()) % len(names)]
@@ -293,12 +304,10 @@ async def replay(
                 await queues[name].put(pending[name])
                 pending[name] = []
             now = time.monotonic()
-            if now - last_flush > FLUSH_S:
-                last_flush = now
+            if now - last_yield > FLUSH_S:
+                last_yield = now
                 await asyncio.sleep(0)  # let the senders run while parsing
-        for n, batch in pending.items():
-            if batch:
-                await queues[n].put(batch)
+        await flush()
         for n in names:
             for _ in range(STREAMS_PER_CENTRE):
                 await queues[n].put(None)
@@ -463,6 +472,60 @@ def _live_view(stats: CaptureStats, watcher: MediaWatcher, expected_actas: int) 
     return Group(*parts)
 
 
+def _line(stats: CaptureStats, watcher: MediaWatcher) -> str:
+    """One plain progress line (logs, CI, --no-live)."""
+    answered = sum(stats.status.values())
+    line = (
+        f"[{stats.seconds():6.1f} s] actas read {stats.actas:,}, captures answered "
+        f"{answered:,}, actas logged {len(stats.logged):,}, {stats.rate():,.0f} captures/s"
+    )
+    seen = watcher.latest
+    if seen is not None:
+        line += (
+            f"; media: cut {seen.cut.cut_number} verified, {seen.cut.acta_records:,} "
+            f"acta records, {watcher.verified} cuts verified"
+        )
+    return line
+
+
+@contextlib.contextmanager
+def _progress_display(
+    console: Console, view: Callable[[], Group], *, live: bool, lines: Callable[[], str]
+) -> Iterator[None]:
+    """A rich Live table refreshed twice a second on a terminal; elsewhere one plain
+    line every PROGRESS_EVERY_S seconds. Shows the final state on exit."""
+    stop = threading.Event()
+    if live:
+        with Live(view(), console=console, refresh_per_second=4) as display:
+
+            def refresh() -> None:
+                while not stop.wait(0.5):
+                    display.update(view())
+
+            refresher = threading.Thread(target=refresh, name="demo-view", daemon=True)
+            refresher.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                refresher.join()
+                display.update(view())
+        return
+
+    def report() -> None:
+        while not stop.wait(PROGRESS_EVERY_S):
+            console.print(lines(), highlight=False)
+
+    reporter = threading.Thread(target=report, name="demo-progress", daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reporter.join()
+        console.print(lines(), highlight=False)
+
+
 # ------------------------------------------------------------------------------------
 # the command
 
@@ -609,38 +672,21 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         def view() -> Group:
             return _live_view(stats, watcher, expected)
 
-        with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
-            stop_view = threading.Event()
-
-            def refresh() -> None:
-                while not stop_view.wait(0.5):
-                    live.update(view())
-
-            refresher = threading.Thread(target=refresh, daemon=True)
-            if not args.no_live:
-                refresher.start()
+        live = not args.no_live and console.is_terminal
+        with _progress_display(console, view, live=live, lines=lambda: _line(stats, watcher)):
             try:
-                try:
-                    asyncio.run(
-                        replay(stack, actas, stats, speed=args.speed, double_capture=double)
-                    )
-                except* grpc.aio.AioRpcError as group:
-                    first = group.exceptions[0]
-                    raise DemoError(f"capture failed: {first!r}") from first
-                _check_watcher(watcher)
-                target = len(stats.logged)
-                watcher.finish(target)
-                if not watcher.done.wait(CATCH_UP_TIMEOUT_S):
-                    watcher.abort()
-                    raise DemoError(
-                        f"no cut covered the {target:,} logged actas within "
-                        f"{CATCH_UP_TIMEOUT_S:.0f} s"
-                    )
-            finally:
-                stop_view.set()
-                live.update(view())
-        if not console.is_terminal:
-            console.line()  # Live leaves its last frame unterminated in a file
+                asyncio.run(replay(stack, actas, stats, speed=args.speed, double_capture=double))
+            except* grpc.aio.AioRpcError as group:
+                first = group.exceptions[0]
+                raise DemoError(f"capture failed: {first!r}") from first
+            _check_watcher(watcher)
+            target = len(stats.logged)
+            watcher.finish(target)
+            if not watcher.done.wait(CATCH_UP_TIMEOUT_S):
+                watcher.abort()
+                raise DemoError(
+                    f"no cut covered the {target:,} logged actas within {CATCH_UP_TIMEOUT_S:.0f} s"
+                )
         _check_watcher(watcher)
         seen = watcher.latest
         if seen is None:
