@@ -6,7 +6,8 @@ One directory holds everything ``veritally up`` and ``veritally demo`` need::
       pki/            CA, CRL and every identity (veritally pki init)      keep
       keys/           publisher.key (+ .pub): the checkpoint signing key       keep
       trust-root/     trust-root-v<N>.binpb: what media pin                   keep
-      election/       election.yaml, casillas.csv, actas.csv, definition.binpb keep
+      election/       election.yaml, casillas.csv, actas.csv, definition.binpb,
+                      params.json (seed and size of a generated election)     keep
       envoy/          envoy.yaml, ca-secret.yaml, publication.binpb, envoy.log,
                       access.log (rendered and validated at every start)
       db/             ingest.sqlite, aggregation.sqlite, publication.sqlite   data
@@ -22,6 +23,7 @@ with the same PKI, keys and trust root.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -96,6 +98,11 @@ class StateDir:
     def actas_csv(self) -> Path:
         """The actas of the synthetic election, in arrival order."""
         return self.election / "actas.csv"
+
+    @property
+    def election_params(self) -> Path:
+        """``{"casillas": N, "seed": S}`` of a generated election (absent for others)."""
+        return self.election / "params.json"
 
     @property
     def definition_bytes(self) -> Path:
@@ -192,6 +199,9 @@ class Bootstrap:
 
             result = generate(seed=self.seed, casillas=self.casillas, out_dir=state.election)
             state.definition_bytes.unlink(missing_ok=True)
+            state.election_params.write_text(
+                json.dumps({"casillas": self.casillas, "seed": self.seed}) + "\n"
+            )
             created.append(
                 f"election {state.election} ({len(result.definition.casillas):,} casillas, "
                 f"{result.actas_written:,} actas, seed {self.seed})"
