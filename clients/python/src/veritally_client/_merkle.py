@@ -42,6 +42,7 @@ __all__ = [
     "CompactRange",
     "MemoryTree",
     "consistency_proof",
+    "consistency_roots",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
@@ -190,6 +191,54 @@ def verify_consistency(
         raise BadProofError("consistency proof does not lead to root1")
     if sr != root2:
         raise BadProofError("consistency proof does not lead to root2")
+
+
+def consistency_roots(
+    *, size1: int, size2: int, proof: Sequence[bytes], root1: bytes
+) -> tuple[bytes, bytes]:
+    """Both roots a consistency proof commits to: ``(root of size1, root of size2)``.
+
+    RFC 9162 §2.1.4.2's walk, returning the two roots it rebuilds instead of comparing
+    them. :func:`verify_consistency` is the acceptance check; this tells what a rejected
+    proof shows, e.g. a proof that leads to a signed new root but to another old root
+    shows two incompatible trees (docs/adr/0051-sdk-fork-versus-bad-proof.md). ``root1``
+    enters the walk only when ``size1`` is a power of two, and is then returned as is.
+
+    Raises:
+        BadProofError: if ``size1`` is not strictly between 0 and ``size2``, a hash is not
+            32 bytes, or the proof is empty, too long or too short for the sizes.
+    """
+    if not 0 < size1 < size2:
+        raise BadProofError(f"no consistency walk between sizes {size1} and {size2}")
+    _check_hash(root1, "root1")
+    for p in proof:
+        _check_hash(p, "proof hash")
+    if not proof:
+        raise BadProofError("empty consistency proof between different sizes")
+    path = list(proof)
+    if size1 & (size1 - 1) == 0:
+        path.insert(0, root1)
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise BadProofError("consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise BadProofError("consistency proof is too short")
+    return fr, sr
 
 
 # --------------------------------------------------------------------------------------

@@ -60,8 +60,8 @@ from veritally_client._errors import (
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
 from veritally_client._merkle import (
     HASH_SIZE,
+    consistency_roots,
     leaf_hash,
-    node_hash,
     verify_consistency,
     verify_inclusion,
 )
@@ -277,36 +277,13 @@ def _consistency_roots(
     """Both roots a consistency proof commits to, to tell a fork from a bad proof.
 
     Runs only after :func:`verify_consistency` rejected the proof, to classify the
-    failure: RFC 9162 §2.1.4.2's walk, returning (old root, new root) instead of
-    comparing them, or None if the proof does not even have the right shape.
-    ``verify_consistency`` stays the only acceptance check.
+    failure (:func:`consistency_roots`); None if the proof does not even have the right
+    shape. ``verify_consistency`` stays the only acceptance check.
     """
-    if not 0 < size1 < size2 or not proof or any(len(p) != HASH_SIZE for p in proof):
+    try:
+        return consistency_roots(size1=size1, size2=size2, proof=proof, root1=root1)
+    except BadProofError:
         return None
-    path = list(proof)
-    if size1 & (size1 - 1) == 0:
-        path.insert(0, root1)
-    fn, sn = size1 - 1, size2 - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            return None
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        return None
-    return fr, sr
 
 
 def _check_extends(
