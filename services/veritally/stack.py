@@ -12,8 +12,9 @@ What it runs, each as its own supervised process (``veritally.supervisor.Process
 the services, ``veritally.mesh.process.EnvoyProcess`` for Envoy):
 
 * the three services, each listening with mutual TLS on a loopback port under its own
-  ``service/<name>`` certificate and accepting only callers presenting our CA's
-  certificates; in the rendered mesh the only caller is Envoy (``service/envoy``);
+  ``service/<name>`` certificate; ``veritally serve`` with TLS admits only Envoy's
+  identity (``service/envoy``, the mesh's peer check), so a party that dials a service
+  port directly gets PERMISSION_DENIED (health checks excepted);
 * service-to-service calls go through Envoy's mesh listener: aggregation follows ingest
   at ``mesh`` with the ``service/aggregation`` certificate, publication reads aggregation
   at ``mesh`` with ``service/publication``; Envoy's RBAC allows exactly those methods;
@@ -54,7 +55,7 @@ from veritally.mesh.envoy import (
     Topology,
     default_topology,
 )
-from veritally.mesh.process import EnvoyProcess, free_port
+from veritally.mesh.process import EnvoyError, EnvoyProcess, free_port
 from veritally.pki import Pki, PkiError
 from veritally.state import Bootstrap, StateDir
 from veritally.supervisor import Process, ProcessError
@@ -407,7 +408,7 @@ class Stack:
                     return
                 self.processes[name].stop(grace=self.drain_seconds + 15.0)
                 self._start_service(name)
-            except (ProcessError, OSError) as e:
+            except (ProcessError, EnvoyError, OSError) as e:
                 raise StackError(f"{name} did not restart: {e}") from e
 
     def kill(self, name: str) -> None:
