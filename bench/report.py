@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,51 +60,88 @@ GOALS: dict[str, Goal] = {
 }
 
 
-# Why a goal is missed, what we measured about the cause and what would close it. Used
+# Why a goal is missed, from the figures of the same run, and what would close it. Used
 # only when the run misses the goal (write() adds it to the notes then).
-WHY_MISSED: dict[str, str] = {
-    "ingest_actas_per_s": (
-        "at national scale the store bounds it: `sqlite_actas_per_s` (the very rows ingest "
-        "stored, inserted straight into a fresh SQLite store, 500 per transaction, WAL, "
-        "synchronous=FULL) falls from ~22,000/s on a 118,000-acta log "
-        "(`direct_sqlite_actas_per_s`) to about the ingest rate on a 500,000-acta one, and "
-        "`ingest_vs_sqlite_ratio` is close to 1: Envoy, TLS and Python are not the limit "
-        "there (`direct_ingest_actas_per_s`, without Envoy on the smaller log, is above the "
-        "goal). To close it: keep the index B-trees in cache (SQLite `cache_size`/`mmap_size` "
-        "sized to the national log), larger commit groups, or ingest sharded by state into "
-        "several stores; then measure again on this machine, which is shared (see the load "
-        "average)."
-    ),
-    "verified_reads_per_s": (
-        "each read is a full SDK `Client.latest()`: the whole signed cut (~290 KB, because "
-        "the results blob holds every state, district and section) crosses Envoy's mTLS and "
-        "publication's Python gRPC server, and the client hashes and parses it; on 2 cores "
-        "shared by the load generators, Envoy and publication that is ~80 MB/s of payload. "
-        "`envoy_direct_reads_per_s` is Envoy alone answering the same bytes to h2load. To "
-        "close it: a conditional read (the client sends its verified tree size and gets "
-        "only the signed checkpoint when nothing changed), national and state results in "
-        "the cut with sections fetched on demand, and the latest cut's bytes served from "
-        "Envoy's cache or the static bundle on a CDN instead of the Python process."
-    ),
-    "recount_500k_s": (
-        "the SDK's recount is pure Python per leaf: applying each acta record to the tally "
-        "at every level and recomputing and hashing the results of every cut dominate "
-        "(`recount_part_*`: tally apply and cut results are most of the time; hashing "
-        "the 500,000 leaves is under a second). To close it: the vectorised accumulators "
-        "the service side already uses (bench/tally.py) in the SDK's tally, and results "
-        "of a cut computed incrementally from the previous cut's per-unit cache."
-    ),
-    "bundle_gets_vs_nginx_ratio": (
+Results = Mapping[str, float]
+
+
+def _why_ingest(r: Results) -> str:
+    parts = [
+        f"through Envoy ingest reached {r.get('ingest_vs_sqlite_ratio', 0):.0%} of the "
+        f"rate of inserting the very rows it stored straight into a fresh SQLite store "
+        f"(`sqlite_actas_per_s` {r.get('sqlite_actas_per_s', 0):,.0f}/s at "
+        f"{r.get('ingest_actas', 0):,.0f} actas; 500 per transaction, WAL, synchronous=FULL)"
+    ]
+    if "direct_ingest_actas_per_s" in r:
+        parts.append(
+            f"without Envoy, on a {r.get('direct_ingest_actas', 0):,.0f}-acta log, it reached "
+            f"{r['direct_ingest_actas_per_s']:,.0f}/s against a floor of "
+            f"{r.get('direct_sqlite_actas_per_s', 0):,.0f}/s"
+        )
+    return (
+        "; ".join(parts)
+        + ". One Python process with one SQLite writer decides and commits every acta, and "
+        "on this 2-core machine it shares the CPUs with aggregation and publication "
+        "following the log, Envoy and the load generator (the floor itself falls as the "
+        "log's B-trees grow). To close it: ingest sharded by state into several processes "
+        "and stores (the log order is decided per commit group), larger commit groups, "
+        "SQLite's page cache sized to the national log; or more cores."
+    )
+
+
+def _why_reads(r: Results) -> str:
+    size = r.get("latest_cut_bytes")
+    what = f"the whole signed cut ({size / 1024:,.0f} KiB" if size else "the whole signed cut ("
+    payload = (
+        f", {r.get('verified_reads_per_s', 0) * size / 1e6:,.0f} MB/s at this rate" if size else ""
+    )
+    return (
+        f"each read is a full SDK `Client.latest()`: {what}: the results blob holds every "
+        f"state, district and section{payload}) crosses Envoy's mTLS and publication's "
+        "Python gRPC server, and the client hashes and parses it, on 2 cores shared by the "
+        "load generators, Envoy and publication. Envoy alone answering the same bytes "
+        f"reaches {r.get('envoy_direct_reads_per_s', 0):,.0f}/s "
+        "(`envoy_direct_reads_per_s`, h2load, no verification). To close it: a conditional "
+        "read (the client sends its verified tree size and gets only the signed checkpoint "
+        "when nothing changed), national and state results in the cut with sections "
+        "fetched on demand, and the latest cut served from Envoy's cache or the static "
+        "bundle on a CDN rather than from the Python process."
+    )
+
+
+def _why_recount(r: Results) -> str:
+    parts = {
+        k.removeprefix("recount_part_").removesuffix("_s"): v
+        for k, v in r.items()
+        if k.startswith("recount_part_")
+    }
+    measured = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in parts.items())
+    return (
+        "the recount runs in the client's Python process over every leaf: hash, parse, "
+        "apply each acta record to the tally at every level, recompute and hash every "
+        "cut's results. Each part alone, in this run: "
+        + (measured or "not measured")
+        + ". To close it: apply and results in bulk per page of leaves (vectorised "
+        "accumulators, as the service side's tally), and each cut's results derived from "
+        "the previous cut's per-unit cache instead of from scratch."
+    )
+
+
+WHY_MISSED: dict[str, Callable[[Results], str]] = {
+    "ingest_actas_per_s": _why_ingest,
+    "verified_reads_per_s": _why_reads,
+    "recount_500k_s": _why_recount,
+    "bundle_gets_vs_nginx_ratio": lambda r: (
         "Envoy's HTTP cache filter copies each body through its filter chain where nginx "
         "uses sendfile; to close it, let nginx or a CDN serve the bundle directory (its "
         "format is plain immutable files for that reason)."
     ),
-    "freshness_p99_s": (
+    "freshness_p99_s": lambda r: (
         "a cut waits for the interval (1 s) and for aggregation's results over the new "
         "records; under load a cut can slip. To close it: cut on arrival with a minimum "
         "spacing instead of a fixed timer."
     ),
-    "max_service_rss_mb": (
+    "max_service_rss_mb": lambda r: (
         "a service keeps per-casilla state for the national catalogue in memory; the "
         "`rss_mb_<service>` rows say which one."
     ),
@@ -131,6 +168,13 @@ CONTEXT: dict[str, str] = {
     "bundle_mean_file_bytes": "mean size of the files fetched (bytes)",
     "sdk_verify_p99_ms": "p99 of verifying a new national cut (ms)",
     "recount_s": "recount of the log measured (s)",
+    "recount_cuts": "cuts in that log, each one's results recomputed",
+    "recount_part_hash_s": "recount part alone: hashing every leaf (s)",
+    "recount_part_parse_s": "recount part alone: parsing every leaf (s)",
+    "recount_part_tally_apply_s": "recount part alone: applying the acta records (s)",
+    "recount_part_cut_results_s": "recount part alone: every cut's results and digest (s)",
+    "latest_cut_bytes": "size of the signed cut a read fetches (bytes)",
+    "stack_setup_s": "state directory and election loaded (s)",
     "direct_ingest_actas_per_s": "ingest without Envoy, 118k-acta log (bench/ingest.py)",
     "direct_sqlite_actas_per_s": "SQLite floor for that smaller log",
 }
@@ -177,6 +221,7 @@ def write(
     *,
     command: str = "python -m bench",
     quick: bool = False,
+    desc_override: Mapping[str, str] | None = None,
 ) -> None:
     """Write docs/benchmarks.json and docs/BENCHMARKS.md from one run's results.
 
@@ -187,17 +232,22 @@ def write(
         notes: key -> note (why not measured, why missed, context).
         command: the command that produced the run (written into both documents).
         quick: whether it was a ``--quick`` smoke run (said at the top).
+        desc_override: the machine description of the run (when re-rendering a past
+            run; default: this machine now).
     """
-    desc = machine()
+    desc = dict(desc_override) if desc_override is not None else machine()
+    run_notes = dict(notes)
     notes = dict(notes)
     for key, goal in GOALS.items():
         if key in results and not goal.met(results[key]) and key not in notes:
-            notes[key] = WHY_MISSED.get(key, "missed; no analysis recorded yet")
+            why = WHY_MISSED.get(key)
+            notes[key] = why(results) if why is not None else "missed; no analysis recorded yet"
     payload = {
         "machine": desc,
         "command": command,
         "quick": quick,
         "results": dict(results),
+        "run_notes": run_notes,
         "notes": notes,
     }
     (DOCS / "benchmarks.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -234,3 +284,20 @@ def write(
         lines += ["", "## Notes", ""]
         lines += [f"* **{key}**: {text}" for key, text in sorted(notes.items())]
     (DOCS / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
+
+
+def rerender() -> None:
+    """Write the documents again from docs/benchmarks.json: same figures, same machine
+    line, notes recomputed (for when the analysis text changed, not the numbers)."""
+    payload = json.loads((DOCS / "benchmarks.json").read_text())
+    write(
+        payload["results"],
+        payload.get("run_notes", {}),
+        command=payload.get("command", "python -m bench"),
+        quick=bool(payload.get("quick", False)),
+        desc_override=payload["machine"],
+    )
+
+
+if __name__ == "__main__":
+    rerender()

@@ -407,8 +407,9 @@ def _run_envoy(config: dict[str, object], directory: Path, admin_port: int) -> E
     return envoy
 
 
-def measure_envoy_direct(stack: Stack, work: Path) -> float:
-    """Requests/s of Envoy answering the latest cut's framed bytes by direct_response."""
+def measure_envoy_direct(stack: Stack, work: Path) -> tuple[float, int]:
+    """Requests/s of Envoy answering the latest cut's framed bytes by direct_response,
+    and the size of those bytes."""
     tls = stack.tls("outlet-01")
     channel = grpc.secure_channel(stack.endpoints.edge, tls.channel_credentials())
     response = publication_pb2_grpc.PublicationServiceStub(channel).GetLatestCut(
@@ -484,7 +485,7 @@ def measure_envoy_direct(stack: Stack, work: Path) -> float:
         ]
     finally:
         envoy.stop()
-    return statistics.median(runs)
+    return statistics.median(runs), len(body)
 
 
 def _bundle_paths(bundle: Path) -> list[str]:
@@ -720,8 +721,9 @@ def run(
                 notes["bundle_gets_vs_nginx_ratio"] = f"not measured: {missing}"
             else:
                 if wanted("reads_vs_envoy_direct_ratio") and "verified_reads_per_s" in results:
-                    direct = measure_envoy_direct(stack, work)
+                    direct, size = measure_envoy_direct(stack, work)
                     results["envoy_direct_reads_per_s"] = round(direct, 1)
+                    results["latest_cut_bytes"] = float(size)
                     results["reads_vs_envoy_direct_ratio"] = round(
                         results["verified_reads_per_s"] / direct, 3
                     )
