@@ -91,14 +91,16 @@ def _why_ingest(r: Results) -> str:
 
 def _why_reads(r: Results) -> str:
     size = r.get("latest_cut_bytes")
-    what = f"the whole signed cut ({size / 1024:,.0f} KiB" if size else "the whole signed cut ("
-    payload = (
-        f", {r.get('verified_reads_per_s', 0) * size / 1e6:,.0f} MB/s at this rate" if size else ""
-    )
+    units = "the results blob holds every state, district and section"
+    if size:
+        rate = r.get("verified_reads_per_s", 0) * size / 1e6
+        what = f"the whole signed cut ({size / 1024:,.0f} KiB: {units}; {rate:,.0f} MB/s here)"
+    else:
+        what = f"the whole signed cut ({units})"
     return (
-        f"each read is a full SDK `Client.latest()`: {what}: the results blob holds every "
-        f"state, district and section{payload}) crosses Envoy's mTLS and publication's "
-        "Python gRPC server, and the client hashes and parses it, on 2 cores shared by the "
+        f"each read is a full SDK `Client.latest()`: {what} crosses Envoy's mTLS and "
+        "publication's Python gRPC server, and the client hashes and parses it, on 2 "
+        "cores shared by the "
         "load generators, Envoy and publication. Envoy alone answering the same bytes "
         f"reaches {r.get('envoy_direct_reads_per_s', 0):,.0f}/s "
         "(`envoy_direct_reads_per_s`, h2load, no verification). To close it: a conditional "
