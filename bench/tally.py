@@ -3,10 +3,13 @@
 Run: ``.venv/bin/python -m bench.tally [--seed 1] [--casillas 160000]``
 
 Measures, on the generated election (cached under bench/out/election-<seed>-<n>/):
-generation time, definition load time, acta load time, ``Tally.apply`` rate (records/s),
-``Tally.apply_leaf`` rate (leaves/s, parsing included), and the time of ``results_bytes()``
-with every unit changed (the worst case of a busy second) and right after a single apply
-(three units changed).
+generation time, definition load time, acta load time, ``Tally.apply`` rate (records/s)
+and CPU microseconds per record, ``Tally.apply_leaf`` rate (leaves/s, parsing included;
+the path of the recount and of aggregation) and CPU microseconds per leaf, the time of
+``results_bytes()`` with every unit changed (the worst case of a busy second, and of a
+cut in a recount) and right after a single apply (three units changed), and the restart
+of the aggregation service over a store holding every record (``AggregationEngine``
+rebuilding its tally; the store is written once and cached under bench/out/).
 Writes bench/out/tally.json.
 """
 
@@ -19,6 +22,8 @@ import statistics
 import time
 from pathlib import Path
 
+from veritally.aggregation.service import AggregationEngine
+from veritally.aggregation.store import AggregationStore
 from veritally.election.generate import DEFAULT_CASILLAS, generate
 from veritally.election.loader import load_actas, load_election
 from veritally_client._election import ElectionIndex, acta_id
@@ -28,6 +33,8 @@ from veritally_client._tally import Tally
 OUT = Path(__file__).resolve().parent / "out"
 CORRECTION_SHARE = 0.01  # corrections appended after the first captures (1% of actas)
 RESULTS_SAMPLES = 20  # results_bytes() timings to take (each after one more apply)
+RESTART_RUNS = 3  # aggregation restarts to take the median of
+RESTART_WRITE_CHUNK = 10_000  # leaves per transaction when writing the restart store
 
 
 def prep_decision(
@@ -78,6 +85,37 @@ def build_records(
     return records
 
 
+def _restart_store(name: str) -> Path:
+    return OUT / f"aggregation-restart-{name}.sqlite"
+
+
+def bench_restart(
+    index: ElectionIndex, leaves: list[bytes], name: str, expected: bytes
+) -> dict[str, float]:
+    """Time AggregationEngine's startup rebuild over a store holding ``leaves``."""
+    path = _restart_store(name)
+    if not path.exists():
+        store = AggregationStore(path)
+        for start in range(0, len(leaves), RESTART_WRITE_CHUNK):
+            store.append(start, leaves[start : start + RESTART_WRITE_CHUNK])
+        store.close()
+    walls, cpus = [], []
+    for _ in range(RESTART_RUNS):
+        t = time.perf_counter()
+        cpu = time.process_time()
+        engine = AggregationEngine(election=index, db_path=path)
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - t)
+        assert engine.tally.results_bytes() == expected, "the rebuilt tally differs"
+        engine.close()
+        del engine
+    return {
+        "restart_leaves": len(leaves),
+        "restart_rebuild_s": round(statistics.median(walls), 2),
+        "restart_rebuild_cpu_s": round(statistics.median(cpus), 2),
+    }
+
+
 def main() -> None:
     """Run the benchmark and print/write the numbers."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -115,12 +153,16 @@ def main() -> None:
     elapsed = time.perf_counter() - t
     numbers["apply_per_s"] = round((len(records) - held_back) / elapsed)
     # CPU time too: on a shared machine wall time also measures the neighbours.
-    numbers["apply_per_cpu_s"] = round((len(records) - held_back) / (time.process_time() - cpu))
+    apply_cpu = time.process_time() - cpu
+    numbers["apply_per_cpu_s"] = round((len(records) - held_back) / apply_cpu)
+    numbers["apply_cpu_us_per_record"] = round(apply_cpu / (len(records) - held_back) * 1e6, 2)
 
     # Every unit touched since the last call: the whole blob is serialized.
     t = time.perf_counter()
+    cpu = time.process_time()
     blob = tally.results_bytes()
     numbers["results_bytes_full_ms"] = round((time.perf_counter() - t) * 1000, 1)
+    numbers["results_bytes_full_cpu_ms"] = round((time.process_time() - cpu) * 1000, 1)
     # One record since the last call: three units (nation, state, district) re-serialized.
     samples = []
     for record in records[-held_back:]:
@@ -140,8 +182,13 @@ def main() -> None:
     for leaf in leaves:
         leaf_tally.apply_leaf(leaf)
     numbers["apply_leaf_per_s"] = round(len(leaves) / (time.perf_counter() - t))
-    numbers["apply_leaf_per_cpu_s"] = round(len(leaves) / (time.process_time() - cpu))
+    leaf_cpu = time.process_time() - cpu
+    numbers["apply_leaf_per_cpu_s"] = round(len(leaves) / leaf_cpu)
+    numbers["apply_leaf_cpu_us_per_leaf"] = round(leaf_cpu / len(leaves) * 1e6, 2)
     assert leaf_tally.results_bytes() == tally.results_bytes(), "leaf and record tallies differ"
+    del leaf_tally
+
+    numbers.update(bench_restart(index, leaves, directory.name, tally.results_bytes()))
 
     for key, value in numbers.items():
         print(f"{key:28} {value}")

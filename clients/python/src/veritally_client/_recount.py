@@ -187,7 +187,7 @@ class Recounter:
         try:
             pb = parse_leaf_view(leaf)
         except MalformedDataError as e:
-            raise MalformedDataError(f"leaf {index} does not parse: {e}") from e
+            raise MalformedDataError(f"leaf {index}: {e}") from e
         kind = pb.WhichOneof("kind")
         if kind == "acta_record":
             # (2) the acta records, in log order

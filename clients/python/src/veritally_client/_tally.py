@@ -277,6 +277,11 @@ def _view_classes() -> type:
         "ActaRecord": "ActaRecordView",
         "LogLeaf": "LogLeafView",
     }
+    # Fields of these types point at their views; every other type is the real one.
+    retarget = {
+        f".{acta_pb2.DESCRIPTOR.package}.{original}": f".{package}.{view}"
+        for original, view in renamed.items()
+    }
     for original, view in renamed.items():
         message = descriptor_pb2.DescriptorProto()
         acta_pb2.DESCRIPTOR.message_types_by_name[original].CopyToProto(message)
@@ -285,8 +290,8 @@ def _view_classes() -> type:
             if original == "Acta" and field.name == "option_votes":
                 field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
                 field.ClearField("type_name")
-            elif field.type_name.rsplit(".", 1)[-1] in renamed:
-                field.type_name = f".{package}.{renamed[field.type_name.rsplit('.', 1)[-1]]}"
+            elif field.type_name in retarget:
+                field.type_name = retarget[field.type_name]
         file.message_type.append(message)
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
