@@ -316,13 +316,14 @@ def _wait_restarted(stack: Stack, name: str, old_pid: int) -> None:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         pid = stack.pids().get(name)
-        if pid is not None and pid != old_pid and stack.processes[name].healthy():
+        restarted = pid is not None and pid != old_pid
+        if restarted and (name == "envoy" or stack.processes[name].healthy()):
             return
         time.sleep(0.1)
     raise AssertionError(f"{name} was not restarted within {WAIT_S} s")
 
 
-def test_services_killed_during_the_night_come_back_and_clients_verify_everything(
+def test_services_and_envoy_killed_during_the_night_come_back_and_clients_verify_all(
     stack: Stack, tmp_path: Path
 ) -> None:
     actas = _actas(stack)
@@ -341,7 +342,8 @@ def test_services_killed_during_the_night_come_back_and_clients_verify_everythin
 
     sender = threading.Thread(target=capture)
     sender.start()
-    for name in ("publication", "aggregation", "ingest"):  # kill -9, one after the other
+    # kill -9, one after the other: the services, then Envoy itself.
+    for name in ("publication", "aggregation", "ingest", "envoy"):
         time.sleep(1.0)  # most actas arrive early in the night: kill while they flow
         pid = stack.pids()[name]
         assert pid is not None
@@ -357,7 +359,7 @@ def test_services_killed_during_the_night_come_back_and_clients_verify_everythin
     assert watcher.latest is not None
     assert watcher.latest.cut.acta_records >= len(stats.logged)
     assert stats.retries > 0  # the kills were felt (and recovered from) by the capture
-    assert all(stack.restarts.get(name) for name in SERVICES)
+    assert all(stack.restarts.get(name) for name in (*SERVICES, "envoy"))
     # A full recount from another outlet agrees with every cut that was signed.
     with _client(stack, "outlet-02", tmp_path / "recount") as client:
         client.latest()
