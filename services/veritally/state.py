@@ -197,6 +197,12 @@ class Bootstrap:
         if not state.election_yaml.exists():
             from veritally.election.generate import generate
 
+            # The national default takes tens of seconds: say so before, not only after.
+            log.info(
+                "generating a synthetic election of %s casillas (seed %d)...",
+                f"{self.casillas:,}",
+                self.seed,
+            )
             result = generate(seed=self.seed, casillas=self.casillas, out_dir=state.election)
             state.definition_bytes.unlink(missing_ok=True)
             state.election_params.write_text(
