@@ -60,3 +60,11 @@ async def test_readme_quickstart_prints_a_verified_national_result(
     national = stack.aggregation.source.tally.results().units[0]
     expected = {o.option_id: o.votes for o in national.contests[0].options}
     assert lines[0] == f"cut {latest} PRES: {expected}"
+
+
+def test_top_level_readme_opens_with_the_same_quickstart() -> None:
+    top = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = top.split("## Newsroom quickstart", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match, "the top-level README shows the quickstart"
+    assert match.group(1) == quickstart_block()
