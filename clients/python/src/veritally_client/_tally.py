@@ -39,9 +39,10 @@ Speed (a national log is ~500,000 records; a recount must stay within seconds):
   option encoding is remembered at its position is, by construction, valid in its
   options and decodes to the same votes. Anything else takes the reference path: the
   real ``LogLeaf`` type and :meth:`Tally.apply`;
-* ``results_bytes`` writes the protobuf wire format of each unit directly (what
-  deterministic serialization writes: fields in number order, zero scalars omitted);
-  :meth:`Tally.results` still builds the messages, and tests hold the two equal.
+* ``results_bytes`` keeps one ``Results`` message and updates, in place, the units
+  changed since the last call: setting the fields of existing messages costs a third of
+  building new ones, and protobuf serializes the whole blob in C. :meth:`Tally.results`
+  still builds fresh messages, and tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ from collections.abc import Iterable, Sequence
 from typing import Final, Protocol, TypeAlias, cast
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from veritally_client._election import (
@@ -99,154 +99,6 @@ _CASILLA: Final = results_pb2.LEVEL_CASILLA
 # a few more with marks); the limit bounds memory (~100 bytes each, so ~40 MB) against
 # a log crafted to hold only distinct encodings, which then simply takes the slower path.
 _OPTION_ENCODINGS_LIMIT: Final = 400_000
-
-
-# -- protobuf wire format (for results_bytes) ---------------------------------------------
-
-
-def _varint_slow(value: int) -> bytes:
-    """Protobuf base-128 varint encoding of a non-negative integer (builds the tables).
-
-    Raises:
-        ValueError: if ``value`` is negative.
-    """
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)  # ValueError for a negative value: never silently encoded
-    return bytes(out)
-
-
-# Varints as table lookups: most values in a results blob (and every field of an option
-# encoding) are below 2^14, one or two bytes; a larger value is its low 14 bits as two
-# continued bytes followed by the varint of the rest. 2 x 16,384 small bytes objects
-# (~1 MB, built in a few milliseconds at import).
-_MAX_VARINT_BYTES: Final = 10  # of a uint64
-_VARINT_TABLE_SIZE: Final = 1 << 14
-_VARINTS: Final = tuple(_varint_slow(v) for v in range(_VARINT_TABLE_SIZE))
-_CONTINUED: Final = tuple(
-    bytes(((v & 0x7F) | 0x80, (v >> 7) | 0x80)) for v in range(_VARINT_TABLE_SIZE)
-)
-
-
-def _varint(value: int) -> bytes:
-    """Protobuf base-128 varint encoding of a non-negative integer.
-
-    Raises:
-        ValueError: if ``value`` is negative.
-    """
-    if value < _VARINT_TABLE_SIZE:
-        if value < 0:
-            raise ValueError(f"varint of negative value {value}")
-        return _VARINTS[value]
-    return _CONTINUED[value & (_VARINT_TABLE_SIZE - 1)] + _varint(value >> 14)
-
-
-_LENGTH_DELIMITED: Final = frozenset(
-    {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_MESSAGE}
-)
-# Types whose proto3 encoding is a plain varint of the (non-negative) value.
-_PLAIN_VARINT: Final = frozenset(
-    {FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_ENUM}
-)
-
-
-def _tag(descriptor: Descriptor, field: str) -> bytes:
-    """The tag of ``field``, taken from the contract so a renumbering cannot go unseen.
-
-    Raises:
-        AssertionError: if the field is of a type the hand-written encoding does not
-            cover (a change of the contract that this module must follow).
-    """
-    fd = descriptor.fields_by_name[field]
-    if fd.type in _LENGTH_DELIMITED:
-        return _varint((fd.number << 3) | 2)
-    assert fd.type in _PLAIN_VARINT, f"{descriptor.name}.{field}: no hand encoding"
-    return _varint(fd.number << 3)
-
-
-def _check_field_order(descriptor: Descriptor, fields: Sequence[str]) -> None:
-    # Deterministic serialization writes fields in number order; the encoder below
-    # writes them in the order listed, so that order must be the number order and cover
-    # every field (a new field would otherwise be silently left out).
-    numbers = [descriptor.fields_by_name[f].number for f in fields]
-    assert numbers == sorted(f.number for f in descriptor.fields), descriptor.name
-
-
-_R: Final = ResultsPb.DESCRIPTOR
-_U: Final = UnitResultsPb.DESCRIPTOR
-_CT: Final = ContestTotalsPb.DESCRIPTOR
-_OT: Final = OptionTotalPb.DESCRIPTOR
-_CO: Final = CompletenessPb.DESCRIPTOR
-_NC: Final = NotCountedTotalPb.DESCRIPTOR
-_check_field_order(_U, ("level", "unit_id", "contests"))
-_check_field_order(
-    _CT,
-    ("contest_id", "options", "unregistered_votes", "null_votes", "total_votes", "completeness"),
-)
-_check_field_order(_OT, ("option_id", "votes"))
-_check_field_order(
-    _CO,
-    (
-        "actas_expected",
-        "actas_captured",
-        "actas_counted",
-        "not_counted",
-        "captured_percent_e4",
-        "counted_percent_e4",
-        "nominal_list_counted",
-        "turnout_percent_e4",
-    ),
-)
-_check_field_order(_NC, ("reason", "actas"))
-# Results.units is the last field, so unit entries are appended after the header.
-assert _R.fields_by_name["units"].number == max(f.number for f in _R.fields)
-
-_UNITS_TAG: Final = _tag(_R, "units")
-_LEVEL_TAG: Final = _tag(_U, "level")
-_UNIT_ID_TAG: Final = _tag(_U, "unit_id")
-_CONTESTS_TAG: Final = _tag(_U, "contests")
-_CONTEST_ID_TAG: Final = _tag(_CT, "contest_id")
-_OPTIONS_TAG: Final = _tag(_CT, "options")
-_UNREGISTERED_TAG: Final = _tag(_CT, "unregistered_votes")
-_NULL_TAG: Final = _tag(_CT, "null_votes")
-_TOTAL_TAG: Final = _tag(_CT, "total_votes")
-_COMPLETENESS_TAG: Final = _tag(_CT, "completeness")
-_OPTION_ID_TAG: Final = _tag(_OT, "option_id")
-_OPTION_VOTES_TAG: Final = _tag(_OT, "votes")
-_EXPECTED_TAG: Final = _tag(_CO, "actas_expected")
-_CAPTURED_TAG: Final = _tag(_CO, "actas_captured")
-_COUNTED_TAG: Final = _tag(_CO, "actas_counted")
-_NOT_COUNTED_TAG: Final = _tag(_CO, "not_counted")
-_CAPTURED_PCT_TAG: Final = _tag(_CO, "captured_percent_e4")
-_COUNTED_PCT_TAG: Final = _tag(_CO, "counted_percent_e4")
-_NOMINAL_TAG: Final = _tag(_CO, "nominal_list_counted")
-_TURNOUT_TAG: Final = _tag(_CO, "turnout_percent_e4")
-_REASON_TAG: Final = _tag(_NC, "reason")
-_ACTAS_TAG: Final = _tag(_NC, "actas")
-
-
-def _uint_field(tag: bytes, value: int) -> bytes:
-    """A proto3 varint field: absent when zero."""
-    return tag + _varint(value) if value else b""
-
-
-def _len_field(tag: bytes, data: bytes) -> bytes:
-    """A length-delimited field that is always present (a set submessage, a list entry)."""
-    return tag + _varint(len(data)) + data
-
-
-def _str_field(tag: bytes, value: str) -> bytes:
-    """A proto3 string field: absent when empty."""
-    return _len_field(tag, value.encode()) if value else b""
-
-
-# The not-counted entries of Completeness, for a reason slot and a count.
-def _not_counted_entry(slot: int, count: int) -> bytes:
-    return _len_field(
-        _NOT_COUNTED_TAG, _uint_field(_REASON_TAG, _REASONS[slot]) + _uint_field(_ACTAS_TAG, count)
-    )
 
 
 # -- the view of a leaf -------------------------------------------------------------------
@@ -407,18 +259,9 @@ _CasillaSlot: TypeAlias = tuple[int, bool, int]
 
 
 class _ContestPlan:
-    """Per-contest tables for decoding option bytes and encoding totals."""
+    """Per-contest tables for decoding option bytes."""
 
-    __slots__ = (
-        "contest",
-        "id_field",
-        "not_counted",
-        "option_entries",
-        "option_heads",
-        "option_prefixes",
-        "votes_at",
-        "width",
-    )
+    __slots__ = ("contest", "not_counted", "votes_at", "width")
 
     def __init__(self, contest: ContestInfo) -> None:
         self.contest = contest
@@ -430,19 +273,53 @@ class _ContestPlan:
         # to option i of the ballot. Lookups at each position by map() at C speed check
         # the option order and decode the votes in one pass.
         self.votes_at: tuple[dict[bytes, int], ...] = tuple({} for _ in contest.option_ids)
-        self.id_field = _str_field(_CONTEST_ID_TAG, contest.id)
-        # OptionTotal body without its votes, and the whole entry for zero votes.
-        self.option_heads = tuple(_str_field(_OPTION_ID_TAG, o) for o in contest.option_ids)
-        self.option_entries = tuple(_len_field(_OPTIONS_TAG, h) for h in self.option_heads)
-        # An option with votes: option_prefixes[i][k] is its entry up to the votes varint
-        # of k bytes (tag, length, option_id field, votes tag); k is 1 to 10 for a uint64.
-        self.option_prefixes = tuple(
-            tuple(
-                _len_field(_OPTIONS_TAG, h + _OPTION_VOTES_TAG + b"\0" * k)[: -k or None]
-                for k in range(_MAX_VARINT_BYTES + 1)
-            )
-            for h in self.option_heads
-        )
+
+
+class _ContestMessage:
+    """The ContestTotals message of one contest in one unit, and its parts."""
+
+    __slots__ = ("completeness", "message", "options")
+
+    def __init__(self, message: results_pb2.ContestTotals, contest: ContestInfo) -> None:
+        self.message = message
+        message.contest_id = contest.id
+        self.options = [message.options.add(option_id=o) for o in contest.option_ids]
+        # Present even when every count is zero, as in a freshly built message.
+        message.completeness.SetInParent()
+        self.completeness = message.completeness
+
+    def update(self, acc: Totals, expected: int, final: bool) -> None:
+        """Set every field from ``acc``: the same message :func:`_contest_totals` builds."""
+        votes = acc[_VOTES:]
+        for option, count in zip(self.options, votes, strict=False):
+            option.votes = count
+        n = len(self.options)
+        message = self.message
+        message.unregistered_votes = votes[n]
+        message.null_votes = votes[n + 1]
+        message.total_votes = sum(votes)
+        captured = acc[_CAPTURED]
+        counted = acc[_COUNTED]
+        nominal = acc[_NOMINAL]
+        numerator = acc[_NONSPECIAL_VOTES] + (acc[_SPECIAL_VOTES] if final else 0)
+        completeness = self.completeness
+        completeness.actas_expected = expected
+        completeness.actas_captured = captured
+        completeness.actas_counted = counted
+        not_counted = [
+            (_REASONS[slot], count) for slot, count in enumerate(acc[_NOT_COUNTED:_VOTES]) if count
+        ]
+        entries = completeness.not_counted
+        if len(entries) != len(not_counted) or any(
+            (e.reason, e.actas) != pair for e, pair in zip(entries, not_counted, strict=True)
+        ):
+            del entries[:]
+            for reason, count in not_counted:
+                entries.add(reason=reason, actas=count)
+        completeness.captured_percent_e4 = percent_e4(captured, expected)
+        completeness.counted_percent_e4 = percent_e4(counted, expected)
+        completeness.nominal_list_counted = nominal
+        completeness.turnout_percent_e4 = percent_e4(numerator, nominal)
 
 
 class Tally:
@@ -465,10 +342,6 @@ class Tally:
         self._unit_expected = [len(election.casillas)]
         self._unit_expected += [len(election.casillas_in_state(s)) for s in states]
         self._unit_expected += [len(election.casillas_in_district(d)) for d in districts]
-        self._unit_heads = [
-            _uint_field(_LEVEL_TAG, level) + _str_field(_UNIT_ID_TAG, unit_id)
-            for level, unit_id in self._unit_keys
-        ]
         # Districts of each state (positions), for the roll-up.
         self._state_districts: list[tuple[int, list[int]]] = [
             (self._unit_pos[(_STATE, s)], []) for s in states
@@ -492,15 +365,21 @@ class Tally:
         # units take the newest of their parts, at the roll-up of record count _rolled.
         self._version = [0] * len(self._unit_keys)
         self._rolled = 0
-        # results_bytes() per final flag, and each unit's length-delimited field 5 entry
-        # with the version it encodes, so that a new cut encodes only the changed units.
+        # results_bytes() per final flag while no record is applied, and the message it
+        # serializes: each unit's contests as _ContestMessage, the version of the totals
+        # each unit holds (-1: never set), and the final flag its turnouts were set for.
         self._cache: dict[bool, bytes] = {}
-        self._unit_entries: dict[bool, list[bytes]] = {
-            flag: [b""] * len(self._unit_keys) for flag in (False, True)
-        }
-        self._entry_version: dict[bool, list[int]] = {
-            flag: [-1] * len(self._unit_keys) for flag in (False, True)
-        }
+        self._message = ResultsPb(
+            election_id=election.election_id, definition_sha256=election.definition_sha256
+        )
+        self._unit_messages: list[list[_ContestMessage]] = []
+        for level, unit_id in self._unit_keys:
+            unit = self._message.units.add(level=level, unit_id=unit_id)
+            self._unit_messages.append(
+                [_ContestMessage(unit.contests.add(), c) for c in self._contests]
+            )
+        self._message_version = [-1] * len(self._unit_keys)
+        self._message_final = False
 
     @property
     def election(self) -> ElectionIndex:
@@ -774,85 +653,31 @@ class Tally:
     def results_bytes(self, *, final: bool = False) -> bytes:
         """The deterministic serialization of :meth:`results`.
 
-        Equal to ``results(final=final).SerializeToString(deterministic=True)``, written
-        directly in the wire format: deterministic serialization writes fields in
-        field-number order and omits zero scalars, and a repeated message field is the
-        concatenation of its tagged, length-prefixed entries, so each unit is encoded on
-        its own and only the units changed since the last call are encoded again.
+        Equal to ``results(final=final).SerializeToString(deterministic=True)``: the same
+        message, kept between calls, with only the units changed since the last call
+        (all of them when ``final`` differs from the last call's) set again.
         """
         cached = self._cache.get(final)
         if cached is not None:
             return cached
         self._rollup()
-        entries = self._unit_entries[final]
-        encoded = self._entry_version[final]
+        if final != self._message_final:
+            self._message_version = [-1] * len(self._unit_keys)
+            self._message_final = final
+        set_at = self._message_version
         version = self._version
-        for pos, head in enumerate(self._unit_heads):
-            if encoded[pos] != version[pos]:
+        for pos, contests in enumerate(self._unit_messages):
+            if set_at[pos] != version[pos]:
                 expected = self._unit_expected[pos]
-                unit = [head]
-                for plan, accs in zip(self._plan_list, self._acc, strict=True):
-                    unit.append(
-                        _len_field(
-                            _CONTESTS_TAG, self._encode_contest(plan, accs[pos], expected, final)
-                        )
-                    )
-                entries[pos] = _len_field(_UNITS_TAG, b"".join(unit))
-                encoded[pos] = version[pos]
-        header = ResultsPb(
-            election_id=self._election.election_id,
-            definition_sha256=self._election.definition_sha256,
-            acta_records=self._records,
-            final=final,
-        ).SerializeToString(deterministic=True)
-        cached = header + b"".join(entries)
+                for contest, accs in zip(contests, self._acc, strict=True):
+                    contest.update(accs[pos], expected, final)
+                set_at[pos] = version[pos]
+        message = self._message
+        message.acta_records = self._records
+        message.final = final
+        cached = message.SerializeToString(deterministic=True)
         self._cache[final] = cached
         return cached
-
-    @staticmethod
-    def _encode_contest(plan: _ContestPlan, acc: Totals, expected: int, final: bool) -> bytes:
-        """``_contest_totals(...).SerializeToString(deterministic=True)``, directly.
-
-        The option loop runs ~18,000 times per national blob, hence the table lookups
-        written out instead of calls to ``_varint``/``_len_field``.
-        """
-        out = bytearray(plan.id_field)
-        varints = _VARINTS
-        table = _VARINT_TABLE_SIZE
-        votes = acc[_VOTES:]
-        # votes ends with unregistered and null, which zip() leaves for below.
-        options = zip(plan.option_prefixes, plan.option_entries, votes, strict=False)
-        for prefixes, entry, count in options:
-            if count:
-                encoded = varints[count] if 0 <= count < table else _varint(count)
-                out += prefixes[len(encoded)]
-                out += encoded
-            else:
-                out += entry
-        n = len(plan.option_heads)
-        out += _uint_field(_UNREGISTERED_TAG, votes[n])
-        out += _uint_field(_NULL_TAG, votes[n + 1])
-        out += _uint_field(_TOTAL_TAG, sum(votes))
-        captured = acc[_CAPTURED]
-        counted = acc[_COUNTED]
-        nominal = acc[_NOMINAL]
-        numerator = acc[_NONSPECIAL_VOTES] + (acc[_SPECIAL_VOTES] if final else 0)
-        completeness = [
-            _uint_field(_EXPECTED_TAG, expected),
-            _uint_field(_CAPTURED_TAG, captured),
-            _uint_field(_COUNTED_TAG, counted),
-        ]
-        completeness += [
-            _not_counted_entry(slot, count)
-            for slot, count in enumerate(acc[_NOT_COUNTED:_VOTES])
-            if count
-        ]
-        completeness.append(_uint_field(_CAPTURED_PCT_TAG, percent_e4(captured, expected)))
-        completeness.append(_uint_field(_COUNTED_PCT_TAG, percent_e4(counted, expected)))
-        completeness.append(_uint_field(_NOMINAL_TAG, nominal))
-        completeness.append(_uint_field(_TURNOUT_TAG, percent_e4(numerator, nominal)))
-        out += _len_field(_COMPLETENESS_TAG, b"".join(completeness))
-        return bytes(out)
 
     def unit_results(
         self, level: Level, unit_id: str, *, final: bool = False
