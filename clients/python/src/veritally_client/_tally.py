@@ -291,6 +291,7 @@ class _ContestMessage:
     def update(self, acc: Totals, expected: int, final: bool) -> None:
         """Set every field from ``acc``: the same message :func:`_contest_totals` builds."""
         votes = acc[_VOTES:]
+        # votes ends with unregistered and null, which zip() leaves for below.
         for option, count in zip(self.options, votes, strict=False):
             option.votes = count
         n = len(self.options)
