@@ -39,10 +39,10 @@ Speed (a national log is ~500,000 records; a recount must stay within seconds):
   option encoding is remembered at its position is, by construction, valid in its
   options and decodes to the same votes. Anything else takes the reference path: the
   real ``LogLeaf`` type and :meth:`Tally.apply`;
-* ``results_bytes`` keeps one ``Results`` message and updates, in place, the units
-  changed since the last call: setting the fields of existing messages costs a third of
-  building new ones, and protobuf serializes the whole blob in C. :meth:`Tally.results`
-  still builds fresh messages, and tests hold the two equal.
+* ``results_bytes`` keeps each unit's ``UnitResults`` message and sets again, in place,
+  the fields of the units changed since the last call, then serializes just those:
+  setting the fields of existing messages costs a third of building new ones.
+  :meth:`Tally.results` still builds fresh messages, and tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -99,6 +99,23 @@ _CASILLA: Final = results_pb2.LEVEL_CASILLA
 # a few more with marks); the limit bounds memory (~100 bytes each, so ~40 MB) against
 # a log crafted to hold only distinct encodings, which then simply takes the slower path.
 _OPTION_ENCODINGS_LIMIT: Final = 400_000
+
+
+# Tag of Results.units (field 5, wire type 2 = length-delimited), the last field of
+# Results, so unit entries can be appended after the other fields.
+_UNITS_FIELD: Final = ResultsPb.DESCRIPTOR.fields_by_name["units"]
+assert _UNITS_FIELD.number == max(f.number for f in ResultsPb.DESCRIPTOR.fields)
+_UNITS_TAG: Final = bytes([(_UNITS_FIELD.number << 3) | 2])
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint encoding of a non-negative integer."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 # -- the view of a leaf -------------------------------------------------------------------
@@ -366,21 +383,24 @@ class Tally:
         # units take the newest of their parts, at the roll-up of record count _rolled.
         self._version = [0] * len(self._unit_keys)
         self._rolled = 0
-        # results_bytes() per final flag while no record is applied, and the message it
-        # serializes: each unit's contests as _ContestMessage, the version of the totals
-        # each unit holds (-1: never set), and the final flag its turnouts were set for.
+        # results_bytes() per final flag while no record is applied; each unit's
+        # UnitResults message (its contests as _ContestMessage) with the (version,
+        # final) its fields were last set for; and per final flag each unit's serialized
+        # entry of Results.units with the version it holds (-1: none yet).
         self._cache: dict[bool, bytes] = {}
-        self._message = ResultsPb(
-            election_id=election.election_id, definition_sha256=election.definition_sha256
-        )
-        self._unit_messages: list[list[_ContestMessage]] = []
+        self._units: list[tuple[results_pb2.UnitResults, list[_ContestMessage]]] = []
         for level, unit_id in self._unit_keys:
-            unit = self._message.units.add(level=level, unit_id=unit_id)
-            self._unit_messages.append(
-                [_ContestMessage(unit.contests.add(), c) for c in self._contests]
+            unit = UnitResultsPb(level=level, unit_id=unit_id)
+            self._units.append(
+                (unit, [_ContestMessage(unit.contests.add(), c) for c in self._contests])
             )
-        self._message_version = [-1] * len(self._unit_keys)
-        self._message_final = False
+        self._unit_set_for: list[tuple[int, bool]] = [(-1, False)] * len(self._unit_keys)
+        self._entries: dict[bool, list[bytes]] = {
+            flag: [b""] * len(self._unit_keys) for flag in (False, True)
+        }
+        self._entry_version: dict[bool, list[int]] = {
+            flag: [-1] * len(self._unit_keys) for flag in (False, True)
+        }
 
     @property
     def election(self) -> ElectionIndex:
@@ -654,29 +674,39 @@ class Tally:
     def results_bytes(self, *, final: bool = False) -> bytes:
         """The deterministic serialization of :meth:`results`.
 
-        Equal to ``results(final=final).SerializeToString(deterministic=True)``: the same
-        message, kept between calls, with only the units changed since the last call
-        (all of them when ``final`` differs from the last call's) set again.
+        Equal to ``results(final=final).SerializeToString(deterministic=True)``, built from
+        per-unit pieces: deterministic serialization writes fields in field-number order,
+        and a repeated message field is the concatenation of its tagged, length-prefixed
+        entries, so only the units changed since the last call are serialized again, each
+        from its kept message with only its fields set again.
         """
         cached = self._cache.get(final)
         if cached is not None:
             return cached
         self._rollup()
-        if final != self._message_final:
-            self._message_version = [-1] * len(self._unit_keys)
-            self._message_final = final
-        set_at = self._message_version
+        entries = self._entries[final]
+        entry_version = self._entry_version[final]
         version = self._version
-        for pos, contests in enumerate(self._unit_messages):
-            if set_at[pos] != version[pos]:
+        set_for = self._unit_set_for
+        for pos, (unit, contests) in enumerate(self._units):
+            current = version[pos]
+            if entry_version[pos] == current:
+                continue
+            if set_for[pos] != (current, final):
                 expected = self._unit_expected[pos]
                 for contest, accs in zip(contests, self._acc, strict=True):
                     contest.update(accs[pos], expected, final)
-                set_at[pos] = version[pos]
-        message = self._message
-        message.acta_records = self._records
-        message.final = final
-        cached = message.SerializeToString(deterministic=True)
+                set_for[pos] = (current, final)
+            data = unit.SerializeToString(deterministic=True)
+            entries[pos] = _UNITS_TAG + _varint(len(data)) + data
+            entry_version[pos] = current
+        header = ResultsPb(
+            election_id=self._election.election_id,
+            definition_sha256=self._election.definition_sha256,
+            acta_records=self._records,
+            final=final,
+        ).SerializeToString(deterministic=True)
+        cached = header + b"".join(entries)
         self._cache[final] = cached
         return cached
 
