@@ -264,13 +264,16 @@ def _not_counted_contribution(slot: int, width: int) -> Contribution:
     return (1, 0, 0, 0, 0, *reasons) + (0,) * width
 
 
-# Per-acta and per-casilla records are plain tuples, not named tuples: the garbage
-# collector stops tracking an exact tuple of ints (or of such tuples), and a national
-# tally holds ~500,000 actas and 160,000 casillas, which otherwise every full collection
-# walks (about a fifth of a recount's time).
+# Per-acta and per-casilla records are plain tuples of ints, not named tuples: the
+# garbage collector stops tracking an exact tuple of ints, and a national tally holds
+# ~500,000 actas and 160,000 casillas, which otherwise every full collection walks
+# (about a fifth of a recount's time). One tuple per acta, not two, as each new tuple is
+# walked once by a young collection before it is let go.
 
-# The last revision applied of an acta and what it contributes: (revision, contribution).
-_ActaState: TypeAlias = tuple[int, Contribution]
+# The last revision applied of an acta: its contribution followed by the revision. map()
+# over it and a totals list stops at the shorter, so the revision is never added.
+_ActaState: TypeAlias = tuple[int, ...]
+_REVISION: Final = -1  # index of the revision in an _ActaState
 # What applying needs of a casilla: (unit position of its district, special, nominal list).
 _CasillaSlot: TypeAlias = tuple[int, bool, int]
 
@@ -589,43 +592,38 @@ class Tally:
     ) -> None:
         district, special, nominal_list = casilla
         # (3) counted <=> no reason
-        contribution: Contribution
+        state: _ActaState
         if counted:
             if reason != acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED:
                 raise MalformedDataError(f"acta {key!r}: counted but with a not-counted reason")
             total = sum(votes)
             if special:
-                contribution = (1, 1, 0, 0, total, *_NO_REASONS, *votes)
+                state = (1, 1, 0, 0, total, *_NO_REASONS, *votes, revision)
             else:
-                contribution = (1, 1, nominal_list, total, 0, *_NO_REASONS, *votes)
+                state = (1, 1, nominal_list, total, 0, *_NO_REASONS, *votes, revision)
         else:
             slot = _REASON_SLOT.get(reason)
             if slot is None:
                 raise MalformedDataError(
                     f"acta {key!r}: not counted without a known reason (found {reason})"
                 )
-            contribution = plan.not_counted[slot]
+            state = (*plan.not_counted[slot], revision)
         # (4) revision chain
         prev = self._actas.get(key)
-        expected = 1 if prev is None else prev[0] + 1
+        expected = 1 if prev is None else prev[_REVISION] + 1
         if revision != expected:
             raise MalformedDataError(
                 f"acta {key!r}: revision {revision} does not follow "
-                f"{'nothing' if prev is None else prev[0]} (expected {expected})"
+                f"{'nothing' if prev is None else prev[_REVISION]} (expected {expected})"
             )
-        # (5) replace the superseded contribution, in the district only
+        # (5) replace the superseded contribution, in the district only; map() stops at
+        # the end of the totals, before the revision
         accs = self._acc[plan.contest.index]
         if prev is None:
-            accs[district] = list(map(operator.add, accs[district], contribution))
+            accs[district] = list(map(operator.add, accs[district], state))
         else:
-            accs[district] = list(
-                map(
-                    operator.add,
-                    map(operator.sub, accs[district], prev[1]),
-                    contribution,
-                )
-            )
-        self._actas[key] = (revision, contribution)
+            accs[district] = list(map(operator.add, map(operator.sub, accs[district], prev), state))
+        self._actas[key] = state
         self._records += 1
         self._version[district] = self._records
         self._cache.clear()
@@ -736,7 +734,7 @@ class Tally:
             found = [
                 self._actas.get(f"{cid}{ACTA_ID_SEPARATOR}{contest.id}") for cid in casilla_ids
             ]
-            acc = _sum_totals(width, [st[1] for st in found if st is not None])
+            acc = _sum_totals(width, [st[:_REVISION] for st in found if st is not None])
             contests.append(self._contest_totals(contest, acc, len(casilla_ids), final))
         return UnitResultsPb(level=level, unit_id=unit_id, contests=contests)
 
