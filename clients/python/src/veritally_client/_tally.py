@@ -267,7 +267,7 @@ def _not_counted_contribution(slot: int, width: int) -> Contribution:
 # Per-acta and per-casilla records are plain tuples of ints, not named tuples: the
 # garbage collector stops tracking an exact tuple of ints, and a national tally holds
 # ~500,000 actas and 160,000 casillas, which otherwise every full collection walks
-# (about a fifth of a recount's time). One tuple per acta, not two, as each new tuple is
+# (about a sixth of a recount's time). One tuple per acta, not two, as each new tuple is
 # walked once by a young collection before it is let go.
 
 # The last revision applied of an acta: its contribution followed by the revision. map()
@@ -309,7 +309,7 @@ class _ContestMessage:
         self.completeness = message.completeness
 
     def update(self, acc: Totals, expected: int, final: bool) -> None:
-        """Set every field from ``acc``: the same message :func:`_contest_totals` builds."""
+        """Set every field from ``acc``: the message :meth:`Tally._contest_totals` builds."""
         votes = acc[_VOTES:]
         # votes ends with unregistered and null, which zip() leaves for below.
         for option, count in zip(self.options, votes, strict=False):
