@@ -298,7 +298,7 @@ class _ContestPlan:
 class _ContestMessage:
     """The ContestTotals message of one contest in one unit, and its parts."""
 
-    __slots__ = ("completeness", "message", "options")
+    __slots__ = ("completeness", "message", "not_counted", "options")
 
     def __init__(self, message: results_pb2.ContestTotals, contest: ContestInfo) -> None:
         self.message = message
@@ -307,6 +307,9 @@ class _ContestMessage:
         # Present even when every count is zero, as in a freshly built message.
         message.completeness.SetInParent()
         self.completeness = message.completeness
+        # (reason, actas) of completeness.not_counted, compared as a list: it rarely
+        # changes, and reading it back from the message costs more than the compare.
+        self.not_counted: list[tuple[acta_pb2.NotCountedReason.ValueType, int]] = []
 
     def update(self, acc: Totals, expected: int, final: bool) -> None:
         """Set every field from ``acc``: the message :meth:`Tally._contest_totals` builds."""
@@ -330,13 +333,12 @@ class _ContestMessage:
         not_counted = [
             (_REASONS[slot], count) for slot, count in enumerate(acc[_NOT_COUNTED:_VOTES]) if count
         ]
-        entries = completeness.not_counted
-        if len(entries) != len(not_counted) or any(
-            (e.reason, e.actas) != pair for e, pair in zip(entries, not_counted, strict=True)
-        ):
+        if not_counted != self.not_counted:
+            entries = completeness.not_counted
             del entries[:]
             for reason, count in not_counted:
                 entries.add(reason=reason, actas=count)
+            self.not_counted = not_counted
         completeness.captured_percent_e4 = percent_e4(captured, expected)
         completeness.counted_percent_e4 = percent_e4(counted, expected)
         completeness.nominal_list_counted = nominal
