@@ -91,7 +91,10 @@ def _why_ingest(r: Results) -> str:
 
 def _why_reads(r: Results) -> str:
     size = r.get("latest_cut_bytes")
-    units = "the results blob holds every state, district and section"
+    units = (
+        "the results blob holds the nation, every state and every district, each with every "
+        "contest and option"
+    )
     if size:
         rate = r.get("verified_reads_per_s", 0) * size / 1e6
         what = f"the whole signed cut ({size / 1024:,.0f} KiB: {units}; {rate:,.0f} MB/s here)"
@@ -105,9 +108,11 @@ def _why_reads(r: Results) -> str:
         f"reaches {r.get('envoy_direct_reads_per_s', 0):,.0f}/s "
         "(`envoy_direct_reads_per_s`, h2load, no verification). To close it: a conditional "
         "read (the client sends its verified tree size and gets only the signed checkpoint "
-        "when nothing changed), national and state results in the cut with sections "
-        "fetched on demand, and the latest cut served from Envoy's cache or the static "
-        "bundle on a CDN rather than from the Python process."
+        "when nothing changed), national and state results in the cut with district results "
+        "fetched on demand under digests the cut signs, a packed encoding of the vote "
+        "counts (option ids are already fixed by the definition), and the latest cut "
+        "served from Envoy's cache or the static bundle on a CDN rather than from the "
+        "Python process."
     )
 
 
