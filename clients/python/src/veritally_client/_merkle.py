@@ -161,32 +161,8 @@ def verify_consistency(
         if root1 != EMPTY_ROOT:
             raise BadProofError("root1 is not the empty tree's root")
         return
-    # (4) the RFC 9162 walk
-    if not proof:
-        raise BadProofError("empty consistency proof between different sizes")
-    path = list(proof)
-    if size1 & (size1 - 1) == 0:
-        path.insert(0, root1)
-    fn, sn = size1 - 1, size2 - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise BadProofError("consistency proof is too long")
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise BadProofError("consistency proof is too short")
+    # (4) the RFC 9162 walk rebuilds both roots
+    fr, sr = consistency_roots(size1=size1, size2=size2, proof=proof, root1=root1)
     if fr != root1:
         raise BadProofError("consistency proof does not lead to root1")
     if sr != root2:
