@@ -32,42 +32,42 @@ def _key(tmp_path: Path, name: str) -> tuple[Path, Signer]:
     return path, signer
 
 
+def _create_args(key: Path, directory: Path) -> list[str]:
+    """``trust-root create`` for origin veritally.example/e, expiring at EXPIRES."""
+    return [
+        "create",
+        "--key",
+        str(key),
+        "--origin",
+        "veritally.example/e",
+        "--expires",
+        EXPIRES,
+        "--dir",
+        str(directory),
+    ]
+
+
+def _rotate_args(directory: Path, *, old_key: Path, key: Path) -> list[str]:
+    """``trust-root rotate`` from ``old_key`` to ``key``, expiring at EXPIRES."""
+    return [
+        "rotate",
+        "--dir",
+        str(directory),
+        "--old-key",
+        str(old_key),
+        "--key",
+        str(key),
+        "--expires",
+        EXPIRES,
+    ]
+
+
 def test_create_then_rotate_builds_a_verifying_chain(tmp_path: Path) -> None:
     k1, s1 = _key(tmp_path, "pub1")
     k2, s2 = _key(tmp_path, "pub2")
     d = tmp_path / "tr"
-    assert (
-        _run(
-            [
-                "create",
-                "--key",
-                str(k1),
-                "--origin",
-                "veritally.example/e",
-                "--expires",
-                EXPIRES,
-                "--dir",
-                str(d),
-            ]
-        )
-        == 0
-    )
-    assert (
-        _run(
-            [
-                "rotate",
-                "--dir",
-                str(d),
-                "--old-key",
-                str(k1),
-                "--key",
-                str(k2),
-                "--expires",
-                EXPIRES,
-            ]
-        )
-        == 0
-    )
+    assert _run(_create_args(k1, d)) == 0
+    assert _run(_rotate_args(d, old_key=k1, key=k2)) == 0
     docs, root = load_trust_root_chain(d, now=dt.datetime.now(dt.UTC))
     assert len(docs) == 2
     assert root.version == 2
@@ -82,55 +82,15 @@ def test_rotate_refuses_without_the_old_key(tmp_path: Path) -> None:
     k2, _ = _key(tmp_path, "pub2")
     k3, _ = _key(tmp_path, "pub3")
     d = tmp_path / "tr"
-    assert (
-        _run(
-            [
-                "create",
-                "--key",
-                str(k1),
-                "--origin",
-                "veritally.example/e",
-                "--expires",
-                EXPIRES,
-                "--dir",
-                str(d),
-            ]
-        )
-        == 0
-    )
-    assert (
-        _run(
-            [
-                "rotate",
-                "--dir",
-                str(d),
-                "--old-key",
-                str(k3),
-                "--key",
-                str(k2),
-                "--expires",
-                EXPIRES,
-            ]
-        )
-        == 1
-    )
+    assert _run(_create_args(k1, d)) == 0
+    assert _run(_rotate_args(d, old_key=k3, key=k2)) == 1
     assert not trust_root_path(d, 2).exists()
 
 
 def test_create_refuses_an_existing_trust_root(tmp_path: Path) -> None:
     k1, _ = _key(tmp_path, "pub1")
     d = tmp_path / "tr"
-    args = [
-        "create",
-        "--key",
-        str(k1),
-        "--origin",
-        "veritally.example/e",
-        "--expires",
-        EXPIRES,
-        "--dir",
-        str(d),
-    ]
+    args = _create_args(k1, d)
     assert _run(args) == 0
     before = trust_root_path(d, 1).read_bytes()
     assert _run(args) == 1
@@ -140,22 +100,7 @@ def test_create_refuses_an_existing_trust_root(tmp_path: Path) -> None:
 def test_rejects_a_gap_in_versions(tmp_path: Path) -> None:
     k1, _ = _key(tmp_path, "pub1")
     d = tmp_path / "tr"
-    assert (
-        _run(
-            [
-                "create",
-                "--key",
-                str(k1),
-                "--origin",
-                "veritally.example/e",
-                "--expires",
-                EXPIRES,
-                "--dir",
-                str(d),
-            ]
-        )
-        == 0
-    )
+    assert _run(_create_args(k1, d)) == 0
     trust_root_path(d, 1).rename(trust_root_path(d, 2))
     with pytest.raises(TrustRootFileError):
         load_trust_root_chain(d, now=dt.datetime.now(dt.UTC))
@@ -164,22 +109,7 @@ def test_rejects_a_gap_in_versions(tmp_path: Path) -> None:
 def test_rejects_a_tampered_document(tmp_path: Path) -> None:
     k1, _ = _key(tmp_path, "pub1")
     d = tmp_path / "tr"
-    assert (
-        _run(
-            [
-                "create",
-                "--key",
-                str(k1),
-                "--origin",
-                "veritally.example/e",
-                "--expires",
-                EXPIRES,
-                "--dir",
-                str(d),
-            ]
-        )
-        == 0
-    )
+    assert _run(_create_args(k1, d)) == 0
     path = trust_root_path(d, 1)
     data = path.read_bytes().replace(b"veritally.example/e", b"veritally.example/f")
     path.write_bytes(data)
