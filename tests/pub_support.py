@@ -86,6 +86,12 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
             return results_blob(self.leaves)
         return self.tally.results_bytes()
 
+    def _acta_records_now(self) -> int:
+        return len(self.leaves)
+
+    def _definition_now(self) -> bytes:
+        return self.election.definition_bytes if self.election else DEFINITION
+
     def add_valid(self, count: int) -> None:
         """Append ``count`` valid actas of the election (needs an election)."""
         assert self.election is not None
@@ -138,7 +144,7 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
     ) -> aggregation_pb2.GetResultsBlobResponse:
         await self._check(context)
         return aggregation_pb2.GetResultsBlobResponse(
-            acta_records=len(self.leaves), results=self._results_now()
+            acta_records=self._acta_records_now(), results=self._results_now()
         )
 
     async def GetDefinition(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -147,8 +153,7 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> aggregation_pb2.GetDefinitionResponse:
         await self._check(context)
-        definition = self.election.definition_bytes if self.election else DEFINITION
-        return aggregation_pb2.GetDefinitionResponse(definition=definition)
+        return aggregation_pb2.GetDefinitionResponse(definition=self._definition_now())
 
     async def StreamAggregatedRecords(  # noqa: N802 - gRPC method names are fixed by the proto
         self,

@@ -16,9 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import grpc
 
 from tests.pub_support import (
     FakeAggregation,
@@ -32,7 +29,7 @@ from veritally.pki import init_pki
 from veritally.publication.service import PublicationService, start_publication
 from veritally.publication.trustroot import trust_root_path
 from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
-from veritally_client._gen.veritally.v1 import aggregation_pb2, aggregation_pb2_grpc
+from veritally_client._gen.veritally.v1 import aggregation_pb2_grpc
 
 ORIGIN = "veritally.example/sdk-election"
 
@@ -56,26 +53,14 @@ class TallyAggregation(FakeAggregation):
         self.source.correct(acta_id)
         self.leaves = list(self.source.leaves)
 
-    async def GetResultsBlob(  # noqa: N802 - gRPC method names are fixed by the proto
-        self,
-        request: aggregation_pb2.GetResultsBlobRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> aggregation_pb2.GetResultsBlobResponse:
-        await self._check(context)
-        tally = self.source.tally
-        return aggregation_pb2.GetResultsBlobResponse(
-            acta_records=tally.acta_records, results=tally.results_bytes()
-        )
+    def _results_now(self) -> bytes:
+        return self.source.tally.results_bytes()
 
-    async def GetDefinition(  # noqa: N802 - gRPC method names are fixed by the proto
-        self,
-        request: aggregation_pb2.GetDefinitionRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> aggregation_pb2.GetDefinitionResponse:
-        await self._check(context)
-        return aggregation_pb2.GetDefinitionResponse(
-            definition=self.source.election.definition_bytes
-        )
+    def _acta_records_now(self) -> int:
+        return self.source.tally.acta_records
+
+    def _definition_now(self) -> bytes:
+        return self.source.election.definition_bytes
 
 
 @dataclass
