@@ -82,7 +82,6 @@ INTERVAL_S = 1.0  # publication's cut interval during the crash run (seconds)
 SECONDS_PER_ROUND = 6.0  # import pacing: the import spans about rounds × this (seconds)
 MIN_KILL_GAP_S = 0.3  # a kill comes at least this long after the previous restart (seconds)
 CATCH_UP_S = 300.0  # longest wait for a cut covering every acknowledged acta (seconds)
-RESTART_TIMEOUT_S = 120.0  # a killed service must be SERVING again within this (seconds)
 LEAVES_PAGE = 10_000  # GetLeaves page size asked for
 FUZZ_TIMEOUT_S = 3600.0
 

@@ -324,12 +324,6 @@ async def replay(
 # the media client
 
 
-@dataclass
-class _Seen:
-    cut: VerifiedCut
-    verified_at: float
-
-
 class MediaWatcher(threading.Thread):
     """A media outlet following every cut through the edge with the SDK, verifying each.
 
@@ -355,7 +349,7 @@ class MediaWatcher(threading.Thread):
         self.endpoint = stack.endpoints.edge
         self.state_dir = state_dir
         self.config = ClientConfig(max_checkpoint_age=MEDIA_MAX_AGE_S, watch_backoff_max=2.0)
-        self.latest: _Seen | None = None
+        self.latest: VerifiedCut | None = None
         self.verified = 0
         self.error: BaseException | None = None
         self.target: int | None = None
@@ -384,7 +378,7 @@ class MediaWatcher(threading.Thread):
         try:
             with self.client() as client:
                 for cut in client.watch():
-                    self.latest = _Seen(cut=cut, verified_at=time.monotonic())
+                    self.latest = cut
                     self.verified += 1
                     if self._abort.is_set():
                         return
@@ -450,7 +444,7 @@ def _live_view(stats: CaptureStats, watcher: MediaWatcher, expected_actas: int) 
     if seen is None:
         parts.append("[dim]media client: waiting for the first verified cut...[/]")
         return Group(*parts)
-    cut = seen.cut
+    cut = seen
     contest = _contest(cut.national(), CONTEST)
     completeness = contest.completeness
     age = (dt.datetime.now(dt.UTC) - cut.cut_time).total_seconds()
@@ -482,7 +476,7 @@ def _line(stats: CaptureStats, watcher: MediaWatcher) -> str:
     seen = watcher.latest
     if seen is not None:
         line += (
-            f"; media: cut {seen.cut.cut_number} verified, {seen.cut.acta_records:,} "
+            f"; media: cut {seen.cut_number} verified, {seen.acta_records:,} "
             f"acta records, {watcher.verified} cuts verified"
         )
     return line
@@ -694,8 +688,8 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             f"{stats.retries} retries"
         )
         console.print(
-            f"cut {seen.cut.cut_number} covers all {seen.cut.acta_records:,} logged actas "
-            f"(tree size {seen.cut.tree_size:,}); {watcher.verified} cuts verified"
+            f"cut {seen.cut_number} covers all {seen.acta_records:,} logged actas "
+            f"(tree size {seen.tree_size:,}); {watcher.verified} cuts verified"
         )
 
         # The full recount: every leaf, the root, every cut's results.

@@ -393,10 +393,6 @@ class Pki:
         """Every identity, or those of one role, in a stable order."""
         return [i for i in self._identities.values() if role is None or i.role == role]
 
-    def spiffe_prefix(self) -> str:
-        """``spiffe://<trust domain>/``: what every identity's URI starts with."""
-        return f"spiffe://{self.trust_domain}/"
-
     def is_revoked(self, name: str) -> bool:
         """Whether the certificate of ``name`` is on the CRL.
 
@@ -404,11 +400,6 @@ class Pki:
             PkiError: no such identity.
         """
         return self.identity(name).serial in self._revoked
-
-    @property
-    def revoked_serials(self) -> frozenset[int]:
-        """Serial numbers on the CRL."""
-        return frozenset(self._revoked)
 
     # -- changes ----------------------------------------------------------------------
 

@@ -1,18 +1,17 @@
 """Supervised child processes: start, wait until healthy, drain and stop.
 
-Used by ``veritally up``, the demo and the end-to-end tests, which all run the real
-services as separate processes (each its own store and port), exactly as a deployment
-does. A process is healthy when its gRPC health service answers SERVING.
+Used by :mod:`veritally.stack` (``veritally up``, the demo, the end-to-end tests), which
+runs the real services as separate processes (each its own store and port), exactly as a
+deployment does. A process is healthy when its gRPC health service answers SERVING.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,38 +131,3 @@ class Process:
         if self.popen is not None and self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait()
-
-
-class Supervisor:
-    """Starts processes in order, and stops them in reverse order."""
-
-    def __init__(self) -> None:
-        self.processes: list[Process] = []
-
-    def start(self, process: Process, *, health_timeout: float = 30.0) -> Process:
-        """Start ``process`` and wait until it is healthy."""
-        self.processes.append(process)
-        process.start()
-        process.wait_healthy(health_timeout)
-        return process
-
-    def check(self) -> list[Process]:
-        """The processes that have exited."""
-        return [p for p in self.processes if not p.alive()]
-
-    def stop_all(
-        self, *, grace: float = 10.0, on_stop: Callable[[Process], None] | None = None
-    ) -> None:
-        """Stop every process, newest first."""
-        for process in reversed(self.processes):
-            if on_stop is not None:
-                on_stop(process)
-            process.stop(grace=grace)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Supervisor]:
-        """Context manager that stops everything on exit, whatever happened."""
-        try:
-            yield self
-        finally:
-            self.stop_all()

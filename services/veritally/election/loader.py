@@ -345,7 +345,6 @@ class ActaMapping:
     """How acta CSV rows map onto :class:`Acta` messages (the ``actas:`` section)."""
 
     yaml_path: Path
-    yaml_line: int
     csv_format: CsvFormat
     # contest id -> file, when each contest has its own file; else one ``file``.
     files: Mapping[str, Path]
@@ -680,7 +679,6 @@ def _read_acta_mapping(
     assert offset is not None  # %z always yields an aware datetime
     return ActaMapping(
         yaml_path=doc.path,
-        yaml_line=node.line,
         csv_format=_read_csv_format(doc, node, "actas"),
         files={cid: base / p for cid, p in files_spec.items()},
         file=base / single if single else None,

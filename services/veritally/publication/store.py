@@ -349,14 +349,6 @@ class PublicationStore:
         ).fetchone()
         return None if row is None else _row_to_cut(row)
 
-    def cut_by_size(self, tree_size: int) -> CutRow | None:
-        """The cut that signed ``tree_size``, if any."""
-        row = self._conn.execute(
-            f"SELECT {_CUT_COLUMNS} FROM cuts WHERE tree_size = ?",  # noqa: S608 - constant column list
-            (tree_size,),
-        ).fetchone()
-        return None if row is None else _row_to_cut(row)
-
     def results(self, digest: bytes) -> bytes | None:
         """A results blob by its SHA-256."""
         row = self._conn.execute("SELECT data FROM results WHERE sha256 = ?", (digest,)).fetchone()

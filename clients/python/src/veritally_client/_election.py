@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 ElectionDefinitionPb = election_pb2.ElectionDefinition
-CasillaTypePb = election_pb2.CasillaType
 
 # An acta id is "<casilla_id>/<contest_id>"; contest ids may not contain it, so the last
 # separator always splits an acta id unambiguously even if casilla ids contain one.
@@ -147,7 +146,6 @@ class ElectionIndex:
         "_contests",
         "_district_state",
         "_districts",
-        "_party_ids",
         "_section_district",
         "_sections",
         "_states",
@@ -211,7 +209,6 @@ class ElectionIndex:
             if party.id in party_ids:
                 raise MalformedDataError(f"parties[{i}]: duplicate party id {party.id!r}")
             party_ids.add(party.id)
-        self._party_ids: frozenset[str] = frozenset(party_ids)
 
         # (1)(2)(3) contests and their options
         contests: dict[str, ContestInfo] = {}
@@ -408,10 +405,6 @@ class ElectionIndex:
             LookupError: if there is no such contest.
         """
         return self.contest(contest_id).option_ids
-
-    def has_contest(self, contest_id: str) -> bool:
-        """Whether the election has a contest ``contest_id``."""
-        return contest_id in self._contests
 
     # -- geography ----------------------------------------------------------------------
 

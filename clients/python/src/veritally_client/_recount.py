@@ -147,11 +147,6 @@ class Recounter:
         self._last_was_cut = False
         self._failure: VerificationError | None = None
 
-    @property
-    def leaves_done(self) -> int:
-        """Leaves fed so far."""
-        return self._range.size
-
     def feed(self, leaves: list[bytes]) -> None:
         """Feed the next consecutive leaves.
 

@@ -64,7 +64,6 @@ from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
 
 __all__ = ["LeafView", "Tally", "parse_leaf_view", "percent_e4"]
 
-ActaRecordPb = acta_pb2.ActaRecord
 LogLeafPb = acta_pb2.LogLeaf
 OptionVotesPb = acta_pb2.OptionVotes
 ResultsPb = results_pb2.Results
