@@ -352,3 +352,11 @@ def write_bundle(pub: FakePublisher, root: Path, *, page_size: int = 4) -> None:
         "trust_root_versions": 1,
     }
     (root / "latest").write_text(json.dumps(latest))
+
+
+def with_two_cuts(publisher: FakePublisher) -> FakePublisher:
+    """``publisher`` after cutting 4 actas and then 3 more: cut 2 at tree size 9 (the
+    7 actas and the 2 cut records). The SDK tests' usual starting point."""
+    publisher.step(4)
+    publisher.step(3)
+    return publisher

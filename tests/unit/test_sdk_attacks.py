@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.sdk_fake import FakePublisher, publisher_key
+from tests.unit.sdk_fake import FakePublisher, publisher_key, with_two_cuts
 from veritally_client import (
     BadProofError,
     BadSignatureError,
@@ -50,10 +50,7 @@ def copy(cut: log_pb2.SignedCut) -> log_pb2.SignedCut:
 
 @pytest.fixture
 def pub() -> FakePublisher:
-    p = FakePublisher()
-    p.step(4)
-    p.step(3)
-    return p
+    return with_two_cuts(FakePublisher())
 
 
 def test_accepts_honest_cuts_and_persists_them(pub: FakePublisher, tmp_path: Path) -> None:
@@ -106,9 +103,7 @@ def test_rejects_fork_at_equal_size_and_keeps_both_notes(
     client = client_for(pub, tmp_path)
     verified = client.latest()
     # The same keys sign another history of the same size.
-    other = FakePublisher(seed=99)
-    other.step(4)
-    other.step(3)
+    other = with_two_cuts(FakePublisher(seed=99))
     assert other.cuts[-1].checkpoint != verified.note
     pub.latest_override = other.cuts[-1]
     before = state_bytes(client)
@@ -123,9 +118,7 @@ def test_rejects_fork_at_equal_size_and_keeps_both_notes(
 def test_rejects_fork_by_non_extending_larger_tree(pub: FakePublisher, tmp_path: Path) -> None:
     client = client_for(pub, tmp_path)
     verified = client.latest()
-    other = FakePublisher(seed=99)
-    other.step(4)
-    other.step(3)
+    other = with_two_cuts(FakePublisher(seed=99))
     other.step(6)
     pub.latest_override = other.cuts[-1]
     # The forked publisher serves an honest proof of ITS tree: it reaches its signed
@@ -144,9 +137,7 @@ def test_exported_evidence_fails_under_another_trust_root(
 ) -> None:
     client = client_for(pub, tmp_path)
     client.latest()
-    other = FakePublisher(seed=99)
-    other.step(4)
-    other.step(3)
+    other = with_two_cuts(FakePublisher(seed=99))
     pub.latest_override = other.cuts[-1]
     with pytest.raises(ForkError):
         client.latest()

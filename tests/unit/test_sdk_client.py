@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.sdk_fake import FakePublisher, make_trust_root, publisher_key, write_bundle
+from tests.unit.sdk_fake import (
+    FakePublisher,
+    make_trust_root,
+    publisher_key,
+    with_two_cuts,
+    write_bundle,
+)
 from veritally_client import (
     BadProofError,
     Client,
@@ -41,10 +47,7 @@ def client_for(pub: FakePublisher, state_dir: Path, config: ClientConfig = CONFI
 
 @pytest.fixture
 def pub() -> FakePublisher:
-    p = FakePublisher()
-    p.step(4)
-    p.step(3)
-    return p
+    return with_two_cuts(FakePublisher())
 
 
 # -- watch -------------------------------------------------------------------------------
