@@ -60,6 +60,24 @@ def _leaves() -> list[bytes]:
     return [bytes.fromhex(h) for h in REFERENCE["leaf_inputs_hex"]]
 
 
+def test_every_vector_set_is_loaded_and_nonempty() -> None:
+    # The loops and parametrizations below are only as strong as what they iterate over:
+    # an emptied or truncated vector file must fail here, not pass vacuously.
+    for name in ("inclusion", "consistency"):
+        data = json.loads((MERKLE / f"transparency-dev-merkle-{name}-probes.json").read_text())
+        assert len(data["probes"]) == data["count"] > 0
+    assert len(INCLUSION) > 0
+    assert len(CONSISTENCY) > 0
+    assert {r["path"] for r in CONSISTENCY} >= REJECTED_ON_PURPOSE
+    leaves = len(REFERENCE["leaf_inputs_hex"])
+    assert leaves > 0
+    assert len(REFERENCE["root_hashes_hex_by_tree_size"]) == leaves + 1  # sizes 0..n
+    assert len(REFERENCE["node_hashes_hex_by_level"][0]) == leaves
+    assert REFERENCE["inclusion_proofs"]
+    assert REFERENCE["consistency_proofs"]
+    assert {v["kind"] for v in REFERENCE["hasher_vectors"]} == {"empty_root", "leaf", "node"}
+
+
 def test_hasher_known_answers() -> None:
     for v in REFERENCE["hasher_vectors"]:
         want = bytes.fromhex(v["expected_hex"])
