@@ -344,7 +344,11 @@ def test_request_size_limits_per_route(config: dict[str, Any]) -> None:
 def test_streams_have_no_route_timeout(config: dict[str, Any]) -> None:
     streaming = {m.path for m in METHODS if m.streaming}
     for listener in ("edge", "mesh"):
-        for path, route in _routes(config, listener).items():
+        routes = _routes(config, listener)
+        # Both branches below must run on each listener, or the loop proves nothing.
+        assert set(routes) & streaming, listener
+        assert set(routes) - streaming, listener
+        for path, route in routes.items():
             if path in streaming:
                 assert route["route"]["timeout"] == "0s"
             else:
@@ -353,8 +357,13 @@ def test_streams_have_no_route_timeout(config: dict[str, Any]) -> None:
 
 def test_only_idempotent_reads_retry_on_unavailable(config: dict[str, Any]) -> None:
     by_path = {m.path: m for m in METHODS}
+    idempotent = {m.path for m in METHODS if m.idempotent}
     for listener in ("edge", "mesh"):
-        for path, route in _routes(config, listener).items():
+        routes = _routes(config, listener)
+        # Both branches below must run on each listener, or the loop proves nothing.
+        assert set(routes) & idempotent, listener
+        assert set(routes) - idempotent, listener
+        for path, route in routes.items():
             retry_on = route["route"].get("retry_policy", {}).get("retry_on", "")
             if path in by_path and by_path[path].idempotent:
                 assert "unavailable" in retry_on.split(",")
