@@ -10,9 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no stubs shipped
-from grpc_status import rpc_status
 
+from tests.grpc_support import bad_request_field
 from tests.write_path_support import make_acta, small_election
 from veritally._grpc import aio_channel
 from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE, IngestService, start_ingest
@@ -66,16 +65,6 @@ async def _error(call: object) -> grpc.aio.AioRpcError:
     return info.value
 
 
-def _bad_request_field(error: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            return str(bad.field_violations[0].field)
-    raise AssertionError("no BadRequest detail")
-
-
 async def test_accepts_valid_acta_then_reports_the_identical_one_as_duplicate(
     single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
 ) -> None:
@@ -103,7 +92,7 @@ async def test_rejects_different_figures_for_a_logged_acta_and_keeps_them_for_au
         )
     )
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert _bad_request_field(error) == "option_votes[2].votes"
+    assert bad_request_field(error) == "option_votes[2].votes"
     assert service.engine.log_size == 1
     assert service.engine.store.count("conflicts") == 1
 
@@ -116,7 +105,7 @@ async def test_rejects_acta_out_of_catalogue_with_not_found_naming_the_field(
     acta.casilla_id = "99-99-9999-B1"
     error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert _bad_request_field(error) == "casilla_id"
+    assert bad_request_field(error) == "casilla_id"
 
 
 async def test_rejects_unknown_option_with_invalid_argument_naming_the_field(
@@ -127,7 +116,7 @@ async def test_rejects_unknown_option_with_invalid_argument_naming_the_field(
     acta.option_votes[2].option_id = "NOPE"
     error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _bad_request_field(error) == "option_votes[2].option_id"
+    assert bad_request_field(error) == "option_votes[2].option_id"
     assert service.engine.log_size == 0
 
 
@@ -189,7 +178,7 @@ async def test_correction_appends_a_revision_and_requires_the_latest_one(
         )
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert _bad_request_field(error) == "supersedes_revision"
+    assert bad_request_field(error) == "supersedes_revision"
     # The old figures are now a duplicate of revision 1, not a conflict.
     old = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
     assert (Status.Name(old.status), old.revision) == ("OUTCOME_STATUS_DUPLICATE", 1)
@@ -230,7 +219,7 @@ async def test_double_capture_accepts_only_when_two_operators_agree(
         )
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert _bad_request_field(error) == "provenance.operator_id"
+    assert bad_request_field(error) == "provenance.operator_id"
     second = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="ben"))
     assert second.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
     assert service.engine.log_size == 1

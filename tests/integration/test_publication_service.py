@@ -17,9 +17,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no stubs shipped
-from grpc_status import rpc_status
 
+from tests.grpc_support import bad_request_field
 from tests.pub_support import (
     DEFINITION,
     ORIGIN,
@@ -117,16 +116,6 @@ async def _next_cut(call: object) -> publication_pb2.WatchCutsResponse:
     return msg
 
 
-def _field(e: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(e)
-    assert status is not None
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            return str(bad.field_violations[0].field)
-    raise AssertionError("no BadRequest detail")
-
-
 async def test_first_cut_covers_every_record_and_verifies(stack: Stack) -> None:
     resp = await stack.stub.GetLatestCut(publication_pb2.GetLatestCutRequest())
     checkpoint, record = verify_cut(resp.cut, await _trusted(stack))
@@ -190,7 +179,7 @@ async def test_rejects_bad_consistency_sizes(
             publication_pb2.GetConsistencyProofRequest(from_size=from_size, to_size=to_size)
         )
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _field(e.value) == field
+    assert bad_request_field(e.value) == field
 
 
 async def test_acta_inclusion_proof_latest_and_given_revision(stack: Stack) -> None:
@@ -241,7 +230,7 @@ async def test_acta_inclusion_proof_errors(stack: Stack) -> None:
                 publication_pb2.GetActaInclusionProofRequest(acta_id="C000001/P", tree_size=size)
             )
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert _field(e.value) == "tree_size"
+        assert bad_request_field(e.value) == "tree_size"
 
 
 async def test_leaves_are_paged_and_capped_for_a_recount(stack: Stack) -> None:
@@ -263,7 +252,7 @@ async def test_leaves_are_paged_and_capped_for_a_recount(stack: Stack) -> None:
     assert e.value.code() == grpc.StatusCode.OUT_OF_RANGE
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await stack.stub.GetLeaves(publication_pb2.GetLeavesRequest(start=0, count=0))
-    assert _field(e.value) == "count"
+    assert bad_request_field(e.value) == "count"
 
 
 async def test_watch_sends_past_cuts_then_new_ones(stack: Stack) -> None:
