@@ -8,7 +8,7 @@ only recorded for audit.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,23 @@ def rejection_status(outcome: ingest_pb2.ActaOutcome) -> grpc.Status:
     return status
 
 
+async def _accepted(
+    context: grpc.aio.ServicerContext[Any, object], change: Awaitable[ingest_pb2.ActaOutcome]
+) -> ingest_pb2.ActaOutcome:
+    """The outcome of one change of the log, or the call aborted.
+
+    A failed commit is UNAVAILABLE (nothing was written, retrying is safe); a rejection is
+    the error status naming the field (:func:`rejection_status`).
+    """
+    try:
+        outcome = await change
+    except CommitError as e:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
+    if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
+        await context.abort_with_status(rejection_status(outcome))
+    return outcome
+
+
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     """Answers IngestService calls from an ``IngestEngine``."""
 
@@ -126,17 +143,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[ingest_pb2.CorrectActaRequest, object],
     ) -> ingest_pb2.CorrectActaResponse:
         """Append a corrected revision (operator role, enforced by the mesh)."""
-        try:
-            outcome = await self.engine.correct(
+        outcome = await _accepted(
+            context,
+            self.engine.correct(
                 request.acta,
                 supersedes_revision=request.supersedes_revision,
                 reason=request.reason,
                 submitter=_submitter(context),
-            )
-        except CommitError as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
-        if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
-            await context.abort_with_status(rejection_status(outcome))
+            ),
+        )
         return ingest_pb2.CorrectActaResponse(outcome=outcome)
 
     async def ListCrossChecks(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -156,17 +171,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[ingest_pb2.ResolveCrossCheckRequest, object],
     ) -> ingest_pb2.ResolveCrossCheckResponse:
         """Accept one capture of a cross-check (operator role)."""
-        try:
-            outcome = await self.engine.resolve(
+        outcome = await _accepted(
+            context,
+            self.engine.resolve(
                 request.acta_id,
                 capture_index=request.capture_index,
                 reason=request.reason,
                 submitter=_submitter(context),
-            )
-        except CommitError as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
-        if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
-            await context.abort_with_status(rejection_status(outcome))
+            ),
+        )
         return ingest_pb2.ResolveCrossCheckResponse(outcome=outcome)
 
     async def StreamRecords(  # noqa: N802 - gRPC method names are fixed by the proto
