@@ -98,6 +98,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--definition-bytes", type=Path, help="file holding a serialized ElectionDefinition"
     )
     parser.add_argument("--db", type=Path, required=True, help="SQLite store of this service")
+    add_listen_arguments(parser)
+    add_tls_arguments(parser)
+    add_peer_arguments(parser)
+
+
+def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--listen``, ``--port-file``, ``--drain-seconds`` and ``--grace-seconds``."""
     parser.add_argument(
         "--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: any free one)"
     )
@@ -116,8 +123,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds calls in flight may take to finish when stopping",
     )
-    add_tls_arguments(parser)
-    add_peer_arguments(parser)
 
 
 def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,7 +201,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         publication.add_argument("rest", nargs=argparse.REMAINDER)
 
 
-def _write_port(path: Path | None, port: int) -> None:
+def write_port(path: Path | None, port: int) -> None:
+    """Write ``port`` to ``path`` (``--port-file``) atomically; nothing if ``path`` is None."""
     if path is None:
         return
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -236,7 +242,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 ingest_server_name=args.ingest_server_name,
                 interceptors=interceptors,
             )
-        _write_port(args.port_file, service.port)
+        write_port(args.port_file, service.port)
 
     async def stop() -> None:
         if service is not None:

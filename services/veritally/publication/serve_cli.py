@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,12 @@ from veritally._grpc import run_until_signalled
 from veritally.publication.errors import PublicationError
 from veritally.publication.service import PublicationConfig, PublicationService, start_publication
 from veritally.serve_cli import (
+    add_listen_arguments,
     add_peer_arguments,
     add_tls_arguments,
     interceptors_from_args,
     tls_from_args,
+    write_port,
 )
 
 __all__ = ["add_arguments", "config_from_args", "run", "run_publication"]
@@ -46,9 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--aggregation-server-name", help="TLS name of aggregation, if not the host"
     )
     add_tls_arguments(parser, prefix="aggregation-tls")
-    parser.add_argument(
-        "--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: any free one)"
-    )
+    add_listen_arguments(parser)
     add_tls_arguments(parser)
     add_peer_arguments(parser)
     parser.add_argument(
@@ -56,21 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--origin", help="checkpoint origin line (default: the trust root's)")
     parser.add_argument("--bundle-dir", type=Path, help="write the static bundle here")
-    parser.add_argument(
-        "--port-file", type=Path, help="write the bound port here once serving (for port 0)"
-    )
-    parser.add_argument(
-        "--drain-seconds",
-        type=float,
-        default=0.0,
-        help="seconds to report NOT_SERVING before stopping (let health checks notice)",
-    )
-    parser.add_argument(
-        "--grace-seconds",
-        type=float,
-        default=5.0,
-        help="seconds calls in flight may take to finish when stopping",
-    )
 
 
 def config_from_args(args: argparse.Namespace) -> PublicationConfig:
@@ -112,10 +96,7 @@ async def run_publication(
     async def start() -> None:
         nonlocal service
         service = await start_publication(config)
-        if port_file is not None:
-            tmp = port_file.with_suffix(port_file.suffix + ".tmp")
-            tmp.write_text(f"{service.port}\n")
-            os.replace(tmp, port_file)  # readers never see a partial file
+        write_port(port_file, service.port)
 
     async def stop() -> None:
         if service is not None:
