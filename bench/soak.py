@@ -60,7 +60,6 @@ from veritally.state import Bootstrap, StateDir
 from veritally_client import (
     Client,
     ClientConfig,
-    TlsCredentials,
     TransportError,
     VeritallyError,
     load_trust_root,
@@ -138,15 +137,9 @@ class Watcher(threading.Thread):
 
 
 def _client(stack: Stack, outlet: str, state_dir: Path) -> Client:
-    tls = stack.tls(outlet)
-    return Client(
-        endpoint=stack.endpoints.edge,
-        trust_root=load_trust_root(stack.state.trust_root_v1),
-        state_dir=state_dir,
-        credentials=TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key),
-        # Kills make cuts late by a restart (seconds); far below this.
-        config=ClientConfig(max_checkpoint_age=300.0, watch_backoff_max=1.0),
-    )
+    # Kills make cuts late by a restart (seconds); far below this.
+    config = ClientConfig(max_checkpoint_age=300.0, watch_backoff_max=1.0)
+    return stack.media_client(outlet, state_dir=state_dir, config=config)
 
 
 def _import(

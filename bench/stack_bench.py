@@ -64,7 +64,7 @@ from veritally.mesh.envoy import Limits, TokenBucket
 from veritally.mesh.process import EnvoyProcess, free_port
 from veritally.stack import SERVICES, Stack
 from veritally.state import Bootstrap, StateDir
-from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
+from veritally_client import Client, ClientConfig
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,
     ingest_pb2,
@@ -186,14 +186,8 @@ def measure_sqlite_floor(stack: Stack, work: Path) -> float:
 
 
 def _client(stack: Stack, outlet: str, state_dir: Path, max_age: float = 600.0) -> Client:
-    tls = stack.tls(outlet)
-    return Client(
-        endpoint=stack.endpoints.edge,
-        trust_root=load_trust_root(stack.state.trust_root_v1),
-        state_dir=state_dir,
-        credentials=TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key),
-        config=ClientConfig(max_checkpoint_age=max_age, watch_backoff_max=1.0),
-    )
+    config = ClientConfig(max_checkpoint_age=max_age, watch_backoff_max=1.0)
+    return stack.media_client(outlet, state_dir=state_dir, config=config)
 
 
 def wait_caught_up(stack: Stack, acta_records: int, work: Path) -> float:

@@ -59,6 +59,7 @@ from veritally.mesh.process import EnvoyError, EnvoyProcess, free_port
 from veritally.pki import Pki, PkiError
 from veritally.state import Bootstrap, StateDir
 from veritally.supervisor import Process, ProcessError
+from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
 from veritally_client._gen.veritally.v1 import publication_pb2, publication_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,24 @@ class Stack:
         """
         identity = self.pki.identity(name)
         return TlsFiles(cert=identity.cert, key=identity.key, ca=self.pki.ca_cert)
+
+    def media_client(
+        self, outlet: str, *, state_dir: Path, config: ClientConfig | None = None
+    ) -> Client:
+        """An SDK client of media outlet ``outlet`` through the edge, pinned to the first
+        trust root, as a newsroom would hold it.
+
+        Raises:
+            veritally.pki.PkiError: no such identity.
+        """
+        tls = self.tls(outlet)
+        return Client(
+            endpoint=self.endpoints.edge,
+            trust_root=load_trust_root(self.state.trust_root_v1),
+            state_dir=state_dir,
+            credentials=TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key),
+            config=config if config is not None else ClientConfig(),
+        )
 
     def log_path(self, name: str) -> Path:
         """The log file of a service (or ``envoy``)."""

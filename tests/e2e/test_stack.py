@@ -38,11 +38,9 @@ from veritally.state import Bootstrap, StateDir
 from veritally_client import (
     Client,
     ClientConfig,
-    TlsCredentials,
     TransportError,
     TrustedRoot,
     VerifiedCut,
-    load_trust_root,
 )
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,
@@ -107,13 +105,8 @@ def _submit(channel: grpc.Channel, actas: list[acta_pb2.Acta]) -> ingest_pb2.Sub
 
 
 def _client(stack: Stack, outlet: str, state_dir: Path) -> Client:
-    tls = stack.tls(outlet)
-    return Client(
-        endpoint=stack.endpoints.edge,
-        trust_root=load_trust_root(stack.state.trust_root_v1),
-        state_dir=state_dir,
-        credentials=TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key),
-        config=ClientConfig(max_checkpoint_age=120.0),
+    return stack.media_client(
+        outlet, state_dir=state_dir, config=ClientConfig(max_checkpoint_age=120.0)
     )
 
 
@@ -357,7 +350,7 @@ def test_services_and_envoy_killed_during_the_night_come_back_and_clients_verify
     assert watcher.done.wait(WAIT_S)
     assert watcher.error is None
     assert watcher.latest is not None
-    assert watcher.latest.cut.acta_records >= len(stats.logged)
+    assert watcher.latest.acta_records >= len(stats.logged)
     assert stats.retries > 0  # the kills were felt (and recovered from) by the capture
     assert all(stack.restarts.get(name) for name in (*SERVICES, "envoy"))
     # A full recount from another outlet agrees with every cut that was signed.
