@@ -159,6 +159,26 @@ def test_claimed_tree_size_rejects_notes_without_a_size(note: bytes) -> None:
     assert size >= 0
 
 
+def test_claimed_tree_size_is_the_size_each_honest_cut_verifies_at() -> None:
+    # The rejection property above passes for a function that rejects everything; this
+    # pins what it must read: each signed cut's size, as the verified checkpoint says
+    # and as the publisher's log grew (5 actas and 1 cut record per step).
+    sizes = [claimed_tree_size(cut.checkpoint) for cut in PUB.cuts]
+    assert sizes == [
+        parse_checkpoint(open_note(cut.checkpoint, ROOT.verifiers).text).size for cut in PUB.cuts
+    ]
+    assert sizes == [6 * n for n in range(1, len(PUB.cuts) + 1)]
+    assert sizes[-1] == len(PUB.leaves)
+
+
+@FAST
+@given(size=st.integers(0, 2**64 - 1), root=st.binary(min_size=32, max_size=32))
+def test_claimed_tree_size_reads_any_checkpoint_size(size: int, root: bytes) -> None:
+    text = Checkpoint(origin="prep.example/e2026", size=size, root_hash=root).to_text()
+    note = (text + "\n\u2014 prep.example/e2026 AAAA\n").encode()  # one (bogus) signature line
+    assert claimed_tree_size(note) == size
+
+
 # -- proofs ---------------------------------------------------------------------------
 
 hashes = st.lists(st.binary(min_size=0, max_size=40), max_size=70)
