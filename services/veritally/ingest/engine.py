@@ -289,14 +289,29 @@ class IngestEngine:
             f"({field_path or 'figures'} differs); a change needs a correction",
         )
 
-    def _decide(self, batch: _Batch, acta: ActaPb, submitter: str) -> ActaOutcomePb:
+    def _admit(
+        self, acta: ActaPb, submitter: str
+    ) -> tuple[rules.Verdict, bytes, bytes] | ActaOutcomePb:
+        """Validate ``acta``, stamp the submitter on it and serialize it.
+
+        Returns:
+            The verdict, the acta's leaf bytes and their digest; or the REJECTED outcome
+            when the acta is invalid.
+        """
         verdict = rules.validate(acta, self.catalogue)
         if isinstance(verdict, rules.Rejection):
             return _rejected(rules.acta_id_of(acta), verdict)
-        acta_id = verdict.acta_id
         if submitter:
             acta.provenance.capture_centre_id = submitter
         acta_bytes, digest = leaf.serialize_acta(acta)
+        return verdict, acta_bytes, digest
+
+    def _decide(self, batch: _Batch, acta: ActaPb, submitter: str) -> ActaOutcomePb:
+        admitted = self._admit(acta, submitter)
+        if isinstance(admitted, ActaOutcomePb):
+            return admitted
+        verdict, acta_bytes, digest = admitted
+        acta_id = verdict.acta_id
         # (1)(2) already logged
         logged = self._get_logged(batch, acta_id)
         if logged is not None:
@@ -453,13 +468,11 @@ class IngestEngine:
         Raises:
             CommitError: if the correction could not be committed.
         """
-        verdict = rules.validate(acta, self.catalogue)
-        if isinstance(verdict, rules.Rejection):
-            return _rejected(rules.acta_id_of(acta), verdict)
+        admitted = self._admit(acta, submitter)
+        if isinstance(admitted, ActaOutcomePb):
+            return admitted
+        verdict, acta_bytes, digest = admitted
         acta_id = verdict.acta_id
-        if submitter:
-            acta.provenance.capture_centre_id = submitter
-        acta_bytes, digest = leaf.serialize_acta(acta)
         logged = self._logged.get(acta_id)
         if logged is None:
             return _rejected(
