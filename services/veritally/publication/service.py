@@ -138,6 +138,15 @@ def _now() -> dt.datetime:
 class _Latest:
     cut: CutRow | None = None
     signed: log_pb2.SignedCut | None = None
+    # The GetLatestCut answer, built once per cut: every media read returns this same
+    # message instead of copying the ~300 KB cut into a new one.
+    response: publication_pb2.GetLatestCutResponse | None = None
+
+    @classmethod
+    def of(cls, cut: CutRow, signed: log_pb2.SignedCut) -> _Latest:
+        return cls(
+            cut=cut, signed=signed, response=publication_pb2.GetLatestCutResponse(cut=signed)
+        )
 
 
 @dataclass
@@ -167,13 +176,18 @@ class PublicationEngine:
         latest = await self._db(self.store.latest_cut)
         if latest is not None:
             results = await self._db(self.store.results, latest.results_sha256)
-            self._latest = _Latest(cut=latest, signed=signed_cut_pb(latest, results or b""))
+            self._latest = _Latest.of(latest, signed_cut_pb(latest, results or b""))
         await self._db(self._write_bundle_upto, latest.cut_number if latest else 0)
 
     @property
     def latest(self) -> log_pb2.SignedCut | None:
         """The newest served cut."""
         return self._latest.signed
+
+    @property
+    def latest_response(self) -> publication_pb2.GetLatestCutResponse | None:
+        """The GetLatestCut answer for the newest cut (the same message for every read)."""
+        return self._latest.response
 
     @property
     def latest_number(self) -> int:
@@ -201,7 +215,7 @@ class PublicationEngine:
         )
         # Committed: from here on it may be served.
         async with self._changed:
-            self._latest = _Latest(cut=row, signed=signed_cut_pb(row, results))
+            self._latest = _Latest.of(row, signed_cut_pb(row, results))
             self._changed.notify_all()
         try:
             await self._db(self._write_bundle_upto, row.cut_number)
@@ -453,10 +467,10 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
         self, request: publication_pb2.GetLatestCutRequest, context: Context
     ) -> publication_pb2.GetLatestCutResponse:
         """The newest cut (UNAVAILABLE before the first one)."""
-        latest = self.engine.latest
-        if latest is None:
+        response = self.engine.latest_response
+        if response is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no cut has been made yet")
-        return publication_pb2.GetLatestCutResponse(cut=latest)
+        return response
 
     async def GetCut(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: publication_pb2.GetCutRequest, context: Context
