@@ -35,7 +35,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from veritally.ingest import leaf, rules
-from veritally.ingest.store import IngestStore, LogReader, Writes
+from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
 
@@ -63,28 +63,6 @@ MAX_PAGE_SIZE = 1_000
 
 class CommitError(Exception):
     """A batch could not be committed; none of it was accepted (the caller may retry)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Logged:
-    """The latest logged revision of an acta, as the engine indexes it."""
-
-    revision: int
-    sequence: int
-    digest: bytes
-    counted: bool
-    reason: int
-
-
-@dataclass(frozen=True, slots=True)
-class Capture:
-    """A capture waiting for agreement."""
-
-    operator_id: str
-    digest: bytes
-    acta: bytes
-    submitter: str
-    received_time: str
 
 
 def _rejected(acta_id: str, rejection: rules.Rejection) -> ActaOutcomePb:
@@ -177,15 +155,10 @@ class IngestEngine:
         self._size = self._store.log_size()
         # Sequences are handed out when a batch is decided; ``_size`` moves on commit.
         self._next_sequence = self._size
-        self._logged = {
-            r.acta_id: Logged(r.revision, r.sequence, r.digest, r.counted, r.reason)
-            for r in self._store.logged()
-        }
+        self._logged = dict(self._store.logged())
         pending: dict[str, list[Capture]] = {}
-        for c in self._store.captures():
-            pending.setdefault(c.acta_id, []).append(
-                Capture(c.operator_id, c.digest, c.acta, c.submitter, c.received_time)
-            )
+        for acta_id, capture in self._store.captures():
+            pending.setdefault(acta_id, []).append(capture)
         self._pending = {k: tuple(v) for k, v in pending.items()}
 
     @property

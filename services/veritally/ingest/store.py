@@ -22,10 +22,9 @@ _BUSY_TIMEOUT_MS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
-class LoggedRow:
-    """The latest logged revision of one acta."""
+class Logged:
+    """The latest logged revision of an acta (keyed by its acta_id)."""
 
-    acta_id: str
     revision: int
     sequence: int
     digest: bytes
@@ -34,11 +33,9 @@ class LoggedRow:
 
 
 @dataclass(frozen=True, slots=True)
-class CaptureRow:
+class Capture:
     """A capture waiting for agreement (double capture)."""
 
-    acta_id: str
-    index: int
     operator_id: str
     digest: bytes
     acta: bytes
@@ -165,20 +162,20 @@ class IngestStore:
         row = self._conn.execute("SELECT COALESCE(MAX(sequence) + 1, 0) FROM log").fetchone()
         return int(row[0])
 
-    def logged(self) -> Iterator[LoggedRow]:
-        """The latest revision of every logged acta."""
+    def logged(self) -> Iterator[tuple[str, Logged]]:
+        """``(acta_id, latest revision)`` of every logged acta."""
         for row in self._conn.execute(
             "SELECT acta_id, revision, sequence, digest, counted, reason FROM actas"
         ):
-            yield LoggedRow(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+            yield row[0], Logged(row[1], row[2], row[3], bool(row[4]), row[5])
 
-    def captures(self) -> Iterator[CaptureRow]:
-        """Every pending capture, by acta then arrival order."""
+    def captures(self) -> Iterator[tuple[str, Capture]]:
+        """``(acta_id, capture)`` of every pending capture, by acta then arrival order."""
         for row in self._conn.execute(
-            "SELECT acta_id, idx, operator_id, digest, acta, submitter, received_time "
+            "SELECT acta_id, operator_id, digest, acta, submitter, received_time "
             "FROM captures ORDER BY acta_id, idx"
         ):
-            yield CaptureRow(*row)
+            yield row[0], Capture(*row[1:])
 
     def leaves_of(self, acta_id: str) -> list[tuple[int, int, bytes]]:
         """``(revision, sequence, leaf)`` of every logged revision of one acta."""
