@@ -63,6 +63,9 @@ def assert_loads_back(
         files.index.definition_sha256 == ElectionIndex.from_pb(result.definition).definition_sha256
     )
     loaded = summarise(files.index, load_actas(files), {} if turnout is None else turnout)
+    # Every contest of the definition is summarised, so the loop below checks them all.
+    assert loaded
+    assert result.contests.keys() == loaded.keys()
     for cid, summary in result.contests.items():
         got = loaded[cid]
         assert (got.actas, got.votes, got.marked_fields) == (
