@@ -56,3 +56,10 @@ def test_signer_repr_never_shows_the_secret() -> None:
     signer = Signer.generate("k")
     secret = signer.private_key_string().rsplit("+", 1)[1]
     assert secret not in repr(signer)
+    # Nor the seed in any other spelling a dataclass or debug repr would use.
+    seed = base64.b64decode(secret)[1:]
+    assert len(seed) == 32
+    for shown in (repr(signer), str(signer)):
+        assert seed.hex() not in shown
+        assert seed.hex().upper() not in shown
+        assert repr(seed)[2:-1] not in shown
