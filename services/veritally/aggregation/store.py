@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from veritally.ingest.store import connect
+from veritally.ingest.store import capped_page, connect
 
 _CURSOR_KEY = "next_sequence"
 # Leaves read per query when rebuilding the tally at startup (bounded memory).
@@ -117,18 +117,11 @@ class LeafReader:
     ) -> list[bytes]:
         """Consecutive leaves in ``[from_sequence, until)``: at most ``max_leaves`` and,
         past the first, at most ``max_bytes``."""
-        leaves: list[bytes] = []
-        size = 0
-        limit = min(max_leaves, until - from_sequence)
-        for (leaf,) in self._conn.execute(
+        rows = self._conn.execute(
             "SELECT leaf FROM leaves WHERE sequence >= ? ORDER BY sequence LIMIT ?",
-            (from_sequence, limit),
-        ):
-            if leaves and size + len(leaf) > max_bytes:
-                break
-            leaves.append(bytes(leaf))
-            size += len(leaf)
-        return leaves
+            (from_sequence, min(max_leaves, until - from_sequence)),
+        )
+        return capped_page(rows, max_bytes)
 
     def close(self) -> None:
         """Close the connection."""

@@ -10,7 +10,7 @@ that the fsync cost is paid once per few hundred actas.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +73,19 @@ class Writes:
             or self.conflicts
             or self.actions
         )
+
+
+def capped_page(rows: Iterable[tuple[bytes]], max_bytes: int) -> list[bytes]:
+    """The leaves of ``rows`` in order, up to ``max_bytes`` in total; the first leaf is
+    always taken, whatever its size, so that a stream reading page by page moves on."""
+    leaves: list[bytes] = []
+    size = 0
+    for (leaf,) in rows:
+        if leaves and size + len(leaf) > max_bytes:
+            break
+        leaves.append(bytes(leaf))
+        size += len(leaf)
+    return leaves
 
 
 def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -270,17 +283,11 @@ class LogReader:
     def page(self, from_sequence: int, *, max_leaves: int, max_bytes: int) -> list[bytes]:
         """Consecutive leaves from ``from_sequence``: at most ``max_leaves`` and, past the
         first, at most ``max_bytes`` in total."""
-        leaves: list[bytes] = []
-        size = 0
-        for (leaf,) in self._conn.execute(
+        rows = self._conn.execute(
             "SELECT leaf FROM log WHERE sequence >= ? ORDER BY sequence LIMIT ?",
             (from_sequence, max_leaves),
-        ):
-            if leaves and size + len(leaf) > max_bytes:
-                break
-            leaves.append(bytes(leaf))
-            size += len(leaf)
-        return leaves
+        )
+        return capped_page(rows, max_bytes)
 
     def close(self) -> None:
         """Close the connection."""
