@@ -9,6 +9,7 @@ error type, and the results bytes after each leaf.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -139,18 +140,28 @@ def _outcome(step: Callable[[bytes], None], leaf: bytes) -> type[Exception] | No
     return None
 
 
-@settings(max_examples=150, deadline=None)
-@given(leaves=leaf_streams())
-def test_apply_leaf_decides_and_counts_as_apply(leaves: list[bytes]) -> None:
-    reference = Tally(ELECTION)
-    viewed = Tally(ELECTION)
-    for leaf in leaves:
-        expected = _outcome(lambda data: _reference(reference, data), leaf)
-        got = _outcome(viewed.apply_leaf, leaf)
-        assert got is expected
-        assert viewed.acta_records == reference.acta_records
-        for final in (False, True):
-            assert viewed.results_bytes(final=final) == reference.results_bytes(final=final)
+def test_apply_leaf_decides_and_counts_as_apply() -> None:
+    verdicts: Counter[str] = Counter()
+
+    @settings(max_examples=150, deadline=None)
+    @given(leaves=leaf_streams())
+    def check(leaves: list[bytes]) -> None:
+        reference = Tally(ELECTION)
+        viewed = Tally(ELECTION)
+        for leaf in leaves:
+            expected = _outcome(lambda data: _reference(reference, data), leaf)
+            got = _outcome(viewed.apply_leaf, leaf)
+            assert got is expected
+            assert viewed.acta_records == reference.acta_records
+            for final in (False, True):
+                assert viewed.results_bytes(final=final) == reference.results_bytes(final=final)
+            verdicts["accepted" if expected is None else "refused"] += 1
+
+    check()
+    # The comparison passes trivially if every drawn leaf is refused (or every one
+    # accepted): the streams must have reached both verdicts, many times.
+    assert verdicts["accepted"] >= 50
+    assert verdicts["refused"] >= 50
 
 
 def test_apply_leaves_applies_in_order_and_stops_at_the_first_refusal() -> None:
