@@ -25,11 +25,13 @@ from tests.pub_support import (
     ORIGIN,
     PublisherFiles,
     RunningFake,
+    acta_leaf,
     make_publisher,
     publication_config,
     results_blob,
     start_fake_aggregation,
 )
+from veritally._grpc import MAX_MESSAGE_BYTES
 from veritally.publication.errors import KeyFileError, TrustRootFileError
 from veritally.publication.liveness import STALL_ALARM_INTERVALS
 from veritally.publication.service import (
@@ -508,6 +510,45 @@ async def test_heartbeats_over_a_stuck_aggregation_sign_the_lag_and_alarm_every_
         quiet = len(alarms())
         await asyncio.sleep(0.3)
         assert len(alarms()) == quiet
+    finally:
+        await service.stop(grace=0.1)
+        await fake.stop()
+
+
+async def test_publication_that_cannot_fetch_a_record_alarms_instead_of_going_quiet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="veritally.publication.service")
+    fake = await start_fake_aggregation()
+    fake.fake.add(3)
+    publisher = make_publisher(tmp_path)
+    config = publication_config(tmp_path, publisher, fake.target, interval=0.2, bundle=False)
+    service = await start_publication(config)
+    try:
+        for _ in range(500):  # bounded: 5 s at 10 ms
+            if service.engine.latest_number >= 1:
+                break
+            await asyncio.sleep(0.01)
+        # Aggregation counted a record that no stream message can carry to publication.
+        poison = acta_pb2.LogLeaf.FromString(acta_leaf(3, "C000003/P"))
+        poison.acta_record.acta.provenance.operator_id = "x" * (MAX_MESSAGE_BYTES + 1024)
+        fake.fake.leaves.append(poison.SerializeToString(deterministic=True))
+        fake.fake.add(2)
+
+        def alarms() -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.levelno == logging.ERROR and "publication stalled" in r.getMessage()
+            ]
+
+        for _ in range(300):  # bounded: 30 s at 100 ms
+            if len(alarms()) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(alarms()) >= 2
+        assert "covers 3 acta records, ingest had accepted 6 (3 behind)" in alarms()[0]
+        assert service.engine.acta_records == 3
     finally:
         await service.stop(grace=0.1)
         await fake.stop()
