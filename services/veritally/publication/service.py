@@ -443,8 +443,7 @@ class AggregationFollower:
         if stall is not None:
             log.error(
                 "publication stalled: the log covers %d acta records, ingest had accepted "
-                "%d (%d behind) and no record was added for %d intervals (%.0f s); the "
-                "cuts say so in ingest_records",
+                "%d (%d behind) and no record was added for %d intervals (%.0f s)",
                 stall.acta_records,
                 stall.ingest_records,
                 stall.lag_records,
