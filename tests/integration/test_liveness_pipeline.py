@@ -95,7 +95,9 @@ async def test_heartbeats_over_a_poison_record_show_a_growing_lag_and_the_sdk_re
             deadline = loop.time() + SCENARIO_S
             while stalled is None and loop.time() < deadline:
                 # Ingest goes on accepting while aggregation cannot get past record 3.
-                await _submit(ingest.port, [next(pending)])
+                acta = next(pending, None)
+                if acta is not None:
+                    await _submit(ingest.port, [acta])
                 try:
                     cut = await asyncio.to_thread(client.latest)
                 except StalledError as e:
