@@ -72,6 +72,8 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
         self.leaves: list[bytes] = []
         self.unavailable = False
         self.batch = 100  # records per stream message, as aggregation batches them
+        # Records ingest accepted beyond those served: an aggregation stuck behind ingest.
+        self.ingest_ahead = 0
         self.election = election
         self.tally = Tally(election) if election else None
         self._rng = random.Random(2026)
@@ -144,7 +146,9 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
     ) -> aggregation_pb2.GetResultsBlobResponse:
         await self._check(context)
         return aggregation_pb2.GetResultsBlobResponse(
-            acta_records=self._acta_records_now(), results=self._results_now()
+            acta_records=self._acta_records_now(),
+            results=self._results_now(),
+            ingest_records=self._acta_records_now() + self.ingest_ahead,
         )
 
     async def GetDefinition(  # noqa: N802 - gRPC method names are fixed by the proto

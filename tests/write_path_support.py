@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from pathlib import Path
 
+from veritally.ingest.store import IngestStore, Writes
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2
 
@@ -104,3 +106,30 @@ def all_actas(election: ElectionIndex, seed: int = 7) -> list[ActaPb]:
         for casilla in election.casillas
         for contest in election.contests
     ]
+
+
+def poison_ingest_log(
+    db_path: Path, election: ElectionIndex, acta: ActaPb, *, sequence: int, size: int
+) -> str:
+    """Write into ingest's store (before ingest starts) an accepted record of ``acta``
+    padded to at least ``size`` bytes, as a store accepted before acta sizes were bounded
+    holds it: a record no stream page can carry. Returns its acta id."""
+    acta_id = f"{acta.casilla_id}/{acta.contest_id}"
+    padded = ActaPb()
+    padded.CopyFrom(acta)
+    padded.provenance.operator_id = "x" * size
+    record = acta_pb2.ActaRecord(
+        acta_id=acta_id, revision=1, acta=padded, counted=True, sequence=sequence
+    )
+    record.received_time.GetCurrentTime()
+    leaf = acta_pb2.LogLeaf(acta_record=record).SerializeToString(deterministic=True)
+    digest = hashlib.sha256(padded.SerializeToString(deterministic=True)).digest()
+    store = IngestStore(db_path)
+    try:
+        store.commit(
+            Writes(log=[(sequence, acta_id, 1, leaf)], actas=[(acta_id, 1, sequence, digest, 1, 0)])
+        )
+    finally:
+        store.close()
+    assert election.has_casilla(acta.casilla_id)
+    return acta_id

@@ -5,6 +5,7 @@ restart that counts nothing twice, and reconnection when ingest comes back."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 
@@ -12,9 +13,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.write_path_support import all_actas, make_acta, small_election
-from veritally._grpc import aio_channel
-from veritally.aggregation.service import AggregationService, start_aggregation
+from tests.write_path_support import all_actas, make_acta, poison_ingest_log, small_election
+from veritally._grpc import MAX_MESSAGE_BYTES, aio_channel
+from veritally.aggregation.service import (
+    FOLLOWER_HEALTH_NAME,
+    SERVICE_NAME,
+    STUCK_AFTER_FAILURES,
+    AggregationService,
+    start_aggregation,
+)
 from veritally.ingest.service import IngestService, start_ingest
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import (
@@ -235,6 +242,90 @@ async def test_stops_following_and_reports_not_serving_on_a_record_it_cannot_cou
                 await asyncio.sleep(0.01)
             assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert agg.engine.position == 0
+    finally:
+        await agg.stop()
+        await ingest.stop()
+
+
+async def _health(port: int, service: str) -> int:
+    async with aio_channel(f"127.0.0.1:{port}") as channel:
+        status = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service)
+        )
+    return int(status.status)
+
+
+async def test_a_record_too_large_to_stream_alarms_with_its_position_instead_of_idling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="veritally.aggregation.service")
+    actas = all_actas(ELECTION)
+    ingest = await _ingest(tmp_path)
+    await _submit_all(ingest.port, [ingest_pb2.SubmitActasRequest(actas=actas[:3])])
+    await ingest.stop()
+    # A record accepted before acta sizes were bounded: no page can carry it.
+    poison_ingest_log(
+        tmp_path / "ingest.db", ELECTION, actas[3], sequence=3, size=MAX_MESSAGE_BYTES + 1024
+    )
+    ingest = await _ingest(tmp_path)
+    agg = await _aggregation(tmp_path, ingest.port)
+    try:
+        # Ingest goes on accepting behind the record aggregation cannot read.
+        await _submit_all(ingest.port, [ingest_pb2.SubmitActasRequest(actas=actas[4:10])])
+        assert ingest.engine.log_size == 10
+
+        def alarms() -> list[logging.LogRecord]:
+            return [
+                r
+                for r in caplog.records
+                if r.levelno == logging.ERROR and "stuck at record 3" in r.getMessage()
+            ]
+
+        def told_all() -> bool:
+            return any("ingest has 10 records (7 behind)" in r.getMessage() for r in alarms())
+
+        for _ in range(int(CATCH_UP_S / 0.1)):
+            if len(alarms()) >= 2 and told_all():
+                break
+            await asyncio.sleep(0.1)
+        # Every attempt past the threshold is an ERROR naming the position and the lag.
+        assert len(alarms()) >= 2
+        assert told_all()
+        assert agg.engine.position == 3
+        assert agg.engine.stuck_at == 3
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert await _health(agg.port, FOLLOWER_HEALTH_NAME) == (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        # The totals stay served, with the figure that shows how far behind they are.
+        assert await _health(agg.port, SERVICE_NAME) == serving
+        async with aio_channel(f"127.0.0.1:{agg.port}") as channel:
+            blob = await aggregation_pb2_grpc.AggregationServiceStub(channel).GetResultsBlob(
+                aggregation_pb2.GetResultsBlobRequest()
+            )
+        assert (blob.acta_records, blob.ingest_records) == (3, 10)
+        # Before the threshold the failures were warnings (a blip is not an alarm).
+        assert f"{STUCK_AFTER_FAILURES} streams in a row" in alarms()[0].getMessage()
+        assert "RESOURCE_EXHAUSTED" in alarms()[0].getMessage()
+    finally:
+        await agg.stop()
+        await ingest.stop()
+
+
+async def test_follower_reports_ingest_log_size_with_the_results(tmp_path: Path) -> None:
+    ingest = await _ingest(tmp_path)
+    agg = await _aggregation(tmp_path, ingest.port)
+    try:
+        await _submit_all(ingest.port, [ingest_pb2.SubmitActasRequest(actas=all_actas(ELECTION))])
+        await _wait_position(agg, len(all_actas(ELECTION)))
+        async with aio_channel(f"127.0.0.1:{agg.port}") as channel:
+            blob = await aggregation_pb2_grpc.AggregationServiceStub(channel).GetResultsBlob(
+                aggregation_pb2.GetResultsBlobRequest()
+            )
+        assert blob.ingest_records == blob.acta_records == ingest.engine.log_size
+        assert await _health(agg.port, FOLLOWER_HEALTH_NAME) == (
+            health_pb2.HealthCheckResponse.SERVING
+        )
     finally:
         await agg.stop()
         await ingest.stop()

@@ -403,3 +403,40 @@ async def test_cross_check_queue_pages_by_acta_id(
         if not token:
             break
     assert seen == [f"{cid}/SEN" for cid in casillas]
+
+
+async def test_follow_stream_tells_the_log_size_before_any_page_and_while_idle(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A follower stuck before a record it cannot receive must still learn how far the log
+    # goes: the stream opens with the size, and repeats it while nothing is committed.
+    monkeypatch.setattr("veritally.ingest.service.STREAM_KEEPALIVE_S", 0.1)
+    service, stub = single
+    casillas = [c.id for c in ELECTION.casillas]
+    first = [make_acta(ELECTION, cid, "PRES", [1, 1, 1]) for cid in casillas[:2]]
+    await stub.SubmitActas(iter([ingest_pb2.SubmitActasRequest(actas=first)]))
+    call = stub.StreamRecords(ingest_pb2.StreamRecordsRequest(from_sequence=0, follow=True))
+    messages: list[tuple[int, int, int]] = []
+
+    async def consume() -> None:
+        async for m in call:
+            messages.append((m.first_sequence, len(m.leaves), m.log_size))
+            if m.log_size == 3 and m.leaves:
+                return
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.5)
+    more = [make_acta(ELECTION, casillas[2], "PRES", [2, 2, 2])]
+    await stub.SubmitActas(iter([ingest_pb2.SubmitActasRequest(actas=more)]))
+    await asyncio.wait_for(consumer, timeout=10)
+    call.cancel()
+    assert messages[:2] == [(0, 0, 2), (0, 2, 2)]
+    idle = messages[2:-1]
+    assert len(idle) >= 2  # about one every 0.1 s during the 0.5 s wait
+    assert set(idle) == {(2, 0, 2)}
+    assert messages[-1] == (2, 1, 3)
+    # Without follow: pages only, each with the size.
+    pages = [p async for p in stub.StreamRecords(ingest_pb2.StreamRecordsRequest())]
+    assert [(p.first_sequence, len(p.leaves), p.log_size) for p in pages] == [(0, 3, 3)]
+    assert service.engine.log_size == 3

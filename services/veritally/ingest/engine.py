@@ -538,11 +538,13 @@ class IngestEngine:
     # -- the log ------------------------------------------------------------------------
 
     async def records(
-        self, from_sequence: int, *, follow: bool
+        self, from_sequence: int, *, follow: bool, keepalive: float | None = None
     ) -> AsyncGenerator[tuple[int, list[bytes]], None]:
         """Pages ``(first_sequence, leaves)`` of the log from ``from_sequence``; with
         ``follow``, waits for new commits (woken by the commit, no polling) until
-        :meth:`close`."""
+        :meth:`close`. With ``follow`` and ``keepalive`` (seconds), an empty page
+        ``(position, [])`` is yielded whenever that long passes with nothing new, so that
+        the stream carries the log size while the log is idle."""
         reader = LogReader(self._db_path)
         try:
             position = from_sequence
@@ -557,10 +559,17 @@ class IngestEngine:
                         continue
                 if not follow or self._closed:
                     return
+                idle = False
                 async with self._changed:
-                    await self._changed.wait_for(
+                    more = self._changed.wait_for(
                         lambda p=position: self._size > p or self._closed  # type: ignore[misc]  # default binds the loop value
                     )
+                    try:
+                        await asyncio.wait_for(more, keepalive)
+                    except TimeoutError:
+                        idle = True
+                if idle:
+                    yield position, []
         finally:
             reader.close()
 

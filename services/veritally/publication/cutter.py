@@ -6,7 +6,10 @@ A cut (:meth:`Cutter.make_cut`), all inside ONE store transaction:
    ``ActaRecord`` whose ``sequence`` is the next one, and their count matches the
    position the results were taken at;
 2. build the cut record leaf (number, RFC 3339 UTC time, acta records covered, SHA-256
-   of the results blob) — the time never goes back from the previous cut's;
+   of the results blob, ingest's accepted records as aggregation last heard them) — the
+   time never goes back from the previous cut's, and the ingest figure is never below
+   the records covered nor below the previous cut's (ingest's log only grows, so the
+   largest figure seen is still a true lower bound);
 3. append the acta leaves and the cut leaf, with their perfect-subtree hashes;
 4. sign the checkpoint (origin, size, root) as a C2SP signed note;
 5. check our own work: the note opens with our keys, and the cut leaf's inclusion proof
@@ -31,6 +34,7 @@ from google.protobuf.message import DecodeError
 from veritally.publication.errors import StoreIntegrityError, UpstreamDataError
 from veritally.publication.store import CutRow, PublicationStore
 from veritally_client._checkpoint import Checkpoint, parse_checkpoint
+from veritally_client._cut import cut_leaf_bytes, ingest_records_of
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2
 from veritally_client._merkle import leaf_hash, verify_inclusion
@@ -40,7 +44,6 @@ from veritally_client._signing import Signer
 __all__ = ["Cutter", "format_cut_time", "signed_cut_pb"]
 
 LogLeafPb = acta_pb2.LogLeaf
-CutRecordPb = acta_pb2.CutRecord
 SignedCutPb = log_pb2.SignedCut
 
 
@@ -67,6 +70,21 @@ def signed_cut_pb(row: CutRow, results: bytes) -> log_pb2.SignedCut:
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _ingest_records_in(cut_leaf: bytes) -> int | None:
+    """The ingest figure of a stored cut leaf (None if it has none).
+
+    Raises:
+        StoreIntegrityError: if the stored leaf is not a cut record.
+    """
+    try:
+        leaf = LogLeafPb.FromString(cut_leaf)
+    except DecodeError as e:
+        raise StoreIntegrityError("the newest stored cut leaf does not parse") from e
+    if leaf.WhichOneof("kind") != "cut_record":
+        raise StoreIntegrityError("the newest stored cut leaf is not a cut record")
+    return ingest_records_of(leaf.cut_record)
 
 
 class Cutter:
@@ -127,7 +145,12 @@ class Cutter:
             )
 
     def make_cut(
-        self, *, acta_leaves: Sequence[bytes], acta_records: int, results: bytes
+        self,
+        *,
+        acta_leaves: Sequence[bytes],
+        acta_records: int,
+        results: bytes,
+        ingest_records: int | None = None,
     ) -> CutRow:
         """Append ``acta_leaves`` and a cut record; sign; persist. See the module doc.
 
@@ -136,6 +159,8 @@ class Cutter:
                 extend the log from its current acta count.
             acta_records: the position the results were taken at.
             results: the serialized Results blob at that position.
+            ingest_records: how many records ingest had accepted, as aggregation reported
+                with the results; None leaves the figure out of the cut record.
 
         Returns:
             The stored cut.
@@ -177,14 +202,16 @@ class Cutter:
             cut_time = latest.cut_time  # a clock step back must not reorder cuts in time
         digest = hashlib.sha256(results).digest()
         cut_number = (latest.cut_number if latest else 0) + 1
-        cut_leaf = LogLeafPb(
-            cut_record=CutRecordPb(
-                cut_number=cut_number,
-                cut_time=cut_time,
-                acta_records=acta_records,
-                results_sha256=digest,
-            )
-        ).SerializeToString(deterministic=True)
+        if ingest_records is not None:
+            previous = _ingest_records_in(latest.cut_leaf) if latest else None
+            ingest_records = max(ingest_records, acta_records, previous or 0)
+        cut_leaf = cut_leaf_bytes(
+            cut_number=cut_number,
+            cut_time=cut_time,
+            acta_records=acta_records,
+            results_sha256=digest,
+            ingest_records=ingest_records,
+        )
         leaves = [*acta_leaves, cut_leaf]
         hashes = [leaf_hash(x) for x in leaves]
         with store.transaction():

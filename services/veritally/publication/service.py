@@ -3,12 +3,16 @@
 Every ``interval`` seconds the scheduler (:meth:`PublicationEngine.cut_once`):
 
 1. asks aggregation for the results blob and the position M it covers, atomically
-   (``GetResultsBlob``);
+   (``GetResultsBlob``), with how many records ingest had accepted as aggregation last
+   heard (signed into the cut record as ``ingest_records``);
 2. streams the acta records from the log's current acta count up to M
    (``StreamAggregatedRecords``, ``follow=False``), keeping the exact bytes;
 3. makes the cut (:mod:`veritally.publication.cutter`: append, sign, persist in one
    transaction) — a heartbeat cut with no new records when nothing changed;
-4. only then serves it (latest, watchers) and writes it to the bundle.
+4. only then serves it (latest, watchers) and writes it to the bundle;
+5. the stall alarm (:mod:`veritally.publication.liveness`): when the log stays behind
+   ingest's figure without covering a new record for ``STALL_ALARM_INTERVALS``
+   intervals, every interval logs an ERROR with the lag until it moves on.
 
 If aggregation is unreachable or sends something that cannot extend the log, no cut is
 made that interval: clients then see the latest cut age, which is the signal they need.
@@ -45,6 +49,7 @@ from veritally.publication.errors import (
     UpstreamDataError,
 )
 from veritally.publication.keys import load_passphrase, load_signer
+from veritally.publication.liveness import StallWatch
 from veritally.publication.store import CutRow, PublicationStore
 from veritally.publication.trustroot import load_trust_root_chain
 from veritally_client._gen.veritally.v1 import (
@@ -201,7 +206,14 @@ class PublicationEngine:
 
     # -- cutting ----------------------------------------------------------------------
 
-    async def cut(self, *, acta_leaves: list[bytes], acta_records: int, results: bytes) -> CutRow:
+    async def cut(
+        self,
+        *,
+        acta_leaves: list[bytes],
+        acta_records: int,
+        results: bytes,
+        ingest_records: int | None = None,
+    ) -> CutRow:
         """Make, persist, serve and bundle one cut.
 
         Raises:
@@ -210,7 +222,10 @@ class PublicationEngine:
         """
         row = await self._db(
             lambda: self.cutter.make_cut(
-                acta_leaves=acta_leaves, acta_records=acta_records, results=results
+                acta_leaves=acta_leaves,
+                acta_records=acta_records,
+                results=results,
+                ingest_records=ingest_records,
             )
         )
         # Committed: from here on it may be served.
@@ -348,6 +363,10 @@ class AggregationFollower:
         self._lock = asyncio.Lock()
         #: Scheduled cut attempts finished so far (made or skipped), for monitoring.
         self.attempts = 0
+        #: Ingest's accepted records as aggregation reported them in this interval's
+        #: GetResultsBlob (None until it answers in an interval).
+        self.ingest_records: int | None = None
+        self._stall = StallWatch()
 
     async def ensure_definition(self) -> None:
         """Fetch and store the election definition once.
@@ -380,6 +399,8 @@ class AggregationFollower:
         )
         have = self.engine.acta_records
         m = blob.acta_records
+        # Aggregation knows at least the records it counted (an older one reports 0).
+        self.ingest_records = max(blob.ingest_records, m)
         if m < have:
             raise UpstreamDataError(f"aggregation is at {m} records, the log already has {have}")
         # (2) the records [have, M), exact bytes
@@ -405,13 +426,37 @@ class AggregationFollower:
                 )
             del leaves[m - have :]
         # (3) and (4)
-        return await self.engine.cut(acta_leaves=leaves, acta_records=m, results=blob.results)
+        return await self.engine.cut(
+            acta_leaves=leaves,
+            acta_records=m,
+            results=blob.results,
+            ingest_records=self.ingest_records,
+        )
+
+    def _check_stall(self) -> None:
+        """(5) the stall alarm, once per interval in which aggregation answered."""
+        if self.ingest_records is None:
+            return
+        stall = self._stall.observe(
+            acta_records=self.engine.acta_records, ingest_records=self.ingest_records
+        )
+        if stall is not None:
+            log.error(
+                "publication stalled: the log covers %d acta records, ingest had accepted "
+                "%d (%d behind) and no record was added for %d intervals (%.0f s)",
+                stall.acta_records,
+                stall.ingest_records,
+                stall.lag_records,
+                stall.intervals,
+                stall.intervals * self.interval,
+            )
 
     async def run(self) -> None:
         """Cut every interval until cancelled; errors skip one interval."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
+            self.ingest_records = None
             try:
                 row = await self.cut_once()
                 log.debug("cut %d: size %d", row.cut_number, row.tree_size)
@@ -423,6 +468,7 @@ class AggregationFollower:
                 # Keep the heartbeat alive whatever went wrong; the error is logged, and
                 # nothing was served because nothing was committed.
                 log.exception("no cut this interval")
+            self._check_stall()
             self.attempts += 1
             next_at += self.interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))

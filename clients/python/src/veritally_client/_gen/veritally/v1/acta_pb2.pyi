@@ -330,6 +330,7 @@ class CutRecord(_message.Message):
     CUT_TIME_FIELD_NUMBER: _builtins.int
     ACTA_RECORDS_FIELD_NUMBER: _builtins.int
     RESULTS_SHA256_FIELD_NUMBER: _builtins.int
+    INGEST_RECORDS_FIELD_NUMBER: _builtins.int
     cut_number: _builtins.int
     """1 for the first cut, then consecutive."""
     cut_time: _builtins.str
@@ -340,6 +341,15 @@ class CutRecord(_message.Message):
     """
     results_sha256: _builtins.bytes
     """SHA-256 of the serialized Results blob served with this cut (32 bytes)."""
+    ingest_records: _builtins.int
+    """How many acta records ingest had accepted, as far as the pipeline knew when the cut
+    was made: the largest committed size of ingest's acta log that aggregation had been
+    told by ingest's StreamRecords (every page and keep-alive carries it), handed to
+    publication with the results, never below acta_records and never below the previous
+    cut's figure. A lower bound on ingest's log at cut_time; ingest_records minus
+    acta_records is how far the cut is behind ingest. Absent in cuts of publishers that
+    do not report it (docs/adr/0054-ingest-records-in-the-cut-record.md).
+    """
     def __init__(
         self,
         *,
@@ -347,12 +357,15 @@ class CutRecord(_message.Message):
         cut_time: _builtins.str = ...,
         acta_records: _builtins.int = ...,
         results_sha256: _builtins.bytes = ...,
+        ingest_records: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records", "ingest_records", b"ingest_records"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "cut_number", b"cut_number", "cut_time", b"cut_time", "results_sha256", b"results_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records", "acta_records", b"acta_records", "cut_number", b"cut_number", "cut_time", b"cut_time", "ingest_records", b"ingest_records", "results_sha256", b"results_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__ingest_records: _TypeAlias = _typing.Literal["ingest_records"]  # noqa: Y015
+    _WhichOneofArgType__ingest_records: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ingest_records) -> _WhichOneofReturnType__ingest_records | None: ...
 
 Global___CutRecord: _TypeAlias = CutRecord  # noqa: Y015
 

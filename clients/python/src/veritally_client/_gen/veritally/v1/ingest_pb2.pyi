@@ -443,12 +443,20 @@ class StreamRecordsResponse(_message.Message):
 
     FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
     LEAVES_FIELD_NUMBER: _builtins.int
+    LOG_SIZE_FIELD_NUMBER: _builtins.int
     first_sequence: _builtins.int
     """Sequence number of the first record in `leaves`."""
+    log_size: _builtins.int
+    """Records committed in ingest's acta log when this message was sent (every message,
+    keep-alives included), so that a follower stuck before a record still learns how
+    far ingest has gone.
+    """
     @_builtins.property
     def leaves(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Serialized LogLeaf messages holding ActaRecords, exactly as stored; these bytes
-        become transparency-log leaves unchanged.
+        become transparency-log leaves unchanged. Empty in a keep-alive: with follow, the
+        first message of a stream and one every few seconds while no record is committed
+        carry no leaves, only log_size.
         """
 
     def __init__(
@@ -456,10 +464,11 @@ class StreamRecordsResponse(_message.Message):
         *,
         first_sequence: _builtins.int = ...,
         leaves: _abc.Iterable[_builtins.bytes] | None = ...,
+        log_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence", b"first_sequence", "leaves", b"leaves"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence", b"first_sequence", "leaves", b"leaves", "log_size", b"log_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
