@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "ForkRefusedError",
     "KeyFileError",
     "PublicationError",
     "StoreIntegrityError",
+    "TamperedDataError",
     "TrustRootFileError",
     "UpstreamDataError",
 ]
@@ -29,3 +31,13 @@ class StoreIntegrityError(PublicationError):
 
 class UpstreamDataError(PublicationError):
     """Aggregation sent records or positions that cannot extend the log as they are."""
+
+
+class ForkRefusedError(StoreIntegrityError):
+    """Signing now would fork the log: the store is behind, or diverges from, a
+    checkpoint already published (the bundle's, later the witnesses'); docs/adr/0026."""
+
+
+class TamperedDataError(StoreIntegrityError):
+    """A stored leaf does not hash to its stored Merkle node, or a results blob to the
+    digest its cut record signs: the store was changed outside the service."""
