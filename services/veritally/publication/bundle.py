@@ -229,7 +229,8 @@ class _Dir:
         self.write(relative, data)
 
     def read(self, relative: str, limit: int) -> bytes | None:
-        """The bytes of a regular file (never through a symlink), None if absent.
+        """The bytes of a regular file, None if absent or a symlink (the writer never
+        makes one, so it holds nothing publication wrote; the next write replaces it).
 
         Raises:
             ForkRefusedError: if it is not a regular file or larger than ``limit``.
@@ -241,7 +242,8 @@ class _Dir:
             return None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise ForkRefusedError(f"bundle {relative} is a symlink") from e
+                log.warning("ignoring %s, a symlink planted in the bundle", self.root / relative)
+                return None
             raise
         with os.fdopen(fd, "rb") as f:
             info = os.fstat(f.fileno())
