@@ -143,7 +143,7 @@ async def test_bundle_stays_readable_by_its_web_server_under_a_restrictive_umask
             await service.stop(grace=0.1)
             await fake.stop()
     bundle = tmp_path / "bundle"
-    for path in bundle.rglob("*"):
+    for path in [bundle, *bundle.rglob("*")]:
         mode = stat.S_IMODE(path.lstat().st_mode)
         assert mode == (0o755 if path.is_dir() else 0o644), path
 

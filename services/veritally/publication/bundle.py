@@ -49,7 +49,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from veritally.publication.cutter import signed_cut_pb
-from veritally.publication.errors import ForkRefusedError
+from veritally.publication.errors import ForkRefusedError, UnsafeBundlePathError
 from veritally.publication.published import Published, note_checkpoint
 from veritally.publication.store import CutRow, PublicationStore
 from veritally_client._gen.veritally.v1 import log_pb2, publication_pb2
@@ -97,10 +97,6 @@ _MAX_POINTER_BYTES = 64 * 1024
 _MAX_CUT_BYTES = 64 * 1024 * 1024
 _SUBDIRS = ("cuts", "checkpoints", "results", "leaves", "trust-root", "election")
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class UnsafeBundlePathError(OSError):
-    """A name in the bundle is not what the writer made (a symlink, a device, ...)."""
 
 
 def leaf_page_name(start: int, count: int) -> str:
@@ -151,7 +147,9 @@ class _Dir:
     def __init__(self, root: Path) -> None:
         # The root itself is the operator's choice (it may be a symlink to a volume);
         # everything below it is opened relative to it.
-        root.mkdir(parents=True, exist_ok=True)
+        if not root.exists():
+            root.mkdir(parents=True)
+            root.chmod(DIR_MODE)  # mkdir's mode is masked by the umask
         self.root = root
         self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.subdirs = {name: self._subdir(name) for name in _SUBDIRS}

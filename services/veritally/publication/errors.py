@@ -9,6 +9,7 @@ __all__ = [
     "StoreIntegrityError",
     "TamperedDataError",
     "TrustRootFileError",
+    "UnsafeBundlePathError",
     "UpstreamDataError",
 ]
 
@@ -41,3 +42,9 @@ class ForkRefusedError(StoreIntegrityError):
 class TamperedDataError(StoreIntegrityError):
     """A stored leaf does not hash to its stored Merkle node, or a results blob to the
     digest its cut record signs: the store was changed outside the service."""
+
+
+class UnsafeBundlePathError(PublicationError, OSError):
+    """A name in the bundle directory is not what the writer made (a symlink where a
+    directory belongs, a directory where a file belongs). An OSError too: like a full
+    disk, it stops the bundle, not the cuts, once the service runs."""

@@ -668,6 +668,7 @@ async def start_publication(
         StoreIntegrityError: if the store does not match its own checkpoints.
         ForkRefusedError: if the store is behind or diverges from a checkpoint already
             published in the bundle (e.g. restored from an older backup).
+        UnsafeBundlePathError: if a bundle subdirectory is a symlink.
         OSError: if the address cannot be bound.
     """
     # Refuse to start without usable keys and a trust root that vouches for them: a
@@ -693,11 +694,19 @@ async def start_publication(
     if config.interval_seconds <= 0:
         raise ValueError("interval_seconds must be positive")
     config.db_path.parent.mkdir(parents=True, exist_ok=True)
-    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="publication-db")
-    store = await asyncio.get_running_loop().run_in_executor(
-        executor, PublicationStore, config.db_path
-    )
+    # The bundle first: a bundle that is unsafe to write stops the start before the
+    # store is opened.
     bundle = BundleWriter(config.bundle_dir) if config.bundle_dir else None
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="publication-db")
+    try:
+        store = await asyncio.get_running_loop().run_in_executor(
+            executor, PublicationStore, config.db_path
+        )
+    except BaseException:
+        executor.shutdown()
+        if bundle is not None:
+            bundle.close()
+        raise
     # What was published outside the store (docs/adr/0026): the bundle today; the
     # witnesses' cosigned checkpoints will be a second record here.
     guard = ForkGuard([BundleRecord(bundle, origin=origin)] if bundle else [])
