@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.conftest import REPO_ROOT
+from tests.integration.test_publication_cli import _command
 from tests.pub_support import make_publisher, publication_config, start_fake_aggregation
 from veritally.publication.errors import ForkRefusedError, TamperedDataError
 from veritally.publication.published import note_checkpoint
@@ -29,8 +33,10 @@ from veritally.publication.service import (
     PublicationService,
     start_publication,
 )
+from veritally_client import Client, RollbackError
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2, publication_pb2
 from veritally_client._gen.veritally.v1.publication_pb2_grpc import PublicationServiceStub
+from veritally_client._trustroot import TrustedRoot
 
 
 async def _first_cut(service: PublicationService) -> None:
@@ -112,6 +118,41 @@ async def test_restored_older_database_refuses_to_sign_and_no_size_gets_two_root
     assert all(len(roots) == 1 for roots in after.values())
 
 
+async def test_serve_publication_refuses_to_start_on_a_restored_database_and_says_why(
+    tmp_path: Path,
+) -> None:
+    fake = await start_fake_aggregation()
+    fake.fake.add(4)
+    publisher = make_publisher(tmp_path)
+    # The paths the command line below uses.
+    config = dataclasses.replace(
+        publication_config(tmp_path, publisher, fake.target), db_path=tmp_path / "pub.db"
+    )
+    try:
+        service = await start_publication(config)
+        try:
+            await _first_cut(service)
+            _backup(config.db_path, tmp_path / "backup.db")
+            fake.fake.add(2)
+            await service.follower.cut_once()
+        finally:
+            await service.stop(grace=0.1)
+        _restore(tmp_path / "backup.db", config.db_path)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            _command(tmp_path, publisher.key_file, publisher.trust_root_dir, fake.target),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        await fake.stop()
+    assert done.returncode == 1
+    assert b"refusing to start: refusing to sign" in done.stderr
+    assert not (tmp_path / "port").exists()
+
+
 async def test_second_publisher_on_a_copied_database_cannot_sign_a_size_the_other_published(
     tmp_path: Path,
 ) -> None:
@@ -130,7 +171,7 @@ async def test_second_publisher_on_a_copied_database_cannot_sign_a_size_the_othe
             dataclasses.replace(config, db_path=tmp_path / "standby.db")
         )
         fake.fake.add(2)
-        await second.follower.cut_once()  # it publishes cut 2 into the shared bundle
+        await second.follower.cut_once()  # it publishes into the shared bundle
         with pytest.raises(ForkRefusedError):
             await first.follower.cut_once()  # the same cut number and size: refused
         with pytest.raises(ForkRefusedError):
@@ -145,6 +186,28 @@ async def test_second_publisher_on_a_copied_database_cannot_sign_a_size_the_othe
         assert other is not None
         roots = _signed_roots(tmp_path / "bundle", served, other)
         assert all(len(r) == 1 for r in roots.values())
+        other_number = second.engine.latest_number
+        # What a media client sees: the second's newest cut, then the first is only behind
+        # (a rollback it refuses), never another root for the same size (a fork).
+        pinned = TrustedRoot.from_bytes(
+            (publisher.trust_root_dir / "trust-root-v1.binpb").read_bytes(),
+            now=dt.datetime.now(dt.UTC),
+        )
+        for port, outcome in ((second.port, None), (first.port, RollbackError)):
+            client = Client(
+                endpoint=f"127.0.0.1:{port}",
+                trust_root=pinned,
+                state_dir=tmp_path / "media-state",
+                unsafe_plaintext=True,
+            )
+            try:
+                if outcome is None:
+                    assert (await asyncio.to_thread(client.latest)).cut_number == other_number
+                else:
+                    with pytest.raises(outcome):
+                        await asyncio.to_thread(client.latest)
+            finally:
+                client.close()
     finally:
         await channel.close()
         await first.stop(grace=0.1)
