@@ -12,7 +12,6 @@ socket) writing its bundle:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ from tests.pub_support import (
     make_publisher,
     publication_config,
     start_fake_aggregation,
+    wait_for_first_cut,
 )
 from veritally.publication.bundle import MAX_LEAF_PAGE_BYTES, UnsafeBundlePathError
 from veritally.publication.service import PublicationService, start_publication
@@ -47,14 +47,6 @@ class Running:
     bundle: Path
 
 
-async def _first_cut(service: PublicationService, bundle: Path) -> None:
-    for _ in range(500):  # bounded: the first cut, made at start, and its files
-        if service.engine.latest_number and (bundle / "latest").exists():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no first cut")
-
-
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
     fake = await start_fake_aggregation()
@@ -63,7 +55,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
         publication_config(tmp_path, make_publisher(tmp_path), fake.target)
     )
     try:
-        await _first_cut(service, tmp_path / "bundle")
+        await wait_for_first_cut(service, tmp_path / "bundle")
         yield Running(fake, service, tmp_path / "bundle")
     finally:
         await service.stop(grace=0.1)
@@ -138,7 +130,7 @@ async def test_bundle_stays_readable_by_its_web_server_under_a_restrictive_umask
             publication_config(tmp_path, make_publisher(tmp_path), fake.target)
         )
         try:
-            await _first_cut(service, tmp_path / "bundle")
+            await wait_for_first_cut(service, tmp_path / "bundle")
         finally:
             await service.stop(grace=0.1)
             await fake.stop()

@@ -25,7 +25,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import REPO_ROOT
 from tests.integration.test_publication_cli import _command
-from tests.pub_support import make_publisher, publication_config, start_fake_aggregation
+from tests.pub_support import (
+    make_publisher,
+    publication_config,
+    start_fake_aggregation,
+    wait_for_first_cut,
+)
 from veritally.publication.errors import ForkRefusedError, TamperedDataError
 from veritally.publication.published import note_checkpoint
 from veritally.publication.service import (
@@ -37,14 +42,6 @@ from veritally_client import Client, RollbackError
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2, publication_pb2
 from veritally_client._gen.veritally.v1.publication_pb2_grpc import PublicationServiceStub
 from veritally_client._trustroot import TrustedRoot
-
-
-async def _first_cut(service: PublicationService) -> None:
-    for _ in range(500):  # bounded: the first cut, made at start
-        if service.engine.latest_number:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no first cut")
 
 
 def _backup(db: Path, copy: Path) -> None:
@@ -97,7 +94,7 @@ async def test_restored_older_database_refuses_to_sign_and_no_size_gets_two_root
     try:
         service = await start_publication(config)
         try:
-            await _first_cut(service)
+            await wait_for_first_cut(service, tmp_path / "bundle")
             _backup(config.db_path, backup)  # the nightly backup, at cut 1
             for n in (3, 0, 4, 0, 2, 0, 1):
                 fake.fake.add(n)
@@ -131,7 +128,7 @@ async def test_serve_publication_refuses_to_start_on_a_restored_database_and_say
     try:
         service = await start_publication(config)
         try:
-            await _first_cut(service)
+            await wait_for_first_cut(service, tmp_path / "bundle")
             _backup(config.db_path, tmp_path / "backup.db")
             fake.fake.add(2)
             await service.follower.cut_once()
@@ -164,7 +161,7 @@ async def test_second_publisher_on_a_copied_database_cannot_sign_a_size_the_othe
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{first.port}")
     second: PublicationService | None = None
     try:
-        await _first_cut(first)
+        await wait_for_first_cut(first, tmp_path / "bundle")
         # A standby promoted on a copy of the database while the first still runs.
         _backup(config.db_path, tmp_path / "standby.db")
         second = await start_publication(
@@ -242,7 +239,7 @@ async def test_leaf_tampered_in_the_store_is_refused_not_served(tmp_path: Path) 
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     stub = PublicationServiceStub(channel)
     try:
-        await _first_cut(service)
+        await wait_for_first_cut(service, tmp_path / "bundle")
         acta_id = _tamper_leaf(config.db_path, 3)
         with pytest.raises(grpc.aio.AioRpcError) as leaves:
             await stub.GetLeaves(publication_pb2.GetLeavesRequest(start=0, count=20))
@@ -276,7 +273,7 @@ async def test_results_blob_tampered_in_the_store_is_refused_not_served(tmp_path
     service = await start_publication(config)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     try:
-        await _first_cut(service)
+        await wait_for_first_cut(service, tmp_path / "bundle")
         conn = sqlite3.connect(config.db_path)
         conn.execute("UPDATE results SET data = ?", (b"\x0a\x04fake",))
         conn.commit()

@@ -118,6 +118,7 @@ class ForkGuard:
             ForkRefusedError: if the store does not extend one of them.
             OSError: if a record cannot be read.
         """
+        # (1) each record's newest checkpoint, searched thoroughly
         for record in self.records:
             found = self._read(record.newest)
             if found is not None:
@@ -142,7 +143,10 @@ class ForkGuard:
             OSError: if a record cannot be read (nothing is signed then, not latched).
         """
         if self._refused is not None:
-            raise self._refused
+            # (4) latched: the alarm again, every interval, until an operator restarts it
+            log.error("ALARM %s", self._refused)
+            raise ForkRefusedError(str(self._refused))
+        # (2) the high-water mark, then each record's cheap newest checkpoint
         high = self._high
         if high is not None and (high.tree_size > tree_size or high.cut_number > cut_number):
             self._refuse(high, tree_size=tree_size, cut_number=cut_number, why="is behind")
