@@ -35,7 +35,7 @@ _BUSY_TIMEOUT_MS = 5_000
 
 class CaptureIntegrityError(Exception):
     """A stored pending capture does not hash to its stored digest: the file was changed
-    outside ingest (docs/operations.md says how to recover)."""
+    outside ingest (docs/publication.md, "After a restore", says how to recover)."""
 
 
 @dataclass(frozen=True, slots=True)
