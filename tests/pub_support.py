@@ -7,6 +7,7 @@ opaque bytes and only needs (M, results at M) atomically plus the records' exact
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import random
@@ -19,7 +20,7 @@ import grpc
 
 from veritally._grpc import ServiceServer
 from veritally.publication.keys import write_key_files
-from veritally.publication.service import PublicationConfig
+from veritally.publication.service import PublicationConfig, PublicationService
 from veritally.publication.trustroot import build_body, write_trust_root
 from veritally_client._election import ElectionIndex, acta_id
 from veritally_client._gen.veritally.v1 import (
@@ -242,3 +243,12 @@ def publication_config(
         interval_seconds=interval,
         bundle_dir=tmp / "bundle" if bundle else None,
     )
+
+
+async def wait_for_first_cut(service: PublicationService, bundle: Path | None = None) -> None:
+    """Wait for the cut made at start (and, given its bundle, for its files)."""
+    for _ in range(500):  # bounded: 5 s
+        if service.engine.latest_number and (bundle is None or (bundle / "latest").exists()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no first cut")

@@ -5,20 +5,37 @@ Settings (see docs/adr/0030-ingest-sqlite-durability.md): WAL journal so that lo
 readers never block the writer, ``synchronous=FULL`` so that a committed transaction
 survives a power loss and not only a process crash, and one transaction per batch so
 that the fsync cost is paid once per few hundred actas.
+
+Stores are checked, not trusted: a pending capture is loaded back (at start) only if its
+acta bytes hash to the digest stored with it, the digest the second capture is compared
+with; otherwise ingest refuses to start (:class:`CaptureIntegrityError`), so that bytes
+edited in the file are never logged as an agreed capture.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlite_utils
+from google.protobuf.message import DecodeError
+
+from veritally.ingest.rules import content_digest
+from veritally_client._gen.veritally.v1 import acta_pb2
+
+log = logging.getLogger(__name__)
 
 # How long a connection waits for a lock held by another connection, in milliseconds.
 # Only ingest writes; readers in WAL mode are never blocked, so this is a safety margin.
 _BUSY_TIMEOUT_MS = 5_000
+
+
+class CaptureIntegrityError(Exception):
+    """A stored pending capture does not hash to its stored digest: the file was changed
+    outside ingest (docs/publication.md, "After a restore", says how to recover)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +200,28 @@ class IngestStore:
             yield row[0], Logged(row[1], row[2], row[3], bool(row[4]), row[5])
 
     def captures(self) -> Iterator[tuple[str, Capture]]:
-        """``(acta_id, capture)`` of every pending capture, by acta then arrival order."""
+        """``(acta_id, capture)`` of every pending capture, by acta then arrival order.
+
+        Raises:
+            CaptureIntegrityError: if a capture's acta bytes do not hash to its digest.
+        """
         for row in self._conn.execute(
-            "SELECT acta_id, operator_id, digest, acta, submitter, received_time "
+            "SELECT acta_id, idx, operator_id, digest, acta, submitter, received_time "
             "FROM captures ORDER BY acta_id, idx"
         ):
-            yield row[0], Capture(*row[1:])
+            capture = Capture(*row[2:])
+            try:
+                digest = content_digest(acta_pb2.Acta.FromString(capture.acta))
+            except DecodeError:
+                digest = b""
+            if digest != capture.digest:
+                error = CaptureIntegrityError(
+                    f"{self.path}: pending capture {row[1]} of acta {row[0][:64]!r} does not "
+                    "hash to its stored digest; refusing to load it (and to log it)"
+                )
+                log.error("ALARM %s", error)
+                raise error
+            yield row[0], capture
 
     def leaves_of(self, acta_id: str) -> list[tuple[int, int, bytes]]:
         """``(revision, sequence, leaf)`` of every logged revision of one acta."""

@@ -16,6 +16,10 @@ A cut (:meth:`Cutter.make_cut`), all inside ONE store transaction:
    leads to the signed root;
 6. store the signed cut and commit.
 
+Before (3), with the store's write lock held, the :class:`ForkGuard` checks that the
+store extends every checkpoint published outside it (docs/adr/0026); if not, nothing is
+appended or signed.
+
 Nothing is served or written to the bundle before the commit, so a crash anywhere in
 1-6 leaves no trace outside the process: the transaction rolls back, and the next cut
 (with a new time, hence a new root) is the first checkpoint anyone sees for its size.
@@ -32,10 +36,10 @@ from collections.abc import Callable, Sequence
 from google.protobuf.message import DecodeError
 
 from veritally.publication.errors import StoreIntegrityError, UpstreamDataError
+from veritally.publication.published import ForkGuard, Published, note_checkpoint
 from veritally.publication.store import CutRow, PublicationStore
-from veritally_client._checkpoint import Checkpoint, parse_checkpoint
+from veritally_client._checkpoint import Checkpoint
 from veritally_client._cut import cut_leaf_bytes, ingest_records_of
-from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2
 from veritally_client._merkle import leaf_hash, verify_inclusion
 from veritally_client._note import open_note, sign_note
@@ -98,6 +102,7 @@ class Cutter:
         origin: str,
         clock: Callable[[], dt.datetime] = _utc_now,
         before_commit: Callable[[bytes], None] | None = None,
+        guard: ForkGuard | None = None,
     ) -> None:
         """Create the cutter.
 
@@ -109,6 +114,8 @@ class Cutter:
             before_commit: called with the signed note after signing and before the
                 commit (a crash-injection point for tests; never sees uncommitted data
                 escape in production because it is None there).
+            guard: checks the store against what was published before each signature
+                (None: no record outside the store is checked).
 
         Raises:
             ValueError: if there is no signer or the origin is invalid.
@@ -122,6 +129,7 @@ class Cutter:
         self.origin = origin
         self._clock = clock
         self._before_commit = before_commit
+        self.guard = guard
 
     def check_latest(self) -> None:
         """Check the newest stored cut against the tree: same size and root.
@@ -133,9 +141,8 @@ class Cutter:
         if latest is None:
             return
         try:
-            text = latest.checkpoint.decode("utf-8")
-            checkpoint = parse_checkpoint(text[: text.rindex("\n\n") + 1])
-        except (UnicodeDecodeError, ValueError, MalformedDataError) as e:
+            checkpoint = note_checkpoint(latest.checkpoint)
+        except ValueError as e:
             raise StoreIntegrityError("the newest stored checkpoint does not parse") from e
         if checkpoint.size != self.store.tree_size or checkpoint.root_hash != self.store.root():
             raise StoreIntegrityError("the newest checkpoint does not describe the stored tree")
@@ -167,6 +174,7 @@ class Cutter:
 
         Raises:
             UpstreamDataError: if the records do not extend the log exactly.
+            ForkRefusedError: if the store does not extend a published checkpoint.
             StoreIntegrityError: if the store refuses the cut.
         """
         store = self.store
@@ -215,6 +223,12 @@ class Cutter:
         leaves = [*acta_leaves, cut_leaf]
         hashes = [leaf_hash(x) for x in leaves]
         with store.transaction():
+            if self.guard is not None:
+                self.guard.check_before_signing(
+                    tree_size=store.tree_size,
+                    cut_number=latest.cut_number if latest else 0,
+                    root_at=store.root,
+                )
             # (3) append
             store.append_leaves(leaves, hashes)
             store.index_actas(keys)
@@ -244,4 +258,10 @@ class Cutter:
                 results_sha256=digest,
             )
             store.put_cut(row)
+        if self.guard is not None:
+            self.guard.signed(
+                Published(
+                    tree_size=size, root_hash=root, cut_number=cut_number, where="this process"
+                )
+            )
         return row
