@@ -22,6 +22,11 @@ the services, ``veritally.mesh.process.EnvoyProcess`` for Envoy):
   ``envoy --mode validate`` at every start), started after the services because its
   readiness includes the first round of health checks.
 
+A CRL keeper (:class:`veritally.supervisor.CrlKeeper`) reissues the CA's CRL on a
+schedule while the stack runs (Envoy refuses every new connection once the CRL's
+nextUpdate has passed), and the stack refuses to start on a CRL that would expire before
+it could be reissued.
+
 A watchdog thread restarts a child that exits without being asked to (a crash, a
 ``kill -9``), at most :data:`MAX_RESTARTS` times per service within
 :data:`RESTART_WINDOW_S`, waiting 1, 2, 4... seconds between attempts, and logs each.
@@ -58,7 +63,7 @@ from veritally.mesh.envoy import (
 from veritally.mesh.process import EnvoyError, EnvoyProcess, free_port
 from veritally.pki import Pki, PkiError
 from veritally.state import Bootstrap, StateDir
-from veritally.supervisor import Process, ProcessError
+from veritally.supervisor import CrlKeeper, CrlSchedule, Process, ProcessError
 from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
 from veritally_client._gen.veritally.v1 import publication_pb2, publication_pb2_grpc
 
@@ -153,6 +158,7 @@ class Stack:
         limits: Limits | None = None,
         max_restarts: int = MAX_RESTARTS,
         restart_backoff_s: float = RESTART_BACKOFF_S,
+        crl_schedule: CrlSchedule | None = CrlSchedule(),  # noqa: B008 - frozen, immutable
     ) -> None:
         """Describe the stack; nothing starts until :meth:`start`.
 
@@ -173,6 +179,9 @@ class Stack:
                 the watchdog gives up on it.
             restart_backoff_s: first wait before a restart (seconds), doubled for each
                 recent restart of the same child.
+            crl_schedule: when the CRL is reissued (default: every 42 h, 7-day
+                validity); None leaves the CRL alone (it then expires under the
+                running stack; tests of that failure only).
 
         Raises:
             veritally.pki.PkiError: the state directory has no usable PKI.
@@ -206,6 +215,9 @@ class Stack:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self.crl_keeper = (
+            None if crl_schedule is None else CrlKeeper(state.pki, schedule=crl_schedule)
+        )
 
     # -- what is where ------------------------------------------------------------------
 
@@ -354,6 +366,11 @@ class Stack:
         self.state.logs.mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
         try:
+            if self.crl_keeper is not None:
+                # Before anything starts: a CRL that expires before it can be reissued
+                # would lock every party out (CrlError names it).
+                self.crl_keeper.check_at_start()
+                self.crl_keeper.start()
             envoy = EnvoyProcess.from_topology(self.topology, directory=self.state.envoy)
             for name in SERVICES:
                 self._start_service(name)
@@ -409,6 +426,8 @@ class Stack:
                 t.join()
             if self.envoy is not None:
                 self.envoy.stop()
+            if self.crl_keeper is not None:
+                self.crl_keeper.stop()
             log.info("stack stopped")
 
     def restart(self, name: str) -> None:
