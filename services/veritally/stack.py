@@ -63,6 +63,7 @@ from veritally.mesh.envoy import (
 from veritally.mesh.process import EnvoyError, EnvoyProcess, free_port
 from veritally.pki import Pki, PkiError
 from veritally.state import Bootstrap, StateDir
+from veritally.streams import STREAM_LIMITS_ENV, StreamLimits
 from veritally.supervisor import CrlKeeper, CrlSchedule, Process, ProcessError
 from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
 from veritally_client._gen.veritally.v1 import publication_pb2, publication_pb2_grpc
@@ -159,6 +160,7 @@ class Stack:
         max_restarts: int = MAX_RESTARTS,
         restart_backoff_s: float = RESTART_BACKOFF_S,
         crl_schedule: CrlSchedule | None = CrlSchedule(),  # noqa: B008 - frozen, immutable
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         """Describe the stack; nothing starts until :meth:`start`.
 
@@ -182,6 +184,9 @@ class Stack:
             crl_schedule: when the CRL is reissued (default: every 42 h, 7-day
                 validity); None leaves the CRL alone (it then expires under the
                 running stack; tests of that failure only).
+            stream_limits: per-identity bounds on streaming calls in every service
+                (default: :class:`veritally.streams.StreamLimits`' defaults, documented
+                in docs/mesh.md); tests pass small ones.
 
         Raises:
             veritally.pki.PkiError: the state directory has no usable PKI.
@@ -215,6 +220,7 @@ class Stack:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self.stream_limits = stream_limits
         self.crl_keeper = (
             None if crl_schedule is None else CrlKeeper(state.pki, schedule=crl_schedule)
         )
@@ -316,6 +322,11 @@ class Stack:
             # The health service is open to any certificate of our CA (the peer
             # interceptor exempts it); the supervisor checks as Envoy would.
             health_tls=self.tls("envoy"),
+            env=(
+                {}
+                if self.stream_limits is None
+                else {STREAM_LIMITS_ENV: self.stream_limits.to_env()}
+            ),
         )
 
     def publisher_keys(self) -> list[Path]:
