@@ -193,3 +193,22 @@ def test_up_exits_nonzero_on_an_expired_crl_it_cannot_reissue(
     assert code == 1
     assert any("could not be reissued" in r.getMessage() for r in caplog.records)
     assert not (state.envoy / "envoy.yaml").exists()  # nothing was started
+
+
+def test_reissue_crl_command_renews_the_crl_and_keeps_revocations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from veritally.cli import main
+
+    pki = _pki(tmp_path)
+    pki.revoke("outlet-02")
+    pki.reissue_crl(validity=dt.timedelta(seconds=1))
+    # The command as docs/operations.md shows it (there with --dir state/pki).
+    assert main(["pki", "reissue-crl", "--dir", str(pki.root)]) == 0
+    assert "nextUpdate" in capsys.readouterr().out
+    left = crl_next_update(pki.crl) - dt.datetime.now(dt.UTC)
+    assert left > CRL_VALIDITY - dt.timedelta(minutes=1)
+    assert _revoked_serials(pki) == {pki.identity("outlet-02").serial}
+    assert main(["pki", "reissue-crl", "--dir", str(pki.root), "--validity-hours", "12"]) == 0
+    left = crl_next_update(pki.crl) - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(hours=11) < left <= dt.timedelta(hours=12)
