@@ -3,7 +3,7 @@
 Envoy enforces nextUpdate: once it has passed, every new TLS handshake is refused
 (``ssl.fail_verify_error``), for every party. ``veritally up`` therefore reissues the CRL
 on a schedule (:class:`veritally.supervisor.CrlKeeper`); here the schedule is seconds
-instead of days (validity 4 s, reissued every 1 s) so that a week of election rehearsals
+instead of days (validity 6 s, reissued every 1.5 s) so that a week of election rehearsals
 passes in a few seconds.
 """
 
@@ -25,7 +25,7 @@ from veritally_client._gen.veritally.v1 import publication_pb2, publication_pb2_
 pytestmark = [pytest.mark.e2e]
 
 CASILLAS = 30
-SCHEDULE = CrlSchedule(validity=dt.timedelta(seconds=4), reissue_every=dt.timedelta(seconds=1))
+SCHEDULE = CrlSchedule(validity=dt.timedelta(seconds=6), reissue_every=dt.timedelta(seconds=1.5))
 CALL_TIMEOUT_S = 5.0
 # How long the test keeps connecting while the keeper runs: three CRL lifetimes (s).
 OBSERVE_S = 3 * SCHEDULE.validity.total_seconds()
