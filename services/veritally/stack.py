@@ -659,26 +659,29 @@ def run(args: argparse.Namespace) -> int:
         stopping.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    stack = Stack(
-        state,
-        base_port=args.base_port,
-        single_capture=args.single_capture,
-        interval_s=args.interval,
-    )
     try:
-        stack.start()
-    except StackError as e:
-        log.error("%s", e)
-        return 1
-    try:
-        _print_table(stack)
-        while not stopping.wait(1.0):
-            if stack.failed:
-                log.error("giving up: %s", stack.failed)
-                return 1
-        log.info("signal received: draining (%.0f s) and stopping", stack.drain_seconds)
-        return 0
+        stack = Stack(
+            state,
+            base_port=args.base_port,
+            single_capture=args.single_capture,
+            interval_s=args.interval,
+        )
+        try:
+            stack.start()
+        except StackError as e:  # e.g. a CRL that expires before it can be reissued
+            log.error("%s", e)
+            return 1
+        try:
+            _print_table(stack)
+            while not stopping.wait(1.0):
+                if stack.failed:
+                    log.error("giving up: %s", stack.failed)
+                    return 1
+            log.info("signal received: draining (%.0f s) and stopping", stack.drain_seconds)
+            return 0
+        finally:
+            stack.stop()
     finally:
-        stack.stop()
+        # Also when the stack did not start: the caller's handlers come back.
         for s, handler in previous.items():
             signal.signal(s, handler)

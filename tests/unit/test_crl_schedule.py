@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -188,9 +189,11 @@ def test_up_exits_nonzero_on_an_expired_crl_it_cannot_reissue(
     pki.reissue_crl(validity=dt.timedelta(seconds=1))
     pki.ca_key.rename(tmp_path / "offline-ca.key")
     time.sleep(1.2)  # the CRL on disk is now expired
+    handler = signal.getsignal(signal.SIGINT)
     with caplog.at_level(logging.ERROR):
         code = main(["up", "--state", str(state.root), "--base-port", "0"])
     assert code == 1
+    assert signal.getsignal(signal.SIGINT) is handler  # restored after the refusal
     assert any("could not be reissued" in r.getMessage() for r in caplog.records)
     assert not (state.envoy / "envoy.yaml").exists()  # nothing was started
 
