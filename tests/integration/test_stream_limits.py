@@ -10,6 +10,7 @@ real Envoy).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -135,3 +136,22 @@ async def test_follow_stream_ends_normally_at_its_lifetime_so_the_follower_resum
     assert LIMITS.max_duration_s - 0.1 <= elapsed < WAIT_S
     assert all(not p.leaves for p in pages)
     assert not service.server.streams.open
+
+
+async def test_busy_submit_stream_is_ended_at_its_lifetime(
+    ingest: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = ingest
+    call = stub.SubmitActas(metadata=_as("capture/cc-01"))
+    started = time.monotonic()
+    # Never idle for long (a message every 0.2 s), but open longer than allowed.
+    while not call.done() and time.monotonic() - started < WAIT_S:
+        with contextlib.suppress(asyncio.InvalidStateError, grpc.aio.AioRpcError):
+            await call.write(_acta_request())
+        await asyncio.sleep(0.2)
+    assert await call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"stream open for {LIMITS.max_duration_s:g} s" in (await call.details() or "")
+    assert LIMITS.max_duration_s - 0.1 <= time.monotonic() - started < WAIT_S
+    await _until(lambda: not service.server.streams.open)
+    assert not service.server.streams.open
+    assert service.engine.log_size == 1  # the same acta each time: one record
