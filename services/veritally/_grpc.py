@@ -21,6 +21,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from veritally.streams import StreamLimitInterceptor, StreamLimits
+
 log = logging.getLogger(__name__)
 
 # Largest message a service accepts or sends, in bytes. Results blobs of a national
@@ -203,6 +205,7 @@ class ServiceServer:
         name: str,
         descriptor_full_names: Sequence[str] = (),
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         """Create the server.
 
@@ -211,12 +214,16 @@ class ServiceServer:
             descriptor_full_names: further service names to expose through reflection.
             interceptors: server interceptors, e.g. the mesh's peer identity check that
                 admits only Envoy's certificate.
+            stream_limits: bounds on streaming calls per caller (veritally.streams);
+                None: the ones in the environment, else the defaults.
         """
         self.name = name
+        self.streams = StreamLimitInterceptor(stream_limits or StreamLimits.from_env())
         self.grpc = grpc.aio.server(
             options=list(_CHANNEL_OPTIONS),
-            # Identity checks first, then request parsing: a stranger learns nothing.
-            interceptors=[*interceptors, MalformedRequestInterceptor()],
+            # Identity checks first, then stream bounds, then request parsing: a
+            # stranger learns nothing, and a refused stream costs no parsing.
+            interceptors=[*interceptors, self.streams, MalformedRequestInterceptor()],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)

@@ -3,20 +3,23 @@
     veritally pki init --dir state/pki --trust-domain veritally.example \\
         --media 3 --capture-centres 5
     veritally pki revoke --dir state/pki outlet-02
+    veritally pki reissue-crl --dir state/pki
     veritally pki show --dir state/pki
 
 A revocation rewrites the CRL (renamed into place); an Envoy rendered by ``veritally
 envoy render`` watches it through a file-based SDS resource and refuses the certificate
-on new connections at once (see docs/mesh.md).
+on new connections at once (see docs/mesh.md). ``reissue-crl`` signs the CRL again with a
+new nextUpdate (``veritally up`` does it on a schedule; see docs/operations.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from pathlib import Path
 
-from veritally.pki import Pki, PkiError, ServiceSans, init_pki
+from veritally.pki import CRL_VALIDITY, Pki, PkiError, ServiceSans, init_pki
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     revoke = sub.add_parser("revoke", help="put a certificate on the CRL")
     revoke.add_argument("--dir", type=Path, required=True, help="the PKI directory")
     revoke.add_argument("name", help="the identity to revoke (outlet-02, cc-01...)")
+    reissue = sub.add_parser("reissue-crl", help="sign the CRL again with a new nextUpdate")
+    reissue.add_argument("--dir", type=Path, required=True, help="the PKI directory")
+    reissue.add_argument(
+        "--validity-hours",
+        type=float,
+        default=CRL_VALIDITY.total_seconds() / 3600,
+        help="hours until the new CRL's nextUpdate (default %(default)s)",
+    )
     show = sub.add_parser("show", help="list the identities")
     show.add_argument("--dir", type=Path, required=True, help="the PKI directory")
 
@@ -89,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
                 "connections at once; open connections end within the edge's maximum "
                 "connection duration (or restart Envoy to cut them now)"
             )
+            return 0
+        if args.pki_command == "reissue-crl":
+            next_update = pki.reissue_crl(validity=dt.timedelta(hours=args.validity_hours))
+            print(f"reissued {pki.crl}: nextUpdate {next_update.isoformat()}")
             return 0
         for identity in pki.identities():
             mark = " (revoked)" if pki.is_revoked(identity.name) else ""
