@@ -180,3 +180,9 @@ def test_every_casilla_is_assigned_to_a_capture_centre_and_its_actas_name_it(
     assert {c.id: c.capture_centre_id for c in files.index.pb.casillas} == centre
     for acta in load_actas(files):
         assert acta.provenance.capture_centre_id == centre[acta.casilla_id]
+
+
+def test_zero_capture_centres_assigns_no_casilla(tmp_path: Path) -> None:
+    result = generate(seed=7, casillas=200, out_dir=tmp_path, capture_centres=0)
+    assert {c.capture_centre_id for c in result.definition.casillas} == {""}
+    assert load_election(result.yaml_path).index.pb == result.definition

@@ -252,7 +252,10 @@ def _geography(n_casillas: int) -> list[tuple[str, str, int, int]]:
 
 def capture_centre_of(district_index: int, capture_centres: int) -> str:
     """The capture centre that captures the casillas of the ``district_index``-th
-    district: ``cc-01``... round robin, the names of the PKI's capture centres."""
+    district: ``cc-01``... round robin, the names of the PKI's capture centres; ``""``
+    (unassigned) when there are none."""
+    if capture_centres == 0:
+        return ""
     return f"cc-{district_index % capture_centres + 1:02d}"
 
 
@@ -270,19 +273,21 @@ def generate(
         out_dir: directory for election.yaml, casillas.csv and actas.csv.
         casillas: number of casillas; everything else scales with it.
         capture_centres: capture centres (``cc-01``...) the districts are assigned to;
-            the catalogue says which one captures each casilla.
+            the catalogue says which one captures each casilla. 0 assigns none (the
+            catalogue's column is then not mapped): any client may capture any casilla,
+            for a bulk import from one client without a capture operator's certificate.
 
     Returns:
         A summary of what was written.
 
     Raises:
-        ValueError: if ``casillas`` or ``capture_centres`` is below 1.
+        ValueError: if ``casillas`` is below 1 or ``capture_centres`` negative.
         OSError: if the files cannot be written.
     """
     if casillas < 1:
         raise ValueError(f"an election needs at least one casilla, not {casillas}")
-    if capture_centres < 1:
-        raise ValueError(f"an election needs at least one capture centre, not {capture_centres}")
+    if capture_centres < 0:
+        raise ValueError(f"capture_centres must be >= 0, not {capture_centres}")
     rng = random.Random(seed)  # noqa: S311  # synthetic data, not secrets
     out_dir.mkdir(parents=True, exist_ok=True)
     states = _geography(casillas)
@@ -358,7 +363,7 @@ def generate(
     yaml_path = out_dir / "election.yaml"
     casillas_path = out_dir / "casillas.csv"
     actas_path = out_dir / "actas.csv"
-    _write_yaml(yaml_path, states, districts, option_ids)
+    _write_yaml(yaml_path, states, districts, option_ids, assigned=capture_centres > 0)
     _write_casillas(casillas_path, states, districts, catalogue, centres)
     summary = {cid: ContestSummary(missing=missing[i]) for i, (cid, _) in enumerate(CONTESTS)}
     for s in summary.values():
@@ -511,6 +516,8 @@ def _write_yaml(
     states: Sequence[tuple[str, str, int, int]],
     districts: Sequence[tuple[str, int]],
     option_ids: Sequence[str],
+    *,
+    assigned: bool,
 ) -> None:
     doc = {
         "format": "veritally-election/1",
@@ -542,7 +549,7 @@ def _write_yaml(
                 "nominal_list": "LISTA_NOMINAL",
                 "party_representatives": "REPRESENTANTES",
                 "ballot_limit": "BOLETAS",
-                "capture_centre": "CENTRO_CAPTURA",
+                **({"capture_centre": "CENTRO_CAPTURA"} if assigned else {}),
             },
             "types": {"B": "BASICA", "C": "CONTIGUA", "E": "EXTRAORDINARIA", "S": "ESPECIAL"},
             "zero_values": ["-"],

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--capture-centres",
         type=int,
         default=DEFAULT_CAPTURE_CENTRES,
-        help="capture centres cc-01... the casillas are assigned to, by district "
-        f"(default {DEFAULT_CAPTURE_CENTRES})",
+        help="capture centres cc-01... the casillas are assigned to, by district; 0 assigns "
+        f"none (default {DEFAULT_CAPTURE_CENTRES})",
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if args.casillas < 1:
         print("error: --casillas must be at least 1", file=sys.stderr)
         return 2
-    if args.capture_centres < 1:
-        print("error: --capture-centres must be at least 1", file=sys.stderr)
+    if args.capture_centres < 0:
+        print("error: --capture-centres must be at least 0", file=sys.stderr)
         return 2
     started = time.perf_counter()
     result = generate(
