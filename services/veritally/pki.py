@@ -166,7 +166,7 @@ def spiffe_id(trust_domain: str, role: str, name: str) -> str:
 # A capture centre's operators each hold their own certificate, whose SPIFFE ID names
 # the centre and the operator: ``spiffe://<td>/capture/<centre>/<operator>``. Envoy's
 # RBAC admits the whole ``capture/`` prefix; ingest reads the centre and the operator
-# from the verified ID (docs/adr/0044-operator-identity-from-certificates.md). Both
+# from the verified ID (docs/adr/0034-operator-identity-from-certificates.md). Both
 # segments are names (``_NAME_RE``: short lowercase ASCII), so no two operators can
 # look alike.
 

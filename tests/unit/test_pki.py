@@ -287,3 +287,24 @@ def test_rejects_confusable_or_malformed_capture_operator_names(
 ) -> None:
     with pytest.raises(ValueError, match="lowercase path segment"):
         pki.issue_capture_operator(centre=centre, operator=operator)
+
+
+def test_cli_issues_and_revokes_a_capture_operator(tmp_path: Path) -> None:
+    from veritally.cli import main
+
+    root = tmp_path / "pki"
+    init = ["pki", "init", "--dir", str(root), "--capture-centres", "1", "--capture-operators", "1"]
+    assert main(init) == 0
+    # The commands of docs/operations.md (operators).
+    assert (
+        main(["pki", "issue-capture-operator", "--dir", str(root), "--centre", "cc-01", "op-3"])
+        == 0
+    )
+    assert main(["pki", "revoke", "--dir", str(root), "cc-01/op-3"]) == 0
+    pki = Pki.load(root)
+    assert {i.name for i in pki.identities("capture")} == {"cc-01", "cc-01/op-1", "cc-01/op-3"}
+    assert pki.is_revoked("cc-01/op-3")
+    assert not pki.is_revoked("cc-01/op-1")
+    assert (
+        main(["pki", "issue-capture-operator", "--dir", str(root), "--centre", "cc-01", "OP"]) == 1
+    )

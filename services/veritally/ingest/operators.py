@@ -5,7 +5,7 @@ Ingest is reached only through Envoy (its peer check admits Envoy's certificate 
 and Envoy sets ``x-forwarded-client-cert`` with SANITIZE_SET from the certificate it
 verified. So the SPIFFE ID in that header is the caller's, and everything here is
 derived from it, never from a field of the message
-(docs/adr/0044-operator-identity-from-certificates.md):
+(docs/adr/0034-operator-identity-from-certificates.md):
 
 1. a capture operator is ``spiffe://<td>/capture/<centre>/<operator>``; a centre's
    certificate without an operator segment (``capture/<centre>``) names no operator and
