@@ -533,6 +533,9 @@ async def test_one_operator_alone_cannot_correct_an_acta(
         response = await stub.CorrectActa(request, metadata=OPS_1)
         assert response.outcome.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_APPROVAL")
     assert service.engine.log_size == 1
+    # Her retries are one proposal: nothing grows.
+    assert service.engine.store.count("pending_corrections") == 1
+    assert service.engine.store.count("operator_actions") == 1
     # A second operator approving OTHER figures does not apply the first one's.
     other = ingest_pb2.CorrectActaRequest(
         acta=make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5]), supersedes_revision=1, reason="r"

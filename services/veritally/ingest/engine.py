@@ -522,6 +522,14 @@ class IngestEngine:
             proposals, caller=caller, supersedes_revision=supersedes_revision, digest=digest
         )
         if first is None:
+            own = proposals.get(caller.spiffe_id)
+            if (
+                own is not None
+                and own.digest == digest
+                and own.supersedes_revision == supersedes_revision
+            ):
+                # Her own proposal again (a retry): nothing changes, nothing is written.
+                return ActaOutcomePb(acta_id=acta_id, status=_AWAITING_APPROVAL)
             # (dual control) recorded, not logged: a second operator must agree.
             proposal = Proposal(
                 caller.spiffe_id,

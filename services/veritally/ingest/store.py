@@ -36,7 +36,7 @@ class Logged:
 class Capture:
     """A capture waiting for agreement (double capture)."""
 
-    operator_id: str
+    operator_id: str  # the capturing operator's SPIFFE ID (from her certificate)
     digest: bytes
     acta: bytes
     submitter: str
