@@ -46,10 +46,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AbuseReport]:
         yield run_abuse(
             stack,
             seconds=SECONDS,
-            # The polite centre (cc-02) captures the casillas assigned to it.
-            actas=[a for a in actas if a.provenance.capture_centre_id == "cc-02"][
-                : int(SECONDS * POLITE_RATE)
-            ],
+            actas=actas[: int(SECONDS * POLITE_RATE)],
             idle=IDLE,
             polite_rate=POLITE_RATE,
         )
