@@ -26,7 +26,9 @@ def test_capture_operator_identity_names_centre_and_operator() -> None:
         f"{TD}/capture/cc-01",  # a centre's certificate names no operator
         f"{TD}/capture/cc-01/",  # empty operator segment
         f"{TD}/capture/cc-01/op-1/extra",
-        f"{TD}/capture/cc-01/" + "o" * (operators.MAX_SEGMENT_CHARS + 1),
+        f"{TD}/capture/cc-01/" + "o" * 65,  # longer than any name the PKI issues
+        f"{TD}/capture/cc-01/\u043ep-1",  # a Cyrillic "о": not a name the PKI issues
+        f"{TD}/capture/cc-01/OP-1",
         f"{TD}/operator/ops-01",  # an authority operator is not a capture operator
         "",
         "capture/cc-01/op-1",  # not a SPIFFE ID

@@ -25,8 +25,9 @@ derived from it, never from a field of the message
    captures that distinct operators made).
 
 Names inside certificates are validated when ``veritally pki`` issues them (short
-lowercase ASCII path segments), so two operators cannot look alike; here a segment only
-has to be non-empty and at most :data:`MAX_SEGMENT_CHARS` long.
+lowercase ASCII path segments), so two operators cannot look alike. A certificate from
+another issuer of the trust domain is held to the same rule here
+(``veritally.pki.is_valid_name``): an ID with any other segment is a caller of no role.
 """
 
 from __future__ import annotations
@@ -37,15 +38,13 @@ from dataclasses import dataclass
 import grpc
 
 from veritally.ingest.rules import Rejection
+from veritally.pki import is_valid_name
 from veritally_client._election import ElectionIndex
 
 ROLE_CAPTURE = "capture"
 ROLE_OPERATOR = "operator"
 _SCHEME = "spiffe://"
 
-# Longest path segment of a SPIFFE ID we accept, in characters: the PKI issues names of
-# at most 64 (its name pattern), so anything longer did not come from it.
-MAX_SEGMENT_CHARS = 64
 # Longest reason of a correction or a resolution, in characters: a sentence or two for an
 # auditor, and it is written into a log leaf that every recount downloads.
 MAX_REASON_CHARS = 500
@@ -91,7 +90,7 @@ def caller_from_spiffe_id(spiffe_id: str) -> Caller:
     if not spiffe_id.startswith(_SCHEME):
         return Caller(spiffe_id=spiffe_id)
     segments = spiffe_id[len(_SCHEME) :].split("/")
-    if any(not s or len(s) > MAX_SEGMENT_CHARS for s in segments[1:]) or len(segments) < 3:
+    if len(segments) < 3 or not all(is_valid_name(s) for s in segments[1:]):
         return Caller(spiffe_id=spiffe_id)
     role, names = segments[1], segments[2:]
     if role == ROLE_CAPTURE and len(names) in (1, 2):
