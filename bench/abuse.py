@@ -333,8 +333,9 @@ def run_abuse(
     Args:
         stack: a running stack.
         seconds: length of the run.
-        actas: valid actas the polite capture centre submits (at most one per
-            ``1/polite_rate`` s; submit fewer than seconds × rate to end early).
+        actas: valid actas; the polite capture centre submits those of the casillas
+            assigned to it (ingest refuses the others), at most one per
+            ``1/polite_rate`` s (submit fewer than seconds × rate to end early).
         flooders: flooding processes.
         idle: idle mTLS connections held open during the run.
         polite_rate: calls/s of each well-behaved client.
@@ -349,6 +350,7 @@ def run_abuse(
         RuntimeError: a flooder process failed.
     """
     edge = stack.endpoints.edge
+    own = [a for a in actas if a.provenance.capture_centre_id in ("", polite_centre)]
     before = _counters(stack)
     with idle_connections(edge, stack.tls("outlet-03"), idle) as (sockets, idle_failed):
         flood_tls = stack.tls(flood_outlet)
@@ -390,9 +392,7 @@ def run_abuse(
                 target=keep,
                 args=(
                     "submits",
-                    lambda: _polite_submits(
-                        edge, stack.tls(polite_centre), actas, polite_rate, stop
-                    ),
+                    lambda: _polite_submits(edge, stack.tls(polite_centre), own, polite_rate, stop),
                 ),
             ),
             threading.Thread(

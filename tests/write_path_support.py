@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from veritally.ingest.store import IngestStore, Writes
@@ -133,3 +134,37 @@ def poison_ingest_log(
         store.close()
     assert election.has_casilla(acta.casilla_id)
     return acta_id
+
+
+# Identities as Envoy forwards them to ingest (x-forwarded-client-cert, SANITIZE_SET):
+# ingest takes the capture centre and operator from these, never from the acta.
+TEST_TRUST_DOMAIN = "veritally.test"
+
+
+def capture_operator(operator: str, *, centre: str = "centre-1") -> str:
+    """The SPIFFE ID of ``operator`` of capture centre ``centre``."""
+    return f"spiffe://{TEST_TRUST_DOMAIN}/capture/{centre}/{operator}"
+
+
+def authority_operator(name: str) -> str:
+    """The SPIFFE ID of an operator of the authority (corrections, resolutions)."""
+    return f"spiffe://{TEST_TRUST_DOMAIN}/operator/{name}"
+
+
+def as_caller(spiffe_id: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying ``spiffe_id`` the way Envoy sets it for a verified client."""
+    return (
+        (
+            "x-forwarded-client-cert",
+            f"By=spiffe://{TEST_TRUST_DOMAIN}/service/ingest;Hash=ab;URI={spiffe_id}",
+        ),
+    )
+
+
+def with_centres(election: ElectionIndex, centre_of: Callable[[str], str]) -> ElectionIndex:
+    """``election`` with every casilla assigned to the capture centre ``centre_of(id)``."""
+    pb = election_pb2.ElectionDefinition()
+    pb.CopyFrom(election.pb)
+    for casilla in pb.casillas:
+        casilla.capture_centre_id = centre_of(casilla.id)
+    return ElectionIndex.from_pb(pb)

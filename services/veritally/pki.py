@@ -60,8 +60,11 @@ __all__ = [
     "PkiError",
     "PkiLayout",
     "ServiceSans",
+    "capture_operator_name",
+    "capture_operator_spiffe_id",
     "crl_next_update",
     "init_pki",
+    "is_valid_name",
     "issue_foreign_identity",
     "layout",
     "spiffe_id",
@@ -162,6 +165,13 @@ def crl_next_update(path: Path) -> dt.datetime:
     return next_update
 
 
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` may name a party in a SPIFFE ID: 1 to 64 lowercase ASCII letters,
+    digits, ``-`` and ``_``, starting and ending with a letter or digit (so no two names
+    look alike)."""
+    return bool(_NAME_RE.match(name))
+
+
 def spiffe_id(trust_domain: str, role: str, name: str) -> str:
     """The SPIFFE ID of a party: ``spiffe://<trust domain>/<role>/<name>``.
 
@@ -175,6 +185,37 @@ def spiffe_id(trust_domain: str, role: str, name: str) -> str:
     if not _NAME_RE.match(name):
         raise ValueError(f"name must be a lowercase path segment, got {name!r}")
     return f"spiffe://{trust_domain}/{role}/{name}"
+
+
+# Capture operators -----------------------------------------------------------------
+# A capture centre's operators each hold their own certificate, whose SPIFFE ID names
+# the centre and the operator: ``spiffe://<td>/capture/<centre>/<operator>``. Envoy's
+# RBAC admits the whole ``capture/`` prefix; ingest reads the centre and the operator
+# from the verified ID (docs/adr/0034-operator-identity-from-certificates.md). Both
+# segments are names (``_NAME_RE``: short lowercase ASCII), so no two operators can
+# look alike.
+
+
+def capture_operator_name(centre: str, operator: str) -> str:
+    """The PKI name of a capture operator's identity, ``<centre>/<operator>``.
+
+    Raises:
+        ValueError: a malformed centre or operator name.
+    """
+    for label, value in (("centre", centre), ("operator", operator)):
+        if not _NAME_RE.match(value):
+            raise ValueError(f"{label} must be a lowercase path segment, got {value!r}")
+    return f"{centre}/{operator}"
+
+
+def capture_operator_spiffe_id(trust_domain: str, centre: str, operator: str) -> str:
+    """``spiffe://<trust domain>/capture/<centre>/<operator>``.
+
+    Raises:
+        ValueError: a malformed trust domain, centre or operator name.
+    """
+    capture_operator_name(centre, operator)  # validates both names
+    return spiffe_id(trust_domain, ROLE_CAPTURE, centre) + "/" + operator
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -524,6 +565,29 @@ class Pki:
         self._write_manifest()
         return identity
 
+    def issue_capture_operator(self, *, centre: str, operator: str) -> Identity:
+        """Issue (or reissue) the certificate of one operator of a capture centre,
+        ``spiffe://<td>/capture/<centre>/<operator>``, named ``<centre>/<operator>``.
+
+        Raises:
+            ValueError: a malformed centre or operator name.
+            PkiError: the CA files are unreadable.
+        """
+        ca = self._load_ca()
+        identity = self._issue_capture_operator(ca, centre=centre, operator=operator)
+        self._write_manifest()
+        return identity
+
+    def _issue_capture_operator(self, ca: _Issued, *, centre: str, operator: str) -> Identity:
+        return self._issue(
+            ca,
+            role=ROLE_CAPTURE,
+            name=capture_operator_name(centre, operator),
+            dns=(),
+            ips=(),
+            uri=capture_operator_spiffe_id(self.trust_domain, centre, operator),
+        )
+
     def _issue(
         self,
         ca: _Issued,
@@ -532,8 +596,9 @@ class Pki:
         name: str,
         dns: Sequence[str],
         ips: Sequence[str],
+        uri: str | None = None,
     ) -> Identity:
-        uri = spiffe_id(self.trust_domain, role, name)
+        uri = uri or spiffe_id(self.trust_domain, role, name)
         issued = _make_leaf(
             ca,
             uri=uri,
@@ -664,6 +729,7 @@ def init_pki(
     media: int,
     capture_centres: int,
     operators: int = 1,
+    capture_operators: int = 0,
     service_sans: dict[str, ServiceSans] | None = None,
 ) -> Pki:
     """Create a CA, an empty CRL and every identity of a deployment in ``root``.
@@ -673,7 +739,11 @@ def init_pki(
         trust_domain: the SPIFFE trust domain (``veritally.example``).
         media: number of media outlets (``outlet-01``...).
         capture_centres: number of capture centres (``cc-01``...).
-        operators: number of operators (``ops-01``...).
+        operators: number of operators (``ops-01``...), who correct actas and resolve
+            cross-checks.
+        capture_operators: operators per capture centre (``cc-01/op-1``...), each with
+            a certificate ``spiffe://<td>/capture/<centre>/<operator>``; double capture
+            needs two of them.
         service_sans: extra DNS/IP SANs per service name, for the hosts Envoy dials in a
             multi-host deployment. Every service always has its own name and
             ``localhost`` as DNS SANs.
@@ -690,6 +760,8 @@ def init_pki(
             raise ValueError(f"{label} must be >= 0, got {count}")
     if operators < 0:
         raise ValueError(f"operators must be >= 0, got {operators}")
+    if capture_operators < 0:
+        raise ValueError(f"capture_operators must be >= 0, got {capture_operators}")
     spiffe_id(trust_domain, ROLE_SERVICE, ENVOY_NAME)  # validates the trust domain
     sans = service_sans or {}
 
@@ -719,6 +791,9 @@ def init_pki(
     pki._write_crl(ca)
     for plan in plans:
         pki._issue(ca, role=plan.role, name=plan.name, dns=plan.dns, ips=plan.ips)
+    for i in range(1, capture_centres + 1):
+        for j in range(1, capture_operators + 1):
+            pki._issue_capture_operator(ca, centre=f"cc-{i:02d}", operator=f"op-{j}")
     # The manifest goes last: a directory with a manifest is a complete PKI.
     pki._write_manifest()
     return pki

@@ -13,7 +13,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.write_path_support import all_actas, make_acta, poison_ingest_log, small_election
+from tests.write_path_support import (
+    all_actas,
+    as_caller,
+    authority_operator,
+    make_acta,
+    poison_ingest_log,
+    small_election,
+)
 from veritally._grpc import MAX_MESSAGE_BYTES, aio_channel
 from veritally.aggregation.service import (
     FOLLOWER_HEALTH_NAME,
@@ -165,9 +172,14 @@ async def test_restart_resumes_from_the_cursor_without_counting_twice(tmp_path: 
             fixed = make_acta(
                 ELECTION, actas[0].casilla_id, actas[0].contest_id, [0] * len(actas[0].option_votes)
             )
-            await ingest_pb2_grpc.IngestServiceStub(channel).CorrectActa(
-                ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1)
-            )
+            # Two operators (dual control), with a reason: then it is logged.
+            for operator in ("ops-01", "ops-02"):
+                await ingest_pb2_grpc.IngestServiceStub(channel).CorrectActa(
+                    ingest_pb2.CorrectActaRequest(
+                        acta=fixed, supersedes_revision=1, reason="figures re-read"
+                    ),
+                    metadata=as_caller(authority_operator(operator)),
+                )
         agg = await _aggregation(tmp_path, ingest.port)
         assert agg.engine.tally.results_bytes() == before  # rebuilt from its own store
         await _wait_position(agg, len(actas) + 1)

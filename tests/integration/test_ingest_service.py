@@ -12,8 +12,16 @@ import grpc
 import pytest
 
 from tests.grpc_support import bad_request_field
-from tests.write_path_support import make_acta, small_election
+from tests.write_path_support import (
+    as_caller,
+    authority_operator,
+    capture_operator,
+    make_acta,
+    small_election,
+    with_centres,
+)
 from veritally._grpc import aio_channel
+from veritally.ingest.operators import MAX_REASON_CHARS
 from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE, IngestService, start_ingest
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
@@ -21,6 +29,8 @@ ELECTION = small_election()
 CASILLA = "01-01-0001-B1"
 OTHER = "02-02-0002-C2"
 Status = ingest_pb2.OutcomeStatus
+OPS_1 = as_caller(authority_operator("ops-01"))
+OPS_2 = as_caller(authority_operator("ops-02"))
 
 
 async def _start(tmp_path: Path, *, double: bool) -> IngestService:
@@ -52,10 +62,16 @@ async def double(
     await service.stop()
 
 
+def _by(acta: acta_pb2.Acta) -> tuple[tuple[str, str], ...]:
+    """The call metadata of the capture operator the acta names: each operator of these
+    tests holds a certificate of its own (ingest reads the operator from it)."""
+    return as_caller(capture_operator(acta.provenance.operator_id or "centre-only"))
+
+
 async def _submit(
     stub: ingest_pb2_grpc.IngestServiceAsyncStub, acta: acta_pb2.Acta
 ) -> ingest_pb2.ActaOutcome:
-    response = await stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta))
+    response = await stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta), metadata=_by(acta))
     return response.outcome
 
 
@@ -160,21 +176,30 @@ async def test_correction_appends_a_revision_and_requires_the_latest_one(
     service, stub = single
     await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
     fixed = make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5])
+    # Dual control: the first operator's correction waits for a second operator's.
+    proposed = await stub.CorrectActa(
+        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo"),
+        metadata=OPS_1,
+    )
+    assert proposed.outcome.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_APPROVAL")
     response = await stub.CorrectActa(
-        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo")
+        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo"),
+        metadata=OPS_2,
     )
     assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
     assert (response.outcome.revision, response.outcome.sequence) == (2, 1)
     # A retry of the same correction changes nothing.
     retry = await stub.CorrectActa(
-        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo")
+        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo"),
+        metadata=OPS_2,
     )
     assert retry.outcome.status == Status.Value("OUTCOME_STATUS_DUPLICATE")
     # A different change against a stale revision is refused.
     stale = make_acta(ELECTION, CASILLA, "PRES", [10, 22, 5])
     error = await _error(
         stub.CorrectActa(
-            ingest_pb2.CorrectActaRequest(acta=stale, supersedes_revision=1, reason="late")
+            ingest_pb2.CorrectActaRequest(acta=stale, supersedes_revision=1, reason="late"),
+            metadata=OPS_1,
         )
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -183,7 +208,8 @@ async def test_correction_appends_a_revision_and_requires_the_latest_one(
     old = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
     assert (Status.Name(old.status), old.revision) == ("OUTCOME_STATUS_DUPLICATE", 1)
     assert service.engine.log_size == 2
-    assert service.engine.store.count("operator_actions") == 1
+    # The proposal and the approved correction.
+    assert service.engine.store.count("operator_actions") == 2
 
 
 async def test_correction_of_an_acta_never_logged_is_not_found(
@@ -193,8 +219,11 @@ async def test_correction_of_an_acta_never_logged_is_not_found(
     error = await _error(
         stub.CorrectActa(
             ingest_pb2.CorrectActaRequest(
-                acta=make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1]), supersedes_revision=1
-            )
+                acta=make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1]),
+                supersedes_revision=1,
+                reason="typo",
+            ),
+            metadata=OPS_1,
         )
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
@@ -215,7 +244,8 @@ async def test_double_capture_accepts_only_when_two_operators_agree(
         stub.SubmitActa(
             ingest_pb2.SubmitActaRequest(
                 acta=make_acta(ELECTION, CASILLA, "PRES", [3, 4, 6], operator="ana")
-            )
+            ),
+            metadata=as_caller(capture_operator("ana")),
         )
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -233,8 +263,11 @@ async def test_double_capture_requires_an_operator_id(
 ) -> None:
     _, stub = double
     acta = make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="")
-    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # A centre's certificate naming no operator (the id is now that of the certificate).
+    centre = as_caller("spiffe://veritally.test/capture/centre-1")
+    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta), metadata=centre))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert bad_request_field(error) == "provenance.operator_id"
 
 
 async def test_disagreement_goes_to_cross_check_and_a_third_matching_capture_settles_it(
@@ -264,20 +297,27 @@ async def test_operator_resolves_a_cross_check_by_choosing_a_capture(
     await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 9], operator="ben"))
     error = await _error(
         stub.ResolveCrossCheck(
-            ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{CASILLA}/SEN", capture_index=2)
+            ingest_pb2.ResolveCrossCheckRequest(
+                acta_id=f"{CASILLA}/SEN", capture_index=2, reason="image checked"
+            ),
+            metadata=OPS_1,
         )
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     error = await _error(
         stub.ResolveCrossCheck(
-            ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{OTHER}/SEN", capture_index=0)
+            ingest_pb2.ResolveCrossCheckRequest(
+                acta_id=f"{OTHER}/SEN", capture_index=0, reason="image checked"
+            ),
+            metadata=OPS_1,
         )
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
     response = await stub.ResolveCrossCheck(
         ingest_pb2.ResolveCrossCheckRequest(
             acta_id=f"{CASILLA}/SEN", capture_index=1, reason="image checked"
-        )
+        ),
+        metadata=OPS_1,
     )
     assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
     record = acta_pb2.LogLeaf.FromString(service.engine.store.leaves_of(f"{CASILLA}/SEN")[0][2])
@@ -287,7 +327,8 @@ async def test_operator_resolves_a_cross_check_by_choosing_a_capture(
         stub.SubmitActa(
             ingest_pb2.SubmitActaRequest(
                 acta=make_acta(ELECTION, CASILLA, "SEN", [7, 8], operator="ana")
-            )
+            ),
+            metadata=as_caller(capture_operator("ana")),
         )
     )
     assert late.code() == grpc.StatusCode.ALREADY_EXISTS
@@ -330,8 +371,10 @@ async def test_records_the_identity_from_the_mesh_header(
         ),
     )
     leaf = service.engine.store.leaves_of(f"{CASILLA}/PRES")[0][2]
+    # The centre named by the certificate (its SPIFFE ID's centre segment).
     assert (
-        acta_pb2.LogLeaf.FromString(leaf).acta_record.acta.provenance.capture_centre_id == identity
+        acta_pb2.LogLeaf.FromString(leaf).acta_record.acta.provenance.capture_centre_id
+        == "centre-7"
     )
 
 
@@ -440,3 +483,179 @@ async def test_follow_stream_tells_the_log_size_before_any_page_and_while_idle(
     pages = [p async for p in stub.StreamRecords(ingest_pb2.StreamRecordsRequest())]
     assert [(p.first_sequence, len(p.leaves), p.log_size) for p in pages] == [(0, 3, 3)]
     assert service.engine.log_size == 3
+
+
+# -- identities from authentication (attack: double capture trusted the client) ---------
+
+
+async def test_one_certificate_sending_as_two_operators_cannot_pass_double_capture(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    mallory = as_caller(capture_operator("op-1"))
+    # "op-1", then a Cyrillic "оp-1", then "B": one certificate, three claimed operators.
+    for claimed in ("op-1", "\u043ep-1", "B"):
+        acta = make_acta(ELECTION, CASILLA, "PRES", [900, 0, 0], operator=claimed)
+        response = await stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta), metadata=mallory)
+        assert Status.Name(response.outcome.status) in (
+            "OUTCOME_STATUS_AWAITING_SECOND_CAPTURE",
+            "OUTCOME_STATUS_DUPLICATE",
+        )
+    assert service.engine.log_size == 0
+    # The honest second operator's figures differ: a cross-check, not ALREADY_EXISTS.
+    honest = make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5], operator="op-2")
+    outcome = await _submit(stub, honest)
+    assert outcome.status == Status.Value("OUTCOME_STATUS_CROSS_CHECK")
+    [check] = (await stub.ListCrossChecks(ingest_pb2.ListCrossChecksRequest())).cross_checks
+    # The provenance names the certificates' operators, not what the client wrote.
+    assert [c.provenance.operator_id for c in check.captures] == ["op-1", "op-2"]
+    assert {c.provenance.capture_centre_id for c in check.captures} == {"centre-1"}
+
+
+async def test_two_distinct_operators_pass_double_capture(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    acta = make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="someone-else")
+    for operator in ("op-1", "op-2"):
+        response = await stub.SubmitActa(
+            ingest_pb2.SubmitActaRequest(acta=acta), metadata=as_caller(capture_operator(operator))
+        )
+    assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    [(_, _, leaf)] = service.engine.store.leaves_of(f"{CASILLA}/PRES")
+    assert acta_pb2.LogLeaf.FromString(leaf).acta_record.acta.provenance.operator_id == "op-1"
+
+
+async def test_centre_cannot_capture_a_casilla_assigned_to_another_centre(
+    tmp_path: Path,
+) -> None:
+    assigned = with_centres(ELECTION, lambda cid: "centre-1" if cid == CASILLA else "centre-2")
+    service = await start_ingest(
+        election=assigned, db_path=tmp_path / "ingest.db", address="127.0.0.1:0"
+    )
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            acta = make_acta(assigned, CASILLA, "PRES", [3, 4, 5])
+            for operator in ("op-1", "op-2"):
+                error = await _error(
+                    stub.SubmitActa(
+                        ingest_pb2.SubmitActaRequest(acta=acta),
+                        metadata=as_caller(capture_operator(operator, centre="centre-2")),
+                    )
+                )
+                assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert bad_request_field(error) == "casilla_id"
+            assert service.engine.store.count("captures") == 0
+            assert service.engine.log_size == 0
+            # Its own centre captures it.
+            for operator in ("op-1", "op-2"):
+                response = await stub.SubmitActa(
+                    ingest_pb2.SubmitActaRequest(acta=acta),
+                    metadata=as_caller(capture_operator(operator, centre="centre-1")),
+                )
+            assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    finally:
+        await service.stop()
+
+
+async def test_one_operator_alone_cannot_correct_an_acta(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+    forged = make_acta(ELECTION, CASILLA, "PRES", [900, 20, 5])
+    request = ingest_pb2.CorrectActaRequest(acta=forged, supersedes_revision=1, reason="recount")
+    for _ in range(3):
+        response = await stub.CorrectActa(request, metadata=OPS_1)
+        assert response.outcome.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_APPROVAL")
+    assert service.engine.log_size == 1
+    # Her retries are one proposal: nothing grows.
+    assert service.engine.store.count("pending_corrections") == 1
+    assert service.engine.store.count("operator_actions") == 1
+    # A second operator approving OTHER figures does not apply the first one's.
+    other = ingest_pb2.CorrectActaRequest(
+        acta=make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5]), supersedes_revision=1, reason="r"
+    )
+    response = await stub.CorrectActa(other, metadata=OPS_2)
+    assert response.outcome.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_APPROVAL")
+    assert service.engine.log_size == 1
+    # The same correction from a second operator applies it, reason and both in the log.
+    response = await stub.CorrectActa(request, metadata=OPS_2)
+    assert (Status.Name(response.outcome.status), response.outcome.revision) == (
+        "OUTCOME_STATUS_ACCEPTED",
+        2,
+    )
+    record = acta_pb2.LogLeaf.FromString(service.engine.store.leaves_of(f"{CASILLA}/PRES")[1][2])
+    assert record.acta_record.reason == "recount"
+    assert list(record.acta_record.approved_by) == [
+        authority_operator("ops-01"),
+        authority_operator("ops-02"),
+    ]
+    assert service.engine.store.count("pending_corrections") == 0
+
+
+async def test_pending_correction_survives_a_restart(tmp_path: Path) -> None:
+    service = await _start(tmp_path, double=False)
+    fixed = make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5])
+    request = ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo")
+    async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+        await stub.CorrectActa(request, metadata=OPS_1)
+    await service.stop()
+    service = await _start(tmp_path, double=False)
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            again = await stub.CorrectActa(request, metadata=OPS_1)
+            assert again.outcome.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_APPROVAL")
+            approved = await stub.CorrectActa(request, metadata=OPS_2)
+            assert approved.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    finally:
+        await service.stop()
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * (MAX_REASON_CHARS + 1)])
+async def test_correction_without_a_reason_is_refused(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub], reason: str
+) -> None:
+    service, stub = single
+    await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+    fixed = make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5])
+    request = ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason=reason)
+    error = await _error(stub.CorrectActa(request, metadata=OPS_1))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(error) == "reason"
+    assert service.engine.store.count("pending_corrections") == 0
+
+
+async def test_resolution_without_a_reason_is_refused(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 8], operator="ana"))
+    await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 9], operator="ben"))
+    request = ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{CASILLA}/SEN", capture_index=0)
+    error = await _error(stub.ResolveCrossCheck(request, metadata=OPS_1))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(error) == "reason"
+    assert service.engine.log_size == 0
+    request.reason = "image checked"
+    await stub.ResolveCrossCheck(request, metadata=OPS_1)
+    record = acta_pb2.LogLeaf.FromString(service.engine.store.leaves_of(f"{CASILLA}/SEN")[0][2])
+    assert record.acta_record.reason == "image checked"
+    assert list(record.acta_record.approved_by) == [authority_operator("ops-01")]
+
+
+async def test_correction_needs_an_operator_certificate(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    _, stub = single
+    await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+    request = ingest_pb2.CorrectActaRequest(
+        acta=make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5]), supersedes_revision=1, reason="r"
+    )
+    for metadata in ((), as_caller(capture_operator("op-1"))):
+        error = await _error(stub.CorrectActa(request, metadata=metadata))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED

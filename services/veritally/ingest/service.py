@@ -1,8 +1,10 @@
 """The gRPC adapter of ingest: ``veritally.v1.IngestService`` over an ``IngestEngine``.
 
 Operator-only calls (CorrectActa, ListCrossChecks, ResolveCrossCheck) are restricted by
-Envoy's RBAC at the edge; here the caller's identity from ``x-forwarded-client-cert`` is
-only recorded for audit.
+Envoy's RBAC at the edge. The caller's identity comes from ``x-forwarded-client-cert``,
+which Envoy sets from the certificate it verified (SANITIZE_SET) and which no one else
+can send, since the service admits Envoy alone as its peer; the engine takes the
+capture centre and the operator from it (``veritally.ingest.operators``).
 """
 
 from __future__ import annotations
@@ -147,7 +149,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         request: ingest_pb2.CorrectActaRequest,
         context: grpc.aio.ServicerContext[ingest_pb2.CorrectActaRequest, object],
     ) -> ingest_pb2.CorrectActaResponse:
-        """Append a corrected revision (operator role, enforced by the mesh)."""
+        """Propose or approve a corrected revision (operator role, enforced by the mesh;
+        two distinct operators, enforced by the engine)."""
         outcome = await _accepted(
             context,
             self.engine.correct(

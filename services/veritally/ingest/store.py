@@ -53,7 +53,7 @@ class Logged:
 class Capture:
     """A capture waiting for agreement (double capture)."""
 
-    operator_id: str
+    operator_id: str  # the capturing operator's SPIFFE ID (from her certificate)
     digest: bytes
     acta: bytes
     submitter: str
@@ -70,6 +70,10 @@ class Writes:
     clear_captures: list[str] = field(default_factory=list)
     conflicts: list[tuple[str, bytes, str, str, str]] = field(default_factory=list)
     actions: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
+    # Corrections waiting for a second operator: (acta_id, operator, supersedes_revision,
+    # digest, acta, reason, time); one per acta and operator (a new one replaces it).
+    proposals: list[tuple[str, str, int, bytes, bytes, str, str]] = field(default_factory=list)
+    clear_proposals: list[str] = field(default_factory=list)
 
     def extend(self, other: Writes) -> None:
         """Append ``other``'s changes after these (group commit)."""
@@ -79,6 +83,8 @@ class Writes:
         self.clear_captures.extend(other.clear_captures)
         self.conflicts.extend(other.conflicts)
         self.actions.extend(other.actions)
+        self.proposals.extend(other.proposals)
+        self.clear_proposals.extend(other.clear_proposals)
 
     def empty(self) -> bool:
         """Whether the batch changes nothing (all duplicates or rejections)."""
@@ -89,6 +95,8 @@ class Writes:
             or self.clear_captures
             or self.conflicts
             or self.actions
+            or self.proposals
+            or self.clear_proposals
         )
 
 
@@ -187,6 +195,21 @@ class IngestStore:
                 pk="id",
             )
 
+        if "pending_corrections" not in db.table_names():
+            # Corrections proposed by one operator, waiting for a second (dual control).
+            db.table("pending_corrections").create(
+                {
+                    "acta_id": str,
+                    "operator": str,
+                    "supersedes_revision": int,
+                    "digest": bytes,
+                    "acta": bytes,
+                    "reason": str,
+                    "time": str,
+                },
+                pk=("acta_id", "operator"),
+            )
+
     def log_size(self) -> int:
         """Number of records in the acta log."""
         row = self._conn.execute("SELECT COALESCE(MAX(sequence) + 1, 0) FROM log").fetchone()
@@ -223,6 +246,15 @@ class IngestStore:
                 raise error
             yield row[0], capture
 
+    def proposals(self) -> Iterator[tuple[str, str, int, bytes, bytes, str, str]]:
+        """Every pending correction: ``(acta_id, operator, supersedes_revision, digest,
+        acta, reason, time)``."""
+        for row in self._conn.execute(
+            "SELECT acta_id, operator, supersedes_revision, digest, acta, reason, time "
+            "FROM pending_corrections ORDER BY acta_id, time"
+        ):
+            yield row[0], row[1], int(row[2]), bytes(row[3]), bytes(row[4]), row[5], row[6]
+
     def leaves_of(self, acta_id: str) -> list[tuple[int, int, bytes]]:
         """``(revision, sequence, leaf)`` of every logged revision of one acta."""
         return [
@@ -239,7 +271,14 @@ class IngestStore:
         Raises:
             ValueError: if ``table`` is not one of the store's tables.
         """
-        if table not in ("log", "actas", "captures", "conflicts", "operator_actions"):
+        if table not in (
+            "log",
+            "actas",
+            "captures",
+            "conflicts",
+            "operator_actions",
+            "pending_corrections",
+        ):
             raise ValueError(f"unknown table {table!r}")
         row = self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()  # noqa: S608 - table name checked against a fixed list above
         return int(row[0])
@@ -293,6 +332,19 @@ class IngestStore:
                     "(acta_id, kind, revision, reason, submitter, time) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     writes.actions,
+                )
+            # Applied corrections clear the acta's proposals before new ones are stored.
+            if writes.clear_proposals:
+                conn.executemany(
+                    "DELETE FROM pending_corrections WHERE acta_id = ?",
+                    [(a,) for a in writes.clear_proposals],
+                )
+            if writes.proposals:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO pending_corrections "
+                    "(acta_id, operator, supersedes_revision, digest, acta, reason, time) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    writes.proposals,
                 )
             conn.execute("COMMIT")
         except BaseException:

@@ -283,6 +283,8 @@ class ActaRecord(_message.Message):
     COUNTED_FIELD_NUMBER: _builtins.int
     NOT_COUNTED_REASON_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_FIELD_NUMBER: _builtins.int
     acta_id: _builtins.str
     """Identifier of the acta: "<casilla_id>/<contest_id>"."""
     revision: _builtins.int
@@ -293,6 +295,10 @@ class ActaRecord(_message.Message):
     """Why it is not counted; UNSPECIFIED when counted."""
     sequence: _builtins.int
     """Position in ingest's acta log: 0 for the first accepted record, dense."""
+    reason: _builtins.str
+    """For a correction or a cross-check resolution: why it was made (the operators'
+    reason, as given). Empty for a record logged from captures.
+    """
     @_builtins.property
     def acta(self) -> Global___Acta:
         """The acta as accepted."""
@@ -300,6 +306,14 @@ class ActaRecord(_message.Message):
     @_builtins.property
     def received_time(self) -> _timestamp_pb2.Timestamp:
         """When ingest committed it."""
+
+    @_builtins.property
+    def approved_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a correction: the SPIFFE IDs of the two distinct operators who approved it, in
+        the order they did; for a cross-check resolution: the operator who chose the
+        capture. Empty for a record logged from captures (their operators are in
+        acta.provenance).
+        """
 
     def __init__(
         self,
@@ -311,10 +325,12 @@ class ActaRecord(_message.Message):
         counted: _builtins.bool = ...,
         not_counted_reason: Global___NotCountedReason.ValueType = ...,
         sequence: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        approved_by: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acta", b"acta", "received_time", b"received_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta", b"acta", "acta_id", b"acta_id", "counted", b"counted", "not_counted_reason", b"not_counted_reason", "received_time", b"received_time", "revision", b"revision", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta", b"acta", "acta_id", b"acta_id", "approved_by", b"approved_by", "counted", b"counted", "not_counted_reason", b"not_counted_reason", "reason", b"reason", "received_time", b"received_time", "revision", b"revision", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,11 @@ class _OutcomeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome
     """The two captures disagree; the acta waits in the cross-check queue for a third
     capture or an operator decision.
     """
+    OUTCOME_STATUS_AWAITING_SECOND_APPROVAL: _OutcomeStatus.ValueType  # 6
+    """A correction recorded by one operator; it is appended to the log once a second,
+    distinct operator submits the same correction (same figures, same superseded
+    revision). Nothing was logged yet.
+    """
 
 class OutcomeStatus(_OutcomeStatus, metaclass=_OutcomeStatusEnumTypeWrapper):
     """What became of one submitted acta."""
@@ -57,6 +62,11 @@ OUTCOME_STATUS_AWAITING_SECOND_CAPTURE: OutcomeStatus.ValueType  # 4
 OUTCOME_STATUS_CROSS_CHECK: OutcomeStatus.ValueType  # 5
 """The two captures disagree; the acta waits in the cross-check queue for a third
 capture or an operator decision.
+"""
+OUTCOME_STATUS_AWAITING_SECOND_APPROVAL: OutcomeStatus.ValueType  # 6
+"""A correction recorded by one operator; it is appended to the log once a second,
+distinct operator submits the same correction (same figures, same superseded
+revision). Nothing was logged yet.
 """
 Global___OutcomeStatus: _TypeAlias = OutcomeStatus  # noqa: Y015
 
@@ -229,7 +239,9 @@ class CorrectActaRequest(_message.Message):
     supersedes_revision: _builtins.int
     """The revision being corrected; must be the latest one (optimistic concurrency)."""
     reason: _builtins.str
-    """Why the correction is made; kept for audit."""
+    """Why the correction is made: required (1 to 500 characters), written into the log
+    record with the two operators who approved it.
+    """
     @_builtins.property
     def acta(self) -> _acta_pb2.Acta:
         """The corrected acta; its casilla and contest name the acta to correct."""
@@ -369,7 +381,9 @@ class ResolveCrossCheckRequest(_message.Message):
     capture_index: _builtins.int
     """The capture to accept (index into CrossCheck.captures)."""
     reason: _builtins.str
-    """Why; kept for audit."""
+    """Why: required (1 to 500 characters), written into the log record with the
+    operator who resolved it.
+    """
     def __init__(
         self,
         *,
