@@ -19,7 +19,11 @@ Decisions for an acta that passed PREP's validation (``rules.validate``):
    itself); the same operator sending *different* figures is REJECTED
    FAILED_PRECONDITION on ``provenance.operator_id`` (the disagreement must come from a
    second operator, or be settled by ``ResolveCrossCheck``); otherwise the capture is
-   stored: the first one AWAITING_SECOND_CAPTURE, later ones CROSS_CHECK.
+   stored: the first one AWAITING_SECOND_CAPTURE, later ones CROSS_CHECK, up to
+   ``MAX_PENDING_CAPTURES`` (then REJECTED FAILED_PRECONDITION until it is resolved).
+
+Conflicts (2) are kept for audit up to ``MAX_CONFLICTS_PER_ACTA`` per acta; later ones
+are refused the same way and counted.
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ _CROSS_CHECK = ingest_pb2.OUTCOME_STATUS_CROSS_CHECK
 # ~300 B, so a page is a few hundred KiB, well under the gRPC and Envoy message limits.
 STREAM_PAGE_LEAVES = 1_000
 STREAM_PAGE_BYTES = 1024 * 1024
+# Pending captures per acta: double capture needs two, a disagreement a third operator's
+# to settle it; past that the acta waits for ResolveCrossCheck (FAILED_PRECONDITION), so
+# that one identity cannot grow the captures table without bound (~16 KiB per capture).
+MAX_PENDING_CAPTURES = 3
+# Conflicting submissions kept per acta for audit (each up to an acta of
+# bounds.MAX_ACTA_BYTES). More are still refused ALREADY_EXISTS but only counted, in the
+# conflicts_dropped table: the first ones already show who sent what.
+MAX_CONFLICTS_PER_ACTA = 10
 # Cross-checks per ListCrossChecks page when the caller asks for none, and at most.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
@@ -72,6 +84,15 @@ def _rejected(acta_id: str, rejection: rules.Rejection) -> ActaOutcomePb:
         code=rejection.code.name,
         field=rejection.field,
         message=rejection.message,
+    )
+
+
+def _captures_full(acta_id: str, pending: int) -> rules.Rejection:
+    return rules.Rejection(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "",
+        f"acta {acta_id} already has {pending} captures that disagree (at most "
+        f"{MAX_PENDING_CAPTURES}); it waits for an operator's ResolveCrossCheck",
     )
 
 
@@ -95,6 +116,7 @@ class _Batch:
     received_text: str
     logged: dict[str, Logged] = field(default_factory=dict)
     pending: dict[str, tuple[Capture, ...]] = field(default_factory=dict)
+    conflicts: dict[str, int] = field(default_factory=dict)
     writes: Writes = field(default_factory=Writes)
 
 
@@ -149,6 +171,7 @@ class IngestEngine:
         self._closed = False
         self._logged: dict[str, Logged] = {}
         self._pending: dict[str, tuple[Capture, ...]] = {}
+        self._conflicts: dict[str, int] = {}
         self._load()
 
     def _load(self) -> None:
@@ -160,6 +183,7 @@ class IngestEngine:
         for acta_id, capture in self._store.captures():
             pending.setdefault(acta_id, []).append(capture)
         self._pending = {k: tuple(v) for k, v in pending.items()}
+        self._conflicts = dict(self._store.conflict_counts())
 
     @property
     def log_size(self) -> int:
@@ -293,9 +317,7 @@ class IngestEngine:
             conflict = self._conflict(batch, acta_id, acta, digest, logged)
             if isinstance(conflict, Logged):
                 return _logged_outcome(acta_id, _DUPLICATE, conflict)
-            batch.writes.conflicts.append(
-                (acta_id, acta_bytes, submitter, batch.received_text, conflict.message)
-            )
+            self._keep_conflict(batch, acta_id, acta_bytes, submitter, conflict.message)
             return _rejected(acta_id, conflict)
         # (3) single capture
         if not self.double_capture:
@@ -332,6 +354,8 @@ class IngestEngine:
                     "figures; a second capture must come from another operator",
                 ),
             )
+        if len(pending) >= MAX_PENDING_CAPTURES:
+            return _rejected(acta_id, _captures_full(acta_id, len(pending)))
         capture = Capture(
             operator,
             digest,
@@ -354,6 +378,20 @@ class IngestEngine:
         status = _AWAITING if not pending else _CROSS_CHECK
         return ActaOutcomePb(acta_id=acta_id, status=status)
 
+    def _keep_conflict(
+        self, batch: _Batch, acta_id: str, acta_bytes: bytes, submitter: str, message: str
+    ) -> None:
+        """Keep a refused conflicting submission for audit, or only count it once
+        MAX_CONFLICTS_PER_ACTA are kept."""
+        kept = batch.conflicts.get(acta_id, self._conflicts.get(acta_id, 0))
+        if kept >= MAX_CONFLICTS_PER_ACTA:
+            batch.writes.dropped_conflicts.append((acta_id, batch.received_text))
+            return
+        batch.conflicts[acta_id] = kept + 1
+        batch.writes.conflicts.append(
+            (acta_id, acta_bytes, submitter, batch.received_text, message)
+        )
+
     async def _commit(self, batch: _Batch) -> None:
         """Make the batch's decisions visible to later decisions at once, then wait until
         the group commit that carries it has made it durable.
@@ -362,6 +400,7 @@ class IngestEngine:
             CommitError: if that commit failed; nothing of the batch was written.
         """
         self._logged.update(batch.logged)
+        self._conflicts.update(batch.conflicts)
         for acta_id, captures in batch.pending.items():
             if captures:
                 self._pending[acta_id] = captures

@@ -36,6 +36,7 @@ from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-pr
 from grpc_status import rpc_status
 
 from veritally._grpc import ServiceServer, TlsFiles, aio_channel
+from veritally.ingest.store import capped_page
 from veritally.publication.bundle import BundleWriter
 from veritally.publication.cutter import Cutter, signed_cut_pb
 from veritally.publication.errors import (
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_LEAVES_PER_PAGE",
+    "MAX_PAGE_BYTES",
     "PublicationConfig",
     "PublicationEngine",
     "PublicationService",
@@ -73,6 +75,10 @@ SERVICE_NAME = "veritally.v1.PublicationService"
 #: 2 MiB — far below the gRPC and Envoy message limits — while a 500k-leaf recount still
 #: needs only ~120 calls.
 MAX_LEAVES_PER_PAGE = 4096
+#: Bytes of leaves per GetLeaves answer past the first leaf (always taken): with leaves
+#: of at most ``bounds.MAX_LEAF_BYTES`` an answer stays under 2 MiB + 32 KiB, below gRPC's
+#: default 4 MiB receive limit, whatever an attacker managed to get logged.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 #: Deadline of each call to aggregation, in seconds: well under a cut interval's worth of
 #: waiting on a healthy loopback/mesh hop, long enough for a large first catch-up batch.
 AGGREGATION_DEADLINE_S = 30.0
@@ -307,8 +313,10 @@ class PublicationEngine:
         return await self._db(self.store.consistency_proof, size1, size2)
 
     async def leaves(self, start: int, count: int, size: int) -> list[bytes]:
-        """Committed leaves from ``start``, at most ``count``, below ``size``."""
-        return await self._db(self.store.leaves, start, min(count, size - start))
+        """Committed leaves from ``start``, at most ``count``, below ``size``, and at most
+        ``MAX_PAGE_BYTES`` past the first."""
+        leaves = await self._db(self.store.leaves, start, min(count, size - start))
+        return capped_page(((leaf,) for leaf in leaves), MAX_PAGE_BYTES)
 
     async def definition(self) -> bytes | None:
         """The stored election definition."""
