@@ -310,7 +310,7 @@ def test_gzip_request_inflating_past_the_limit_is_refused_without_allocating_it(
         for _ in range(2):  # sent twice, as by the attacking centre
             with pytest.raises(grpc.RpcError) as info:
                 stub.SubmitActa(request, timeout=30, compression=grpc.Compression.Gzip)
-            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]  # a grpc.Call
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     grown = _memory(server.child.pid)["VmHWM"] - before
     assert grown < BOMB_RSS_GROWTH, f"peak RSS grew {grown} bytes"
     assert server.child.poll() is None
@@ -327,11 +327,11 @@ def test_each_message_of_a_submit_actas_stream_is_bounded_after_decompression(
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.SubmitActas(iter([small, bomb]), timeout=30, compression=grpc.Compression.Gzip)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]  # a grpc.Call
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # The same stream without compression is refused by the length prefix alone.
         with pytest.raises(grpc.RpcError) as info:
             stub.SubmitActas(iter([bomb]), timeout=30)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]  # a grpc.Call
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     grown = _memory(server.child.pid)["VmHWM"] - before
     assert grown < BOMB_RSS_GROWTH, f"peak RSS grew {grown} bytes"
     # The night goes on: a normal acta is still answered (ACCEPTED, or DUPLICATE if the
