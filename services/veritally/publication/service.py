@@ -36,6 +36,7 @@ from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-pr
 from grpc_status import rpc_status
 
 from veritally._grpc import ServiceServer, TlsFiles, aio_channel
+from veritally.ingest.bounds import clip
 from veritally.ingest.store import capped_page
 from veritally.publication.bundle import BundleWriter
 from veritally.publication.cutter import Cutter, signed_cut_pb
@@ -514,7 +515,8 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
             what = f" revision {request.revision}" if request.revision else ""
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"acta {request.acta_id}{what} is not in the first {request.tree_size} leaves",
+                f"acta {clip(request.acta_id)}{what} is not in the first "
+                f"{request.tree_size} leaves",
             )
         leaf, index, proof = found
         return publication_pb2.GetActaInclusionProofResponse(
