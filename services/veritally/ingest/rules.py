@@ -201,7 +201,8 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
             return Rejection(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"option_votes[{i}].option_id",
-                f"option {oid!r} is not an option of contest {acta.contest_id!r}",
+                bounds.identifier_problem(oid)
+                or f"option {oid!r} is not an option of contest {acta.contest_id!r}",
             )
         if oid in seen:
             return Rejection(
