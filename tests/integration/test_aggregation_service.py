@@ -20,6 +20,7 @@ from tests.grpc_support import bad_request_field
 from tests.pub_support import make_publisher, publication_config
 from tests.write_path_support import all_actas, make_acta, small_election
 from veritally._grpc import aio_channel
+from veritally.aggregation.service import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
 from veritally.aggregation.service import AggregationService, start_aggregation
 from veritally.ingest import bounds
 from veritally.ingest.engine import STREAM_PAGE_BYTES as PAGE_BYTES
@@ -332,13 +333,16 @@ async def test_leaves_near_the_max_leaf_size_still_stream_publish_and_recount(
         )
         await _wait_position(p.agg, len(actas))
         # (ingest, aggregation) pages of the log stay within their byte cap plus one leaf
-        for pages in (
-            [page async for _, page in p.ingest.engine.records(0, follow=False)],
-            [page async for _, page in p.agg.engine.aggregated(0, follow=False)],
+        for pages, cap in (
+            ([page async for _, page in p.ingest.engine.records(0, follow=False)], PAGE_BYTES),
+            (
+                [page async for _, page in p.agg.engine.aggregated(0, follow=False)],
+                AGG_PAGE_BYTES,
+            ),
         ):
             assert len(pages) > 1
             assert all(len(leaf) <= bounds.MAX_LEAF_BYTES for page in pages for leaf in page)
-            assert all(sum(map(len, page)) <= PAGE_BYTES + bounds.MAX_LEAF_BYTES for page in pages)
+            assert all(sum(map(len, page)) <= cap + bounds.MAX_LEAF_BYTES for page in pages)
         await p.publication.follower.cut_once()
         client = Client(
             endpoint=f"127.0.0.1:{p.publication.port}",
