@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.grpc_support import bad_request_field
 from tests.pub_support import make_publisher, publication_config
-from tests.write_path_support import all_actas, make_acta, small_election
+from tests.write_path_support import all_actas, make_acta, small_election, wide_election
 from veritally._grpc import aio_channel
 from veritally.aggregation.service import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
 from veritally.aggregation.service import AggregationService, start_aggregation
@@ -32,7 +32,6 @@ from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import (
     aggregation_pb2,
     aggregation_pb2_grpc,
-    election_pb2,
     ingest_pb2,
     ingest_pb2_grpc,
     results_pb2,
@@ -257,28 +256,6 @@ async def test_stops_following_and_reports_not_serving_on_a_record_it_cannot_cou
         await ingest.stop()
 
 
-def _wide_election(*, options: int, casillas: int) -> ElectionIndex:
-    """One contest of ``options`` options with ids of the longest allowed length, so that
-    each acta (and its leaf) comes close to ``bounds.MAX_ACTA_BYTES``."""
-    pb = election_pb2.ElectionDefinition(id="wide", name="Wide ballot")
-    contest = pb.contests.add(id="WIDE", name="A very wide ballot")
-    for i in range(options):
-        pid = f"P{i:03d}".ljust(bounds.MAX_IDENTIFIER_CHARS, "x")
-        pb.parties.add(id=pid, name=f"Party {i}")
-        contest.options.add(id=pid, name=f"Option {i}", party_ids=[pid])
-    pb.states.add(id="01", name="State 01")
-    pb.districts.add(id="01-01", state_id="01", name="District 01-01")
-    pb.sections.add(id="01-01-0001", district_id="01-01")
-    for k in range(casillas):
-        pb.casillas.add(
-            id=f"01-01-0001-C{k:04d}",
-            section_id="01-01-0001",
-            type=election_pb2.CASILLA_TYPE_CONTIGUA,
-            nominal_list=750,
-        )
-    return ElectionIndex.from_pb(pb)
-
-
 @dataclass
 class _Pipeline:
     """Real ingest, aggregation following it, publication cutting from aggregation."""
@@ -323,7 +300,7 @@ async def test_leaves_near_the_max_leaf_size_still_stream_publish_and_recount(
 ) -> None:
     # ~300 leaves of ~15 KiB: ~4.7 MB of log, more than one 4 MiB message (gRPC's default
     # receive limit, which the client below keeps). Every page must fit it.
-    election = _wide_election(options=225, casillas=300)
+    election = wide_election(options=225, casillas=300)
     actas = all_actas(election)
     assert all(a.ByteSize() > bounds.MAX_ACTA_BYTES * 0.9 for a in actas)
     async with _pipeline(tmp_path, election) as p:

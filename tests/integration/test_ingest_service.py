@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tests.grpc_support import bad_request_field
-from tests.write_path_support import make_acta, padded, small_election
+from tests.write_path_support import make_acta, padded, small_election, wide_election
 from veritally._grpc import aio_channel
 from veritally.ingest import bounds
 from veritally.ingest.engine import MAX_CONFLICTS_PER_ACTA, MAX_PENDING_CAPTURES
@@ -621,3 +621,33 @@ def test_a_full_message_of_the_largest_actas_fits_the_receive_limit() -> None:
     acta = padded(make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3]), bounds.MAX_ACTA_BYTES)
     request = ingest_pb2.SubmitActasRequest(actas=[acta] * MAX_ACTAS_PER_MESSAGE)
     assert request.ByteSize() <= MAX_RECEIVE_BYTES
+
+
+async def test_an_acta_pushed_over_the_bound_by_the_stamped_identity_is_refused(
+    tmp_path: Path,
+) -> None:
+    # 233 options of 64-character ids: 16,373 bytes with an empty capture-centre id, just
+    # under the bound; the identity ingest stamps on it from the mesh takes it over.
+    election = wide_election(options=233, casillas=2)
+    service = await start_ingest(
+        election=election, db_path=tmp_path / "i.db", address="127.0.0.1:0", double_capture=False
+    )
+    xfcc = (("x-forwarded-client-cert", "URI=spiffe://veritally.test/capture/centre-7"),)
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            acta = make_acta(election, election.casillas[0].id, "WIDE", [1] * 233, operator="o")
+            acta.provenance.capture_centre_id = ""
+            assert bounds.MAX_ACTA_BYTES - 64 < acta.ByteSize() <= bounds.MAX_ACTA_BYTES
+            request = ingest_pb2.SubmitActaRequest(acta=acta)
+            error = await _error(stub.SubmitActa(request, metadata=xfcc))
+            assert (error.code(), bad_request_field(error)) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "acta",
+            )
+            # Without the stamp it fits, and its leaf fits the leaf bound.
+            assert (await _submit(stub, acta)).status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+        [(_, _, leaf)] = service.engine.store.leaves_of(f"{election.casillas[0].id}/WIDE")
+        assert len(leaf) <= bounds.MAX_LEAF_BYTES
+    finally:
+        await service.stop()

@@ -38,7 +38,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from veritally.ingest import leaf, rules
+from veritally.ingest import bounds, leaf, rules
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
@@ -84,6 +84,15 @@ def _rejected(acta_id: str, rejection: rules.Rejection) -> ActaOutcomePb:
         code=rejection.code.name,
         field=rejection.field,
         message=rejection.message,
+    )
+
+
+def _too_big_stamped(size: int) -> rules.Rejection:
+    return rules.Rejection(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "acta",
+        f"with the capture centre's identity the acta is {size} bytes, "
+        f"at most {bounds.MAX_ACTA_BYTES}",
     )
 
 
@@ -301,6 +310,10 @@ class IngestEngine:
         if submitter:
             acta.provenance.capture_centre_id = submitter
         acta_bytes, digest = leaf.serialize_acta(acta)
+        if len(acta_bytes) > bounds.MAX_ACTA_BYTES:
+            # Only the stamped identity can take it there: readers size their pages on
+            # leaves of at most bounds.MAX_LEAF_BYTES, so the bound holds as logged too.
+            return _rejected(verdict.acta_id, _too_big_stamped(len(acta_bytes)))
         return verdict, acta_bytes, digest
 
     def _decide(self, batch: _Batch, acta: ActaPb, submitter: str) -> ActaOutcomePb:
