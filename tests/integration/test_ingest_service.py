@@ -651,3 +651,41 @@ async def test_an_acta_pushed_over_the_bound_by_the_stamped_identity_is_refused(
         assert len(leaf) <= bounds.MAX_LEAF_BYTES
     finally:
         await service.stop()
+
+
+async def test_cross_check_pages_of_near_limit_captures_fit_a_default_client(
+    tmp_path: Path,
+) -> None:
+    # 150 cross-checks of two ~16 KiB captures: ~4.8 MB, more than one 4 MiB message
+    # (gRPC's default receive limit, which the client below keeps).
+    election = wide_election(options=225, casillas=150)
+    service = await start_ingest(
+        election=election, db_path=tmp_path / "i.db", address="127.0.0.1:0", double_capture=True
+    )
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            for operator, votes in (("ana", 1), ("ben", 2)):
+                actas = [
+                    make_acta(election, c.id, "WIDE", [votes] * 225, operator=operator)
+                    for c in election.casillas
+                ]
+                await stub.SubmitActas(iter([ingest_pb2.SubmitActasRequest(actas=actas)]))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as default:
+            stub = ingest_pb2_grpc.IngestServiceStub(default)
+            seen: list[str] = []
+            token = ""
+            pages = 0
+            while True:
+                page = await stub.ListCrossChecks(
+                    ingest_pb2.ListCrossChecksRequest(page_size=1_000, page_token=token)
+                )
+                pages += 1
+                seen += [c.acta_id for c in page.cross_checks]
+                token = page.next_page_token
+                if not token:
+                    break
+        assert pages > 1
+        assert seen == sorted(f"{c.id}/WIDE" for c in election.casillas)
+    finally:
+        await service.stop()

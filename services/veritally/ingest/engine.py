@@ -71,6 +71,10 @@ MAX_CONFLICTS_PER_ACTA = 10
 # Cross-checks per ListCrossChecks page when the caller asks for none, and at most.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
+# Bytes of captures per ListCrossChecks page past the first cross-check: with at most
+# MAX_PENDING_CAPTURES actas of bounds.MAX_ACTA_BYTES each, a page stays under
+# 2 MiB + 48 KiB, below gRPC's default 4 MiB receive limit of an operator's client.
+CROSS_CHECK_PAGE_BYTES = 2 * 1024 * 1024
 
 
 class CommitError(Exception):
@@ -535,7 +539,15 @@ class IngestEngine:
         """A page of the cross-check queue, ordered by acta id, and the next page token."""
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         ids = sorted(k for k, v in self._pending.items() if len(v) >= 2 and k > page_token)
-        page = ids[:size]
+        page: list[str] = []
+        page_bytes = 0
+        for acta_id in ids[:size]:
+            check_bytes = sum(len(c.acta) for c in self._pending[acta_id])
+            # The first cross-check is always taken, so that paging moves on.
+            if page and page_bytes + check_bytes > CROSS_CHECK_PAGE_BYTES:
+                break
+            page.append(acta_id)
+            page_bytes += check_bytes
         checks = [
             CrossCheckPb(
                 acta_id=acta_id,
@@ -543,7 +555,7 @@ class IngestEngine:
             )
             for acta_id in page
         ]
-        next_token = page[-1] if len(ids) > size else ""
+        next_token = page[-1] if len(ids) > len(page) else ""
         return checks, next_token
 
     async def resolve(
