@@ -512,7 +512,15 @@ async def test_operator_calls_reject_unbounded_reasons_and_ids_without_echoing_t
     await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 8], operator="ana"))
     await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 9], operator="ben"))
     huge = "r" * 100_000
+    undefined = make_acta(ELECTION, CASILLA, "SEN", [7, 9])
+    undefined.provenance.digitisation = 99  # type: ignore[assignment]  # an open enum accepts it
     calls: list[tuple[object, str]] = [
+        (
+            stub.CorrectActa(
+                ingest_pb2.CorrectActaRequest(acta=undefined, supersedes_revision=1, reason="r")
+            ),
+            "provenance.digitisation",
+        ),
         (
             stub.CorrectActa(
                 ingest_pb2.CorrectActaRequest(
