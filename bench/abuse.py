@@ -17,11 +17,26 @@ Against a running :class:`veritally.stack.Stack`, for ``seconds``:
 :func:`run_abuse` returns an :class:`AbuseReport`: the well-behaved clients' success
 rates and p99 latencies, and what the abusers got (status counts). The e2e test
 (tests/e2e/test_abuse.py) runs a short version; ``make soak`` a long one.
+
+One identity starving the others (``make soak`` part ``isolation``, at full size; the
+fast versions with small limits are tests/e2e/test_isolation.py), each a bounded,
+self-stopping loop against the stack's loopback edge:
+
+* :func:`watch_stream_flood`: one outlet opens thousands of WatchCuts streams within
+  its rate budget and holds every one it gets;
+* :func:`silent_submit_flood`: two capture centres open SubmitActas streams and never
+  send a message;
+* :func:`connection_flood`: ``python -m bench.abuse tcp-flood`` processes open tens of
+  thousands of TCP connections to the edge that never start TLS, reopening what Envoy
+  closes.
+
+Meanwhile other identities call as usual; each returns their success rates and p99.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import socket
@@ -32,9 +47,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -270,6 +286,7 @@ _COUNTERS = (
     "health_check.failure",
     "outlier_detection.ejections_enforced_total",
     "upstream_rq_pending_overflow",
+    "upstream_rq_active_overflow",
     "upstream_cx_overflow",
     "upstream_rq_timeout",
     "no_healthy_upstream",
@@ -279,13 +296,21 @@ _COUNTERS = (
 )
 
 
-def _counters(stack: Stack) -> dict[str, int]:
+# Envoy counters (name fragments) that say why a connection was closed.
+_CONNECTION_COUNTERS = (
+    "limited_connections",
+    "downstream_cx_overflow",
+    "transport_socket_connect_timeout",
+)
+
+
+def _counters(stack: Stack, prefixes: Sequence[str] = ("cluster.",)) -> dict[str, int]:
     if stack.envoy is None:
         return {}
     return {
         k: v
         for k, v in stack.envoy.stats().items()
-        if k.startswith("cluster.") and any(c in k for c in _COUNTERS)
+        if k.startswith(tuple(prefixes)) and any(c in k for c in _COUNTERS + _CONNECTION_COUNTERS)
     }
 
 
@@ -308,8 +333,9 @@ def run_abuse(
     Args:
         stack: a running stack.
         seconds: length of the run.
-        actas: valid actas the polite capture centre submits (at most one per
-            ``1/polite_rate`` s; submit fewer than seconds × rate to end early).
+        actas: valid actas; the polite capture centre submits those of the casillas
+            assigned to it (ingest refuses the others), at most one per
+            ``1/polite_rate`` s (submit fewer than seconds × rate to end early).
         flooders: flooding processes.
         idle: idle mTLS connections held open during the run.
         polite_rate: calls/s of each well-behaved client.
@@ -324,6 +350,7 @@ def run_abuse(
         RuntimeError: a flooder process failed.
     """
     edge = stack.endpoints.edge
+    own = [a for a in actas if a.provenance.capture_centre_id in ("", polite_centre)]
     before = _counters(stack)
     with idle_connections(edge, stack.tls("outlet-03"), idle) as (sockets, idle_failed):
         flood_tls = stack.tls(flood_outlet)
@@ -365,9 +392,7 @@ def run_abuse(
                 target=keep,
                 args=(
                     "submits",
-                    lambda: _polite_submits(
-                        edge, stack.tls(polite_centre), actas, polite_rate, stop
-                    ),
+                    lambda: _polite_submits(edge, stack.tls(polite_centre), own, polite_rate, stop),
                 ),
             ),
             threading.Thread(
@@ -411,6 +436,396 @@ def run_abuse(
     )
 
 
+# ------------------------------------------------------------------------------------
+# one identity starving the others: streams and connections
+
+# Streams the flooding outlet opens per second: under its default budget (200 calls/s
+# per outlet) so that Envoy's rate limit lets every attempt through and only the stream
+# bounds are tested, as in the reported attack (4,300 streams in 21 s).
+STREAM_FLOOD_RATE = 190.0
+# SubmitActas streams each silent centre opens per second: under its budget (50/s).
+SILENT_SUBMIT_RATE = 45.0
+# Connections one tcp-flood process keeps open at most: below this machine's 20,000
+# descriptors per process, so several processes make a flood above Envoy's own limit.
+TCP_FLOOD_PER_PROCESS = 7_000
+
+
+def _error_kind(e: grpc.RpcError) -> str:
+    """A refusal's code, split by who refused (the service's cap, Envoy's rate limit or
+    breaker), from the status details."""
+    if isinstance(e, grpc.aio.AioRpcError):
+        code, details = e.code().name, e.details() or ""
+    else:
+        code = _code(e)
+        details = (e.details() or "") if isinstance(e, grpc.Call) else ""
+    if "at most" in details:
+        return f"{code} (service cap)"
+    if "no message for" in details:
+        return f"{code} (idle bound)"
+    if "overflow" in details:
+        return f"{code} (breaker)"
+    if "rate" in details.lower():
+        return f"{code} (rate limit)"
+    return code
+
+
+def _new_channel(edge: str, tls: TlsFiles) -> grpc.Channel:
+    """A channel with its own connection (its own subchannel pool)."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    return grpc.secure_channel(edge, tls.channel_credentials(), options)
+
+
+def _polite_watches(edge: str, tls: TlsFiles, stop: threading.Event) -> ClientStats:
+    """Once a second: open WatchCuts, time its first cut, close it."""
+    stats = ClientStats()
+    with _channel(edge, tls) as channel:
+        stub = publication_pb2_grpc.PublicationServiceStub(channel)
+        while not stop.is_set():
+            t = time.monotonic()
+            stream = stub.WatchCuts(
+                publication_pb2.WatchCutsRequest(after_cut_number=0), timeout=CALL_TIMEOUT_S
+            )
+            try:
+                next(stream)
+                stats.codes["OK"] += 1
+                stats.latencies_ms.append((time.monotonic() - t) * 1000)
+            except grpc.RpcError as e:
+                stats.codes[_code(e)] += 1
+            finally:
+                stream.cancel()
+            stop.wait(1.0)
+    return stats
+
+
+def _polite_fresh_reads(edge: str, tls: TlsFiles, stop: threading.Event) -> ClientStats:
+    """Once a second: GetLatestCut over a NEW connection (a client arriving now)."""
+    stats = ClientStats()
+    while not stop.is_set():
+        t = time.monotonic()
+        try:
+            with _new_channel(edge, tls) as channel:
+                publication_pb2_grpc.PublicationServiceStub(channel).GetLatestCut(
+                    publication_pb2.GetLatestCutRequest(), timeout=CALL_TIMEOUT_S
+                )
+            stats.codes["OK"] += 1
+            stats.latencies_ms.append((time.monotonic() - t) * 1000)
+        except grpc.RpcError as e:
+            stats.codes[_code(e)] += 1
+        stop.wait(1.0)
+    return stats
+
+
+def _run_polite(
+    jobs: dict[str, Callable[[threading.Event], ClientStats]],
+    attack: Callable[[threading.Event], dict[str, object]],
+    seconds: float,
+) -> tuple[dict[str, ClientStats], dict[str, object], float]:
+    """Run the polite ``jobs`` in threads while ``attack`` runs in this one (it must
+    return within ``seconds`` plus its own clean-up); stop everything after."""
+    stop = threading.Event()
+    results: dict[str, ClientStats] = {}
+
+    def keep(name: str, job: Callable[[threading.Event], ClientStats]) -> None:
+        results[name] = job(stop)
+
+    threads = [threading.Thread(target=keep, args=item, daemon=True) for item in jobs.items()]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        attacked = attack(stop)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=CALL_TIMEOUT_S * 3)
+    return results, attacked, time.monotonic() - started
+
+
+def _open_watch_streams(
+    edge: str, tls: TlsFiles, *, streams: int, rate: float, seconds: float
+) -> dict[str, object]:
+    """Open up to ``streams`` WatchCuts streams at ``rate`` per second, hold every one
+    that gets its first cut until ``seconds`` have passed, then cancel them all."""
+    outcomes: Counter[str] = Counter()
+
+    async def flood() -> None:
+        held: list[grpc.aio.UnaryStreamCall[Any, Any]] = []
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        end = time.monotonic() + seconds
+        async with grpc.aio.secure_channel(edge, tls.channel_credentials(), options) as ch:
+            stub = publication_pb2_grpc.PublicationServiceStub(ch)
+
+            async def one() -> None:
+                call = stub.WatchCuts(publication_pb2.WatchCutsRequest(after_cut_number=0))
+                try:
+                    await call.read()
+                    held.append(call)
+                    outcomes["held"] += 1
+                except grpc.RpcError as e:
+                    outcomes[_error_kind(e)] += 1
+
+            tasks = []
+            for _ in range(streams):
+                if time.monotonic() >= end:
+                    break
+                tasks.append(asyncio.create_task(one()))
+                await asyncio.sleep(1 / rate)
+            await asyncio.gather(*tasks)
+            outcomes["attempted"] = len(tasks)
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+            for call in held:
+                call.cancel()
+
+    asyncio.run(flood())
+    return dict(outcomes)
+
+
+def watch_stream_flood(
+    stack: Stack,
+    *,
+    seconds: float,
+    streams: int = 4_300,
+    flood_outlet: str = "outlet-01",
+    polite_outlet: str = "outlet-02",
+    watch_outlet: str = "outlet-03",
+) -> dict[str, object]:
+    """One outlet opens ``streams`` WatchCuts streams (at most :data:`STREAM_FLOOD_RATE`
+    a second, within its budget) and holds them; another outlet reads the latest cut at
+    10/s and a third opens a WatchCuts a second. Returns their figures."""
+    edge = stack.endpoints.edge
+    before = _counters(stack)
+    polite, flood, elapsed = _run_polite(
+        {
+            "reads": lambda stop: _polite_reads(edge, stack.tls(polite_outlet), 10.0, stop),
+            "watches": lambda stop: _polite_watches(edge, stack.tls(watch_outlet), stop),
+        },
+        lambda stop: _open_watch_streams(
+            edge, stack.tls(flood_outlet), streams=streams, rate=STREAM_FLOOD_RATE, seconds=seconds
+        ),
+        seconds,
+    )
+    return {
+        "seconds": round(elapsed, 1),
+        "streams_wanted": streams,
+        "flood": flood,
+        "polite_reads": polite.get("reads", ClientStats()).summary(),
+        "polite_watches": polite.get("watches", ClientStats()).summary(),
+        "envoy_counters": _deltas(before, _counters(stack)),
+    }
+
+
+def _open_silent_submits(
+    edge: str, identities: Sequence[TlsFiles], *, rate: float, seconds: float
+) -> dict[str, object]:
+    """Each identity opens SubmitActas streams at ``rate`` a second for ``seconds`` and
+    never sends a message; what ended them, by kind."""
+    outcomes: Counter[str] = Counter()
+
+    async def silent_centre(tls: TlsFiles) -> None:
+        never = asyncio.Event()
+
+        async def nothing() -> AsyncIterator[ingest_pb2.SubmitActasRequest]:
+            await never.wait()
+            yield ingest_pb2.SubmitActasRequest()  # never reached
+
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        end = time.monotonic() + seconds
+        async with grpc.aio.secure_channel(edge, tls.channel_credentials(), options) as ch:
+            stub = ingest_pb2_grpc.IngestServiceStub(ch)
+            calls = []
+            while time.monotonic() < end:
+                calls.append(stub.SubmitActas(nothing()))
+                await asyncio.sleep(1 / rate)
+            outcomes["attempted"] += len(calls)
+            for call in calls:
+                if not call.done():
+                    outcomes["still open at the end"] += 1
+                    call.cancel()
+                    continue
+                try:
+                    await call
+                    outcomes["OK"] += 1
+                except grpc.RpcError as e:
+                    outcomes[_error_kind(e)] += 1
+
+    async def flood() -> None:
+        await asyncio.gather(*(silent_centre(t) for t in identities))
+
+    asyncio.run(flood())
+    return dict(outcomes)
+
+
+def silent_submit_flood(
+    stack: Stack,
+    *,
+    seconds: float,
+    actas: Sequence[acta_pb2.Acta],
+    silent_centres: Sequence[str] = ("cc-01", "cc-02"),
+    polite_centre: str = "cc-03",
+) -> dict[str, object]:
+    """Two centres hold silent SubmitActas streams (opening :data:`SILENT_SUBMIT_RATE` a
+    second each) while a third submits ``actas`` one by one at 10/s; returns its figures
+    and whether a verified cut covers its actas afterwards (aggregation's and
+    publication's mesh streams kept working)."""
+    edge = stack.endpoints.edge
+    before = _counters(stack)
+    polite, flood, elapsed = _run_polite(
+        {
+            "submits": lambda stop: _polite_submits(
+                edge, stack.tls(polite_centre), actas, 10.0, stop
+            )
+        },
+        lambda stop: _open_silent_submits(
+            edge,
+            [stack.tls(c) for c in silent_centres],
+            rate=SILENT_SUBMIT_RATE,
+            seconds=seconds,
+        ),
+        seconds,
+    )
+    submits = polite.get("submits", ClientStats())
+    published = _published_after(stack, at_least=submits.codes["OK"])
+    return {
+        "seconds": round(elapsed, 1),
+        "flood": flood,
+        "polite_submits": submits.summary(),
+        "polite_actas_published_s": published,
+        "envoy_counters": _deltas(before, _counters(stack)),
+    }
+
+
+def _published_after(stack: Stack, *, at_least: int, timeout_s: float = 60.0) -> float | None:
+    """Seconds until the latest cut covers ``at_least`` acta records (None: not within
+    ``timeout_s``), read at publication's port as Envoy would."""
+    target = stack.endpoints.services["publication"]
+    started = time.monotonic()
+    with grpc.secure_channel(target, stack.tls("envoy").channel_credentials()) as channel:
+        stub = publication_pb2_grpc.PublicationServiceStub(channel)
+        while time.monotonic() - started < timeout_s:
+            try:
+                cut = stub.GetLatestCut(publication_pb2.GetLatestCutRequest(), timeout=5).cut
+                leaf = acta_pb2.LogLeaf.FromString(cut.cut_leaf)
+                if leaf.cut_record.acta_records >= at_least:
+                    return round(time.monotonic() - started, 2)
+            except grpc.RpcError:
+                pass
+            time.sleep(0.25)
+    return None
+
+
+def connection_flood(
+    stack: Stack,
+    *,
+    seconds: float,
+    connections: int = 20_700,
+    polite_outlet: str = "outlet-02",
+    fresh_outlet: str = "outlet-03",
+) -> dict[str, object]:
+    """``connections`` TCP connections to the edge that never start TLS, from enough
+    ``tcp-flood`` processes, reopened as Envoy closes them, for ``seconds``; meanwhile
+    one outlet reads at 10/s over its open connection and another over a new connection
+    every second."""
+    edge = stack.endpoints.edge
+    before = _counters(stack)
+    processes = max(1, -(-connections // TCP_FLOOD_PER_PROCESS))
+    per_process = -(-connections // processes)
+
+    def attack(stop: threading.Event) -> dict[str, object]:
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.abuse",
+                    "tcp-flood",
+                    "--edge",
+                    edge,
+                    "--connections",
+                    str(per_process),
+                    "--seconds",
+                    str(seconds),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=ROOT.parent,
+            )
+            for _ in range(processes)
+        ]
+        totals: Counter[str] = Counter()
+        for child in children:
+            out, err = child.communicate(timeout=seconds + 120)
+            if child.returncode != 0:
+                raise RuntimeError(f"tcp-flood failed: {err.decode()[-1500:]}")
+            totals.update(json.loads(out.decode().strip().splitlines()[-1]))
+        return {"processes": processes, **dict(totals)}
+
+    polite, flood, elapsed = _run_polite(
+        {
+            "reads": lambda stop: _polite_reads(edge, stack.tls(polite_outlet), 10.0, stop),
+            "fresh": lambda stop: _polite_fresh_reads(edge, stack.tls(fresh_outlet), stop),
+        },
+        attack,
+        seconds,
+    )
+    return {
+        "seconds": round(elapsed, 1),
+        "connections_wanted": connections,
+        "flood": flood,
+        "polite_reads": polite.get("reads", ClientStats()).summary(),
+        "polite_new_connections": polite.get("fresh", ClientStats()).summary(),
+        "envoy_counters": _deltas(
+            before, _counters(stack, prefixes=("cluster.", "listener.", "connection_limit."))
+        ),
+    }
+
+
+def _tcp_flood(edge: str, connections: int, seconds: float) -> Counter[str]:
+    """Keep up to ``connections`` TCP connections to ``edge`` open without ever starting
+    TLS, reopening those the peer closes, for ``seconds``."""
+    host, port = edge.rsplit(":", 1)
+    counts: Counter[str] = Counter()
+    sockets: list[socket.socket] = []
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            while len(sockets) < connections and time.monotonic() < end:
+                try:
+                    s = socket.create_connection((host, int(port)), timeout=2)
+                except OSError:
+                    counts["connect failed"] += 1
+                    time.sleep(0.01)
+                    continue
+                s.setblocking(False)
+                sockets.append(s)
+                counts["opened"] += 1
+            still: list[socket.socket] = []
+            for s in sockets:
+                try:
+                    data = s.recv(1)
+                    closed = data == b""
+                except BlockingIOError:
+                    closed = False
+                except OSError:
+                    closed = True
+                if closed:
+                    counts["closed by envoy"] += 1
+                    s.close()
+                else:
+                    still.append(s)
+            sockets = still
+            counts["max open"] = max(counts["max open"], len(sockets))
+            time.sleep(0.2)
+    finally:
+        counts["open at the end"] = len(sockets)
+        for s in sockets:
+            s.close()
+    return counts
+
+
+def _deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
 def _flood(edge: str, tls: TlsFiles, seconds: float) -> Counter[str]:
     """GetLatestCut as fast as one connection answers, for ``seconds``."""
     codes: Counter[str] = Counter()
@@ -427,14 +842,21 @@ def _flood(edge: str, tls: TlsFiles, seconds: float) -> Counter[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``flood`` mode: flood and print the status counts as JSON."""
+    """``flood`` / ``tcp-flood`` modes: flood and print the counts as JSON."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     flood = sub.add_parser("flood")
     flood.add_argument("--edge", required=True)
     flood.add_argument("--tls", required=True, help="CERT,KEY,CA")
     flood.add_argument("--seconds", type=float, required=True)
+    tcp = sub.add_parser("tcp-flood", help="TCP connections that never start TLS")
+    tcp.add_argument("--edge", required=True)
+    tcp.add_argument("--connections", type=int, required=True)
+    tcp.add_argument("--seconds", type=float, required=True)
     args = parser.parse_args(argv)
+    if args.mode == "tcp-flood":
+        print(json.dumps(dict(_tcp_flood(args.edge, args.connections, args.seconds))))
+        return 0
     cert, key, ca = args.tls.split(",")
     codes = _flood(args.edge, TlsFiles(cert=Path(cert), key=Path(key), ca=Path(ca)), args.seconds)
     print(json.dumps(dict(codes)))

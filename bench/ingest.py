@@ -81,9 +81,22 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
     child.wait(timeout=60)
 
 
-async def _submit(port: int, streams: Sequence[Sequence[ingest_pb2.SubmitActasRequest]]) -> int:
+# A stream and the SPIFFE ID it is sent as. Ingest runs here without Envoy in front, so the
+# benchmark sets x-forwarded-client-cert itself, as Envoy would for that certificate.
+_Stream = tuple[str, Sequence[ingest_pb2.SubmitActasRequest]]
+
+
+def _as(spiffe_id: str) -> tuple[tuple[str, str]]:
+    return (("x-forwarded-client-cert", f"By=spiffe://bench.local/service/envoy;URI={spiffe_id}"),)
+
+
+def _operator(centre: str, operator: str) -> str:
+    return f"spiffe://bench.local/capture/{centre}/{operator}"
+
+
+async def _submit(port: int, streams: Sequence[_Stream]) -> int:
     """Send every stream (``STREAMS`` at a time); returns the number of ACCEPTED."""
-    queue: asyncio.Queue[Sequence[ingest_pb2.SubmitActasRequest]] = asyncio.Queue()
+    queue: asyncio.Queue[_Stream] = asyncio.Queue()
     for stream in streams:
         queue.put_nowait(stream)
     accepted = 0
@@ -93,8 +106,10 @@ async def _submit(port: int, streams: Sequence[Sequence[ingest_pb2.SubmitActasRe
         async def worker() -> None:
             nonlocal accepted
             while not queue.empty():
-                stream = queue.get_nowait()
-                response = await stub.SubmitActas(iter(stream), wait_for_ready=True)
+                caller, stream = queue.get_nowait()
+                response = await stub.SubmitActas(
+                    iter(stream), wait_for_ready=True, metadata=_as(caller)
+                )
                 accepted += sum(
                     1 for o in response.outcomes if o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
                 )
@@ -107,29 +122,45 @@ def _chunks(items: Sequence[acta_pb2.Acta], size: int) -> list[list[acta_pb2.Act
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _single_streams(actas: Sequence[acta_pb2.Acta]) -> list[list[ingest_pb2.SubmitActasRequest]]:
-    messages = [ingest_pb2.SubmitActasRequest(actas=b) for b in _chunks(actas, BATCH)]
+def _by_centre(
+    actas: Sequence[acta_pb2.Acta],
+) -> dict[str, list[list[ingest_pb2.SubmitActasRequest]]]:
+    """Per capture centre (each captures only its assigned casillas), its actas in
+    messages of ``BATCH``, grouped ``MESSAGES_PER_STREAM`` to a stream."""
+    groups: dict[str, list[acta_pb2.Acta]] = {}
+    for acta in actas:
+        groups.setdefault(acta.provenance.capture_centre_id, []).append(acta)
+    out = {}
+    for centre, group in groups.items():
+        messages = [ingest_pb2.SubmitActasRequest(actas=b) for b in _chunks(group, BATCH)]
+        out[centre] = [
+            messages[i : i + MESSAGES_PER_STREAM]
+            for i in range(0, len(messages), MESSAGES_PER_STREAM)
+        ]
+    return out
+
+
+def _single_streams(actas: Sequence[acta_pb2.Acta]) -> list[_Stream]:
     return [
-        messages[i : i + MESSAGES_PER_STREAM] for i in range(0, len(messages), MESSAGES_PER_STREAM)
+        (_operator(centre, "op-1"), stream)
+        for centre, streams in _by_centre(actas).items()
+        for stream in streams
     ]
 
 
-def _double_streams(actas: Sequence[acta_pb2.Acta]) -> list[list[ingest_pb2.SubmitActasRequest]]:
-    """Each batch twice in the same stream: operator A's capture, then operator B's."""
-    messages: list[ingest_pb2.SubmitActasRequest] = []
-    for batch in _chunks(actas, BATCH):
-        for operator in ("bench-a", "bench-b"):
-            request = ingest_pb2.SubmitActasRequest(actas=batch)
-            for acta in request.actas:
-                acta.provenance.operator_id = operator
-            messages.append(request)
+def _double_streams(actas: Sequence[acta_pb2.Acta]) -> list[_Stream]:
+    """Each stream twice, from two operators of the centre (whichever is second
+    confirms the first one's captures)."""
     return [
-        messages[i : i + MESSAGES_PER_STREAM] for i in range(0, len(messages), MESSAGES_PER_STREAM)
+        (_operator(centre, operator), stream)
+        for centre, streams in _by_centre(actas).items()
+        for stream in streams
+        for operator in ("op-1", "op-2")
     ]
 
 
 def _measure_service(
-    election: Path, work: Path, streams: list[list[ingest_pb2.SubmitActasRequest]], *, single: bool
+    election: Path, work: Path, streams: list[_Stream], *, single: bool
 ) -> tuple[int, float]:
     name = "single" if single else "double"
     child = _serve(election, work / f"{name}.db", work / f"{name}.port", single=single)

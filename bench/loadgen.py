@@ -1,11 +1,14 @@
 """Load generator: runs as its own process so the load does not share the measuring
 process's interpreter (the GIL) with anything else.
 
-``python -m bench.loadgen ingest --edge HOST:PORT --tls DIR/NAME ... --batches FILE``
+``python -m bench.loadgen ingest --edge HOST:PORT --tls [CENTRE=]CERT,KEY,CA ... --batches FILE``
     submits pre-built ``SubmitActasRequest`` messages (length-prefixed in FILE) through
     the edge, one message per ``SubmitActas`` call, ``--streams`` calls in flight per
     identity, and prints one JSON object: for every answered message, the monotonic time
-    it was answered and how many of its actas were ACCEPTED.
+    it was answered and how many of its actas were ACCEPTED. Ingest lets a capture
+    centre capture only the casillas assigned to it, so an identity given as
+    ``CENTRE=...`` sends the messages whose first acta names that centre in its
+    provenance (build one centre's actas per message); the others send the rest.
 
 ``python -m bench.loadgen reads --edge HOST:PORT --tls CERT,KEY,CA --trust-root FILE``
     runs one SDK :class:`veritally_client.Client` fetching and verifying the latest cut
@@ -75,20 +78,33 @@ def _tls(spec: str) -> TlsFiles:
     return TlsFiles(cert=Path(cert), key=Path(key), ca=Path(ca))
 
 
+def _identity(spec: str) -> tuple[str, TlsFiles]:
+    """``[CENTRE=]CERT,KEY,CA`` -> (centre or "", files)."""
+    centre, sep, files = spec.rpartition("=")
+    return (centre if sep else ""), _tls(files)
+
+
 async def _ingest(
     edge: str,
-    identities: list[TlsFiles],
+    identities: list[tuple[str, TlsFiles]],
     batches: list[ingest_pb2.SubmitActasRequest],
     streams: int,
 ) -> dict[str, object]:
-    queue: asyncio.Queue[ingest_pb2.SubmitActasRequest] = asyncio.Queue()
+    centres = {centre for centre, _ in identities if centre}
+    queues: dict[str, asyncio.Queue[ingest_pb2.SubmitActasRequest]] = {
+        centre: asyncio.Queue() for centre, _ in identities
+    }
     for b in batches:
-        queue.put_nowait(b)
+        centre = b.actas[0].provenance.capture_centre_id if b.actas else ""
+        queues[centre if centre in centres else ""].put_nowait(b)
     answered: list[tuple[float, int]] = []
     retries = 0
     started = time.monotonic()
 
-    async def worker(stub: ingest_pb2_grpc.IngestServiceStub) -> None:
+    async def worker(
+        stub: ingest_pb2_grpc.IngestServiceStub,
+        queue: asyncio.Queue[ingest_pb2.SubmitActasRequest],
+    ) -> None:
         nonlocal retries
         while not queue.empty():
             message = queue.get_nowait()
@@ -109,12 +125,15 @@ async def _ingest(
             )
             answered.append((time.monotonic(), accepted))
 
-    async def identity(tls: TlsFiles) -> None:
+    async def identity(centre: str, tls: TlsFiles) -> None:
         async with aio_channel(edge, tls=tls) as channel:
             stub = ingest_pb2_grpc.IngestServiceStub(channel)
-            await asyncio.gather(*(worker(stub) for _ in range(streams)))
+            await asyncio.gather(*(worker(stub, queues[centre]) for _ in range(streams)))
 
-    await asyncio.gather(*(identity(t) for t in identities))
+    await asyncio.gather(*(identity(c, t) for c, t in identities))
+    left = sum(q.qsize() for q in queues.values())
+    if left:
+        raise RuntimeError(f"{left} messages name a centre no identity was given for")
     return {"started": started, "answered": answered, "retries": retries}
 
 
@@ -157,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     ing = sub.add_parser("ingest")
     ing.add_argument("--edge", required=True)
-    ing.add_argument("--tls", action="append", required=True, help="CERT,KEY,CA")
+    ing.add_argument("--tls", action="append", required=True, help="[CENTRE=]CERT,KEY,CA")
     ing.add_argument("--batches", type=Path, required=True)
     ing.add_argument("--streams", type=int, default=2)
     rd = sub.add_parser("reads")
@@ -170,7 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode == "ingest":
         result = asyncio.run(
             _ingest(
-                args.edge, [_tls(t) for t in args.tls], read_batches(args.batches), args.streams
+                args.edge,
+                [_identity(t) for t in args.tls],
+                read_batches(args.batches),
+                args.streams,
             )
         )
     else:

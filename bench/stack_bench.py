@@ -145,15 +145,21 @@ def measure_ingest(
     stack: Stack, actas: Sequence[acta_pb2.Acta], work: Path
 ) -> tuple[dict[str, float], int]:
     """Import ``actas`` through the edge from a load-generator process."""
+    # Each centre captures the casillas assigned to it (the actas file names the centre),
+    # with the certificate of its first operator (single capture).
+    by_centre: dict[str, list[acta_pb2.Acta]] = {}
+    for acta in actas:
+        by_centre.setdefault(acta.provenance.capture_centre_id, []).append(acta)
     batches = [
-        ingest_pb2.SubmitActasRequest(actas=actas[i : i + BATCH])
-        for i in range(0, len(actas), BATCH)
+        ingest_pb2.SubmitActasRequest(actas=group[i : i + BATCH])
+        for group in by_centre.values()
+        for i in range(0, len(group), BATCH)
     ]
     batch_file = work / "batches.bin"
     write_batches(batch_file, batches)
     argv = [sys.executable, "-m", "bench.loadgen", "ingest", "--edge", stack.endpoints.edge]
-    for identity in stack.pki.identities("capture"):
-        argv += ["--tls", _tls_arg(stack.tls(identity.name))]
+    for centre in by_centre:
+        argv += ["--tls", f"{centre}={_tls_arg(stack.tls(f'{centre}/op-1'))}"]
     argv += ["--batches", str(batch_file), "--streams", str(STREAMS_PER_CENTRE)]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=INGEST_TIMEOUT_S, cwd=ROOT.parent
@@ -231,9 +237,14 @@ def measure_freshness(
     stack: Stack, probes: Sequence[acta_pb2.Acta], work: Path
 ) -> dict[str, float]:
     """Acknowledged → verified-in-a-cut latency of single actas."""
-    tls = stack.tls("cc-01")
-    channel = grpc.secure_channel(stack.endpoints.edge, tls.channel_credentials())
-    stub = ingest_pb2_grpc.IngestServiceStub(channel)
+    # Each probe from the centre its casilla is assigned to (its first operator).
+    channels = {
+        centre: grpc.secure_channel(
+            stack.endpoints.edge, stack.tls(f"{centre}/op-1").channel_credentials()
+        )
+        for centre in {p.provenance.capture_centre_id for p in probes}
+    }
+    stubs = {c: ingest_pb2_grpc.IngestServiceStub(ch) for c, ch in channels.items()}
     acked: list[tuple[float, int]] = []  # (ack time, log sequence)
     with _client(stack, "outlet-03", work / "freshness") as client:
         watcher = _Watcher(client)
@@ -241,7 +252,7 @@ def measure_freshness(
         while not watcher.seen and watcher.error is None:
             time.sleep(0.05)
         for acta in probes:
-            response = stub.SubmitActas(
+            response = stubs[acta.provenance.capture_centre_id].SubmitActas(
                 iter([ingest_pb2.SubmitActasRequest(actas=[acta])]), timeout=30
             )
             t = time.monotonic()
@@ -258,7 +269,8 @@ def measure_freshness(
             time.sleep(0.1)
         watcher.stop.set()
         watcher.join(timeout=10)
-    channel.close()
+    for channel in channels.values():
+        channel.close()
     if watcher.error is not None:
         raise RuntimeError(f"the watching SDK client failed: {watcher.error!r}")
     latencies = []

@@ -7,6 +7,7 @@ opaque bytes and only needs (M, results at M) atomically plus the records' exact
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import random
@@ -19,7 +20,7 @@ import grpc
 
 from veritally._grpc import ServiceServer
 from veritally.publication.keys import write_key_files
-from veritally.publication.service import PublicationConfig
+from veritally.publication.service import PublicationConfig, PublicationService
 from veritally.publication.trustroot import build_body, write_trust_root
 from veritally_client._election import ElectionIndex, acta_id
 from veritally_client._gen.veritally.v1 import (
@@ -72,6 +73,8 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
         self.leaves: list[bytes] = []
         self.unavailable = False
         self.batch = 100  # records per stream message, as aggregation batches them
+        # Records ingest accepted beyond those served: an aggregation stuck behind ingest.
+        self.ingest_ahead = 0
         self.election = election
         self.tally = Tally(election) if election else None
         self._rng = random.Random(2026)
@@ -144,7 +147,9 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
     ) -> aggregation_pb2.GetResultsBlobResponse:
         await self._check(context)
         return aggregation_pb2.GetResultsBlobResponse(
-            acta_records=self._acta_records_now(), results=self._results_now()
+            acta_records=self._acta_records_now(),
+            results=self._results_now(),
+            ingest_records=self._acta_records_now() + self.ingest_ahead,
         )
 
     async def GetDefinition(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -238,3 +243,12 @@ def publication_config(
         interval_seconds=interval,
         bundle_dir=tmp / "bundle" if bundle else None,
     )
+
+
+async def wait_for_first_cut(service: PublicationService, bundle: Path | None = None) -> None:
+    """Wait for the cut made at start (and, given its bundle, for its files)."""
+    for _ in range(500):  # bounded: 5 s
+        if service.engine.latest_number and (bundle is None or (bundle / "latest").exists()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no first cut")

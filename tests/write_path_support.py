@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
+from pathlib import Path
 
 from veritally.ingest import bounds
+from veritally.ingest.store import IngestStore, Writes
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2
 
@@ -136,4 +139,65 @@ def wide_election(*, options: int, casillas: int) -> ElectionIndex:
             type=election_pb2.CASILLA_TYPE_CONTIGUA,
             nominal_list=750,
         )
+    return ElectionIndex.from_pb(pb)
+
+
+def poison_ingest_log(
+    db_path: Path, election: ElectionIndex, acta: ActaPb, *, sequence: int, size: int
+) -> str:
+    """Write into ingest's store (before ingest starts) an accepted record of ``acta``
+    padded to at least ``size`` bytes, as a store accepted before acta sizes were bounded
+    holds it: a record no stream page can carry. Returns its acta id."""
+    acta_id = f"{acta.casilla_id}/{acta.contest_id}"
+    padded = ActaPb()
+    padded.CopyFrom(acta)
+    padded.provenance.operator_id = "x" * size
+    record = acta_pb2.ActaRecord(
+        acta_id=acta_id, revision=1, acta=padded, counted=True, sequence=sequence
+    )
+    record.received_time.GetCurrentTime()
+    leaf = acta_pb2.LogLeaf(acta_record=record).SerializeToString(deterministic=True)
+    digest = hashlib.sha256(padded.SerializeToString(deterministic=True)).digest()
+    store = IngestStore(db_path)
+    try:
+        store.commit(
+            Writes(log=[(sequence, acta_id, 1, leaf)], actas=[(acta_id, 1, sequence, digest, 1, 0)])
+        )
+    finally:
+        store.close()
+    assert election.has_casilla(acta.casilla_id)
+    return acta_id
+
+
+# Identities as Envoy forwards them to ingest (x-forwarded-client-cert, SANITIZE_SET):
+# ingest takes the capture centre and operator from these, never from the acta.
+TEST_TRUST_DOMAIN = "veritally.test"
+
+
+def capture_operator(operator: str, *, centre: str = "centre-1") -> str:
+    """The SPIFFE ID of ``operator`` of capture centre ``centre``."""
+    return f"spiffe://{TEST_TRUST_DOMAIN}/capture/{centre}/{operator}"
+
+
+def authority_operator(name: str) -> str:
+    """The SPIFFE ID of an operator of the authority (corrections, resolutions)."""
+    return f"spiffe://{TEST_TRUST_DOMAIN}/operator/{name}"
+
+
+def as_caller(spiffe_id: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying ``spiffe_id`` the way Envoy sets it for a verified client."""
+    return (
+        (
+            "x-forwarded-client-cert",
+            f"By=spiffe://{TEST_TRUST_DOMAIN}/service/ingest;Hash=ab;URI={spiffe_id}",
+        ),
+    )
+
+
+def with_centres(election: ElectionIndex, centre_of: Callable[[str], str]) -> ElectionIndex:
+    """``election`` with every casilla assigned to the capture centre ``centre_of(id)``."""
+    pb = election_pb2.ElectionDefinition()
+    pb.CopyFrom(election.pb)
+    for casilla in pb.casillas:
+        casilla.capture_centre_id = centre_of(casilla.id)
     return ElectionIndex.from_pb(pb)

@@ -21,6 +21,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from veritally.streams import StreamLimitInterceptor, StreamLimits
+
 log = logging.getLogger(__name__)
 
 # Largest message a service sends, and a client channel accepts, in bytes. Results blobs
@@ -210,6 +212,7 @@ class ServiceServer:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_receive_bytes: int = SMALL_REQUEST_BYTES,
         max_send_bytes: int = MAX_MESSAGE_BYTES,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         """Create the server.
 
@@ -221,15 +224,19 @@ class ServiceServer:
             max_receive_bytes: largest request message, decompressed (bytes); each
                 message of a stream is bounded alone.
             max_send_bytes: largest response message (bytes).
+            stream_limits: bounds on streaming calls per caller (veritally.streams);
+                None: the ones in the environment, else the defaults.
         """
         self.name = name
+        self.streams = StreamLimitInterceptor(stream_limits or StreamLimits.from_env())
         self.grpc = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_receive_bytes),
                 ("grpc.max_send_message_length", max_send_bytes),
             ],
-            # Identity checks first, then request parsing: a stranger learns nothing.
-            interceptors=[*interceptors, MalformedRequestInterceptor()],
+            # Identity checks first, then stream bounds, then request parsing: a
+            # stranger learns nothing, and a refused stream costs no parsing.
+            interceptors=[*interceptors, self.streams, MalformedRequestInterceptor()],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)

@@ -156,10 +156,10 @@ class CaptureStats:
         return sum(self.status.values()) / max(self.seconds(), 1e-9)
 
 
-def _second_operator(operator: str) -> str:
-    """The id of the operator who captures an acta the second time."""
-    head, sep, tail = operator.rpartition("-")
-    return f"{head}-2" if sep and tail == "1" else f"{operator}-2"
+# The operators of each capture centre who capture an acta the first and second time:
+# their certificates (``cc-01/op-1``...) are what tells them apart, not a field.
+FIRST_OPERATOR = "op-1"
+SECOND_OPERATOR = "op-2"
 
 
 def _capture_time(acta: ActaPb) -> float:
@@ -235,7 +235,10 @@ async def replay(
         stats: updated as answers arrive (read it from another task for progress).
         speed: replay pace relative to the actas' capture times; 0 for as fast as possible.
         double_capture: send each acta a second time from another operator.
-        centres: capture-centre identities to use (default: every one in the PKI).
+        centres: capture centres to use (default: every one in the PKI). Each acta is
+            sent by the centre its casilla is assigned to (its provenance's centre in
+            the actas file), with the certificate of that centre's first operator, and
+            again with the second operator's.
 
     Returns:
         ``stats``, finished.
@@ -243,9 +246,10 @@ async def replay(
     Raises:
         grpc.aio.AioRpcError: a batch failed with a non-retryable status or kept failing.
     """
-    names = centres or [i.name for i in stack.pki.identities("capture")]
+    names = centres or [i.name for i in stack.pki.identities("capture") if "/" not in i.name]
     if not names:
         raise ValueError("the PKI has no capture-centre identity")
+    known = set(names)
     queues: dict[str, asyncio.Queue[list[ActaPb] | None]] = {
         n: asyncio.Queue(maxsize=2 * STREAMS_PER_CENTRE) for n in names
     }
@@ -253,22 +257,21 @@ async def replay(
     edge = stack.endpoints.edge
 
     async def centre(name: str) -> None:
-        async with aio_channel(edge, tls=stack.tls(name)) as channel:
-            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        first_tls = stack.tls(f"{name}/{FIRST_OPERATOR}")
+        second_tls = stack.tls(f"{name}/{SECOND_OPERATOR}")
+        async with (
+            aio_channel(edge, tls=first_tls) as first_channel,
+            aio_channel(edge, tls=second_tls) as second_channel,
+        ):
+            first = ingest_pb2_grpc.IngestServiceStub(first_channel)
+            second = ingest_pb2_grpc.IngestServiceStub(second_channel)
 
             async def stream() -> None:
                 queue = queues[name]
                 while (batch := await queue.get()) is not None:
-                    await _submit(stub, batch, stats)
+                    await _submit(first, batch, stats)
                     if double_capture:
-                        second = []
-                        for acta in batch:
-                            copy = ActaPb()
-                            copy.CopyFrom(acta)
-                            op = copy.provenance.operator_id or "op"
-                            copy.provenance.operator_id = _second_operator(op)
-                            second.append(copy)
-                        await _submit(stub, second, stats)
+                        await _submit(second, batch, stats)
 
             async with asyncio.TaskGroup() as group:
                 for _ in range(STREAMS_PER_CENTRE):
@@ -296,7 +299,7 @@ async def replay(
                     last_flush = time.monotonic()
                 await asyncio.sleep(wait)
             cc = acta.provenance.capture_centre_id
-            name = names[zlib.crc32(cc.encode()) % len(names)]
+            name = cc if cc in known else names[zlib.crc32(cc.encode()) % len(names)]
             pending[name].append(acta)
             stats.actas += 1
             stats.captures += 2 if double_capture else 1
@@ -580,7 +583,8 @@ def prepare_state(state: StateDir, *, casillas: int, seed: int) -> list[str]:
         veritally.pki.PkiError: an existing PKI is inconsistent.
         OSError: files cannot be written.
     """
-    params = {"casillas": casillas, "seed": seed}
+    bootstrap = Bootstrap(casillas=casillas, seed=seed)
+    params = bootstrap.election_params()
     try:
         existing = json.loads(state.election_params.read_text())
     except (OSError, ValueError):
@@ -588,7 +592,7 @@ def prepare_state(state: StateDir, *, casillas: int, seed: int) -> list[str]:
     if existing != params and state.election.exists():
         shutil.rmtree(state.election)
     state.wipe_data()
-    return Bootstrap(casillas=casillas, seed=seed).ensure(state)
+    return bootstrap.ensure(state)
 
 
 def _count_rows(path: Path) -> int:

@@ -28,12 +28,14 @@ place, so they are never readable by others, not even for an instant.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import ipaddress
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "CA_VALIDITY",
+    "CRL_VALIDITY",
     "ENVOY_NAME",
     "LEAF_VALIDITY",
     "MANIFEST_NAME",
@@ -57,7 +60,11 @@ __all__ = [
     "PkiError",
     "PkiLayout",
     "ServiceSans",
+    "capture_operator_name",
+    "capture_operator_spiffe_id",
+    "crl_next_update",
     "init_pki",
+    "is_valid_name",
     "issue_foreign_identity",
     "layout",
     "spiffe_id",
@@ -81,8 +88,13 @@ _MANIFEST_VERSION = 1
 # one CA can serve a rehearsal cycle; leaves: 90 days. Both in days.
 CA_VALIDITY = dt.timedelta(days=5 * 365)
 LEAF_VALIDITY = dt.timedelta(days=90)
-# CRLs are reissued on every revocation; nextUpdate a week out (in days) so that a
-# relying party would notice a stalled CA. Envoy does not enforce nextUpdate.
+# A CRL's nextUpdate, a week after it is issued (in days). Envoy (BoringSSL) DOES enforce
+# it: once nextUpdate has passed, every new handshake on every listener fails as if the
+# certificate were revoked (`ssl.fail_verify_error`). So a CRL is not written once: it is
+# reissued on every revocation and on a schedule by `veritally up` (see
+# veritally.supervisor.CrlKeeper and docs/operations.md); a week leaves an operator days
+# to notice and fix a CA that stopped reissuing, and a relying party would still notice
+# a CA stalled for longer.
 CRL_VALIDITY = dt.timedelta(days=7)
 # Clocks of the parties may differ by a little; certificates are valid from a few minutes
 # before they were issued (in minutes).
@@ -137,6 +149,29 @@ class PkiError(Exception):
     """A PKI directory is missing, inconsistent, or asked for an identity it lacks."""
 
 
+def crl_next_update(path: Path) -> dt.datetime:
+    """The nextUpdate of the CRL at ``path`` (UTC): when Envoy stops accepting it.
+
+    Raises:
+        PkiError: the file is missing, is not a PEM CRL, or has no nextUpdate.
+    """
+    try:
+        crl = x509.load_pem_x509_crl(Path(path).read_bytes())
+    except (OSError, ValueError) as e:
+        raise PkiError(f"cannot read the CRL {path}: {e}") from e
+    next_update = crl.next_update_utc
+    if next_update is None:
+        raise PkiError(f"the CRL {path} has no nextUpdate")
+    return next_update
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` may name a party in a SPIFFE ID: 1 to 64 lowercase ASCII letters,
+    digits, ``-`` and ``_``, starting and ending with a letter or digit (so no two names
+    look alike)."""
+    return bool(_NAME_RE.match(name))
+
+
 def spiffe_id(trust_domain: str, role: str, name: str) -> str:
     """The SPIFFE ID of a party: ``spiffe://<trust domain>/<role>/<name>``.
 
@@ -150,6 +185,37 @@ def spiffe_id(trust_domain: str, role: str, name: str) -> str:
     if not _NAME_RE.match(name):
         raise ValueError(f"name must be a lowercase path segment, got {name!r}")
     return f"spiffe://{trust_domain}/{role}/{name}"
+
+
+# Capture operators -----------------------------------------------------------------
+# A capture centre's operators each hold their own certificate, whose SPIFFE ID names
+# the centre and the operator: ``spiffe://<td>/capture/<centre>/<operator>``. Envoy's
+# RBAC admits the whole ``capture/`` prefix; ingest reads the centre and the operator
+# from the verified ID (docs/adr/0034-operator-identity-from-certificates.md). Both
+# segments are names (``_NAME_RE``: short lowercase ASCII), so no two operators can
+# look alike.
+
+
+def capture_operator_name(centre: str, operator: str) -> str:
+    """The PKI name of a capture operator's identity, ``<centre>/<operator>``.
+
+    Raises:
+        ValueError: a malformed centre or operator name.
+    """
+    for label, value in (("centre", centre), ("operator", operator)):
+        if not _NAME_RE.match(value):
+            raise ValueError(f"{label} must be a lowercase path segment, got {value!r}")
+    return f"{centre}/{operator}"
+
+
+def capture_operator_spiffe_id(trust_domain: str, centre: str, operator: str) -> str:
+    """``spiffe://<trust domain>/capture/<centre>/<operator>``.
+
+    Raises:
+        ValueError: a malformed trust domain, centre or operator name.
+    """
+    capture_operator_name(centre, operator)  # validates both names
+    return spiffe_id(trust_domain, ROLE_CAPTURE, centre) + "/" + operator
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -316,13 +382,15 @@ def _make_leaf(
     return _Issued(cert=cert, key=key)
 
 
-def _build_crl(ca: _Issued, revoked: dict[int, dt.datetime]) -> x509.CertificateRevocationList:
+def _build_crl(
+    ca: _Issued, revoked: dict[int, dt.datetime], validity: dt.timedelta
+) -> x509.CertificateRevocationList:
     now = _now()
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)
         .last_update(now - _BACKDATE)
-        .next_update(now + CRL_VALIDITY)
+        .next_update(now + validity)
     )
     for serial, when in sorted(revoked.items()):
         builder = builder.add_revoked_certificate(
@@ -424,11 +492,59 @@ class Pki:
             PkiError: no such identity, or the CA files are unreadable.
         """
         identity = self.identity(name)
-        if identity.serial not in self._revoked:
-            self._revoked[identity.serial] = _now()
-        self._write_crl(self._load_ca())
-        self._write_manifest()
+        with self._crl_lock():
+            # Another process (the stack's CRL reissue, another revoke) may have written
+            # since this one loaded: keep every serial the manifest lists.
+            self._merge_revoked()
+            if identity.serial not in self._revoked:
+                self._revoked[identity.serial] = _now()
+            self._write_crl(self._load_ca())
+            self._write_manifest()
         return identity
+
+    def reissue_crl(self, *, validity: dt.timedelta = CRL_VALIDITY) -> dt.datetime:
+        """Sign the CRL again with the same revoked serials and a new nextUpdate, and
+        rename it into place (an Envoy watching it through SDS picks it up for new
+        handshakes without a restart). Returns the new nextUpdate.
+
+        The revoked serials are read again from the manifest under the same lock as
+        :meth:`revoke`, so a revocation made by another process is never undone.
+
+        Raises:
+            ValueError: a non-positive validity.
+            PkiError: the CA files are unreadable (an offline CA: reissue where the key
+                is, and copy the CRL in by renaming).
+        """
+        if validity <= dt.timedelta(0):
+            raise ValueError(f"validity must be positive, got {validity}")
+        with self._crl_lock():
+            self._merge_revoked()
+            try:
+                ca = self._load_ca()
+            except OSError as e:
+                raise PkiError(f"cannot load the CA to reissue the CRL: {e}") from e
+            self._write_crl(ca, validity=validity)
+        return crl_next_update(self.crl)
+
+    @contextlib.contextmanager
+    def _crl_lock(self) -> Iterator[None]:
+        """An exclusive lock on the CRL (and the manifest's revoked list) across
+        processes: ``DIR/ca/.crl.lock``, held with flock."""
+        lock_path = self.crl.with_name(".crl.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _merge_revoked(self) -> None:
+        if not self.manifest.exists():
+            return
+        on_disk = Pki.load(self.root)._revoked
+        for serial, when in on_disk.items():
+            self._revoked.setdefault(serial, when)
 
     def issue(
         self,
@@ -449,6 +565,29 @@ class Pki:
         self._write_manifest()
         return identity
 
+    def issue_capture_operator(self, *, centre: str, operator: str) -> Identity:
+        """Issue (or reissue) the certificate of one operator of a capture centre,
+        ``spiffe://<td>/capture/<centre>/<operator>``, named ``<centre>/<operator>``.
+
+        Raises:
+            ValueError: a malformed centre or operator name.
+            PkiError: the CA files are unreadable.
+        """
+        ca = self._load_ca()
+        identity = self._issue_capture_operator(ca, centre=centre, operator=operator)
+        self._write_manifest()
+        return identity
+
+    def _issue_capture_operator(self, ca: _Issued, *, centre: str, operator: str) -> Identity:
+        return self._issue(
+            ca,
+            role=ROLE_CAPTURE,
+            name=capture_operator_name(centre, operator),
+            dns=(),
+            ips=(),
+            uri=capture_operator_spiffe_id(self.trust_domain, centre, operator),
+        )
+
     def _issue(
         self,
         ca: _Issued,
@@ -457,8 +596,9 @@ class Pki:
         name: str,
         dns: Sequence[str],
         ips: Sequence[str],
+        uri: str | None = None,
     ) -> Identity:
-        uri = spiffe_id(self.trust_domain, role, name)
+        uri = uri or spiffe_id(self.trust_domain, role, name)
         issued = _make_leaf(
             ca,
             uri=uri,
@@ -484,8 +624,8 @@ class Pki:
         self._identities[name] = identity
         return identity
 
-    def _write_crl(self, ca: _Issued) -> None:
-        crl = _build_crl(ca, self._revoked)
+    def _write_crl(self, ca: _Issued, *, validity: dt.timedelta = CRL_VALIDITY) -> None:
+        crl = _build_crl(ca, self._revoked, validity)
         _write_public(self.crl, crl.public_bytes(serialization.Encoding.PEM))
 
     def _write_manifest(self) -> None:
@@ -589,6 +729,7 @@ def init_pki(
     media: int,
     capture_centres: int,
     operators: int = 1,
+    capture_operators: int = 0,
     service_sans: dict[str, ServiceSans] | None = None,
 ) -> Pki:
     """Create a CA, an empty CRL and every identity of a deployment in ``root``.
@@ -598,7 +739,11 @@ def init_pki(
         trust_domain: the SPIFFE trust domain (``veritally.example``).
         media: number of media outlets (``outlet-01``...).
         capture_centres: number of capture centres (``cc-01``...).
-        operators: number of operators (``ops-01``...).
+        operators: number of operators (``ops-01``...), who correct actas and resolve
+            cross-checks.
+        capture_operators: operators per capture centre (``cc-01/op-1``...), each with
+            a certificate ``spiffe://<td>/capture/<centre>/<operator>``; double capture
+            needs two of them.
         service_sans: extra DNS/IP SANs per service name, for the hosts Envoy dials in a
             multi-host deployment. Every service always has its own name and
             ``localhost`` as DNS SANs.
@@ -615,6 +760,8 @@ def init_pki(
             raise ValueError(f"{label} must be >= 0, got {count}")
     if operators < 0:
         raise ValueError(f"operators must be >= 0, got {operators}")
+    if capture_operators < 0:
+        raise ValueError(f"capture_operators must be >= 0, got {capture_operators}")
     spiffe_id(trust_domain, ROLE_SERVICE, ENVOY_NAME)  # validates the trust domain
     sans = service_sans or {}
 
@@ -644,6 +791,9 @@ def init_pki(
     pki._write_crl(ca)
     for plan in plans:
         pki._issue(ca, role=plan.role, name=plan.name, dns=plan.dns, ips=plan.ips)
+    for i in range(1, capture_centres + 1):
+        for j in range(1, capture_operators + 1):
+            pki._issue_capture_operator(ca, centre=f"cc-{i:02d}", operator=f"op-{j}")
     # The manifest goes last: a directory with a manifest is a complete PKI.
     pki._write_manifest()
     return pki

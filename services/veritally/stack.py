@@ -22,6 +22,11 @@ the services, ``veritally.mesh.process.EnvoyProcess`` for Envoy):
   ``envoy --mode validate`` at every start), started after the services because its
   readiness includes the first round of health checks.
 
+A CRL keeper (:class:`veritally.supervisor.CrlKeeper`) reissues the CA's CRL on a
+schedule while the stack runs (Envoy refuses every new connection once the CRL's
+nextUpdate has passed), and the stack refuses to start on a CRL that would expire before
+it could be reissued.
+
 A watchdog thread restarts a child that exits without being asked to (a crash, a
 ``kill -9``), at most :data:`MAX_RESTARTS` times per service within
 :data:`RESTART_WINDOW_S`, waiting 1, 2, 4... seconds between attempts, and logs each.
@@ -58,7 +63,8 @@ from veritally.mesh.envoy import (
 from veritally.mesh.process import EnvoyError, EnvoyProcess, free_port
 from veritally.pki import Pki, PkiError
 from veritally.state import Bootstrap, StateDir
-from veritally.supervisor import Process, ProcessError
+from veritally.streams import STREAM_LIMITS_ENV, StreamLimits
+from veritally.supervisor import CrlKeeper, CrlSchedule, Process, ProcessError
 from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
 from veritally_client._gen.veritally.v1 import publication_pb2, publication_pb2_grpc
 
@@ -153,6 +159,8 @@ class Stack:
         limits: Limits | None = None,
         max_restarts: int = MAX_RESTARTS,
         restart_backoff_s: float = RESTART_BACKOFF_S,
+        crl_schedule: CrlSchedule | None = CrlSchedule(),  # noqa: B008 - frozen, immutable
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         """Describe the stack; nothing starts until :meth:`start`.
 
@@ -173,6 +181,12 @@ class Stack:
                 the watchdog gives up on it.
             restart_backoff_s: first wait before a restart (seconds), doubled for each
                 recent restart of the same child.
+            crl_schedule: when the CRL is reissued (default: every 42 h, 7-day
+                validity); None leaves the CRL alone (it then expires under the
+                running stack; tests of that failure only).
+            stream_limits: per-identity bounds on streaming calls in every service
+                (default: :class:`veritally.streams.StreamLimits`' defaults, documented
+                in docs/mesh.md); tests pass small ones.
 
         Raises:
             veritally.pki.PkiError: the state directory has no usable PKI.
@@ -206,6 +220,10 @@ class Stack:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self.stream_limits = stream_limits
+        self.crl_keeper = (
+            None if crl_schedule is None else CrlKeeper(state.pki, schedule=crl_schedule)
+        )
 
     # -- what is where ------------------------------------------------------------------
 
@@ -304,6 +322,11 @@ class Stack:
             # The health service is open to any certificate of our CA (the peer
             # interceptor exempts it); the supervisor checks as Envoy would.
             health_tls=self.tls("envoy"),
+            env=(
+                {}
+                if self.stream_limits is None
+                else {STREAM_LIMITS_ENV: self.stream_limits.to_env()}
+            ),
         )
 
     def publisher_keys(self) -> list[Path]:
@@ -354,6 +377,11 @@ class Stack:
         self.state.logs.mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
         try:
+            if self.crl_keeper is not None:
+                # Before anything starts: a CRL that expires before it can be reissued
+                # would lock every party out (CrlError names it).
+                self.crl_keeper.check_at_start()
+                self.crl_keeper.start()
             envoy = EnvoyProcess.from_topology(self.topology, directory=self.state.envoy)
             for name in SERVICES:
                 self._start_service(name)
@@ -409,6 +437,8 @@ class Stack:
                 t.join()
             if self.envoy is not None:
                 self.envoy.stop()
+            if self.crl_keeper is not None:
+                self.crl_keeper.stop()
             log.info("stack stopped")
 
     def restart(self, name: str) -> None:
@@ -629,26 +659,29 @@ def run(args: argparse.Namespace) -> int:
         stopping.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    stack = Stack(
-        state,
-        base_port=args.base_port,
-        single_capture=args.single_capture,
-        interval_s=args.interval,
-    )
     try:
-        stack.start()
-    except StackError as e:
-        log.error("%s", e)
-        return 1
-    try:
-        _print_table(stack)
-        while not stopping.wait(1.0):
-            if stack.failed:
-                log.error("giving up: %s", stack.failed)
-                return 1
-        log.info("signal received: draining (%.0f s) and stopping", stack.drain_seconds)
-        return 0
+        stack = Stack(
+            state,
+            base_port=args.base_port,
+            single_capture=args.single_capture,
+            interval_s=args.interval,
+        )
+        try:
+            stack.start()
+        except StackError as e:  # e.g. a CRL that expires before it can be reissued
+            log.error("%s", e)
+            return 1
+        try:
+            _print_table(stack)
+            while not stopping.wait(1.0):
+                if stack.failed:
+                    log.error("giving up: %s", stack.failed)
+                    return 1
+            log.info("signal received: draining (%.0f s) and stopping", stack.drain_seconds)
+            return 0
+        finally:
+            stack.stop()
     finally:
-        stack.stop()
+        # Also when the stack did not start: the caller's handlers come back.
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -40,7 +40,9 @@ DEFAULT_SEED = 2024
 # outlets for a reader, a flooder and a spare in the tests.
 DEFAULT_MEDIA = 3
 DEFAULT_CAPTURE_CENTRES = 4
-DEFAULT_OPERATORS = 1
+DEFAULT_OPERATORS = 2
+# Operators per capture centre, each with a certificate: double capture needs two.
+DEFAULT_CAPTURE_OPERATORS = 2
 # Validity of the trust root created by ``up``/``demo`` (days): long enough for an
 # election and its challenges, short enough that a forgotten demo key does not live on.
 TRUST_ROOT_DAYS = 90
@@ -155,7 +157,9 @@ class Bootstrap:
         seed: its random seed.
         media: media outlets in a new PKI.
         capture_centres: capture centres in a new PKI.
-        operators: operators in a new PKI.
+        operators: operators in a new PKI (dual control of corrections needs two).
+        capture_operators: operators per capture centre (``cc-01/op-1``...); an
+            existing PKI gets the missing ones.
     """
 
     casillas: int
@@ -163,6 +167,15 @@ class Bootstrap:
     media: int = DEFAULT_MEDIA
     capture_centres: int = DEFAULT_CAPTURE_CENTRES
     operators: int = DEFAULT_OPERATORS
+    capture_operators: int = DEFAULT_CAPTURE_OPERATORS
+
+    def election_params(self) -> dict[str, int]:
+        """What a generated election depends on (``params.json``)."""
+        return {
+            "casillas": self.casillas,
+            "seed": self.seed,
+            "capture_centres": self.capture_centres,
+        }
 
     def ensure(self, state: StateDir) -> list[str]:
         """Create whatever is missing in ``state``: PKI, publisher key, trust root v1,
@@ -186,13 +199,21 @@ class Bootstrap:
                 media=self.media,
                 capture_centres=self.capture_centres,
                 operators=self.operators,
+                capture_operators=self.capture_operators,
             )
             created.append(
                 f"PKI {state.pki} (trust domain {TRUST_DOMAIN}: {self.media} outlets, "
                 f"{self.capture_centres} capture centres, {self.operators} operators)"
             )
         else:
-            Pki.load(state.pki)  # fail early on a broken PKI
+            pki = Pki.load(state.pki)  # fail early on a broken PKI
+            # A PKI made before capture operators had certificates gets them now.
+            names = {i.name for i in pki.identities()}
+            for centre in [i.name for i in pki.identities("capture") if "/" not in i.name]:
+                for j in range(1, self.capture_operators + 1):
+                    if f"{centre}/op-{j}" not in names:
+                        pki.issue_capture_operator(centre=centre, operator=f"op-{j}")
+                        created.append(f"capture operator certificate {centre}/op-{j}")
 
         if not state.election_yaml.exists():
             from veritally.election.generate import generate
@@ -203,11 +224,14 @@ class Bootstrap:
                 f"{self.casillas:,}",
                 self.seed,
             )
-            result = generate(seed=self.seed, casillas=self.casillas, out_dir=state.election)
-            state.definition_bytes.unlink(missing_ok=True)
-            state.election_params.write_text(
-                json.dumps({"casillas": self.casillas, "seed": self.seed}) + "\n"
+            result = generate(
+                seed=self.seed,
+                casillas=self.casillas,
+                out_dir=state.election,
+                capture_centres=self.capture_centres,
             )
+            state.definition_bytes.unlink(missing_ok=True)
+            state.election_params.write_text(json.dumps(self.election_params()) + "\n")
             created.append(
                 f"election {state.election} ({len(result.definition.casillas):,} casillas, "
                 f"{result.actas_written:,} actas, seed {self.seed})"

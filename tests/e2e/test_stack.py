@@ -20,13 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 
 import grpc
 import pytest
 
+from tests.grpc_support import bad_request_field
 from veritally._grpc import TlsFiles
 from veritally.demo import CaptureStats, MediaWatcher, replay
 from veritally.election import load_actas, load_election
@@ -124,19 +125,19 @@ def _actas(stack: Stack) -> list[acta_pb2.Acta]:
 # the happy path
 
 
+def _assigned(stack: Stack, centre: str) -> Iterator[acta_pb2.Acta]:
+    """The actas of the casillas assigned to ``centre`` (the actas file names it)."""
+    return (a for a in _actas(stack) if a.provenance.capture_centre_id == centre)
+
+
 def test_capture_centre_submission_reaches_a_verified_cut(stack: Stack, tmp_path: Path) -> None:
-    actas = list(islice(_actas(stack), 6))
-    with _channel(stack, stack.tls("cc-01")) as channel:
+    actas = list(islice(_assigned(stack, "cc-01"), 6))
+    with _channel(stack, stack.tls("cc-01/op-1")) as channel:
         first = _submit(channel, actas)
-    # Double capture: a second operator, here at another centre, confirms each acta.
-    second = []
-    for acta in actas:
-        copy = acta_pb2.Acta()
-        copy.CopyFrom(acta)
-        copy.provenance.operator_id = "second-operator"
-        second.append(copy)
-    with _channel(stack, stack.tls("cc-02")) as channel:
-        confirmed = _submit(channel, second)
+    # Double capture: a second operator of the centre, with her own certificate,
+    # confirms each acta.
+    with _channel(stack, stack.tls("cc-01/op-2")) as channel:
+        confirmed = _submit(channel, actas)
     assert {o.status for o in first.outcomes} == {ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_CAPTURE}
     assert {o.status for o in confirmed.outcomes} == {ingest_pb2.OUTCOME_STATUS_ACCEPTED}
 
@@ -228,6 +229,88 @@ def test_poison_acta_through_the_edge_is_refused_and_the_night_goes_on(
         assert records >= wanted
         proven = client.prove_acta(confirmed.outcomes[0].acta_id)
     assert list(proven.record.acta.option_votes) == list(actas[0].option_votes)
+
+
+# --------------------------------------------------------------------------------------
+# operators from their certificates
+
+
+def _claiming(acta: acta_pb2.Acta, operator: str) -> acta_pb2.Acta:
+    copy = acta_pb2.Acta()
+    copy.CopyFrom(acta)
+    copy.provenance.operator_id = operator
+    return copy
+
+
+def _error(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def test_one_certificate_sending_as_two_operators_cannot_pass_double_capture(
+    stack: Stack,
+) -> None:
+    acta = next(_assigned(stack, "cc-02"))
+    claims = [_claiming(acta, name) for name in ("A", "B", "op-1", "\u043ep-1")]
+    with _channel(stack, stack.tls("cc-02/op-1")) as channel:
+        alone = [_submit(channel, [claim]).outcomes[0].status for claim in claims]
+    assert alone[0] == ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_CAPTURE
+    assert set(alone[1:]) == {ingest_pb2.OUTCOME_STATUS_DUPLICATE}
+    # Two distinct operators (two certificates) can.
+    with _channel(stack, stack.tls("cc-02/op-2")) as channel:
+        [second] = _submit(channel, [acta]).outcomes
+    assert second.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
+
+
+def test_centre_cannot_capture_a_casilla_assigned_to_another_centre(stack: Stack) -> None:
+    acta = list(_assigned(stack, "cc-01"))[7]
+    with _channel(stack, stack.tls("cc-03/op-1")) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        error = _error(
+            lambda: stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta), timeout=CALL_TIMEOUT_S)
+        )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert bad_request_field(error) == "casilla_id"  # type: ignore[arg-type]  # an aio-compatible call error
+    # Its own centre still captures it (nothing was stored for the other one).
+    with _channel(stack, stack.tls("cc-01/op-1")) as channel:
+        [outcome] = _submit(channel, [acta]).outcomes
+    assert outcome.status == ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_CAPTURE
+    with _channel(stack, stack.tls("cc-01/op-2")) as channel:
+        [outcome] = _submit(channel, [acta]).outcomes
+    assert outcome.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
+
+
+def test_one_operators_correction_waits_for_a_second_operator(stack: Stack) -> None:
+    acta = list(_assigned(stack, "cc-01"))[8]
+    for operator in ("op-1", "op-2"):
+        with _channel(stack, stack.tls(f"cc-01/{operator}")) as channel:
+            [logged] = _submit(channel, [acta]).outcomes
+    assert logged.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
+    fixed = acta_pb2.Acta()
+    fixed.CopyFrom(acta)
+    fixed.null_votes += 1
+    request = ingest_pb2.CorrectActaRequest(
+        acta=fixed, supersedes_revision=logged.revision, reason="null votes misread"
+    )
+
+    def correct(operator: str, req: ingest_pb2.CorrectActaRequest) -> ingest_pb2.ActaOutcome:
+        with _channel(stack, stack.tls(operator)) as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            response = stub.CorrectActa(req, timeout=CALL_TIMEOUT_S)
+        return response.outcome
+
+    empty = ingest_pb2.CorrectActaRequest()
+    empty.CopyFrom(request)
+    empty.reason = ""
+    error = _error(lambda: correct("ops-01", empty))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(error) == "reason"  # type: ignore[arg-type]  # an aio-compatible call error
+    for _ in range(2):
+        waiting = correct("ops-01", request)
+        assert waiting.status == ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_APPROVAL
+    applied = correct("ops-02", request)
+    assert (applied.status, applied.revision) == (ingest_pb2.OUTCOME_STATUS_ACCEPTED, 2)
 
 
 # --------------------------------------------------------------------------------------

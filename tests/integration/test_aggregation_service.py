@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,10 +19,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.grpc_support import bad_request_field
 from tests.pub_support import make_publisher, publication_config
-from tests.write_path_support import all_actas, make_acta, small_election, wide_election
-from veritally._grpc import aio_channel
+from tests.write_path_support import (
+    all_actas,
+    as_caller,
+    authority_operator,
+    make_acta,
+    poison_ingest_log,
+    small_election,
+    wide_election,
+)
+from veritally._grpc import MAX_MESSAGE_BYTES, aio_channel
+from veritally.aggregation.service import (
+    FOLLOWER_HEALTH_NAME,
+    SERVICE_NAME,
+    STUCK_AFTER_FAILURES,
+    AggregationService,
+    start_aggregation,
+)
 from veritally.aggregation.service import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
-from veritally.aggregation.service import AggregationService, start_aggregation
 from veritally.ingest import bounds
 from veritally.ingest.engine import STREAM_PAGE_BYTES as PAGE_BYTES
 from veritally.ingest.service import IngestService, start_ingest
@@ -42,9 +57,6 @@ from veritally_client._trustroot import TrustedRoot
 ELECTION = small_election()
 # Upper bound on waiting for the follower to catch up, in seconds (normally milliseconds).
 CATCH_UP_S = 20.0
-# gRPC's default receive limit, in bytes: a reader that changes nothing must still fit
-# every page.
-GRPC_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
 
 
 async def _wait_position(service: AggregationService, n: int) -> None:
@@ -174,9 +186,14 @@ async def test_restart_resumes_from_the_cursor_without_counting_twice(tmp_path: 
             fixed = make_acta(
                 ELECTION, actas[0].casilla_id, actas[0].contest_id, [0] * len(actas[0].option_votes)
             )
-            await ingest_pb2_grpc.IngestServiceStub(channel).CorrectActa(
-                ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1)
-            )
+            # Two operators (dual control), with a reason: then it is logged.
+            for operator in ("ops-01", "ops-02"):
+                await ingest_pb2_grpc.IngestServiceStub(channel).CorrectActa(
+                    ingest_pb2.CorrectActaRequest(
+                        acta=fixed, supersedes_revision=1, reason="figures re-read"
+                    ),
+                    metadata=as_caller(authority_operator(operator)),
+                )
         agg = await _aggregation(tmp_path, ingest.port)
         assert agg.engine.tally.results_bytes() == before  # rebuilt from its own store
         await _wait_position(agg, len(actas) + 1)
@@ -254,6 +271,93 @@ async def test_stops_following_and_reports_not_serving_on_a_record_it_cannot_cou
     finally:
         await agg.stop()
         await ingest.stop()
+
+
+async def _health(port: int, service: str) -> int:
+    async with aio_channel(f"127.0.0.1:{port}") as channel:
+        status = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service)
+        )
+    return int(status.status)
+
+
+async def test_a_record_too_large_to_stream_alarms_with_its_position_instead_of_idling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="veritally.aggregation.service")
+    actas = all_actas(ELECTION)
+    ingest = await _ingest(tmp_path)
+    await _submit_all(ingest.port, [ingest_pb2.SubmitActasRequest(actas=actas[:3])])
+    await ingest.stop()
+    # A record accepted before acta sizes were bounded: no page can carry it.
+    poison_ingest_log(
+        tmp_path / "ingest.db", ELECTION, actas[3], sequence=3, size=MAX_MESSAGE_BYTES + 1024
+    )
+    ingest = await _ingest(tmp_path)
+    agg = await _aggregation(tmp_path, ingest.port)
+    try:
+        # Ingest goes on accepting behind the record aggregation cannot read.
+        await _submit_all(ingest.port, [ingest_pb2.SubmitActasRequest(actas=actas[4:10])])
+        assert ingest.engine.log_size == 10
+
+        def alarms() -> list[logging.LogRecord]:
+            return [
+                r
+                for r in caplog.records
+                if r.levelno == logging.ERROR and "stuck at record 3" in r.getMessage()
+            ]
+
+        def told_all() -> bool:
+            return any("ingest has 10 records (7 behind)" in r.getMessage() for r in alarms())
+
+        for _ in range(int(CATCH_UP_S / 0.1)):
+            if len(alarms()) >= 2 and told_all():
+                break
+            await asyncio.sleep(0.1)
+        # Every attempt past the threshold is an ERROR naming the position and the lag.
+        assert len(alarms()) >= 2
+        assert told_all()
+        assert agg.engine.position == 3
+        assert agg.engine.stuck_at == 3
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert await _health(agg.port, FOLLOWER_HEALTH_NAME) == (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        # The totals stay served, with the figure that shows how far behind they are.
+        assert await _health(agg.port, SERVICE_NAME) == serving
+        async with aio_channel(f"127.0.0.1:{agg.port}") as channel:
+            blob = await aggregation_pb2_grpc.AggregationServiceStub(channel).GetResultsBlob(
+                aggregation_pb2.GetResultsBlobRequest()
+            )
+        assert (blob.acta_records, blob.ingest_records) == (3, 10)
+        # Before the threshold the failures were warnings (a blip is not an alarm).
+        assert f"{STUCK_AFTER_FAILURES} streams in a row" in alarms()[0].getMessage()
+        assert "RESOURCE_EXHAUSTED" in alarms()[0].getMessage()
+    finally:
+        await agg.stop()
+        await ingest.stop()
+
+
+async def test_follower_reports_ingest_log_size_with_the_results(tmp_path: Path) -> None:
+    ingest = await _ingest(tmp_path)
+    agg = await _aggregation(tmp_path, ingest.port)
+    try:
+        await _submit_all(ingest.port, [ingest_pb2.SubmitActasRequest(actas=all_actas(ELECTION))])
+        await _wait_position(agg, len(all_actas(ELECTION)))
+        async with aio_channel(f"127.0.0.1:{agg.port}") as channel:
+            blob = await aggregation_pb2_grpc.AggregationServiceStub(channel).GetResultsBlob(
+                aggregation_pb2.GetResultsBlobRequest()
+            )
+        assert blob.ingest_records == blob.acta_records == ingest.engine.log_size
+        assert await _health(agg.port, FOLLOWER_HEALTH_NAME) == (
+            health_pb2.HealthCheckResponse.SERVING
+        )
+    finally:
+        await agg.stop()
+        await ingest.stop()
+
+
+GRPC_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -338,8 +442,6 @@ async def test_leaves_near_the_max_leaf_size_still_stream_publish_and_recount(
         assert len(report.cuts) >= 1
 
 
-# Serialized size of the poison acta, in bytes: what one capture centre sent (~65 KiB on
-# the wire with gzip) when nothing bounded an acta.
 POISON_BYTES = 64 * 1024 * 1024
 
 

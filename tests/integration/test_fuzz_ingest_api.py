@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.write_path_support import as_caller, authority_operator, capture_operator
 from veritally.election import load_actas, load_election
 from veritally.election.generate import generate
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
@@ -48,6 +49,8 @@ BAD_INPUT_CODES = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
+CAPTURE = as_caller(capture_operator("op-1", centre="cc-01"))
+OPERATOR = as_caller(authority_operator("ops-01"))
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=DEADLINE_MS,
@@ -60,7 +63,9 @@ class Server:
     """A ``veritally serve ingest`` child process and a channel to it."""
 
     def __init__(self, work: Path) -> None:
-        generate(seed=3, casillas=CASILLAS, out_dir=work / "election")
+        # One capture centre, cc-01, is assigned every casilla; the server runs without
+        # Envoy in front, so the calls carry the identity Envoy would forward.
+        generate(seed=3, casillas=CASILLAS, out_dir=work / "election", capture_centres=1)
         self.election = work / "election" / "election.yaml"
         files = load_election(self.election)
         self.actas = list(load_actas(files, work / "election" / "actas.csv"))
@@ -121,7 +126,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # Accepted data the fuzzing must never touch: the first half of the election.
     half = s.actas[: len(s.actas) // 2]
     response = s.stub.SubmitActas(
-        iter([ingest_pb2.SubmitActasRequest(actas=half)]), timeout=CALL_TIMEOUT_S
+        iter([ingest_pb2.SubmitActasRequest(actas=half)]), timeout=CALL_TIMEOUT_S, metadata=CAPTURE
     )
     assert all(o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED for o in response.outcomes)
     s.accepted = len(half)
@@ -185,7 +190,7 @@ def test_submit_acta_answers_random_actas_with_documented_statuses(
     acta = data.draw(_actas(server))
     try:
         response = server.stub.SubmitActa(
-            ingest_pb2.SubmitActaRequest(acta=acta), timeout=CALL_TIMEOUT_S
+            ingest_pb2.SubmitActaRequest(acta=acta), timeout=CALL_TIMEOUT_S, metadata=CAPTURE
         )
     except grpc.RpcError as e:
         _expect_documented_error(e)
@@ -204,6 +209,7 @@ def test_submit_actas_answers_every_acta_of_a_random_batch(
         response = server.stub.SubmitActas(
             iter([ingest_pb2.SubmitActasRequest(actas=b) for b in batches]),
             timeout=CALL_TIMEOUT_S,
+            metadata=CAPTURE,
         )
     except grpc.RpcError as e:
         _expect_documented_error(e)
@@ -224,7 +230,7 @@ def test_correct_acta_answers_random_corrections_with_documented_statuses(
         reason=data.draw(st.text(max_size=30)),
     )
     try:
-        response = server.stub.CorrectActa(request, timeout=CALL_TIMEOUT_S)
+        response = server.stub.CorrectActa(request, timeout=CALL_TIMEOUT_S, metadata=OPERATOR)
     except grpc.RpcError as e:
         _expect_documented_error(e)
         return
@@ -241,7 +247,7 @@ def _send_raw(server: Server, raw: bytes) -> grpc.StatusCode:
         )
     )
     try:
-        response = method(raw, timeout=CALL_TIMEOUT_S)
+        response = method(raw, timeout=CALL_TIMEOUT_S, metadata=CAPTURE)
     except grpc.RpcError as e:
         return e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
     _counted(server, [response.outcome])
@@ -309,7 +315,9 @@ def test_gzip_request_inflating_past_the_limit_is_refused_without_allocating_it(
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         for _ in range(2):  # sent twice, as by the attacking centre
             with pytest.raises(grpc.RpcError) as info:
-                stub.SubmitActa(request, timeout=30, compression=grpc.Compression.Gzip)
+                stub.SubmitActa(
+                    request, timeout=30, compression=grpc.Compression.Gzip, metadata=CAPTURE
+                )
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     grown = _memory(server.child.pid)["VmHWM"] - before
     assert grown < BOMB_RSS_GROWTH, f"peak RSS grew {grown} bytes"
@@ -326,18 +334,25 @@ def test_each_message_of_a_submit_actas_stream_is_bounded_after_decompression(
     with _bomb_channel(server) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            stub.SubmitActas(iter([small, bomb]), timeout=30, compression=grpc.Compression.Gzip)
+            stub.SubmitActas(
+                iter([small, bomb]),
+                timeout=30,
+                compression=grpc.Compression.Gzip,
+                metadata=CAPTURE,
+            )
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # The same stream without compression is refused by the length prefix alone.
         with pytest.raises(grpc.RpcError) as info:
-            stub.SubmitActas(iter([bomb]), timeout=30)
+            stub.SubmitActas(iter([bomb]), timeout=30, metadata=CAPTURE)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     grown = _memory(server.child.pid)["VmHWM"] - before
     assert grown < BOMB_RSS_GROWTH, f"peak RSS grew {grown} bytes"
     # The night goes on: a normal acta is still answered (ACCEPTED, or DUPLICATE if the
     # random input above happened to be it).
     response = server.stub.SubmitActa(
-        ingest_pb2.SubmitActaRequest(acta=server.actas[-2]), timeout=CALL_TIMEOUT_S
+        ingest_pb2.SubmitActaRequest(acta=server.actas[-2]),
+        timeout=CALL_TIMEOUT_S,
+        metadata=CAPTURE,
     )
     assert response.outcome.status in (
         ingest_pb2.OUTCOME_STATUS_ACCEPTED,

@@ -12,10 +12,20 @@ import grpc
 import pytest
 
 from tests.grpc_support import bad_request_field
-from tests.write_path_support import make_acta, padded, small_election, wide_election
+from tests.write_path_support import (
+    as_caller,
+    authority_operator,
+    capture_operator,
+    make_acta,
+    padded,
+    small_election,
+    wide_election,
+    with_centres,
+)
 from veritally._grpc import aio_channel
 from veritally.ingest import bounds
 from veritally.ingest.engine import MAX_CONFLICTS_PER_ACTA, MAX_PENDING_CAPTURES
+from veritally.ingest.operators import MAX_REASON_CHARS
 from veritally.ingest.service import (
     MAX_ACTAS_PER_MESSAGE,
     MAX_RECEIVE_BYTES,
@@ -28,6 +38,8 @@ ELECTION = small_election()
 CASILLA = "01-01-0001-B1"
 OTHER = "02-02-0002-C2"
 Status = ingest_pb2.OutcomeStatus
+OPS_1 = as_caller(authority_operator("ops-01"))
+OPS_2 = as_caller(authority_operator("ops-02"))
 
 
 async def _start(tmp_path: Path, *, double: bool) -> IngestService:
@@ -59,10 +71,16 @@ async def double(
     await service.stop()
 
 
+def _by(acta: acta_pb2.Acta) -> tuple[tuple[str, str], ...]:
+    """The call metadata of the capture operator the acta names: each operator of these
+    tests holds a certificate of its own (ingest reads the operator from it)."""
+    return as_caller(capture_operator(acta.provenance.operator_id or "centre-only"))
+
+
 async def _submit(
     stub: ingest_pb2_grpc.IngestServiceAsyncStub, acta: acta_pb2.Acta
 ) -> ingest_pb2.ActaOutcome:
-    response = await stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta))
+    response = await stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta), metadata=_by(acta))
     return response.outcome
 
 
@@ -167,21 +185,30 @@ async def test_correction_appends_a_revision_and_requires_the_latest_one(
     service, stub = single
     await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
     fixed = make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5])
+    # Dual control: the first operator's correction waits for a second operator's.
+    proposed = await stub.CorrectActa(
+        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo"),
+        metadata=OPS_1,
+    )
+    assert proposed.outcome.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_APPROVAL")
     response = await stub.CorrectActa(
-        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo")
+        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo"),
+        metadata=OPS_2,
     )
     assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
     assert (response.outcome.revision, response.outcome.sequence) == (2, 1)
     # A retry of the same correction changes nothing.
     retry = await stub.CorrectActa(
-        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo")
+        ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo"),
+        metadata=OPS_2,
     )
     assert retry.outcome.status == Status.Value("OUTCOME_STATUS_DUPLICATE")
     # A different change against a stale revision is refused.
     stale = make_acta(ELECTION, CASILLA, "PRES", [10, 22, 5])
     error = await _error(
         stub.CorrectActa(
-            ingest_pb2.CorrectActaRequest(acta=stale, supersedes_revision=1, reason="late")
+            ingest_pb2.CorrectActaRequest(acta=stale, supersedes_revision=1, reason="late"),
+            metadata=OPS_1,
         )
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -190,7 +217,8 @@ async def test_correction_appends_a_revision_and_requires_the_latest_one(
     old = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
     assert (Status.Name(old.status), old.revision) == ("OUTCOME_STATUS_DUPLICATE", 1)
     assert service.engine.log_size == 2
-    assert service.engine.store.count("operator_actions") == 1
+    # The proposal and the approved correction.
+    assert service.engine.store.count("operator_actions") == 2
 
 
 async def test_correction_of_an_acta_never_logged_is_not_found(
@@ -200,8 +228,11 @@ async def test_correction_of_an_acta_never_logged_is_not_found(
     error = await _error(
         stub.CorrectActa(
             ingest_pb2.CorrectActaRequest(
-                acta=make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1]), supersedes_revision=1
-            )
+                acta=make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1]),
+                supersedes_revision=1,
+                reason="typo",
+            ),
+            metadata=OPS_1,
         )
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
@@ -222,7 +253,8 @@ async def test_double_capture_accepts_only_when_two_operators_agree(
         stub.SubmitActa(
             ingest_pb2.SubmitActaRequest(
                 acta=make_acta(ELECTION, CASILLA, "PRES", [3, 4, 6], operator="ana")
-            )
+            ),
+            metadata=as_caller(capture_operator("ana")),
         )
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -240,8 +272,11 @@ async def test_double_capture_requires_an_operator_id(
 ) -> None:
     _, stub = double
     acta = make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="")
-    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # A centre's certificate naming no operator (the id is now that of the certificate).
+    centre = as_caller("spiffe://veritally.test/capture/centre-1")
+    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta), metadata=centre))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert bad_request_field(error) == "provenance.operator_id"
 
 
 async def test_disagreement_goes_to_cross_check_and_a_third_matching_capture_settles_it(
@@ -271,20 +306,27 @@ async def test_operator_resolves_a_cross_check_by_choosing_a_capture(
     await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 9], operator="ben"))
     error = await _error(
         stub.ResolveCrossCheck(
-            ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{CASILLA}/SEN", capture_index=2)
+            ingest_pb2.ResolveCrossCheckRequest(
+                acta_id=f"{CASILLA}/SEN", capture_index=2, reason="image checked"
+            ),
+            metadata=OPS_1,
         )
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     error = await _error(
         stub.ResolveCrossCheck(
-            ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{OTHER}/SEN", capture_index=0)
+            ingest_pb2.ResolveCrossCheckRequest(
+                acta_id=f"{OTHER}/SEN", capture_index=0, reason="image checked"
+            ),
+            metadata=OPS_1,
         )
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
     response = await stub.ResolveCrossCheck(
         ingest_pb2.ResolveCrossCheckRequest(
             acta_id=f"{CASILLA}/SEN", capture_index=1, reason="image checked"
-        )
+        ),
+        metadata=OPS_1,
     )
     assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
     record = acta_pb2.LogLeaf.FromString(service.engine.store.leaves_of(f"{CASILLA}/SEN")[0][2])
@@ -294,7 +336,8 @@ async def test_operator_resolves_a_cross_check_by_choosing_a_capture(
         stub.SubmitActa(
             ingest_pb2.SubmitActaRequest(
                 acta=make_acta(ELECTION, CASILLA, "SEN", [7, 8], operator="ana")
-            )
+            ),
+            metadata=as_caller(capture_operator("ana")),
         )
     )
     assert late.code() == grpc.StatusCode.ALREADY_EXISTS
@@ -337,8 +380,10 @@ async def test_records_the_identity_from_the_mesh_header(
         ),
     )
     leaf = service.engine.store.leaves_of(f"{CASILLA}/PRES")[0][2]
+    # The centre named by the certificate (its SPIFFE ID's centre segment).
     assert (
-        acta_pb2.LogLeaf.FromString(leaf).acta_record.acta.provenance.capture_centre_id == identity
+        acta_pb2.LogLeaf.FromString(leaf).acta_record.acta.provenance.capture_centre_id
+        == "centre-7"
     )
 
 
@@ -412,10 +457,225 @@ async def test_cross_check_queue_pages_by_acta_id(
     assert seen == [f"{cid}/SEN" for cid in casillas]
 
 
-# -- bounds (veritally.ingest.bounds): every refusal names the field, never echoes -------
+async def test_follow_stream_tells_the_log_size_before_any_page_and_while_idle(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A follower stuck before a record it cannot receive must still learn how far the log
+    # goes: the stream opens with the size, and repeats it while nothing is committed.
+    monkeypatch.setattr("veritally.ingest.service.STREAM_KEEPALIVE_S", 0.1)
+    service, stub = single
+    casillas = [c.id for c in ELECTION.casillas]
+    first = [make_acta(ELECTION, cid, "PRES", [1, 1, 1]) for cid in casillas[:2]]
+    await stub.SubmitActas(iter([ingest_pb2.SubmitActasRequest(actas=first)]))
+    call = stub.StreamRecords(ingest_pb2.StreamRecordsRequest(from_sequence=0, follow=True))
+    messages: list[tuple[int, int, int]] = []
 
-# Most bytes an error may carry (grpc-message plus its BadRequest detail): the rule, the
-# limit and a clipped quote of the input, twice.
+    async def consume() -> None:
+        async for m in call:
+            messages.append((m.first_sequence, len(m.leaves), m.log_size))
+            if m.log_size == 3 and m.leaves:
+                return
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.5)
+    more = [make_acta(ELECTION, casillas[2], "PRES", [2, 2, 2])]
+    await stub.SubmitActas(iter([ingest_pb2.SubmitActasRequest(actas=more)]))
+    await asyncio.wait_for(consumer, timeout=10)
+    call.cancel()
+    assert messages[:2] == [(0, 0, 2), (0, 2, 2)]
+    idle = messages[2:-1]
+    assert len(idle) >= 2  # about one every 0.1 s during the 0.5 s wait
+    assert set(idle) == {(2, 0, 2)}
+    assert messages[-1] == (2, 1, 3)
+    # Without follow: pages only, each with the size.
+    pages = [p async for p in stub.StreamRecords(ingest_pb2.StreamRecordsRequest())]
+    assert [(p.first_sequence, len(p.leaves), p.log_size) for p in pages] == [(0, 3, 3)]
+    assert service.engine.log_size == 3
+
+
+# -- identities from authentication (attack: double capture trusted the client) ---------
+
+
+async def test_one_certificate_sending_as_two_operators_cannot_pass_double_capture(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    mallory = as_caller(capture_operator("op-1"))
+    # "op-1", then a Cyrillic "оp-1", then "B": one certificate, three claimed operators.
+    for claimed in ("op-1", "\u043ep-1", "B"):
+        acta = make_acta(ELECTION, CASILLA, "PRES", [900, 0, 0], operator=claimed)
+        call = stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta), metadata=mallory)
+        if claimed.isascii():
+            response = await call
+            assert Status.Name(response.outcome.status) in (
+                "OUTCOME_STATUS_AWAITING_SECOND_CAPTURE",
+                "OUTCOME_STATUS_DUPLICATE",
+            )
+        else:  # not even an identifier: refused before the certificate's is stamped
+            error = await _error(call)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert bad_request_field(error) == "provenance.operator_id"
+    assert service.engine.log_size == 0
+    # The honest second operator's figures differ: a cross-check, not ALREADY_EXISTS.
+    honest = make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5], operator="op-2")
+    outcome = await _submit(stub, honest)
+    assert outcome.status == Status.Value("OUTCOME_STATUS_CROSS_CHECK")
+    [check] = (await stub.ListCrossChecks(ingest_pb2.ListCrossChecksRequest())).cross_checks
+    # The provenance names the certificates' operators, not what the client wrote.
+    assert [c.provenance.operator_id for c in check.captures] == ["op-1", "op-2"]
+    assert {c.provenance.capture_centre_id for c in check.captures} == {"centre-1"}
+
+
+async def test_two_distinct_operators_pass_double_capture(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    acta = make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="someone-else")
+    for operator in ("op-1", "op-2"):
+        response = await stub.SubmitActa(
+            ingest_pb2.SubmitActaRequest(acta=acta), metadata=as_caller(capture_operator(operator))
+        )
+    assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    [(_, _, leaf)] = service.engine.store.leaves_of(f"{CASILLA}/PRES")
+    assert acta_pb2.LogLeaf.FromString(leaf).acta_record.acta.provenance.operator_id == "op-1"
+
+
+async def test_centre_cannot_capture_a_casilla_assigned_to_another_centre(
+    tmp_path: Path,
+) -> None:
+    assigned = with_centres(ELECTION, lambda cid: "centre-1" if cid == CASILLA else "centre-2")
+    service = await start_ingest(
+        election=assigned, db_path=tmp_path / "ingest.db", address="127.0.0.1:0"
+    )
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            acta = make_acta(assigned, CASILLA, "PRES", [3, 4, 5])
+            for operator in ("op-1", "op-2"):
+                error = await _error(
+                    stub.SubmitActa(
+                        ingest_pb2.SubmitActaRequest(acta=acta),
+                        metadata=as_caller(capture_operator(operator, centre="centre-2")),
+                    )
+                )
+                assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert bad_request_field(error) == "casilla_id"
+            assert service.engine.store.count("captures") == 0
+            assert service.engine.log_size == 0
+            # Its own centre captures it.
+            for operator in ("op-1", "op-2"):
+                response = await stub.SubmitActa(
+                    ingest_pb2.SubmitActaRequest(acta=acta),
+                    metadata=as_caller(capture_operator(operator, centre="centre-1")),
+                )
+            assert response.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    finally:
+        await service.stop()
+
+
+async def test_one_operator_alone_cannot_correct_an_acta(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+    forged = make_acta(ELECTION, CASILLA, "PRES", [900, 20, 5])
+    request = ingest_pb2.CorrectActaRequest(acta=forged, supersedes_revision=1, reason="recount")
+    for _ in range(3):
+        response = await stub.CorrectActa(request, metadata=OPS_1)
+        assert response.outcome.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_APPROVAL")
+    assert service.engine.log_size == 1
+    # Her retries are one proposal: nothing grows.
+    assert service.engine.store.count("pending_corrections") == 1
+    assert service.engine.store.count("operator_actions") == 1
+    # A second operator approving OTHER figures does not apply the first one's.
+    other = ingest_pb2.CorrectActaRequest(
+        acta=make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5]), supersedes_revision=1, reason="r"
+    )
+    response = await stub.CorrectActa(other, metadata=OPS_2)
+    assert response.outcome.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_APPROVAL")
+    assert service.engine.log_size == 1
+    # The same correction from a second operator applies it, reason and both in the log.
+    response = await stub.CorrectActa(request, metadata=OPS_2)
+    assert (Status.Name(response.outcome.status), response.outcome.revision) == (
+        "OUTCOME_STATUS_ACCEPTED",
+        2,
+    )
+    record = acta_pb2.LogLeaf.FromString(service.engine.store.leaves_of(f"{CASILLA}/PRES")[1][2])
+    assert record.acta_record.reason == "recount"
+    assert list(record.acta_record.approved_by) == [
+        authority_operator("ops-01"),
+        authority_operator("ops-02"),
+    ]
+    assert service.engine.store.count("pending_corrections") == 0
+
+
+async def test_pending_correction_survives_a_restart(tmp_path: Path) -> None:
+    service = await _start(tmp_path, double=False)
+    fixed = make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5])
+    request = ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason="typo")
+    async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+        await stub.CorrectActa(request, metadata=OPS_1)
+    await service.stop()
+    service = await _start(tmp_path, double=False)
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            again = await stub.CorrectActa(request, metadata=OPS_1)
+            assert again.outcome.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_APPROVAL")
+            approved = await stub.CorrectActa(request, metadata=OPS_2)
+            assert approved.outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    finally:
+        await service.stop()
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * (MAX_REASON_CHARS + 1)])
+async def test_correction_without_a_reason_is_refused(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub], reason: str
+) -> None:
+    service, stub = single
+    await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+    fixed = make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5])
+    request = ingest_pb2.CorrectActaRequest(acta=fixed, supersedes_revision=1, reason=reason)
+    error = await _error(stub.CorrectActa(request, metadata=OPS_1))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(error) == "reason"
+    assert service.engine.store.count("pending_corrections") == 0
+
+
+async def test_resolution_without_a_reason_is_refused(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 8], operator="ana"))
+    await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 9], operator="ben"))
+    request = ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{CASILLA}/SEN", capture_index=0)
+    error = await _error(stub.ResolveCrossCheck(request, metadata=OPS_1))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(error) == "reason"
+    assert service.engine.log_size == 0
+    request.reason = "image checked"
+    await stub.ResolveCrossCheck(request, metadata=OPS_1)
+    record = acta_pb2.LogLeaf.FromString(service.engine.store.leaves_of(f"{CASILLA}/SEN")[0][2])
+    assert record.acta_record.reason == "image checked"
+    assert list(record.acta_record.approved_by) == [authority_operator("ops-01")]
+
+
+async def test_correction_needs_an_operator_certificate(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    _, stub = single
+    await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5]))
+    request = ingest_pb2.CorrectActaRequest(
+        acta=make_acta(ELECTION, CASILLA, "PRES", [10, 21, 5]), supersedes_revision=1, reason="r"
+    )
+    for metadata in ((), as_caller(capture_operator("op-1"))):
+        error = await _error(stub.CorrectActa(request, metadata=metadata))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 ECHO_LIMIT = 1_000
 
 
@@ -517,7 +777,8 @@ async def test_operator_calls_reject_unbounded_reasons_and_ids_without_echoing_t
     calls: list[tuple[object, str]] = [
         (
             stub.CorrectActa(
-                ingest_pb2.CorrectActaRequest(acta=undefined, supersedes_revision=1, reason="r")
+                ingest_pb2.CorrectActaRequest(acta=undefined, supersedes_revision=1, reason="r"),
+                metadata=OPS_1,
             ),
             "provenance.digitisation",
         ),
@@ -527,22 +788,28 @@ async def test_operator_calls_reject_unbounded_reasons_and_ids_without_echoing_t
                     acta=make_acta(ELECTION, CASILLA, "SEN", [7, 9]),
                     supersedes_revision=1,
                     reason=huge,
-                )
+                ),
+                metadata=OPS_1,
             ),
             "reason",
         ),
         (
             stub.ResolveCrossCheck(
-                ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{CASILLA}/SEN", reason=huge)
+                ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{CASILLA}/SEN", reason=huge),
+                metadata=OPS_1,
             ),
             "reason",
         ),
         (
-            stub.ResolveCrossCheck(ingest_pb2.ResolveCrossCheckRequest(acta_id=huge)),
+            stub.ResolveCrossCheck(
+                ingest_pb2.ResolveCrossCheckRequest(acta_id=huge), metadata=OPS_1
+            ),
             "acta_id",
         ),
         (
-            stub.ListCrossChecks(ingest_pb2.ListCrossChecksRequest(page_token=huge)),
+            stub.ListCrossChecks(
+                ingest_pb2.ListCrossChecksRequest(page_token=huge), metadata=OPS_1
+            ),
             "page_token",
         ),
     ]
@@ -567,7 +834,9 @@ async def test_a_fourth_disagreeing_capture_is_refused_and_not_stored(
             Status.Value("OUTCOME_STATUS_CROSS_CHECK"),
         )
     fourth = make_acta(ELECTION, CASILLA, "SEN", [1, 99], operator="ivo")
-    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=fourth)))
+    error = await _error(
+        stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=fourth), metadata=_by(fourth))
+    )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert f"{CASILLA}/SEN" in (error.details() or "")
     assert service.engine.store.count("captures") == MAX_PENDING_CAPTURES
@@ -634,13 +903,15 @@ def test_a_full_message_of_the_largest_actas_fits_the_receive_limit() -> None:
 async def test_an_acta_pushed_over_the_bound_by_the_stamped_identity_is_refused(
     tmp_path: Path,
 ) -> None:
-    # 233 options of 64-character ids: 16,373 bytes with an empty capture-centre id, just
-    # under the bound; the identity ingest stamps on it from the mesh takes it over.
+    # 233 options of 64-character ids: 16,373 bytes with an empty capture-centre id, and
+    # 16,383 with the identity of operator "o" of centre-1 stamped on it, just under the
+    # bound; the identity of a centre with a name of the longest allowed length (a valid
+    # certificate name) takes it over.
     election = wide_election(options=233, casillas=2)
     service = await start_ingest(
         election=election, db_path=tmp_path / "i.db", address="127.0.0.1:0", double_capture=False
     )
-    xfcc = (("x-forwarded-client-cert", "URI=spiffe://veritally.test/capture/centre-7"),)
+    long_centre = as_caller(capture_operator("o", centre="centre-7".ljust(64, "x")))
     try:
         async with aio_channel(f"127.0.0.1:{service.port}") as channel:
             stub = ingest_pb2_grpc.IngestServiceStub(channel)
@@ -648,12 +919,12 @@ async def test_an_acta_pushed_over_the_bound_by_the_stamped_identity_is_refused(
             acta.provenance.capture_centre_id = ""
             assert bounds.MAX_ACTA_BYTES - 64 < acta.ByteSize() <= bounds.MAX_ACTA_BYTES
             request = ingest_pb2.SubmitActaRequest(acta=acta)
-            error = await _error(stub.SubmitActa(request, metadata=xfcc))
+            error = await _error(stub.SubmitActa(request, metadata=long_centre))
             assert (error.code(), bad_request_field(error)) == (
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "acta",
             )
-            # Without the stamp it fits, and its leaf fits the leaf bound.
+            # With a short identity's stamp it fits, and its leaf fits the leaf bound.
             assert (await _submit(stub, acta)).status == Status.Value("OUTCOME_STATUS_ACCEPTED")
         [(_, _, leaf)] = service.engine.store.leaves_of(f"{election.casillas[0].id}/WIDE")
         assert len(leaf) <= bounds.MAX_LEAF_BYTES
@@ -678,7 +949,13 @@ async def test_cross_check_pages_of_near_limit_captures_fit_a_default_client(
                     make_acta(election, c.id, "WIDE", [votes] * 225, operator=operator)
                     for c in election.casillas
                 ]
-                await stub.SubmitActas(iter([ingest_pb2.SubmitActasRequest(actas=actas)]))
+                response = await stub.SubmitActas(
+                    iter([ingest_pb2.SubmitActasRequest(actas=actas)]),
+                    metadata=as_caller(capture_operator(operator)),
+                )
+                assert all(
+                    o.status != Status.Value("OUTCOME_STATUS_REJECTED") for o in response.outcomes
+                )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as default:
             stub = ingest_pb2_grpc.IngestServiceStub(default)
             seen: list[str] = []

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,15 @@ from tests.pub_support import (
     ORIGIN,
     PublisherFiles,
     RunningFake,
+    acta_leaf,
     make_publisher,
     publication_config,
     results_blob,
     start_fake_aggregation,
 )
-from veritally._grpc import SMALL_REQUEST_BYTES
+from veritally._grpc import MAX_MESSAGE_BYTES, SMALL_REQUEST_BYTES
 from veritally.publication.errors import KeyFileError, TrustRootFileError
+from veritally.publication.liveness import STALL_ALARM_INTERVALS
 from veritally.publication.service import (
     MAX_LEAVES_PER_PAGE,
     PublicationService,
@@ -336,9 +339,9 @@ async def test_bundle_holds_every_cut_and_a_latest_pointer(stack: Stack) -> None
     # Recount from the pages alone.
     page = latest["leaf_page_size"]
     leaves: list[bytes] = []
-    for i in range(latest["full_leaf_pages"]):
+    for i in range(checkpoint.size // page):
         leaves += publication_pb2.GetLeavesResponse.FromString(
-            (bundle / f"leaves/{i * page}-{page}.binpb").read_bytes()
+            (bundle / f"leaves/{i * page}.binpb").read_bytes()
         ).leaves
     leaves += publication_pb2.GetLeavesResponse.FromString(
         (bundle / latest["leaf_tail_page"]).read_bytes()
@@ -469,10 +472,104 @@ async def test_bundle_catches_up_with_cuts_committed_before_it_was_written(
         assert latest["cut_number"] == 2
         assert (bundle / "cuts/1.cut").exists()
         assert (bundle / "checkpoints/1501").exists()
-        assert (bundle / "leaves/0-1024.binpb").exists()
-        assert (bundle / "leaves/1024-1024.binpb").exists()
+        assert (bundle / "leaves/0.binpb").exists()
+        assert (bundle / "leaves/1024.binpb").exists()
         assert latest["leaf_tail_page"] == "leaves/2048-154.binpb"
         assert latest["tree_size"] == 2202
+    finally:
+        await service.stop(grace=0.1)
+        await fake.stop()
+
+
+async def test_heartbeats_over_a_stuck_aggregation_sign_the_lag_and_alarm_every_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="veritally.publication.service")
+    fake = await start_fake_aggregation()
+    fake.fake.add(3)
+    fake.fake.ingest_ahead = 4  # ingest accepted 7; aggregation cannot get past the 4th
+    publisher = make_publisher(tmp_path)
+    config = publication_config(tmp_path, publisher, fake.target, interval=0.05)
+    service = await start_publication(config)
+    try:
+
+        def alarms() -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.levelno == logging.ERROR and "publication stalled" in r.getMessage()
+            ]
+
+        for _ in range(500):  # bounded: 5 s at 10 ms
+            if len(alarms()) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(alarms()) >= 2
+        assert "covers 3 acta records, ingest had accepted 7 (4 behind)" in alarms()[0]
+        assert f"for {STALL_ALARM_INTERVALS} intervals" in alarms()[0]
+        assert f"for {STALL_ALARM_INTERVALS + 1} intervals" in alarms()[1]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            latest = await PublicationServiceStub(channel).GetLatestCut(
+                publication_pb2.GetLatestCutRequest()
+            )
+        root = TrustedRoot.from_bytes(
+            (publisher.trust_root_dir / "trust-root-v1.binpb").read_bytes(),
+            now=dt.datetime.now(dt.UTC),
+        )
+        _, record = verify_cut(latest.cut, root)
+        # The heartbeat says, in signed data, that it is 4 records behind ingest.
+        assert (record.acta_records, record.ingest_records) == (3, 7)
+        assert record.cut_number > STALL_ALARM_INTERVALS
+        # Once aggregation moves on, the alarm stops.
+        fake.fake.add(4)
+        fake.fake.ingest_ahead = 0
+        target = service.engine.latest_number + 3
+        for _ in range(500):
+            if service.engine.latest_number >= target:
+                break
+            await asyncio.sleep(0.01)
+        quiet = len(alarms())
+        await asyncio.sleep(0.3)
+        assert len(alarms()) == quiet
+    finally:
+        await service.stop(grace=0.1)
+        await fake.stop()
+
+
+async def test_publication_that_cannot_fetch_a_record_alarms_instead_of_going_quiet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="veritally.publication.service")
+    fake = await start_fake_aggregation()
+    fake.fake.add(3)
+    publisher = make_publisher(tmp_path)
+    config = publication_config(tmp_path, publisher, fake.target, interval=0.2, bundle=False)
+    service = await start_publication(config)
+    try:
+        for _ in range(500):  # bounded: 5 s at 10 ms
+            if service.engine.latest_number >= 1:
+                break
+            await asyncio.sleep(0.01)
+        # Aggregation counted a record that no stream message can carry to publication.
+        poison = acta_pb2.LogLeaf.FromString(acta_leaf(3, "C000003/P"))
+        poison.acta_record.acta.provenance.operator_id = "x" * (MAX_MESSAGE_BYTES + 1024)
+        fake.fake.leaves.append(poison.SerializeToString(deterministic=True))
+        fake.fake.add(2)
+
+        def alarms() -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.levelno == logging.ERROR and "publication stalled" in r.getMessage()
+            ]
+
+        for _ in range(300):  # bounded: 30 s at 100 ms
+            if len(alarms()) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(alarms()) >= 2
+        assert "covers 3 acta records, ingest had accepted 6 (3 behind)" in alarms()[0]
+        assert service.engine.acta_records == 3
     finally:
         await service.stop(grace=0.1)
         await fake.stop()

@@ -13,7 +13,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.write_path_support import make_acta, small_election
+from tests.write_path_support import (
+    authority_operator,
+    capture_operator,
+    make_acta,
+    small_election,
+)
 from veritally.aggregation.service import AggregationEngine
 from veritally.ingest.engine import IngestEngine
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, results_pb2
@@ -117,6 +122,9 @@ async def _run(
     ingest = IngestEngine(election=ELECTION, db_path=tmp / "ingest.db", double_capture=double)
     outcomes: list[ingest_pb2.ActaOutcome] = []
     batch: list[acta_pb2.Acta] = []
+    # Operators are told apart by their certificates: a batch is one caller's, so it is
+    # sent whenever the operator changes.
+    batch_operator = ""
     for step, (kind, ci, ki, variant, operator, extra) in enumerate(ops):
         casilla_id, contest_id = CASILLAS[ci], CONTESTS[ki]
         if kind in ("submit", "invalid"):
@@ -125,26 +133,37 @@ async def _run(
                 if kind == "submit"
                 else _invalid(casilla_id, contest_id, extra)
             )
-            acta.provenance.operator_id = operator
+            if batch and operator != batch_operator:
+                outcomes += await ingest.submit(batch, submitter=capture_operator(batch_operator))
+                batch = []
+            batch_operator = operator
             batch.append(acta)
         if step in cuts or kind in ("correct", "resolve"):
-            outcomes += await ingest.submit(batch)
+            outcomes += await ingest.submit(batch, submitter=capture_operator(batch_operator))
             batch = []
         acta_id = f"{casilla_id}/{contest_id}"
         if kind == "correct":
             latest = ingest.store.leaves_of(acta_id)
             revision = latest[-1][0] if latest else 1
-            out = await ingest.correct(
-                _figures(casilla_id, contest_id, variant),
-                supersedes_revision=revision - extra % 2,
-                reason="property test",
-            )
-            outcomes.append(out)
+            # Dual control: the second operator's identical correction applies it.
+            for approver in ("ops-01", "ops-02"):
+                out = await ingest.correct(
+                    _figures(casilla_id, contest_id, variant),
+                    supersedes_revision=revision - extra % 2,
+                    reason="property test",
+                    submitter=authority_operator(approver),
+                )
+                outcomes.append(out)
         elif kind == "resolve":
             outcomes.append(
-                await ingest.resolve(acta_id, capture_index=extra, reason="property test")
+                await ingest.resolve(
+                    acta_id,
+                    capture_index=extra,
+                    reason="property test",
+                    submitter=authority_operator("ops-01"),
+                )
             )
-    outcomes += await ingest.submit(batch)
+    outcomes += await ingest.submit(batch, submitter=capture_operator(batch_operator))
 
     leaves = [leaf async for _, page in ingest.records(0, follow=False) for leaf in page]
     # Log invariants: dense sequences, one ACCEPTED outcome per record.

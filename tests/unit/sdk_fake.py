@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from veritally_client._checkpoint import Checkpoint
+from veritally_client._cut import cut_leaf_bytes
 from veritally_client._election import ElectionIndex, acta_id
 from veritally_client._errors import TransportError
 from veritally_client._gen.veritally.v1 import (
@@ -209,24 +210,34 @@ class FakePublisher:
         results_mutator: Callable[[results_pb2.Results], None] | None = None,
         signers: list[Signer] | None = None,
         advance: dt.timedelta = CUT_INTERVAL,
+        behind: int | None = None,
+        record_mutator: Callable[[acta_pb2.CutRecord], None] | None = None,
     ) -> log_pb2.SignedCut:
         """Append a cut record over the log so far, sign the tree, and store the cut.
 
         ``results_mutator`` edits the results before they are hashed and signed: a
-        publisher that signs results which are not those of its log.
+        publisher that signs results which are not those of its log. ``behind`` makes
+        the cut record say that ingest had accepted that many records more than it
+        covers (None: no ingest figure). ``record_mutator`` edits the cut record before
+        it is signed.
         """
         self.now += advance
         results = self.tally.results(final=final)
         if results_mutator is not None:
             results_mutator(results)
         blob = results.SerializeToString(deterministic=True)
-        record = acta_pb2.CutRecord(
+        acta_records = self.tally.acta_records
+        leaf = cut_leaf_bytes(
             cut_number=len(self.cuts) + 1,
             cut_time=self.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            acta_records=self.tally.acta_records,
+            acta_records=acta_records,
             results_sha256=hashlib.sha256(blob).digest(),
+            ingest_records=None if behind is None else acta_records + behind,
         )
-        leaf = acta_pb2.LogLeaf(cut_record=record).SerializeToString(deterministic=True)
+        if record_mutator is not None:
+            parsed = acta_pb2.LogLeaf.FromString(leaf)
+            record_mutator(parsed.cut_record)
+            leaf = parsed.SerializeToString(deterministic=True)
         index = self.tree.append(leaf)
         self.leaves.append(leaf)
         size = self.tree.size
@@ -244,10 +255,10 @@ class FakePublisher:
         """A signed note of ``checkpoint`` (by this publisher's keys unless given)."""
         return sign_note(checkpoint.to_text(), signers if signers is not None else self.signers)
 
-    def step(self, actas: int = 3) -> log_pb2.SignedCut:
-        """Add ``actas`` records and cut."""
+    def step(self, actas: int = 3, *, behind: int | None = None) -> log_pb2.SignedCut:
+        """Add ``actas`` records and cut (``behind``: see :meth:`make_cut`)."""
         self.add_actas(actas)
-        return self.make_cut()
+        return self.make_cut(behind=behind)
 
     def trust_root(self, *, threshold: int = 1) -> TrustedRoot:
         """The trust root pinning this publisher's keys."""

@@ -232,6 +232,22 @@ DEFINITION_ERRORS: dict[str, Case] = {
         None,
     ),
     "unsupported_format": yaml_case("veritally-election/1", "other/2", "format", "format:"),
+    "capture_centre_not_a_certificate_name": Case(
+        Files(
+            yaml=replaced(
+                BASE_YAML,
+                "    ballot_limit: BOL\n",
+                "    ballot_limit: BOL\n    capture_centre: CC\n",
+            ),
+            casillas=BASE_CASILLAS.replace("BOL\n", "BOL,CC\n")
+            .replace(",0\nc2", ",0,cc-01\nc2")
+            .replace(",0\nc3", ",0,\u0441c-01\nc3")
+            .replace("750\n", "750,cc-02\n"),
+        ),
+        "casillas.csv",
+        3,
+        "capture_centre",
+    ),
     "duplicate_party": yaml_case(
         "{id: B, name: Party B}", "{id: A, name: Party B}", "parties[1].id", "Party B"
     ),
@@ -434,3 +450,21 @@ def test_per_contest_files_are_read_in_contest_order(tmp_path: Path) -> None:
     actas = list(load_actas(path))
     assert [(a.casilla_id, a.contest_id) for a in actas] == [("c1", "PRES"), ("c2", "SEN")]
     assert [o.votes for o in actas[0].option_votes] == [1, 2, 3]
+
+
+def test_catalogue_column_assigns_each_casilla_to_a_capture_centre(tmp_path: Path) -> None:
+    yaml_text = replaced(
+        BASE_YAML, "    ballot_limit: BOL\n", "    ballot_limit: BOL\n    capture_centre: CC\n"
+    )
+    casillas = (
+        BASE_CASILLAS.replace("BOL\n", "BOL,CC\n")
+        .replace(",0\nc2", ",0,cc-01\nc2")
+        .replace(",0\nc3", ",0,cc-01\nc3")
+        .replace("750\n", "750,cc-02\n")
+    )
+    definition = load_definition(Files(yaml=yaml_text, casillas=casillas).write(tmp_path))
+    assert {c.id: c.capture_centre_id for c in definition.pb.casillas} == {
+        "c1": "cc-01",
+        "c2": "cc-01",
+        "c3": "cc-02",
+    }

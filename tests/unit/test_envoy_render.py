@@ -19,6 +19,7 @@ from tests.conftest import REPO_ROOT
 from veritally.mesh.envoy import (
     METHODS,
     REST_ROUTES,
+    CircuitBreaker,
     Endpoint,
     EnvoyConfigError,
     Limits,
@@ -38,6 +39,18 @@ from veritally.pki import Pki, init_pki
 
 TD = "veritally.example"
 SPIFFE = f"spiffe://{TD}"
+
+# What the e2e isolation tests run with: caps small enough to reach in a test.
+SMALL_LIMITS = Limits(
+    tls_handshake_timeout_s=0.5,
+    max_connections=400,
+    edge_max_connections=200,
+    rest_max_connections=50,
+    mesh_max_connections=50,
+    edge_stream=CircuitBreaker(
+        max_connections=4, max_pending_requests=8, max_requests=16, max_retries=0
+    ),
+)
 
 MEDIA_READS = {
     f"/veritally.v1.PublicationService/{m}"
@@ -76,9 +89,15 @@ def _listener(config: dict[str, Any], name: str) -> dict[str, Any]:
     return listener
 
 
+def _network_filter(config: dict[str, Any], listener: str, name: str) -> dict[str, Any]:
+    filters = _listener(config, listener)["filter_chains"][0]["filters"]
+    (found,) = [f for f in filters if f["name"] == name]
+    typed: dict[str, Any] = found["typed_config"]
+    return typed
+
+
 def _hcm(config: dict[str, Any], name: str) -> dict[str, Any]:
-    hcm: dict[str, Any] = _listener(config, name)["filter_chains"][0]["filters"][0]["typed_config"]
-    return hcm
+    return _network_filter(config, name, "envoy.filters.network.http_connection_manager")
 
 
 def _filter(config: dict[str, Any], listener: str, name: str) -> dict[str, Any]:
@@ -132,6 +151,7 @@ def _variants(pki: Pki, state: Path) -> Iterator[tuple[str, Topology]]:
             limits=Limits(media=TokenBucket(burst=10, per_second=1)),
         ),
     )
+    yield "small isolation limits", dataclasses.replace(base, limits=SMALL_LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -142,6 +162,7 @@ def _variants(pki: Pki, state: Path) -> Iterator[tuple[str, Topology]]:
         "no CRL",
         "no REST view",
         "several replicas, host names",
+        "small isolation limits",
     ],
 )
 def test_every_rendered_variant_passes_envoy_validate(
@@ -216,9 +237,10 @@ def test_ca_secret_carries_ca_and_crl(pki: Pki, topology: Topology) -> None:
 
 def test_upstream_tls_checks_each_service_identity(config: dict[str, Any]) -> None:
     for name, cluster in _clusters(config).items():
+        service = name.split("_")[0]  # <service>_<edge|mesh>_<unary|stream>
         ctx = cluster["transport_socket"]["typed_config"]["common_tls_context"]
         assert ctx["validation_context"]["match_typed_subject_alt_names"] == [
-            {"san_type": "URI", "matcher": {"exact": f"{SPIFFE}/service/{name}"}}
+            {"san_type": "URI", "matcher": {"exact": f"{SPIFFE}/service/{service}"}}
         ]
         assert ctx["tls_certificates"][0]["certificate_chain"]["filename"].endswith("envoy.pem")
 
@@ -406,12 +428,12 @@ def test_only_idempotent_reads_retry_on_unavailable(config: dict[str, Any]) -> N
 
 def test_clusters_health_check_and_eject(config: dict[str, Any]) -> None:
     clusters = _clusters(config)
-    assert set(clusters) == {"ingest", "aggregation", "publication"}
+    assert {name.split("_")[0] for name in clusters} == {"ingest", "aggregation", "publication"}
     for name, cluster in clusters.items():
         (hc,) = cluster["health_checks"]
         assert hc["grpc_health_check"]["service_name"].endswith(
             {"ingest": "IngestService", "aggregation": "AggregationService"}.get(
-                name, "PublicationService"
+                name.split("_")[0], "PublicationService"
             )
         )
         assert "no_traffic_interval" in hc
@@ -425,7 +447,7 @@ def test_clusters_health_check_and_eject(config: dict[str, Any]) -> None:
 
 def test_several_replicas_become_endpoints(pki: Pki, tmp_path: Path) -> None:
     topology = dict(_variants(pki, tmp_path))["several replicas, host names"]
-    cluster = _clusters(render(topology))["publication"]
+    cluster = _clusters(render(topology))["publication_edge_unary"]
     endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints]
     assert ports == [9021, 9022, 9023]
@@ -487,8 +509,111 @@ def test_cli_render_writes_a_valid_configuration(pki: Pki, tmp_path: Path) -> No
     replicas = ["--ingest", "127.0.0.1:9001", "--ingest", "127.0.0.1:9002"]
     assert main([*args, *replicas]) == 0  # includes envoy --mode validate
     config = yaml.safe_load((state / "envoy" / "envoy.yaml").read_text())
-    ingest = _clusters(config)["ingest"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ingest = _clusters(config)["ingest_edge_unary"]["load_assignment"]["endpoints"][0][
+        "lb_endpoints"
+    ]
     assert len(ingest) == 2
     assert (state / "envoy" / "ca-secret.yaml").is_file()
     assert (state / "envoy" / "publication.binpb").is_file()
     assert main([*args, "--admin", "10.0.0.1:9901"]) == 1
+
+
+# --------------------------------------------------------------------------------------
+# isolation: clusters, breakers, connection caps
+
+
+def _route_clusters(config: dict[str, Any], listener: str) -> dict[str, str]:
+    return {path: r["route"]["cluster"] for path, r in _routes(config, listener).items()}
+
+
+def test_flood_of_watch_streams_cannot_fill_the_breaker_of_reads_or_mesh_streams(
+    config: dict[str, Any], topology: Topology
+) -> None:
+    by_path = {m.path: m for m in METHODS}
+    used: dict[str, set[tuple[str, bool]]] = {}
+    for listener, traffic in (("edge", "edge"), ("rest", "edge"), ("mesh", "mesh")):
+        for path, cluster in _route_clusters(config, listener).items():
+            method = by_path.get(path)
+            streaming = method.streaming if method is not None else False  # health: unary
+            service = method.service if method is not None else "ingest"
+            assert cluster == f"{service}_{traffic}_{'stream' if streaming else 'unary'}", path
+            used.setdefault(cluster, set()).add((traffic, streaming))
+    # No cluster carries two kinds of traffic, and every kind has its own breaker.
+    assert all(len(kinds) == 1 for kinds in used.values()), used
+    clusters = _clusters(config)
+    assert set(used) == set(clusters)
+    watch = _route_clusters(config, "edge")["/veritally.v1.PublicationService/WatchCuts"]
+    latest = _route_clusters(config, "edge")["/veritally.v1.PublicationService/GetLatestCut"]
+    follow = _route_clusters(config, "mesh")["/veritally.v1.IngestService/StreamRecords"]
+    submit = _route_clusters(config, "edge")["/veritally.v1.IngestService/SubmitActas"]
+    assert len({watch, latest, follow, submit}) == 4
+    limits = topology.limits
+    expected = {
+        ("edge", False): limits.edge_unary,
+        ("edge", True): limits.edge_stream,
+        ("mesh", False): limits.mesh_unary,
+        ("mesh", True): limits.mesh_stream,
+    }
+    for name, rendered in clusters.items():
+        ((traffic, streaming),) = used[name]
+        assert rendered["circuit_breakers"] == expected[(traffic, streaming)].render(), name
+
+
+@pytest.mark.parametrize(
+    ("listener", "cap"),
+    [
+        ("edge", "edge_max_connections"),
+        ("mesh", "mesh_max_connections"),
+        ("rest", "rest_max_connections"),
+    ],
+)
+def test_connections_that_never_start_tls_are_timed_out_and_capped_on_every_listener(
+    config: dict[str, Any], topology: Topology, listener: str, cap: str
+) -> None:
+    (chain,) = _listener(config, listener)["filter_chains"]
+    assert chain["transport_socket_connect_timeout"] == "10s"
+    first = chain["filters"][0]
+    assert first["name"] == "envoy.filters.network.connection_limit"
+    assert first["typed_config"]["max_connections"] == getattr(topology.limits, cap)
+
+
+def test_global_connection_cap_sits_above_the_listener_caps_and_below_the_fd_limit(
+    config: dict[str, Any], topology: Topology
+) -> None:
+    limits = topology.limits
+    (monitor,) = config["overload_manager"]["resource_monitors"]
+    cap = monitor["typed_config"]["max_active_downstream_connections"]
+    assert cap == limits.max_connections
+    listeners = limits.edge_max_connections + limits.mesh_max_connections
+    assert listeners + limits.rest_max_connections <= cap
+    assert limits.open_files_needed > cap
+
+
+def test_limits_refuse_listener_caps_that_add_up_above_the_global_cap() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        Limits(max_connections=1000, edge_max_connections=900, mesh_max_connections=200)
+    with pytest.raises(ValueError, match="positive"):
+        Limits(tls_handshake_timeout_s=0)
+    with pytest.raises(ValueError, match="positive"):
+        CircuitBreaker(max_connections=1, max_pending_requests=1, max_requests=0, max_retries=0)
+
+
+def test_envoy_is_not_started_when_its_fd_limit_cannot_cover_its_caps(
+    topology: Topology, tmp_path: Path
+) -> None:
+    import resource
+
+    from veritally.mesh.process import EnvoyError, EnvoyProcess
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard RLIMIT_NOFILE to exceed")
+    envoy = EnvoyProcess(
+        config=tmp_path / "envoy.yaml",
+        admin=topology.admin,
+        log_path=tmp_path / "envoy.log",
+        open_files=hard + 1,
+    )
+    with pytest.raises(EnvoyError, match=r"hard RLIMIT_NOFILE"):
+        envoy.start()
+    assert not envoy.running

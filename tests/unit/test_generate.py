@@ -168,3 +168,21 @@ def test_generate_command_writes_an_election_that_checks(
     assert "350 casillas" in capsys.readouterr().out
     assert main(["check", str(tmp_path / "election.yaml"), "--actas"]) == 0
     assert main(["generate", "--seed", "4", "--casillas", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_every_casilla_is_assigned_to_a_capture_centre_and_its_actas_name_it(
+    tmp_path: Path,
+) -> None:
+    result = generate(seed=7, casillas=600, out_dir=tmp_path, capture_centres=3)
+    centre = {c.id: c.capture_centre_id for c in result.definition.casillas}
+    assert set(centre.values()) == {"cc-01", "cc-02", "cc-03"}
+    files = load_election(result.yaml_path)
+    assert {c.id: c.capture_centre_id for c in files.index.pb.casillas} == centre
+    for acta in load_actas(files):
+        assert acta.provenance.capture_centre_id == centre[acta.casilla_id]
+
+
+def test_zero_capture_centres_assigns_no_casilla(tmp_path: Path) -> None:
+    result = generate(seed=7, casillas=200, out_dir=tmp_path, capture_centres=0)
+    assert {c.capture_centre_id for c in result.definition.casillas} == {""}
+    assert load_election(result.yaml_path).index.pb == result.definition

@@ -58,6 +58,8 @@ def test_content_digest_fast_path_equals_clearing_provenance(acta: acta_pb2.Acta
     sequence=st.integers(0, 2**64 - 1),
     seconds=st.integers(0, 2**35),
     nanos=st.integers(0, 999_999_999),
+    why=st.text(max_size=40),
+    approved_by=st.lists(st.text(max_size=30), max_size=2),
 )
 def test_leaf_bytes_equal_protobuf_deterministic_serialization(
     acta: acta_pb2.Acta,
@@ -67,6 +69,8 @@ def test_leaf_bytes_equal_protobuf_deterministic_serialization(
     sequence: int,
     seconds: int,
     nanos: int,
+    why: str,
+    approved_by: list[str],
 ) -> None:
     expected = acta_pb2.LogLeaf()
     record = expected.acta_record
@@ -78,6 +82,8 @@ def test_leaf_bytes_equal_protobuf_deterministic_serialization(
     record.counted = counted
     record.not_counted_reason = reason  # type: ignore[assignment]  # a NotCountedReason value
     record.sequence = sequence
+    record.reason = why
+    record.approved_by.extend(approved_by)
     got = leaf.leaf_bytes(
         acta_id=record.acta_id,
         revision=revision,
@@ -86,6 +92,8 @@ def test_leaf_bytes_equal_protobuf_deterministic_serialization(
         counted=counted,
         not_counted_reason=reason,
         sequence=sequence,
+        reason=why,
+        approved_by=approved_by,
     )
     assert got == expected.SerializeToString(deterministic=True)
     assert acta_pb2.LogLeaf.FromString(got) == expected

@@ -259,3 +259,52 @@ def test_cli_init_then_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(args) == 1
     assert main(["pki", "revoke", "--dir", str(root), "nobody"]) == 1
     capsys.readouterr()
+
+
+def test_each_capture_operator_has_a_certificate_naming_centre_and_operator(
+    tmp_path: Path,
+) -> None:
+    pki = init_pki(
+        tmp_path, trust_domain=TRUST_DOMAIN, media=0, capture_centres=2, capture_operators=2
+    )
+    names = sorted(i.name for i in pki.identities("capture"))
+    assert names == ["cc-01", "cc-01/op-1", "cc-01/op-2", "cc-02", "cc-02/op-1", "cc-02/op-2"]
+    operator = Pki.load(tmp_path).identity("cc-02/op-1")
+    assert operator.spiffe_id == f"spiffe://{TRUST_DOMAIN}/capture/cc-02/op-1"
+    uris = _sans(operator).get_values_for_type(x509.UniformResourceIdentifier)
+    assert uris == [operator.spiffe_id]
+    _cert(operator.cert).verify_directly_issued_by(_cert(pki.ca_cert))
+    added = pki.issue_capture_operator(centre="cc-01", operator="op-3")
+    assert Pki.load(tmp_path).identity("cc-01/op-3") == added
+
+
+@pytest.mark.parametrize(
+    ("centre", "operator"),
+    [("cc-01", "\u043ep-1"), ("cc-01", "OP-1"), ("cc-01", "op/1"), ("cc-01", ""), ("", "op-1")],
+)
+def test_rejects_confusable_or_malformed_capture_operator_names(
+    pki: Pki, centre: str, operator: str
+) -> None:
+    with pytest.raises(ValueError, match="lowercase path segment"):
+        pki.issue_capture_operator(centre=centre, operator=operator)
+
+
+def test_cli_issues_and_revokes_a_capture_operator(tmp_path: Path) -> None:
+    from veritally.cli import main
+
+    root = tmp_path / "pki"
+    init = ["pki", "init", "--dir", str(root), "--capture-centres", "1", "--capture-operators", "1"]
+    assert main(init) == 0
+    # The commands of docs/operations.md (operators).
+    assert (
+        main(["pki", "issue-capture-operator", "--dir", str(root), "--centre", "cc-01", "op-3"])
+        == 0
+    )
+    assert main(["pki", "revoke", "--dir", str(root), "cc-01/op-3"]) == 0
+    pki = Pki.load(root)
+    assert {i.name for i in pki.identities("capture")} == {"cc-01", "cc-01/op-1", "cc-01/op-3"}
+    assert pki.is_revoked("cc-01/op-3")
+    assert not pki.is_revoked("cc-01/op-1")
+    assert (
+        main(["pki", "issue-capture-operator", "--dir", str(root), "--centre", "cc-01", "OP"]) == 1
+    )

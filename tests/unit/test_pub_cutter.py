@@ -267,3 +267,43 @@ def test_stored_tree_matches_memory_tree_for_any_batches(batches: list[int]) -> 
         for size1 in {0, 1, size // 3, size}:
             assert store.consistency_proof(size1, size) == ref.consistency_proof(size1, size)
         store.close()
+
+
+def _ingest_figure(row: CutRow) -> int | None:
+    record = acta_pb2.LogLeaf.FromString(row.cut_leaf).cut_record
+    return record.ingest_records if record.HasField("ingest_records") else None
+
+
+def test_heartbeat_cut_over_a_stuck_aggregation_signs_how_far_behind_ingest_it_is(
+    tmp_path: Path,
+) -> None:
+    cutter, log = _cutter(tmp_path / "p.db"), Log()
+    new = log.add(3)
+    results = results_blob(log.leaves)
+    first = cutter.make_cut(acta_leaves=new, acta_records=3, results=results, ingest_records=3)
+    # Aggregation stays at 3 while ingest goes on accepting: the heartbeats say so.
+    behind = [
+        cutter.make_cut(acta_leaves=[], acta_records=3, results=results, ingest_records=n)
+        for n in (5, 9)
+    ]
+    assert [_ingest_figure(r) for r in (first, *behind)] == [3, 5, 9]
+    assert [r.acta_records for r in behind] == [3, 3]
+
+
+def test_ingest_figure_never_goes_back_nor_below_the_records_covered(tmp_path: Path) -> None:
+    cutter, log = _cutter(tmp_path / "p.db"), Log()
+    results = results_blob(log.leaves)
+    first = cutter.make_cut(acta_leaves=[], acta_records=0, results=results, ingest_records=7)
+    # A restarted aggregation knows only its own position until ingest speaks: the
+    # largest figure seen is still a true lower bound of ingest's (append-only) log.
+    second = cutter.make_cut(acta_leaves=[], acta_records=0, results=results, ingest_records=0)
+    new = log.add(9)
+    third = cutter.make_cut(
+        acta_leaves=new, acta_records=9, results=results_blob(log.leaves), ingest_records=2
+    )
+    assert [_ingest_figure(r) for r in (first, second, third)] == [7, 7, 9]
+
+
+def test_cut_without_an_ingest_figure_leaves_it_out(tmp_path: Path) -> None:
+    row = _cut(_cutter(tmp_path / "p.db"), Log(), 2)
+    assert _ingest_figure(row) is None

@@ -5,10 +5,17 @@ The follower, in order:
 1. at startup, rebuild the tally from the stored leaves (the state at position N is a
    pure function of the first N records, so replaying them is exact);
 2. ask ingest for ``StreamRecords(from_sequence=cursor, follow=True)``;
-3. for every page: drop any overlap with what is stored, refuse a gap, store the leaves
-   and the new cursor in one transaction, then apply them to the tally and wake the
-   readers;
-4. when ingest is unreachable or the stream ends, reconnect with exponential backoff.
+3. for every page: note ingest's log size (every message carries it, keep-alives
+   included), drop any overlap with what is stored, refuse a gap, store the leaves and
+   the new cursor in one transaction, then apply them to the tally and wake the readers;
+4. when ingest is unreachable or the stream ends, reconnect with exponential backoff
+   (reset only when the position moves on);
+5. when ``STUCK_AFTER_FAILURES`` streams in a row fail without moving the position while
+   ingest says it holds records past it (a record that cannot be read, e.g. a page over
+   the message size limit), log an ERROR naming the position at every further attempt
+   and report ``FOLLOWER_HEALTH_NAME`` NOT_SERVING until the position moves again. The
+   totals stay served (``SERVICE_NAME`` stays SERVING) so that publication keeps cutting
+   and signs how far behind ingest the cuts are (``GetResultsBlob.ingest_records``).
 
 Every gRPC answer reads the tally synchronously on the event loop, so the position and
 the results it returns are always taken together.
@@ -19,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from veritally._grpc import MAX_MESSAGE_BYTES, ServiceServer, TlsFiles
 from veritally.aggregation.store import AggregationStore, CursorMismatchError, LeafReader
@@ -49,6 +57,19 @@ BACKOFF_MAX_S = 5.0
 # Leaves per StreamAggregatedRecords message and bytes past the first (as ingest's pages).
 STREAM_PAGE_LEAVES = 1_000
 STREAM_PAGE_BYTES = 1024 * 1024
+# Streams in a row that end without moving the position, while ingest reports records
+# past it, before the follower calls itself stuck (step 5). One failure is a restart of
+# ingest or a network blip; three in a row at one position, with the backoff growing
+# between them, is a record that cannot be read.
+STUCK_AFTER_FAILURES = 3
+# Health service name of the follower (step 5): NOT_SERVING while stuck. Apart from
+# SERVICE_NAME, which Envoy's health checks use, so that the totals stay reachable.
+FOLLOWER_HEALTH_NAME = "veritally.v1.AggregationService/follow-ingest"
+# Characters of an error's details kept in a log line (they come from the network).
+_MAX_REASON_CHARS = 200
+
+#: ``report(ok)``: called with False when the follower gets stuck, True when it moves on.
+FollowerHealth = Callable[[bool], Awaitable[None]]
 
 
 def _ingest_channel(
@@ -91,6 +112,10 @@ class AggregationEngine:
         self._store = AggregationStore(db_path)
         self._changed = asyncio.Condition()
         self._closed = False
+        # The largest log size ingest has reported on its stream since the start.
+        self._ingest_log_size = 0
+        #: The position the follower is stuck at (step 5), None while it moves on.
+        self.stuck_at: int | None = None
         started = time.perf_counter()
         self.tally = Tally(election)
         # (1) rebuild: apply_leaves reads each leaf through the tally's view, the fast
@@ -109,6 +134,17 @@ class AggregationEngine:
     def position(self) -> int:
         """Records counted (and stored)."""
         return self.tally.acta_records
+
+    @property
+    def ingest_records(self) -> int:
+        """Records ingest had accepted as far as this aggregation knows: the largest log
+        size ingest has reported since the start, and never below the position (every
+        counted record came from ingest's log, which only grows)."""
+        return max(self._ingest_log_size, self.position)
+
+    def heard(self, log_size: int) -> None:
+        """Note a log size ingest reported (step 3)."""
+        self._ingest_log_size = max(self._ingest_log_size, log_size)
 
     async def consume(self, first_sequence: int, leaves: list[bytes]) -> None:
         """Store and count one page of ingest's log (step 3).
@@ -131,11 +167,26 @@ class AggregationEngine:
             self._changed.notify_all()
 
     async def follow(
-        self, target: str, *, tls: TlsFiles | None = None, server_name: str | None = None
+        self,
+        target: str,
+        *,
+        tls: TlsFiles | None = None,
+        server_name: str | None = None,
+        health: FollowerHealth | None = None,
     ) -> None:
-        """Follow ingest at ``target`` until cancelled (steps 2-4)."""
+        """Follow ingest at ``target`` until cancelled (steps 2-5).
+
+        Args:
+            target: ingest's ``host:port``.
+            tls: client certificate for the channel (mTLS).
+            server_name: TLS name of ingest, if not the target's host.
+            health: told when the follower gets stuck and when it moves on (step 5).
+        """
         delay = BACKOFF_INITIAL_S
+        failures = 0  # streams in a row that ended without moving the position
         while not self._closed:
+            start = self.position
+            reason = "ingest ended the stream"
             try:
                 async with _ingest_channel(target, tls=tls, server_name=server_name) as channel:
                     stub = ingest_pb2_grpc.IngestServiceStub(channel)
@@ -144,11 +195,17 @@ class AggregationEngine:
                         ingest_pb2.StreamRecordsRequest(from_sequence=self.position, follow=True)
                     )
                     async for page in call:
-                        # (3) store and count
-                        await self.consume(page.first_sequence, list(page.leaves))
-                        delay = BACKOFF_INITIAL_S
+                        # (3) note ingest's size, store and count
+                        self.heard(page.log_size)
+                        if page.leaves:
+                            before = self.position
+                            await self.consume(page.first_sequence, list(page.leaves))
+                            if self.position > before:
+                                delay, failures = BACKOFF_INITIAL_S, 0
+                                await self._moved_on(health)
             except grpc.aio.AioRpcError as e:
-                log.warning("ingest stream at %s: %s; retrying in %.1f s", target, e.code(), delay)
+                details = (e.details() or "")[:_MAX_REASON_CHARS]
+                reason = f"{e.code().name}: {details}"
             except MalformedDataError:
                 # The tally refuses a record ingest logged: the definition does not match
                 # ingest's. Counting on would publish wrong totals: stop, loudly. The
@@ -157,10 +214,38 @@ class AggregationEngine:
                 log.critical("ingest sent an invalid record at %d; not following", self.position)
                 raise
             except CursorMismatchError as e:
-                log.warning("ingest stream at %s: %s; retrying in %.1f s", target, e, delay)
+                reason = str(e)
+            failures = 0 if self.position > start else failures + 1
+            behind = self.ingest_records - self.position
+            if failures >= STUCK_AFTER_FAILURES and behind > 0:
+                # (5) stuck before a record: loudly, at every attempt, with the position
+                log.error(
+                    "aggregation stuck at record %d: ingest has %d records (%d behind), "
+                    "%d streams in a row failed there: %s; retrying in %.1f s",
+                    self.position,
+                    self.ingest_records,
+                    behind,
+                    failures,
+                    reason,
+                    delay,
+                )
+                if self.stuck_at != self.position:
+                    self.stuck_at = self.position
+                    if health is not None:
+                        await health(False)
+            else:
+                log.warning("ingest stream at %s: %s; retrying in %.1f s", target, reason, delay)
             # (4) backoff, also when ingest ended the stream (it is shutting down)
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _moved_on(self, health: FollowerHealth | None) -> None:
+        if self.stuck_at is None:
+            return
+        log.warning("aggregation moved past record %d (now at %d)", self.stuck_at, self.position)
+        self.stuck_at = None
+        if health is not None:
+            await health(True)
 
     async def aggregated(
         self, from_sequence: int, *, follow: bool
@@ -237,9 +322,12 @@ class AggregationServicer(aggregation_pb2_grpc.AggregationServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> aggregation_pb2.GetResultsBlobResponse:
         """The results blob and its position, taken together (no await in between)."""
-        tally = self.engine.tally
+        engine = self.engine
+        tally = engine.tally
         return aggregation_pb2.GetResultsBlobResponse(
-            acta_records=tally.acta_records, results=tally.results_bytes(final=request.final)
+            acta_records=tally.acta_records,
+            results=tally.results_bytes(final=request.final),
+            ingest_records=engine.ingest_records,
         )
 
     async def GetDefinition(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -308,8 +396,23 @@ async def start_aggregation(
         AggregationServicer(engine), server.grpc
     )
     port = await server.start(address, tls=tls)
+
+    async def follower_health(ok: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await server.health.set(FOLLOWER_HEALTH_NAME, status)
+
+    await follower_health(True)
     follower = asyncio.create_task(
-        engine.follow(ingest_target, tls=ingest_tls, server_name=ingest_server_name),
+        engine.follow(
+            ingest_target,
+            tls=ingest_tls,
+            server_name=ingest_server_name,
+            health=follower_health,
+        ),
         name="follow-ingest",
     )
     background: set[asyncio.Task[None]] = set()

@@ -139,6 +139,9 @@ PREP_START: Final = int((ELECTION_DAY + timedelta(hours=26)).timestamp())
 PREP_END: Final = PREP_START + 24 * 3600
 CENTRAL_OFFSET_S: Final = -6 * 3600
 OPERATORS_PER_CENTRE: Final = 8
+# Capture centres the districts are assigned to, round robin (``cc-01``...); the same
+# default as the demo's PKI, whose capture-centre certificates carry these names.
+DEFAULT_CAPTURE_CENTRES: Final = 4
 
 CASILLA_COLUMNS: Final = (
     "CLAVE_CASILLA",
@@ -149,6 +152,7 @@ CASILLA_COLUMNS: Final = (
     "LISTA_NOMINAL",
     "REPRESENTANTES",
     "BOLETAS",
+    "CENTRO_CAPTURA",
 )
 ACTA_TAIL_COLUMNS: Final = (
     "NO_REGISTRADOS",
@@ -246,23 +250,44 @@ def _geography(n_casillas: int) -> list[tuple[str, str, int, int]]:
     return [(s[0], s[1], c, s[3]) for s, c in zip(chosen, counts, strict=True)]
 
 
-def generate(*, seed: int, out_dir: Path, casillas: int = DEFAULT_CASILLAS) -> GeneratedElection:
+def capture_centre_of(district_index: int, capture_centres: int) -> str:
+    """The capture centre that captures the casillas of the ``district_index``-th
+    district: ``cc-01``... round robin, the names of the PKI's capture centres; ``""``
+    (unassigned) when there are none."""
+    if capture_centres == 0:
+        return ""
+    return f"cc-{district_index % capture_centres + 1:02d}"
+
+
+def generate(
+    *,
+    seed: int,
+    out_dir: Path,
+    casillas: int = DEFAULT_CASILLAS,
+    capture_centres: int = DEFAULT_CAPTURE_CENTRES,
+) -> GeneratedElection:
     """Write a synthetic election to ``out_dir`` (created if needed).
 
     Args:
         seed: the random seed; the same seed and size always give the same bytes.
         out_dir: directory for election.yaml, casillas.csv and actas.csv.
         casillas: number of casillas; everything else scales with it.
+        capture_centres: capture centres (``cc-01``...) the districts are assigned to;
+            the catalogue says which one captures each casilla. 0 assigns none (the
+            catalogue's column is then not mapped): any client may capture any casilla,
+            for a bulk import from one client without a capture operator's certificate.
 
     Returns:
         A summary of what was written.
 
     Raises:
-        ValueError: if ``casillas`` is below 1.
+        ValueError: if ``casillas`` is below 1 or ``capture_centres`` negative.
         OSError: if the files cannot be written.
     """
     if casillas < 1:
         raise ValueError(f"an election needs at least one casilla, not {casillas}")
+    if capture_centres < 0:
+        raise ValueError(f"capture_centres must be >= 0, not {capture_centres}")
     rng = random.Random(seed)  # noqa: S311  # synthetic data, not secrets
     out_dir.mkdir(parents=True, exist_ok=True)
     states = _geography(casillas)
@@ -333,17 +358,18 @@ def generate(*, seed: int, out_dir: Path, casillas: int = DEFAULT_CASILLAS) -> G
             events.append((captured, acopio, digitised, k, ci))
     events.sort()
 
-    definition = _definition(states, districts, catalogue, option_ids)
+    centres = [capture_centre_of(di, capture_centres) for di in range(len(districts))]
+    definition = _definition(states, districts, catalogue, option_ids, centres)
     yaml_path = out_dir / "election.yaml"
     casillas_path = out_dir / "casillas.csv"
     actas_path = out_dir / "actas.csv"
-    _write_yaml(yaml_path, states, districts, option_ids)
-    _write_casillas(casillas_path, states, districts, catalogue)
+    _write_yaml(yaml_path, states, districts, option_ids, assigned=capture_centres > 0)
+    _write_casillas(casillas_path, states, districts, catalogue, centres)
     summary = {cid: ContestSummary(missing=missing[i]) for i, (cid, _) in enumerate(CONTESTS)}
     for s in summary.values():
         s.votes = dict.fromkeys([*option_ids, "_unreg", "_null"], 0)
     voters_written = _write_actas(
-        actas_path, rng, events, catalogue, districts, shares, option_ids, summary
+        actas_path, rng, events, catalogue, districts, shares, option_ids, summary, centres
     )
     return GeneratedElection(
         definition=definition,
@@ -441,6 +467,7 @@ def _definition(
     districts: Sequence[tuple[str, int]],
     catalogue: Sequence[_Casilla],
     option_ids: Sequence[str],
+    centres: Sequence[str],
 ) -> election_pb2.ElectionDefinition:
     """The definition the written files describe (what loading them must give)."""
     pb = election_pb2.ElectionDefinition(id=ELECTION_ID, name=_election_name())
@@ -471,6 +498,7 @@ def _definition(
             nominal_list=c.nominal,
             party_representatives=c.reps,
             ballot_limit=c.ballot_limit,
+            capture_centre_id=centres[c.district],
         )
     return pb
 
@@ -488,6 +516,8 @@ def _write_yaml(
     states: Sequence[tuple[str, str, int, int]],
     districts: Sequence[tuple[str, int]],
     option_ids: Sequence[str],
+    *,
+    assigned: bool,
 ) -> None:
     doc = {
         "format": "veritally-election/1",
@@ -519,6 +549,7 @@ def _write_yaml(
                 "nominal_list": "LISTA_NOMINAL",
                 "party_representatives": "REPRESENTANTES",
                 "ballot_limit": "BOLETAS",
+                **({"capture_centre": "CENTRO_CAPTURA"} if assigned else {}),
             },
             "types": {"B": "BASICA", "C": "CONTIGUA", "E": "EXTRAORDINARIA", "S": "ESPECIAL"},
             "zero_values": ["-"],
@@ -554,6 +585,7 @@ def _write_casillas(
     states: Sequence[tuple[str, str, int, int]],
     districts: Sequence[tuple[str, int]],
     catalogue: Sequence[_Casilla],
+    centres: Sequence[str],
 ) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -570,6 +602,7 @@ def _write_casillas(
                     "-" if c.type_code == "S" else c.nominal,
                     c.reps,
                     c.ballot_limit,
+                    centres[c.district],
                 )
             )
 
@@ -601,6 +634,7 @@ def _write_actas(
     shares: Sequence[Sequence[Sequence[float]]],
     option_ids: Sequence[str],
     summary: dict[str, ContestSummary],
+    centres: Sequence[str],
 ) -> int:
     fmt_time = _TimeFormatter()
     n_opts = len(option_ids)
@@ -659,7 +693,7 @@ def _write_actas(
                     contest_id,
                     *cells,
                     f"{rng.getrandbits(256):064x}",  # SHA-256 of the (synthetic) image
-                    f"CCV-{district_id}",
+                    centres[c.district],  # the centre the casilla is assigned to
                     f"op-{district_id}-{randint(1, OPERATORS_PER_CENTRE)}",
                     "CASILLA" if c.origin_casilla else "CATD",
                     "MOVIL" if c.origin_casilla else "ESCANER",

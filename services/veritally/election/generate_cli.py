@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from veritally.election.generate import DEFAULT_CASILLAS, generate
+from veritally.election.generate import DEFAULT_CAPTURE_CENTRES, DEFAULT_CASILLAS, generate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CASILLAS,
         help=f"number of casillas; the rest scales with it (default {DEFAULT_CASILLAS})",
     )
+    parser.add_argument(
+        "--capture-centres",
+        type=int,
+        default=DEFAULT_CAPTURE_CENTRES,
+        help="capture centres cc-01... the casillas are assigned to, by district; 0 assigns "
+        f"none (default {DEFAULT_CAPTURE_CENTRES})",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
 
@@ -33,8 +40,16 @@ def run(args: argparse.Namespace) -> int:
     if args.casillas < 1:
         print("error: --casillas must be at least 1", file=sys.stderr)
         return 2
+    if args.capture_centres < 0:
+        print("error: --capture-centres must be at least 0", file=sys.stderr)
+        return 2
     started = time.perf_counter()
-    result = generate(seed=args.seed, casillas=args.casillas, out_dir=args.out)
+    result = generate(
+        seed=args.seed,
+        casillas=args.casillas,
+        out_dir=args.out,
+        capture_centres=args.capture_centres,
+    )
     elapsed = time.perf_counter() - started
     d = result.definition
     print(

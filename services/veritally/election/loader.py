@@ -24,6 +24,7 @@ from typing import Any, Final
 import yaml
 
 from veritally.ingest.bounds import identifier_problem
+from veritally.pki import is_valid_name
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2
@@ -65,6 +66,9 @@ CASILLA_FIELDS: Final = {
     "nominal_list": (True, True),
     "party_representatives": (False, True),
     "ballot_limit": (False, True),
+    # The capture centre that captures the casilla (a certificate name, e.g. "cc-01");
+    # when mapped, every casilla must have one.
+    "capture_centre": (False, False),
 }
 # Acta fields other than the per-option columns: required?
 ACTA_FIELDS: Final = {
@@ -528,6 +532,7 @@ def _load_casillas(
         get_district = getters["district_id"]
         get_state = getters.get("state_id")
         get_type = getters["type"]
+        get_centre = getters.get("capture_centre")
         numeric = [k for k, (_, is_num) in CASILLA_FIELDS.items() if is_num and k in getters]
         section_district: dict[str, str] = {}
         casilla_ids: set[str] = set()
@@ -610,6 +615,17 @@ def _load_casillas(
                     line=line,
                     field="nominal_list",
                 )
+            centre = ""
+            if get_centre is not None:
+                centre = get_centre(row).strip()
+                if not is_valid_name(centre):
+                    raise DefinitionError(
+                        f"capture centre {centre[:80]!r} is not a certificate name (1 to 64 "
+                        "lowercase ASCII letters, digits, '-' or '_')",
+                        file=csv_path,
+                        line=line,
+                        field="capture_centre",
+                    )
             pb.casillas.add(
                 id=cid,
                 section_id=sid,
@@ -617,6 +633,7 @@ def _load_casillas(
                 nominal_list=nominal,
                 party_representatives=nums.get("party_representatives", 0),
                 ballot_limit=limit,
+                capture_centre_id=centre,
             )
     finally:
         close()

@@ -24,6 +24,14 @@ Decisions for an acta that passed PREP's validation (``rules.validate``):
 
 Conflicts (2) are kept for audit up to ``MAX_CONFLICTS_PER_ACTA`` per acta; later ones
 are refused the same way and counted.
+
+Who the operator is, and which centre may capture a casilla, come from the caller's
+verified identity (``operators``): before (1), a casilla assigned to another centre is
+REJECTED PERMISSION_DENIED on ``casilla_id``, and the provenance's centre and operator
+are overwritten with the caller's; in (4) operators are compared by SPIFFE ID and a
+certificate naming no operator is REJECTED PERMISSION_DENIED. A correction is logged
+only when a second, distinct operator submits the same one (dual control); until then
+it is AWAITING_SECOND_APPROVAL.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from veritally.ingest import bounds, leaf, rules
+from veritally.ingest import bounds, leaf, operators, rules
+from veritally.ingest.operators import Caller, Proposal
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
@@ -55,6 +64,7 @@ _DUPLICATE = ingest_pb2.OUTCOME_STATUS_DUPLICATE
 _REJECTED = ingest_pb2.OUTCOME_STATUS_REJECTED
 _AWAITING = ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_CAPTURE
 _CROSS_CHECK = ingest_pb2.OUTCOME_STATUS_CROSS_CHECK
+_AWAITING_APPROVAL = ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_APPROVAL
 
 # Leaves per StreamRecords message, and bytes per message past the first leaf: a leaf is
 # ~300 B, so a page is a few hundred KiB, well under the gRPC and Envoy message limits.
@@ -137,8 +147,10 @@ def submitter_from_xfcc(header: str | None) -> str:
     """The client identity Envoy vouches for in ``x-forwarded-client-cert``.
 
     Envoy sets the header with SANITIZE_SET, so behind the mesh it names the certificate
-    of the caller (its URI SAN). It is recorded for audit only, never used to authorize:
-    Envoy's RBAC does that. Returns ``""`` when there is no header or no URI in it.
+    of the caller (its URI SAN); ingest's peer check admits only Envoy, so no one else
+    can set it. Envoy's RBAC authorizes the role; ingest derives the operator and the
+    capture centre from it (``operators``). Returns ``""`` when there is no header or
+    no URI in it.
     """
     if not header:
         return ""
@@ -185,6 +197,12 @@ class IngestEngine:
         self._logged: dict[str, Logged] = {}
         self._pending: dict[str, tuple[Capture, ...]] = {}
         self._conflicts: dict[str, int] = {}
+        # acta_id -> proposing operator's SPIFFE ID -> correction awaiting a second one.
+        self._proposals: dict[str, dict[str, Proposal]] = {}
+        # casilla_id -> the capture centre that alone may capture it.
+        self._assigned = operators.assignments(election)
+        if not self._assigned:
+            log.warning("the election assigns no casilla to a capture centre: any may capture")
         self._load()
 
     def _load(self) -> None:
@@ -197,6 +215,11 @@ class IngestEngine:
             pending.setdefault(acta_id, []).append(capture)
         self._pending = {k: tuple(v) for k, v in pending.items()}
         self._conflicts = dict(self._store.conflict_counts())
+        self._proposals = {}
+        for acta_id, operator, supersedes, digest, acta, reason, time in self._store.proposals():
+            self._proposals.setdefault(acta_id, {})[operator] = Proposal(
+                operator, supersedes, digest, acta, reason, time
+            )
 
     @property
     def log_size(self) -> int:
@@ -235,6 +258,9 @@ class IngestEngine:
         verdict: rules.Verdict,
         digest: bytes,
         revision: int,
+        *,
+        reason: str = "",
+        approved_by: Sequence[str] = (),
     ) -> Logged:
         """Append one record (``acta`` serialized deterministically) to the batch's part
         of the log."""
@@ -248,6 +274,8 @@ class IngestEngine:
             counted=verdict.counted,
             not_counted_reason=verdict.not_counted_reason,
             sequence=sequence,
+            reason=reason,
+            approved_by=approved_by,
         )
         logged = Logged(revision, sequence, digest, verdict.counted, verdict.not_counted_reason)
         batch.logged[verdict.acta_id] = logged
@@ -300,19 +328,25 @@ class IngestEngine:
         )
 
     def _admit(
-        self, acta: ActaPb, submitter: str
+        self, acta: ActaPb, caller: Caller, *, capture: bool = True
     ) -> tuple[rules.Verdict, bytes, bytes] | ActaOutcomePb:
-        """Validate ``acta``, stamp the submitter on it and serialize it.
+        """Validate ``acta``, check that ``caller`` may capture its casilla (a capture),
+        stamp the caller's centre and operator on it and serialize it.
 
         Returns:
             The verdict, the acta's leaf bytes and their digest; or the REJECTED outcome
-            when the acta is invalid.
+            when the acta is invalid or not the caller's to capture.
         """
         verdict = rules.validate(acta, self.catalogue)
         if isinstance(verdict, rules.Rejection):
             return _rejected(rules.acta_id_of(acta), verdict)
-        if submitter:
-            acta.provenance.capture_centre_id = submitter
+        if capture:
+            refused = operators.check_assignment(self._assigned, acta.casilla_id, caller)
+            if refused is not None:
+                return _rejected(verdict.acta_id, refused)
+        # From the verified identity only; whatever the client wrote is replaced.
+        acta.provenance.capture_centre_id = caller.centre
+        acta.provenance.operator_id = caller.operator
         acta_bytes, digest = leaf.serialize_acta(acta)
         if len(acta_bytes) > bounds.MAX_ACTA_BYTES:
             # Only the stamped identity can take it there: readers size their pages on
@@ -320,8 +354,9 @@ class IngestEngine:
             return _rejected(verdict.acta_id, _too_big_stamped(len(acta_bytes)))
         return verdict, acta_bytes, digest
 
-    def _decide(self, batch: _Batch, acta: ActaPb, submitter: str) -> ActaOutcomePb:
-        admitted = self._admit(acta, submitter)
+    def _decide(self, batch: _Batch, acta: ActaPb, caller: Caller) -> ActaOutcomePb:
+        submitter = caller.spiffe_id
+        admitted = self._admit(acta, caller)
         if isinstance(admitted, ActaOutcomePb):
             return admitted
         verdict, acta_bytes, digest = admitted
@@ -340,17 +375,11 @@ class IngestEngine:
         if not self.double_capture:
             logged = self._append(batch, acta_bytes, verdict, digest, 1)
             return _logged_outcome(acta_id, _ACCEPTED, logged)
-        # (4) double capture
-        operator = acta.provenance.operator_id
-        if not operator:
-            return _rejected(
-                acta_id,
-                rules.Rejection(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "provenance.operator_id",
-                    "double capture needs the id of the operator who captured the acta",
-                ),
-            )
+        # (4) double capture, operators told apart by their certificates' SPIFFE IDs
+        refused = operators.check_capture_operator(caller)
+        if refused is not None:
+            return _rejected(acta_id, refused)
+        operator = caller.spiffe_id
         pending = self._get_pending(batch, acta_id)
         same_operator = False
         for capture in pending:
@@ -367,7 +396,8 @@ class IngestEngine:
                 rules.Rejection(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     "provenance.operator_id",
-                    f"operator {operator!r} already captured acta {acta_id} with other "
+                    f"operator {caller.operator!r} of {caller.centre!r} already captured acta "
+                    f"{acta_id} with other "
                     "figures; a second capture must come from another operator",
                 ),
             )
@@ -472,15 +502,16 @@ class IngestEngine:
 
         Args:
             actas: the captures, processed in order (the messages may be modified: the
-                capture centre id is set from ``submitter``).
-            submitter: the caller's identity from the mesh, recorded for audit.
+                capture centre and operator ids are set from ``submitter``).
+            submitter: the caller's verified SPIFFE ID from the mesh (``""`` if none).
 
         Raises:
             CommitError: if the batch could not be committed; none of it is accepted.
         """
         # Deciding is synchronous: no other call interleaves with it.
         batch = self._new_batch()
-        outcomes = [self._decide(batch, acta, submitter) for acta in actas]
+        caller = operators.caller_from_spiffe_id(submitter)
+        outcomes = [self._decide(batch, acta, caller) for acta in actas]
         await self._commit(batch)
         return outcomes
 
@@ -489,15 +520,29 @@ class IngestEngine:
     async def correct(
         self, acta: ActaPb, *, supersedes_revision: int, reason: str, submitter: str = ""
     ) -> ActaOutcomePb:
-        """Append a corrected revision of a logged acta.
+        """Propose or approve a corrected revision of a logged acta (dual control).
 
-        A retry of a correction already applied (same figures, superseding the revision
-        just before the latest) is answered DUPLICATE with the latest revision.
+        The first operator's correction is recorded, AWAITING_SECOND_APPROVAL; when a
+        second, distinct operator submits the same figures over the same revision, the
+        correction is appended with the first operator's reason and both operators. One
+        operator has at most one proposal per acta: a new one replaces it. A retry of a
+        correction already applied (same figures, superseding the revision just before
+        the latest) is answered DUPLICATE with the latest revision.
+
+        Args:
+            acta: the corrected acta.
+            supersedes_revision: the revision it corrects (the latest).
+            reason: why (required, at most ``operators.MAX_REASON_CHARS`` characters).
+            submitter: the caller's verified SPIFFE ID (an operator's).
 
         Raises:
             CommitError: if the correction could not be committed.
         """
-        admitted = self._admit(acta, submitter)
+        caller = operators.caller_from_spiffe_id(submitter)
+        refused = operators.check_operator(caller, "a correction") or operators.check_reason(reason)
+        if refused is not None:
+            return _rejected(rules.acta_id_of(acta), refused)
+        admitted = self._admit(acta, caller, capture=False)
         if isinstance(admitted, ActaOutcomePb):
             return admitted
         verdict, acta_bytes, digest = admitted
@@ -528,10 +573,69 @@ class IngestEngine:
                 ),
             )
         batch = self._new_batch()
-        new = self._append(batch, acta_bytes, verdict, digest, logged.revision + 1)
+        proposals = self._proposals.get(acta_id, {})
+        first = operators.matching_proposal(
+            proposals, caller=caller, supersedes_revision=supersedes_revision, digest=digest
+        )
+        if first is None:
+            own = proposals.get(caller.spiffe_id)
+            if (
+                own is not None
+                and own.digest == digest
+                and own.supersedes_revision == supersedes_revision
+            ):
+                # Her own proposal again (a retry): nothing changes, nothing is written.
+                return ActaOutcomePb(acta_id=acta_id, status=_AWAITING_APPROVAL)
+            # (dual control) recorded, not logged: a second operator must agree.
+            proposal = Proposal(
+                caller.spiffe_id,
+                supersedes_revision,
+                digest,
+                acta_bytes,
+                reason,
+                batch.received_text,
+            )
+            batch.writes.proposals.append(
+                (
+                    acta_id,
+                    caller.spiffe_id,
+                    supersedes_revision,
+                    digest,
+                    acta_bytes,
+                    reason,
+                    batch.received_text,
+                )
+            )
+            batch.writes.actions.append(
+                (
+                    acta_id,
+                    "correction_proposed",
+                    logged.revision + 1,
+                    reason,
+                    submitter,
+                    batch.received_text,
+                )
+            )
+            # Visible to the next decision at once, like the batch's other changes; a
+            # failed commit rebuilds the index from the store.
+            self._proposals.setdefault(acta_id, {})[caller.spiffe_id] = proposal
+            await self._commit(batch)
+            return ActaOutcomePb(acta_id=acta_id, status=_AWAITING_APPROVAL)
+        # The first operator's correction is the one logged, as proposed.
+        new = self._append(
+            batch,
+            first.acta,
+            verdict,
+            digest,
+            logged.revision + 1,
+            reason=first.reason,
+            approved_by=(first.operator, caller.spiffe_id),
+        )
+        batch.writes.clear_proposals.append(acta_id)
         batch.writes.actions.append(
             (acta_id, "correction", new.revision, reason, submitter, batch.received_text)
         )
+        self._proposals.pop(acta_id, None)
         await self._commit(batch)
         return _logged_outcome(acta_id, _ACCEPTED, new)
 
@@ -563,9 +667,17 @@ class IngestEngine:
     ) -> ActaOutcomePb:
         """Settle a cross-check by accepting one of its captures.
 
+        One operator suffices: the captures were made by distinct authenticated
+        operators, and the resolution can only choose one of them, not bring new
+        figures; the reason and the operator are written into the log record.
+
         Raises:
             CommitError: if the decision could not be committed.
         """
+        caller = operators.caller_from_spiffe_id(submitter)
+        refused = operators.check_operator(caller, "a resolution") or operators.check_reason(reason)
+        if refused is not None:
+            return _rejected(acta_id[:80], refused)
         captures = self._pending.get(acta_id, ())
         if len(captures) < 2:
             return _rejected(
@@ -592,7 +704,15 @@ class IngestEngine:
         if isinstance(verdict, rules.Rejection):  # pragma: no cover - validated on capture
             return _rejected(acta_id, verdict)
         batch = self._new_batch()
-        logged = self._append(batch, chosen.acta, verdict, chosen.digest, 1)
+        logged = self._append(
+            batch,
+            chosen.acta,
+            verdict,
+            chosen.digest,
+            1,
+            reason=reason,
+            approved_by=(caller.spiffe_id,),
+        )
         batch.writes.actions.append(
             (acta_id, "resolve_cross_check", 1, reason, submitter, batch.received_text)
         )
@@ -602,11 +722,13 @@ class IngestEngine:
     # -- the log ------------------------------------------------------------------------
 
     async def records(
-        self, from_sequence: int, *, follow: bool
+        self, from_sequence: int, *, follow: bool, keepalive: float | None = None
     ) -> AsyncGenerator[tuple[int, list[bytes]], None]:
         """Pages ``(first_sequence, leaves)`` of the log from ``from_sequence``; with
         ``follow``, waits for new commits (woken by the commit, no polling) until
-        :meth:`close`."""
+        :meth:`close`. With ``follow`` and ``keepalive`` (seconds), an empty page
+        ``(position, [])`` is yielded whenever that long passes with nothing new, so that
+        the stream carries the log size while the log is idle."""
         reader = LogReader(self._db_path)
         try:
             position = from_sequence
@@ -621,10 +743,17 @@ class IngestEngine:
                         continue
                 if not follow or self._closed:
                     return
+                idle = False
                 async with self._changed:
-                    await self._changed.wait_for(
+                    more = self._changed.wait_for(
                         lambda p=position: self._size > p or self._closed  # type: ignore[misc]  # default binds the loop value
                     )
+                    try:
+                        await asyncio.wait_for(more, keepalive)
+                    except TimeoutError:
+                        idle = True
+                if idle:
+                    yield position, []
         finally:
             reader.close()
 

@@ -6,6 +6,11 @@ acknowledged on its own (``--concurrency`` streams in flight), with a progress b
 stderr and a summary of the outcomes at the end (a table on stderr, one JSON object on
 stdout). ``--outcomes`` appends every acknowledged outcome as a JSON line.
 
+The capture centre and operator are those of the client certificate (``--cert``, an
+operator's ``spiffe://<td>/capture/<centre>/<operator>`` through Envoy); ingest ignores
+what the CSV says about them, and refuses casillas assigned to another centre, so a
+centre imports its share of a national file with ``--centre``.
+
 An interrupted import is simply run again: what was already accepted comes back as
 DUPLICATE and nothing is counted twice.
 
@@ -52,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="streams in flight"
     )
     parser.add_argument(
-        "--operator", help="operator id to set on every acta (when the CSV has none)"
+        "--centre",
+        help="send only the actas whose capture centre column names CENTRE (ingest refuses "
+        "a casilla assigned to another centre)",
     )
     parser.add_argument("--outcomes", type=Path, help="append acknowledged outcomes (JSONL)")
     parser.add_argument("--tls-server-name", help="TLS name of ingest, if not the host")
@@ -138,10 +145,10 @@ async def _import(args: argparse.Namespace, summary: _Summary, console: Console)
 
         async def produce() -> None:
             for batch in _batches(load_actas(files, args.file), args.batch):
-                if args.operator:
-                    for acta in batch:
-                        acta.provenance.operator_id = args.operator
-                await queue.put(batch)
+                if args.centre:
+                    batch = [a for a in batch if a.provenance.capture_centre_id == args.centre]
+                if batch:
+                    await queue.put(batch)
             for _ in range(args.concurrency):
                 await queue.put(None)
 

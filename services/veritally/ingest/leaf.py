@@ -13,6 +13,7 @@ taken instead.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -30,6 +31,8 @@ _RECORD_RECEIVED: Final = bytes([4 << 3 | 2])
 _RECORD_COUNTED_TRUE: Final = bytes([5 << 3 | 0, 1])
 _RECORD_REASON: Final = bytes([6 << 3 | 0])
 _RECORD_SEQUENCE: Final = bytes([7 << 3 | 0])
+_RECORD_REASON_TEXT: Final = bytes([8 << 3 | 2])
+_RECORD_APPROVED_BY: Final = bytes([9 << 3 | 2])
 _LEAF_ACTA_RECORD: Final = bytes([1 << 3 | 2])
 
 
@@ -92,6 +95,8 @@ def leaf_bytes(
     counted: bool,
     not_counted_reason: int,
     sequence: int,
+    reason: str = "",
+    approved_by: Sequence[str] = (),
 ) -> bytes:
     """``LogLeaf(acta_record=ActaRecord(...))`` serialized deterministically.
 
@@ -103,6 +108,8 @@ def leaf_bytes(
         counted: whether it counts.
         not_counted_reason: a ``NotCountedReason`` value.
         sequence: its position in the log.
+        reason: why a correction or resolution was made ("" for a capture).
+        approved_by: the SPIFFE IDs of the operators who approved it, in order.
     """
     aid = acta_id.encode()
     parts = [_RECORD_ACTA_ID, varint(len(aid)), aid]
@@ -115,5 +122,11 @@ def leaf_bytes(
         parts += [_RECORD_REASON, varint(not_counted_reason)]
     if sequence:
         parts += [_RECORD_SEQUENCE, varint(sequence)]
+    if reason:
+        text = reason.encode()
+        parts += [_RECORD_REASON_TEXT, varint(len(text)), text]
+    for approver in approved_by:
+        text = approver.encode()
+        parts += [_RECORD_APPROVED_BY, varint(len(text)), text]
     record = b"".join(parts)
     return _LEAF_ACTA_RECORD + varint(len(record)) + record

@@ -1,8 +1,10 @@
 """The gRPC adapter of ingest: ``veritally.v1.IngestService`` over an ``IngestEngine``.
 
 Operator-only calls (CorrectActa, ListCrossChecks, ResolveCrossCheck) are restricted by
-Envoy's RBAC at the edge; here the caller's identity from ``x-forwarded-client-cert`` is
-only recorded for audit.
+Envoy's RBAC at the edge. The caller's identity comes from ``x-forwarded-client-cert``,
+which Envoy sets from the certificate it verified (SANITIZE_SET) and which no one else
+can send, since the service admits Envoy alone as its peer; the engine takes the
+capture centre and the operator from it (``veritally.ingest.operators``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ MAX_RECEIVE_BYTES = MAX_ACTAS_PER_MESSAGE * (bounds.MAX_ACTA_BYTES + _ACTA_FRAMI
 # Actas in one SubmitActas stream: its response carries one outcome per acta (~50 B),
 # so this keeps the response at a few MiB, well under the message size limit.
 MAX_ACTAS_PER_STREAM = 100_000
+# Seconds a StreamRecords follow stream may go without a message: past this a keep-alive
+# (no leaves, the log size) is sent. Well under Envoy's stream idle timeout (300 s), and
+# short enough that aggregation's figure of ingest's log size, signed into every cut, is
+# at most a few seconds old while aggregation cannot read past a record.
+STREAM_KEEPALIVE_S = 5.0
 
 
 def _submitter(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -199,7 +206,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         request: ingest_pb2.CorrectActaRequest,
         context: grpc.aio.ServicerContext[ingest_pb2.CorrectActaRequest, object],
     ) -> ingest_pb2.CorrectActaResponse:
-        """Append a corrected revision (operator role, enforced by the mesh)."""
+        """Propose or approve a corrected revision (operator role, enforced by the mesh;
+        two distinct operators, enforced by the engine)."""
         await _within_bounds(context, request, reason=request.reason)
         outcome = await _accepted(
             context,
@@ -247,11 +255,28 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         request: ingest_pb2.StreamRecordsRequest,
         context: grpc.aio.ServicerContext[ingest_pb2.StreamRecordsRequest, object],
     ) -> AsyncIterator[ingest_pb2.StreamRecordsResponse]:
-        """Stream the log from ``from_sequence``; with ``follow``, keep streaming."""
-        async for first, leaves in self.engine.records(
-            request.from_sequence, follow=request.follow
+        """Stream the log from ``from_sequence``; with ``follow``, keep streaming.
+
+        Every message carries the committed log size. A follow stream opens with a
+        keep-alive (no leaves), so that a follower learns how far the log goes even when
+        the page after its cursor cannot reach it, and sends one every
+        ``STREAM_KEEPALIVE_S`` while nothing is committed.
+        """
+        engine = self.engine
+        if request.follow:
+            yield ingest_pb2.StreamRecordsResponse(
+                first_sequence=request.from_sequence, log_size=engine.log_size
+            )
+        async for first, leaves in engine.records(
+            request.from_sequence,
+            follow=request.follow,
+            keepalive=STREAM_KEEPALIVE_S if request.follow else None,
         ):
-            yield ingest_pb2.StreamRecordsResponse(first_sequence=first, leaves=leaves)
+            # A page may hold a record committed an instant before the size moves on.
+            size = max(engine.log_size, first + len(leaves))
+            yield ingest_pb2.StreamRecordsResponse(
+                first_sequence=first, leaves=leaves, log_size=size
+            )
 
 
 @dataclass

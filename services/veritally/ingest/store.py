@@ -5,20 +5,37 @@ Settings (see docs/adr/0030-ingest-sqlite-durability.md): WAL journal so that lo
 readers never block the writer, ``synchronous=FULL`` so that a committed transaction
 survives a power loss and not only a process crash, and one transaction per batch so
 that the fsync cost is paid once per few hundred actas.
+
+Stores are checked, not trusted: a pending capture is loaded back (at start) only if its
+acta bytes hash to the digest stored with it, the digest the second capture is compared
+with; otherwise ingest refuses to start (:class:`CaptureIntegrityError`), so that bytes
+edited in the file are never logged as an agreed capture.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlite_utils
+from google.protobuf.message import DecodeError
+
+from veritally.ingest.rules import content_digest
+from veritally_client._gen.veritally.v1 import acta_pb2
+
+log = logging.getLogger(__name__)
 
 # How long a connection waits for a lock held by another connection, in milliseconds.
 # Only ingest writes; readers in WAL mode are never blocked, so this is a safety margin.
 _BUSY_TIMEOUT_MS = 5_000
+
+
+class CaptureIntegrityError(Exception):
+    """A stored pending capture does not hash to its stored digest: the file was changed
+    outside ingest (docs/publication.md, "After a restore", says how to recover)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +53,7 @@ class Logged:
 class Capture:
     """A capture waiting for agreement (double capture)."""
 
-    operator_id: str
+    operator_id: str  # the capturing operator's SPIFFE ID (from her certificate)
     digest: bytes
     acta: bytes
     submitter: str
@@ -55,6 +72,10 @@ class Writes:
     actions: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
     # (acta_id, received_time) of conflicts beyond the engine's cap: counted, not kept.
     dropped_conflicts: list[tuple[str, str]] = field(default_factory=list)
+    # Corrections waiting for a second operator: (acta_id, operator, supersedes_revision,
+    # digest, acta, reason, time); one per acta and operator (a new one replaces it).
+    proposals: list[tuple[str, str, int, bytes, bytes, str, str]] = field(default_factory=list)
+    clear_proposals: list[str] = field(default_factory=list)
 
     def extend(self, other: Writes) -> None:
         """Append ``other``'s changes after these (group commit)."""
@@ -65,6 +86,8 @@ class Writes:
         self.conflicts.extend(other.conflicts)
         self.actions.extend(other.actions)
         self.dropped_conflicts.extend(other.dropped_conflicts)
+        self.proposals.extend(other.proposals)
+        self.clear_proposals.extend(other.clear_proposals)
 
     def empty(self) -> bool:
         """Whether the batch changes nothing (all duplicates or rejections)."""
@@ -76,6 +99,8 @@ class Writes:
             or self.conflicts
             or self.actions
             or self.dropped_conflicts
+            or self.proposals
+            or self.clear_proposals
         )
 
 
@@ -179,6 +204,21 @@ class IngestStore:
                 pk="id",
             )
 
+        if "pending_corrections" not in db.table_names():
+            # Corrections proposed by one operator, waiting for a second (dual control).
+            db.table("pending_corrections").create(
+                {
+                    "acta_id": str,
+                    "operator": str,
+                    "supersedes_revision": int,
+                    "digest": bytes,
+                    "acta": bytes,
+                    "reason": str,
+                    "time": str,
+                },
+                pk=("acta_id", "operator"),
+            )
+
     def log_size(self) -> int:
         """Number of records in the acta log."""
         row = self._conn.execute("SELECT COALESCE(MAX(sequence) + 1, 0) FROM log").fetchone()
@@ -192,12 +232,37 @@ class IngestStore:
             yield row[0], Logged(row[1], row[2], row[3], bool(row[4]), row[5])
 
     def captures(self) -> Iterator[tuple[str, Capture]]:
-        """``(acta_id, capture)`` of every pending capture, by acta then arrival order."""
+        """``(acta_id, capture)`` of every pending capture, by acta then arrival order.
+
+        Raises:
+            CaptureIntegrityError: if a capture's acta bytes do not hash to its digest.
+        """
         for row in self._conn.execute(
-            "SELECT acta_id, operator_id, digest, acta, submitter, received_time "
+            "SELECT acta_id, idx, operator_id, digest, acta, submitter, received_time "
             "FROM captures ORDER BY acta_id, idx"
         ):
-            yield row[0], Capture(*row[1:])
+            capture = Capture(*row[2:])
+            try:
+                digest = content_digest(acta_pb2.Acta.FromString(capture.acta))
+            except DecodeError:
+                digest = b""
+            if digest != capture.digest:
+                error = CaptureIntegrityError(
+                    f"{self.path}: pending capture {row[1]} of acta {row[0][:64]!r} does not "
+                    "hash to its stored digest; refusing to load it (and to log it)"
+                )
+                log.error("ALARM %s", error)
+                raise error
+            yield row[0], capture
+
+    def proposals(self) -> Iterator[tuple[str, str, int, bytes, bytes, str, str]]:
+        """Every pending correction: ``(acta_id, operator, supersedes_revision, digest,
+        acta, reason, time)``."""
+        for row in self._conn.execute(
+            "SELECT acta_id, operator, supersedes_revision, digest, acta, reason, time "
+            "FROM pending_corrections ORDER BY acta_id, time"
+        ):
+            yield row[0], row[1], int(row[2]), bytes(row[3]), bytes(row[4]), row[5], row[6]
 
     def conflict_counts(self) -> Iterator[tuple[str, int]]:
         """``(acta_id, conflicts kept)`` of every acta with a conflict."""
@@ -232,6 +297,7 @@ class IngestStore:
             "conflicts",
             "conflicts_dropped",
             "operator_actions",
+            "pending_corrections",
         ):
             raise ValueError(f"unknown table {table!r}")
         row = self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()  # noqa: S608 - table name checked against a fixed list above
@@ -293,6 +359,19 @@ class IngestStore:
                     "(acta_id, kind, revision, reason, submitter, time) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     writes.actions,
+                )
+            # Applied corrections clear the acta's proposals before new ones are stored.
+            if writes.clear_proposals:
+                conn.executemany(
+                    "DELETE FROM pending_corrections WHERE acta_id = ?",
+                    [(a,) for a in writes.clear_proposals],
+                )
+            if writes.proposals:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO pending_corrections "
+                    "(acta_id, operator, supersedes_revision, digest, acta, reason, time) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    writes.proposals,
                 )
             conn.execute("COMMIT")
         except BaseException:

@@ -23,10 +23,16 @@ What the rendered configuration enforces, listener by listener:
    compressed requests refused as on the edge.
 3. **rest** (optional): the read-only JSON view of PublicationService through the
    gRPC-JSON transcoder, for media without gRPC; same mTLS, rate limits and RBAC.
-4. **clusters**: one per service, HTTP/2 with mTLS to every replica (Envoy presents
-   ``service/envoy`` and checks the service's URI SAN), gRPC health checks, outlier
-   detection, circuit breakers; retries on UNAVAILABLE only for idempotent reads.
-5. **admin** on loopback only.
+4. **clusters**: one per service, traffic (edge or mesh) and call kind (unary or
+   stream), each with its own connection pool and circuit breaker; HTTP/2 with mTLS to
+   every replica (Envoy presents ``service/envoy`` and checks the service's URI SAN),
+   gRPC health checks, outlier detection; retries on UNAVAILABLE only for idempotent
+   reads.
+5. **connections**: on every listener a cap (``connection_limit`` filter) and a TLS
+   handshake timeout (``transport_socket_connect_timeout``); a global cap (overload
+   manager) above their sum; Envoy's file-descriptor limit above that
+   (:attr:`Limits.open_files_needed`, raised by ``veritally.mesh.process``).
+6. **admin** on loopback only.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ __all__ = [
     "READ_MAX_REQUEST_BYTES",
     "REST_ROUTES",
     "SERVICE_FULL_NAMES",
+    "CircuitBreaker",
     "Endpoint",
     "EnvoyConfigError",
     "HealthCheck",
@@ -331,6 +338,47 @@ class TokenBucket:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CircuitBreaker:
+    """Envoy's bounds on what it asks of one upstream cluster (counts, all replicas of
+    the cluster together); overflow answers UNAVAILABLE at once.
+
+    Attributes:
+        max_connections: upstream connections.
+        max_pending_requests: requests waiting for a connection or stream.
+        max_requests: requests (streams) in flight.
+        max_retries: retries in flight.
+
+    Raises:
+        ValueError: a negative bound, or no request allowed.
+    """
+
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    max_retries: int
+
+    def __post_init__(self) -> None:
+        if min(self.max_connections, self.max_pending_requests, self.max_requests) <= 0:
+            raise ValueError("circuit breaker bounds must be positive")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+
+    def render(self) -> JsonDict:
+        """Envoy's ``circuit_breakers`` for the DEFAULT priority."""
+        return {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": self.max_connections,
+                    "max_pending_requests": self.max_pending_requests,
+                    "max_requests": self.max_requests,
+                    "max_retries": self.max_retries,
+                }
+            ]
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class Limits:
     """Per-identity request budgets and connection-level limits.
 
@@ -353,9 +401,43 @@ class Limits:
             (seconds), StreamRecords a record or a keep-alive well within this.
         unary_timeout_s: route timeout of unary calls (seconds).
         max_connections: downstream connections Envoy accepts in total (overload
-            manager), so a flood cannot exhaust file descriptors.
+            manager), so a flood cannot exhaust file descriptors. At least the sum of
+            the per-listener caps below, so that a flood on one listener meets its own
+            cap first and never the global one the others share.
         max_connection_duration_s: a connection is drained after this long (seconds);
             bounds how long a certificate revoked mid-connection keeps working.
+        tls_handshake_timeout_s: a downstream connection that has not completed its
+            TLS handshake this long after it was accepted is closed (seconds;
+            ``transport_socket_connect_timeout``). A handshake takes milliseconds; the
+            margin covers a loaded machine and a slow link. Without it, TCP connections
+            that never start TLS were held until Envoy ran out of file descriptors.
+        edge_max_connections: connections the edge listener holds at once (the
+            ``connection_limit`` filter; the next is closed at once). Thousands of
+            newsroom and capture-centre connections with a wide margin.
+        rest_max_connections: the same for the JSON view (media without gRPC only).
+        mesh_max_connections: the same for the internal listener: three services
+            hold a few connections each, so a small cap; a flood of the edge never
+            reaches it.
+        open_files_headroom: file descriptors Envoy needs beside downstream
+            connections: upstream connections (every cluster's breaker
+            ``max_connections`` per replica), the configuration, certificates, logs
+            and the admin listener. Envoy's RLIMIT_NOFILE is raised to
+            :attr:`open_files_needed` at start, or Envoy is not started.
+        edge_unary: circuit breaker of each service's cluster for unary calls from
+            the edge (and the JSON view).
+        edge_stream: circuit breaker of each service's cluster for streams from the
+            edge (WatchCuts, SubmitActas). Each service caps streams per identity
+            (veritally.streams, 8 by default), so one identity holds only a few of
+            these; sized for about a thousand identities each at its cap.
+        mesh_unary: circuit breaker of each service's cluster for unary calls between
+            services (publication's GetResultsBlob every cut).
+        mesh_stream: circuit breaker of each service's cluster for the followers'
+            streams (StreamRecords, StreamAggregatedRecords): one per follower, a few
+            more while one reconnects. No edge call can take its slots.
+
+    Raises:
+        ValueError: per-listener caps whose sum exceeds ``max_connections``, or a
+            non-positive cap or timeout.
     """
 
     media: TokenBucket = field(default_factory=lambda: TokenBucket(burst=400, per_second=200))
@@ -366,8 +448,50 @@ class Limits:
     max_concurrent_streams: int = 100
     stream_idle_timeout_s: int = 300
     unary_timeout_s: int = 15
-    max_connections: int = 50_000
+    max_connections: int = 16_000
     max_connection_duration_s: int = 900
+    tls_handshake_timeout_s: float = 10.0
+    edge_max_connections: int = 12_000
+    rest_max_connections: int = 2_000
+    mesh_max_connections: int = 1_000
+    open_files_headroom: int = 2_048
+    edge_unary: CircuitBreaker = field(
+        default_factory=lambda: CircuitBreaker(
+            max_connections=64, max_pending_requests=1024, max_requests=4096, max_retries=16
+        )
+    )
+    edge_stream: CircuitBreaker = field(
+        default_factory=lambda: CircuitBreaker(
+            max_connections=64, max_pending_requests=1024, max_requests=8192, max_retries=0
+        )
+    )
+    mesh_unary: CircuitBreaker = field(
+        default_factory=lambda: CircuitBreaker(
+            max_connections=16, max_pending_requests=64, max_requests=256, max_retries=4
+        )
+    )
+    mesh_stream: CircuitBreaker = field(
+        default_factory=lambda: CircuitBreaker(
+            max_connections=16, max_pending_requests=16, max_requests=64, max_retries=0
+        )
+    )
+
+    def __post_init__(self) -> None:
+        caps = (self.edge_max_connections, self.rest_max_connections, self.mesh_max_connections)
+        if min(caps) <= 0 or self.tls_handshake_timeout_s <= 0 or self.open_files_headroom < 0:
+            raise ValueError("connection caps and the handshake timeout must be positive")
+        if sum(caps) > self.max_connections:
+            raise ValueError(
+                f"per-listener connection caps {caps} add up to more than max_connections "
+                f"({self.max_connections}): a flood of one listener would reach the global "
+                "cap that the others share"
+            )
+
+    @property
+    def open_files_needed(self) -> int:
+        """The RLIMIT_NOFILE Envoy needs: every downstream connection it may accept
+        plus :attr:`open_files_headroom`."""
+        return self.max_connections + self.open_files_headroom
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -863,7 +987,10 @@ def _health_route(limits: Limits) -> JsonDict:
     return {
         "name": _HEALTH_CHECK_PATH,
         "match": {"path": _HEALTH_CHECK_PATH, "grpc": {}},
-        "route": {"cluster": "ingest", "timeout": _seconds(limits.unary_timeout_s)},
+        "route": {
+            "cluster": _cluster_name("ingest", _EDGE, streaming=False),
+            "timeout": _seconds(limits.unary_timeout_s),
+        },
         "typed_per_filter_config": {
             "envoy.filters.http.buffer": {
                 "@type": _BUFFER_PER_ROUTE,
@@ -958,19 +1085,79 @@ def _hcm(
 
 
 def _listener(
-    name: str, ep: Endpoint, hcm: JsonDict, transport: JsonDict, *, limits: Limits
+    name: str,
+    ep: Endpoint,
+    hcm: JsonDict,
+    transport: JsonDict,
+    *,
+    limits: Limits,
+    max_connections: int,
 ) -> JsonDict:
+    connection_limit = {
+        # First in the chain: it counts a connection when it is accepted, before the
+        # TLS handshake, and closes the one over the cap at once.
+        "name": "envoy.filters.network.connection_limit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network"
+            ".connection_limit.v3.ConnectionLimit",
+            "stat_prefix": f"{name}_connection_limit",
+            "max_connections": max_connections,
+        },
+    }
     return {
         "name": name,
         "stat_prefix": name,
         "address": _address(ep),
         # Bytes buffered per connection before reads pause (flow control), 1 MiB.
         "per_connection_buffer_limit_bytes": 1048576,
-        "filter_chains": [{"filters": [hcm], "transport_socket": transport}],
+        "filter_chains": [
+            {
+                "filters": [connection_limit, hcm],
+                "transport_socket": transport,
+                # A connection that has not finished its TLS handshake by then is
+                # closed: TCP connections that never start TLS cannot pile up.
+                "transport_socket_connect_timeout": _seconds(limits.tls_handshake_timeout_s),
+            }
+        ],
     }
 
 
-def _cluster(name: str, endpoints: Sequence[Endpoint], topology: Topology) -> JsonDict:
+# Upstream clusters: one per service, per traffic (edge: external parties; mesh: the
+# services themselves) and per call kind (unary or stream), each with its own
+# connection pool and circuit breaker, so that streams held open by one party cannot
+# fill the breaker that unary calls or the followers' mesh streams need.
+_EDGE, _MESH = "edge", "mesh"
+
+
+def _cluster_name(service: str, traffic: str, *, streaming: bool) -> str:
+    return f"{service}_{traffic}_{'stream' if streaming else 'unary'}"
+
+
+def _upstream_clusters() -> list[tuple[str, str, bool]]:
+    """(service, traffic, streaming) of every cluster a route uses, in a stable order."""
+    keys: set[tuple[str, str, bool]] = {("ingest", _EDGE, False)}  # the health route
+    for traffic, grants in ((_EDGE, EDGE_GRANTS), (_MESH, MESH_GRANTS)):
+        for granted in grants.values():
+            for g in granted:
+                method = _BY_NAME[g]
+                keys.add((method.service, traffic, method.streaming))
+    order = list(SERVICE_FULL_NAMES)
+    return sorted(keys, key=lambda k: (order.index(k[0]), k[1], k[2]))
+
+
+def _breaker(limits: Limits, traffic: str, *, streaming: bool) -> CircuitBreaker:
+    if traffic == _EDGE:
+        return limits.edge_stream if streaming else limits.edge_unary
+    return limits.mesh_stream if streaming else limits.mesh_unary
+
+
+def _cluster(
+    name: str,
+    service: str,
+    endpoints: Sequence[Endpoint],
+    topology: Topology,
+    breaker: CircuitBreaker,
+) -> JsonDict:
     hc = topology.health
     return {
         "name": name,
@@ -998,7 +1185,7 @@ def _cluster(name: str, endpoints: Sequence[Endpoint], topology: Topology) -> Js
                 {"lb_endpoints": [{"endpoint": {"address": _address(ep)}} for ep in endpoints]}
             ],
         },
-        "transport_socket": _upstream_tls(topology.tls, name),
+        "transport_socket": _upstream_tls(topology.tls, service),
         "health_checks": [
             {
                 "timeout": _seconds(hc.timeout_s),
@@ -1006,7 +1193,7 @@ def _cluster(name: str, endpoints: Sequence[Endpoint], topology: Topology) -> Js
                 "no_traffic_interval": _seconds(hc.no_traffic_interval_s),
                 "unhealthy_threshold": hc.unhealthy_threshold,
                 "healthy_threshold": hc.healthy_threshold,
-                "grpc_health_check": {"service_name": SERVICE_FULL_NAMES[name]},
+                "grpc_health_check": {"service_name": SERVICE_FULL_NAMES[service]},
             }
         ],
         "outlier_detection": {
@@ -1018,19 +1205,9 @@ def _cluster(name: str, endpoints: Sequence[Endpoint], topology: Topology) -> Js
             "base_ejection_time": "15s",
             "max_ejection_percent": 50,
         },
-        "circuit_breakers": {
-            "thresholds": [
-                {
-                    "priority": "DEFAULT",
-                    # Bounds on what one Envoy asks of a service: connections,
-                    # queued requests, requests in flight, concurrent retries.
-                    "max_connections": 1024,
-                    "max_pending_requests": 1024,
-                    "max_requests": 4096,
-                    "max_retries": 16,
-                }
-            ]
-        },
+        # Bounds on what this cluster (one kind of traffic) asks of a service:
+        # connections, queued requests, requests in flight, concurrent retries.
+        "circuit_breakers": breaker.render(),
         # Below this share of healthy replicas Envoy would spread load over unhealthy
         # ones too; 0 means it never routes to a replica known to be down.
         "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
@@ -1046,7 +1223,7 @@ def _edge_listener(topology: Topology) -> JsonDict:
     served = {g for grants in EDGE_GRANTS.values() for g in grants}
     routes = [_compressed_request_route()]
     routes += [
-        _route(m, cluster=m.service, limits=limits)
+        _route(m, cluster=_cluster_name(m.service, _EDGE, streaming=m.streaming), limits=limits)
         for m in METHODS
         if (m.service, m.name) in served
     ]
@@ -1071,7 +1248,14 @@ def _edge_listener(topology: Topology) -> JsonDict:
         ],
     )
     transport = _downstream_tls(tls, san_prefix=f"spiffe://{tls.trust_domain}/", alpn=["h2"])
-    return _listener("edge", topology.edge, hcm, transport, limits=limits)
+    return _listener(
+        "edge",
+        topology.edge,
+        hcm,
+        transport,
+        limits=limits,
+        max_connections=limits.edge_max_connections,
+    )
 
 
 def _mesh_listener(topology: Topology) -> JsonDict:
@@ -1079,7 +1263,7 @@ def _mesh_listener(topology: Topology) -> JsonDict:
     served = {g for grants in MESH_GRANTS.values() for g in grants}
     routes = [_compressed_request_route()]
     routes += [
-        _route(m, cluster=m.service, limits=limits)
+        _route(m, cluster=_cluster_name(m.service, _MESH, streaming=m.streaming), limits=limits)
         for m in METHODS
         if (m.service, m.name) in served
     ]
@@ -1094,14 +1278,22 @@ def _mesh_listener(topology: Topology) -> JsonDict:
         filters=[_rbac_filter(policies), _buffer_filter()],
     )
     transport = _downstream_tls(tls, san_prefix=tls.spiffe(ROLE_SERVICE), alpn=["h2"])
-    return _listener("mesh", topology.mesh, hcm, transport, limits=limits)
+    return _listener(
+        "mesh",
+        topology.mesh,
+        hcm,
+        transport,
+        limits=limits,
+        max_connections=limits.mesh_max_connections,
+    )
 
 
 def _rest_listener(topology: Topology, rest: Endpoint) -> JsonDict:
     tls, limits = topology.tls, topology.limits
     assert topology.descriptor_set is not None  # checked in Topology.__post_init__
     methods = [_BY_NAME[("publication", n)] for n in REST_ROUTES]
-    routes = [_route(m, cluster="publication", limits=limits) for m in methods]
+    cluster = _cluster_name("publication", _EDGE, streaming=False)
+    routes = [_route(m, cluster=cluster, limits=limits) for m in methods]
     for r in routes:
         # The transcoder turns the JSON GET into a gRPC call before routing; the match
         # on the gRPC content type would refuse the original request otherwise.
@@ -1145,7 +1337,9 @@ def _rest_listener(topology: Topology, rest: Endpoint) -> JsonDict:
     transport = _downstream_tls(
         tls, san_prefix=f"spiffe://{tls.trust_domain}/", alpn=["h2", "http/1.1"]
     )
-    return _listener("rest", rest, hcm, transport, limits=limits)
+    return _listener(
+        "rest", rest, hcm, transport, limits=limits, max_connections=limits.rest_max_connections
+    )
 
 
 def render(topology: Topology) -> JsonDict:
@@ -1156,7 +1350,16 @@ def render(topology: Topology) -> JsonDict:
     listeners = [_edge_listener(topology), _mesh_listener(topology)]
     if topology.rest is not None:
         listeners.append(_rest_listener(topology, topology.rest))
-    clusters = [_cluster(name, topology.services[name], topology) for name in SERVICE_FULL_NAMES]
+    clusters = [
+        _cluster(
+            _cluster_name(service, traffic, streaming=streaming),
+            service,
+            topology.services[service],
+            topology,
+            _breaker(topology.limits, traffic, streaming=streaming),
+        )
+        for service, traffic, streaming in _upstream_clusters()
+    ]
     return {
         "node": {"id": "veritally-envoy", "cluster": "veritally"},
         "admin": {"address": _address(topology.admin)},

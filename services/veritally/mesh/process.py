@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from types import TracebackType
 
 from veritally.mesh.envoy import Endpoint, Topology, envoy_binary, validate, write
 
-__all__ = ["EnvoyError", "EnvoyProcess", "free_port"]
+__all__ = ["EnvoyError", "EnvoyProcess", "free_port", "raise_open_files_limit"]
 
 # How long Envoy gets to become ready, and to exit after SIGTERM (seconds). It is ready in
 # well under a second here; the margin covers a loaded CI machine.
@@ -38,6 +39,33 @@ _LOG_TAIL_BYTES = 4000
 
 class EnvoyError(Exception):
     """Envoy exited, or did not become ready in time; the message quotes its log."""
+
+
+def raise_open_files_limit(needed: int) -> int:
+    """Make sure processes started from here may open ``needed`` file descriptors.
+
+    The soft RLIMIT_NOFILE of this process is raised to ``needed`` (never lowered) when
+    the hard limit allows it; a child inherits it at fork. Envoy's overload manager
+    caps downstream connections, but only below the limit the kernel enforces: with a
+    lower limit, a flood of connections exhausts the descriptors first and Envoy can no
+    longer accept anyone (nor open an upstream connection). Returns the soft limit now.
+
+    Raises:
+        EnvoyError: the hard limit is below ``needed``, so the caps cannot hold.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft >= needed:
+        return soft
+    if soft == resource.RLIM_INFINITY:
+        return needed
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise EnvoyError(
+            f"Envoy needs {needed} open files (its connection caps plus headroom, "
+            f"Limits.open_files_needed) but the hard RLIMIT_NOFILE is {hard}: raise it "
+            "(ulimit -Hn, LimitNOFILE= in a systemd unit) or lower Limits.max_connections"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return needed
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,6 +92,7 @@ class EnvoyProcess:
         concurrency: int = 1,
         log_level: str = "warning",
         drain_time_s: int = 1,
+        open_files: int | None = None,
     ) -> None:
         """Describe the process; nothing starts until :meth:`start`.
 
@@ -74,6 +103,8 @@ class EnvoyProcess:
             concurrency: worker threads (1–2 on a small machine).
             log_level: Envoy's log level.
             drain_time_s: how long listeners drain on stop (seconds).
+            open_files: the RLIMIT_NOFILE Envoy must run with (see
+                :func:`raise_open_files_limit`); None leaves the inherited limit.
         """
         self.config = config
         self.admin = admin
@@ -81,6 +112,7 @@ class EnvoyProcess:
         self.concurrency = concurrency
         self.log_level = log_level
         self.drain_time_s = drain_time_s
+        self.open_files = open_files
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -102,6 +134,7 @@ class EnvoyProcess:
             admin=topology.admin,
             log_path=directory / "envoy.log",
             concurrency=concurrency,
+            open_files=topology.limits.open_files_needed,
         )
 
     @property
@@ -120,9 +153,13 @@ class EnvoyProcess:
         Raises:
             RuntimeError: already started.
             FileNotFoundError: no Envoy binary.
+            EnvoyError: the file-descriptor limit cannot be raised to ``open_files``,
+                or Envoy did not get it.
         """
         if self.running:
             raise RuntimeError("envoy is already running")
+        if self.open_files is not None:
+            raise_open_files_limit(self.open_files)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(envoy_binary()),
@@ -148,6 +185,21 @@ class EnvoyProcess:
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+        if self.open_files is not None:
+            soft = self.open_files_limit()
+            if soft is not None and soft != resource.RLIM_INFINITY and soft < self.open_files:
+                self.stop()
+                raise EnvoyError(f"envoy runs with {soft} open files, needs {self.open_files}")
+
+    def open_files_limit(self) -> int | None:
+        """The soft RLIMIT_NOFILE of the running Envoy (None when not running)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        try:
+            soft, _ = resource.prlimit(self._proc.pid, resource.RLIMIT_NOFILE)
+        except (ProcessLookupError, PermissionError):
+            return None
+        return soft
 
     def _log_tail(self) -> str:
         try:

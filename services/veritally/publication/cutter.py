@@ -6,12 +6,19 @@ A cut (:meth:`Cutter.make_cut`), all inside ONE store transaction:
    ``ActaRecord`` whose ``sequence`` is the next one, and their count matches the
    position the results were taken at;
 2. build the cut record leaf (number, RFC 3339 UTC time, acta records covered, SHA-256
-   of the results blob) — the time never goes back from the previous cut's;
+   of the results blob, ingest's accepted records as aggregation last heard them) — the
+   time never goes back from the previous cut's, and the ingest figure is never below
+   the records covered nor below the previous cut's (ingest's log only grows, so the
+   largest figure seen is still a true lower bound);
 3. append the acta leaves and the cut leaf, with their perfect-subtree hashes;
 4. sign the checkpoint (origin, size, root) as a C2SP signed note;
 5. check our own work: the note opens with our keys, and the cut leaf's inclusion proof
    leads to the signed root;
 6. store the signed cut and commit.
+
+Before (3), with the store's write lock held, the :class:`ForkGuard` checks that the
+store extends every checkpoint published outside it (docs/adr/0026); if not, nothing is
+appended or signed.
 
 Nothing is served or written to the bundle before the commit, so a crash anywhere in
 1-6 leaves no trace outside the process: the transaction rolls back, and the next cut
@@ -29,9 +36,10 @@ from collections.abc import Callable, Sequence
 from google.protobuf.message import DecodeError
 
 from veritally.publication.errors import StoreIntegrityError, UpstreamDataError
+from veritally.publication.published import ForkGuard, Published, note_checkpoint
 from veritally.publication.store import CutRow, PublicationStore
-from veritally_client._checkpoint import Checkpoint, parse_checkpoint
-from veritally_client._errors import MalformedDataError
+from veritally_client._checkpoint import Checkpoint
+from veritally_client._cut import cut_leaf_bytes, ingest_records_of
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2
 from veritally_client._merkle import leaf_hash, verify_inclusion
 from veritally_client._note import open_note, sign_note
@@ -40,7 +48,6 @@ from veritally_client._signing import Signer
 __all__ = ["Cutter", "format_cut_time", "signed_cut_pb"]
 
 LogLeafPb = acta_pb2.LogLeaf
-CutRecordPb = acta_pb2.CutRecord
 SignedCutPb = log_pb2.SignedCut
 
 
@@ -69,6 +76,21 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _ingest_records_in(cut_leaf: bytes) -> int | None:
+    """The ingest figure of a stored cut leaf (None if it has none).
+
+    Raises:
+        StoreIntegrityError: if the stored leaf is not a cut record.
+    """
+    try:
+        leaf = LogLeafPb.FromString(cut_leaf)
+    except DecodeError as e:
+        raise StoreIntegrityError("the newest stored cut leaf does not parse") from e
+    if leaf.WhichOneof("kind") != "cut_record":
+        raise StoreIntegrityError("the newest stored cut leaf is not a cut record")
+    return ingest_records_of(leaf.cut_record)
+
+
 class Cutter:
     """Appends cuts to a :class:`PublicationStore` and signs them."""
 
@@ -80,6 +102,7 @@ class Cutter:
         origin: str,
         clock: Callable[[], dt.datetime] = _utc_now,
         before_commit: Callable[[bytes], None] | None = None,
+        guard: ForkGuard | None = None,
     ) -> None:
         """Create the cutter.
 
@@ -91,6 +114,8 @@ class Cutter:
             before_commit: called with the signed note after signing and before the
                 commit (a crash-injection point for tests; never sees uncommitted data
                 escape in production because it is None there).
+            guard: checks the store against what was published before each signature
+                (None: no record outside the store is checked).
 
         Raises:
             ValueError: if there is no signer or the origin is invalid.
@@ -104,6 +129,7 @@ class Cutter:
         self.origin = origin
         self._clock = clock
         self._before_commit = before_commit
+        self.guard = guard
 
     def check_latest(self) -> None:
         """Check the newest stored cut against the tree: same size and root.
@@ -115,9 +141,8 @@ class Cutter:
         if latest is None:
             return
         try:
-            text = latest.checkpoint.decode("utf-8")
-            checkpoint = parse_checkpoint(text[: text.rindex("\n\n") + 1])
-        except (UnicodeDecodeError, ValueError, MalformedDataError) as e:
+            checkpoint = note_checkpoint(latest.checkpoint)
+        except ValueError as e:
             raise StoreIntegrityError("the newest stored checkpoint does not parse") from e
         if checkpoint.size != self.store.tree_size or checkpoint.root_hash != self.store.root():
             raise StoreIntegrityError("the newest checkpoint does not describe the stored tree")
@@ -127,7 +152,12 @@ class Cutter:
             )
 
     def make_cut(
-        self, *, acta_leaves: Sequence[bytes], acta_records: int, results: bytes
+        self,
+        *,
+        acta_leaves: Sequence[bytes],
+        acta_records: int,
+        results: bytes,
+        ingest_records: int | None = None,
     ) -> CutRow:
         """Append ``acta_leaves`` and a cut record; sign; persist. See the module doc.
 
@@ -136,12 +166,15 @@ class Cutter:
                 extend the log from its current acta count.
             acta_records: the position the results were taken at.
             results: the serialized Results blob at that position.
+            ingest_records: how many records ingest had accepted, as aggregation reported
+                with the results; None leaves the figure out of the cut record.
 
         Returns:
             The stored cut.
 
         Raises:
             UpstreamDataError: if the records do not extend the log exactly.
+            ForkRefusedError: if the store does not extend a published checkpoint.
             StoreIntegrityError: if the store refuses the cut.
         """
         store = self.store
@@ -177,17 +210,25 @@ class Cutter:
             cut_time = latest.cut_time  # a clock step back must not reorder cuts in time
         digest = hashlib.sha256(results).digest()
         cut_number = (latest.cut_number if latest else 0) + 1
-        cut_leaf = LogLeafPb(
-            cut_record=CutRecordPb(
-                cut_number=cut_number,
-                cut_time=cut_time,
-                acta_records=acta_records,
-                results_sha256=digest,
-            )
-        ).SerializeToString(deterministic=True)
+        if ingest_records is not None:
+            previous = _ingest_records_in(latest.cut_leaf) if latest else None
+            ingest_records = max(ingest_records, acta_records, previous or 0)
+        cut_leaf = cut_leaf_bytes(
+            cut_number=cut_number,
+            cut_time=cut_time,
+            acta_records=acta_records,
+            results_sha256=digest,
+            ingest_records=ingest_records,
+        )
         leaves = [*acta_leaves, cut_leaf]
         hashes = [leaf_hash(x) for x in leaves]
         with store.transaction():
+            if self.guard is not None:
+                self.guard.check_before_signing(
+                    tree_size=store.tree_size,
+                    cut_number=latest.cut_number if latest else 0,
+                    root_at=store.root,
+                )
             # (3) append
             store.append_leaves(leaves, hashes)
             store.index_actas(keys)
@@ -217,4 +258,10 @@ class Cutter:
                 results_sha256=digest,
             )
             store.put_cut(row)
+        if self.guard is not None:
+            self.guard.signed(
+                Published(
+                    tree_size=size, root_hash=root, cut_number=cut_number, where="this process"
+                )
+            )
         return row

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 __all__ = [
+    "ForkRefusedError",
     "KeyFileError",
     "PublicationError",
     "StoreIntegrityError",
+    "TamperedDataError",
     "TrustRootFileError",
+    "UnsafeBundlePathError",
     "UpstreamDataError",
 ]
 
@@ -29,3 +32,19 @@ class StoreIntegrityError(PublicationError):
 
 class UpstreamDataError(PublicationError):
     """Aggregation sent records or positions that cannot extend the log as they are."""
+
+
+class ForkRefusedError(StoreIntegrityError):
+    """Signing now would fork the log: the store is behind, or diverges from, a
+    checkpoint already published (the bundle's, later the witnesses'); docs/adr/0026."""
+
+
+class TamperedDataError(StoreIntegrityError):
+    """A stored leaf does not hash to its stored Merkle node, or a results blob to the
+    digest its cut record signs: the store was changed outside the service."""
+
+
+class UnsafeBundlePathError(PublicationError, OSError):
+    """A name in the bundle directory is not what the writer made (a symlink where a
+    directory belongs, a directory where a file belongs). An OSError too: like a full
+    disk, it stops the bundle, not the cuts, once the service runs."""

@@ -3,12 +3,16 @@
 Every ``interval`` seconds the scheduler (:meth:`PublicationEngine.cut_once`):
 
 1. asks aggregation for the results blob and the position M it covers, atomically
-   (``GetResultsBlob``);
+   (``GetResultsBlob``), with how many records ingest had accepted as aggregation last
+   heard (signed into the cut record as ``ingest_records``);
 2. streams the acta records from the log's current acta count up to M
    (``StreamAggregatedRecords``, ``follow=False``), keeping the exact bytes;
 3. makes the cut (:mod:`veritally.publication.cutter`: append, sign, persist in one
    transaction) — a heartbeat cut with no new records when nothing changed;
-4. only then serves it (latest, watchers) and writes it to the bundle.
+4. only then serves it (latest, watchers) and writes it to the bundle;
+5. the stall alarm (:mod:`veritally.publication.liveness`): when the log stays behind
+   ingest's figure without covering a new record for ``STALL_ALARM_INTERVALS``
+   intervals, every interval logs an ERROR with the lag until it moves on.
 
 If aggregation is unreachable or sends something that cannot extend the log, no cut is
 made that interval: clients then see the latest cut age, which is the signal they need.
@@ -22,7 +26,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -38,15 +42,20 @@ from grpc_status import rpc_status
 from veritally._grpc import ServiceServer, TlsFiles, aio_channel
 from veritally.ingest.bounds import clip
 from veritally.ingest.store import capped_page
-from veritally.publication.bundle import BundleWriter
+from veritally.publication.bundle import BundleRecord, BundleWriter
 from veritally.publication.cutter import Cutter, signed_cut_pb
 from veritally.publication.errors import (
+    ForkRefusedError,
     KeyFileError,
     PublicationError,
+    StoreIntegrityError,
+    TamperedDataError,
     TrustRootFileError,
     UpstreamDataError,
 )
 from veritally.publication.keys import load_passphrase, load_signer
+from veritally.publication.liveness import StallWatch
+from veritally.publication.published import ForkGuard
 from veritally.publication.store import CutRow, PublicationStore
 from veritally.publication.trustroot import load_trust_root_chain
 from veritally_client._gen.veritally.v1 import (
@@ -169,17 +178,29 @@ class PublicationEngine:
     executor: concurrent.futures.ThreadPoolExecutor
     trust_roots: list[bytes]
     bundle: BundleWriter | None = None
+    guard: ForkGuard = field(default_factory=lambda: ForkGuard(()))
     _latest: _Latest = field(default_factory=_Latest)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _closing: bool = False
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        except TamperedDataError as e:
+            log.error("ALARM refusing to serve: %s", e)
+            raise
 
     async def load(self) -> None:
-        """Load the newest cut (re-served as stored, never re-signed) and repair the
-        bundle for cuts committed before a crash but not yet written."""
+        """Check the store against its newest checkpoint and against what was published
+        (the fork guard), load the newest cut (re-served as stored, never re-signed) and
+        repair the bundle for cuts committed before a crash but not yet written.
+
+        Raises:
+            StoreIntegrityError: if the store does not describe its own checkpoint.
+            ForkRefusedError: if the store is behind or diverges from what was published.
+        """
         await self._db(self.cutter.check_latest)
+        await self._db(self._check_published)
         latest = await self._db(self.store.latest_cut)
         if latest is not None:
             results = await self._db(self.store.results, latest.results_sha256)
@@ -208,7 +229,14 @@ class PublicationEngine:
 
     # -- cutting ----------------------------------------------------------------------
 
-    async def cut(self, *, acta_leaves: list[bytes], acta_records: int, results: bytes) -> CutRow:
+    async def cut(
+        self,
+        *,
+        acta_leaves: list[bytes],
+        acta_records: int,
+        results: bytes,
+        ingest_records: int | None = None,
+    ) -> CutRow:
         """Make, persist, serve and bundle one cut.
 
         Raises:
@@ -217,7 +245,10 @@ class PublicationEngine:
         """
         row = await self._db(
             lambda: self.cutter.make_cut(
-                acta_leaves=acta_leaves, acta_records=acta_records, results=results
+                acta_leaves=acta_leaves,
+                acta_records=acta_records,
+                results=results,
+                ingest_records=ingest_records,
             )
         )
         # Committed: from here on it may be served.
@@ -230,7 +261,18 @@ class PublicationEngine:
             # The cut is committed and served; the bundle catches up at the next cut
             # (its progress is recorded per cut), so a full disk does not stop cutting.
             log.exception("could not write cut %d to the bundle", row.cut_number)
+        except StoreIntegrityError as e:
+            # A tampered leaf or blob is not published; the alarm is logged by _db.
+            log.error("cut %d not written to the bundle: %s", row.cut_number, e)
         return row
+
+    def _check_published(self) -> None:
+        latest = self.store.latest_cut()
+        self.guard.check_at_start(
+            tree_size=self.store.tree_size,
+            cut_number=latest.cut_number if latest else 0,
+            root_at=self.store.root,
+        )
 
     def _write_bundle_upto(self, cut_number: int) -> None:
         if self.bundle is None:
@@ -239,22 +281,15 @@ class PublicationEngine:
         self.bundle.write_static(trust_roots=self.trust_roots, definition=definition)
         raw = self.store.get_meta(_BUNDLE_CUT_KEY)
         done = int(raw.decode()) if raw else 0
-        previous = self.store.cut(done)
-        previous_size = previous.tree_size if previous else 0
         for n in range(done + 1, cut_number + 1):
             cut = self.store.cut(n)
             if cut is None:
                 break
             results = self.store.results(cut.results_sha256) or b""
             self.bundle.write_cut(
-                self.store,
-                cut,
-                previous_size=previous_size,
-                results=results,
-                trust_root_versions=len(self.trust_roots),
+                self.store, cut, results=results, trust_root_versions=len(self.trust_roots)
             )
             self.store.set_meta(_BUNDLE_CUT_KEY, str(n).encode())
-            previous_size = cut.tree_size
 
     # -- reads ------------------------------------------------------------------------
 
@@ -336,9 +371,11 @@ class PublicationEngine:
             )
 
     async def close(self) -> None:
-        """Close watchers, then the store (on its thread)."""
+        """Close watchers, then the store (on its thread) and the bundle directory."""
         await self.close_watchers()
         await self._db(self.store.close)
+        if self.bundle is not None:
+            self.bundle.close()
         self.executor.shutdown(wait=True)
 
 
@@ -357,6 +394,12 @@ class AggregationFollower:
         self._lock = asyncio.Lock()
         #: Scheduled cut attempts finished so far (made or skipped), for monitoring.
         self.attempts = 0
+        #: Ingest's accepted records as aggregation reported them in this interval's
+        #: GetResultsBlob (None until it answers in an interval).
+        self.ingest_records: int | None = None
+        self._stall = StallWatch()
+        #: Called when the fork guard refuses to sign (the service reports NOT_SERVING).
+        self.on_refusal: Callable[[], Awaitable[None]] | None = None
 
     async def ensure_definition(self) -> None:
         """Fetch and store the election definition once.
@@ -377,9 +420,16 @@ class AggregationFollower:
         Raises:
             grpc.aio.AioRpcError: if aggregation cannot answer.
             UpstreamDataError: if what it sends cannot extend the log.
+            ForkRefusedError: if the store does not extend what was published (the
+                service then reports NOT_SERVING, for good).
         """
         async with self._lock:
-            return await self._cut_once()
+            try:
+                return await self._cut_once()
+            except ForkRefusedError:
+                if self.on_refusal is not None:
+                    await self.on_refusal()
+                raise
 
     async def _cut_once(self) -> CutRow:
         await self.ensure_definition()
@@ -389,6 +439,8 @@ class AggregationFollower:
         )
         have = self.engine.acta_records
         m = blob.acta_records
+        # Aggregation knows at least the records it counted (an older one reports 0).
+        self.ingest_records = max(blob.ingest_records, m)
         if m < have:
             raise UpstreamDataError(f"aggregation is at {m} records, the log already has {have}")
         # (2) the records [have, M), exact bytes
@@ -414,24 +466,51 @@ class AggregationFollower:
                 )
             del leaves[m - have :]
         # (3) and (4)
-        return await self.engine.cut(acta_leaves=leaves, acta_records=m, results=blob.results)
+        return await self.engine.cut(
+            acta_leaves=leaves,
+            acta_records=m,
+            results=blob.results,
+            ingest_records=self.ingest_records,
+        )
+
+    def _check_stall(self) -> None:
+        """(5) the stall alarm, once per interval in which aggregation answered."""
+        if self.ingest_records is None:
+            return
+        stall = self._stall.observe(
+            acta_records=self.engine.acta_records, ingest_records=self.ingest_records
+        )
+        if stall is not None:
+            log.error(
+                "publication stalled: the log covers %d acta records, ingest had accepted "
+                "%d (%d behind) and no record was added for %d intervals (%.0f s)",
+                stall.acta_records,
+                stall.ingest_records,
+                stall.lag_records,
+                stall.intervals,
+                stall.intervals * self.interval,
+            )
 
     async def run(self) -> None:
         """Cut every interval until cancelled; errors skip one interval."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
+            self.ingest_records = None
             try:
                 row = await self.cut_once()
                 log.debug("cut %d: size %d", row.cut_number, row.tree_size)
             except grpc.aio.AioRpcError as e:
                 log.warning("no cut this interval: aggregation: %s", e.code())
+            except ForkRefusedError:
+                pass  # the guard logged the ALARM; nothing was signed, nor will be
             except PublicationError as e:
                 log.error("no cut this interval: %s", e)
             except Exception:
                 # Keep the heartbeat alive whatever went wrong; the error is logged, and
                 # nothing was served because nothing was committed.
                 log.exception("no cut this interval")
+            self._check_stall()
             self.attempts += 1
             next_at += self.interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
@@ -458,6 +537,15 @@ def _field_error(field_name: str, message: str) -> grpc.Status:
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _data_loss(context: Context) -> NoReturn:
+    # The alarm (which leaf or blob) is in the log; the client learns only that nothing
+    # it could not verify was sent.
+    await context.abort(
+        grpc.StatusCode.DATA_LOSS, "the publisher's store failed an integrity check"
+    )
+    raise AssertionError("abort returns only by raising")  # pragma: no cover
 
 
 async def _invalid(context: Context, field_name: str, message: str) -> NoReturn:
@@ -487,7 +575,10 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
         """A cut by number (NOT_FOUND if there is none)."""
         if request.cut_number == 0:
             await _invalid(context, "cut_number", "cut numbers start at 1")
-        cut = await self.engine.get_cut(request.cut_number)
+        try:
+            cut = await self.engine.get_cut(request.cut_number)
+        except TamperedDataError:
+            await _data_loss(context)
         if cut is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no cut {request.cut_number}")
         return publication_pb2.GetCutResponse(cut=cut)
@@ -496,8 +587,11 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
         self, request: publication_pb2.WatchCutsRequest, context: Context
     ) -> AsyncIterator[publication_pb2.WatchCutsResponse]:
         """Every cut after ``after_cut_number``, then new ones as they are made."""
-        async for cut in self.engine.watch(request.after_cut_number):
-            yield publication_pb2.WatchCutsResponse(cut=cut)
+        try:
+            async for cut in self.engine.watch(request.after_cut_number):
+                yield publication_pb2.WatchCutsResponse(cut=cut)
+        except TamperedDataError:
+            await _data_loss(context)
 
     async def GetActaInclusionProof(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: publication_pb2.GetActaInclusionProofRequest, context: Context
@@ -510,7 +604,12 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
             await _invalid(context, "tree_size", "must be at least 1")
         if request.tree_size > size:
             await _invalid(context, "tree_size", f"larger than the log ({size})")
-        found = await self.engine.acta_proof(request.acta_id, request.revision, request.tree_size)
+        try:
+            found = await self.engine.acta_proof(
+                request.acta_id, request.revision, request.tree_size
+            )
+        except TamperedDataError:
+            await _data_loss(context)
         if found is None:
             what = f" revision {request.revision}" if request.revision else ""
             await context.abort(
@@ -554,7 +653,10 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
                 grpc.StatusCode.OUT_OF_RANGE, f"start {request.start} is not below size {size}"
             )
         count = min(request.count, MAX_LEAVES_PER_PAGE)
-        leaves = await self.engine.leaves(request.start, count, size)
+        try:
+            leaves = await self.engine.leaves(request.start, count, size)
+        except TamperedDataError:
+            await _data_loss(context)
         return publication_pb2.GetLeavesResponse(leaves=leaves, tree_size=size)
 
     async def GetTrustRoot(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -620,6 +722,9 @@ async def start_publication(
         TrustRootFileError: if the trust root does not verify, has expired, does not
             list every signing key, or names another origin.
         StoreIntegrityError: if the store does not match its own checkpoints.
+        ForkRefusedError: if the store is behind or diverges from a checkpoint already
+            published in the bundle (e.g. restored from an older backup).
+        UnsafeBundlePathError: if a bundle subdirectory is a symlink.
         OSError: if the address cannot be bound.
     """
     # Refuse to start without usable keys and a trust root that vouches for them: a
@@ -645,19 +750,37 @@ async def start_publication(
     if config.interval_seconds <= 0:
         raise ValueError("interval_seconds must be positive")
     config.db_path.parent.mkdir(parents=True, exist_ok=True)
+    # The bundle first: a bundle that is unsafe to write stops the start before the
+    # store is opened.
+    bundle = BundleWriter(config.bundle_dir) if config.bundle_dir else None
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="publication-db")
-    store = await asyncio.get_running_loop().run_in_executor(
-        executor, PublicationStore, config.db_path
-    )
+    try:
+        store = await asyncio.get_running_loop().run_in_executor(
+            executor, PublicationStore, config.db_path
+        )
+    except BaseException:
+        executor.shutdown()
+        if bundle is not None:
+            bundle.close()
+        raise
+    # What was published outside the store (docs/adr/0026): the bundle today; the
+    # witnesses' cosigned checkpoints will be a second record here.
+    guard = ForkGuard([BundleRecord(bundle, origin=origin)] if bundle else [])
     cutter = Cutter(
-        store=store, signers=signers, origin=origin, clock=clock, before_commit=before_commit
+        store=store,
+        signers=signers,
+        origin=origin,
+        clock=clock,
+        before_commit=before_commit,
+        guard=guard,
     )
     engine = PublicationEngine(
         store=store,
         cutter=cutter,
         executor=executor,
         trust_roots=trust_roots,
-        bundle=BundleWriter(config.bundle_dir) if config.bundle_dir else None,
+        bundle=bundle,
+        guard=guard,
     )
     try:
         await engine.load()
@@ -675,6 +798,11 @@ async def start_publication(
         server_name=config.aggregation_server_name,
     )
     follower = AggregationFollower(engine=engine, channel=channel, interval=config.interval_seconds)
+
+    async def refuse() -> None:
+        await server.set_serving(False)
+
+    follower.on_refusal = refuse
     task = asyncio.create_task(follower.run(), name="publication-cuts")
     log.info(
         "publication serving on port %d: origin %s, %d leaves, cut %d, every %.1f s",

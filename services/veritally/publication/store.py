@@ -2,7 +2,8 @@
 
 One SQLite file (WAL, synchronous=FULL), created with sqlite-utils:
 
-* ``leaves(idx, data)``: every leaf, exactly as hashed;
+* ``leaves(idx, data)``: every leaf, exactly as hashed; every read checks it against its
+  level-0 node (below), so a leaf edited in the file is refused, never served;
 * ``nodes(id, hash)``: the hash of every *complete* subtree, keyed by
   ``level << 48 | index`` (level 0 = leaf hashes). Appending k leaves to a log of n adds
   at most 2k rows and reads nothing, and any subtree hash needs at most log2(n) rows, so
@@ -11,7 +12,8 @@ One SQLite file (WAL, synchronous=FULL), created with sqlite-utils:
 * ``cuts``: one row per cut, with the signed checkpoint, written in the SAME
   transaction as its leaves; ``tree_size`` is UNIQUE, so the store itself refuses a
   second checkpoint for a size;
-* ``results(sha256, data)``: results blobs by digest (heartbeat cuts share them);
+* ``results(sha256, data)``: results blobs by digest (heartbeat cuts share them); every
+  read checks the blob against its key, the digest its cut record signs;
 * ``meta(key, value)``: the election definition, the last cut written to the bundle.
 
 Not thread-safe: the service runs every call on one worker thread, so a reader never
@@ -20,6 +22,7 @@ sees a cut's transaction half done.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,12 +31,13 @@ from pathlib import Path
 
 import sqlite_utils
 
-from veritally.publication.errors import StoreIntegrityError
+from veritally.publication.errors import StoreIntegrityError, TamperedDataError
 from veritally_client._merkle import (
     EMPTY_ROOT,
     CompactRange,
     consistency_proof,
     inclusion_proof,
+    leaf_hash,
     perfect_subtrees,
     subtree_hash_from_perfect,
 )
@@ -231,12 +235,37 @@ class PublicationStore:
         return consistency_proof(size1, size2, self.subtree_hash)
 
     def leaves(self, start: int, count: int) -> list[bytes]:
-        """Up to ``count`` leaves from ``start``."""
+        """Up to ``count`` leaves from ``start``, each checked against its stored node.
+
+        Every read of leaf bytes goes through here (GetLeaves, inclusion proofs, bundle
+        pages), and the level-0 node of a leaf is its hash as appended (``nodes.id`` of
+        level 0 is the leaf index), so one join and one SHA-256 per leaf are enough to
+        refuse a leaf edited in the file. A leaf edited together with its whole chain of
+        nodes changes a perfect-subtree hash that the signed root covers: the check of
+        the newest checkpoint at start, or a client's proof, catches that.
+
+        Raises:
+            TamperedDataError: if a leaf does not hash to its stored node.
+        """
         rows = self._conn.execute(
-            "SELECT data FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
+            "SELECT l.idx, l.data, n.hash FROM leaves AS l LEFT JOIN nodes AS n ON n.id = l.idx "
+            "WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx",
             (start, start + count),
         ).fetchall()
-        return [r[0] for r in rows]
+        for idx, data, stored in rows:
+            if stored is None or leaf_hash(data) != stored:
+                raise TamperedDataError(
+                    f"{self.path}: leaf {idx} does not hash to its stored Merkle node"
+                )
+        return [r[1] for r in rows]
+
+    def leaf_sizes(self, start: int, end: int) -> list[int]:
+        """Byte lengths of leaves ``[start, end)``, without reading their bytes."""
+        rows = self._conn.execute(
+            "SELECT length(data) FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, end),
+        ).fetchall()
+        return [int(r[0]) for r in rows]
 
     def acta_leaf_index(self, acta_id: str, revision: int, size: int) -> int | None:
         """Leaf index of an acta record within the first ``size`` leaves.
@@ -350,9 +379,21 @@ class PublicationStore:
         return None if row is None else _row_to_cut(row)
 
     def results(self, digest: bytes) -> bytes | None:
-        """A results blob by its SHA-256."""
+        """A results blob by its SHA-256, checked against it.
+
+        Raises:
+            TamperedDataError: if the stored blob does not hash to ``digest``.
+        """
         row = self._conn.execute("SELECT data FROM results WHERE sha256 = ?", (digest,)).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        data = bytes(row[0])
+        if hashlib.sha256(data).digest() != digest:
+            raise TamperedDataError(
+                f"{self.path}: the results blob {digest.hex()[:16]}… does not hash to the "
+                "digest its cut record signs"
+            )
+        return data
 
     def get_meta(self, key: str) -> bytes | None:
         """A metadata value."""

@@ -6,7 +6,8 @@ A bundle is what the publisher writes for CDNs and mirrors::
     cuts/<n>.cut               serialized SignedCut of every cut n
     checkpoints/<tree size>    signed notes
     results/<sha256 hex>       results blobs
-    leaves/<start>-<count>.binpb  GetLeavesResponse pages of the log
+    leaves/<start>.binpb       full GetLeavesResponse pages of the log, chained
+    leaves/<start>-<count>.binpb  the tail page of one tree size
     trust-root/v<N>.binpb      every trust root version
     election/definition.binpb  the election definition
 
@@ -47,7 +48,10 @@ from veritally_client._verify import CutVerifier, SignedCutBytes, VerifiedCut
 
 __all__ = ["BundleReport", "verify_bundle"]
 
-_FORMAT = "veritally-bundle/1"
+_FORMAT = "veritally-bundle/2"
+# Archives of the first format (fixed 1024-leaf pages named by start and count) still
+# verify: only the page names differ.
+_FORMAT_1 = "veritally-bundle/1"
 _CUT_FILE = re.compile(r"([1-9][0-9]*)\.cut")
 # A pointer file is a few hundred bytes; refuse to parse anything much larger.
 _MAX_POINTER_BYTES = 64 * 1024
@@ -86,25 +90,57 @@ def _pointer(root: Path) -> dict[str, Any]:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedDataError("bundle 'latest' is not JSON") from e
-    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in (_FORMAT, _FORMAT_1):
         raise MalformedDataError(f"bundle 'latest' is not {_FORMAT}")
     return doc
 
 
-def _leaf_pages(root: Path, size: int, page: int, limit: int) -> Iterator[list[bytes]]:
+def _page(path: Path, limit: int) -> publication_pb2.GetLeavesResponse:
+    resp = publication_pb2.GetLeavesResponse()
+    try:
+        resp.ParseFromString(_read(path, limit))
+    except DecodeError as e:
+        raise MalformedDataError(f"{path} does not parse") from e
+    return resp
+
+
+def _fixed_leaf_pages(root: Path, size: int, page: int, limit: int) -> Iterator[list[bytes]]:
+    """Pages of the first format: ``page`` leaves each, named by start and count."""
     start = 0
     while start < size:
         count = min(page, size - start)
         path = root / "leaves" / f"{start}-{count}.binpb"
-        resp = publication_pb2.GetLeavesResponse()
-        try:
-            resp.ParseFromString(_read(path, limit))
-        except DecodeError as e:
-            raise MalformedDataError(f"{path} does not parse") from e
+        resp = _page(path, limit)
         if len(resp.leaves) != count:
             raise MalformedDataError(f"{path} holds {len(resp.leaves)} leaves, not {count}")
         yield list(resp.leaves)
         start += count
+
+
+def _leaf_pages(root: Path, size: int, limit: int) -> Iterator[list[bytes]]:
+    """The first ``size`` leaves: full pages ``leaves/<start>.binpb``, each starting where
+    the one before ended (its ``tree_size``), then the tail page of ``size`` if the full
+    pages end before it. A full page past ``size`` gives only the leaves below it."""
+    start = 0
+    while start < size:
+        path = root / "leaves" / f"{start}.binpb"
+        if not path.is_file():
+            tail = root / "leaves" / f"{start}-{size - start}.binpb"
+            resp = _page(tail, limit)
+            if len(resp.leaves) != size - start:
+                raise MalformedDataError(
+                    f"{tail} holds {len(resp.leaves)} leaves, not {size - start}"
+                )
+            yield list(resp.leaves)
+            return
+        resp = _page(path, limit)
+        # A page that holds nothing, or says it ends elsewhere, would stall or skew the
+        # walk: refuse it.
+        if not resp.leaves or resp.tree_size != start + len(resp.leaves):
+            raise MalformedDataError(f"{path} is not the page of leaves from {start}")
+        leaves = list(resp.leaves[: size - start])
+        yield leaves
+        start += len(leaves)
 
 
 def verify_bundle(
@@ -177,16 +213,20 @@ def verify_bundle(
             f"cut {latest.cut_number}"
         )
     # (4) every leaf: each cut's root on the way, every cut's results recomputed
-    page = pointer.get("leaf_page_size")
-    if not isinstance(page, int) or page < 1:
-        raise MalformedDataError("'latest' has no valid leaf_page_size")
+    if pointer["format"] == _FORMAT_1:
+        page = pointer.get("leaf_page_size")
+        if not isinstance(page, int) or page < 1:
+            raise MalformedDataError("'latest' has no valid leaf_page_size")
+        pages = _fixed_leaf_pages(root_dir, latest.tree_size, page, limit)
+    else:
+        pages = _leaf_pages(root_dir, latest.tree_size, limit)
     recounter = Recounter(
         election=election,
         tree_size=latest.tree_size,
         root_hash=latest.root_hash,
         signed_roots={c.tree_size: c.root_hash for c in cuts},
     )
-    for leaves in _leaf_pages(root_dir, latest.tree_size, page, limit):
+    for leaves in pages:
         recounter.feed(leaves)
     report = recounter.finish()
     return BundleReport(latest=latest, cuts=tuple(cuts), recount=report, trust_root=trusted_root)

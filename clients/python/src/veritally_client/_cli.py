@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, TextIO
 from veritally_client._bundle import verify_bundle
 from veritally_client._client import Client, load_trust_root
 from veritally_client._config import ClientConfig
-from veritally_client._errors import TransportError, TrustRootError, VerificationError
+from veritally_client._errors import (
+    StalledError,
+    TransportError,
+    TrustRootError,
+    VerificationError,
+)
 from veritally_client._export import percent_text, to_json, write_csv, write_json
 from veritally_client._gen.veritally.v1 import results_pb2
 from veritally_client._transport import TlsCredentials
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_NOTHING_NEW",
     "EXIT_OK",
+    "EXIT_STALLED",
     "EXIT_TRANSPORT",
     "EXIT_USAGE",
     "EXIT_VERIFICATION",
@@ -51,6 +57,7 @@ EXIT_VERIFICATION = 1
 EXIT_USAGE = 2
 EXIT_TRANSPORT = 3
 EXIT_NOTHING_NEW = 4
+EXIT_STALLED = 5
 
 _EPILOG = """\
 exit codes:
@@ -60,6 +67,8 @@ exit codes:
   2  usage error (arguments, unreadable local files)
   3  transport failure (publisher unreachable or answered with an error)
   4  nothing new (latest --if-newer: the newest cut was already verified)
+  5  stalled: the signed cuts say ingest accepted records that no cut has covered for
+     longer than the limit (aggregation or publication is stuck)
 
 environment: VERITALLY_ENDPOINT, VERITALLY_TRUST_ROOT, VERITALLY_STATE_DIR,
 VERITALLY_CA, VERITALLY_CERT, VERITALLY_KEY, VERITALLY_SERVER_NAME give the defaults of
@@ -117,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=ClientConfig().max_checkpoint_age,
         help="reject cuts older than this many seconds (default: %(default)s)",
     )
+    conn.add_argument(
+        "--max-stall",
+        type=float,
+        default=ClientConfig().max_stall_seconds,
+        help="exit 5 when cuts stay behind ingest without covering a new record for "
+        "longer than this many seconds (default: %(default)s)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("latest", help="verify and show the newest cut")
@@ -156,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(args: argparse.Namespace) -> Client:
     if not args.endpoint:
         raise _UsageError("--endpoint (or VERITALLY_ENDPOINT) is required")
-    config = ClientConfig(max_checkpoint_age=args.max_age)
+    config = ClientConfig(max_checkpoint_age=args.max_age, max_stall_seconds=args.max_stall)
     root = _trust_root(args)
     if args.unsafe_plaintext:
         return Client(
@@ -197,6 +213,8 @@ def _summary(cut: VerifiedCut, out: TextIO) -> None:
         f"acta records {cut.acta_records}{'  FINAL' if cut.final else ''}",
         file=out,
     )
+    if cut.lag_records:
+        print(f"behind ingest by {cut.lag_records} acta records", file=out)
     for contest in cut.national().contests:
         c = contest.completeness
         print(
@@ -429,6 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as e:
         _say(f"veritally-client: error: {e}")
         return EXIT_USAGE
+    except StalledError as e:
+        # Authentic, but the pipeline behind it is stuck: not a forgery, not the network.
+        _say(f"veritally-client: PIPELINE STALLED: {e}")
+        return EXIT_STALLED
     except (VerificationError, TrustRootError) as e:
         _say(f"veritally-client: VERIFICATION FAILED ({type(e).__name__}): {e}")
         return EXIT_VERIFICATION

@@ -326,9 +326,12 @@ class Client:
 
     def latest(self) -> VerifiedCut:
         """The newest cut, verified (signature, last leaf, digest, no rollback, no fork,
-        fresh, bound to the election) and persisted as the trusted state.
+        fresh, bound to the election, not stuck behind ingest) and persisted as the
+        trusted state.
 
         Raises:
+            StalledError: the cuts have said for longer than ``config.max_stall_seconds``
+                that ingest accepted records they do not cover (the pipeline is stuck).
             VerificationError: (a subclass naming the failure) if it does not verify.
             TransportError: if the publisher cannot be reached.
             TrustRootError: if the trust root expired.
@@ -373,7 +376,8 @@ class Client:
         is followed from it; every streamed cut is verified against the previous one.
         A broken stream, or one silent for ``config.max_checkpoint_age`` seconds, is
         reconnected with exponential backoff; a frozen publisher then shows as
-        :class:`StaleCheckpointError` from the reconnection's check of the newest cut.
+        :class:`StaleCheckpointError` from the reconnection's check of the newest cut, and
+        a publisher heartbeating over a stuck pipeline as :class:`StalledError`.
 
         Yields:
             Each newer verified cut, once.

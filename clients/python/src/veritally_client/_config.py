@@ -20,6 +20,12 @@ class ClientConfig:
         max_checkpoint_age: seconds. A cut whose cut_time is older than this is rejected
             as stale. The publisher makes a heartbeat cut every interval (seconds to
             minutes) even when nothing changed, so a view older than this is frozen.
+        max_stall_seconds: seconds. Longest span, by the signed cut times, during which
+            cuts may say that ingest accepted records they do not cover (``lag_records``
+            above zero) while no cut covers a new one; past it ``latest`` and ``watch``
+            raise StalledError. A working pipeline covers a new record within a cut
+            interval or two (seconds); five minutes with none while records wait is a
+            record that aggregation or publication cannot get past.
         max_clock_skew: seconds. How far in the future (by this machine's clock) a cut
             time may be before it is rejected; covers ordinary NTP drift only.
         max_message_bytes: bytes. Largest gRPC message accepted. A national results blob
@@ -37,6 +43,7 @@ class ClientConfig:
     """
 
     max_checkpoint_age: float = 15 * 60.0
+    max_stall_seconds: float = 5 * 60.0
     max_clock_skew: float = 60.0
     max_message_bytes: int = 64 * 1024 * 1024
     max_results_bytes: int = 32 * 1024 * 1024
@@ -50,6 +57,7 @@ class ClientConfig:
         # Caller bugs raise built-ins (a config with a zero limit would disable a check).
         for name in (
             "max_checkpoint_age",
+            "max_stall_seconds",
             "max_message_bytes",
             "max_results_bytes",
             "max_leaves_per_page",

@@ -14,6 +14,11 @@ Caller bugs (a wrong argument type, a negative size) raise built-in exceptions i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotation: _verify imports this module
+    from veritally_client._verify import VerifiedCut
+
 __all__ = [
     "BadProofError",
     "BadSignatureError",
@@ -23,6 +28,7 @@ __all__ = [
     "RecountMismatchError",
     "RollbackError",
     "StaleCheckpointError",
+    "StalledError",
     "TransportError",
     "TrustRootError",
     "UnknownKeyError",
@@ -65,6 +71,28 @@ class RollbackError(VerificationError):
 
 class StaleCheckpointError(VerificationError):
     """A cut is older than the configured maximum age: the view may be frozen."""
+
+
+class StalledError(VerificationError):
+    """Signed cuts say ingest accepted records they do not cover, and for longer than the
+    configured limit no cut covered a new one: the publisher heartbeats over a stuck
+    pipeline (aggregation or publication cannot get past a record).
+
+    The cut itself passed every other check; it is not persisted as trusted state.
+
+    Attributes:
+        cut: the verified cut that showed the stall (``cut.lag_records`` is its lag).
+        since_cut: number of the first cut seen behind ingest at the same acta records.
+        stalled_seconds: seconds between that cut's time and this cut's (signed times).
+    """
+
+    def __init__(
+        self, message: str, *, cut: VerifiedCut, since_cut: int, stalled_seconds: float
+    ) -> None:
+        super().__init__(message)
+        self.cut = cut
+        self.since_cut = since_cut
+        self.stalled_seconds = stalled_seconds
 
 
 class RecountMismatchError(VerificationError):

@@ -165,6 +165,7 @@ def to_json(
             "tree_size": cut.tree_size,
             "root_hash": cut.root_hash.hex(),
             "acta_records": cut.acta_records,
+            "ingest_records": cut.ingest_records,
             "results_sha256": cut.cut_record.results_sha256.hex(),
             "checkpoint": cut.note.decode("utf-8"),
         },

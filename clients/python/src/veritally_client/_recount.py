@@ -7,8 +7,9 @@ Feed every leaf of a verified tree, in order, to a :class:`Recounter`; it
 2. applies each acta record to a :class:`Tally` (which checks log order and each
    record's validity and revision chain);
 3. at each cut record, checks that cuts are numbered 1, 2, 3 ... and that the cut covers
-   exactly the acta records before it, then recomputes the results from those records and
-   compares their SHA-256 with the digest that was signed;
+   exactly the acta records before it, that its ingest figure (if any) is not below that,
+   never goes back and is never dropped once a cut reported one, then recomputes the
+   results from those records and compares their SHA-256 with the digest that was signed;
 4. at the end, checks that the recomputed root equals the signed root, and only then
    reports the first content failure met on the way (a malformed record, a misnumbered
    cut, results that differ from the signed digest) and that the log ends with a cut.
@@ -27,6 +28,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
+from veritally_client._cut import check_ingest_records, ingest_records_of
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
     BadProofError,
@@ -145,6 +147,7 @@ class Recounter:
         self._root = root_hash
         self._cuts: list[CutCheck] = []
         self._last_was_cut = False
+        self._ingest_records: int | None = None  # the figure of the last cut, if any
         self._failure: VerificationError | None = None
 
     def feed(self, leaves: list[bytes]) -> None:
@@ -209,6 +212,8 @@ class Recounter:
                 f"cut {record.cut_number} claims {record.acta_records} acta records, the log "
                 f"holds {self._tally.acta_records} before it"
             )
+        check_ingest_records(record, previous=self._ingest_records, previous_cut=len(self._cuts))
+        self._ingest_records = ingest_records_of(record)
         final = False
         digest = _sha256(self._tally.results_bytes(final=False)).digest()
         if not hmac.compare_digest(digest, record.results_sha256):

@@ -2,9 +2,12 @@
 
 The state is what the client has verified so far: the last verified signed checkpoint
 (exact note bytes), its tree size and root hash, the cut number and the digest of the
-election definition the results were bound to. It is written only by the client, and only
-after every check on a new cut has passed (python-tuf writes metadata the same way: verify,
-then persist).
+election definition the results were bound to; and, for the stall check, the cut's
+ingest figure and since which cut the cuts have been behind ingest without covering a new
+record. Those three keys are optional in the file: a state written before they existed
+loads with none of them, and a client that does not know them ignores them. It is
+written only by the client, and only after every check on a new cut has passed
+(python-tuf writes metadata the same way: verify, then persist).
 
 Writes are atomic: a temporary file in the same directory, ``fsync``, ``os.replace`` and
 an ``fsync`` of the directory, so a crash leaves either the old state or the new one.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -50,6 +54,10 @@ class TrustedState:
         root_hash: its root hash (32 bytes).
         cut_number: the cut number of its cut record.
         definition_sha256: SHA-256 of the election definition its results were bound to.
+        ingest_records: its cut record's ingest figure (None if it had none).
+        stall_since: the cut time of the first verified cut that was behind ingest at
+            the same acta records as this one, or None if this cut is not behind.
+        stall_since_cut: that cut's number (0 when ``stall_since`` is None).
     """
 
     origin: str
@@ -58,16 +66,32 @@ class TrustedState:
     root_hash: bytes
     cut_number: int
     definition_sha256: bytes
+    ingest_records: int | None = None
+    stall_since: dt.datetime | None = None
+    stall_since_cut: int = 0
 
     def __post_init__(self) -> None:
         if self.tree_size < 1 or self.cut_number < 1:
             raise ValueError("a trusted state has a positive tree size and cut number")
         if len(self.root_hash) != _HASH_SIZE or len(self.definition_sha256) != _HASH_SIZE:
             raise ValueError("root_hash and definition_sha256 are 32-byte digests")
+        if self.ingest_records is not None and self.ingest_records < self.acta_records:
+            raise ValueError("ingest_records is below the acta records of the cut")
+        if (self.stall_since is None) != (self.stall_since_cut == 0):
+            raise ValueError("stall_since and stall_since_cut are set together")
+        if self.stall_since is not None and self.stall_since.tzinfo is None:
+            raise ValueError("stall_since must be timezone-aware")
+        if self.stall_since_cut > self.cut_number:
+            raise ValueError("stall_since_cut is after the cut")
+
+    @property
+    def acta_records(self) -> int:
+        """Acta records the cut covers (a cut's tree holds them and one record per cut)."""
+        return self.tree_size - self.cut_number
 
     def to_json(self) -> dict[str, Any]:
         """The state as a JSON-able dict (binary fields in base64)."""
-        return {
+        doc: dict[str, Any] = {
             "format": _STATE_FORMAT,
             "origin": self.origin,
             "checkpoint": base64.b64encode(self.checkpoint).decode("ascii"),
@@ -76,6 +100,13 @@ class TrustedState:
             "cut_number": self.cut_number,
             "definition_sha256": self.definition_sha256.hex(),
         }
+        # Optional keys (see the module docstring): absent when not set.
+        if self.ingest_records is not None:
+            doc["ingest_records"] = self.ingest_records
+        if self.stall_since is not None:
+            doc["stall_since"] = self.stall_since.isoformat()
+            doc["stall_since_cut"] = self.stall_since_cut
+        return doc
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrustedState:
@@ -94,6 +125,13 @@ class TrustedState:
                 root_hash=base64.b64decode(data["root_hash"], validate=True),
                 cut_number=int(data["cut_number"]),
                 definition_sha256=bytes.fromhex(data["definition_sha256"]),
+                ingest_records=(int(data["ingest_records"]) if "ingest_records" in data else None),
+                stall_since=(
+                    dt.datetime.fromisoformat(str(data["stall_since"]))
+                    if "stall_since" in data
+                    else None
+                ),
+                stall_since_cut=int(data.get("stall_since_cut", 0)),
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise MalformedDataError(f"unreadable trusted state: {e}") from e

@@ -16,12 +16,14 @@ Verifying a new cut (:meth:`CutVerifier.verify_update`):
    non-empty;
 3. parse the cut leaf: it must be a ``LogLeaf`` holding a ``CutRecord`` and be included
    as the LAST leaf (index size - 1) of the signed tree; the tree holds exactly the cut's
-   acta records and one cut record per cut (size = acta_records + cut_number);
+   acta records and one cut record per cut (size = acta_records + cut_number); its
+   ingest figure, when reported, is not below its acta records;
 4. hash the results bytes against the cut record's ``results_sha256`` BEFORE parsing
    them, then parse them;
 5. reject rollback: a smaller tree or a lower cut number than the last verified one; the
    same size with another root, or the same cut number in another tree, is a fork
-   (both signed notes are kept as evidence);
+   (both signed notes are kept as evidence); a later cut's ingest figure must not be
+   below the verified cut's, nor missing when the verified cut had one;
 6. check the consistency proof from the last verified tree: the new tree must extend it.
    A proof that leads to the new signed root but to another old root is proof of a fork;
    any other failing proof is a bad proof;
@@ -29,11 +31,15 @@ Verifying a new cut (:meth:`CutVerifier.verify_update`):
    future than the allowed clock skew;
 8. bind the results to the election: the definition digest must be the one pinned by the
    first verified cut (or given by the caller), and the results must cover exactly the
-   cut record's acta records.
+   cut record's acta records;
+9. liveness: a cut behind ingest (``lag_records`` above zero) that covers no more acta
+   records than the verified cut continues the verified cut's stall (or starts one); when
+   its cut time is more than the maximum stall after the stall's first cut, the pipeline
+   is stuck (``StalledError``). A cut that covers new records, or is not behind, ends it.
 
 Verifying a past cut (:meth:`CutVerifier.verify_historical`) runs 0-4 and 8, then checks
 consistency between the past tree and the last verified tree in whichever direction
-applies; freshness does not apply and nothing about it is ever persisted.
+applies; freshness and liveness do not apply and nothing about it is ever persisted.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from google.protobuf.message import DecodeError
 
 from veritally_client._checkpoint import Checkpoint, parse_checkpoint
 from veritally_client._config import ClientConfig
+from veritally_client._cut import check_ingest_records, ingest_records_of, lag_records_of
 from veritally_client._errors import (
     BadProofError,
     DigestMismatchError,
@@ -55,6 +62,7 @@ from veritally_client._errors import (
     MalformedDataError,
     RollbackError,
     StaleCheckpointError,
+    StalledError,
     TrustRootError,
 )
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
@@ -159,6 +167,10 @@ class VerifiedCut:
         cut_time: the cut time (UTC).
         results: the parsed results.
         results_bytes: the exact results bytes, whose SHA-256 is in the cut record.
+        stall_since: for the newest verified cut (``latest``, ``watch``), the cut time of
+            the first cut this client saw behind ingest at the same acta records, or None
+            if the cut is not behind; always None for past and offline cuts.
+        stall_since_cut: that first cut's number (0 when ``stall_since`` is None).
     """
 
     checkpoint: Checkpoint
@@ -169,6 +181,8 @@ class VerifiedCut:
     cut_time: dt.datetime
     results: results_pb2.Results
     results_bytes: bytes
+    stall_since: dt.datetime | None = None
+    stall_since_cut: int = 0
     _token: object = field(repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -194,6 +208,18 @@ class VerifiedCut:
     def acta_records(self) -> int:
         """Number of acta records the results cover."""
         return self.cut_record.acta_records
+
+    @property
+    def ingest_records(self) -> int | None:
+        """Acta records ingest had accepted when the cut was made, as far as the pipeline
+        knew (a lower bound; see docs/adr/0054); None if the publisher does not say."""
+        return ingest_records_of(self.cut_record)
+
+    @property
+    def lag_records(self) -> int | None:
+        """``ingest_records - acta_records``: accepted records the cut does not cover yet;
+        None if the publisher does not report ``ingest_records``."""
+        return lag_records_of(self.cut_record)
 
     @property
     def final(self) -> bool:
@@ -232,7 +258,8 @@ class VerifiedCut:
     def __repr__(self) -> str:
         return (
             f"VerifiedCut(cut_number={self.cut_number}, tree_size={self.tree_size}, "
-            f"cut_time={self.cut_time.isoformat()}, acta_records={self.acta_records})"
+            f"cut_time={self.cut_time.isoformat()}, acta_records={self.acta_records}, "
+            f"ingest_records={self.ingest_records})"
         )
 
 
@@ -392,6 +419,7 @@ class CutVerifier:
                 f"cut {record.cut_number} covering {record.acta_records} acta records cannot "
                 f"end a tree of size {checkpoint.size}"
             )
+        check_ingest_records(record, previous=None, previous_cut=0)
         cut_time = parse_cut_time(record.cut_time)
         # (4) the results bytes are what was signed, checked before parsing
         if len(record.results_sha256) != HASH_SIZE:
@@ -426,7 +454,12 @@ class CutVerifier:
                 f"{parsed.cut_record.acta_records}"
             )
 
-    def _made(self, cut: SignedCutBytes, parsed: _Parsed) -> VerifiedCut:
+    def _made(
+        self,
+        cut: SignedCutBytes,
+        parsed: _Parsed,
+        stall: tuple[dt.datetime, int] | None = None,
+    ) -> VerifiedCut:
         return VerifiedCut(
             checkpoint=parsed.checkpoint,
             note=bytes(cut.checkpoint),
@@ -436,6 +469,8 @@ class CutVerifier:
             cut_time=parsed.cut_time,
             results=parsed.results,
             results_bytes=bytes(cut.results),
+            stall_since=stall[0] if stall else None,
+            stall_since_cut=stall[1] if stall else 0,
             _token=_CONSTRUCT,
         )
 
@@ -473,6 +508,8 @@ class CutVerifier:
             RollbackError: the cut is older than the last verified one.
             ForkError: the cut's tree conflicts with the last verified one.
             StaleCheckpointError: the cut is too old or too far in the future.
+            StalledError: the cuts have been behind ingest without covering a new record
+                for longer than the maximum stall.
             TrustRootError: the trust root expired.
             ValueError: if ``now`` is naive (a caller bug).
         """
@@ -513,6 +550,9 @@ class CutVerifier:
                     first=trusted.checkpoint,
                     second=cut.checkpoint,
                 )
+            check_ingest_records(
+                record, previous=trusted.ingest_records, previous_cut=trusted.cut_number
+            )
             # (6) the new tree extends the verified one
             if cp.size > trusted.tree_size:
                 _check_extends(
@@ -540,7 +580,23 @@ class CutVerifier:
         if pinned is None and trusted is not None:
             pinned = trusted.definition_sha256
         self._check_binding(parsed, pinned)
-        return self._made(cut, parsed)
+        # (9) liveness: behind ingest without covering a new record for too long
+        stall = _stall(parsed, trusted)
+        made = self._made(cut, parsed, stall)
+        if stall is not None:
+            since, since_cut = stall
+            stalled = (parsed.cut_time - since).total_seconds()
+            if stalled > self._config.max_stall_seconds:
+                raise StalledError(
+                    f"cut {record.cut_number} covers {record.acta_records} acta records and "
+                    f"says ingest had accepted {made.ingest_records}; no cut has covered a "
+                    f"new record since cut {since_cut}, {stalled:.0f} s earlier (at most "
+                    f"{self._config.max_stall_seconds:.0f} s allowed)",
+                    cut=made,
+                    since_cut=since_cut,
+                    stalled_seconds=stalled,
+                )
+        return made
 
     def verify_historical(
         self,
@@ -741,6 +797,26 @@ def verify_acta_inclusion(
     )
 
 
+def _stall(parsed: _Parsed, trusted: TrustedState | None) -> tuple[dt.datetime, int] | None:
+    """Step 9: ``(time, number)`` of the cut the current stall started at, or None.
+
+    A stall is a run of cuts behind ingest at the same acta records. It starts at the
+    first such cut this client verified: a stall already under way when the client last
+    looked (a cut behind but not yet seen) is counted from the first cut it saw, so the
+    limit errs towards reporting later, never earlier.
+    """
+    record = parsed.cut_record
+    lag = lag_records_of(record)
+    if lag is None or lag <= 0:
+        return None
+    here = (parsed.cut_time, record.cut_number)
+    if trusted is None or record.acta_records > trusted.acta_records:
+        return here  # the first look, or the pipeline moved on: a new run
+    if trusted.stall_since is not None:
+        return trusted.stall_since, trusted.stall_since_cut
+    return here
+
+
 def _trusted_checkpoint(trusted: TrustedState) -> Checkpoint:
     return Checkpoint(trusted.origin, trusted.tree_size, trusted.root_hash)
 
@@ -754,4 +830,7 @@ def to_trusted_state(cut: VerifiedCut) -> TrustedState:
         root_hash=cut.root_hash,
         cut_number=cut.cut_number,
         definition_sha256=cut.definition_sha256,
+        ingest_records=cut.ingest_records,
+        stall_since=cut.stall_since,
+        stall_since_cut=cut.stall_since_cut,
     )

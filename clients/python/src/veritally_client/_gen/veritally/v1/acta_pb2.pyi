@@ -288,6 +288,8 @@ class ActaRecord(_message.Message):
     COUNTED_FIELD_NUMBER: _builtins.int
     NOT_COUNTED_REASON_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_FIELD_NUMBER: _builtins.int
     acta_id: _builtins.str
     """Identifier of the acta: "<casilla_id>/<contest_id>"."""
     revision: _builtins.int
@@ -298,6 +300,10 @@ class ActaRecord(_message.Message):
     """Why it is not counted; UNSPECIFIED when counted."""
     sequence: _builtins.int
     """Position in ingest's acta log: 0 for the first accepted record, dense."""
+    reason: _builtins.str
+    """For a correction or a cross-check resolution: why it was made (the operators'
+    reason, as given). Empty for a record logged from captures.
+    """
     @_builtins.property
     def acta(self) -> Global___Acta:
         """The acta as accepted."""
@@ -305,6 +311,14 @@ class ActaRecord(_message.Message):
     @_builtins.property
     def received_time(self) -> _timestamp_pb2.Timestamp:
         """When ingest committed it."""
+
+    @_builtins.property
+    def approved_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a correction: the SPIFFE IDs of the two distinct operators who approved it, in
+        the order they did; for a cross-check resolution: the operator who chose the
+        capture. Empty for a record logged from captures (their operators are in
+        acta.provenance).
+        """
 
     def __init__(
         self,
@@ -316,10 +330,12 @@ class ActaRecord(_message.Message):
         counted: _builtins.bool = ...,
         not_counted_reason: Global___NotCountedReason.ValueType = ...,
         sequence: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        approved_by: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acta", b"acta", "received_time", b"received_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta", b"acta", "acta_id", b"acta_id", "counted", b"counted", "not_counted_reason", b"not_counted_reason", "received_time", b"received_time", "revision", b"revision", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta", b"acta", "acta_id", b"acta_id", "approved_by", b"approved_by", "counted", b"counted", "not_counted_reason", b"not_counted_reason", "reason", b"reason", "received_time", b"received_time", "revision", b"revision", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -335,6 +351,7 @@ class CutRecord(_message.Message):
     CUT_TIME_FIELD_NUMBER: _builtins.int
     ACTA_RECORDS_FIELD_NUMBER: _builtins.int
     RESULTS_SHA256_FIELD_NUMBER: _builtins.int
+    INGEST_RECORDS_FIELD_NUMBER: _builtins.int
     cut_number: _builtins.int
     """1 for the first cut, then consecutive."""
     cut_time: _builtins.str
@@ -345,6 +362,15 @@ class CutRecord(_message.Message):
     """
     results_sha256: _builtins.bytes
     """SHA-256 of the serialized Results blob served with this cut (32 bytes)."""
+    ingest_records: _builtins.int
+    """How many acta records ingest had accepted, as far as the pipeline knew when the cut
+    was made: the largest committed size of ingest's acta log that aggregation had been
+    told by ingest's StreamRecords (every page and keep-alive carries it), handed to
+    publication with the results, never below acta_records and never below the previous
+    cut's figure. A lower bound on ingest's log at cut_time; ingest_records minus
+    acta_records is how far the cut is behind ingest. Absent in cuts of publishers that
+    do not report it (docs/adr/0054-ingest-records-in-the-cut-record.md).
+    """
     def __init__(
         self,
         *,
@@ -352,12 +378,15 @@ class CutRecord(_message.Message):
         cut_time: _builtins.str = ...,
         acta_records: _builtins.int = ...,
         results_sha256: _builtins.bytes = ...,
+        ingest_records: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records", "ingest_records", b"ingest_records"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "cut_number", b"cut_number", "cut_time", b"cut_time", "results_sha256", b"results_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records", "acta_records", b"acta_records", "cut_number", b"cut_number", "cut_time", b"cut_time", "ingest_records", b"ingest_records", "results_sha256", b"results_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__ingest_records: _TypeAlias = _typing.Literal["ingest_records"]  # noqa: Y015
+    _WhichOneofArgType__ingest_records: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ingest_records) -> _WhichOneofReturnType__ingest_records | None: ...
 
 Global___CutRecord: _TypeAlias = CutRecord  # noqa: Y015
 

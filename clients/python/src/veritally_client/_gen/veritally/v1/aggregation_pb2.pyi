@@ -105,19 +105,27 @@ class GetResultsBlobResponse(_message.Message):
 
     ACTA_RECORDS_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
+    INGEST_RECORDS_FIELD_NUMBER: _builtins.int
     acta_records: _builtins.int
     """Number of acta records the results cover (the position N)."""
     results: _builtins.bytes
     """Serialized Results: a pure function of the definition and the first N records."""
+    ingest_records: _builtins.int
+    """The largest size of ingest's acta log that ingest's StreamRecords has reported to
+    this aggregation (pages and keep-alives), and at least acta_records: how many
+    records ingest had accepted as far as aggregation knows. Publication signs it into
+    the cut record (CutRecord.ingest_records).
+    """
     def __init__(
         self,
         *,
         acta_records: _builtins.int = ...,
         results: _builtins.bytes = ...,
+        ingest_records: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "ingest_records", b"ingest_records", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -250,6 +250,7 @@ class Casilla(_message.Message):
     NOMINAL_LIST_FIELD_NUMBER: _builtins.int
     PARTY_REPRESENTATIVES_FIELD_NUMBER: _builtins.int
     BALLOT_LIMIT_FIELD_NUMBER: _builtins.int
+    CAPTURE_CENTRE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier, unique within the election, e.g. "09-1234-B1"."""
     section_id: _builtins.str
@@ -262,6 +263,12 @@ class Casilla(_message.Message):
     """Party representatives accredited at the casilla, who may also vote there."""
     ballot_limit: _builtins.int
     """Ballots delivered to a special casilla: its limit of votes. Zero for other types."""
+    capture_centre_id: _builtins.str
+    """The capture centre that captures this casilla's actas: the centre segment of its
+    operators' SPIFFE IDs (spiffe://<td>/capture/<centre>/<operator>). Ingest refuses
+    a capture of this casilla from any other centre. Empty when the definition assigns
+    no casilla (then any capture centre may capture it).
+    """
     def __init__(
         self,
         *,
@@ -271,10 +278,11 @@ class Casilla(_message.Message):
         nominal_list: _builtins.int = ...,
         party_representatives: _builtins.int = ...,
         ballot_limit: _builtins.int = ...,
+        capture_centre_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ballot_limit", b"ballot_limit", "id", b"id", "nominal_list", b"nominal_list", "party_representatives", b"party_representatives", "section_id", b"section_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ballot_limit", b"ballot_limit", "capture_centre_id", b"capture_centre_id", "id", b"id", "nominal_list", b"nominal_list", "party_representatives", b"party_representatives", "section_id", b"section_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

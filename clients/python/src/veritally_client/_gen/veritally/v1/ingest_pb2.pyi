@@ -40,6 +40,11 @@ class _OutcomeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome
     """The two captures disagree; the acta waits in the cross-check queue for a third
     capture or an operator decision.
     """
+    OUTCOME_STATUS_AWAITING_SECOND_APPROVAL: _OutcomeStatus.ValueType  # 6
+    """A correction recorded by one operator; it is appended to the log once a second,
+    distinct operator submits the same correction (same figures, same superseded
+    revision). Nothing was logged yet.
+    """
 
 class OutcomeStatus(_OutcomeStatus, metaclass=_OutcomeStatusEnumTypeWrapper):
     """What became of one submitted acta."""
@@ -57,6 +62,11 @@ OUTCOME_STATUS_AWAITING_SECOND_CAPTURE: OutcomeStatus.ValueType  # 4
 OUTCOME_STATUS_CROSS_CHECK: OutcomeStatus.ValueType  # 5
 """The two captures disagree; the acta waits in the cross-check queue for a third
 capture or an operator decision.
+"""
+OUTCOME_STATUS_AWAITING_SECOND_APPROVAL: OutcomeStatus.ValueType  # 6
+"""A correction recorded by one operator; it is appended to the log once a second,
+distinct operator submits the same correction (same figures, same superseded
+revision). Nothing was logged yet.
 """
 Global___OutcomeStatus: _TypeAlias = OutcomeStatus  # noqa: Y015
 
@@ -231,7 +241,9 @@ class CorrectActaRequest(_message.Message):
     supersedes_revision: _builtins.int
     """The revision being corrected; must be the latest one (optimistic concurrency)."""
     reason: _builtins.str
-    """Why the correction is made; kept for audit."""
+    """Why the correction is made: required (1 to 500 characters), written into the log
+    record with the two operators who approved it.
+    """
     @_builtins.property
     def acta(self) -> _acta_pb2.Acta:
         """The corrected acta; its casilla and contest name the acta to correct."""
@@ -371,7 +383,9 @@ class ResolveCrossCheckRequest(_message.Message):
     capture_index: _builtins.int
     """The capture to accept (index into CrossCheck.captures)."""
     reason: _builtins.str
-    """Why; kept for audit."""
+    """Why: required (1 to 500 characters), written into the log record with the
+    operator who resolved it.
+    """
     def __init__(
         self,
         *,
@@ -445,12 +459,20 @@ class StreamRecordsResponse(_message.Message):
 
     FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
     LEAVES_FIELD_NUMBER: _builtins.int
+    LOG_SIZE_FIELD_NUMBER: _builtins.int
     first_sequence: _builtins.int
     """Sequence number of the first record in `leaves`."""
+    log_size: _builtins.int
+    """Records committed in ingest's acta log when this message was sent (every message,
+    keep-alives included), so that a follower stuck before a record still learns how
+    far ingest has gone.
+    """
     @_builtins.property
     def leaves(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Serialized LogLeaf messages holding ActaRecords, exactly as stored; these bytes
-        become transparency-log leaves unchanged.
+        become transparency-log leaves unchanged. Empty in a keep-alive: with follow, the
+        first message of a stream and one every few seconds while no record is committed
+        carry no leaves, only log_size.
         """
 
     def __init__(
@@ -458,10 +480,11 @@ class StreamRecordsResponse(_message.Message):
         *,
         first_sequence: _builtins.int = ...,
         leaves: _abc.Iterable[_builtins.bytes] | None = ...,
+        log_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence", b"first_sequence", "leaves", b"leaves"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence", b"first_sequence", "leaves", b"leaves", "log_size", b"log_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,105 @@
+"""The cut record leaf: the one function that writes its bytes, and the reading of its
+liveness figure, shared by the publisher that signs it and every verifier that reads it.
+
+A cut record says what a cut covers (``acta_records``) and, when the publisher reports
+it, how many acta records ingest had accepted as far as the pipeline knew when the cut
+was made (``ingest_records``, docs/adr/0054-ingest-records-in-the-cut-record.md). Their
+difference is the cut's lag behind ingest. A reader checks, on the record alone, that the
+figure is not below what the cut covers (ingest's log holds every record aggregation
+counted); across cuts, that it never goes back and is never dropped once reported.
+"""
+
+from __future__ import annotations
+
+from veritally_client._errors import MalformedDataError
+from veritally_client._gen.veritally.v1 import acta_pb2
+
+__all__ = ["check_ingest_records", "cut_leaf_bytes", "ingest_records_of", "lag_records_of"]
+
+LogLeafPb = acta_pb2.LogLeaf
+CutRecordPb = acta_pb2.CutRecord
+
+
+def cut_leaf_bytes(
+    *,
+    cut_number: int,
+    cut_time: str,
+    acta_records: int,
+    results_sha256: bytes,
+    ingest_records: int | None,
+) -> bytes:
+    """The serialized ``LogLeaf`` of a cut record, exactly as it is hashed into the log.
+
+    Args:
+        cut_number: 1 for the first cut, then consecutive.
+        cut_time: RFC 3339 UTC with a ``Z`` suffix.
+        acta_records: acta records the cut covers.
+        results_sha256: SHA-256 of the results blob (32 bytes).
+        ingest_records: ingest's accepted records as last known, or None to leave the
+            figure out (a publisher that does not report it).
+
+    Raises:
+        ValueError: if ``ingest_records`` is below ``acta_records`` (a caller bug: the
+            log ingest accepted holds every record the cut covers).
+    """
+    record = CutRecordPb(
+        cut_number=cut_number,
+        cut_time=cut_time,
+        acta_records=acta_records,
+        results_sha256=results_sha256,
+    )
+    if ingest_records is not None:
+        if ingest_records < acta_records:
+            raise ValueError(
+                f"ingest_records {ingest_records} is below acta_records {acta_records}"
+            )
+        record.ingest_records = ingest_records
+    return LogLeafPb(cut_record=record).SerializeToString(deterministic=True)
+
+
+def ingest_records_of(record: acta_pb2.CutRecord) -> int | None:
+    """The record's ``ingest_records``, or None if the publisher did not report it."""
+    return record.ingest_records if record.HasField("ingest_records") else None
+
+
+def lag_records_of(record: acta_pb2.CutRecord) -> int | None:
+    """``ingest_records - acta_records``: how many records ingest had accepted that the
+    cut does not cover; None if the figure is not reported."""
+    ingest = ingest_records_of(record)
+    return None if ingest is None else ingest - record.acta_records
+
+
+def check_ingest_records(
+    record: acta_pb2.CutRecord, *, previous: int | None, previous_cut: int
+) -> None:
+    """Check the figure of ``record`` on its own and against an earlier cut's.
+
+    Args:
+        record: the cut record.
+        previous: the figure of an earlier verified cut of the same log (None if it had
+            none, or there is no earlier cut).
+        previous_cut: that cut's number (0 if there is none); the check against it
+            applies only when ``record`` is a later cut.
+
+    Raises:
+        MalformedDataError: the figure is below what the cut covers, went back from the
+            earlier cut's, or is missing after an earlier cut reported one.
+    """
+    ingest = ingest_records_of(record)
+    if ingest is not None and ingest < record.acta_records:
+        raise MalformedDataError(
+            f"cut {record.cut_number} covers {record.acta_records} acta records but says "
+            f"ingest had accepted only {ingest}"
+        )
+    if previous is None or record.cut_number <= previous_cut:
+        return
+    if ingest is None:
+        raise MalformedDataError(
+            f"cut {record.cut_number} does not say how many records ingest had accepted; "
+            f"cut {previous_cut} did"
+        )
+    if ingest < previous:
+        raise MalformedDataError(
+            f"cut {record.cut_number} says ingest had accepted {ingest} records, fewer than "
+            f"the {previous} of cut {previous_cut}: ingest's log only grows"
+        )
