@@ -5,8 +5,9 @@ Against a running :class:`veritally.stack.Stack`, for ``seconds``:
 * **flood**: ``flooders`` processes (``python -m bench.abuse flood``) with one outlet's
   certificate call GetLatestCut as fast as they can (each its own connection);
 * **oversized**: another identity keeps sending requests above Envoy's size limits: a
-  SubmitActas message above the ingest limit, and a read request above the 64 KiB read
-  limit (padding in an unknown field);
+  SubmitActa request above the 64 KiB write limit, and a read request above the 64 KiB
+  read limit (padding in an unknown field); a SubmitActas stream's messages are bounded
+  by ingest itself (tests/e2e/test_stack.py sends one above it);
 * **idle**: ``idle_connections`` mTLS connections to the edge are opened (handshake
   completed, with a media certificate) and left idle for the whole run;
 * **well-behaved**: meanwhile another outlet reads the latest cut at a modest pace
@@ -211,9 +212,8 @@ def _oversized(edge: str, capture: TlsFiles, media: TlsFiles, stop: threading.Ev
         while not stop.is_set():
             try:
                 if i % 2 == 0:
-                    submit.SubmitActas(
-                        iter([ingest_pb2.SubmitActasRequest(actas=[big_acta])]),
-                        timeout=CALL_TIMEOUT_S,
+                    submit.SubmitActa(
+                        ingest_pb2.SubmitActaRequest(acta=big_acta), timeout=CALL_TIMEOUT_S
                     )
                 else:
                     raw_read(padded_read, timeout=CALL_TIMEOUT_S)

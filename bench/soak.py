@@ -562,7 +562,7 @@ def write_doc(figures: dict[str, Any], *, kept: dict[str, str] | None = None) ->
             f"For {abuse['seconds']} s at once, against the stack with its default limits "
             "(docs/mesh.md): one outlet flooding GetLatestCut from "
             f"{abuse.get('flooders', 1)} process(es); another identity sending "
-            "oversized requests (a SubmitActas message above 4 MiB, a read above 64 KiB); "
+            "oversized requests (a SubmitActa request above 64 KiB, a read above 64 KiB); "
             f"{abuse['idle_opened']} idle mTLS connections held open "
             f"({abuse['idle_failed']} could not be opened, {abuse['idle_still_open']} still "
             "open at the end).",

@@ -8,6 +8,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from veritally.ingest import bounds
 from veritally.ingest.store import IngestStore, Writes
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2
@@ -107,6 +108,38 @@ def all_actas(election: ElectionIndex, seed: int = 7) -> list[ActaPb]:
         for casilla in election.casillas
         for contest in election.contests
     ]
+
+
+def padded(acta: ActaPb, size: int) -> ActaPb:
+    """``acta`` grown to exactly ``size`` serialized bytes by lengthening its image
+    digest (so that the size check, which comes first, is what decides)."""
+    for _ in range(3):  # the digest's length prefix grows by a byte now and then
+        grow = size - acta.ByteSize()
+        acta.image_sha256 = b"\x00" * (len(acta.image_sha256) + grow)
+    assert acta.ByteSize() == size, (acta.ByteSize(), size)
+    return acta
+
+
+def wide_election(*, options: int, casillas: int) -> ElectionIndex:
+    """One contest of ``options`` options with ids of the longest allowed length, so that
+    each acta (and its leaf) comes close to ``bounds.MAX_ACTA_BYTES``."""
+    pb = election_pb2.ElectionDefinition(id="wide", name="Wide ballot")
+    contest = pb.contests.add(id="WIDE", name="A very wide ballot")
+    for i in range(options):
+        pid = f"P{i:03d}".ljust(bounds.MAX_IDENTIFIER_CHARS, "x")
+        pb.parties.add(id=pid, name=f"Party {i}")
+        contest.options.add(id=pid, name=f"Option {i}", party_ids=[pid])
+    pb.states.add(id="01", name="State 01")
+    pb.districts.add(id="01-01", state_id="01", name="District 01-01")
+    pb.sections.add(id="01-01-0001", district_id="01-01")
+    for k in range(casillas):
+        pb.casillas.add(
+            id=f"01-01-0001-C{k:04d}",
+            section_id="01-01-0001",
+            type=election_pb2.CASILLA_TYPE_CONTIGUA,
+            nominal_list=750,
+        )
+    return ElectionIndex.from_pb(pb)
 
 
 def poison_ingest_log(

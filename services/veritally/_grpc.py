@@ -25,10 +25,15 @@ from veritally.streams import StreamLimitInterceptor, StreamLimits
 
 log = logging.getLogger(__name__)
 
-# Largest message a service accepts or sends, in bytes. Results blobs of a national
-# election are a few hundred KiB and leaf pages are capped well below this; Envoy enforces
-# its own, smaller, per-route limits at the edge.
+# Largest message a service sends, and a client channel accepts, in bytes. Results blobs
+# of a national election are a few hundred KiB and leaf pages are capped well below this.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Largest request message a service accepts unless it says otherwise, in bytes: reads
+# carry a few integers and ids (Envoy's limit for them is the same). gRPC applies it to
+# every message of a stream and to the size *after* decompression: it stops inflating a
+# compressed message at the limit (RESOURCE_EXHAUSTED), so a small gzip bomb costs the
+# service at most this much memory.
+SMALL_REQUEST_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +210,8 @@ class ServiceServer:
         name: str,
         descriptor_full_names: Sequence[str] = (),
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        max_receive_bytes: int = SMALL_REQUEST_BYTES,
+        max_send_bytes: int = MAX_MESSAGE_BYTES,
         stream_limits: StreamLimits | None = None,
     ) -> None:
         """Create the server.
@@ -214,13 +221,19 @@ class ServiceServer:
             descriptor_full_names: further service names to expose through reflection.
             interceptors: server interceptors, e.g. the mesh's peer identity check that
                 admits only Envoy's certificate.
+            max_receive_bytes: largest request message, decompressed (bytes); each
+                message of a stream is bounded alone.
+            max_send_bytes: largest response message (bytes).
             stream_limits: bounds on streaming calls per caller (veritally.streams);
                 None: the ones in the environment, else the defaults.
         """
         self.name = name
         self.streams = StreamLimitInterceptor(stream_limits or StreamLimits.from_env())
         self.grpc = grpc.aio.server(
-            options=list(_CHANNEL_OPTIONS),
+            options=[
+                ("grpc.max_receive_message_length", max_receive_bytes),
+                ("grpc.max_send_message_length", max_send_bytes),
+            ],
             # Identity checks first, then stream bounds, then request parsing: a
             # stranger learns nothing, and a refused stream costs no parsing.
             interceptors=[*interceptors, self.streams, MalformedRequestInterceptor()],

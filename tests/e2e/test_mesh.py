@@ -498,6 +498,47 @@ async def test_oversized_request_never_reaches_the_service(mesh: Mesh) -> None:
     assert mesh.seen.write_calls == calls
 
 
+async def test_gzip_request_is_refused_at_envoy_and_a_normal_one_still_works(
+    mesh: Mesh,
+) -> None:
+    # Compressed, this request passes Envoy's size limit (~1 KiB on the wire) and would
+    # reach the service at 4x that limit; 65 KiB of gzip inflate to 64 MiB. Envoy
+    # answers compressed requests itself.
+    calls = mesh.seen.write_calls
+    request = ingest_pb2.SubmitActaRequest()
+    request.acta.casilla_id = "0" * (INGEST_MAX_REQUEST_BYTES * 4)
+    async with mesh.edge("cc-01") as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        code = await _code(
+            stub.SubmitActa(request, timeout=CALL_TIMEOUT_S, compression=grpc.Compression.Gzip)
+        )
+        assert code == grpc.StatusCode.UNIMPLEMENTED
+        # A stream is refused the same way (its messages are not buffered by Envoy).
+        code = await _code(
+            stub.SubmitActas(
+                iter([ingest_pb2.SubmitActasRequest(actas=[request.acta])]),
+                timeout=CALL_TIMEOUT_S,
+                compression=grpc.Compression.Gzip,
+            )
+        )
+        assert code == grpc.StatusCode.UNIMPLEMENTED
+        assert mesh.seen.write_calls == calls
+        # The same connection, uncompressed: served.
+        response = await _submit(channel)
+    assert response.outcome.acta_id == "01-0001-B/PRES"
+    # The mesh listener refuses compression too.
+    async with mesh.internal("aggregation") as channel:
+        stub_i = ingest_pb2_grpc.IngestServiceStub(channel)
+        stream = stub_i.StreamRecords(
+            ingest_pb2.StreamRecordsRequest(from_sequence=5),
+            timeout=CALL_TIMEOUT_S,
+            compression=grpc.Compression.Gzip,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            [r async for r in stream]
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 async def test_idempotent_read_is_retried_on_unavailable(mesh: Mesh) -> None:
     mesh.seen.fail_next_read = 1
     calls = mesh.seen.read_calls

@@ -156,6 +156,81 @@ def test_capture_centre_submission_reaches_a_verified_cut(stack: Stack, tmp_path
     assert list(proven.record.acta.option_votes) == list(actas[0].option_votes)
 
 
+# Serialized size of the poison acta, in bytes: what one centre got logged (~65 KiB on
+# the wire with gzip) when nothing bounded an acta.
+POISON_BYTES = 64 * 1024 * 1024
+
+
+def test_poison_acta_through_the_edge_is_refused_and_the_night_goes_on(
+    stack: Stack, tmp_path: Path
+) -> None:
+    actas = list(islice(_actas(stack), 600, 603))
+    poison = acta_pb2.Acta()
+    poison.CopyFrom(actas[0])
+    poison.provenance.operator_id = "o" * POISON_BYTES  # valid figures, one huge field
+    oversized = acta_pb2.Acta()
+    oversized.CopyFrom(actas[0])
+    oversized.provenance.operator_id = "o" * (1024 * 1024)
+    tls = stack.tls("cc-03")
+    # The client sends whatever it is given: the refusals below are the stack's.
+    options = [("grpc.max_send_message_length", -1)]
+    with grpc.secure_channel(stack.endpoints.edge, tls.channel_credentials(), options) as ch:
+        stub = ingest_pb2_grpc.IngestServiceStub(ch)
+        for _ in range(2):  # sent twice, as by the attacking centre
+            refusals = []
+            for compression in (grpc.Compression.NoCompression, grpc.Compression.Gzip):
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.SubmitActa(
+                        ingest_pb2.SubmitActaRequest(acta=poison),
+                        timeout=WAIT_S,
+                        compression=compression,
+                    )
+                refusals.append(info.value.code())
+                assert "Sent message larger" not in (info.value.details() or "")
+                # A stream is not buffered by Envoy: ingest's limit per message decides.
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.SubmitActas(
+                        iter([ingest_pb2.SubmitActasRequest(actas=[poison])]),
+                        timeout=WAIT_S,
+                        compression=compression,
+                    )
+                refusals.append(info.value.code())
+            assert refusals == [
+                grpc.StatusCode.RESOURCE_EXHAUSTED,  # Envoy's unary size limit
+                grpc.StatusCode.RESOURCE_EXHAUSTED,  # ingest's receive limit
+                grpc.StatusCode.UNIMPLEMENTED,  # compression, refused by Envoy
+                grpc.StatusCode.UNIMPLEMENTED,
+            ]
+        # Above the acta bound but within a message: refused by ingest, naming the field.
+        [outcome] = _submit(ch, [oversized]).outcomes
+        assert (outcome.code, outcome.field) == ("INVALID_ARGUMENT", "acta")
+    # The night goes on: the next actas are captured twice, published and verified.
+    with _channel(stack, tls) as channel:
+        first = _submit(channel, actas)
+    second = []
+    for acta in actas:
+        copy = acta_pb2.Acta()
+        copy.CopyFrom(acta)
+        copy.provenance.operator_id = "second-operator"
+        second.append(copy)
+    with _channel(stack, stack.tls("cc-04")) as channel:
+        confirmed = _submit(channel, second)
+    assert {o.status for o in first.outcomes} == {ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_CAPTURE}
+    assert {o.status for o in confirmed.outcomes} == {ingest_pb2.OUTCOME_STATUS_ACCEPTED}
+    wanted = max(o.sequence for o in confirmed.outcomes) + 1
+    with _client(stack, "outlet-03", tmp_path / "media") as client:
+        deadline = time.monotonic() + WAIT_S
+        records = 0
+        while records < wanted and time.monotonic() < deadline:
+            # TransportError: no cut made yet (publication cuts every interval).
+            with contextlib.suppress(TransportError):
+                records = client.latest().acta_records
+            time.sleep(0.2)
+        assert records >= wanted
+        proven = client.prove_acta(confirmed.outcomes[0].acta_id)
+    assert list(proven.record.acta.option_votes) == list(actas[0].option_votes)
+
+
 # --------------------------------------------------------------------------------------
 # operators from their certificates
 

@@ -5,14 +5,20 @@ restart that counts nothing twice, and reconnection when ingest comes back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import logging
 import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.grpc_support import bad_request_field
+from tests.pub_support import make_publisher, publication_config
 from tests.write_path_support import (
     all_actas,
     as_caller,
@@ -20,6 +26,7 @@ from tests.write_path_support import (
     make_acta,
     poison_ingest_log,
     small_election,
+    wide_election,
 )
 from veritally._grpc import MAX_MESSAGE_BYTES, aio_channel
 from veritally.aggregation.service import (
@@ -29,7 +36,13 @@ from veritally.aggregation.service import (
     AggregationService,
     start_aggregation,
 )
+from veritally.aggregation.service import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
+from veritally.ingest import bounds
+from veritally.ingest.engine import STREAM_PAGE_BYTES as PAGE_BYTES
 from veritally.ingest.service import IngestService, start_ingest
+from veritally.publication.service import PublicationService, start_publication
+from veritally_client import Client, ClientConfig
+from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import (
     aggregation_pb2,
@@ -39,6 +52,7 @@ from veritally_client._gen.veritally.v1 import (
     results_pb2,
 )
 from veritally_client._tally import Tally
+from veritally_client._trustroot import TrustedRoot
 
 ELECTION = small_election()
 # Upper bound on waiting for the follower to catch up, in seconds (normally milliseconds).
@@ -341,3 +355,126 @@ async def test_follower_reports_ingest_log_size_with_the_results(tmp_path: Path)
     finally:
         await agg.stop()
         await ingest.stop()
+
+
+GRPC_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class _Pipeline:
+    """Real ingest, aggregation following it, publication cutting from aggregation."""
+
+    ingest: IngestService
+    agg: AggregationService
+    publication: PublicationService
+    trust_root: TrustedRoot
+
+
+@contextlib.asynccontextmanager
+async def _pipeline(tmp_path: Path, election: ElectionIndex) -> AsyncIterator[_Pipeline]:
+    ingest = await start_ingest(
+        election=election,
+        db_path=tmp_path / "ingest.db",
+        address="127.0.0.1:0",
+        double_capture=False,
+    )
+    agg = await start_aggregation(
+        election=election,
+        db_path=tmp_path / "agg.db",
+        address="127.0.0.1:0",
+        ingest_target=f"127.0.0.1:{ingest.port}",
+    )
+    publisher = make_publisher(tmp_path)
+    config = publication_config(tmp_path, publisher, f"127.0.0.1:{agg.port}", bundle=False)
+    publication = await start_publication(config)
+    pinned = TrustedRoot.from_bytes(
+        (publisher.trust_root_dir / "trust-root-v1.binpb").read_bytes(),
+        now=dt.datetime.now(dt.UTC),
+    )
+    try:
+        yield _Pipeline(ingest=ingest, agg=agg, publication=publication, trust_root=pinned)
+    finally:
+        await publication.stop(grace=0.1)
+        await agg.stop()
+        await ingest.stop()
+
+
+async def test_leaves_near_the_max_leaf_size_still_stream_publish_and_recount(
+    tmp_path: Path,
+) -> None:
+    # ~300 leaves of ~15 KiB: ~4.7 MB of log, more than one 4 MiB message (gRPC's default
+    # receive limit, which the client below keeps). Every page must fit it.
+    election = wide_election(options=225, casillas=300)
+    actas = all_actas(election)
+    assert all(a.ByteSize() > bounds.MAX_ACTA_BYTES * 0.9 for a in actas)
+    async with _pipeline(tmp_path, election) as p:
+        await _submit_all(
+            p.ingest.port,
+            [ingest_pb2.SubmitActasRequest(actas=actas[i : i + 100]) for i in range(0, 300, 100)],
+        )
+        await _wait_position(p.agg, len(actas))
+        # (ingest, aggregation) pages of the log stay within their byte cap plus one leaf
+        for pages, cap in (
+            ([page async for _, page in p.ingest.engine.records(0, follow=False)], PAGE_BYTES),
+            (
+                [page async for _, page in p.agg.engine.aggregated(0, follow=False)],
+                AGG_PAGE_BYTES,
+            ),
+        ):
+            assert len(pages) > 1
+            assert all(len(leaf) <= bounds.MAX_LEAF_BYTES for page in pages for leaf in page)
+            assert all(sum(map(len, page)) <= cap + bounds.MAX_LEAF_BYTES for page in pages)
+        await p.publication.follower.cut_once()
+        client = Client(
+            endpoint=f"127.0.0.1:{p.publication.port}",
+            trust_root=p.trust_root,
+            state_dir=tmp_path / "client-state",
+            unsafe_plaintext=True,
+            config=ClientConfig(max_message_bytes=GRPC_DEFAULT_RECEIVE_BYTES),
+        )
+        try:
+            # The SDK client is synchronous: run it off the loop that serves it.
+            report = await asyncio.to_thread(client.recount)
+        finally:
+            client.close()
+        # (publication) every acta leaf and the cut records, recounted page by page
+        assert report.tree_size > len(actas)
+        assert len(report.cuts) >= 1
+
+
+POISON_BYTES = 64 * 1024 * 1024
+
+
+async def test_poison_acta_sent_twice_is_refused_and_the_night_goes_on(tmp_path: Path) -> None:
+    casilla = ELECTION.casillas[0].id
+    async with _pipeline(tmp_path, ELECTION) as p:
+        async with aio_channel(f"127.0.0.1:{p.ingest.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            # Valid figures, and a provenance field nothing bounded (accepted before).
+            poison = make_acta(ELECTION, casilla, "PRES", [1, 2, 3], operator="o" * POISON_BYTES)
+            for compression in (grpc.Compression.NoCompression, grpc.Compression.Gzip) * 2:
+                # Above a message's limit: refused by gRPC before it is parsed (or
+                # inflated past the limit), naming the limit.
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.SubmitActa(
+                        ingest_pb2.SubmitActaRequest(acta=poison), compression=compression
+                    )
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # Above the acta bound but within a message: INVALID_ARGUMENT naming the limit.
+            oversized = make_acta(ELECTION, casilla, "PRES", [1, 2, 3], operator="o" * 2**20)
+            for compression in (grpc.Compression.NoCompression, grpc.Compression.Gzip):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.SubmitActa(
+                        ingest_pb2.SubmitActaRequest(acta=oversized), compression=compression
+                    )
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert bad_request_field(info.value) == "acta"
+                assert str(bounds.MAX_ACTA_BYTES) in (info.value.details() or "")
+            # The night goes on: the next acta is logged, aggregated and published.
+            normal = make_acta(ELECTION, casilla, "PRES", [1, 2, 3])
+            response = await stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=normal))
+            assert response.outcome.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
+        await _wait_position(p.agg, 1)
+        cut = await p.publication.follower.cut_once()
+        assert cut.acta_records == 1
+        assert p.publication.engine.acta_records == 1

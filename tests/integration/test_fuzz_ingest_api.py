@@ -276,6 +276,92 @@ def test_raw_bytes_get_invalid_argument_or_the_checks_of_a_request(
     assert server.child.poll() is None
 
 
+# Uncompressed size of the gzip bombs below, in bytes: the 60 MB an attacker inflated per
+# request when ingest accepted 64 MiB messages (~60 KiB on the wire).
+BOMB_BYTES = 60 * 1024 * 1024
+# Most the server's peak resident memory may grow while refusing one, in bytes: its
+# receive limit (~16 MiB, where gRPC stops inflating) plus slack, far below the bomb.
+BOMB_RSS_GROWTH = 32 * 1024 * 1024
+
+
+def _memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak resident set) of a process, in bytes."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) * 1024
+    return found
+
+
+def _bomb_channel(server: Server) -> grpc.Channel:
+    # The client may send the bomb; the server decides what it takes.
+    target = server.channel._channel.target().decode()  # type: ignore[attr-defined]  # grpc keeps its target there
+    return grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1)])
+
+
+def _bomb() -> acta_pb2.Acta:
+    acta = acta_pb2.Acta(casilla_id="bomb", contest_id="bomb")
+    acta.image_sha256 = b"\x00" * BOMB_BYTES  # zeros: gzip makes them ~60 KiB
+    return acta
+
+
+def test_gzip_request_inflating_past_the_limit_is_refused_without_allocating_it(
+    server: Server,
+) -> None:
+    before = _memory(server.child.pid)["VmRSS"]
+    request = ingest_pb2.SubmitActaRequest(acta=_bomb())
+    with _bomb_channel(server) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        for _ in range(2):  # sent twice, as by the attacking centre
+            with pytest.raises(grpc.RpcError) as info:
+                stub.SubmitActa(
+                    request, timeout=30, compression=grpc.Compression.Gzip, metadata=CAPTURE
+                )
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    grown = _memory(server.child.pid)["VmHWM"] - before
+    assert grown < BOMB_RSS_GROWTH, f"peak RSS grew {grown} bytes"
+    assert server.child.poll() is None
+
+
+def test_each_message_of_a_submit_actas_stream_is_bounded_after_decompression(
+    server: Server,
+) -> None:
+    before = _memory(server.child.pid)["VmRSS"]
+    logged = len(server.records())
+    small = ingest_pb2.SubmitActasRequest(actas=[server.actas[-1]])
+    bomb = ingest_pb2.SubmitActasRequest(actas=[_bomb()])
+    with _bomb_channel(server) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SubmitActas(
+                iter([small, bomb]),
+                timeout=30,
+                compression=grpc.Compression.Gzip,
+                metadata=CAPTURE,
+            )
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The same stream without compression is refused by the length prefix alone.
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SubmitActas(iter([bomb]), timeout=30, metadata=CAPTURE)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    grown = _memory(server.child.pid)["VmHWM"] - before
+    assert grown < BOMB_RSS_GROWTH, f"peak RSS grew {grown} bytes"
+    # The night goes on: a normal acta is still answered (ACCEPTED, or DUPLICATE if the
+    # random input above happened to be it).
+    response = server.stub.SubmitActa(
+        ingest_pb2.SubmitActaRequest(acta=server.actas[-2]),
+        timeout=CALL_TIMEOUT_S,
+        metadata=CAPTURE,
+    )
+    assert response.outcome.status in (
+        ingest_pb2.OUTCOME_STATUS_ACCEPTED,
+        ingest_pb2.OUTCOME_STATUS_DUPLICATE,
+    )
+    # What the stream committed before the bomb, and this acta, count as accepted.
+    server.accepted += len(server.records()) - logged
+
+
 def test_accepted_data_is_unchanged_after_all_the_bad_input(server: Server) -> None:
     # Runs last in this module (pytest keeps file order).
     after = server.records()

@@ -17,12 +17,21 @@ from tests.write_path_support import (
     authority_operator,
     capture_operator,
     make_acta,
+    padded,
     small_election,
+    wide_election,
     with_centres,
 )
 from veritally._grpc import aio_channel
+from veritally.ingest import bounds
+from veritally.ingest.engine import MAX_CONFLICTS_PER_ACTA, MAX_PENDING_CAPTURES
 from veritally.ingest.operators import MAX_REASON_CHARS
-from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE, IngestService, start_ingest
+from veritally.ingest.service import (
+    MAX_ACTAS_PER_MESSAGE,
+    MAX_RECEIVE_BYTES,
+    IngestService,
+    start_ingest,
+)
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 ELECTION = small_election()
@@ -496,11 +505,17 @@ async def test_one_certificate_sending_as_two_operators_cannot_pass_double_captu
     # "op-1", then a Cyrillic "оp-1", then "B": one certificate, three claimed operators.
     for claimed in ("op-1", "\u043ep-1", "B"):
         acta = make_acta(ELECTION, CASILLA, "PRES", [900, 0, 0], operator=claimed)
-        response = await stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta), metadata=mallory)
-        assert Status.Name(response.outcome.status) in (
-            "OUTCOME_STATUS_AWAITING_SECOND_CAPTURE",
-            "OUTCOME_STATUS_DUPLICATE",
-        )
+        call = stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta), metadata=mallory)
+        if claimed.isascii():
+            response = await call
+            assert Status.Name(response.outcome.status) in (
+                "OUTCOME_STATUS_AWAITING_SECOND_CAPTURE",
+                "OUTCOME_STATUS_DUPLICATE",
+            )
+        else:  # not even an identifier: refused before the certificate's is stamped
+            error = await _error(call)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert bad_request_field(error) == "provenance.operator_id"
     assert service.engine.log_size == 0
     # The honest second operator's figures differ: a cross-check, not ALREADY_EXISTS.
     honest = make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5], operator="op-2")
@@ -659,3 +674,303 @@ async def test_correction_needs_an_operator_certificate(
     for metadata in ((), as_caller(capture_operator("op-1"))):
         error = await _error(stub.CorrectActa(request, metadata=metadata))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+ECHO_LIMIT = 1_000
+
+
+def _echo_size(error: grpc.aio.AioRpcError) -> int:
+    details = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
+    return len(error.details() or "") + len(details)
+
+
+async def test_rejects_a_50_kb_casilla_id_without_echoing_it_in_the_error(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    for length, field in ((50_000, "acta"), (8_000, "casilla_id")):
+        acta = make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3])
+        acta.casilla_id = "9" * length
+        error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_request_field(error) == field
+        assert _echo_size(error) < ECHO_LIMIT
+    assert service.engine.log_size == 0
+
+
+async def test_rejects_an_acta_above_16_kib_naming_the_limit(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    acta = make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3])
+    acta.image_sha256 = b"\x00" * (1024 * 1024)
+    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(error) == "acta"
+    assert str(bounds.MAX_ACTA_BYTES) in (error.details() or "")
+    assert service.engine.log_size == 0
+
+
+async def test_confusable_operator_id_cannot_stand_for_a_second_operator(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    first = await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="op-1"))
+    assert first.status == Status.Value("OUTCOME_STATUS_AWAITING_SECOND_CAPTURE")
+    twin = make_acta(ELECTION, CASILLA, "PRES", [3, 4, 5], operator="\u043ep-1")  # Cyrillic o
+    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=twin)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(error) == "provenance.operator_id"
+    assert service.engine.log_size == 0
+
+
+async def test_rejects_unknown_fields_in_the_request_and_deep_in_the_acta(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    unknown = bytes([15 << 3, 1])  # field 15, a varint: defined nowhere
+    raw = ingest_pb2.SubmitActaRequest(
+        acta=make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3])
+    ).SerializeToString()
+    # Parsed messages keep unknown fields and send them on.
+    request = ingest_pb2.SubmitActaRequest.FromString(raw + unknown)
+    error = await _error(stub.SubmitActa(request))
+    assert (error.code(), bad_request_field(error)) == (grpc.StatusCode.INVALID_ARGUMENT, "request")
+    acta = make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3])
+    acta.provenance.MergeFrom(acta_pb2.Provenance.FromString(unknown))
+    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
+    assert (error.code(), bad_request_field(error)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "provenance",
+    )
+    assert service.engine.log_size == 0
+
+
+async def test_batch_outcomes_reject_out_of_range_timestamps_and_undefined_enums(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    casillas = [c.id for c in ELECTION.casillas]
+    actas = [make_acta(ELECTION, cid, "PRES", [1, 2, 3]) for cid in casillas[:4]]
+    actas[0].provenance.captured_time.seconds = 2**62
+    actas[1].provenance.digitised_time.nanos = -1
+    actas[2].provenance.origin = 99  # type: ignore[assignment]  # an open enum accepts it
+    response = await stub.SubmitActas(iter([ingest_pb2.SubmitActasRequest(actas=actas)]))
+    assert [(Status.Name(o.status), o.code, o.field) for o in response.outcomes] == [
+        ("OUTCOME_STATUS_REJECTED", "INVALID_ARGUMENT", "provenance.captured_time"),
+        ("OUTCOME_STATUS_REJECTED", "INVALID_ARGUMENT", "provenance.digitised_time"),
+        ("OUTCOME_STATUS_REJECTED", "INVALID_ARGUMENT", "provenance.origin"),
+        ("OUTCOME_STATUS_ACCEPTED", "", ""),
+    ]
+    assert service.engine.log_size == 1
+
+
+async def test_operator_calls_reject_unbounded_reasons_and_ids_without_echoing_them(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 8], operator="ana"))
+    await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [7, 9], operator="ben"))
+    huge = "r" * 100_000
+    undefined = make_acta(ELECTION, CASILLA, "SEN", [7, 9])
+    undefined.provenance.digitisation = 99  # type: ignore[assignment]  # an open enum accepts it
+    calls: list[tuple[object, str]] = [
+        (
+            stub.CorrectActa(
+                ingest_pb2.CorrectActaRequest(acta=undefined, supersedes_revision=1, reason="r"),
+                metadata=OPS_1,
+            ),
+            "provenance.digitisation",
+        ),
+        (
+            stub.CorrectActa(
+                ingest_pb2.CorrectActaRequest(
+                    acta=make_acta(ELECTION, CASILLA, "SEN", [7, 9]),
+                    supersedes_revision=1,
+                    reason=huge,
+                ),
+                metadata=OPS_1,
+            ),
+            "reason",
+        ),
+        (
+            stub.ResolveCrossCheck(
+                ingest_pb2.ResolveCrossCheckRequest(acta_id=f"{CASILLA}/SEN", reason=huge),
+                metadata=OPS_1,
+            ),
+            "reason",
+        ),
+        (
+            stub.ResolveCrossCheck(
+                ingest_pb2.ResolveCrossCheckRequest(acta_id=huge), metadata=OPS_1
+            ),
+            "acta_id",
+        ),
+        (
+            stub.ListCrossChecks(
+                ingest_pb2.ListCrossChecksRequest(page_token=huge), metadata=OPS_1
+            ),
+            "page_token",
+        ),
+    ]
+    for call, field in calls:
+        error = await _error(call)
+        assert (error.code(), bad_request_field(error)) == (grpc.StatusCode.INVALID_ARGUMENT, field)
+        assert _echo_size(error) < ECHO_LIMIT
+    assert service.engine.log_size == 0
+    assert service.engine.store.count("operator_actions") == 0
+
+
+async def test_a_fourth_disagreeing_capture_is_refused_and_not_stored(
+    double: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = double
+    for i, operator in enumerate(["ana", "ben", "eva"][:MAX_PENDING_CAPTURES]):
+        outcome = await _submit(
+            stub, make_acta(ELECTION, CASILLA, "SEN", [1, 10 + i], operator=operator)
+        )
+        assert outcome.status in (
+            Status.Value("OUTCOME_STATUS_AWAITING_SECOND_CAPTURE"),
+            Status.Value("OUTCOME_STATUS_CROSS_CHECK"),
+        )
+    fourth = make_acta(ELECTION, CASILLA, "SEN", [1, 99], operator="ivo")
+    error = await _error(
+        stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=fourth), metadata=_by(fourth))
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"{CASILLA}/SEN" in (error.details() or "")
+    assert service.engine.store.count("captures") == MAX_PENDING_CAPTURES
+    # A capture agreeing with a pending one still settles the acta.
+    agree = await _submit(stub, make_acta(ELECTION, CASILLA, "SEN", [1, 11], operator="ivo"))
+    assert agree.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    assert service.engine.store.count("captures") == 0
+
+
+async def test_conflicts_beyond_the_cap_are_refused_and_counted_not_stored(
+    tmp_path: Path,
+) -> None:
+    flood = MAX_CONFLICTS_PER_ACTA + 10
+    service = await _start(tmp_path, double=False)
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3]))
+            for i in range(flood):
+                variant = make_acta(ELECTION, CASILLA, "PRES", [1, 2, 4 + i])
+                error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=variant)))
+                assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert service.engine.store.count("conflicts") == MAX_CONFLICTS_PER_ACTA
+    finally:
+        await service.stop()
+    # The cap holds across a restart (the count is rebuilt from the store).
+    service = await _start(tmp_path, double=False)
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            variant = make_acta(ELECTION, CASILLA, "PRES", [9, 9, 9])
+            error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=variant)))
+            assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+        store = service.engine.store
+        assert store.count("conflicts") == MAX_CONFLICTS_PER_ACTA
+        assert store.dropped_conflicts() == {f"{CASILLA}/PRES": flood - MAX_CONFLICTS_PER_ACTA + 1}
+    finally:
+        await service.stop()
+
+
+async def test_a_submit_actas_message_above_the_receive_limit_is_refused_unparsed(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    ok = ingest_pb2.SubmitActasRequest(actas=[make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3])])
+    # One message just over the limit, after an accepted one in the same stream.
+    padding = acta_pb2.Acta(image_sha256=b"\x00" * MAX_RECEIVE_BYTES)
+    error = await _error(
+        stub.SubmitActas(iter([ok, ingest_pb2.SubmitActasRequest(actas=[padding])]))
+    )
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert service.engine.log_size == 1
+    # The service goes on.
+    more = make_acta(ELECTION, OTHER, "PRES", [1, 2, 3])
+    assert (await _submit(stub, more)).status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+
+
+def test_a_full_message_of_the_largest_actas_fits_the_receive_limit() -> None:
+    acta = padded(make_acta(ELECTION, CASILLA, "PRES", [1, 2, 3]), bounds.MAX_ACTA_BYTES)
+    request = ingest_pb2.SubmitActasRequest(actas=[acta] * MAX_ACTAS_PER_MESSAGE)
+    assert request.ByteSize() <= MAX_RECEIVE_BYTES
+
+
+async def test_an_acta_pushed_over_the_bound_by_the_stamped_identity_is_refused(
+    tmp_path: Path,
+) -> None:
+    # 233 options of 64-character ids: 16,373 bytes with an empty capture-centre id, and
+    # 16,383 with the identity of operator "o" of centre-1 stamped on it, just under the
+    # bound; the identity of a centre with a name of the longest allowed length (a valid
+    # certificate name) takes it over.
+    election = wide_election(options=233, casillas=2)
+    service = await start_ingest(
+        election=election, db_path=tmp_path / "i.db", address="127.0.0.1:0", double_capture=False
+    )
+    long_centre = as_caller(capture_operator("o", centre="centre-7".ljust(64, "x")))
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            acta = make_acta(election, election.casillas[0].id, "WIDE", [1] * 233, operator="o")
+            acta.provenance.capture_centre_id = ""
+            assert bounds.MAX_ACTA_BYTES - 64 < acta.ByteSize() <= bounds.MAX_ACTA_BYTES
+            request = ingest_pb2.SubmitActaRequest(acta=acta)
+            error = await _error(stub.SubmitActa(request, metadata=long_centre))
+            assert (error.code(), bad_request_field(error)) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "acta",
+            )
+            # With a short identity's stamp it fits, and its leaf fits the leaf bound.
+            assert (await _submit(stub, acta)).status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+        [(_, _, leaf)] = service.engine.store.leaves_of(f"{election.casillas[0].id}/WIDE")
+        assert len(leaf) <= bounds.MAX_LEAF_BYTES
+    finally:
+        await service.stop()
+
+
+async def test_cross_check_pages_of_near_limit_captures_fit_a_default_client(
+    tmp_path: Path,
+) -> None:
+    # 150 cross-checks of two ~16 KiB captures: ~4.8 MB, more than one 4 MiB message
+    # (gRPC's default receive limit, which the client below keeps).
+    election = wide_election(options=225, casillas=150)
+    service = await start_ingest(
+        election=election, db_path=tmp_path / "i.db", address="127.0.0.1:0", double_capture=True
+    )
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            for operator, votes in (("ana", 1), ("ben", 2)):
+                actas = [
+                    make_acta(election, c.id, "WIDE", [votes] * 225, operator=operator)
+                    for c in election.casillas
+                ]
+                response = await stub.SubmitActas(
+                    iter([ingest_pb2.SubmitActasRequest(actas=actas)]),
+                    metadata=as_caller(capture_operator(operator)),
+                )
+                assert all(
+                    o.status != Status.Value("OUTCOME_STATUS_REJECTED") for o in response.outcomes
+                )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as default:
+            stub = ingest_pb2_grpc.IngestServiceStub(default)
+            seen: list[str] = []
+            token = ""
+            pages = 0
+            while True:
+                page = await stub.ListCrossChecks(
+                    ingest_pb2.ListCrossChecksRequest(page_size=1_000, page_token=token)
+                )
+                pages += 1
+                seen += [c.acta_id for c in page.cross_checks]
+                token = page.next_page_token
+                if not token:
+                    break
+        assert pages > 1
+        assert seen == sorted(f"{c.id}/WIDE" for c in election.casillas)
+    finally:
+        await service.stop()

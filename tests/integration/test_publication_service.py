@@ -31,7 +31,7 @@ from tests.pub_support import (
     results_blob,
     start_fake_aggregation,
 )
-from veritally._grpc import MAX_MESSAGE_BYTES
+from veritally._grpc import MAX_MESSAGE_BYTES, SMALL_REQUEST_BYTES
 from veritally.publication.errors import KeyFileError, TrustRootFileError
 from veritally.publication.liveness import STALL_ALARM_INTERVALS
 from veritally.publication.service import (
@@ -235,6 +235,27 @@ async def test_acta_inclusion_proof_errors(stack: Stack) -> None:
             )
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert bad_request_field(e.value) == "tree_size"
+
+
+async def test_unknown_huge_acta_id_is_not_echoed_in_the_error(stack: Stack) -> None:
+    # Just under the service's 64 KiB receive limit: it parses, and is not found.
+    huge = "x" * 60_000
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stack.stub.GetActaInclusionProof(
+            publication_pb2.GetActaInclusionProofRequest(acta_id=huge, tree_size=5)
+        )
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(e.value.details() or "") < 200
+
+
+async def test_a_request_above_the_receive_limit_is_refused_unparsed(stack: Stack) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stack.stub.GetActaInclusionProof(
+            publication_pb2.GetActaInclusionProofRequest(
+                acta_id="x" * SMALL_REQUEST_BYTES, tree_size=5
+            )
+        )
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 async def test_leaves_are_paged_and_capped_for_a_recount(stack: Stack) -> None:

@@ -257,6 +257,21 @@ DEFINITION_ERRORS: dict[str, Case] = {
     "empty_id": yaml_case(
         "{id: B, name: Party B}", '{id: "", name: Party B}', "parties[1].id", "Party B"
     ),
+    # The identifier rule of ingest (veritally.ingest.bounds): a look-alike id is refused
+    # where it is defined, not only when an acta names it.
+    "confusable_option_id": yaml_case(
+        "      - {id: B}\n",
+        "      - {id: \u0412}  # Cyrillic\n",
+        "contests[0].options[1].id",
+        "Cyrillic",
+    ),
+    "contest_id_with_slash": yaml_case(
+        "  - id: SEN\n", "  - id: SEN/2  # slash\n", "contests[1].id", "# slash"
+    ),
+    "casilla_id_too_long": casillas_case(
+        "c2,01,01-01,1,C", f"{'c' * 65},01,01-01,1,C", 3, "casilla_id"
+    ),
+    "casilla_id_with_space": casillas_case("c2,01,01-01,1,C", "c 2,01,01-01,1,C", 3, "casilla_id"),
     "duplicate_contest": yaml_case(
         "  - id: SEN\n", "  - id: PRES  # again\n", "contests[1].id", "# again"
     ),

@@ -120,8 +120,9 @@ def _policies(config: dict[str, Any], listener: str) -> dict[str, tuple[dict[str
 
 
 def _routes(config: dict[str, Any], listener: str) -> dict[str, dict[str, Any]]:
+    """The routes of one listener's methods, by path (not the compressed-request one)."""
     (vhost,) = _hcm(config, listener)["route_config"]["virtual_hosts"]
-    return {r["match"]["path"]: r for r in vhost["routes"]}
+    return {r["match"]["path"]: r for r in vhost["routes"] if "path" in r["match"]}
 
 
 def _clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -348,7 +349,9 @@ def test_request_size_limits_per_route(config: dict[str, Any]) -> None:
     def limit(path: str) -> Any:
         return routes[path]["typed_per_filter_config"]["envoy.filters.http.buffer"]
 
-    assert limit("/veritally.v1.IngestService/SubmitActa")["buffer"]["max_request_bytes"] == 4 << 20
+    assert (
+        limit("/veritally.v1.IngestService/SubmitActa")["buffer"]["max_request_bytes"] == 64 << 10
+    )
     assert (
         limit("/veritally.v1.PublicationService/GetLatestCut")["buffer"]["max_request_bytes"]
         == 64 << 10
@@ -357,6 +360,31 @@ def test_request_size_limits_per_route(config: dict[str, Any]) -> None:
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
         "disabled": True,
     }
+
+
+def test_compressed_requests_are_refused_before_any_route_on_edge_and_mesh(
+    config: dict[str, Any],
+) -> None:
+    # A gzip bomb is ~1000x smaller than what it inflates to: Envoy's size limits only
+    # mean something if nothing is compressed.
+    for listener in ("edge", "mesh"):
+        (vhost,) = _hcm(config, listener)["route_config"]["virtual_hosts"]
+        first = vhost["routes"][0]
+        assert first["match"]["prefix"] == "/"
+        assert first["match"]["headers"] == [
+            {"name": "grpc-encoding", "present_match": True},
+            {"name": "grpc-encoding", "string_match": {"exact": "identity"}, "invert_match": True},
+        ]
+        headers = {
+            h["header"]["key"]: h["header"]["value"] for h in first["response_headers_to_add"]
+        }
+        assert headers["grpc-status"] == "12"  # UNIMPLEMENTED
+        assert headers["content-type"] == "application/grpc"
+        assert first["direct_response"] == {"status": 200}
+        # Answered at the headers: nothing of the body is buffered.
+        assert first["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is True
+        # Every other route is a method's (or the health check's).
+        assert all("path" in r["match"] for r in vhost["routes"][1:])
 
 
 # --------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from grpc_health.v1 import health_pb2
 
 from veritally._grpc import MAX_MESSAGE_BYTES, ServiceServer, TlsFiles
 from veritally.aggregation.store import AggregationStore, CursorMismatchError, LeafReader
+from veritally.ingest.bounds import clip
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import (
@@ -308,8 +309,11 @@ class AggregationServicer(aggregation_pb2_grpc.AggregationServiceServicer):
         tally = self.engine.tally
         try:
             unit = tally.unit_results(request.level, request.unit_id)
-        except LookupError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unit_id: {e}")
+        except LookupError:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"unit_id: unknown unit {clip(request.unit_id)} at level {request.level}",
+            )
         return aggregation_pb2.GetResultsResponse(acta_records=tally.acta_records, results=unit)
 
     async def GetResultsBlob(  # noqa: N802 - gRPC method names are fixed by the proto

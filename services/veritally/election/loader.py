@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import yaml
 
+from veritally.ingest.bounds import identifier_problem
 from veritally.pki import is_valid_name
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError
@@ -183,8 +184,11 @@ class _Yaml:
         if not isinstance(node, _Map):
             raise self.error(node, where, "must be a mapping")
         value = self.text(node, key, where)
-        if not value:
-            raise self.error(node, _join(where, key), "is empty")
+        # The identifier rule ingest applies to what clients send: an id the loader
+        # accepts is one an acta can name.
+        problem = identifier_problem(value)
+        if problem is not None:
+            raise self.error(node, _join(where, key), problem)
         return value
 
     def count(self, node: _Map, key: str, where: str, default: int) -> int:
@@ -428,8 +432,6 @@ def load_election(path: str | Path) -> ElectionFiles:
         cid = doc.ident(node, "id", where)
         if cid in contest_ids:
             raise doc.error(node, f"{where}.id", f"duplicate contest id {cid!r}")
-        if "/" in cid:
-            raise doc.error(node, f"{where}.id", f"contest id {cid!r} may not contain '/'")
         contest_ids.add(cid)
         contest = pb.contests.add(
             id=cid, name=doc.text(node, "name", where, required=False, default=cid)
@@ -541,8 +543,9 @@ def _load_casillas(
                     f"{len(row)} columns, the header has {width}", file=csv_path, line=line
                 )
             cid = get_id(row).strip()
-            if not cid:
-                raise DefinitionError("is empty", file=csv_path, line=line, field="casilla_id")
+            problem = identifier_problem(cid)
+            if problem is not None:
+                raise DefinitionError(problem, file=csv_path, line=line, field="casilla_id")
             if cid in casilla_ids:
                 raise DefinitionError(
                     f"duplicate casilla id {cid!r}", file=csv_path, line=line, field="casilla_id"

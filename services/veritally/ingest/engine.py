@@ -19,7 +19,11 @@ Decisions for an acta that passed PREP's validation (``rules.validate``):
    itself); the same operator sending *different* figures is REJECTED
    FAILED_PRECONDITION on ``provenance.operator_id`` (the disagreement must come from a
    second operator, or be settled by ``ResolveCrossCheck``); otherwise the capture is
-   stored: the first one AWAITING_SECOND_CAPTURE, later ones CROSS_CHECK.
+   stored: the first one AWAITING_SECOND_CAPTURE, later ones CROSS_CHECK, up to
+   ``MAX_PENDING_CAPTURES`` (then REJECTED FAILED_PRECONDITION until it is resolved).
+
+Conflicts (2) are kept for audit up to ``MAX_CONFLICTS_PER_ACTA`` per acta; later ones
+are refused the same way and counted.
 
 Who the operator is, and which centre may capture a casilla, come from the caller's
 verified identity (``operators``): before (1), a casilla assigned to another centre is
@@ -42,7 +46,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from veritally.ingest import leaf, operators, rules
+from veritally.ingest import bounds, leaf, operators, rules
 from veritally.ingest.operators import Caller, Proposal
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
 from veritally_client._election import ElectionIndex
@@ -66,9 +70,21 @@ _AWAITING_APPROVAL = ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_APPROVAL
 # ~300 B, so a page is a few hundred KiB, well under the gRPC and Envoy message limits.
 STREAM_PAGE_LEAVES = 1_000
 STREAM_PAGE_BYTES = 1024 * 1024
+# Pending captures per acta: double capture needs two, a disagreement a third operator's
+# to settle it; past that the acta waits for ResolveCrossCheck (FAILED_PRECONDITION), so
+# that one identity cannot grow the captures table without bound (~16 KiB per capture).
+MAX_PENDING_CAPTURES = 3
+# Conflicting submissions kept per acta for audit (each up to an acta of
+# bounds.MAX_ACTA_BYTES). More are still refused ALREADY_EXISTS but only counted, in the
+# conflicts_dropped table: the first ones already show who sent what.
+MAX_CONFLICTS_PER_ACTA = 10
 # Cross-checks per ListCrossChecks page when the caller asks for none, and at most.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
+# Bytes of captures per ListCrossChecks page past the first cross-check: with at most
+# MAX_PENDING_CAPTURES actas of bounds.MAX_ACTA_BYTES each, a page stays under
+# 2 MiB + 48 KiB, below gRPC's default 4 MiB receive limit of an operator's client.
+CROSS_CHECK_PAGE_BYTES = 2 * 1024 * 1024
 
 
 class CommitError(Exception):
@@ -82,6 +98,24 @@ def _rejected(acta_id: str, rejection: rules.Rejection) -> ActaOutcomePb:
         code=rejection.code.name,
         field=rejection.field,
         message=rejection.message,
+    )
+
+
+def _too_big_stamped(size: int) -> rules.Rejection:
+    return rules.Rejection(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "acta",
+        f"with the capture centre's identity the acta is {size} bytes, "
+        f"at most {bounds.MAX_ACTA_BYTES}",
+    )
+
+
+def _captures_full(acta_id: str, pending: int) -> rules.Rejection:
+    return rules.Rejection(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "",
+        f"acta {acta_id} already has {pending} captures that disagree (at most "
+        f"{MAX_PENDING_CAPTURES}); it waits for an operator's ResolveCrossCheck",
     )
 
 
@@ -105,6 +139,7 @@ class _Batch:
     received_text: str
     logged: dict[str, Logged] = field(default_factory=dict)
     pending: dict[str, tuple[Capture, ...]] = field(default_factory=dict)
+    conflicts: dict[str, int] = field(default_factory=dict)
     writes: Writes = field(default_factory=Writes)
 
 
@@ -161,6 +196,7 @@ class IngestEngine:
         self._closed = False
         self._logged: dict[str, Logged] = {}
         self._pending: dict[str, tuple[Capture, ...]] = {}
+        self._conflicts: dict[str, int] = {}
         # acta_id -> proposing operator's SPIFFE ID -> correction awaiting a second one.
         self._proposals: dict[str, dict[str, Proposal]] = {}
         # casilla_id -> the capture centre that alone may capture it.
@@ -178,6 +214,7 @@ class IngestEngine:
         for acta_id, capture in self._store.captures():
             pending.setdefault(acta_id, []).append(capture)
         self._pending = {k: tuple(v) for k, v in pending.items()}
+        self._conflicts = dict(self._store.conflict_counts())
         self._proposals = {}
         for acta_id, operator, supersedes, digest, acta, reason, time in self._store.proposals():
             self._proposals.setdefault(acta_id, {})[operator] = Proposal(
@@ -311,6 +348,10 @@ class IngestEngine:
         acta.provenance.capture_centre_id = caller.centre
         acta.provenance.operator_id = caller.operator
         acta_bytes, digest = leaf.serialize_acta(acta)
+        if len(acta_bytes) > bounds.MAX_ACTA_BYTES:
+            # Only the stamped identity can take it there: readers size their pages on
+            # leaves of at most bounds.MAX_LEAF_BYTES, so the bound holds as logged too.
+            return _rejected(verdict.acta_id, _too_big_stamped(len(acta_bytes)))
         return verdict, acta_bytes, digest
 
     def _decide(self, batch: _Batch, acta: ActaPb, caller: Caller) -> ActaOutcomePb:
@@ -328,9 +369,7 @@ class IngestEngine:
             conflict = self._conflict(batch, acta_id, acta, digest, logged)
             if isinstance(conflict, Logged):
                 return _logged_outcome(acta_id, _DUPLICATE, conflict)
-            batch.writes.conflicts.append(
-                (acta_id, acta_bytes, submitter, batch.received_text, conflict.message)
-            )
+            self._keep_conflict(batch, acta_id, acta_bytes, submitter, conflict.message)
             return _rejected(acta_id, conflict)
         # (3) single capture
         if not self.double_capture:
@@ -362,6 +401,8 @@ class IngestEngine:
                     "figures; a second capture must come from another operator",
                 ),
             )
+        if len(pending) >= MAX_PENDING_CAPTURES:
+            return _rejected(acta_id, _captures_full(acta_id, len(pending)))
         capture = Capture(
             operator,
             digest,
@@ -384,6 +425,20 @@ class IngestEngine:
         status = _AWAITING if not pending else _CROSS_CHECK
         return ActaOutcomePb(acta_id=acta_id, status=status)
 
+    def _keep_conflict(
+        self, batch: _Batch, acta_id: str, acta_bytes: bytes, submitter: str, message: str
+    ) -> None:
+        """Keep a refused conflicting submission for audit, or only count it once
+        MAX_CONFLICTS_PER_ACTA are kept."""
+        kept = batch.conflicts.get(acta_id, self._conflicts.get(acta_id, 0))
+        if kept >= MAX_CONFLICTS_PER_ACTA:
+            batch.writes.dropped_conflicts.append((acta_id, batch.received_text))
+            return
+        batch.conflicts[acta_id] = kept + 1
+        batch.writes.conflicts.append(
+            (acta_id, acta_bytes, submitter, batch.received_text, message)
+        )
+
     async def _commit(self, batch: _Batch) -> None:
         """Make the batch's decisions visible to later decisions at once, then wait until
         the group commit that carries it has made it durable.
@@ -392,6 +447,7 @@ class IngestEngine:
             CommitError: if that commit failed; nothing of the batch was written.
         """
         self._logged.update(batch.logged)
+        self._conflicts.update(batch.conflicts)
         for acta_id, captures in batch.pending.items():
             if captures:
                 self._pending[acta_id] = captures
@@ -587,7 +643,15 @@ class IngestEngine:
         """A page of the cross-check queue, ordered by acta id, and the next page token."""
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         ids = sorted(k for k, v in self._pending.items() if len(v) >= 2 and k > page_token)
-        page = ids[:size]
+        page: list[str] = []
+        page_bytes = 0
+        for acta_id in ids[:size]:
+            check_bytes = sum(len(c.acta) for c in self._pending[acta_id])
+            # The first cross-check is always taken, so that paging moves on.
+            if page and page_bytes + check_bytes > CROSS_CHECK_PAGE_BYTES:
+                break
+            page.append(acta_id)
+            page_bytes += check_bytes
         checks = [
             CrossCheckPb(
                 acta_id=acta_id,
@@ -595,7 +659,7 @@ class IngestEngine:
             )
             for acta_id in page
         ]
-        next_token = page[-1] if len(ids) > size else ""
+        next_token = page[-1] if len(ids) > len(page) else ""
         return checks, next_token
 
     async def resolve(

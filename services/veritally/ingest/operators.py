@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from veritally.ingest import bounds
 from veritally.ingest.rules import Rejection
 from veritally.pki import is_valid_name
 from veritally_client._election import ElectionIndex
@@ -45,9 +46,8 @@ ROLE_CAPTURE = "capture"
 ROLE_OPERATOR = "operator"
 _SCHEME = "spiffe://"
 
-# Longest reason of a correction or a resolution, in characters: a sentence or two for an
-# auditor, and it is written into a log leaf that every recount downloads.
-MAX_REASON_CHARS = 500
+# Longest reason of a correction or a resolution: one bound for every reason ingest takes.
+MAX_REASON_CHARS = bounds.MAX_REASON_CHARS
 # Longest prefix of an identity or a casilla id quoted in an error message (characters).
 _QUOTE_CHARS = 80
 
@@ -154,18 +154,15 @@ def check_operator(caller: Caller, action: str) -> Rejection | None:
 
 
 def check_reason(reason: str) -> Rejection | None:
-    """INVALID_ARGUMENT on ``reason`` unless it is 1 to :data:`MAX_REASON_CHARS`
-    characters with something other than white space."""
+    """INVALID_ARGUMENT on ``reason`` unless it has something other than white space and
+    meets :func:`bounds.reason_problem` (printable, at most :data:`MAX_REASON_CHARS`)."""
     if not reason.strip():
         return Rejection(
             grpc.StatusCode.INVALID_ARGUMENT, "reason", "a reason is required (it is logged)"
         )
-    if len(reason) > MAX_REASON_CHARS:
-        return Rejection(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "reason",
-            f"reason has {len(reason)} characters, at most {MAX_REASON_CHARS}",
-        )
+    problem = bounds.reason_problem(reason)
+    if problem is not None:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "reason", f"reason: {problem}")
     return None
 
 

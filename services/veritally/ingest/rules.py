@@ -2,6 +2,9 @@
 
 An acta is checked in this order; the first failure is the answer:
 
+0. it is within the bounds of ``bounds.acta_problem`` (size, unknown fields, identifiers,
+   enums, timestamps; INVALID_ARGUMENT naming the field), so that nothing below handles
+   or quotes unbounded input;
 1. the casilla is in the catalogue (NOT_FOUND ``casilla_id``, out of catalogue);
 2. the contest is one of the election's (NOT_FOUND ``contest_id``);
 3. every option of the contest appears exactly once and no other does
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from veritally.ingest import bounds
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2
 
@@ -101,8 +105,9 @@ class Verdict:
 
 
 def acta_id_of(acta: ActaPb) -> str:
-    """The acta id, ``"<casilla_id>/<contest_id>"`` (``""`` when either is missing)."""
-    if not acta.casilla_id or not acta.contest_id:
+    """The acta id, ``"<casilla_id>/<contest_id>"`` (``""`` when either is missing or is
+    not an identifier: an outcome never carries unbounded input)."""
+    if not bounds.is_identifier(acta.casilla_id) or not bounds.is_identifier(acta.contest_id):
         return ""
     return f"{acta.casilla_id}/{acta.contest_id}"
 
@@ -165,9 +170,11 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     Returns:
         A ``Verdict`` (accepted, counted or not) or a ``Rejection`` (nothing is logged).
     """
-    # (1) known casilla
-    if not acta.casilla_id:
-        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "casilla_id", "casilla_id is empty")
+    # (0) bounds
+    out_of_bounds = bounds.acta_problem(acta)
+    if out_of_bounds is not None:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, *out_of_bounds)
+    # (1) known casilla (step 0 refused an empty one)
     limit = catalogue.vote_limits.get(acta.casilla_id)
     if limit is None:
         return Rejection(
@@ -175,9 +182,7 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
             "casilla_id",
             f"casilla {acta.casilla_id!r} is not in the catalogue",
         )
-    # (2) known contest
-    if not acta.contest_id:
-        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "contest_id", "contest_id is empty")
+    # (2) known contest (step 0 refused an empty one)
     options = catalogue.contest_options.get(acta.contest_id)
     if options is None:
         return Rejection(
@@ -196,7 +201,8 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
             return Rejection(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"option_votes[{i}].option_id",
-                f"option {oid!r} is not an option of contest {acta.contest_id!r}",
+                bounds.identifier_problem(oid)
+                or f"option {oid!r} is not an option of contest {acta.contest_id!r}",
             )
         if oid in seen:
             return Rejection(

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-protos ships no stubs
     error_details_pb2,
     status_pb2,
@@ -24,6 +25,7 @@ from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-pr
 from grpc_status import rpc_status
 
 from veritally._grpc import ServiceServer, TlsFiles
+from veritally.ingest import bounds
 from veritally.ingest.engine import CommitError, IngestEngine, submitter_from_xfcc
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
@@ -33,8 +35,17 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "veritally.v1.IngestService"
 XFCC_HEADER = "x-forwarded-client-cert"
 # Actas in one SubmitActas message: each message is one transaction; a bigger batch
-# gains nothing (the fsync is already amortised at a few hundred) and holds the writer.
-MAX_ACTAS_PER_MESSAGE = 5_000
+# gains nothing (the fsync is already amortised at a few hundred: clients send 500) and
+# holds the writer. With actas of at most bounds.MAX_ACTA_BYTES this sizes the message.
+MAX_ACTAS_PER_MESSAGE = 1_000
+# Bytes of protobuf framing per acta in a SubmitActasRequest: a tag and a length varint
+# (three bytes up to 2 MiB).
+_ACTA_FRAMING_BYTES = 4
+# Largest request message ingest accepts, decompressed, in bytes (each message of a
+# SubmitActas stream alone): MAX_ACTAS_PER_MESSAGE actas of the largest size, ~16 MiB. A
+# unary call carries one acta (and a reason), far less. gRPC refuses anything larger with
+# RESOURCE_EXHAUSTED before it is parsed, and stops inflating a compressed one there.
+MAX_RECEIVE_BYTES = MAX_ACTAS_PER_MESSAGE * (bounds.MAX_ACTA_BYTES + _ACTA_FRAMING_BYTES)
 # Actas in one SubmitActas stream: its response carries one outcome per acta (~50 B),
 # so this keeps the response at a few MiB, well under the message size limit.
 MAX_ACTAS_PER_STREAM = 100_000
@@ -54,7 +65,8 @@ def _submitter(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 def rejection_status(outcome: ingest_pb2.ActaOutcome) -> grpc.Status:
     """The error status of a rejected outcome, with a ``google.rpc.BadRequest`` detail
-    naming the field at fault (when there is one)."""
+    naming the field at fault (when there is one). Outcomes never quote unbounded input
+    (``bounds.clip``), so neither does the status."""
     code = grpc.StatusCode[outcome.code]
     message = f"{outcome.acta_id}: {outcome.message}" if outcome.acta_id else outcome.message
     details = []
@@ -74,6 +86,49 @@ def rejection_status(outcome: ingest_pb2.ActaOutcome) -> grpc.Status:
         status_pb2.Status(code=code.value[0], message=message, details=details)
     )
     return status
+
+
+def _bound_violation(
+    request: Message,
+    *,
+    acta_id: str | None = None,
+    page_token: str | None = None,
+    reason: str | None = None,
+) -> ingest_pb2.ActaOutcome | None:
+    """The REJECTED outcome (INVALID_ARGUMENT naming the field) of a request that carries
+    unknown fields or whose acta id, page token (an acta id, or empty) or reason breaks
+    its bounds; None if the request is within them."""
+    problems = [
+        bounds.request_problem(request),
+        None if acta_id is None else _named("acta_id", bounds.acta_id_problem(acta_id)),
+        None if not page_token else _named("page_token", bounds.acta_id_problem(page_token)),
+        None if reason is None else _named("reason", bounds.reason_problem(reason)),
+    ]
+    for problem in problems:
+        if problem is not None:
+            return ingest_pb2.ActaOutcome(
+                status=ingest_pb2.OUTCOME_STATUS_REJECTED,
+                code=grpc.StatusCode.INVALID_ARGUMENT.name,
+                field=problem[0],
+                message=problem[1],
+            )
+    return None
+
+
+def _named(field_name: str, problem: str | None) -> tuple[str, str] | None:
+    return None if problem is None else (field_name, problem)
+
+
+async def _within_bounds(
+    context: grpc.aio.ServicerContext[Any, object],
+    request: Message,
+    **fields: str,
+) -> None:
+    """Abort with INVALID_ARGUMENT naming the field when ``request`` breaks its bounds
+    (:func:`_bound_violation`; ``fields`` are its keyword arguments)."""
+    violation = _bound_violation(request, **fields)
+    if violation is not None:
+        await context.abort_with_status(rejection_status(violation))
 
 
 async def _accepted(
@@ -106,6 +161,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[ingest_pb2.SubmitActaRequest, object],
     ) -> ingest_pb2.SubmitActaResponse:
         """Submit one acta; a rejection is an error status naming the field."""
+        await _within_bounds(context, request)
         try:
             [outcome] = await self.engine.submit([request.acta], submitter=_submitter(context))
         except CommitError as e:
@@ -123,6 +179,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         submitter = _submitter(context)
         response = ingest_pb2.SubmitActasResponse()
         async for request in request_iterator:
+            await _within_bounds(context, request)
             if len(request.actas) > MAX_ACTAS_PER_MESSAGE:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -151,6 +208,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> ingest_pb2.CorrectActaResponse:
         """Propose or approve a corrected revision (operator role, enforced by the mesh;
         two distinct operators, enforced by the engine)."""
+        await _within_bounds(context, request, reason=request.reason)
         outcome = await _accepted(
             context,
             self.engine.correct(
@@ -168,6 +226,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[ingest_pb2.ListCrossChecksRequest, object],
     ) -> ingest_pb2.ListCrossChecksResponse:
         """A page of the cross-check queue (operator role)."""
+        await _within_bounds(context, request, page_token=request.page_token)
         checks, token = self.engine.cross_checks(
             page_size=request.page_size, page_token=request.page_token
         )
@@ -179,6 +238,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[ingest_pb2.ResolveCrossCheckRequest, object],
     ) -> ingest_pb2.ResolveCrossCheckResponse:
         """Accept one capture of a cross-check (operator role)."""
+        await _within_bounds(context, request, acta_id=request.acta_id, reason=request.reason)
         outcome = await _accepted(
             context,
             self.engine.resolve(
@@ -250,7 +310,9 @@ async def start_ingest(
         sqlite3.Error: if the store cannot be opened.
     """
     engine = IngestEngine(election=election, db_path=db_path, double_capture=double_capture)
-    server = ServiceServer(name=SERVICE_NAME, interceptors=interceptors)
+    server = ServiceServer(
+        name=SERVICE_NAME, interceptors=interceptors, max_receive_bytes=MAX_RECEIVE_BYTES
+    )
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(engine), server.grpc)
     port = await server.start(address, tls=tls)
     log.info(

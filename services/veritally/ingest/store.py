@@ -70,6 +70,8 @@ class Writes:
     clear_captures: list[str] = field(default_factory=list)
     conflicts: list[tuple[str, bytes, str, str, str]] = field(default_factory=list)
     actions: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
+    # (acta_id, received_time) of conflicts beyond the engine's cap: counted, not kept.
+    dropped_conflicts: list[tuple[str, str]] = field(default_factory=list)
     # Corrections waiting for a second operator: (acta_id, operator, supersedes_revision,
     # digest, acta, reason, time); one per acta and operator (a new one replaces it).
     proposals: list[tuple[str, str, int, bytes, bytes, str, str]] = field(default_factory=list)
@@ -83,6 +85,7 @@ class Writes:
         self.clear_captures.extend(other.clear_captures)
         self.conflicts.extend(other.conflicts)
         self.actions.extend(other.actions)
+        self.dropped_conflicts.extend(other.dropped_conflicts)
         self.proposals.extend(other.proposals)
         self.clear_proposals.extend(other.clear_proposals)
 
@@ -95,6 +98,7 @@ class Writes:
             or self.clear_captures
             or self.conflicts
             or self.actions
+            or self.dropped_conflicts
             or self.proposals
             or self.clear_proposals
         )
@@ -180,6 +184,11 @@ class IngestStore:
                 },
                 pk="id",
             )
+        if "conflicts_dropped" not in db.table_names():
+            # Conflicts of an acta beyond the engine's cap: how many, and the latest.
+            db.table("conflicts_dropped").create(
+                {"acta_id": str, "count": int, "last_received_time": str}, pk="acta_id"
+            )
         if "operator_actions" not in db.table_names():
             # Corrections and cross-check resolutions: who, why, when.
             db.table("operator_actions").create(
@@ -255,6 +264,16 @@ class IngestStore:
         ):
             yield row[0], row[1], int(row[2]), bytes(row[3]), bytes(row[4]), row[5], row[6]
 
+    def conflict_counts(self) -> Iterator[tuple[str, int]]:
+        """``(acta_id, conflicts kept)`` of every acta with a conflict."""
+        for row in self._conn.execute("SELECT acta_id, COUNT(*) FROM conflicts GROUP BY acta_id"):
+            yield row[0], int(row[1])
+
+    def dropped_conflicts(self) -> dict[str, int]:
+        """acta_id -> conflicting submissions refused but not kept (beyond the cap)."""
+        rows = self._conn.execute("SELECT acta_id, count FROM conflicts_dropped")
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def leaves_of(self, acta_id: str) -> list[tuple[int, int, bytes]]:
         """``(revision, sequence, leaf)`` of every logged revision of one acta."""
         return [
@@ -276,6 +295,7 @@ class IngestStore:
             "actas",
             "captures",
             "conflicts",
+            "conflicts_dropped",
             "operator_actions",
             "pending_corrections",
         ):
@@ -325,6 +345,13 @@ class IngestStore:
                     "INSERT INTO conflicts (acta_id, acta, submitter, received_time, reason) "
                     "VALUES (?, ?, ?, ?, ?)",
                     writes.conflicts,
+                )
+            if writes.dropped_conflicts:
+                conn.executemany(
+                    "INSERT INTO conflicts_dropped (acta_id, count, last_received_time) "
+                    "VALUES (?, 1, ?) ON CONFLICT (acta_id) DO UPDATE SET "
+                    "count = count + 1, last_received_time = excluded.last_received_time",
+                    writes.dropped_conflicts,
                 )
             if writes.actions:
                 conn.executemany(

@@ -13,11 +13,14 @@ What the rendered configuration enforces, listener by listener:
    (a) mTLS: a client certificate from our CA, URI SAN under ``spiffe://<td>/``, not on
    the CRL; (b) a token bucket per verified identity, one budget per role, answering
    RESOURCE_EXHAUSTED; (c) RBAC by identity and exact gRPC method path, everything
-   else PERMISSION_DENIED; (d) request size limits per method; (e) the verified identity
+   else PERMISSION_DENIED; (d) request size limits per unary method, and compressed
+   requests (``grpc-encoding`` other than ``identity``) answered UNIMPLEMENTED by Envoy
+   so that every limit is on real bytes; (e) the verified identity
    forwarded in ``x-forwarded-client-cert`` (a client-supplied one is replaced);
    (f) a JSON access log line per call.
 2. **mesh** (service to service): mTLS restricted to ``spiffe://<td>/service/``; RBAC:
-   only aggregation may follow ingest's log, only publication may read aggregation.
+   only aggregation may follow ingest's log, only publication may read aggregation;
+   compressed requests refused as on the edge.
 3. **rest** (optional): the read-only JSON view of PublicationService through the
    gRPC-JSON transcoder, for media without gRPC; same mTLS, rate limits and RBAC.
 4. **clusters**: one per service, traffic (edge or mesh) and call kind (unary or
@@ -96,11 +99,17 @@ SERVICE_FULL_NAMES: Mapping[str, str] = {
 _HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
 
 # Request size limits, in bytes, enforced by Envoy before a request reaches a service.
-# An acta (a few dozen option votes plus a SHA-256 of its image) is well under 4 KiB; a
-# batch of SubmitActa is bounded at 4 MiB so that one capture centre cannot make ingest
-# buffer much. Reads carry a few integers: 64 KiB is generous.
-INGEST_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# They apply to unary calls only (the buffer filter holds the whole request); streams
+# (SubmitActas) are bounded per message by the service's own receive limit. Requests are
+# never compressed here (see _compressed_request_route), so these are the real sizes.
+# SubmitActa and CorrectActa carry one acta (at most bounds.MAX_ACTA_BYTES, 16 KiB) and
+# a reason (at most ~4 KiB): 64 KiB leaves room and lets ingest name a too-big acta
+# with INVALID_ARGUMENT. Reads carry a few integers: 64 KiB is generous.
+INGEST_MAX_REQUEST_BYTES = 64 * 1024
 READ_MAX_REQUEST_BYTES = 64 * 1024
+# gRPC status of a compressed request: UNIMPLEMENTED is what gRPC itself answers for a
+# message encoding the server does not support.
+_GRPC_UNIMPLEMENTED = "12"
 
 # First port of the single-machine layout (see default_topology).
 DEFAULT_BASE_PORT = 8440
@@ -936,6 +945,44 @@ def _route(method: Method, *, cluster: str, limits: Limits, path: str | None = N
     }
 
 
+def _compressed_request_route() -> JsonDict:
+    """First route of the gRPC listeners: a request whose ``grpc-encoding`` is anything
+    but ``identity`` is answered UNIMPLEMENTED by Envoy itself, before any buffering.
+
+    A compressed message is bounded by Envoy's buffer limit *before* inflation only: 65
+    KiB of gzip inflate to 64 MiB in the service. Our clients never compress (actas are
+    small); refusing compression keeps every size limit a limit on real bytes.
+    """
+    return {
+        "name": "compressed-request",
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": "grpc-encoding", "present_match": True},
+                {
+                    "name": "grpc-encoding",
+                    "string_match": {"exact": "identity"},
+                    "invert_match": True,
+                },
+            ],
+        },
+        # A trailers-only gRPC answer: status and message in the response headers.
+        "direct_response": {"status": 200},
+        "response_headers_to_add": [
+            {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for key, value in (
+                ("content-type", "application/grpc"),
+                ("grpc-status", _GRPC_UNIMPLEMENTED),
+                ("grpc-message", "compressed requests are refused; send grpc-encoding identity"),
+                ("grpc-accept-encoding", "identity"),
+            )
+        ],
+        "typed_per_filter_config": {
+            "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True}
+        },
+    }
+
+
 def _health_route(limits: Limits) -> JsonDict:
     return {
         "name": _HEALTH_CHECK_PATH,
@@ -1174,7 +1221,8 @@ def _grant_paths(grants: Sequence[tuple[str, str]]) -> list[str]:
 def _edge_listener(topology: Topology) -> JsonDict:
     tls, limits = topology.tls, topology.limits
     served = {g for grants in EDGE_GRANTS.values() for g in grants}
-    routes = [
+    routes = [_compressed_request_route()]
+    routes += [
         _route(m, cluster=_cluster_name(m.service, _EDGE, streaming=m.streaming), limits=limits)
         for m in METHODS
         if (m.service, m.name) in served
@@ -1213,7 +1261,8 @@ def _edge_listener(topology: Topology) -> JsonDict:
 def _mesh_listener(topology: Topology) -> JsonDict:
     tls, limits = topology.tls, topology.limits
     served = {g for grants in MESH_GRANTS.values() for g in grants}
-    routes = [
+    routes = [_compressed_request_route()]
+    routes += [
         _route(m, cluster=_cluster_name(m.service, _MESH, streaming=m.streaming), limits=limits)
         for m in METHODS
         if (m.service, m.name) in served

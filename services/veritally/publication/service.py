@@ -40,6 +40,8 @@ from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-pr
 from grpc_status import rpc_status
 
 from veritally._grpc import ServiceServer, TlsFiles, aio_channel
+from veritally.ingest.bounds import clip
+from veritally.ingest.store import capped_page
 from veritally.publication.bundle import BundleRecord, BundleWriter
 from veritally.publication.cutter import Cutter, signed_cut_pb
 from veritally.publication.errors import (
@@ -69,6 +71,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_LEAVES_PER_PAGE",
+    "MAX_PAGE_BYTES",
     "PublicationConfig",
     "PublicationEngine",
     "PublicationService",
@@ -82,6 +85,10 @@ SERVICE_NAME = "veritally.v1.PublicationService"
 #: 2 MiB — far below the gRPC and Envoy message limits — while a 500k-leaf recount still
 #: needs only ~120 calls.
 MAX_LEAVES_PER_PAGE = 4096
+#: Bytes of leaves per GetLeaves answer past the first leaf (always taken): with leaves
+#: of at most ``bounds.MAX_LEAF_BYTES`` an answer stays under 2 MiB + 32 KiB, below gRPC's
+#: default 4 MiB receive limit, whatever an attacker managed to get logged.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 #: Deadline of each call to aggregation, in seconds: well under a cut interval's worth of
 #: waiting on a healthy loopback/mesh hop, long enough for a large first catch-up batch.
 AGGREGATION_DEADLINE_S = 30.0
@@ -342,8 +349,10 @@ class PublicationEngine:
         return await self._db(self.store.consistency_proof, size1, size2)
 
     async def leaves(self, start: int, count: int, size: int) -> list[bytes]:
-        """Committed leaves from ``start``, at most ``count``, below ``size``."""
-        return await self._db(self.store.leaves, start, min(count, size - start))
+        """Committed leaves from ``start``, at most ``count``, below ``size``, and at most
+        ``MAX_PAGE_BYTES`` past the first."""
+        leaves = await self._db(self.store.leaves, start, min(count, size - start))
+        return capped_page(((leaf,) for leaf in leaves), MAX_PAGE_BYTES)
 
     async def definition(self) -> bytes | None:
         """The stored election definition."""
@@ -605,7 +614,8 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
             what = f" revision {request.revision}" if request.revision else ""
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"acta {request.acta_id}{what} is not in the first {request.tree_size} leaves",
+                f"acta {clip(request.acta_id)}{what} is not in the first "
+                f"{request.tree_size} leaves",
             )
         leaf, index, proof = found
         return publication_pb2.GetActaInclusionProofResponse(

@@ -212,6 +212,11 @@ Global___Provenance: _TypeAlias = Provenance  # noqa: Y015
 class Acta(_message.Message):
     """A tally sheet (acta de escrutinio y cómputo) as submitted by a capture centre: the
     figures of one contest at one casilla.
+
+    Bounds (docs/mesh.md, "Bounds on what clients send"): at most 16 KiB serialized; every
+    id 1 to 64 ASCII letters, digits or `. _ - :`; no fields unknown to this version at
+    any depth; enums hold defined values; timestamps within 0001-01-01..9999-12-31 with
+    nanos in [0, 1e9). Ingest refuses anything else with INVALID_ARGUMENT naming the field.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -181,7 +181,9 @@ Global___SubmitActaResponse: _TypeAlias = SubmitActaResponse  # noqa: Y015
 
 @_typing.final
 class SubmitActasRequest(_message.Message):
-    """One message of a SubmitActas stream: a batch of actas."""
+    """One message of a SubmitActas stream: a batch of actas. At most 1000 actas, and at
+    most ~16 MiB after decompression (RESOURCE_EXHAUSTED); each message is bounded alone.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
