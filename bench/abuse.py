@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sqlite3
 import ssl
 import statistics
 import subprocess
@@ -50,7 +51,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -66,6 +67,7 @@ from veritally_client._gen.veritally.v1 import (
 )
 
 ROOT = Path(__file__).resolve().parent
+_Attacked = TypeVar("_Attacked")  # what an attack run by _run_polite returns
 CALL_TIMEOUT_S = 10.0  # deadline of one well-behaved call (seconds)
 IDLE_OPEN_TIMEOUT_S = 5.0  # per idle connection's TCP connect and TLS handshake (seconds)
 
@@ -122,6 +124,8 @@ class AbuseReport:
         envoy_counters: Envoy counters that explain refusals (health-check failures,
             outlier ejections, overflows, no healthy upstream), as increments over the
             run; zero ones left out.
+        phases: the floods of one capture centre that follow, one after the other
+            (gzip, stuffing), each with the polite clients' figures during it.
     """
 
     seconds: float
@@ -133,6 +137,7 @@ class AbuseReport:
     idle_failed: int = 0
     idle_still_open: int = 0
     envoy_counters: dict[str, int] = field(default_factory=dict)
+    phases: list[FloodPhase] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         """A JSON-able summary."""
@@ -146,6 +151,7 @@ class AbuseReport:
             "idle_failed": self.idle_failed,
             "idle_still_open": self.idle_still_open,
             "envoy_counters": self.envoy_counters,
+            "phases": {p.name: p.summary() for p in self.phases},
         }
 
 
@@ -327,8 +333,12 @@ def run_abuse(
     oversize_identity: str = "cc-03",
     oversize_outlet: str = "outlet-03",
     polite_centre: str = "cc-02",
+    gzip_seconds: float = 0.0,
+    stuffing_seconds: float = 0.0,
 ) -> AbuseReport:
-    """Run every abuse at once for ``seconds`` and measure the well-behaved clients.
+    """Run every abuse at once for ``seconds`` and measure the well-behaved clients;
+    then the gzip flood for ``gzip_seconds`` and the stuffing flood for
+    ``stuffing_seconds`` (0: not run), each alone with the same well-behaved clients.
 
     Args:
         stack: a running stack.
@@ -345,12 +355,17 @@ def run_abuse(
         oversize_outlet: the outlet sending oversized reads (it also holds the idle
             connections).
         polite_centre: the well-behaved capture centre.
+        gzip_seconds: length of :func:`gzip_flood` (by cc-01).
+        stuffing_seconds: length of :func:`stuffing_flood` (by cc-04, on its own actas
+            of ``actas``).
 
     Raises:
         RuntimeError: a flooder process failed.
+        ValueError: a stuffing flood, and ``actas`` has none of cc-04's casillas.
     """
     edge = stack.endpoints.edge
-    own = [a for a in actas if a.provenance.capture_centre_id in ("", polite_centre)]
+    polite_actas = iter([a for a in actas if a.provenance.capture_centre_id in ("", polite_centre)])
+    own = [a for _, a in zip(range(int(seconds * polite_rate) + 1), polite_actas, strict=False)]
     before = _counters(stack)
     with idle_connections(edge, stack.tls("outlet-03"), idle) as (sockets, idle_failed):
         flood_tls = stack.tls(flood_outlet)
@@ -423,6 +438,30 @@ def run_abuse(
         still_open = _still_open(sockets)
     after = _counters(stack)
     deltas = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+    phases: list[FloodPhase] = []
+    if gzip_seconds > 0:
+        phases.append(
+            gzip_flood(
+                stack,
+                seconds=gzip_seconds,
+                polite_actas=polite_actas,
+                polite_rate=polite_rate,
+                polite_outlet=polite_outlet,
+                polite_centre=polite_centre,
+            )
+        )
+    if stuffing_seconds > 0:
+        phases.append(
+            stuffing_flood(
+                stack,
+                seconds=stuffing_seconds,
+                actas=actas,
+                polite_actas=polite_actas,
+                polite_rate=polite_rate,
+                polite_outlet=polite_outlet,
+                polite_centre=polite_centre,
+            )
+        )
     return AbuseReport(
         seconds=elapsed,
         polite_reads=results.get("reads", ClientStats()),
@@ -433,6 +472,7 @@ def run_abuse(
         idle_failed=idle_failed,
         idle_still_open=still_open,
         envoy_counters=deltas,
+        phases=phases,
     )
 
 
@@ -517,9 +557,9 @@ def _polite_fresh_reads(edge: str, tls: TlsFiles, stop: threading.Event) -> Clie
 
 def _run_polite(
     jobs: dict[str, Callable[[threading.Event], ClientStats]],
-    attack: Callable[[threading.Event], dict[str, object]],
+    attack: Callable[[threading.Event], _Attacked],
     seconds: float,
-) -> tuple[dict[str, ClientStats], dict[str, object], float]:
+) -> tuple[dict[str, ClientStats], _Attacked, float]:
     """Run the polite ``jobs`` in threads while ``attack`` runs in this one (it must
     return within ``seconds`` plus its own clean-up); stop everything after."""
     stop = threading.Event()
@@ -824,6 +864,334 @@ def _tcp_flood(edge: str, connections: int, seconds: float) -> Counter[str]:
 
 def _deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+# ------------------------------------------------------------------------------------
+# one capture centre inflating or stuffing: gzip and stuffing floods
+
+# Bytes a gzip-flood request would inflate to: the size of the compressed requests of
+# issue 10 (65 KiB of gzip on the wire each).
+GZIP_INFLATED_BYTES = 60 * 1024 * 1024
+# Gzip-flood requests per second: 2 % of one centre's default budget (50 calls/s), the
+# rate at which these requests used to take polite media p50 from 4 ms to 1.5 s.
+GZIP_FLOOD_RATE = 1.0
+# Stuffing-flood requests per second: half of one centre's default budget (50 calls/s),
+# so that Envoy's rate limit lets them through and only ingest's caps hold them.
+STUFFING_RATE = 25.0
+# Actas the stuffing centre submits disagreeing figures for, over and over.
+STUFFING_ACTAS = 5
+# How often ingest's RSS is sampled during a flood (seconds).
+RSS_SAMPLE_S = 0.25
+
+
+@dataclass
+class FloodPhase:
+    """One flood of one capture centre and what the polite clients saw meanwhile.
+
+    Attributes:
+        name: ``gzip`` or ``stuffing``.
+        seconds: length of the phase.
+        attacker: the flooding centre's calls (status counts).
+        polite_reads: the well-behaved outlet's GetLatestCut calls during the phase.
+        polite_submits: the well-behaved capture centre's SubmitActa calls.
+        store_bytes_before: ingest's SQLite file and its -wal, at the start (bytes).
+        store_bytes_after: the same at the end.
+        rss_kib_before: ingest's resident set at the start (KiB, /proc VmRSS).
+        rss_kib_after: the same at the end.
+        rss_kib_peak: the highest VmRSS sampled every :data:`RSS_SAMPLE_S` s.
+        outcomes: ingest's outcome statuses for the attacker's actas (stuffing).
+        stored: what ingest's store holds of the attacker's actas at the end (stuffing;
+            :func:`stored_of`).
+        envoy_counters: Envoy counters that explain refusals, increments over the phase.
+    """
+
+    name: str
+    seconds: float
+    attacker: ClientStats
+    polite_reads: ClientStats
+    polite_submits: ClientStats
+    store_bytes_before: int
+    store_bytes_after: int
+    rss_kib_before: int
+    rss_kib_after: int
+    rss_kib_peak: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+    stored: dict[str, int] = field(default_factory=dict)
+    envoy_counters: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        """A JSON-able summary."""
+        return {
+            "seconds": round(self.seconds, 1),
+            "attacker": self.attacker.summary(),
+            "polite_reads": self.polite_reads.summary(),
+            "polite_submits": self.polite_submits.summary(),
+            "store_bytes_before": self.store_bytes_before,
+            "store_bytes_after": self.store_bytes_after,
+            "rss_kib_before": self.rss_kib_before,
+            "rss_kib_after": self.rss_kib_after,
+            "rss_kib_peak": self.rss_kib_peak,
+            "outcomes": self.outcomes,
+            "stored": self.stored,
+            "envoy_counters": self.envoy_counters,
+        }
+
+
+def stored_of(stack: Stack, acta_ids: Sequence[str]) -> dict[str, int]:
+    """What ingest's store holds for ``acta_ids``: log records, pending captures and
+    kept conflicts (rows, and bytes of their actas), conflicts only counted; read from
+    its SQLite file, read-only, while ingest runs."""
+    marks = ",".join("?" * len(acta_ids))
+    uri = f"file:{stack.state.store('ingest')}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+
+        def one(sql: str) -> int:
+            return int(db.execute(sql.format(marks), list(acta_ids)).fetchone()[0] or 0)
+
+        return {
+            "log_records": one("SELECT count(*) FROM log WHERE acta_id IN ({})"),
+            "captures": one("SELECT count(*) FROM captures WHERE acta_id IN ({})"),
+            "capture_bytes": one("SELECT sum(length(acta)) FROM captures WHERE acta_id IN ({})"),
+            "conflicts_kept": one("SELECT count(*) FROM conflicts WHERE acta_id IN ({})"),
+            "conflict_bytes": one("SELECT sum(length(acta)) FROM conflicts WHERE acta_id IN ({})"),
+            "conflicts_counted_only": one(
+                "SELECT sum(count) FROM conflicts_dropped WHERE acta_id IN ({})"
+            ),
+        }
+
+
+def store_bytes(stack: Stack, service: str = "ingest") -> int:
+    """Bytes of ``service``'s SQLite file and its write-ahead log."""
+    db = stack.state.store(service)
+    return sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+
+
+def rss_kib(pid: int | None) -> int:
+    """VmRSS of ``pid`` (KiB; 0 when it is not running)."""
+    if pid is None:
+        return 0
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _gzip_flood(
+    edge: str, tls: TlsFiles, stop: threading.Event, *, rate: float = GZIP_FLOOD_RATE
+) -> ClientStats:
+    """Requests that would inflate to :data:`GZIP_INFLATED_BYTES` (an acta whose casilla
+    id is that many zeros), sent with ``grpc-encoding: gzip`` at ``rate`` a second,
+    alternating SubmitActa and a SubmitActas stream, until ``stop``."""
+    stats = ClientStats()
+    acta = acta_pb2.Acta(casilla_id="0" * GZIP_INFLATED_BYTES)
+    unary = ingest_pb2.SubmitActaRequest(acta=acta).SerializeToString()
+    batch = ingest_pb2.SubmitActasRequest(actas=[acta]).SerializeToString()
+    del acta
+    options = [("grpc.max_send_message_length", -1)]
+    with grpc.secure_channel(edge, tls.channel_credentials(), options) as channel:
+        submit: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/veritally.v1.IngestService/SubmitActa",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        stream: grpc.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(
+            "/veritally.v1.IngestService/SubmitActas",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        next_call = time.monotonic()
+        i = 0
+        while not stop.is_set():
+            try:
+                if i % 2 == 0:
+                    submit(unary, timeout=CALL_TIMEOUT_S, compression=grpc.Compression.Gzip)
+                else:
+                    stream(iter([batch]), timeout=CALL_TIMEOUT_S, compression=grpc.Compression.Gzip)
+                stats.codes["OK"] += 1
+            except grpc.RpcError as e:
+                stats.codes[_code(e)] += 1
+            i += 1
+            next_call += 1 / rate
+            stop.wait(max(0.0, next_call - time.monotonic()))
+    return stats
+
+
+def _disagreeing(acta: acta_pb2.Acta, n: int) -> acta_pb2.Acta:
+    """``acta`` with other figures: null votes ``n`` more (a valid acta still)."""
+    other = acta_pb2.Acta()
+    other.CopyFrom(acta)
+    other.null_votes = acta.null_votes + n
+    return other
+
+
+def _stuffing(
+    edge: str,
+    tls: TlsFiles,
+    actas: Sequence[acta_pb2.Acta],
+    stop: threading.Event,
+    outcomes: Counter[str],
+    *,
+    rate: float = STUFFING_RATE,
+) -> ClientStats:
+    """For the same few ``actas``, submit one disagreeing capture after another (each
+    with other figures than every earlier one) at ``rate`` a second, until ``stop``;
+    ``outcomes`` counts ingest's answers (status and code)."""
+    stats = ClientStats()
+    with _channel(edge, tls) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        next_call = time.monotonic()
+        i = 0
+        while not stop.is_set():
+            acta = _disagreeing(actas[i % len(actas)], i // len(actas))
+            try:
+                outcome = stub.SubmitActa(
+                    ingest_pb2.SubmitActaRequest(acta=acta), timeout=CALL_TIMEOUT_S
+                ).outcome
+                stats.codes["OK"] += 1
+                status = ingest_pb2.OutcomeStatus.Name(outcome.status)
+                outcomes[f"{status} {outcome.code}".strip()] += 1
+            except grpc.RpcError as e:
+                stats.codes[_code(e)] += 1
+            i += 1
+            next_call += 1 / rate
+            stop.wait(max(0.0, next_call - time.monotonic()))
+    return stats
+
+
+def _flood_phase(
+    stack: Stack,
+    name: str,
+    *,
+    seconds: float,
+    attack: Callable[[threading.Event], ClientStats],
+    polite_actas: Iterator[acta_pb2.Acta],
+    polite_rate: float,
+    polite_outlet: str,
+    polite_centre: str,
+    outcomes: Counter[str] | None = None,
+    stored: Callable[[], dict[str, int]] | None = None,
+) -> FloodPhase:
+    """Run ``attack`` for ``seconds`` while the polite outlet reads and the polite centre
+    submits the next of ``polite_actas``; ingest's store and RSS before, after, peak."""
+    edge = stack.endpoints.edge
+    pid = stack.pids().get("ingest")
+    before = _counters(stack)
+    store_before, rss_before = store_bytes(stack), rss_kib(pid)
+    peak = [rss_before]
+    actas = [a for _, a in zip(range(int(seconds * polite_rate) + 1), polite_actas, strict=False)]
+
+    def timed_attack(stop: threading.Event) -> ClientStats:
+        stats: list[ClientStats] = []
+        worker = threading.Thread(target=lambda: stats.append(attack(stop)), daemon=True)
+        worker.start()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            peak[0] = max(peak[0], rss_kib(pid))
+            time.sleep(RSS_SAMPLE_S)
+        stop.set()
+        worker.join(timeout=CALL_TIMEOUT_S * 3)
+        return stats[0] if stats else ClientStats()
+
+    polite, attacker, elapsed = _run_polite(
+        {
+            "reads": lambda stop: _polite_reads(edge, stack.tls(polite_outlet), polite_rate, stop),
+            "submits": lambda stop: _polite_submits(
+                edge, stack.tls(polite_centre), actas, polite_rate, stop
+            ),
+        },
+        timed_attack,
+        seconds,
+    )
+    rss_after = rss_kib(pid)
+    return FloodPhase(
+        name=name,
+        seconds=elapsed,
+        attacker=attacker,
+        polite_reads=polite.get("reads", ClientStats()),
+        polite_submits=polite.get("submits", ClientStats()),
+        store_bytes_before=store_before,
+        store_bytes_after=store_bytes(stack),
+        rss_kib_before=rss_before,
+        rss_kib_after=rss_after,
+        rss_kib_peak=max(peak[0], rss_after),
+        outcomes=dict(outcomes or {}),
+        stored=stored() if stored is not None else {},
+        envoy_counters=_deltas(before, _counters(stack)),
+    )
+
+
+def gzip_flood(
+    stack: Stack,
+    *,
+    seconds: float,
+    polite_actas: Iterator[acta_pb2.Acta],
+    gzip_centre: str = "cc-01",
+    polite_rate: float = 10.0,
+    polite_outlet: str = "outlet-02",
+    polite_centre: str = "cc-02",
+) -> FloodPhase:
+    """``gzip_centre`` sends requests that would inflate to 60 MB each (gzip) at
+    :data:`GZIP_FLOOD_RATE` a second for ``seconds``; the polite clients meanwhile."""
+    return _flood_phase(
+        stack,
+        "gzip",
+        seconds=seconds,
+        attack=lambda stop: _gzip_flood(stack.endpoints.edge, stack.tls(gzip_centre), stop),
+        polite_actas=polite_actas,
+        polite_rate=polite_rate,
+        polite_outlet=polite_outlet,
+        polite_centre=polite_centre,
+    )
+
+
+def stuffing_flood(
+    stack: Stack,
+    *,
+    seconds: float,
+    actas: Sequence[acta_pb2.Acta],
+    polite_actas: Iterator[acta_pb2.Acta],
+    stuffing_centre: str = "cc-04",
+    polite_rate: float = 10.0,
+    polite_outlet: str = "outlet-02",
+    polite_centre: str = "cc-02",
+) -> FloodPhase:
+    """``stuffing_centre`` submits disagreeing captures of :data:`STUFFING_ACTAS` of its
+    own actas (taken from ``actas``) at :data:`STUFFING_RATE` a second for ``seconds``;
+    the polite clients meanwhile, ingest's store and RSS before and after.
+
+    Raises:
+        ValueError: ``actas`` holds none of the stuffing centre's casillas.
+    """
+    targets = [a for a in actas if a.provenance.capture_centre_id == stuffing_centre]
+    if not targets:
+        raise ValueError(f"no acta of a casilla assigned to {stuffing_centre}")
+    outcomes: Counter[str] = Counter()
+    return _flood_phase(
+        stack,
+        "stuffing",
+        seconds=seconds,
+        attack=lambda stop: _stuffing(
+            stack.endpoints.edge,
+            stack.tls(stuffing_centre),
+            targets[:STUFFING_ACTAS],
+            stop,
+            outcomes,
+        ),
+        polite_actas=polite_actas,
+        polite_rate=polite_rate,
+        polite_outlet=polite_outlet,
+        polite_centre=polite_centre,
+        outcomes=outcomes,
+        stored=lambda: stored_of(stack, [_acta_id(a) for a in targets[:STUFFING_ACTAS]]),
+    )
+
+
+def _acta_id(acta: acta_pb2.Acta) -> str:
+    return f"{acta.casilla_id}/{acta.contest_id}"
 
 
 def _flood(edge: str, tls: TlsFiles, seconds: float) -> Counter[str]:

@@ -372,8 +372,16 @@ def fuzz_run(examples: int) -> dict[str, Any]:
     }
 
 
-def abuse_run(*, seconds: float, idle: int, flooders: int) -> dict[str, Any]:
-    """The abuse scenario against a small stack with the default limits."""
+def abuse_run(
+    *,
+    seconds: float,
+    idle: int,
+    flooders: int,
+    gzip_seconds: float = 0.0,
+    stuffing_seconds: float = 0.0,
+) -> dict[str, Any]:
+    """The abuse scenario against a small stack with the default limits, then the gzip
+    and stuffing floods of one capture centre (``*_seconds`` each; 0: not run)."""
     state = StateDir(OUT / "soak-abuse")
     state.wipe_data()
     Bootstrap(casillas=2_000, seed=5).ensure(state)
@@ -385,10 +393,12 @@ def abuse_run(*, seconds: float, idle: int, flooders: int) -> dict[str, Any]:
         result = run_abuse(
             stack,
             seconds=seconds,
-            actas=actas[: int(seconds * polite_rate)],
+            actas=actas,  # the polite centre takes its own, as many as each part needs
             flooders=flooders,
             idle=idle,
             polite_rate=polite_rate,
+            gzip_seconds=gzip_seconds,
+            stuffing_seconds=stuffing_seconds,
         )
     return result.summary()
 
@@ -704,6 +714,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle", type=int, default=500, help="idle mTLS connections")
     parser.add_argument("--flooders", type=int, default=2, help="flooding processes")
     parser.add_argument(
+        "--gzip-seconds", type=float, default=60.0, help="length of the gzip flood (abuse)"
+    )
+    parser.add_argument(
+        "--stuffing-seconds",
+        type=float,
+        default=60.0,
+        help="length of the stuffing flood (abuse)",
+    )
+    parser.add_argument(
         "--isolation-seconds", type=float, default=45.0, help="length of each isolation flood"
     )
     parser.add_argument(
@@ -761,7 +780,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "abuse" in parts:
         print("== abuse", flush=True)
         figures["abuse"] = stamp(
-            abuse_run(seconds=args.abuse_seconds, idle=args.idle, flooders=args.flooders)
+            abuse_run(
+                seconds=args.abuse_seconds,
+                idle=args.idle,
+                flooders=args.flooders,
+                gzip_seconds=args.gzip_seconds,
+                stuffing_seconds=args.stuffing_seconds,
+            )
         )
         figures["abuse"]["flooders"] = args.flooders
     if "isolation" in parts:
