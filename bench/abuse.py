@@ -31,6 +31,15 @@ self-stopping loop against the stack's loopback edge:
   closes.
 
 Meanwhile other identities call as usual; each returns their success rates and p99.
+
+One capture centre inflating or stuffing (``run_abuse``'s phases after the run above,
+``make soak`` part ``abuse``), each alone for a bounded time with the same well-behaved
+clients, ingest's store size and RSS before, after and at peak:
+
+* :func:`gzip_flood`: requests that would inflate to 60 MB each, ``grpc-encoding: gzip``,
+  at 2 % of the centre's rate budget;
+* :func:`stuffing_flood`: for the same few actas of its own casillas, one disagreeing
+  capture after another, within its budget.
 """
 
 from __future__ import annotations

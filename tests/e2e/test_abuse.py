@@ -3,6 +3,11 @@ requests, many idle connections, all at once against the real stack (three servi
 behind a real Envoy with mTLS). What the well-behaved outlet and capture centre see must
 not change: every one of their calls answered OK, and every acta they submitted logged.
 
+Then, each alone for a few seconds, one capture centre's gzip flood (requests that would
+inflate to 60 MB) and stuffing flood (disagreeing captures of the same few actas): the
+well-behaved clients still succeed, the gzip requests never do, and ingest stores at most
+its caps of the stuffed actas.
+
 A short run (a few seconds); ``make soak`` runs the long one and reports the figures in
 docs/RELIABILITY.md.
 """
@@ -13,16 +18,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.abuse import AbuseReport, run_abuse
+from bench.abuse import STUFFING_ACTAS, AbuseReport, FloodPhase, run_abuse
 from veritally.election import load_actas, load_election
+from veritally.ingest.engine import MAX_CONFLICTS_PER_ACTA
 from veritally.mesh.envoy import Limits, TokenBucket
 from veritally.stack import Stack
 from veritally.state import Bootstrap, StateDir
 
 pytestmark = [pytest.mark.e2e]
 
-CASILLAS = 100  # ~300 actas; the polite capture centre submits a few dozen
+CASILLAS = 200  # ~600 actas; the polite centre (one of 4) submits ~120 of its ~150
 SECONDS = 6.0  # length of the abuse run
+FLOOD_SECONDS = 3.0  # length of each capture centre's flood after it (gzip, stuffing)
 IDLE = 300  # idle mTLS connections held open during the run
 POLITE_RATE = 10.0  # calls/s of each well-behaved client
 # Small per-outlet budget so that the flood is refused almost at once; the total bucket
@@ -46,9 +53,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AbuseReport]:
         yield run_abuse(
             stack,
             seconds=SECONDS,
-            actas=actas[: int(SECONDS * POLITE_RATE)],
+            actas=actas,
             idle=IDLE,
             polite_rate=POLITE_RATE,
+            gzip_seconds=FLOOD_SECONDS,
+            stuffing_seconds=FLOOD_SECONDS,
         )
 
 
@@ -79,3 +88,33 @@ def test_well_behaved_outlet_sees_every_read_succeed_during_the_abuse(report: Ab
 def test_well_behaved_capture_centre_sees_every_submission_succeed(report: AbuseReport) -> None:
     assert report.polite_submits.calls > 0
     assert report.polite_submits.success_rate == 1.0, report.polite_submits.codes
+
+
+def _phase(report: AbuseReport, name: str) -> FloodPhase:
+    [phase] = [p for p in report.phases if p.name == name]
+    return phase
+
+
+@pytest.mark.parametrize("flood", ["gzip", "stuffing"])
+def test_well_behaved_clients_succeed_during_a_capture_centres_flood(
+    report: AbuseReport, flood: str
+) -> None:
+    phase = _phase(report, flood)
+    assert phase.attacker.calls > 0
+    for stats in (phase.polite_reads, phase.polite_submits):
+        assert stats.calls > 0
+        assert stats.success_rate == 1.0, stats.codes
+
+
+def test_gzip_requests_are_refused_unimplemented(report: AbuseReport) -> None:
+    assert set(_phase(report, "gzip").attacker.codes) == {"UNIMPLEMENTED"}
+
+
+def test_stuffing_is_refused_past_the_first_capture_and_stores_at_most_the_caps(
+    report: AbuseReport,
+) -> None:
+    phase = _phase(report, "stuffing")
+    assert phase.attacker.codes["OK"] <= STUFFING_ACTAS  # the first capture of each
+    assert phase.attacker.codes["ALREADY_EXISTS"] > MAX_CONFLICTS_PER_ACTA
+    assert phase.stored["log_records"] <= STUFFING_ACTAS
+    assert phase.stored["conflicts_kept"] <= STUFFING_ACTAS * MAX_CONFLICTS_PER_ACTA
