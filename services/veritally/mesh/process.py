@@ -59,11 +59,18 @@ def raise_open_files_limit(needed: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return needed
     if hard != resource.RLIM_INFINITY and hard < needed:
-        raise EnvoyError(
-            f"Envoy needs {needed} open files (its connection caps plus headroom, "
-            f"Limits.open_files_needed) but the hard RLIMIT_NOFILE is {hard}: raise it "
-            "(ulimit -Hn, LimitNOFILE= in a systemd unit) or lower Limits.max_connections"
-        )
+        # A privileged process (CAP_SYS_RESOURCE) may raise its hard limit too, up to
+        # the kernel's fs.nr_open; anyone else is told how to.
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+        except (ValueError, OSError) as e:
+            raise EnvoyError(
+                f"Envoy needs {needed} open files (its connection caps plus headroom, "
+                f"Limits.open_files_needed) but the hard RLIMIT_NOFILE is {hard} and "
+                f"cannot be raised ({e}): raise it (ulimit -Hn, LimitNOFILE= in a systemd "
+                "unit) or lower Limits.max_connections"
+            ) from e
+        return needed
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     return needed
 
