@@ -713,17 +713,15 @@ def silent_submit_flood(
     polite_centre: str = "cc-03",
 ) -> dict[str, object]:
     """Two centres hold silent SubmitActas streams (opening :data:`SILENT_SUBMIT_RATE` a
-    second each) while a third submits ``actas`` one by one at 10/s; returns its figures
-    and whether a verified cut covers its actas afterwards (aggregation's and
-    publication's mesh streams kept working)."""
+    second each) while a third submits those of ``actas`` whose casillas are assigned to
+    it (ingest refuses the others), one by one at 10/s; returns its figures and whether a
+    verified cut covers its actas afterwards (aggregation's and publication's mesh
+    streams kept working)."""
     edge = stack.endpoints.edge
     before = _counters(stack)
+    own = [a for a in actas if a.provenance.capture_centre_id in ("", polite_centre)]
     polite, flood, elapsed = _run_polite(
-        {
-            "submits": lambda stop: _polite_submits(
-                edge, stack.tls(polite_centre), actas, 10.0, stop
-            )
-        },
+        {"submits": lambda stop: _polite_submits(edge, stack.tls(polite_centre), own, 10.0, stop)},
         lambda stop: _open_silent_submits(
             edge,
             [stack.tls(c) for c in silent_centres],
