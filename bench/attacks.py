@@ -114,11 +114,12 @@ def _tcp(figures: Figures) -> str | None:
     if part is None:
         return None
     flood = part["flood"]
+    fresh = part["polite_new_connections"]["success_rate"]
     return (
         f"soak: {flood.get('opened', 0):,} connections opened, at most "
         f"{flood.get('max open', 0):,} open; open connections "
-        f"{_polite(part['polite_reads'])}, new connections "
-        f"{part['polite_new_connections']['success_rate']:.2%} (goal missed, shared cap)"
+        f"{_polite(part['polite_reads'])}, new connections {fresh:.2%}"
+        + (" (goal missed: the edge's cap is shared by every source)" if fresh < 1 else "")
     )
 
 
@@ -383,8 +384,15 @@ ATTACKS: tuple[Attack, ...] = (
 )
 
 
-def table_lines(figures: Figures) -> list[str]:
-    """The "Attacks and defences" section of docs/RELIABILITY.md."""
+def table_lines(figures: Figures, *, previous: str = "") -> list[str]:
+    """The "Attacks and defences" section of docs/RELIABILITY.md.
+
+    Args:
+        figures: the soak's figures by part.
+        previous: the section as an earlier run wrote it; a row whose part is not in
+            ``figures`` keeps the measured figure it had there (``--only PART``
+            without bench/out/soak.json keeps the other parts' figures too).
+    """
     lines = [
         "## Attacks and defences",
         "",
@@ -395,7 +403,21 @@ def table_lines(figures: Figures) -> list[str]:
         "| Attack | Defence | Tests | Figure |",
         "|---|---|---|---|",
     ]
+    earlier = previous_figures(previous)
     for a in ATTACKS:
         tests = "<br>".join(f"`{t}`" for t in a.tests)
-        lines.append(f"| {a.attack} | {a.defence} | {tests} | {a.figure(figures)} |")
+        figure = a.figure(figures)
+        if figure == a.asserted and a.measured is not None:
+            figure = earlier.get(a.attack, figure)
+        lines.append(f"| {a.attack} | {a.defence} | {tests} | {figure} |")
     return [*lines, ""]
+
+
+def previous_figures(section: str) -> dict[str, str]:
+    """The figure of each attack in a section :func:`table_lines` wrote, by attack."""
+    out: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| ") and line.endswith(" |") and len(cells) == 4:
+            out[cells[0][2:]] = cells[3][:-2]
+    return out

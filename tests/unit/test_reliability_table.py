@@ -72,3 +72,14 @@ def test_a_measured_flood_puts_its_figure_before_what_the_tests_assert() -> None
     assert "UNIMPLEMENTED" in figure
     assert gzip.asserted in figure
     assert gzip.figure({}) == gzip.asserted
+
+
+def test_a_row_whose_part_did_not_run_keeps_its_earlier_measured_figure() -> None:
+    stats = {"calls": 10, "success_rate": 1.0, "p50_ms": 3.0, "p99_ms": 9.0, "codes": {"OK": 10}}
+    streams = {"flood": {"attempted": 4300, "held": 8}, "polite_reads": stats}
+    measured = table_lines({"isolation": {"streams": {**streams, "polite_watches": stats}}})
+    again = table_lines({}, previous="\n".join(measured))
+    assert again == measured
+    assert any("soak: 4300 streams tried" in line for line in again)
+    # Rows without a measured figure, and a fresh figure, are never taken from before.
+    assert table_lines({}, previous="") != measured
