@@ -7,6 +7,12 @@ One function, :func:`render`, turns a :class:`Topology` into the bootstrap as pl
 data; :func:`write` dumps it with PyYAML (and writes the REST view's descriptor set);
 :func:`validate` runs ``envoy --mode validate`` on the result.
 
+Who may call which method, the method table and the default budgets per role are not
+here: they are the access policy, :mod:`veritally.mesh.policy`, the file to audit. This
+module renders that policy into RBAC, routes and rate-limit descriptors and adds no
+grant of its own; the names it used to define (``METHODS``, ``REST_ROUTES``,
+``SERVICE_FULL_NAMES``, the request size limits, ``Method``) are re-exported.
+
 What the rendered configuration enforces, listener by listener:
 
 1. **edge** (capture centres, media, operators; gRPC over HTTP/2 only):
@@ -49,6 +55,20 @@ from typing import Any
 
 import yaml
 
+from veritally.mesh.policy import (
+    BUDGETS,
+    EDGE_GRANTS,
+    HEALTH_CHECK_PATH,
+    INGEST_MAX_REQUEST_BYTES,
+    MESH_GRANTS,
+    METHODS,
+    READ_MAX_REQUEST_BYTES,
+    REST_GRANTS,
+    REST_ROUTES,
+    SERVICE_FULL_NAMES,
+    Grants,
+    Method,
+)
 from veritally.pki import (
     ENVOY_NAME,
     ROLE_CAPTURE,
@@ -91,22 +111,6 @@ __all__ = [
 
 JsonDict = dict[str, Any]
 
-SERVICE_FULL_NAMES: Mapping[str, str] = {
-    "ingest": "veritally.v1.IngestService",
-    "aggregation": "veritally.v1.AggregationService",
-    "publication": "veritally.v1.PublicationService",
-}
-_HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
-
-# Request size limits, in bytes, enforced by Envoy before a request reaches a service.
-# They apply to unary calls only (the buffer filter holds the whole request); streams
-# (SubmitActas) are bounded per message by the service's own receive limit. Requests are
-# never compressed here (see _compressed_request_route), so these are the real sizes.
-# SubmitActa and CorrectActa carry one acta (at most bounds.MAX_ACTA_BYTES, 16 KiB) and
-# a reason (at most ~4 KiB): 64 KiB leaves room and lets ingest name a too-big acta
-# with INVALID_ARGUMENT. Reads carry a few integers: 64 KiB is generous.
-INGEST_MAX_REQUEST_BYTES = 64 * 1024
-READ_MAX_REQUEST_BYTES = 64 * 1024
 # gRPC status of a compressed request: UNIMPLEMENTED is what gRPC itself answers for a
 # message encoding the server does not support.
 _GRPC_UNIMPLEMENTED = "12"
@@ -114,98 +118,8 @@ _GRPC_UNIMPLEMENTED = "12"
 # First port of the single-machine layout (see default_topology).
 DEFAULT_BASE_PORT = 8440
 
-
-@dataclass(frozen=True, kw_only=True)
-class Method:
-    """One gRPC method as the mesh sees it.
-
-    Attributes:
-        service: ``ingest``, ``aggregation`` or ``publication``.
-        name: the method name.
-        streaming: a streaming call (route timeout 0, no buffering).
-        idempotent: safe to retry on UNAVAILABLE (reads only; never a write).
-        max_request_bytes: largest unary request Envoy forwards (bytes).
-    """
-
-    service: str
-    name: str
-    streaming: bool = False
-    idempotent: bool = False
-    max_request_bytes: int = READ_MAX_REQUEST_BYTES
-
-    @property
-    def path(self) -> str:
-        """The HTTP/2 ``:path`` of the call, ``/veritally.v1.Service/Method``."""
-        return f"/{SERVICE_FULL_NAMES[self.service]}/{self.name}"
-
-
-def _m(service: str, name: str, **kw: Any) -> Method:
-    return Method(service=service, name=name, **kw)
-
-
-# Every method the mesh routes, and what it is. A method absent from here is never
-# routed: RBAC refuses it with PERMISSION_DENIED before routing.
-METHODS: tuple[Method, ...] = (
-    _m("ingest", "SubmitActa", max_request_bytes=INGEST_MAX_REQUEST_BYTES),
-    _m("ingest", "SubmitActas", streaming=True),
-    _m("ingest", "CorrectActa", max_request_bytes=INGEST_MAX_REQUEST_BYTES),
-    _m("ingest", "ListCrossChecks", idempotent=True),
-    _m("ingest", "ResolveCrossCheck"),
-    _m("ingest", "StreamRecords", streaming=True),
-    _m("aggregation", "GetResults", idempotent=True),
-    _m("aggregation", "GetResultsBlob", idempotent=True),
-    _m("aggregation", "GetDefinition", idempotent=True),
-    _m("aggregation", "StreamAggregatedRecords", streaming=True),
-    _m("publication", "GetLatestCut", idempotent=True),
-    _m("publication", "GetCut", idempotent=True),
-    _m("publication", "WatchCuts", streaming=True),
-    _m("publication", "GetActaInclusionProof", idempotent=True),
-    _m("publication", "GetConsistencyProof", idempotent=True),
-    _m("publication", "GetLeaves", idempotent=True),
-    _m("publication", "GetTrustRoot", idempotent=True),
-    _m("publication", "GetElectionDefinition", idempotent=True),
-)
 _BY_NAME = {(m.service, m.name): m for m in METHODS}
-
-# Who may call what at the edge (role -> methods). Health is the operator's, routed to
-# ingest (the operator's service).
-EDGE_GRANTS: Mapping[str, tuple[tuple[str, str], ...]] = {
-    ROLE_CAPTURE: (("ingest", "SubmitActa"), ("ingest", "SubmitActas")),
-    ROLE_MEDIA: tuple(
-        ("publication", n)
-        for n in (
-            "GetLatestCut",
-            "GetCut",
-            "WatchCuts",
-            "GetActaInclusionProof",
-            "GetConsistencyProof",
-            "GetLeaves",
-            "GetTrustRoot",
-            "GetElectionDefinition",
-        )
-    ),
-    ROLE_OPERATOR: (
-        ("ingest", "CorrectActa"),
-        ("ingest", "ListCrossChecks"),
-        ("ingest", "ResolveCrossCheck"),
-    ),
-}
-# Who may call what on the internal mesh listener (service name -> methods).
-MESH_GRANTS: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "aggregation": (("ingest", "StreamRecords"),),
-    "publication": (
-        ("aggregation", "GetResultsBlob"),
-        ("aggregation", "StreamAggregatedRecords"),
-        ("aggregation", "GetDefinition"),
-    ),
-}
-
-# The read-only JSON view: method -> GET path template (google.api.http).
-REST_ROUTES: Mapping[str, str] = {
-    "GetLatestCut": "/v1/cuts/latest",
-    "GetCut": "/v1/cuts/{cut_number}",
-    "GetTrustRoot": "/v1/trust-root",
-}
+_BY_PATH = {m.path: m for m in METHODS}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,6 +251,12 @@ class TokenBucket:
         return {"max_tokens": self.burst, "tokens_per_fill": self.per_second, "fill_interval": "1s"}
 
 
+def _budget(role: str) -> TokenBucket:
+    """The access policy's default budget of ``role`` as a token bucket."""
+    budget = BUDGETS[role]
+    return TokenBucket(burst=budget.burst, per_second=budget.per_second)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CircuitBreaker:
     """Envoy's bounds on what it asks of one upstream cluster (counts, all replicas of
@@ -383,12 +303,11 @@ class Limits:
     """Per-identity request budgets and connection-level limits.
 
     Attributes:
-        media: per outlet, calls (a stream counts once when opened). An SDK polls the
-            latest cut every few seconds and fetches proofs for what it shows; a few
-            hundred calls a second is far above honest use and still cheap to serve.
-        capture: per capture centre, calls. A centre submits actas as they are scanned,
-            a few a second at peak; bulk loads use the SubmitActas stream.
-        operator: per operator, calls (interactive use).
+        media: per outlet, calls (a stream counts once when opened); by default the
+            media budget of the access policy (:data:`veritally.mesh.policy.BUDGETS`,
+            which says why).
+        capture: per capture centre, calls; by default the policy's capture budget.
+        operator: per operator, calls; by default the policy's operator budget.
         total: every call through the listener, all identities together. Envoy consumes
             a token from this bucket as well as from the caller's own, so it caps what
             the services behind it are asked to do; sized well above the sum of honest
@@ -440,9 +359,9 @@ class Limits:
             non-positive cap or timeout.
     """
 
-    media: TokenBucket = field(default_factory=lambda: TokenBucket(burst=400, per_second=200))
-    capture: TokenBucket = field(default_factory=lambda: TokenBucket(burst=100, per_second=50))
-    operator: TokenBucket = field(default_factory=lambda: TokenBucket(burst=20, per_second=10))
+    media: TokenBucket = field(default_factory=lambda: _budget(ROLE_MEDIA))
+    capture: TokenBucket = field(default_factory=lambda: _budget(ROLE_CAPTURE))
+    operator: TokenBucket = field(default_factory=lambda: _budget(ROLE_OPERATOR))
     total: TokenBucket = field(default_factory=lambda: TokenBucket(burst=4000, per_second=2000))
     max_identities: int = 10_000
     max_concurrent_streams: int = 100
@@ -985,8 +904,8 @@ def _compressed_request_route() -> JsonDict:
 
 def _health_route(limits: Limits) -> JsonDict:
     return {
-        "name": _HEALTH_CHECK_PATH,
-        "match": {"path": _HEALTH_CHECK_PATH, "grpc": {}},
+        "name": HEALTH_CHECK_PATH,
+        "match": {"path": HEALTH_CHECK_PATH, "grpc": {}},
         "route": {
             "cluster": _cluster_name("ingest", _EDGE, streaming=False),
             "timeout": _seconds(limits.unary_timeout_s),
@@ -1138,9 +1057,10 @@ def _upstream_clusters() -> list[tuple[str, str, bool]]:
     keys: set[tuple[str, str, bool]] = {("ingest", _EDGE, False)}  # the health route
     for traffic, grants in ((_EDGE, EDGE_GRANTS), (_MESH, MESH_GRANTS)):
         for granted in grants.values():
-            for g in granted:
-                method = _BY_NAME[g]
-                keys.add((method.service, traffic, method.streaming))
+            for path in granted:
+                method = _BY_PATH.get(path)
+                if method is not None:  # not the health check, routed to ingest above
+                    keys.add((method.service, traffic, method.streaming))
     order = list(SERVICE_FULL_NAMES)
     return sorted(keys, key=lambda k: (order.index(k[0]), k[1], k[2]))
 
@@ -1214,28 +1134,31 @@ def _cluster(
     }
 
 
-def _grant_paths(grants: Sequence[tuple[str, str]]) -> list[str]:
-    return [_BY_NAME[g].path for g in grants]
+def _policies(tls: MeshTls, grants: Grants) -> dict[str, tuple[str, list[str]]]:
+    """The RBAC policies of a listener: caller -> (its SPIFFE URI or prefix, the method
+    paths it is granted)."""
+    return {
+        caller.policy: (tls.spiffe(caller.role, caller.name), list(paths))
+        for caller, paths in grants.items()
+    }
+
+
+def _served(grants: Grants) -> set[str]:
+    return {path for paths in grants.values() for path in paths}
 
 
 def _edge_listener(topology: Topology) -> JsonDict:
     tls, limits = topology.tls, topology.limits
-    served = {g for grants in EDGE_GRANTS.values() for g in grants}
+    served = _served(EDGE_GRANTS)
     routes = [_compressed_request_route()]
     routes += [
         _route(m, cluster=_cluster_name(m.service, _EDGE, streaming=m.streaming), limits=limits)
         for m in METHODS
-        if (m.service, m.name) in served
+        if m.path in served
     ]
-    routes.append(_health_route(limits))
-    policies = {
-        ROLE_CAPTURE: (tls.spiffe(ROLE_CAPTURE), _grant_paths(EDGE_GRANTS[ROLE_CAPTURE])),
-        ROLE_MEDIA: (tls.spiffe(ROLE_MEDIA), _grant_paths(EDGE_GRANTS[ROLE_MEDIA])),
-        ROLE_OPERATOR: (
-            tls.spiffe(ROLE_OPERATOR),
-            [*_grant_paths(EDGE_GRANTS[ROLE_OPERATOR]), _HEALTH_CHECK_PATH],
-        ),
-    }
+    if HEALTH_CHECK_PATH in served:
+        routes.append(_health_route(limits))
+    policies = _policies(tls, EDGE_GRANTS)
     hcm = _hcm(
         stat_prefix="edge",
         topology=topology,
@@ -1260,17 +1183,14 @@ def _edge_listener(topology: Topology) -> JsonDict:
 
 def _mesh_listener(topology: Topology) -> JsonDict:
     tls, limits = topology.tls, topology.limits
-    served = {g for grants in MESH_GRANTS.values() for g in grants}
+    served = _served(MESH_GRANTS)
     routes = [_compressed_request_route()]
     routes += [
         _route(m, cluster=_cluster_name(m.service, _MESH, streaming=m.streaming), limits=limits)
         for m in METHODS
-        if (m.service, m.name) in served
+        if m.path in served
     ]
-    policies = {
-        f"service-{caller}": (tls.spiffe(ROLE_SERVICE, caller), _grant_paths(grants))
-        for caller, grants in MESH_GRANTS.items()
-    }
+    policies = _policies(tls, MESH_GRANTS)
     hcm = _hcm(
         stat_prefix="mesh",
         topology=topology,
@@ -1319,9 +1239,7 @@ def _rest_listener(topology: Topology, rest: Endpoint) -> JsonDict:
             "convert_grpc_status": True,
         },
     }
-    policies = {
-        ROLE_MEDIA: (tls.spiffe(ROLE_MEDIA), [m.path for m in methods]),
-    }
+    policies = _policies(tls, REST_GRANTS)
     hcm = _hcm(
         stat_prefix="rest",
         topology=topology,
