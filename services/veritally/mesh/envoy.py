@@ -7,6 +7,17 @@ One function, :func:`render`, turns a :class:`Topology` into the bootstrap as pl
 data; :func:`write` dumps it with PyYAML (and writes the REST view's descriptor set);
 :func:`validate` runs ``envoy --mode validate`` on the result.
 
+Three modules feed it, and this one assembles them listener by listener:
+
+* :mod:`veritally.mesh.policy`, the access policy and the file to audit: who may call
+  which method, the method table, the JSON view's routes, the budgets per role. This
+  module adds no grant of its own: each listener's routes and RBAC are its grants.
+* :mod:`veritally.mesh.topology`: the typed input (endpoints, TLS files, limits).
+* :mod:`veritally.mesh.envoy_parts`: the Envoy structures (TLS contexts, filters,
+  routes, connection manager, clusters), which decide nothing about who may call.
+
+The public names of the first two that callers used to import from here are re-exported.
+
 What the rendered configuration enforces, listener by listener:
 
 1. **edge** (capture centres, media, operators; gRPC over HTTP/2 only):
@@ -37,28 +48,43 @@ What the rendered configuration enforces, listener by listener:
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from veritally.pki import (
-    ENVOY_NAME,
-    ROLE_CAPTURE,
-    ROLE_MEDIA,
-    ROLE_OPERATOR,
-    ROLE_SERVICE,
-    Pki,
-    PkiLayout,
-    layout,
+from veritally.mesh import envoy_parts as parts
+from veritally.mesh.envoy_parts import render_ca_secret
+from veritally.mesh.policy import (
+    EDGE_GRANTS,
+    HEALTH_CHECK_PATH,
+    INGEST_MAX_REQUEST_BYTES,
+    MESH_GRANTS,
+    METHODS,
+    READ_MAX_REQUEST_BYTES,
+    REST_GRANTS,
+    REST_ROUTES,
+    SERVICE_FULL_NAMES,
+    Grants,
+    Method,
 )
+from veritally.mesh.topology import (
+    DEFAULT_BASE_PORT,
+    CircuitBreaker,
+    Endpoint,
+    HealthCheck,
+    JsonDict,
+    Limits,
+    MeshTls,
+    TokenBucket,
+    Topology,
+    default_topology,
+    reference_topology,
+)
+from veritally.pki import ROLE_SERVICE
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -89,1166 +115,65 @@ __all__ = [
     "write_reference",
 ]
 
-JsonDict = dict[str, Any]
-
-SERVICE_FULL_NAMES: Mapping[str, str] = {
-    "ingest": "veritally.v1.IngestService",
-    "aggregation": "veritally.v1.AggregationService",
-    "publication": "veritally.v1.PublicationService",
-}
-_HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
-
-# Request size limits, in bytes, enforced by Envoy before a request reaches a service.
-# They apply to unary calls only (the buffer filter holds the whole request); streams
-# (SubmitActas) are bounded per message by the service's own receive limit. Requests are
-# never compressed here (see _compressed_request_route), so these are the real sizes.
-# SubmitActa and CorrectActa carry one acta (at most bounds.MAX_ACTA_BYTES, 16 KiB) and
-# a reason (at most ~4 KiB): 64 KiB leaves room and lets ingest name a too-big acta
-# with INVALID_ARGUMENT. Reads carry a few integers: 64 KiB is generous.
-INGEST_MAX_REQUEST_BYTES = 64 * 1024
-READ_MAX_REQUEST_BYTES = 64 * 1024
-# gRPC status of a compressed request: UNIMPLEMENTED is what gRPC itself answers for a
-# message encoding the server does not support.
-_GRPC_UNIMPLEMENTED = "12"
-
-# First port of the single-machine layout (see default_topology).
-DEFAULT_BASE_PORT = 8440
-
-
-@dataclass(frozen=True, kw_only=True)
-class Method:
-    """One gRPC method as the mesh sees it.
-
-    Attributes:
-        service: ``ingest``, ``aggregation`` or ``publication``.
-        name: the method name.
-        streaming: a streaming call (route timeout 0, no buffering).
-        idempotent: safe to retry on UNAVAILABLE (reads only; never a write).
-        max_request_bytes: largest unary request Envoy forwards (bytes).
-    """
-
-    service: str
-    name: str
-    streaming: bool = False
-    idempotent: bool = False
-    max_request_bytes: int = READ_MAX_REQUEST_BYTES
-
-    @property
-    def path(self) -> str:
-        """The HTTP/2 ``:path`` of the call, ``/veritally.v1.Service/Method``."""
-        return f"/{SERVICE_FULL_NAMES[self.service]}/{self.name}"
-
-
-def _m(service: str, name: str, **kw: Any) -> Method:
-    return Method(service=service, name=name, **kw)
-
-
-# Every method the mesh routes, and what it is. A method absent from here is never
-# routed: RBAC refuses it with PERMISSION_DENIED before routing.
-METHODS: tuple[Method, ...] = (
-    _m("ingest", "SubmitActa", max_request_bytes=INGEST_MAX_REQUEST_BYTES),
-    _m("ingest", "SubmitActas", streaming=True),
-    _m("ingest", "CorrectActa", max_request_bytes=INGEST_MAX_REQUEST_BYTES),
-    _m("ingest", "ListCrossChecks", idempotent=True),
-    _m("ingest", "ResolveCrossCheck"),
-    _m("ingest", "StreamRecords", streaming=True),
-    _m("aggregation", "GetResults", idempotent=True),
-    _m("aggregation", "GetResultsBlob", idempotent=True),
-    _m("aggregation", "GetDefinition", idempotent=True),
-    _m("aggregation", "StreamAggregatedRecords", streaming=True),
-    _m("publication", "GetLatestCut", idempotent=True),
-    _m("publication", "GetCut", idempotent=True),
-    _m("publication", "WatchCuts", streaming=True),
-    _m("publication", "GetActaInclusionProof", idempotent=True),
-    _m("publication", "GetConsistencyProof", idempotent=True),
-    _m("publication", "GetLeaves", idempotent=True),
-    _m("publication", "GetTrustRoot", idempotent=True),
-    _m("publication", "GetElectionDefinition", idempotent=True),
-)
 _BY_NAME = {(m.service, m.name): m for m in METHODS}
-
-# Who may call what at the edge (role -> methods). Health is the operator's, routed to
-# ingest (the operator's service).
-EDGE_GRANTS: Mapping[str, tuple[tuple[str, str], ...]] = {
-    ROLE_CAPTURE: (("ingest", "SubmitActa"), ("ingest", "SubmitActas")),
-    ROLE_MEDIA: tuple(
-        ("publication", n)
-        for n in (
-            "GetLatestCut",
-            "GetCut",
-            "WatchCuts",
-            "GetActaInclusionProof",
-            "GetConsistencyProof",
-            "GetLeaves",
-            "GetTrustRoot",
-            "GetElectionDefinition",
-        )
-    ),
-    ROLE_OPERATOR: (
-        ("ingest", "CorrectActa"),
-        ("ingest", "ListCrossChecks"),
-        ("ingest", "ResolveCrossCheck"),
-    ),
-}
-# Who may call what on the internal mesh listener (service name -> methods).
-MESH_GRANTS: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "aggregation": (("ingest", "StreamRecords"),),
-    "publication": (
-        ("aggregation", "GetResultsBlob"),
-        ("aggregation", "StreamAggregatedRecords"),
-        ("aggregation", "GetDefinition"),
-    ),
-}
-
-# The read-only JSON view: method -> GET path template (google.api.http).
-REST_ROUTES: Mapping[str, str] = {
-    "GetLatestCut": "/v1/cuts/latest",
-    "GetCut": "/v1/cuts/{cut_number}",
-    "GetTrustRoot": "/v1/trust-root",
-}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Endpoint:
-    """A ``host:port``; host is a DNS name or an IP address.
-
-    Raises:
-        ValueError: empty host or a port outside 0..65535 (0 only where a caller
-            fills it in later).
-    """
-
-    host: str
-    port: int
-
-    def __post_init__(self) -> None:
-        if not self.host:
-            raise ValueError("endpoint host must not be empty")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"endpoint port must be in 0..65535, got {self.port}")
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        """``host:port`` → Endpoint.
-
-        Raises:
-            ValueError: not ``host:port``.
-        """
-        host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"expected host:port, got {text!r}")
-        return cls(host=host.strip("[]"), port=int(port))
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def is_loopback(self) -> bool:
-        """Whether the host is a loopback address or ``localhost``."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-
-@dataclass(frozen=True, kw_only=True)
-class MeshTls:
-    """The files Envoy needs for mutual TLS, and the trust domain it checks.
-
-    Attributes:
-        trust_domain: SPIFFE trust domain of every accepted identity.
-        ca: the CA certificate every peer must chain to.
-        cert: Envoy's own certificate (``service/envoy``), used on every listener and
-            as the client certificate towards the services.
-        key: its private key.
-        crl: the CA's revocation list; None to render without revocation checking.
-        sds_file: where to write the CA and CRL as a file-based SDS resource, so that
-            Envoy reloads them when the CRL is replaced (no restart); None to embed them
-            statically (a new CRL then needs an Envoy restart).
-    """
-
-    trust_domain: str
-    ca: Path
-    cert: Path
-    key: Path
-    crl: Path | None = None
-    sds_file: Path | None = None
-
-    @classmethod
-    def from_layout(
-        cls,
-        files: PkiLayout,
-        *,
-        trust_domain: str,
-        with_crl: bool = True,
-        sds_file: Path | None = None,
-    ) -> MeshTls:
-        """Envoy's files in a PKI directory laid out by :mod:`veritally.pki`, which
-        need not exist yet (for rendering a reference configuration)."""
-        return cls(
-            trust_domain=trust_domain,
-            ca=files.ca_cert,
-            cert=files.cert(ROLE_SERVICE, ENVOY_NAME),
-            key=files.key(ROLE_SERVICE, ENVOY_NAME),
-            crl=files.crl if with_crl else None,
-            sds_file=sds_file,
-        )
-
-    @classmethod
-    def from_pki(cls, pki: Pki, *, with_crl: bool = True, sds_file: Path | None = None) -> MeshTls:
-        """Envoy's files from a PKI directory (see the attributes for ``sds_file``).
-
-        Raises:
-            PkiError: the PKI has no ``envoy`` identity.
-        """
-        identity = pki.identity(ENVOY_NAME)
-        return cls(
-            trust_domain=pki.trust_domain,
-            ca=pki.ca_cert,
-            cert=identity.cert,
-            key=identity.key,
-            crl=pki.crl if with_crl else None,
-            sds_file=sds_file,
-        )
-
-    def spiffe(self, role: str, name: str | None = None) -> str:
-        """``spiffe://<td>/<role>/`` or ``spiffe://<td>/<role>/<name>``."""
-        base = f"spiffe://{self.trust_domain}/{role}/"
-        return base if name is None else base + name
-
-
-@dataclass(frozen=True, kw_only=True)
-class TokenBucket:
-    """A token bucket: ``burst`` tokens, refilled by ``per_second`` each second.
-
-    Raises:
-        ValueError: non-positive sizes.
-    """
-
-    burst: int
-    per_second: int
-
-    def __post_init__(self) -> None:
-        if self.burst <= 0 or self.per_second <= 0:
-            raise ValueError("token bucket sizes must be positive")
-
-    def render(self) -> JsonDict:
-        """Envoy's ``TokenBucket``: refilled every 1 s by ``per_second``."""
-        return {"max_tokens": self.burst, "tokens_per_fill": self.per_second, "fill_interval": "1s"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class CircuitBreaker:
-    """Envoy's bounds on what it asks of one upstream cluster (counts, all replicas of
-    the cluster together); overflow answers UNAVAILABLE at once.
-
-    Attributes:
-        max_connections: upstream connections.
-        max_pending_requests: requests waiting for a connection or stream.
-        max_requests: requests (streams) in flight.
-        max_retries: retries in flight.
-
-    Raises:
-        ValueError: a negative bound, or no request allowed.
-    """
-
-    max_connections: int
-    max_pending_requests: int
-    max_requests: int
-    max_retries: int
-
-    def __post_init__(self) -> None:
-        if min(self.max_connections, self.max_pending_requests, self.max_requests) <= 0:
-            raise ValueError("circuit breaker bounds must be positive")
-        if self.max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-
-    def render(self) -> JsonDict:
-        """Envoy's ``circuit_breakers`` for the DEFAULT priority."""
-        return {
-            "thresholds": [
-                {
-                    "priority": "DEFAULT",
-                    "max_connections": self.max_connections,
-                    "max_pending_requests": self.max_pending_requests,
-                    "max_requests": self.max_requests,
-                    "max_retries": self.max_retries,
-                }
-            ]
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """Per-identity request budgets and connection-level limits.
-
-    Attributes:
-        media: per outlet, calls (a stream counts once when opened). An SDK polls the
-            latest cut every few seconds and fetches proofs for what it shows; a few
-            hundred calls a second is far above honest use and still cheap to serve.
-        capture: per capture centre, calls. A centre submits actas as they are scanned,
-            a few a second at peak; bulk loads use the SubmitActas stream.
-        operator: per operator, calls (interactive use).
-        total: every call through the listener, all identities together. Envoy consumes
-            a token from this bucket as well as from the caller's own, so it caps what
-            the services behind it are asked to do; sized well above the sum of honest
-            use and well below what a flood of many identities could send.
-        max_identities: token buckets Envoy keeps per role (LRU beyond that). Above the
-            number of accredited parties with a wide margin.
-        max_concurrent_streams: HTTP/2 streams per downstream connection.
-        stream_idle_timeout_s: a stream with no traffic for this long is closed
-            (seconds). WatchCuts receives a heartbeat cut every publication interval
-            (seconds), StreamRecords a record or a keep-alive well within this.
-        unary_timeout_s: route timeout of unary calls (seconds).
-        max_connections: downstream connections Envoy accepts in total (overload
-            manager), so a flood cannot exhaust file descriptors. At least the sum of
-            the per-listener caps below, so that a flood on one listener meets its own
-            cap first and never the global one the others share.
-        max_connection_duration_s: a connection is drained after this long (seconds);
-            bounds how long a certificate revoked mid-connection keeps working.
-        tls_handshake_timeout_s: a downstream connection that has not completed its
-            TLS handshake this long after it was accepted is closed (seconds;
-            ``transport_socket_connect_timeout``). A handshake takes milliseconds; the
-            margin covers a loaded machine and a slow link. Without it, TCP connections
-            that never start TLS were held until Envoy ran out of file descriptors.
-        edge_max_connections: connections the edge listener holds at once (the
-            ``connection_limit`` filter; the next is closed at once). Thousands of
-            newsroom and capture-centre connections with a wide margin.
-        rest_max_connections: the same for the JSON view (media without gRPC only).
-        mesh_max_connections: the same for the internal listener: three services
-            hold a few connections each, so a small cap; a flood of the edge never
-            reaches it.
-        open_files_headroom: file descriptors Envoy needs beside downstream
-            connections: upstream connections (every cluster's breaker
-            ``max_connections`` per replica), the configuration, certificates, logs
-            and the admin listener. Envoy's RLIMIT_NOFILE is raised to
-            :attr:`open_files_needed` at start, or Envoy is not started.
-        edge_unary: circuit breaker of each service's cluster for unary calls from
-            the edge (and the JSON view).
-        edge_stream: circuit breaker of each service's cluster for streams from the
-            edge (WatchCuts, SubmitActas). Each service caps streams per identity
-            (veritally.streams, 8 by default), so one identity holds only a few of
-            these; sized for about a thousand identities each at its cap.
-        mesh_unary: circuit breaker of each service's cluster for unary calls between
-            services (publication's GetResultsBlob every cut).
-        mesh_stream: circuit breaker of each service's cluster for the followers'
-            streams (StreamRecords, StreamAggregatedRecords): one per follower, a few
-            more while one reconnects. No edge call can take its slots.
-
-    Raises:
-        ValueError: per-listener caps whose sum exceeds ``max_connections``, or a
-            non-positive cap or timeout.
-    """
-
-    media: TokenBucket = field(default_factory=lambda: TokenBucket(burst=400, per_second=200))
-    capture: TokenBucket = field(default_factory=lambda: TokenBucket(burst=100, per_second=50))
-    operator: TokenBucket = field(default_factory=lambda: TokenBucket(burst=20, per_second=10))
-    total: TokenBucket = field(default_factory=lambda: TokenBucket(burst=4000, per_second=2000))
-    max_identities: int = 10_000
-    max_concurrent_streams: int = 100
-    stream_idle_timeout_s: int = 300
-    unary_timeout_s: int = 15
-    max_connections: int = 16_000
-    max_connection_duration_s: int = 900
-    tls_handshake_timeout_s: float = 10.0
-    edge_max_connections: int = 12_000
-    rest_max_connections: int = 2_000
-    mesh_max_connections: int = 1_000
-    open_files_headroom: int = 2_048
-    edge_unary: CircuitBreaker = field(
-        default_factory=lambda: CircuitBreaker(
-            max_connections=64, max_pending_requests=1024, max_requests=4096, max_retries=16
-        )
-    )
-    edge_stream: CircuitBreaker = field(
-        default_factory=lambda: CircuitBreaker(
-            max_connections=64, max_pending_requests=1024, max_requests=8192, max_retries=0
-        )
-    )
-    mesh_unary: CircuitBreaker = field(
-        default_factory=lambda: CircuitBreaker(
-            max_connections=16, max_pending_requests=64, max_requests=256, max_retries=4
-        )
-    )
-    mesh_stream: CircuitBreaker = field(
-        default_factory=lambda: CircuitBreaker(
-            max_connections=16, max_pending_requests=16, max_requests=64, max_retries=0
-        )
-    )
-
-    def __post_init__(self) -> None:
-        caps = (self.edge_max_connections, self.rest_max_connections, self.mesh_max_connections)
-        if min(caps) <= 0 or self.tls_handshake_timeout_s <= 0 or self.open_files_headroom < 0:
-            raise ValueError("connection caps and the handshake timeout must be positive")
-        if sum(caps) > self.max_connections:
-            raise ValueError(
-                f"per-listener connection caps {caps} add up to more than max_connections "
-                f"({self.max_connections}): a flood of one listener would reach the global "
-                "cap that the others share"
-            )
-
-    @property
-    def open_files_needed(self) -> int:
-        """The RLIMIT_NOFILE Envoy needs: every downstream connection it may accept
-        plus :attr:`open_files_headroom`."""
-        return self.max_connections + self.open_files_headroom
-
-
-@dataclass(frozen=True, kw_only=True)
-class HealthCheck:
-    """Active gRPC health checking of every replica (seconds and counts).
-
-    Attributes:
-        interval_s: between checks of a replica in use.
-        no_traffic_interval_s: between checks of a replica with no traffic; kept short
-            so that a replica that failed its first check recovers fast.
-        timeout_s: a check that takes longer fails.
-        unhealthy_threshold: consecutive failures before a replica leaves rotation; a
-            draining service waits interval × this before stopping.
-        healthy_threshold: consecutive successes before it returns.
-    """
-
-    interval_s: float = 2.0
-    no_traffic_interval_s: float = 2.0
-    timeout_s: float = 1.0
-    unhealthy_threshold: int = 2
-    healthy_threshold: int = 1
-
-
-@dataclass(frozen=True, kw_only=True)
-class Topology:
-    """Everything the rendered configuration depends on.
-
-    Attributes:
-        tls: certificate files and trust domain.
-        edge: listener for external parties (gRPC, mTLS).
-        mesh: listener for service-to-service calls (gRPC, mTLS, services only).
-        admin: Envoy's admin interface; must be loopback.
-        services: service name → replicas (``ingest``, ``aggregation``,
-            ``publication``).
-        rest: listener for the read-only JSON view; None for none.
-        descriptor_set: where the REST view's protobuf descriptor set is (written by
-            :func:`write`); required when ``rest`` is set.
-        access_log: JSON access log file.
-        limits: rate and size limits.
-        health: health-check settings.
-
-    Raises:
-        ValueError: a non-loopback admin, a missing or unknown service, no replicas, or
-            a REST listener without a descriptor set.
-    """
-
-    tls: MeshTls
-    edge: Endpoint
-    mesh: Endpoint
-    admin: Endpoint
-    services: Mapping[str, Sequence[Endpoint]]
-    rest: Endpoint | None = None
-    descriptor_set: Path | None = None
-    access_log: Path = Path("/dev/stdout")
-    limits: Limits = field(default_factory=Limits)
-    health: HealthCheck = field(default_factory=HealthCheck)
-
-    def __post_init__(self) -> None:
-        if not self.admin.is_loopback():
-            # The admin interface can drain listeners and dump certificates: never
-            # reachable from the network.
-            raise ValueError(f"admin must listen on loopback, got {self.admin}")
-        for name in SERVICE_FULL_NAMES:
-            if not self.services.get(name):
-                raise ValueError(f"topology needs at least one endpoint for {name}")
-        unknown = set(self.services) - set(SERVICE_FULL_NAMES)
-        if unknown:
-            raise ValueError(f"unknown services {sorted(unknown)}")
-        if self.rest is not None and self.descriptor_set is None:
-            raise ValueError("a REST listener needs descriptor_set")
-
-
-def default_topology(
-    *,
-    pki_dir: Path,
-    trust_domain: str,
-    state_dir: Path,
-    with_crl: bool = True,
-    base_port: int = DEFAULT_BASE_PORT,
-) -> Topology:
-    """The single-machine layout of ``veritally up``: every listener and service on
-    127.0.0.1 from ``base_port`` (edge +3, mesh +4, rest +5, admin +1, ingest +10,
-    aggregation +11, publication +12). The topology is still the multi-host one; only
-    the addresses are local. Paths are built from ``pki_dir`` and ``state_dir`` as
-    given (relative ones stay relative, as in the committed reference rendering).
-    """
-
-    def at(offset: int) -> Endpoint:
-        return Endpoint(host="127.0.0.1", port=base_port + offset)
-
-    return Topology(
-        tls=MeshTls.from_layout(
-            layout(pki_dir),
-            trust_domain=trust_domain,
-            with_crl=with_crl,
-            sds_file=state_dir / "envoy" / "ca-secret.yaml",
-        ),
-        edge=at(3),
-        mesh=at(4),
-        rest=at(5),
-        admin=at(1),
-        services={"ingest": [at(10)], "aggregation": [at(11)], "publication": [at(12)]},
-        descriptor_set=state_dir / "envoy" / "publication.binpb",
-        access_log=state_dir / "envoy" / "access.log",
-    )
-
-
-# The committed reference rendering (envoy/envoy.yaml) is the default topology with the
-# paths `make demo` uses, relative to the repository root.
-REFERENCE_STATE_DIR = Path("state")
-REFERENCE_TRUST_DOMAIN = "veritally.example"
-
-
-def reference_topology() -> Topology:
-    """The topology of the committed reference rendering in ``envoy/``."""
-    return default_topology(
-        pki_dir=REFERENCE_STATE_DIR / "pki",
-        trust_domain=REFERENCE_TRUST_DOMAIN,
-        state_dir=REFERENCE_STATE_DIR,
-    )
-
-
-def write_reference(directory: Path) -> list[Path]:
-    """Write the reference rendering (``envoy.yaml``, ``ca-secret.yaml``) into
-    ``directory``; the descriptor set is produced by ``veritally envoy render``."""
-    topology = reference_topology()
-    assert topology.tls.sds_file is not None  # default_topology always sets it
-    config = directory / "envoy.yaml"
-    secret = directory / topology.tls.sds_file.name
-    _atomic_write(config, render_yaml(topology).encode())
-    _atomic_write(secret, render_ca_secret_yaml(topology.tls).encode())
-    return [config, secret]
-
-
-# --------------------------------------------------------------------------------------
-# pieces
-
-
-def _seconds(value: float) -> str:
-    text = f"{value:.3f}".rstrip("0").rstrip(".")
-    return f"{text}s"
-
-
-def _address(ep: Endpoint) -> JsonDict:
-    return {"socket_address": {"address": ep.host, "port_value": ep.port}}
-
-
-def _file(path: Path) -> JsonDict:
-    return {"filename": str(path)}
-
-
-_CA_SDS_NAME = "veritally_ca"
-
-
-def _validation_context(tls: MeshTls) -> JsonDict:
-    """The CA and CRL part of a downstream validation context."""
-    ctx: JsonDict = {"trusted_ca": _file(tls.ca)}
-    if tls.crl is not None:
-        ctx["crl"] = _file(tls.crl)
-        # Our CA is the trust anchor and issues every leaf: only leaves are revocable.
-        ctx["only_verify_leaf_cert_crl"] = True
-    return ctx
-
-
-def render_ca_secret(tls: MeshTls) -> JsonDict:
-    """The SDS resource file holding the CA and CRL (see :attr:`MeshTls.sds_file`)."""
-    return {
-        "resources": [
-            {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-                "name": _CA_SDS_NAME,
-                "validation_context": _validation_context(tls),
-            }
-        ]
-    }
-
-
-def _downstream_validation(tls: MeshTls, *, san_prefix: str) -> tuple[str, JsonDict]:
-    sans = [{"san_type": "URI", "matcher": {"prefix": san_prefix}}]
-    if tls.sds_file is None:
-        return "validation_context", {
-            **_validation_context(tls),
-            "match_typed_subject_alt_names": sans,
-        }
-    # CA and CRL come from a file-based SDS resource. Envoy re-reads it, and the files it
-    # names, whenever a file is renamed into the watched directory; `veritally pki
-    # revoke` writes the new CRL that way, so a revocation applies to new connections
-    # without a restart. The SAN rule stays here, per listener.
-    watched = (tls.crl if tls.crl is not None else tls.ca).parent
-    return "combined_validation_context", {
-        "default_validation_context": {"match_typed_subject_alt_names": sans},
-        "validation_context_sds_secret_config": {
-            "name": _CA_SDS_NAME,
-            "sds_config": {
-                "path_config_source": {
-                    "path": str(tls.sds_file),
-                    "watched_directory": {"path": str(watched)},
-                },
-                "resource_api_version": "V3",
-            },
-        },
-    }
-
-
-def _downstream_tls(tls: MeshTls, *, san_prefix: str, alpn: Sequence[str]) -> JsonDict:
-    key, validation = _downstream_validation(tls, san_prefix=san_prefix)
-    return {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
-            ".DownstreamTlsContext",
-            "require_client_certificate": True,
-            "common_tls_context": {
-                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-                "alpn_protocols": list(alpn),
-                "tls_certificates": [
-                    {"certificate_chain": _file(tls.cert), "private_key": _file(tls.key)}
-                ],
-                key: validation,
-            },
-        },
-    }
-
-
-def _upstream_tls(tls: MeshTls, service: str) -> JsonDict:
-    return {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
-            ".UpstreamTlsContext",
-            "sni": service,
-            "common_tls_context": {
-                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-                "alpn_protocols": ["h2"],
-                "tls_certificates": [
-                    {"certificate_chain": _file(tls.cert), "private_key": _file(tls.key)}
-                ],
-                # The service must prove it is THAT service, not just any holder of a
-                # certificate from our CA.
-                "validation_context": {
-                    "trusted_ca": _file(tls.ca),
-                    "match_typed_subject_alt_names": [
-                        {
-                            "san_type": "URI",
-                            "matcher": {"exact": tls.spiffe(ROLE_SERVICE, service)},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
-def _access_log(path: Path, listener: str) -> list[JsonDict]:
-    return [
-        {
-            "name": "envoy.access_loggers.file",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3"
-                ".FileAccessLog",
-                "path": str(path),
-                "log_format": {
-                    "json_format": {
-                        "time": "%START_TIME%",
-                        "listener": listener,
-                        "peer": "%DOWNSTREAM_PEER_URI_SAN%",
-                        "client": "%DOWNSTREAM_REMOTE_ADDRESS%",
-                        "method": "%REQ(:PATH)%",
-                        "http_status": "%RESPONSE_CODE%",
-                        "grpc_status": "%GRPC_STATUS(NUMBER)%",
-                        "flags": "%RESPONSE_FLAGS%",
-                        "details": "%RESPONSE_CODE_DETAILS%",
-                        "duration_ms": "%DURATION%",
-                        "bytes_in": "%BYTES_RECEIVED%",
-                        "bytes_out": "%BYTES_SENT%",
-                        "upstream": "%UPSTREAM_HOST%",
-                    },
-                },
-            },
-        }
-    ]
-
-
-def _path_rule(path: str) -> JsonDict:
-    return {"url_path": {"path": {"exact": path}}}
-
-
-def _rbac_filter(policies: Mapping[str, tuple[str, Sequence[str]]]) -> JsonDict:
-    """An RBAC filter that ALLOWs ``policy -> (principal prefix, method paths)`` and
-    denies everything else (PERMISSION_DENIED)."""
-    rendered: JsonDict = {}
-    for name, (principal, paths) in policies.items():
-        rendered[name] = {
-            "permissions": [{"or_rules": {"rules": [_path_rule(p) for p in paths]}}],
-            "principals": [
-                {
-                    "authenticated": {
-                        "principal_name": (
-                            {"exact": principal}
-                            if not principal.endswith("/")
-                            else {"prefix": principal}
-                        )
-                    }
-                }
-            ],
-        }
-    return {
-        "name": "envoy.filters.http.rbac",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-            "rules": {"action": "ALLOW", "policies": rendered},
-        },
-    }
-
-
-def _rate_limit_filter(tls: MeshTls, limits: Limits, stat_prefix: str) -> JsonDict:
-    """One token bucket per verified identity, budget by role.
-
-    The descriptor is built from the verified peer certificate only (CEL), never from a
-    header: ``(role, <uri san>)``. The role entry selects the budget; the wildcard URI
-    entry gives each identity its own bucket (up to ``max_identities``).
-    """
-    role_expr = " : ".join(
-        [
-            f"connection.uri_san_peer_certificate.startsWith('{tls.spiffe(role)}') ? '{role}'"
-            for role in (ROLE_MEDIA, ROLE_CAPTURE, ROLE_OPERATOR, ROLE_SERVICE)
-        ]
-        + ["'other'"]
-    )
-    budgets = {
-        ROLE_MEDIA: limits.media,
-        ROLE_CAPTURE: limits.capture,
-        ROLE_OPERATOR: limits.operator,
-    }
-    return {
-        "name": "envoy.filters.http.local_ratelimit",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3"
-            ".LocalRateLimit",
-            "stat_prefix": stat_prefix,
-            # Shared by every call (see Limits.total); the per-identity buckets below
-            # come on top of it.
-            "token_bucket": limits.total.render(),
-            "filter_enabled": {
-                "runtime_key": f"{stat_prefix}.enabled",
-                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-            },
-            "filter_enforced": {
-                "runtime_key": f"{stat_prefix}.enforced",
-                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-            },
-            "rate_limited_as_resource_exhausted": True,
-            "max_dynamic_descriptors": limits.max_identities * len(budgets),
-            "descriptors": [
-                {
-                    "entries": [{"key": "role", "value": role}, {"key": "peer", "value": ""}],
-                    "token_bucket": bucket.render(),
-                }
-                for role, bucket in budgets.items()
-            ],
-            "rate_limits": [
-                {
-                    "actions": [
-                        {
-                            "extension": {
-                                "name": "envoy.rate_limit_descriptors.expr",
-                                "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions"
-                                    ".rate_limit_descriptors.expr.v3.Descriptor",
-                                    "descriptor_key": "role",
-                                    "text": role_expr,
-                                },
-                            }
-                        },
-                        {
-                            "extension": {
-                                "name": "envoy.rate_limit_descriptors.expr",
-                                "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions"
-                                    ".rate_limit_descriptors.expr.v3.Descriptor",
-                                    "descriptor_key": "peer",
-                                    "text": "connection.uri_san_peer_certificate",
-                                },
-                            }
-                        },
-                    ]
-                }
-            ],
-        },
-    }
-
-
-def _buffer_filter() -> JsonDict:
-    # The largest size any route allows; each route narrows it (or disables buffering
-    # for streams, whose messages the services bound themselves).
-    return {
-        "name": "envoy.filters.http.buffer",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-            "max_request_bytes": INGEST_MAX_REQUEST_BYTES,
-        },
-    }
-
-
-_BUFFER_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
-
-
-def _route(method: Method, *, cluster: str, limits: Limits, path: str | None = None) -> JsonDict:
-    action: JsonDict = {"cluster": cluster}
-    per_filter: JsonDict
-    if method.streaming:
-        # Streams live as long as the election night: no route timeout; the stream idle
-        # timeout of the connection manager still closes dead ones.
-        action["timeout"] = "0s"
-        action["idle_timeout"] = _seconds(limits.stream_idle_timeout_s)
-        per_filter = {"@type": _BUFFER_PER_ROUTE, "disabled": True}
-    else:
-        action["timeout"] = _seconds(limits.unary_timeout_s)
-        per_filter = {
-            "@type": _BUFFER_PER_ROUTE,
-            "buffer": {"max_request_bytes": method.max_request_bytes},
-        }
-    if method.idempotent:
-        action["retry_policy"] = {
-            # Only when the service answered UNAVAILABLE as trailers-only (nothing was
-            # sent yet) or the request never reached it: a read is safe to repeat.
-            "retry_on": "unavailable,connect-failure,refused-stream,reset",
-            "num_retries": 2,
-            "per_try_timeout": _seconds(max(1.0, limits.unary_timeout_s / 3)),
-            "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
-            "retry_host_predicate": [
-                {
-                    "name": "envoy.retry_host_predicates.previous_hosts",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.retry.host"
-                        ".previous_hosts.v3.PreviousHostsPredicate"
-                    },
-                }
-            ],
-            "host_selection_retry_max_attempts": 3,
-        }
-    elif not method.streaming:
-        # Writes are retried only when the request provably never reached a service
-        # (no connection, or the stream refused before any processing).
-        action["retry_policy"] = {"retry_on": "connect-failure,refused-stream", "num_retries": 2}
-    return {
-        "name": method.path,
-        "match": {"path": path or method.path, "grpc": {}},
-        "route": action,
-        "typed_per_filter_config": {"envoy.filters.http.buffer": per_filter},
-    }
-
-
-def _compressed_request_route() -> JsonDict:
-    """First route of the gRPC listeners: a request whose ``grpc-encoding`` is anything
-    but ``identity`` is answered UNIMPLEMENTED by Envoy itself, before any buffering.
-
-    A compressed message is bounded by Envoy's buffer limit *before* inflation only: 65
-    KiB of gzip inflate to 64 MiB in the service. Our clients never compress (actas are
-    small); refusing compression keeps every size limit a limit on real bytes.
-    """
-    return {
-        "name": "compressed-request",
-        "match": {
-            "prefix": "/",
-            "headers": [
-                {"name": "grpc-encoding", "present_match": True},
-                {
-                    "name": "grpc-encoding",
-                    "string_match": {"exact": "identity"},
-                    "invert_match": True,
-                },
-            ],
-        },
-        # A trailers-only gRPC answer: status and message in the response headers.
-        "direct_response": {"status": 200},
-        "response_headers_to_add": [
-            {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-            for key, value in (
-                ("content-type", "application/grpc"),
-                ("grpc-status", _GRPC_UNIMPLEMENTED),
-                ("grpc-message", "compressed requests are refused; send grpc-encoding identity"),
-                ("grpc-accept-encoding", "identity"),
-            )
-        ],
-        "typed_per_filter_config": {
-            "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True}
-        },
-    }
-
-
-def _health_route(limits: Limits) -> JsonDict:
-    return {
-        "name": _HEALTH_CHECK_PATH,
-        "match": {"path": _HEALTH_CHECK_PATH, "grpc": {}},
-        "route": {
-            "cluster": _cluster_name("ingest", _EDGE, streaming=False),
-            "timeout": _seconds(limits.unary_timeout_s),
-        },
-        "typed_per_filter_config": {
-            "envoy.filters.http.buffer": {
-                "@type": _BUFFER_PER_ROUTE,
-                "buffer": {"max_request_bytes": READ_MAX_REQUEST_BYTES},
-            }
-        },
-    }
-
-
-def _hcm(
-    *,
-    stat_prefix: str,
-    topology: Topology,
-    routes: list[JsonDict],
-    filters: list[JsonDict],
-    codec: str = "HTTP2",
-) -> JsonDict:
-    limits = topology.limits
-    return {
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network"
-            ".http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": stat_prefix,
-            "codec_type": codec,
-            "use_remote_address": True,
-            # Replace whatever x-forwarded-client-cert a client sent with the identity
-            # Envoy verified, so services can trust the header.
-            "forward_client_cert_details": "SANITIZE_SET",
-            "set_current_client_cert_details": {"uri": True},
-            "stream_idle_timeout": _seconds(limits.stream_idle_timeout_s),
-            "common_http_protocol_options": {
-                # Idle connections are closed after an hour (seconds).
-                "idle_timeout": "3600s",
-                # Every connection is drained (GOAWAY) after this long, so that a
-                # certificate revoked while connected stops working within it: the
-                # CRL is checked at the handshake only. gRPC clients reconnect on their
-                # own (seconds).
-                "max_connection_duration": _seconds(limits.max_connection_duration_s),
-                "headers_with_underscores_action": "REJECT_REQUEST",
-            },
-            "http2_protocol_options": {
-                "max_concurrent_streams": limits.max_concurrent_streams,
-                # 64 KiB per stream, 1 MiB per connection (bytes): flow control keeps a
-                # slow reader from making Envoy buffer a lot.
-                "initial_stream_window_size": 65536,
-                "initial_connection_window_size": 1048576,
-            },
-            "access_log": _access_log(topology.access_log, stat_prefix),
-            "local_reply_config": {
-                "mappers": [
-                    {
-                        # The buffer filter refuses an oversized request with HTTP 413,
-                        # which gRPC would read as UNKNOWN; a size limit is
-                        # RESOURCE_EXHAUSTED (8) in gRPC's terms.
-                        "filter": {
-                            "status_code_filter": {
-                                "comparison": {
-                                    "op": "EQ",
-                                    "value": {
-                                        "default_value": 413,
-                                        "runtime_key": f"{stat_prefix}.payload_too_large",
-                                    },
-                                }
-                            }
-                        },
-                        "headers_to_add": [
-                            {
-                                "header": {"key": "grpc-status", "value": "8"},
-                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                            }
-                        ],
-                    }
-                ]
-            },
-            "route_config": {
-                "name": stat_prefix,
-                "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
-            },
-            "http_filters": [
-                *filters,
-                {
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3"
-                        ".Router"
-                    },
-                },
-            ],
-        },
-    }
-
-
-def _listener(
-    name: str,
-    ep: Endpoint,
-    hcm: JsonDict,
-    transport: JsonDict,
-    *,
-    limits: Limits,
-    max_connections: int,
-) -> JsonDict:
-    connection_limit = {
-        # First in the chain: it counts a connection when it is accepted, before the
-        # TLS handshake, and closes the one over the cap at once.
-        "name": "envoy.filters.network.connection_limit",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network"
-            ".connection_limit.v3.ConnectionLimit",
-            "stat_prefix": f"{name}_connection_limit",
-            "max_connections": max_connections,
-        },
-    }
-    return {
-        "name": name,
-        "stat_prefix": name,
-        "address": _address(ep),
-        # Bytes buffered per connection before reads pause (flow control), 1 MiB.
-        "per_connection_buffer_limit_bytes": 1048576,
-        "filter_chains": [
-            {
-                "filters": [connection_limit, hcm],
-                "transport_socket": transport,
-                # A connection that has not finished its TLS handshake by then is
-                # closed: TCP connections that never start TLS cannot pile up.
-                "transport_socket_connect_timeout": _seconds(limits.tls_handshake_timeout_s),
-            }
-        ],
-    }
-
-
-# Upstream clusters: one per service, per traffic (edge: external parties; mesh: the
-# services themselves) and per call kind (unary or stream), each with its own
-# connection pool and circuit breaker, so that streams held open by one party cannot
-# fill the breaker that unary calls or the followers' mesh streams need.
-_EDGE, _MESH = "edge", "mesh"
-
-
-def _cluster_name(service: str, traffic: str, *, streaming: bool) -> str:
-    return f"{service}_{traffic}_{'stream' if streaming else 'unary'}"
+_BY_PATH = {m.path: m for m in METHODS}
 
 
 def _upstream_clusters() -> list[tuple[str, str, bool]]:
     """(service, traffic, streaming) of every cluster a route uses, in a stable order."""
-    keys: set[tuple[str, str, bool]] = {("ingest", _EDGE, False)}  # the health route
-    for traffic, grants in ((_EDGE, EDGE_GRANTS), (_MESH, MESH_GRANTS)):
+    keys: set[tuple[str, str, bool]] = {("ingest", parts.EDGE, False)}  # the health route
+    for traffic, grants in ((parts.EDGE, EDGE_GRANTS), (parts.MESH, MESH_GRANTS)):
         for granted in grants.values():
-            for g in granted:
-                method = _BY_NAME[g]
-                keys.add((method.service, traffic, method.streaming))
+            for path in granted:
+                method = _BY_PATH.get(path)
+                if method is not None:  # not the health check, routed to ingest above
+                    keys.add((method.service, traffic, method.streaming))
     order = list(SERVICE_FULL_NAMES)
     return sorted(keys, key=lambda k: (order.index(k[0]), k[1], k[2]))
 
 
-def _breaker(limits: Limits, traffic: str, *, streaming: bool) -> CircuitBreaker:
-    if traffic == _EDGE:
-        return limits.edge_stream if streaming else limits.edge_unary
-    return limits.mesh_stream if streaming else limits.mesh_unary
-
-
-def _cluster(
-    name: str,
-    service: str,
-    endpoints: Sequence[Endpoint],
-    topology: Topology,
-    breaker: CircuitBreaker,
-) -> JsonDict:
-    hc = topology.health
+def _policies(tls: MeshTls, grants: Grants) -> dict[str, tuple[str, list[str]]]:
+    """The RBAC policies of a listener: caller -> (its SPIFFE URI or prefix, the method
+    paths it is granted)."""
     return {
-        "name": name,
-        # STRICT_DNS: replicas may be host names in a multi-host deployment; each name
-        # is re-resolved and every address it yields becomes a host.
-        "type": "STRICT_DNS",
-        "dns_lookup_family": "V4_PREFERRED",
-        "connect_timeout": "1s",
-        "lb_policy": "LEAST_REQUEST",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3"
-                ".HttpProtocolOptions",
-                "explicit_http_config": {
-                    "http2_protocol_options": {
-                        # Detect a dead replica on an idle connection (seconds).
-                        "connection_keepalive": {"interval": "30s", "timeout": "5s"}
-                    }
-                },
-            }
-        },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _address(ep)}} for ep in endpoints]}
-            ],
-        },
-        "transport_socket": _upstream_tls(topology.tls, service),
-        "health_checks": [
-            {
-                "timeout": _seconds(hc.timeout_s),
-                "interval": _seconds(hc.interval_s),
-                "no_traffic_interval": _seconds(hc.no_traffic_interval_s),
-                "unhealthy_threshold": hc.unhealthy_threshold,
-                "healthy_threshold": hc.healthy_threshold,
-                "grpc_health_check": {"service_name": SERVICE_FULL_NAMES[service]},
-            }
-        ],
-        "outlier_detection": {
-            # Eject a replica after 5 consecutive failures (UNAVAILABLE and resets
-            # count), for 15 s doubling on each repeat; never more than half of them.
-            "consecutive_5xx": 5,
-            "consecutive_gateway_failure": 5,
-            "interval": "5s",
-            "base_ejection_time": "15s",
-            "max_ejection_percent": 50,
-        },
-        # Bounds on what this cluster (one kind of traffic) asks of a service:
-        # connections, queued requests, requests in flight, concurrent retries.
-        "circuit_breakers": breaker.render(),
-        # Below this share of healthy replicas Envoy would spread load over unhealthy
-        # ones too; 0 means it never routes to a replica known to be down.
-        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+        caller.policy: (tls.spiffe(caller.role, caller.name), list(paths))
+        for caller, paths in grants.items()
     }
 
 
-def _grant_paths(grants: Sequence[tuple[str, str]]) -> list[str]:
-    return [_BY_NAME[g].path for g in grants]
+def _served(grants: Grants) -> set[str]:
+    return {path for paths in grants.values() for path in paths}
 
 
 def _edge_listener(topology: Topology) -> JsonDict:
     tls, limits = topology.tls, topology.limits
-    served = {g for grants in EDGE_GRANTS.values() for g in grants}
-    routes = [_compressed_request_route()]
+    served = _served(EDGE_GRANTS)
+    routes = [parts.compressed_request_route()]
     routes += [
-        _route(m, cluster=_cluster_name(m.service, _EDGE, streaming=m.streaming), limits=limits)
+        parts.method_route(
+            m,
+            cluster=parts.cluster_name(m.service, parts.EDGE, streaming=m.streaming),
+            limits=limits,
+        )
         for m in METHODS
-        if (m.service, m.name) in served
+        if m.path in served
     ]
-    routes.append(_health_route(limits))
-    policies = {
-        ROLE_CAPTURE: (tls.spiffe(ROLE_CAPTURE), _grant_paths(EDGE_GRANTS[ROLE_CAPTURE])),
-        ROLE_MEDIA: (tls.spiffe(ROLE_MEDIA), _grant_paths(EDGE_GRANTS[ROLE_MEDIA])),
-        ROLE_OPERATOR: (
-            tls.spiffe(ROLE_OPERATOR),
-            [*_grant_paths(EDGE_GRANTS[ROLE_OPERATOR]), _HEALTH_CHECK_PATH],
-        ),
-    }
-    hcm = _hcm(
+    if HEALTH_CHECK_PATH in served:
+        routes.append(parts.health_route(limits))
+    policies = _policies(tls, EDGE_GRANTS)
+    hcm = parts.connection_manager(
         stat_prefix="edge",
         topology=topology,
         routes=routes,
         filters=[
             # Rate limit first: a flood is cut by identity before anything else runs.
-            _rate_limit_filter(tls, limits, "edge_rate_limit"),
-            _rbac_filter(policies),
-            _buffer_filter(),
+            parts.rate_limit_filter(tls, limits, "edge_rate_limit"),
+            parts.rbac_filter(policies),
+            parts.buffer_filter(),
         ],
     )
-    transport = _downstream_tls(tls, san_prefix=f"spiffe://{tls.trust_domain}/", alpn=["h2"])
-    return _listener(
+    transport = parts.downstream_tls(tls, san_prefix=f"spiffe://{tls.trust_domain}/", alpn=["h2"])
+    return parts.listener_config(
         "edge",
         topology.edge,
         hcm,
@@ -1260,25 +185,26 @@ def _edge_listener(topology: Topology) -> JsonDict:
 
 def _mesh_listener(topology: Topology) -> JsonDict:
     tls, limits = topology.tls, topology.limits
-    served = {g for grants in MESH_GRANTS.values() for g in grants}
-    routes = [_compressed_request_route()]
+    served = _served(MESH_GRANTS)
+    routes = [parts.compressed_request_route()]
     routes += [
-        _route(m, cluster=_cluster_name(m.service, _MESH, streaming=m.streaming), limits=limits)
+        parts.method_route(
+            m,
+            cluster=parts.cluster_name(m.service, parts.MESH, streaming=m.streaming),
+            limits=limits,
+        )
         for m in METHODS
-        if (m.service, m.name) in served
+        if m.path in served
     ]
-    policies = {
-        f"service-{caller}": (tls.spiffe(ROLE_SERVICE, caller), _grant_paths(grants))
-        for caller, grants in MESH_GRANTS.items()
-    }
-    hcm = _hcm(
+    policies = _policies(tls, MESH_GRANTS)
+    hcm = parts.connection_manager(
         stat_prefix="mesh",
         topology=topology,
         routes=routes,
-        filters=[_rbac_filter(policies), _buffer_filter()],
+        filters=[parts.rbac_filter(policies), parts.buffer_filter()],
     )
-    transport = _downstream_tls(tls, san_prefix=tls.spiffe(ROLE_SERVICE), alpn=["h2"])
-    return _listener(
+    transport = parts.downstream_tls(tls, san_prefix=tls.spiffe(ROLE_SERVICE), alpn=["h2"])
+    return parts.listener_config(
         "mesh",
         topology.mesh,
         hcm,
@@ -1292,8 +218,8 @@ def _rest_listener(topology: Topology, rest: Endpoint) -> JsonDict:
     tls, limits = topology.tls, topology.limits
     assert topology.descriptor_set is not None  # checked in Topology.__post_init__
     methods = [_BY_NAME[("publication", n)] for n in REST_ROUTES]
-    cluster = _cluster_name("publication", _EDGE, streaming=False)
-    routes = [_route(m, cluster=cluster, limits=limits) for m in methods]
+    cluster = parts.cluster_name("publication", parts.EDGE, streaming=False)
+    routes = [parts.method_route(m, cluster=cluster, limits=limits) for m in methods]
     for r in routes:
         # The transcoder turns the JSON GET into a gRPC call before routing; the match
         # on the gRPC content type would refuse the original request otherwise.
@@ -1319,25 +245,23 @@ def _rest_listener(topology: Topology, rest: Endpoint) -> JsonDict:
             "convert_grpc_status": True,
         },
     }
-    policies = {
-        ROLE_MEDIA: (tls.spiffe(ROLE_MEDIA), [m.path for m in methods]),
-    }
-    hcm = _hcm(
+    policies = _policies(tls, REST_GRANTS)
+    hcm = parts.connection_manager(
         stat_prefix="rest",
         topology=topology,
         routes=routes,
         codec="AUTO",
         filters=[
-            _rate_limit_filter(tls, limits, "rest_rate_limit"),
+            parts.rate_limit_filter(tls, limits, "rest_rate_limit"),
             # After the transcoder, so that RBAC sees the gRPC method path.
             transcoder,
-            _rbac_filter(policies),
+            parts.rbac_filter(policies),
         ],
     )
-    transport = _downstream_tls(
+    transport = parts.downstream_tls(
         tls, san_prefix=f"spiffe://{tls.trust_domain}/", alpn=["h2", "http/1.1"]
     )
-    return _listener(
+    return parts.listener_config(
         "rest", rest, hcm, transport, limits=limits, max_connections=limits.rest_max_connections
     )
 
@@ -1351,18 +275,18 @@ def render(topology: Topology) -> JsonDict:
     if topology.rest is not None:
         listeners.append(_rest_listener(topology, topology.rest))
     clusters = [
-        _cluster(
-            _cluster_name(service, traffic, streaming=streaming),
+        parts.cluster_config(
+            parts.cluster_name(service, traffic, streaming=streaming),
             service,
             topology.services[service],
             topology,
-            _breaker(topology.limits, traffic, streaming=streaming),
+            parts.circuit_breaker(topology.limits, traffic, streaming=streaming),
         )
         for service, traffic, streaming in _upstream_clusters()
     ]
     return {
         "node": {"id": "veritally-envoy", "cluster": "veritally"},
-        "admin": {"address": _address(topology.admin)},
+        "admin": {"address": parts.address(topology.admin)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": {
             "resource_monitors": [
@@ -1453,6 +377,18 @@ def write(topology: Topology, path: Path) -> Path:
         _atomic_write(topology.tls.sds_file, render_ca_secret_yaml(topology.tls).encode())
     _atomic_write(path, render_yaml(topology).encode())
     return path
+
+
+def write_reference(directory: Path) -> list[Path]:
+    """Write the reference rendering (``envoy.yaml``, ``ca-secret.yaml``) into
+    ``directory``; the descriptor set is produced by ``veritally envoy render``."""
+    topology = reference_topology()
+    assert topology.tls.sds_file is not None  # default_topology always sets it
+    config = directory / "envoy.yaml"
+    secret = directory / topology.tls.sds_file.name
+    _atomic_write(config, render_yaml(topology).encode())
+    _atomic_write(secret, render_ca_secret_yaml(topology.tls).encode())
+    return [config, secret]
 
 
 class EnvoyConfigError(Exception):
