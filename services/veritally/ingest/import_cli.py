@@ -20,8 +20,9 @@ centre imports its share of a national file with ``--centre``.
 An interrupted import is simply run again: what was already accepted comes back as
 DUPLICATE and nothing is counted twice.
 
-Exit status: 0 when every row was answered (whatever the outcomes), 1 when ingest could
-not be reached or failed mid-way, 2 when the files cannot be read.
+Exit status: 0 when every row was answered (whatever the outcomes), 1 when a batch was
+refused with a status that is not retryable or could not be answered within the retry
+budget, 2 when the files cannot be read.
 """
 
 from __future__ import annotations
