@@ -17,7 +17,13 @@ What it does, in order:
    so a stream that stayed open for the whole import would report nothing until the
    end, and a failure on it would leave the client not knowing which messages were
    committed. The default is one message per stream: outcomes (and progress) arrive per
-   batch and a retry resends one batch. ``streams`` streams per centre are in flight.
+   batch and a retry resends one batch. Longer streams buy nothing measurable: against
+   ``veritally serve ingest`` on loopback (58,931 actas in messages of 500, two streams,
+   two runs each) one message per stream gave 18,600-20,500 actas/s and twenty gave
+   17,100-20,800, with the first answer after 0.05-0.07 s against 0.4-0.6 s; and through
+   Envoy a stream is one token of the centre's call budget, so 500 actas a token keep the
+   default budget (50 calls/s) far above what ingest commits. ``streams`` streams per
+   centre are in flight.
 4. **Double capture.** A centre given two operators has every stream sent by the
    first, then by the second: ingest logs an acta when the second capture agrees.
 5. **Retries.** A stream that fails with a status of :data:`RETRYABLE` (Envoy's rate
