@@ -193,6 +193,8 @@ def _polite_reads(edge: str, tls: TlsFiles, rate: float, stop: threading.Event) 
 def _polite_submits(
     edge: str, tls: TlsFiles, actas: Sequence[acta_pb2.Acta], rate: float, stop: threading.Event
 ) -> ClientStats:
+    # A probe, not a capture client (veritally.capture): each call's status is what is
+    # measured, so a refusal is counted, never retried.
     stats = ClientStats()
     with _channel(edge, tls) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from veritally._grpc import aio_channel
+from veritally.capture import CaptureConfig, CaptureCounters, submit_stream
 from veritally.election import load_actas, load_election
 from veritally.election.generate import generate
 from veritally.ingest.store import IngestStore, Writes
@@ -46,6 +47,7 @@ CASILLAS = 40_000  # ~118,000 actas: long enough for a steady rate, short enough
 BATCH = 500  # actas per SubmitActas message (as `veritally import` sends by default)
 MESSAGES_PER_STREAM = 20  # messages per client stream (10,000 actas, under the cap)
 STREAMS = 2  # client streams in flight
+CONFIG = CaptureConfig(batch=BATCH, messages_per_stream=MESSAGES_PER_STREAM, streams=STREAMS)
 SERVER_START_S = 120.0  # upper bound for the server to load the definition and listen
 
 
@@ -95,11 +97,13 @@ def _operator(centre: str, operator: str) -> str:
 
 
 async def _submit(port: int, streams: Sequence[_Stream]) -> int:
-    """Send every stream (``STREAMS`` at a time); returns the number of ACCEPTED."""
+    """Send every stream (``STREAMS`` at a time) with the capture client's stream call
+    (retries and deadline included); returns the number of ACCEPTED."""
     queue: asyncio.Queue[_Stream] = asyncio.Queue()
     for stream in streams:
         queue.put_nowait(stream)
     accepted = 0
+    counters = CaptureCounters()
     async with aio_channel(f"127.0.0.1:{port}") as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
 
@@ -107,11 +111,11 @@ async def _submit(port: int, streams: Sequence[_Stream]) -> int:
             nonlocal accepted
             while not queue.empty():
                 caller, stream = queue.get_nowait()
-                response = await stub.SubmitActas(
-                    iter(stream), wait_for_ready=True, metadata=_as(caller)
+                outcomes = await submit_stream(
+                    stub.SubmitActas, stream, config=CONFIG, counters=counters, metadata=_as(caller)
                 )
                 accepted += sum(
-                    1 for o in response.outcomes if o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
+                    1 for o in outcomes if o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
                 )
 
         await asyncio.gather(*(worker() for _ in range(STREAMS)))

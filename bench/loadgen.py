@@ -3,8 +3,9 @@ process's interpreter (the GIL) with anything else.
 
 ``python -m bench.loadgen ingest --edge HOST:PORT --tls [CENTRE=]CERT,KEY,CA ... --batches FILE``
     submits pre-built ``SubmitActasRequest`` messages (length-prefixed in FILE) through
-    the edge, one message per ``SubmitActas`` call, ``--streams`` calls in flight per
-    identity, and prints one JSON object: for every answered message, the monotonic time
+    the edge with the capture client (``veritally.capture``: one message per
+    ``SubmitActas`` stream, ``--streams`` in flight per identity, retries and backoff
+    within its budget), and prints one JSON object: for every answered message, the monotonic time
     it was answered and how many of its actas were ACCEPTED. Ingest lets a capture
     centre capture only the casillas assigned to it, so an identity given as
     ``CENTRE=...`` sends the messages whose first acta names that centre in its
@@ -28,27 +29,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import grpc
-
-from veritally._grpc import TlsFiles, aio_channel
+from veritally._grpc import TlsFiles
+from veritally.capture import Answer, CaptureClient, CaptureConfig, Operator
 from veritally_client import Client, ClientConfig, TlsCredentials, VeritallyError, load_trust_root
-from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
+from veritally_client._gen.veritally.v1 import ingest_pb2
 
-# Deadline of one SubmitActas call (seconds): a 500-acta batch commits in well under a
-# second; the margin covers a loaded 2-core machine.
-SUBMIT_TIMEOUT_S = 60.0
-# Retryable failures of one batch are retried for at most this long (seconds).
-RETRY_BUDGET_S = 60.0
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
-)
 # Latencies kept per reads worker (a uniform sample is enough for a p99 of the run).
 LATENCY_SAMPLE = 20_000
 
@@ -91,50 +79,27 @@ async def _ingest(
     streams: int,
 ) -> dict[str, object]:
     centres = {centre for centre, _ in identities if centre}
-    queues: dict[str, asyncio.Queue[ingest_pb2.SubmitActasRequest]] = {
-        centre: asyncio.Queue() for centre, _ in identities
-    }
-    for b in batches:
-        centre = b.actas[0].provenance.capture_centre_id if b.actas else ""
-        queues[centre if centre in centres else ""].put_nowait(b)
     answered: list[tuple[float, int]] = []
-    retries = 0
+    client = CaptureClient(
+        target=edge,
+        operators={centre: [Operator(tls=tls)] for centre, tls in identities},
+        config=CaptureConfig(streams=streams),
+    )
+
+    async def messages() -> AsyncIterator[tuple[str, ingest_pb2.SubmitActasRequest]]:
+        for b in batches:
+            centre = b.actas[0].provenance.capture_centre_id if b.actas else ""
+            # A message of a centre no identity was given for fails the run (ValueError).
+            yield (centre if centre in centres else ""), b
+
+    def answer(a: Answer) -> None:
+        accepted = sum(1 for o in a.outcomes if o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED)
+        answered.append((time.monotonic(), accepted))
+
     started = time.monotonic()
-
-    async def worker(
-        stub: ingest_pb2_grpc.IngestServiceStub,
-        queue: asyncio.Queue[ingest_pb2.SubmitActasRequest],
-    ) -> None:
-        nonlocal retries
-        while not queue.empty():
-            message = queue.get_nowait()
-            deadline = time.monotonic() + RETRY_BUDGET_S
-            while True:
-                try:
-                    response: ingest_pb2.SubmitActasResponse = await stub.SubmitActas(  # type: ignore[misc]  # aio stubs are typed as sync
-                        iter([message]), timeout=SUBMIT_TIMEOUT_S
-                    )
-                    break
-                except grpc.aio.AioRpcError as e:
-                    if e.code() not in RETRYABLE or time.monotonic() > deadline:
-                        raise
-                    retries += 1
-                    await asyncio.sleep(0.2)
-            accepted = sum(
-                1 for o in response.outcomes if o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
-            )
-            answered.append((time.monotonic(), accepted))
-
-    async def identity(centre: str, tls: TlsFiles) -> None:
-        async with aio_channel(edge, tls=tls) as channel:
-            stub = ingest_pb2_grpc.IngestServiceStub(channel)
-            await asyncio.gather(*(worker(stub, queues[centre]) for _ in range(streams)))
-
-    await asyncio.gather(*(identity(c, t) for c, t in identities))
-    left = sum(q.qsize() for q in queues.values())
-    if left:
-        raise RuntimeError(f"{left} messages name a centre no identity was given for")
-    return {"started": started, "answered": answered, "retries": retries}
+    async with client:
+        await client.run(messages(), answer)
+    return {"started": started, "answered": answered, "retries": client.counters.total_retries}
 
 
 def _reads(

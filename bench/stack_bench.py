@@ -41,6 +41,7 @@ Run alone: ``.venv/bin/python -m bench.stack_bench [--quick]`` (writes bench/out
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -59,6 +60,7 @@ import grpc
 from bench.ingest import _measure_sqlite
 from bench.loadgen import write_batches
 from veritally._grpc import TlsFiles
+from veritally.capture import CaptureClient, CaptureConfig, Operator
 from veritally.election import load_actas, load_election
 from veritally.mesh.envoy import Limits, TokenBucket
 from veritally.mesh.process import EnvoyProcess, free_port
@@ -68,7 +70,6 @@ from veritally_client import Client, ClientConfig
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,
     ingest_pb2,
-    ingest_pb2_grpc,
     publication_pb2,
     publication_pb2_grpc,
 )
@@ -83,6 +84,8 @@ STREAMS_PER_CENTRE = 2  # calls in flight per capture centre
 SEGMENTS = 5  # slices of the import whose rates give the median
 PROBES = 300  # actas held back from the import for the freshness probes
 PROBE_SPACING_S = 0.15  # between freshness probes (seconds): several per 1 s cut
+# One acta per probe, 30 s deadline (a single acta commits in milliseconds).
+PROBE_CONFIG = CaptureConfig(batch=1, streams=1, call_timeout_s=30.0)
 INTERVAL_S = 1.0  # publication's cut interval, as the freshness goal states
 READ_WORKERS = 4  # load-generator processes for verified reads (one SDK client each)
 READ_SECONDS = 10.0  # length of one reads run (seconds)
@@ -233,34 +236,38 @@ class _Watcher(threading.Thread):
             self.error = e
 
 
+async def _probe(stack: Stack, probes: Sequence[acta_pb2.Acta]) -> list[tuple[float, int]]:
+    """Submit ``probes`` one at a time, ``PROBE_SPACING_S`` apart, each from the centre its
+    casilla is assigned to (its first operator); returns (ack time, log sequence) each."""
+    centres = {p.provenance.capture_centre_id for p in probes}
+    client = CaptureClient(
+        target=stack.endpoints.edge,
+        operators={c: [Operator(tls=stack.tls(f"{c}/op-1"))] for c in centres},
+        config=PROBE_CONFIG,
+    )
+    acked = []
+    async with client:
+        for acta in probes:
+            message = ingest_pb2.SubmitActasRequest(actas=[acta])
+            [[outcome]] = await client.submit(acta.provenance.capture_centre_id, [message])
+            t = time.monotonic()
+            if outcome.status != ingest_pb2.OUTCOME_STATUS_ACCEPTED:
+                raise RuntimeError(f"probe not accepted: {outcome}")
+            acked.append((t, outcome.sequence))
+            await asyncio.sleep(PROBE_SPACING_S)
+    return acked
+
+
 def measure_freshness(
     stack: Stack, probes: Sequence[acta_pb2.Acta], work: Path
 ) -> dict[str, float]:
     """Acknowledged → verified-in-a-cut latency of single actas."""
-    # Each probe from the centre its casilla is assigned to (its first operator).
-    channels = {
-        centre: grpc.secure_channel(
-            stack.endpoints.edge, stack.tls(f"{centre}/op-1").channel_credentials()
-        )
-        for centre in {p.provenance.capture_centre_id for p in probes}
-    }
-    stubs = {c: ingest_pb2_grpc.IngestServiceStub(ch) for c, ch in channels.items()}
-    acked: list[tuple[float, int]] = []  # (ack time, log sequence)
     with _client(stack, "outlet-03", work / "freshness") as client:
         watcher = _Watcher(client)
         watcher.start()
         while not watcher.seen and watcher.error is None:
             time.sleep(0.05)
-        for acta in probes:
-            response = stubs[acta.provenance.capture_centre_id].SubmitActas(
-                iter([ingest_pb2.SubmitActasRequest(actas=[acta])]), timeout=30
-            )
-            t = time.monotonic()
-            (outcome,) = response.outcomes
-            if outcome.status != ingest_pb2.OUTCOME_STATUS_ACCEPTED:
-                raise RuntimeError(f"probe not accepted: {outcome}")
-            acked.append((t, outcome.sequence))
-            time.sleep(PROBE_SPACING_S)
+        acked = asyncio.run(_probe(stack, probes))
         last = max(s for _, s in acked)
         deadline = time.monotonic() + 60
         while watcher.error is None and time.monotonic() < deadline:
@@ -269,8 +276,6 @@ def measure_freshness(
             time.sleep(0.1)
         watcher.stop.set()
         watcher.join(timeout=10)
-    for channel in channels.values():
-        channel.close()
     if watcher.error is not None:
         raise RuntimeError(f"the watching SDK client failed: {watcher.error!r}")
     latencies = []

@@ -45,20 +45,27 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import grpc
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from veritally._grpc import aio_channel
+from veritally.capture import (
+    Answer,
+    Batcher,
+    CaptureClient,
+    CaptureConfig,
+    CaptureCounters,
+    CaptureError,
+    Operator,
+)
 from veritally.pki import PkiError
 from veritally.stack import DEFAULT_INTERVAL_S, Stack, StackError
 from veritally.state import DEFAULT_SEED, Bootstrap, StateDir
@@ -71,7 +78,7 @@ from veritally_client import (
     VeritallyError,
     load_trust_root,
 )
-from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc, results_pb2
+from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, results_pb2
 
 log = logging.getLogger(__name__)
 
@@ -87,25 +94,10 @@ BATCH = 500
 STREAMS_PER_CENTRE = 2
 # Longest a partly filled batch waits for more actas in a paced replay (seconds).
 FLUSH_S = 0.5
-# gRPC codes after which a batch is sent again: the stack restarting a service, Envoy's
-# rate limit, a deadline. Resending is safe: ingest answers DUPLICATE for what it already
-# logged, and a repeated capture by the same operator changes nothing.
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-    }
-)
-# How long one batch may keep failing with retryable codes before the replay gives up
-# (seconds): covers a service restart (health check out and in: ~5 s) many times over.
-RETRY_BUDGET_S = 120.0
-RETRY_BACKOFF_MAX_S = 2.0
-# Deadline of one SubmitActas stream (seconds): a 500-acta batch commits in well under
-# a second; the margin covers a loaded 2-core machine.
-SUBMIT_TIMEOUT_S = 60.0
+# Retries, backoff and deadlines are the capture client's (veritally.capture): a batch
+# keeps being sent for up to its retry budget (120 s) after Envoy's rate limit or a
+# restarting service.
+
 # How long the end of the demo waits for publication to cut over every logged acta
 # (seconds): a few cut intervals after the last acta, plus aggregation catching up.
 CATCH_UP_TIMEOUT_S = 300.0
@@ -134,7 +126,7 @@ class CaptureStats:
         captures: captures submitted (twice the actas with double capture).
         status: outcome counts of the last answer for each capture.
         logged: acta ids ingest logged (ACCEPTED, or DUPLICATE of a logged revision).
-        retries: batches sent again after a retryable error.
+        counters: streams sent and retried (per status) by the capture client.
         started: monotonic start time.
         finished: monotonic end time (0 while running).
     """
@@ -143,7 +135,7 @@ class CaptureStats:
     captures: int = 0
     status: Counter[str] = field(default_factory=Counter)
     logged: set[str] = field(default_factory=set)
-    retries: int = 0
+    counters: CaptureCounters = field(default_factory=CaptureCounters)
     started: float = field(default_factory=time.monotonic)
     finished: float = 0.0
 
@@ -154,6 +146,21 @@ class CaptureStats:
     def rate(self) -> float:
         """Captures answered per second."""
         return sum(self.status.values()) / max(self.seconds(), 1e-9)
+
+    @property
+    def retries(self) -> int:
+        """Batches sent again after a retryable error."""
+        return self.counters.total_retries
+
+    def answered(self, answer: Answer) -> None:
+        """Count ingest's answer to one stream."""
+        for outcome in answer.outcomes:
+            name = ingest_pb2.OutcomeStatus.Name(outcome.status).removeprefix("OUTCOME_STATUS_")
+            self.status[name] += 1
+            if outcome.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED or (
+                outcome.status == ingest_pb2.OUTCOME_STATUS_DUPLICATE and outcome.revision > 0
+            ):
+                self.logged.add(outcome.acta_id)
 
 
 # The operators of each capture centre who capture an acta the first and second time:
@@ -184,40 +191,6 @@ class _Paced:
         return max(0.0, due - time.monotonic())
 
 
-async def _submit(
-    stub: ingest_pb2_grpc.IngestServiceStub,
-    actas: list[ActaPb],
-    stats: CaptureStats,
-) -> None:
-    """Submit one batch until it is answered; retry retryable failures with backoff.
-
-    Raises:
-        grpc.aio.AioRpcError: a non-retryable failure, or retries exhausted.
-    """
-    deadline = time.monotonic() + RETRY_BUDGET_S
-    backoff = 0.1
-    while True:
-        try:
-            # The generated stubs type the sync API; on an aio channel the call is awaitable.
-            response: ingest_pb2.SubmitActasResponse = await stub.SubmitActas(  # type: ignore[misc]
-                iter([ingest_pb2.SubmitActasRequest(actas=actas)]), timeout=SUBMIT_TIMEOUT_S
-            )
-            break
-        except grpc.aio.AioRpcError as e:
-            if e.code() not in RETRYABLE or time.monotonic() > deadline:
-                raise
-            stats.retries += 1
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
-    for outcome in response.outcomes:
-        name = ingest_pb2.OutcomeStatus.Name(outcome.status).removeprefix("OUTCOME_STATUS_")
-        stats.status[name] += 1
-        if outcome.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED or (
-            outcome.status == ingest_pb2.OUTCOME_STATUS_DUPLICATE and outcome.revision > 0
-        ):
-            stats.logged.add(outcome.acta_id)
-
-
 async def replay(
     stack: Stack,
     actas: Iterator[ActaPb],
@@ -244,49 +217,27 @@ async def replay(
         ``stats``, finished.
 
     Raises:
-        grpc.aio.AioRpcError: a batch failed with a non-retryable status or kept failing.
+        ExceptionGroup: of veritally.capture.CaptureError, when a batch failed with a
+            non-retryable status or kept failing beyond the retry budget.
     """
     names = centres or [i.name for i in stack.pki.identities("capture") if "/" not in i.name]
     if not names:
         raise ValueError("the PKI has no capture-centre identity")
     known = set(names)
-    queues: dict[str, asyncio.Queue[list[ActaPb] | None]] = {
-        n: asyncio.Queue(maxsize=2 * STREAMS_PER_CENTRE) for n in names
-    }
     stats.started = time.monotonic()
-    edge = stack.endpoints.edge
+    # Each centre's captures travel on its operators' channels (their certificates are
+    # their identities): the first operator's, then the second's for double capture.
+    operators = [FIRST_OPERATOR, SECOND_OPERATOR] if double_capture else [FIRST_OPERATOR]
+    client = CaptureClient(
+        target=stack.endpoints.edge,
+        operators={n: [Operator(tls=stack.tls(f"{n}/{op}")) for op in operators] for n in names},
+        config=CaptureConfig(batch=BATCH, streams=STREAMS_PER_CENTRE),
+        counters=stats.counters,
+    )
 
-    async def centre(name: str) -> None:
-        first_tls = stack.tls(f"{name}/{FIRST_OPERATOR}")
-        second_tls = stack.tls(f"{name}/{SECOND_OPERATOR}")
-        async with (
-            aio_channel(edge, tls=first_tls) as first_channel,
-            aio_channel(edge, tls=second_tls) as second_channel,
-        ):
-            first = ingest_pb2_grpc.IngestServiceStub(first_channel)
-            second = ingest_pb2_grpc.IngestServiceStub(second_channel)
-
-            async def stream() -> None:
-                queue = queues[name]
-                while (batch := await queue.get()) is not None:
-                    await _submit(first, batch, stats)
-                    if double_capture:
-                        await _submit(second, batch, stats)
-
-            async with asyncio.TaskGroup() as group:
-                for _ in range(STREAMS_PER_CENTRE):
-                    group.create_task(stream())
-
-    async def produce() -> None:
+    async def produce() -> AsyncIterator[tuple[str, ingest_pb2.SubmitActasRequest]]:
         paced = _Paced(speed)
-        pending: dict[str, list[ActaPb]] = {n: [] for n in names}
-
-        async def flush() -> None:
-            for n, batch in pending.items():
-                if batch:
-                    await queues[n].put(batch)
-                    pending[n] = []
-
+        batcher = Batcher(BATCH)
         last_flush = last_yield = time.monotonic()
         for acta in actas:
             wait = paced.delay(acta)
@@ -295,30 +246,25 @@ async def replay(
                 # goes out before a long wait, or once it has waited that long. Fewer,
                 # fuller batches keep each centre within its call budget at Envoy.
                 if wait >= FLUSH_S or time.monotonic() - last_flush >= FLUSH_S:
-                    await flush()
+                    for item in batcher.flush():
+                        yield item
                     last_flush = time.monotonic()
                 await asyncio.sleep(wait)
             cc = acta.provenance.capture_centre_id
             name = cc if cc in known else names[zlib.crc32(cc.encode()) % len(names)]
-            pending[name].append(acta)
             stats.actas += 1
-            stats.captures += 2 if double_capture else 1
-            if len(pending[name]) >= BATCH:
-                await queues[name].put(pending[name])
-                pending[name] = []
+            stats.captures += len(operators)
+            if (message := batcher.add(name, acta)) is not None:
+                yield name, message
             now = time.monotonic()
             if now - last_yield > FLUSH_S:
                 last_yield = now
                 await asyncio.sleep(0)  # let the senders run while parsing
-        await flush()
-        for n in names:
-            for _ in range(STREAMS_PER_CENTRE):
-                await queues[n].put(None)
+        for item in batcher.flush():
+            yield item
 
-    async with asyncio.TaskGroup() as group:
-        group.create_task(produce())
-        for n in names:
-            group.create_task(centre(n))
+    async with client:
+        await client.run(produce(), stats.answered)
     stats.finished = time.monotonic()
     return stats
 
@@ -668,7 +614,7 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         with _progress_display(console, view, live=live, lines=lambda: _line(stats, watcher)):
             try:
                 asyncio.run(replay(stack, actas, stats, speed=args.speed, double_capture=double))
-            except* grpc.aio.AioRpcError as group:
+            except* CaptureError as group:
                 first = group.exceptions[0]
                 raise DemoError(f"capture failed: {first!r}") from first
             _check_watcher(watcher)

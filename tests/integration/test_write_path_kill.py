@@ -115,6 +115,9 @@ def _import_argv(election: Path, port: int, outcomes: Path) -> list[str]:
         "--quiet",
         "--outcomes",
         str(outcomes),
+        # Give up on a vanished ingest at once: the test kills it and waits for the exit.
+        "--retry-budget",
+        "1",
     ]
 
 

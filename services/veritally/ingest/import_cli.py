@@ -1,10 +1,16 @@
 """``veritally import FILE``: submit the actas of a CSV through ingest's batch API.
 
-Rows are read with the election's column mapping (``veritally.election.load_actas``), sent
-in batches of ``--batch`` actas, one ``SubmitActas`` stream per batch so that each batch is
-acknowledged on its own (``--concurrency`` streams in flight), with a progress bar on
-stderr and a summary of the outcomes at the end (a table on stderr, one JSON object on
-stdout). ``--outcomes`` appends every acknowledged outcome as a JSON line.
+Rows are read with the election's column mapping (``veritally.election.load_actas``) and
+sent by the capture client (``veritally.capture``) in messages of ``--batch`` actas, one
+``SubmitActas`` stream per message over one connection so that each batch is acknowledged
+on its own (``--concurrency`` streams in flight), with a progress bar on stderr and a
+summary of the outcomes at the end (a table on stderr, one JSON object on stdout).
+``--outcomes`` appends every acknowledged outcome as a JSON line.
+
+A stream refused by Envoy's rate limit (RESOURCE_EXHAUSTED) or by a restarting ingest
+(UNAVAILABLE, and the other statuses of ``veritally.capture.RETRYABLE``) is sent again
+after an exponential backoff with jitter, for at most ``--retry-budget`` seconds per
+stream; the summary counts these retries per status (``"retries"``).
 
 The capture centre and operator are those of the client certificate (``--cert``, an
 operator's ``spiffe://<td>/capture/<centre>/<operator>`` through Envoy); ingest ignores
@@ -14,8 +20,9 @@ centre imports its share of a national file with ``--centre``.
 An interrupted import is simply run again: what was already accepted comes back as
 DUPLICATE and nothing is counted twice.
 
-Exit status: 0 when every row was answered (whatever the outcomes), 1 when ingest could
-not be reached or failed mid-way, 2 when the files cannot be read.
+Exit status: 0 when every row was answered (whatever the outcomes), 1 when a batch was
+refused with a status that is not retryable or could not be answered within the retry
+budget, 2 when the files cannot be read.
 """
 
 from __future__ import annotations
@@ -26,25 +33,35 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from itertools import islice
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import IO
 
-import grpc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from veritally._grpc import aio_channel
+from veritally.capture import (
+    Answer,
+    Batcher,
+    CaptureClient,
+    CaptureConfig,
+    CaptureCounters,
+    CaptureError,
+    Operator,
+)
+from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE
 from veritally.serve_cli import add_tls_arguments, tls_from_args
-from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
+from veritally_client._gen.veritally.v1 import ingest_pb2
 
 # Actas per SubmitActas message: a few hundred amortise the commit's fsync; the server
 # takes at most veritally.ingest.service.MAX_ACTAS_PER_MESSAGE.
 DEFAULT_BATCH = 500
 # Streams in flight: one is being committed while the next is on the wire.
 DEFAULT_CONCURRENCY = 2
+# How long one batch may keep failing with retryable statuses (seconds): an ingest restart
+# many times over, and minutes of a centre's rate limit at Envoy.
+DEFAULT_RETRY_BUDGET_S = 120.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,16 +78,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send only the actas whose capture centre column names CENTRE (ingest refuses "
         "a casilla assigned to another centre)",
     )
+    parser.add_argument(
+        "--retry-budget",
+        type=float,
+        default=DEFAULT_RETRY_BUDGET_S,
+        metavar="SECONDS",
+        help="give up on a batch still refused with a retryable status after SECONDS",
+    )
     parser.add_argument("--outcomes", type=Path, help="append acknowledged outcomes (JSONL)")
     parser.add_argument("--tls-server-name", help="TLS name of ingest, if not the host")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_tls_arguments(parser)
-
-
-def _batches(actas: Iterable[acta_pb2.Acta], size: int) -> Iterator[list[acta_pb2.Acta]]:
-    it = iter(actas)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 def _count_rows(path: Path) -> int:
@@ -80,6 +98,7 @@ def _count_rows(path: Path) -> int:
 
 class _Summary:
     def __init__(self, outcomes: IO[str] | None) -> None:
+        self.counters = CaptureCounters()
         self.status: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.not_counted = 0
@@ -117,6 +136,7 @@ class _Summary:
             "status": dict(self.status),
             "accepted_not_counted": self.not_counted,
             "rejected": dict(self.rejected),
+            "retries": dict(self.counters.retries),
         }
 
 
@@ -138,35 +158,35 @@ async def _import(args: argparse.Namespace, summary: _Summary, console: Console)
     task = progress.add_task("import", total=total, rate="")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    queue: asyncio.Queue[list[acta_pb2.Acta] | None] = asyncio.Queue(maxsize=args.concurrency)
+    config = CaptureConfig(
+        batch=args.batch, streams=args.concurrency, retry_budget_s=args.retry_budget
+    )
 
-    async with aio_channel(args.target, tls=tls, server_name=args.tls_server_name) as channel:
-        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+    async def messages() -> AsyncIterator[tuple[str, ingest_pb2.SubmitActasRequest]]:
+        actas = load_actas(files, args.file)
+        if args.centre:
+            actas = (a for a in actas if a.provenance.capture_centre_id == args.centre)
+        for item in Batcher.all(actas, args.batch):
+            yield item
 
-        async def produce() -> None:
-            for batch in _batches(load_actas(files, args.file), args.batch):
-                if args.centre:
-                    batch = [a for a in batch if a.provenance.capture_centre_id == args.centre]
-                if batch:
-                    await queue.put(batch)
-            for _ in range(args.concurrency):
-                await queue.put(None)
+    def answered(answer: Answer) -> None:
+        summary.add(answer.outcomes)
+        done = sum(summary.status.values())
+        rate = done / max(loop.time() - started, 1e-9)
+        progress.update(task, completed=done, rate=f"{rate:,.0f}")
 
-        async def send() -> None:
-            while (batch := await queue.get()) is not None:
-                response = await stub.SubmitActas(
-                    iter([ingest_pb2.SubmitActasRequest(actas=batch)])
-                )
-                summary.add(response.outcomes)
-                done = sum(summary.status.values())
-                rate = done / max(loop.time() - started, 1e-9)
-                progress.update(task, completed=done, rate=f"{rate:,.0f}")
-
-        with progress:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(produce())
-                for _ in range(args.concurrency):
-                    group.create_task(send())
+    # One operator: the holder of the certificate (double capture is a second operator
+    # importing the same file with her own).
+    client = CaptureClient(
+        target=args.target,
+        operators={"": [Operator(tls=tls)]},
+        config=config,
+        server_name=args.tls_server_name,
+        counters=summary.counters,
+    )
+    with progress:
+        async with client:
+            await client.run(messages(), answered)
     return 0
 
 
@@ -180,6 +200,8 @@ def _print_summary(console: Console, summary: _Summary, seconds: float) -> None:
         table.add_row("  of which accepted, not counted", f"{summary.not_counted:,}")
     for reason, n in sorted(summary.rejected.items()):
         table.add_row(f"  rejected: {reason}", f"{n:,}")
+    for code, n in sorted(summary.counters.retries.items()):
+        table.add_row(f"batches retried after {code}", f"{n:,}")
     console.print(table)
 
 
@@ -191,8 +213,12 @@ def run(args: argparse.Namespace) -> int:
     """
     from veritally.election import DefinitionError
 
-    if args.batch < 1 or args.concurrency < 1:
-        raise SystemExit("--batch and --concurrency must be at least 1")
+    if not 1 <= args.batch <= MAX_ACTAS_PER_MESSAGE or args.concurrency < 1:
+        raise SystemExit(
+            f"--batch must be in [1, {MAX_ACTAS_PER_MESSAGE}] and --concurrency at least 1"
+        )
+    if args.retry_budget < 0:
+        raise SystemExit("--retry-budget must not be negative")
     console = Console(stderr=True)
     outcomes = args.outcomes.open("a", encoding="utf-8") if args.outcomes else None
     summary = _Summary(outcomes)
@@ -200,10 +226,10 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     try:
         status = asyncio.run(_import(args, summary, console))
-    except* grpc.aio.AioRpcError as group:
+    except* CaptureError as group:
         error = group.exceptions[0]
-        assert isinstance(error, grpc.aio.AioRpcError)
-        console.print(f"[red]ingest failed: {error.code().name}: {error.details()}")
+        assert isinstance(error, CaptureError)
+        console.print(f"[red]ingest failed: {error.code.name}: {error.details[:200]}")
         status = 1
     except* DefinitionError as group:
         console.print(f"[red]cannot read the election or the actas: {group.exceptions[0]}")
