@@ -303,6 +303,22 @@ ATTACKS: tuple[Attack, ...] = (
         _watch_flood,
     ),
     Attack(
+        "One outlet's streams that stop reading stall every other outlet's new WatchCuts "
+        "(found by the stream flood: 10 s without a first cut)",
+        "small HTTP/2 flow-control windows towards the services (64 KiB per stream, 1 MiB "
+        "per connection): a service waits on the slow stream alone instead of Envoy "
+        "buffering it and pausing the upstream connection every party shares",
+        (
+            "tests/e2e/test_slow_reader.py::"
+            "test_slow_reading_outlet_does_not_stall_other_outlets_streams",
+            "tests/unit/test_envoy_render.py::"
+            "test_slow_reader_cannot_pause_the_upstream_connection_others_share",
+        ),
+        "8 streams holding the first cut of 40 owed: another outlet's new WatchCuts all get "
+        "their first cut within 5 s (before: DEADLINE_EXCEEDED)",
+        _watch_flood,
+    ),
+    Attack(
         "Silent `SubmitActas` streams of two centres block every centre and aggregation",
         "per-identity stream cap, an idle bound (no message for a while ends the stream) "
         "and a lifetime; mesh streams in their own cluster",

@@ -619,3 +619,16 @@ def test_envoy_is_not_started_when_its_fd_limit_cannot_cover_its_caps(
     with pytest.raises(EnvoyError, match=r"hard RLIMIT_NOFILE"):
         envoy.start()
     assert not envoy.running
+
+
+def test_slow_reader_cannot_pause_the_upstream_connection_others_share(
+    config: dict[str, Any],
+) -> None:
+    # Every cluster bounds what one stream may have in flight towards Envoy, so a party
+    # that stops reading makes its service wait, not Envoy pause the shared connection.
+    for name, cluster in _clusters(config).items():
+        options = cluster["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]["explicit_http_config"]["http2_protocol_options"]
+        assert options["initial_stream_window_size"] == 65536, name
+        assert options["initial_connection_window_size"] == 1048576, name

@@ -548,6 +548,9 @@ def listener_config(
 # connection pool and circuit breaker, so that streams held open by one party cannot
 # fill the breaker that unary calls or the followers' mesh streams need.
 EDGE, MESH = "edge", "mesh"
+# HTTP/2 flow-control windows towards the services (bytes): see cluster_config.
+UPSTREAM_STREAM_WINDOW_BYTES = 65536
+UPSTREAM_CONNECTION_WINDOW_BYTES = 1048576
 
 
 def cluster_name(service: str, traffic: str, *, streaming: bool) -> str:
@@ -583,7 +586,15 @@ def cluster_config(
                 "explicit_http_config": {
                     "http2_protocol_options": {
                         # Detect a dead replica on an idle connection (seconds).
-                        "connection_keepalive": {"interval": "30s", "timeout": "5s"}
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+                        # 64 KiB per stream, 1 MiB per connection (bytes), as downstream.
+                        # With the 256 MiB defaults a service sends a slow reader's
+                        # stream everything it owes; Envoy buffers it past its limit
+                        # and then stops reading the whole upstream connection, which
+                        # every other party's streams share. Small windows make the
+                        # service wait on that stream alone (HTTP/2 flow control).
+                        "initial_stream_window_size": UPSTREAM_STREAM_WINDOW_BYTES,
+                        "initial_connection_window_size": UPSTREAM_CONNECTION_WINDOW_BYTES,
                     }
                 },
             }
