@@ -67,7 +67,7 @@ import grpc
 from veritally._grpc import TlsFiles
 from veritally.mesh.envoy import INGEST_MAX_REQUEST_BYTES, READ_MAX_REQUEST_BYTES
 from veritally.stack import Stack
-from veritally_client._gen.veritally.v1 import (
+from veritally_client.protocol.pb import (
     acta_pb2,
     ingest_pb2,
     ingest_pb2_grpc,

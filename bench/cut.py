@@ -22,8 +22,8 @@ from pathlib import Path
 from veritally.publication.bundle import BundleWriter
 from veritally.publication.cutter import Cutter
 from veritally.publication.store import PublicationStore
-from veritally_client._gen.veritally.v1 import acta_pb2
-from veritally_client._signing import Signer
+from veritally_client.protocol import Signer
+from veritally_client.protocol.pb import acta_pb2
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "cut.json"

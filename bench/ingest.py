@@ -39,7 +39,7 @@ from veritally.capture import CaptureConfig, CaptureCounters, submit_stream
 from veritally.election import load_actas, load_election
 from veritally.election.generate import generate
 from veritally.ingest.store import IngestStore, Writes
-from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
+from veritally_client.protocol.pb import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "ingest.json"

@@ -35,7 +35,7 @@ from pathlib import Path
 from veritally._grpc import TlsFiles
 from veritally.capture import Answer, CaptureClient, CaptureConfig, Operator
 from veritally_client import Client, ClientConfig, TlsCredentials, VeritallyError, load_trust_root
-from veritally_client._gen.veritally.v1 import ingest_pb2
+from veritally_client.protocol.pb import ingest_pb2
 
 # Latencies kept per reads worker (a uniform sample is enough for a p99 of the run).
 LATENCY_SAMPLE = 20_000

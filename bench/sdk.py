@@ -38,18 +38,24 @@ from pathlib import Path
 from bench.tally import build_records
 from veritally.election.generate import DEFAULT_CASILLAS, generate
 from veritally.election.loader import load_actas, load_election
-from veritally_client._checkpoint import Checkpoint
-from veritally_client._config import ClientConfig
-from veritally_client._election import ElectionIndex
-from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2
-from veritally_client._merkle import CompactRange, MemoryTree, leaf_hash
-from veritally_client._note import sign_note
+from veritally_client import ClientConfig
 from veritally_client._recount import Recounter
-from veritally_client._signing import Signer
 from veritally_client._state import TrustedState
-from veritally_client._tally import Tally, parse_leaf_view
-from veritally_client._trustroot import TrustedRoot, sign_trust_root
 from veritally_client._verify import CutVerifier, SignedCutBytes
+from veritally_client.protocol import (
+    Checkpoint,
+    CompactRange,
+    ElectionIndex,
+    MemoryTree,
+    Signer,
+    Tally,
+    TrustedRoot,
+    leaf_hash,
+    parse_leaf_view,
+    sign_note,
+    sign_trust_root,
+)
+from veritally_client.protocol.pb import acta_pb2, log_pb2
 
 OUT = Path(__file__).resolve().parent / "out"
 ORIGIN = "bench.veritally.example/e2026"

@@ -92,14 +92,13 @@ from veritally_client import (
     VeritallyError,
     load_trust_root,
 )
-from veritally_client._checkpoint import parse_checkpoint
-from veritally_client._gen.veritally.v1 import (
+from veritally_client.protocol import open_note, parse_checkpoint
+from veritally_client.protocol.pb import (
     acta_pb2,
     log_pb2,
     publication_pb2,
     publication_pb2_grpc,
 )
-from veritally_client._note import open_note
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out"

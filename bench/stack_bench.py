@@ -67,7 +67,7 @@ from veritally.mesh.process import EnvoyProcess, free_port
 from veritally.stack import SERVICES, Stack
 from veritally.state import Bootstrap, StateDir
 from veritally_client import Client, ClientConfig
-from veritally_client._gen.veritally.v1 import (
+from veritally_client.protocol.pb import (
     acta_pb2,
     ingest_pb2,
     publication_pb2,

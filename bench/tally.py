@@ -27,9 +27,8 @@ from veritally.aggregation.service import AggregationEngine
 from veritally.aggregation.store import AggregationStore
 from veritally.election.generate import DEFAULT_CASILLAS, generate
 from veritally.election.loader import load_actas, load_election
-from veritally_client._election import ElectionIndex, acta_id
-from veritally_client._gen.veritally.v1 import acta_pb2
-from veritally_client._tally import Tally
+from veritally_client.protocol import ElectionIndex, Tally, acta_id
+from veritally_client.protocol.pb import acta_pb2
 
 OUT = Path(__file__).resolve().parent / "out"
 CORRECTION_SHARE = 0.01  # corrections appended after the first captures (1% of actas)

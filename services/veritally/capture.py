@@ -52,7 +52,7 @@ import grpc
 
 from veritally._grpc import TlsFiles, aio_channel
 from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
-from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
+from veritally_client.protocol.pb import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 __all__ = [
     "RETRYABLE",

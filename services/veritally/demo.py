@@ -78,7 +78,7 @@ from veritally_client import (
     VeritallyError,
     load_trust_root,
 )
-from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, results_pb2
+from veritally_client.protocol.pb import acta_pb2, ingest_pb2, results_pb2
 
 log = logging.getLogger(__name__)
 

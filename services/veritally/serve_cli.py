@@ -30,7 +30,7 @@ import grpc
 from cryptography import x509
 
 from veritally._grpc import TlsFiles, run_until_signalled
-from veritally_client._election import ElectionIndex
+from veritally_client.protocol import ElectionIndex
 
 log = logging.getLogger(__name__)
 

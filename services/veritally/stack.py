@@ -66,7 +66,7 @@ from veritally.state import Bootstrap, StateDir
 from veritally.streams import STREAM_LIMITS_ENV, StreamLimits
 from veritally.supervisor import CrlKeeper, CrlSchedule, Process, ProcessError
 from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
-from veritally_client._gen.veritally.v1 import publication_pb2, publication_pb2_grpc
+from veritally_client.protocol.pb import publication_pb2, publication_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -247,7 +247,7 @@ class Bootstrap:
         origin = self.origin(state)
         if not state.publisher_key.exists():
             from veritally.publication.keys import write_key_files
-            from veritally_client._signing import Signer
+            from veritally_client.protocol import Signer
 
             state.keys.mkdir(parents=True, exist_ok=True)
             write_key_files(Signer.generate(origin), state.publisher_key, passphrase=None)
@@ -260,7 +260,7 @@ class Bootstrap:
     @staticmethod
     def origin(state: StateDir) -> str:
         """The checkpoint origin: ``<trust domain>/<election id>``."""
-        from veritally_client._election import ElectionIndex
+        from veritally_client.protocol import ElectionIndex
 
         election_id = ElectionIndex.from_bytes(state.definition_bytes.read_bytes()).election_id
         return f"{TRUST_DOMAIN}/{election_id}"
@@ -269,7 +269,7 @@ class Bootstrap:
     def _create_trust_root(state: StateDir, origin: str) -> None:
         from veritally.publication.keys import load_signer
         from veritally.publication.trustroot import build_body, write_trust_root
-        from veritally_client._trustroot import TrustedRoot, sign_trust_root
+        from veritally_client.protocol import TrustedRoot, sign_trust_root
 
         signer = load_signer(state.publisher_key, passphrase=None)
         now = dt.datetime.now(dt.UTC)

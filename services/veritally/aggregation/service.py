@@ -37,16 +37,15 @@ from grpc_health.v1 import health_pb2
 from veritally._grpc import MAX_MESSAGE_BYTES, ServiceServer, TlsFiles
 from veritally.aggregation.store import AggregationStore, CursorMismatchError, LeafReader
 from veritally.ingest.bounds import clip
-from veritally_client._election import ElectionIndex
-from veritally_client._errors import MalformedDataError
-from veritally_client._gen.veritally.v1 import (
+from veritally_client import MalformedDataError
+from veritally_client.protocol import ElectionIndex, Tally
+from veritally_client.protocol.pb import (
     aggregation_pb2,
     aggregation_pb2_grpc,
     ingest_pb2,
     ingest_pb2_grpc,
     results_pb2,
 )
-from veritally_client._tally import Tally
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from veritally.election.loader import DefinitionError, load_actas, load_election
-from veritally_client._gen.veritally.v1 import election_pb2
+from veritally_client.protocol.pb import election_pb2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

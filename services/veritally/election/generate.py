@@ -36,7 +36,7 @@ from typing import Final
 
 import yaml
 
-from veritally_client._gen.veritally.v1 import election_pb2
+from veritally_client.protocol.pb import election_pb2
 
 __all__ = ["DEFAULT_CASILLAS", "GeneratedElection", "generate"]
 

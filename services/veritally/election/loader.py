@@ -25,9 +25,9 @@ import yaml
 
 from veritally.ingest.bounds import identifier_problem
 from veritally.pki import is_valid_name
-from veritally_client._election import ElectionIndex
-from veritally_client._errors import MalformedDataError
-from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2
+from veritally_client import MalformedDataError
+from veritally_client.protocol import ElectionIndex
+from veritally_client.protocol.pb import acta_pb2, election_pb2
 
 __all__ = [
     "ActaFileError",

@@ -49,8 +49,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from veritally.ingest import bounds, leaf, operators, rules
 from veritally.ingest.operators import Caller, Proposal
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
-from veritally_client._election import ElectionIndex
-from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
+from veritally_client.protocol import ElectionIndex
+from veritally_client.protocol.pb import acta_pb2, ingest_pb2
 
 log = logging.getLogger(__name__)
 

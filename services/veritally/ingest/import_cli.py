@@ -52,7 +52,7 @@ from veritally.capture import (
 )
 from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE
 from veritally.serve_cli import add_tls_arguments, tls_from_args
-from veritally_client._gen.veritally.v1 import ingest_pb2
+from veritally_client.protocol.pb import ingest_pb2
 
 # Actas per SubmitActas message: a few hundred amortise the commit's fsync; the server
 # takes at most veritally.ingest.service.MAX_ACTAS_PER_MESSAGE.

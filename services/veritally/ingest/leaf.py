@@ -18,7 +18,7 @@ from typing import Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from veritally_client._gen.veritally.v1 import acta_pb2
+from veritally_client.protocol.pb import acta_pb2
 
 ActaPb = acta_pb2.Acta
 

@@ -40,7 +40,7 @@ import grpc
 from veritally.ingest import bounds
 from veritally.ingest.rules import Rejection
 from veritally.pki import is_valid_name
-from veritally_client._election import ElectionIndex
+from veritally_client.protocol import ElectionIndex
 
 ROLE_CAPTURE = "capture"
 ROLE_OPERATOR = "operator"

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import grpc
 
 from veritally.ingest import bounds
-from veritally_client._election import ElectionIndex
-from veritally_client._gen.veritally.v1 import acta_pb2
+from veritally_client.protocol import ElectionIndex
+from veritally_client.protocol.pb import acta_pb2
 
 ActaPb = acta_pb2.Acta
 

@@ -27,8 +27,8 @@ from grpc_status import rpc_status
 from veritally._grpc import ServiceServer, TlsFiles
 from veritally.ingest import bounds
 from veritally.ingest.engine import CommitError, IngestEngine, submitter_from_xfcc
-from veritally_client._election import ElectionIndex
-from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
+from veritally_client.protocol import ElectionIndex
+from veritally_client.protocol.pb import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import sqlite_utils
 from google.protobuf.message import DecodeError
 
 from veritally.ingest.rules import content_digest
-from veritally_client._gen.veritally.v1 import acta_pb2
+from veritally_client.protocol.pb import acta_pb2
 
 log = logging.getLogger(__name__)
 

@@ -333,7 +333,7 @@ def build_descriptor_set() -> bytes:
     from google.protobuf import descriptor as _descriptor
     from google.protobuf import descriptor_pb2
 
-    from veritally_client._gen.veritally.v1 import publication_pb2
+    from veritally_client.protocol.pb import publication_pb2
 
     files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
 

@@ -52,7 +52,7 @@ from veritally.publication.cutter import signed_cut_pb
 from veritally.publication.errors import ForkRefusedError, UnsafeBundlePathError
 from veritally.publication.published import Published, note_checkpoint
 from veritally.publication.store import CutRow, PublicationStore
-from veritally_client._gen.veritally.v1 import log_pb2, publication_pb2
+from veritally_client.protocol.pb import log_pb2, publication_pb2
 
 __all__ = [
     "BUNDLE_FORMAT",

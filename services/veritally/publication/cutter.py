@@ -38,12 +38,17 @@ from google.protobuf.message import DecodeError
 from veritally.publication.errors import StoreIntegrityError, UpstreamDataError
 from veritally.publication.published import ForkGuard, Published, note_checkpoint
 from veritally.publication.store import CutRow, PublicationStore
-from veritally_client._checkpoint import Checkpoint
-from veritally_client._cut import cut_leaf_bytes, ingest_records_of
-from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2
-from veritally_client._merkle import leaf_hash, verify_inclusion
-from veritally_client._note import open_note, sign_note
-from veritally_client._signing import Signer
+from veritally_client.protocol import (
+    Checkpoint,
+    Signer,
+    cut_leaf_bytes,
+    ingest_records_of,
+    leaf_hash,
+    open_note,
+    sign_note,
+    verify_inclusion,
+)
+from veritally_client.protocol.pb import acta_pb2, log_pb2
 
 __all__ = ["Cutter", "format_cut_time", "signed_cut_pb"]
 

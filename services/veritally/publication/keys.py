@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from veritally.publication.errors import KeyFileError
-from veritally_client._errors import MalformedDataError
-from veritally_client._signing import Signer
+from veritally_client import MalformedDataError
+from veritally_client.protocol import Signer
 
 __all__ = ["load_passphrase", "load_signer", "write_key_files"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from veritally.publication.errors import KeyFileError
 from veritally.publication.keys import load_passphrase, write_key_files
-from veritally_client._signing import Signer, is_valid_key_name
+from veritally_client.protocol import Signer, is_valid_key_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

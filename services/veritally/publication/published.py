@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from veritally.publication.errors import ForkRefusedError
-from veritally_client._checkpoint import Checkpoint, parse_checkpoint
-from veritally_client._errors import MalformedDataError
+from veritally_client import MalformedDataError
+from veritally_client.protocol import Checkpoint, parse_checkpoint
 
 __all__ = ["ForkGuard", "Published", "PublishedRecord", "note_checkpoint"]
 

@@ -58,14 +58,14 @@ from veritally.publication.liveness import StallWatch
 from veritally.publication.published import ForkGuard
 from veritally.publication.store import CutRow, PublicationStore
 from veritally.publication.trustroot import load_trust_root_chain
-from veritally_client._gen.veritally.v1 import (
+from veritally_client.protocol import Signer
+from veritally_client.protocol.pb import (
     aggregation_pb2,
     aggregation_pb2_grpc,
     log_pb2,
     publication_pb2,
     publication_pb2_grpc,
 )
-from veritally_client._signing import Signer
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import sqlite_utils
 
 from veritally.publication.errors import StoreIntegrityError, TamperedDataError
-from veritally_client._merkle import (
+from veritally_client.protocol import (
     EMPTY_ROOT,
     CompactRange,
     consistency_proof,

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from veritally.publication.errors import TrustRootFileError
-from veritally_client._errors import TrustRootError
-from veritally_client._gen.veritally.v1 import log_pb2
-from veritally_client._signing import Signer
-from veritally_client._trustroot import TrustedRoot
+from veritally_client import TrustRootError
+from veritally_client.protocol import Signer, TrustedRoot
+from veritally_client.protocol.pb import log_pb2
 
 __all__ = [
     "TRUST_ROOT_FILE_RE",

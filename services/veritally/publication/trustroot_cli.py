@@ -20,9 +20,8 @@ from veritally.publication.trustroot import (
     load_trust_root_chain,
     write_trust_root,
 )
-from veritally_client._errors import TrustRootError
-from veritally_client._signing import Signer
-from veritally_client._trustroot import TrustedRoot, sign_trust_root
+from veritally_client import TrustRootError
+from veritally_client.protocol import Signer, TrustedRoot, sign_trust_root
 
 
 def _expires(text: str) -> dt.datetime:

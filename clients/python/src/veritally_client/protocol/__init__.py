@@ -1,0 +1,95 @@
+"""The SDK's public low-level protocol layer: the signed formats and their primitives.
+
+``veritally_client`` is the verifying client an outlet or an observer uses; this layer is
+for code that *produces* or *re-checks* the formats that client verifies: the authority's
+services (ingest, aggregation, publication), monitors, witnesses, and the project's
+benchmarks and scripts. It re-exports, under stable public names, the pieces those need:
+
+- signed notes and checkpoints (C2SP ``signed-note`` / ``tlog-checkpoint``):
+  :func:`sign_note`, :func:`open_note`, :class:`Checkpoint`, :func:`parse_checkpoint`;
+- the RFC 6962 Merkle tree: hashes, proofs and their checks, :class:`CompactRange`,
+  :class:`MemoryTree`;
+- Ed25519 note keys: :class:`Signer`, :class:`Verifier`, :func:`is_valid_key_name`;
+- the trust root: :class:`TrustedRoot`, :func:`sign_trust_root`;
+- the election index and acta ids: :class:`ElectionIndex`, :func:`acta_id`;
+- the tally over log leaves: :class:`Tally`, :func:`parse_leaf_view`;
+- the cut record: :func:`cut_leaf_bytes`, :func:`ingest_records_of`;
+- the generated protobuf message and gRPC modules, in :mod:`veritally_client.protocol.pb`.
+
+The typed errors these raise (``MalformedDataError``, ``TrustRootError``, ...) are the
+SDK's error tree and are imported from ``veritally_client`` itself.
+
+Stability: the names in ``__all__`` (and those of :mod:`veritally_client.protocol.pb`)
+are public. Their signatures and the byte formats they write and read change only with a
+major version, or with a new format version that the old one keeps verifying beside.
+What may change between minor versions: new names, new keyword-only parameters with
+defaults, new fields in the generated messages (added with new numbers, never renumbered),
+and anything reached through the SDK's private modules (``veritally_client._*``), which
+this layer exists so that no code outside the SDK has to import.
+"""
+
+from veritally_client._checkpoint import Checkpoint as Checkpoint
+from veritally_client._checkpoint import parse_checkpoint as parse_checkpoint
+from veritally_client._cut import cut_leaf_bytes as cut_leaf_bytes
+from veritally_client._cut import ingest_records_of as ingest_records_of
+from veritally_client._election import ElectionIndex as ElectionIndex
+from veritally_client._election import acta_id as acta_id
+from veritally_client._election import parse_acta_id as parse_acta_id
+from veritally_client._merkle import EMPTY_ROOT as EMPTY_ROOT
+from veritally_client._merkle import HASH_SIZE as HASH_SIZE
+from veritally_client._merkle import CompactRange as CompactRange
+from veritally_client._merkle import MemoryTree as MemoryTree
+from veritally_client._merkle import consistency_proof as consistency_proof
+from veritally_client._merkle import inclusion_proof as inclusion_proof
+from veritally_client._merkle import leaf_hash as leaf_hash
+from veritally_client._merkle import node_hash as node_hash
+from veritally_client._merkle import perfect_subtrees as perfect_subtrees
+from veritally_client._merkle import subtree_hash_from_perfect as subtree_hash_from_perfect
+from veritally_client._merkle import verify_consistency as verify_consistency
+from veritally_client._merkle import verify_inclusion as verify_inclusion
+from veritally_client._note import VerifiedNote as VerifiedNote
+from veritally_client._note import open_note as open_note
+from veritally_client._note import sign_note as sign_note
+from veritally_client._signing import Signer as Signer
+from veritally_client._signing import Verifier as Verifier
+from veritally_client._signing import is_valid_key_name as is_valid_key_name
+from veritally_client._tally import LeafView as LeafView
+from veritally_client._tally import Tally as Tally
+from veritally_client._tally import parse_leaf_view as parse_leaf_view
+from veritally_client._trustroot import TrustedRoot as TrustedRoot
+from veritally_client._trustroot import sign_trust_root as sign_trust_root
+from veritally_client.protocol import pb as pb
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "Checkpoint",
+    "CompactRange",
+    "ElectionIndex",
+    "LeafView",
+    "MemoryTree",
+    "Signer",
+    "Tally",
+    "TrustedRoot",
+    "VerifiedNote",
+    "Verifier",
+    "acta_id",
+    "consistency_proof",
+    "cut_leaf_bytes",
+    "inclusion_proof",
+    "ingest_records_of",
+    "is_valid_key_name",
+    "leaf_hash",
+    "node_hash",
+    "open_note",
+    "parse_acta_id",
+    "parse_checkpoint",
+    "parse_leaf_view",
+    "pb",
+    "perfect_subtrees",
+    "sign_note",
+    "sign_trust_root",
+    "subtree_hash_from_perfect",
+    "verify_consistency",
+    "verify_inclusion",
+]
