@@ -11,7 +11,7 @@ cannot count streams per identity, so each service does, in
    caller at once on this service; the next is refused at once with RESOURCE_EXHAUSTED
    (it then holds no breaker slot at Envoy). The caller is the identity Envoy verified
    and forwarded in ``x-forwarded-client-cert`` (parsed by
-   :func:`veritally.ingest.engine.submitter_from_xfcc`); without it (tests on loopback,
+   :func:`veritally.mesh.peer.submitter_from_xfcc`); without it (tests on loopback,
    a direct peer) the TLS peer's SPIFFE ID, else the peer address.
 2. **idle requests**: a client-streaming call (SubmitActas) that sends no message for
    :attr:`StreamLimits.request_idle_s` is ended with RESOURCE_EXHAUSTED; the messages
@@ -37,19 +37,16 @@ from typing import Any
 
 import grpc
 
-from veritally.ingest.engine import submitter_from_xfcc
-from veritally.mesh.peer import HEALTH_METHODS, peer_spiffe_id
+from veritally.mesh.peer import HEALTH_METHODS, forwarded_identity, peer_spiffe_id
 
 __all__ = [
     "DEFAULT_STREAM_LIMITS",
     "STREAM_LIMITS_ENV",
-    "XFCC_HEADER",
     "StreamLimitInterceptor",
     "StreamLimits",
     "caller_identity",
 ]
 
-XFCC_HEADER = "x-forwarded-client-cert"
 # Environment variable a service process reads its stream limits from, e.g.
 # ``max_per_identity=2,request_idle_s=1`` (fields of StreamLimits; unset ones keep their
 # defaults). ``veritally.stack.Stack(stream_limits=...)`` sets it for its children, so that
@@ -120,13 +117,7 @@ DEFAULT_STREAM_LIMITS = StreamLimits()
 
 def caller_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """Who is calling: the identity Envoy forwarded, else the TLS peer, else the address."""
-    for key, value in context.invocation_metadata() or ():
-        if key == XFCC_HEADER:
-            text = value if isinstance(value, str) else value.decode(errors="replace")
-            forwarded = submitter_from_xfcc(text)
-            if forwarded:
-                return forwarded
-    return peer_spiffe_id(context) or str(context.peer())
+    return forwarded_identity(context) or peer_spiffe_id(context) or str(context.peer())
 
 
 def _quoted(identity: str) -> str:

@@ -143,26 +143,6 @@ class _Batch:
     writes: Writes = field(default_factory=Writes)
 
 
-def submitter_from_xfcc(header: str | None) -> str:
-    """The client identity Envoy vouches for in ``x-forwarded-client-cert``.
-
-    Envoy sets the header with SANITIZE_SET, so behind the mesh it names the certificate
-    of the caller (its URI SAN); ingest's peer check admits only Envoy, so no one else
-    can set it. Envoy's RBAC authorizes the role; ingest derives the operator and the
-    capture centre from it (``operators``). Returns ``""`` when there is no header or
-    no URI in it.
-    """
-    if not header:
-        return ""
-    # Elements are comma-separated (one per proxy hop); the last is the nearest client.
-    last = header.split(",")[-1]
-    for part in last.split(";"):
-        key, _, value = part.partition("=")
-        if key.strip().lower() == "uri":
-            return value.strip().strip('"')
-    return ""
-
-
 class IngestEngine:
     """Decides, commits and streams; one instance per ingest process."""
 

@@ -26,14 +26,14 @@ from grpc_status import rpc_status
 
 from veritally._grpc import ServiceServer, TlsFiles
 from veritally.ingest import bounds
-from veritally.ingest.engine import CommitError, IngestEngine, submitter_from_xfcc
+from veritally.ingest.engine import CommitError, IngestEngine
+from veritally.mesh.peer import forwarded_identity
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "veritally.v1.IngestService"
-XFCC_HEADER = "x-forwarded-client-cert"
 # Actas in one SubmitActas message: each message is one transaction; a bigger batch
 # gains nothing (the fsync is already amortised at a few hundred: clients send 500) and
 # holds the writer. With actas of at most bounds.MAX_ACTA_BYTES this sizes the message.
@@ -54,13 +54,6 @@ MAX_ACTAS_PER_STREAM = 100_000
 # short enough that aggregation's figure of ingest's log size, signed into every cut, is
 # at most a few seconds old while aggregation cannot read past a record.
 STREAM_KEEPALIVE_S = 5.0
-
-
-def _submitter(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == XFCC_HEADER:
-            return submitter_from_xfcc(value if isinstance(value, str) else value.decode())
-    return ""
 
 
 def rejection_status(outcome: ingest_pb2.ActaOutcome) -> grpc.Status:
@@ -163,7 +156,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         """Submit one acta; a rejection is an error status naming the field."""
         await _within_bounds(context, request)
         try:
-            [outcome] = await self.engine.submit([request.acta], submitter=_submitter(context))
+            [outcome] = await self.engine.submit(
+                [request.acta], submitter=forwarded_identity(context)
+            )
         except CommitError as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
         if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
@@ -176,7 +171,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         context: grpc.aio.ServicerContext[ingest_pb2.SubmitActasRequest, object],
     ) -> ingest_pb2.SubmitActasResponse:
         """Submit batches; each message is committed as it arrives, outcomes at the end."""
-        submitter = _submitter(context)
+        submitter = forwarded_identity(context)
         response = ingest_pb2.SubmitActasResponse()
         async for request in request_iterator:
             await _within_bounds(context, request)
@@ -215,7 +210,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 request.acta,
                 supersedes_revision=request.supersedes_revision,
                 reason=request.reason,
-                submitter=_submitter(context),
+                submitter=forwarded_identity(context),
             ),
         )
         return ingest_pb2.CorrectActaResponse(outcome=outcome)
@@ -245,7 +240,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 request.acta_id,
                 capture_index=request.capture_index,
                 reason=request.reason,
-                submitter=_submitter(context),
+                submitter=forwarded_identity(context),
             ),
         )
         return ingest_pb2.ResolveCrossCheckResponse(outcome=outcome)

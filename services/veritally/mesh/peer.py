@@ -17,7 +17,14 @@ from typing import Any
 
 import grpc
 
-__all__ = ["HEALTH_METHODS", "PeerIdentityInterceptor", "peer_spiffe_id"]
+__all__ = [
+    "HEALTH_METHODS",
+    "XFCC_HEADER",
+    "PeerIdentityInterceptor",
+    "forwarded_identity",
+    "peer_spiffe_id",
+    "submitter_from_xfcc",
+]
 
 # Health answers reveal nothing and are asked by Envoy and by the local supervisor (which
 # may present another identity of our CA): exempt by default. mTLS still applies.
@@ -26,6 +33,40 @@ HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Hea
 # gRPC core's auth-context property holding the URI SAN of a verified peer certificate
 # whose only URI SAN is a spiffe:// URI.
 _SPIFFE_PROPERTY = "peer_spiffe_id"
+
+
+# The header in which Envoy forwards the verified client certificate (SANITIZE_SET).
+XFCC_HEADER = "x-forwarded-client-cert"
+
+
+def submitter_from_xfcc(header: str | None) -> str:
+    """The client identity Envoy vouches for in ``x-forwarded-client-cert``.
+
+    Envoy sets the header with SANITIZE_SET, so behind the mesh it names the certificate
+    of the caller (its URI SAN); ingest's peer check admits only Envoy, so no one else
+    can set it. Envoy's RBAC authorizes the role; ingest derives the operator and the
+    capture centre from it (``operators``). Returns ``""`` when there is no header or
+    no URI in it.
+    """
+    if not header:
+        return ""
+    # Elements are comma-separated (one per proxy hop); the last is the nearest client.
+    last = header.split(",")[-1]
+    for part in last.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "uri":
+            return value.strip().strip('"')
+    return ""
+
+
+def forwarded_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's identity as Envoy forwarded it in :data:`XFCC_HEADER`
+    (:func:`submitter_from_xfcc`); ``""`` when the call carries none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == XFCC_HEADER:
+            text = value if isinstance(value, str) else value.decode(errors="replace")
+            return submitter_from_xfcc(text)
+    return ""
 
 
 def peer_spiffe_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
