@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import grpc
 from cryptography import x509
 
-from veritally._grpc import TlsFiles, run_until_signalled
+from veritally.rpc import TlsFiles, run_until_signalled
 from veritally_client.protocol import ElectionIndex
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from veritally._grpc import TlsFiles
 from veritally.pki import CRL_VALIDITY, Pki, PkiError, crl_next_update, layout
+from veritally.rpc import TlsFiles
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from tests.write_path_support import (
     wide_election,
     with_centres,
 )
-from veritally._grpc import aio_channel
 from veritally.ingest import bounds
 from veritally.ingest.engine import MAX_CONFLICTS_PER_ACTA, MAX_PENDING_CAPTURES
 from veritally.ingest.operators import MAX_REASON_CHARS
@@ -32,6 +31,7 @@ from veritally.ingest.service import (
     IngestService,
     start_ingest,
 )
+from veritally.rpc import aio_channel
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 ELECTION = small_election()

@@ -24,10 +24,10 @@ from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-pr
 )
 from grpc_status import rpc_status
 
-from veritally._grpc import ServiceServer, TlsFiles
 from veritally.ingest import bounds
 from veritally.ingest.engine import CommitError, IngestEngine
 from veritally.mesh.peer import forwarded_identity
+from veritally.rpc import ServiceServer, TlsFiles
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import ingest_pb2, ingest_pb2_grpc
 
