@@ -16,18 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-protos ships no stubs
-    error_details_pb2,
-    status_pb2,
-)
-from grpc_status import rpc_status
 
 from veritally.ingest import bounds
 from veritally.ingest.engine import CommitError, IngestEngine
 from veritally.mesh.peer import forwarded_identity
+from veritally.reject import RejectCode
 from veritally.rpc import ServiceServer, TlsFiles
+from veritally.rpc.status import bad_request, grpc_code
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import ingest_pb2, ingest_pb2_grpc
 
@@ -60,25 +56,13 @@ def rejection_status(outcome: ingest_pb2.ActaOutcome) -> grpc.Status:
     """The error status of a rejected outcome, with a ``google.rpc.BadRequest`` detail
     naming the field at fault (when there is one). Outcomes never quote unbounded input
     (``bounds.clip``), so neither does the status."""
-    code = grpc.StatusCode[outcome.code]
     message = f"{outcome.acta_id}: {outcome.message}" if outcome.acta_id else outcome.message
-    details = []
-    if outcome.field:
-        detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=outcome.field, description=outcome.message
-                    )
-                ]
-            )
-        )
-        details.append(detail)
-    status: grpc.Status = rpc_status.to_status(
-        status_pb2.Status(code=code.value[0], message=message, details=details)
+    return bad_request(
+        grpc_code(RejectCode[outcome.code]),
+        message,
+        field=outcome.field,
+        description=outcome.message,
     )
-    return status
 
 
 def _bound_violation(
@@ -101,7 +85,7 @@ def _bound_violation(
         if problem is not None:
             return ingest_pb2.ActaOutcome(
                 status=ingest_pb2.OUTCOME_STATUS_REJECTED,
-                code=grpc.StatusCode.INVALID_ARGUMENT.name,
+                code=RejectCode.INVALID_ARGUMENT.name,
                 field=problem[0],
                 message=problem[1],
             )
