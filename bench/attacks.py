@@ -170,7 +170,7 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack(
         "Unbounded messages on the `SubmitActas` stream (Envoy's limit is for unary calls)",
-        "ingest's receive limit per message (`ingest.service.MAX_RECEIVE_BYTES`), on the "
+        "ingest's receive limit per message (`ingest.app.MAX_RECEIVE_BYTES`), on the "
         "decompressed size",
         (
             _INGEST + "test_a_submit_actas_message_above_the_receive_limit_is_refused_unparsed",

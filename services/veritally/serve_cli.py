@@ -219,7 +219,7 @@ async def _serve(args: argparse.Namespace) -> None:
     async def start() -> None:
         nonlocal service
         if args.service == "ingest":
-            from veritally.ingest.service import start_ingest
+            from veritally.ingest.app import start_ingest
 
             service = await start_ingest(
                 election=election,

@@ -37,8 +37,8 @@ from veritally.aggregation.service import (
 )
 from veritally.aggregation.service import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
 from veritally.ingest import bounds
+from veritally.ingest.app import IngestService, start_ingest
 from veritally.ingest.engine import STREAM_PAGE_BYTES as PAGE_BYTES
-from veritally.ingest.service import IngestService, start_ingest
 from veritally.publication.service import PublicationService, start_publication
 from veritally.rpc import MAX_MESSAGE_BYTES, aio_channel
 from veritally_client import Client, ClientConfig

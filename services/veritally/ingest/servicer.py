@@ -1,5 +1,10 @@
 """The gRPC adapter of ingest: ``veritally.v1.IngestService`` over an ``IngestEngine``.
 
+Thin: each call checks the request's bounds, hands it to the engine, and turns the
+engine's outcome into a response or an error status (``veritally.rpc.status``); the
+decisions are the engine's (``veritally.ingest.engine``). The service around it is
+wired in ``veritally.ingest.app``.
+
 Operator-only calls (CorrectActa, ListCrossChecks, ResolveCrossCheck) are restricted by
 Envoy's RBAC at the edge. The caller's identity comes from ``x-forwarded-client-cert``,
 which Envoy sets from the certificate it verified (SANITIZE_SET) and which no one else
@@ -9,10 +14,7 @@ capture centre and the operator from it (``veritally.ingest.operators``).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -22,26 +24,13 @@ from veritally.ingest import bounds
 from veritally.ingest.engine import CommitError, IngestEngine
 from veritally.mesh.peer import forwarded_identity
 from veritally.reject import RejectCode
-from veritally.rpc import ServiceServer, TlsFiles
 from veritally.rpc.status import bad_request, grpc_code
-from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import ingest_pb2, ingest_pb2_grpc
 
-log = logging.getLogger(__name__)
-
-SERVICE_NAME = "veritally.v1.IngestService"
 # Actas in one SubmitActas message: each message is one transaction; a bigger batch
 # gains nothing (the fsync is already amortised at a few hundred: clients send 500) and
 # holds the writer. With actas of at most bounds.MAX_ACTA_BYTES this sizes the message.
 MAX_ACTAS_PER_MESSAGE = 1_000
-# Bytes of protobuf framing per acta in a SubmitActasRequest: a tag and a length varint
-# (three bytes up to 2 MiB).
-_ACTA_FRAMING_BYTES = 4
-# Largest request message ingest accepts, decompressed, in bytes (each message of a
-# SubmitActas stream alone): MAX_ACTAS_PER_MESSAGE actas of the largest size, ~16 MiB. A
-# unary call carries one acta (and a reason), far less. gRPC refuses anything larger with
-# RESOURCE_EXHAUSTED before it is parsed, and stops inflating a compressed one there.
-MAX_RECEIVE_BYTES = MAX_ACTAS_PER_MESSAGE * (bounds.MAX_ACTA_BYTES + _ACTA_FRAMING_BYTES)
 # Actas in one SubmitActas stream: its response carries one outcome per acta (~50 B),
 # so this keeps the response at a few MiB, well under the message size limit.
 MAX_ACTAS_PER_STREAM = 100_000
@@ -256,48 +245,3 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             yield ingest_pb2.StreamRecordsResponse(
                 first_sequence=first, leaves=leaves, log_size=size
             )
-
-
-@dataclass
-class IngestService:
-    """A running ingest: its server, engine and bound port."""
-
-    server: ServiceServer
-    engine: IngestEngine
-    port: int
-
-    async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
-        """End follow streams, drain and stop the server, then close the store."""
-        await self.engine.end_streams()
-        await self.server.stop(drain_seconds=drain_seconds, grace=grace)
-        await self.engine.close()
-
-
-async def start_ingest(
-    *,
-    election: ElectionIndex,
-    db_path: Path,
-    address: str,
-    tls: TlsFiles | None = None,
-    double_capture: bool = True,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-) -> IngestService:
-    """Open the store and start serving on ``address`` (port 0 for an ephemeral one).
-
-    Raises:
-        OSError: if the address cannot be bound.
-        sqlite3.Error: if the store cannot be opened.
-    """
-    engine = IngestEngine(election=election, db_path=db_path, double_capture=double_capture)
-    server = ServiceServer(
-        name=SERVICE_NAME, interceptors=interceptors, max_receive_bytes=MAX_RECEIVE_BYTES
-    )
-    ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(engine), server.grpc)
-    port = await server.start(address, tls=tls)
-    log.info(
-        "ingest serving on port %d (%s capture, %d records)",
-        port,
-        "double" if double_capture else "single",
-        engine.log_size,
-    )
-    return IngestService(server=server, engine=engine, port=port)
