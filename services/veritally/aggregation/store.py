@@ -14,6 +14,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from veritally.errors import VeritallyError
 from veritally.ingest.store import capped_page, connect
 
 _CURSOR_KEY = "next_sequence"
@@ -21,7 +22,7 @@ _CURSOR_KEY = "next_sequence"
 _REPLAY_CHUNK = 10_000
 
 
-class CursorMismatchError(ValueError):
+class CursorMismatchError(VeritallyError, ValueError):
     """Leaves offered at a position other than the cursor (a gap or an overlap)."""
 
 

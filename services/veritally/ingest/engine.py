@@ -45,6 +45,7 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from veritally.errors import VeritallyError
 from veritally.ingest import bounds, leaf, operators, rules
 from veritally.ingest.operators import Caller, Proposal
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
@@ -87,7 +88,7 @@ MAX_PAGE_SIZE = 1_000
 CROSS_CHECK_PAGE_BYTES = 2 * 1024 * 1024
 
 
-class CommitError(Exception):
+class CommitError(VeritallyError):
     """A batch could not be committed; none of it was accepted (the caller may retry)."""
 
 

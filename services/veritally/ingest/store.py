@@ -23,6 +23,7 @@ from pathlib import Path
 import sqlite_utils
 from google.protobuf.message import DecodeError
 
+from veritally.errors import VeritallyError
 from veritally.ingest.rules import content_digest
 from veritally_client.protocol.pb import acta_pb2
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 _BUSY_TIMEOUT_MS = 5_000
 
 
-class CaptureIntegrityError(Exception):
+class CaptureIntegrityError(VeritallyError):
     """A stored pending capture does not hash to its stored digest: the file was changed
     outside ingest (docs/publication.md, "After a restore", says how to recover)."""
 
