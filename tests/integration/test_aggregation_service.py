@@ -38,9 +38,9 @@ from veritally.aggregation.service import (
 from veritally.aggregation.service import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
 from veritally.ingest import bounds
 from veritally.ingest.app import IngestService, start_ingest
-from veritally.ingest.engine import STREAM_PAGE_BYTES as PAGE_BYTES
 from veritally.publication.service import PublicationService, start_publication
 from veritally.rpc import MAX_MESSAGE_BYTES, aio_channel
+from veritally.storage import STREAM_PAGE_BYTES as PAGE_BYTES
 from veritally_client import Client, ClientConfig
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError

@@ -50,6 +50,7 @@ from veritally.ingest import bounds, leaf, operators, rules
 from veritally.ingest.operators import Caller, Proposal
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
 from veritally.reject import RejectCode, Rejection
+from veritally.storage import STREAM_PAGE_BYTES, STREAM_PAGE_LEAVES
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import acta_pb2, ingest_pb2
 
@@ -67,10 +68,6 @@ _AWAITING = ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_CAPTURE
 _CROSS_CHECK = ingest_pb2.OUTCOME_STATUS_CROSS_CHECK
 _AWAITING_APPROVAL = ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_APPROVAL
 
-# Leaves per StreamRecords message, and bytes per message past the first leaf: a leaf is
-# ~300 B, so a page is a few hundred KiB, well under the gRPC and Envoy message limits.
-STREAM_PAGE_LEAVES = 1_000
-STREAM_PAGE_BYTES = 1024 * 1024
 # Pending captures per acta: double capture needs two, a disagreement a third operator's
 # to settle it; past that the acta waits for ResolveCrossCheck (FAILED_PRECONDITION), so
 # that one identity cannot grow the captures table without bound (~16 KiB per capture).

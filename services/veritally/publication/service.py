@@ -40,7 +40,6 @@ from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-pr
 from grpc_status import rpc_status
 
 from veritally.ingest.bounds import clip
-from veritally.ingest.store import capped_page
 from veritally.publication.bundle import BundleRecord, BundleWriter
 from veritally.publication.cutter import Cutter, signed_cut_pb
 from veritally.publication.errors import (
@@ -58,6 +57,7 @@ from veritally.publication.published import ForkGuard
 from veritally.publication.store import CutRow, PublicationStore
 from veritally.publication.trustroot import load_trust_root_chain
 from veritally.rpc import ServiceServer, TlsFiles, aio_channel
+from veritally.storage import capped_page
 from veritally_client.protocol import Signer
 from veritally_client.protocol.pb import (
     aggregation_pb2,
