@@ -57,6 +57,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from veritally import errors
 from veritally.capture import (
     Answer,
     Batcher,
@@ -546,7 +547,7 @@ def _count_rows(path: Path) -> int:
         return max(0, sum(1 for _ in f) - 1)  # minus the header
 
 
-class DemoError(Exception):
+class DemoError(errors.VeritallyError):
     """The demo could not verify the election night (the message says why)."""
 
 

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import grpc
 from cryptography import x509
 
-from veritally._grpc import TlsFiles, run_until_signalled
+from veritally.rpc import TlsFiles, run_until_signalled
 from veritally_client.protocol import ElectionIndex
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ async def _serve(args: argparse.Namespace) -> None:
     async def start() -> None:
         nonlocal service
         if args.service == "ingest":
-            from veritally.ingest.service import start_ingest
+            from veritally.ingest.app import start_ingest
 
             service = await start_ingest(
                 election=election,
