@@ -40,7 +40,7 @@ from veritally.aggregation.service import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
 from veritally.ingest import bounds
 from veritally.ingest.engine import STREAM_PAGE_BYTES as PAGE_BYTES
 from veritally.ingest.service import IngestService, start_ingest
-from veritally.publication.service import PublicationService, start_publication
+from veritally.publication.app import PublicationService, start_publication
 from veritally_client import Client, ClientConfig
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from veritally._grpc import run_until_signalled
+from veritally.publication.app import PublicationConfig, PublicationService, start_publication
 from veritally.publication.errors import PublicationError
-from veritally.publication.service import PublicationConfig, PublicationService, start_publication
 from veritally.serve_cli import (
     add_listen_arguments,
     add_peer_arguments,
