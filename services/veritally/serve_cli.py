@@ -230,7 +230,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 interceptors=interceptors,
             )
         else:
-            from veritally.aggregation.service import start_aggregation
+            from veritally.aggregation.app import start_aggregation
 
             service = await start_aggregation(
                 election=election,
