@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-from veritally.aggregation.service import AggregationEngine
+from veritally.aggregation.engine import AggregationEngine
 from veritally.aggregation.store import AggregationStore
 from veritally.election.generate import DEFAULT_CASILLAS, generate
 from veritally.election.loader import load_actas, load_election

@@ -18,8 +18,8 @@ from typing import Any
 
 import grpc
 
+from veritally.publication.app import PublicationConfig, PublicationService
 from veritally.publication.keys import write_key_files
-from veritally.publication.service import PublicationConfig, PublicationService
 from veritally.publication.trustroot import build_body, write_trust_root
 from veritally.rpc import ServiceServer
 from veritally_client._election import ElectionIndex, acta_id

@@ -50,7 +50,7 @@ from typing import Any, Self
 
 import grpc
 
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
 from veritally.rpc import TlsFiles, aio_channel
 from veritally_client.protocol.pb import acta_pb2, ingest_pb2, ingest_pb2_grpc
@@ -147,7 +147,7 @@ class CaptureConfig:
 # outcomes and errors
 
 
-class CaptureError(VeritallyError):
+class CaptureError(ServiceError):
     """A stream of captures could not be submitted.
 
     Attributes:

@@ -547,7 +547,7 @@ def _count_rows(path: Path) -> int:
         return max(0, sum(1 for _ in f) - 1)  # minus the header
 
 
-class DemoError(errors.VeritallyError):
+class DemoError(errors.ServiceError):
     """The demo could not verify the election night (the message says why)."""
 
 

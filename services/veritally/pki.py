@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 
 __all__ = [
     "CA_VALIDITY",
@@ -147,7 +147,7 @@ class PkiLayout:
         return self.root / role / f"{name}.key"
 
 
-class PkiError(VeritallyError):
+class PkiError(ServiceError):
     """A PKI directory is missing, inconsistent, or asked for an identity it lacks."""
 
 

@@ -9,8 +9,8 @@ stop routing to it, and lets calls in flight finish. With TLS, only the mesh may
 the service's own certificate, unless ``--allow-peer`` names others.
 
 Publication is run by the publication package's own command module, found here at run
-time (``veritally.publication.serve_cli`` or ``veritally.publication.service``, exposing
-``add_arguments(parser)`` and ``run(args)``).
+time (``veritally.publication.serve_cli``, exposing ``add_arguments(parser)`` and
+``run(args)``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from veritally_client.protocol import ElectionIndex
 log = logging.getLogger(__name__)
 
 # Modules that may hold publication's command (tried in order).
-PUBLICATION_MODULES = ("veritally.publication.serve_cli", "veritally.publication.service")
+PUBLICATION_MODULES = ("veritally.publication.serve_cli",)
 
 
 def _publication_module() -> ModuleType | None:
@@ -230,7 +230,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 interceptors=interceptors,
             )
         else:
-            from veritally.aggregation.service import start_aggregation
+            from veritally.aggregation.app import start_aggregation
 
             service = await start_aggregation(
                 election=election,

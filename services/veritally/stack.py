@@ -52,7 +52,7 @@ from types import FrameType, TracebackType
 
 import grpc
 
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 from veritally.mesh.envoy import (
     DEFAULT_BASE_PORT,
     Endpoint,
@@ -102,7 +102,7 @@ FIRST_CUT_TIMEOUT_S = 60.0
 DEFAULT_INTERVAL_S = 2.0
 
 
-class StackError(VeritallyError, RuntimeError):
+class StackError(ServiceError, RuntimeError):
     """The stack could not start, or a child kept crashing."""
 
 

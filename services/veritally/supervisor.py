@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 from veritally.pki import CRL_VALIDITY, Pki, PkiError, crl_next_update, layout
 from veritally.rpc import TlsFiles
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 CRL_CHECK_MAX_INTERVAL_S = 60.0
 
 
-class ProcessError(VeritallyError, RuntimeError):
+class ProcessError(ServiceError, RuntimeError):
     """A supervised process exited early or never became healthy."""
 
 
@@ -155,7 +155,7 @@ class Process:
 # the CRL
 
 
-class CrlError(VeritallyError, RuntimeError):
+class CrlError(ServiceError, RuntimeError):
     """The CRL on disk would expire before it can be reissued (the stack must not start)."""
 
 

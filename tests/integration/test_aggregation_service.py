@@ -28,18 +28,14 @@ from tests.write_path_support import (
     small_election,
     wide_election,
 )
-from veritally.aggregation.service import (
-    FOLLOWER_HEALTH_NAME,
-    SERVICE_NAME,
-    STUCK_AFTER_FAILURES,
-    AggregationService,
-    start_aggregation,
-)
-from veritally.aggregation.service import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
+from veritally.aggregation.app import AggregationService, start_aggregation
+from veritally.aggregation.follower import FOLLOWER_HEALTH_NAME, STUCK_AFTER_FAILURES
+from veritally.aggregation.servicer import SERVICE_NAME
 from veritally.ingest import bounds
 from veritally.ingest.app import IngestService, start_ingest
-from veritally.publication.service import PublicationService, start_publication
+from veritally.publication.app import PublicationService, start_publication
 from veritally.rpc import MAX_MESSAGE_BYTES, aio_channel
+from veritally.storage import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
 from veritally.storage import STREAM_PAGE_BYTES as PAGE_BYTES
 from veritally_client import Client, ClientConfig
 from veritally_client._election import ElectionIndex
@@ -284,7 +280,7 @@ async def _health(port: int, service: str) -> int:
 async def test_a_record_too_large_to_stream_alarms_with_its_position_instead_of_idling(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="veritally.aggregation.service")
+    caplog.set_level(logging.WARNING, logger="veritally.aggregation.follower")
     actas = all_actas(ELECTION)
     ingest = await _ingest(tmp_path)
     await _submit_all(ingest.port, [ingest_pb2.SubmitActasRequest(actas=actas[:3])])

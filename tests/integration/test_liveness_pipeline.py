@@ -18,9 +18,9 @@ import pytest
 
 from tests.pub_support import make_publisher, publication_config
 from tests.write_path_support import all_actas, poison_ingest_log, small_election
-from veritally.aggregation.service import start_aggregation
+from veritally.aggregation.app import start_aggregation
 from veritally.ingest.app import IngestService, start_ingest
-from veritally.publication.service import start_publication
+from veritally.publication.app import start_publication
 from veritally.rpc import MAX_MESSAGE_BYTES, aio_channel
 from veritally_client import Client, ClientConfig, StalledError, load_trust_root
 from veritally_client._cli import EXIT_STALLED, main

@@ -29,8 +29,8 @@ from tests.pub_support import (
     start_fake_aggregation,
     wait_for_first_cut,
 )
+from veritally.publication.app import PublicationService, start_publication
 from veritally.publication.bundle import MAX_LEAF_PAGE_BYTES, UnsafeBundlePathError
-from veritally.publication.service import PublicationService, start_publication
 from veritally_client._bundle import _leaf_pages
 from veritally_client._gen.veritally.v1 import acta_pb2
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tests.pub_support import make_publisher, publication_config, start_fake_aggregation
 from tests.write_path_support import small_election
+from veritally.publication.app import start_publication
 from veritally.publication.bundle import MAX_LEAF_PAGE_BYTES
-from veritally.publication.service import start_publication
 from veritally_client import Client, ClientConfig
 from veritally_client._bundle import verify_bundle
 from veritally_client._gen.veritally.v1 import acta_pb2

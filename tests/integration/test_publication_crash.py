@@ -17,7 +17,7 @@ import grpc
 
 from tests.conftest import REPO_ROOT
 from tests.pub_support import make_publisher, publication_config, start_fake_aggregation
-from veritally.publication.service import start_publication
+from veritally.publication.app import start_publication
 from veritally.publication.store import PublicationStore
 from veritally_client._gen.veritally.v1 import publication_pb2
 from veritally_client._gen.veritally.v1.publication_pb2_grpc import PublicationServiceStub

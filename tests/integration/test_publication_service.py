@@ -31,14 +31,11 @@ from tests.pub_support import (
     results_blob,
     start_fake_aggregation,
 )
+from veritally.publication.app import PublicationService, start_publication
 from veritally.publication.errors import KeyFileError, TrustRootFileError
 from veritally.publication.liveness import STALL_ALARM_INTERVALS
-from veritally.publication.service import (
-    MAX_LEAVES_PER_PAGE,
-    PublicationService,
-    start_publication,
-)
 from veritally.rpc import MAX_MESSAGE_BYTES, SMALL_REQUEST_BYTES
+from veritally.storage import MAX_LEAVES_PER_PAGE
 from veritally_client._checkpoint import Checkpoint, parse_checkpoint
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,
@@ -484,7 +481,7 @@ async def test_bundle_catches_up_with_cuts_committed_before_it_was_written(
 async def test_heartbeats_over_a_stuck_aggregation_sign_the_lag_and_alarm_every_interval(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="veritally.publication.service")
+    caplog.set_level(logging.ERROR, logger="veritally.publication.follower")
     fake = await start_fake_aggregation()
     fake.fake.add(3)
     fake.fake.ingest_ahead = 4  # ingest accepted 7; aggregation cannot get past the 4th
@@ -539,7 +536,7 @@ async def test_heartbeats_over_a_stuck_aggregation_sign_the_lag_and_alarm_every_
 async def test_publication_that_cannot_fetch_a_record_alarms_instead_of_going_quiet(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="veritally.publication.service")
+    caplog.set_level(logging.ERROR, logger="veritally.publication.follower")
     fake = await start_fake_aggregation()
     fake.fake.add(3)
     publisher = make_publisher(tmp_path)

@@ -31,13 +31,13 @@ from tests.pub_support import (
     start_fake_aggregation,
     wait_for_first_cut,
 )
-from veritally.publication.errors import ForkRefusedError, TamperedDataError
-from veritally.publication.published import note_checkpoint
-from veritally.publication.service import (
+from veritally.publication.app import (
     PublicationConfig,
     PublicationService,
     start_publication,
 )
+from veritally.publication.errors import ForkRefusedError, TamperedDataError
+from veritally.publication.published import note_checkpoint
 from veritally_client import Client, RollbackError
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2, publication_pb2
 from veritally_client._gen.veritally.v1.publication_pb2_grpc import PublicationServiceStub

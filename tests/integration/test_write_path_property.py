@@ -19,7 +19,7 @@ from tests.write_path_support import (
     make_acta,
     small_election,
 )
-from veritally.aggregation.service import AggregationEngine
+from veritally.aggregation.engine import AggregationEngine
 from veritally.ingest.engine import IngestEngine
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, results_pb2
 

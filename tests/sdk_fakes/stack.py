@@ -25,7 +25,7 @@ from tests.pub_support import (
 )
 from tests.unit.sdk_fake import FakePublisher
 from veritally.pki import init_pki
-from veritally.publication.service import PublicationService, start_publication
+from veritally.publication.app import PublicationService, start_publication
 from veritally.publication.trustroot import trust_root_path
 from veritally.rpc import ServiceServer, TlsFiles
 from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root

@@ -1,4 +1,4 @@
-"""Every error the services raise derives from ``veritally.errors.VeritallyError``."""
+"""Every error the services raise derives from ``veritally.errors.ServiceError``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import inspect
 import pkgutil
 
 import veritally
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 
 
 def _error_classes() -> dict[str, type[BaseException]]:
@@ -30,15 +30,15 @@ def _error_classes() -> dict[str, type[BaseException]]:
 
 def test_every_service_error_derives_from_veritally_error() -> None:
     classes = _error_classes()
-    strays = sorted(name for name, cls in classes.items() if not issubclass(cls, VeritallyError))
-    assert not strays, "derive these from veritally.errors.VeritallyError:\n" + "\n".join(strays)
+    strays = sorted(name for name, cls in classes.items() if not issubclass(cls, ServiceError))
+    assert not strays, "derive these from veritally.errors.ServiceError:\n" + "\n".join(strays)
 
 
 def test_the_walk_sees_the_errors_of_every_service() -> None:
     # A walk that found nothing would pass the test above vacuously.
     names = set(_error_classes())
     assert {
-        "veritally.errors.VeritallyError",
+        "veritally.errors.ServiceError",
         "veritally.ingest.engine.CommitError",
         "veritally.ingest.store.CaptureIntegrityError",
         "veritally.aggregation.store.CursorMismatchError",

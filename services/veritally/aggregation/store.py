@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 from veritally.storage import capped_page, connect
 
 _CURSOR_KEY = "next_sequence"
@@ -21,7 +21,7 @@ _CURSOR_KEY = "next_sequence"
 _REPLAY_CHUNK = 10_000
 
 
-class CursorMismatchError(VeritallyError, ValueError):
+class CursorMismatchError(ServiceError, ValueError):
     """Leaves offered at a position other than the cursor (a gap or an overlap)."""
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 from veritally.ingest import bounds, leaf, operators, rules
 from veritally.ingest.operators import Caller, Proposal
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
@@ -85,7 +85,7 @@ MAX_PAGE_SIZE = 1_000
 CROSS_CHECK_PAGE_BYTES = 2 * 1024 * 1024
 
 
-class CommitError(VeritallyError):
+class CommitError(ServiceError):
     """A batch could not be committed; none of it was accepted (the caller may retry)."""
 
 

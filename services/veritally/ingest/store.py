@@ -23,7 +23,7 @@ from pathlib import Path
 import sqlite_utils
 from google.protobuf.message import DecodeError
 
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 from veritally.ingest.rules import content_digest
 from veritally.storage import capped_page, connect
 from veritally_client.protocol.pb import acta_pb2
@@ -31,7 +31,7 @@ from veritally_client.protocol.pb import acta_pb2
 log = logging.getLogger(__name__)
 
 
-class CaptureIntegrityError(VeritallyError):
+class CaptureIntegrityError(ServiceError):
     """A stored pending capture does not hash to its stored digest: the file was changed
     outside ingest (docs/publication.md, "After a restore", says how to recover)."""
 

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import yaml
 
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 from veritally.mesh import envoy_parts as parts
 from veritally.mesh.envoy_parts import render_ca_secret
 from veritally.mesh.policy import (
@@ -392,7 +392,7 @@ def write_reference(directory: Path) -> list[Path]:
     return [config, secret]
 
 
-class EnvoyConfigError(VeritallyError):
+class EnvoyConfigError(ServiceError):
     """Envoy refused a configuration; the message holds Envoy's own output."""
 
 

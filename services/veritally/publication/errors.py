@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from veritally.errors import VeritallyError
+from veritally.errors import ServiceError
 
 __all__ = [
     "ForkRefusedError",
@@ -16,7 +16,7 @@ __all__ = [
 ]
 
 
-class PublicationError(VeritallyError):
+class PublicationError(ServiceError):
     """Root of the publication service's own errors."""
 
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from veritally.publication.app import PublicationConfig, PublicationService, start_publication
 from veritally.publication.errors import PublicationError
-from veritally.publication.service import PublicationConfig, PublicationService, start_publication
 from veritally.rpc import run_until_signalled
 from veritally.serve_cli import (
     add_listen_arguments,

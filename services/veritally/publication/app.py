@@ -1,0 +1,223 @@
+"""Publication's app: its typed config, the checks before it starts, and the wiring.
+
+This room owns starting and stopping the service: loading the signing keys and the trust
+root that must vouch for them, opening the store and the bundle, building the cutter,
+engine, servicer and follower, and running the server and the cut task. It may import
+every publication module and the shared server and channel plumbing
+(:mod:`veritally.rpc`); nothing imports it but the commands, the stack and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from veritally.publication.bundle import BundleRecord, BundleWriter
+from veritally.publication.cutter import Cutter
+from veritally.publication.engine import PublicationEngine
+from veritally.publication.errors import KeyFileError, TrustRootFileError
+from veritally.publication.follower import AggregationFollower
+from veritally.publication.keys import load_passphrase, load_signer
+from veritally.publication.published import ForkGuard
+from veritally.publication.servicer import SERVICE_NAME, PublicationServicer
+from veritally.publication.store import PublicationStore
+from veritally.publication.trustroot import load_trust_root_chain
+from veritally.rpc import ServiceServer, TlsFiles, aio_channel
+from veritally_client.protocol import Signer
+from veritally_client.protocol.pb import publication_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PublicationConfig", "PublicationService", "load_signers", "start_publication"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublicationConfig:
+    """Everything ``veritally serve publication`` needs.
+
+    Attributes:
+        db_path: the SQLite store (created if missing).
+        key_files: publisher signing key files (all sign every checkpoint).
+        passphrase_file: passphrase of encrypted key files.
+        trust_root_dir: directory of ``trust-root-v<N>.binpb`` files.
+        aggregation_target: ``host:port`` of the aggregation service.
+        aggregation_tls: client certificate for the aggregation channel (mTLS).
+        aggregation_server_name: TLS name of aggregation, if not the target's host.
+        listen: ``host:port`` to serve on (port 0 for an ephemeral one).
+        listen_tls: server certificate (mTLS) for the listener.
+        interceptors: server interceptors, e.g. the mesh's peer check admitting only
+            Envoy's identity.
+        interval_seconds: time between cuts, in seconds (heartbeat included).
+        origin: checkpoint origin line; defaults to the trust root's.
+        bundle_dir: where to write the static bundle (None: no bundle).
+    """
+
+    db_path: Path
+    key_files: tuple[Path, ...]
+    trust_root_dir: Path
+    aggregation_target: str
+    passphrase_file: Path | None = None
+    aggregation_tls: TlsFiles | None = None
+    aggregation_server_name: str | None = None
+    listen: str = "127.0.0.1:0"
+    listen_tls: TlsFiles | None = None
+    interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()
+    interval_seconds: float = 2.0
+    origin: str | None = None
+    bundle_dir: Path | None = None
+
+
+def load_signers(config: PublicationConfig) -> list[Signer]:
+    """Load every configured key, refusing to go on without a usable one.
+
+    Raises:
+        KeyFileError: if no key is configured or any key file is unusable.
+    """
+    if not config.key_files:
+        raise KeyFileError("no signing key configured: the publisher signs every cut")
+    passphrase = load_passphrase(config.passphrase_file) if config.passphrase_file else None
+    return [load_signer(p, passphrase=passphrase) for p in config.key_files]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class PublicationService:
+    """A running publication service."""
+
+    server: ServiceServer
+    engine: PublicationEngine
+    follower: AggregationFollower
+    task: asyncio.Task[None]
+    port: int
+
+    async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
+        """Stop cutting, end watch streams, drain and stop the server, close the store."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.engine.close_watchers()
+        await self.server.stop(drain_seconds=drain_seconds, grace=grace)
+        await self.follower.channel.close()
+        await self.engine.close()
+
+
+async def start_publication(
+    config: PublicationConfig,
+    *,
+    clock: Callable[[], dt.datetime] = _now,
+    before_commit: Callable[[bytes], None] | None = None,
+) -> PublicationService:
+    """Check keys and trust root, open the store, start serving and cutting.
+
+    Args:
+        config: the configuration.
+        clock: source of cut times.
+        before_commit: crash-injection point for tests (see :class:`Cutter`).
+
+    Raises:
+        KeyFileError: if a signing key is missing, corrupt or group/world accessible.
+        TrustRootFileError: if the trust root does not verify, has expired, does not
+            list every signing key, or names another origin.
+        StoreIntegrityError: if the store does not match its own checkpoints.
+        ForkRefusedError: if the store is behind or diverges from a checkpoint already
+            published in the bundle (e.g. restored from an older backup).
+        UnsafeBundlePathError: if a bundle subdirectory is a symlink.
+        OSError: if the address cannot be bound.
+    """
+    # Refuse to start without usable keys and a trust root that vouches for them: a
+    # checkpoint clients cannot verify is as bad as an unsigned one.
+    signers = load_signers(config)
+    trust_roots, trusted = load_trust_root_chain(config.trust_root_dir, now=clock())
+    listed = {v.key_string() for v in trusted.verifiers}
+    for s in signers:
+        if s.verifier().key_string() not in listed:
+            raise TrustRootFileError(
+                f"key {s.name} ({s.key_id.hex()}) is not in trust root v{trusted.version}"
+            )
+    if len(signers) < trusted.threshold:
+        raise TrustRootFileError(
+            f"trust root v{trusted.version} needs {trusted.threshold} signatures per "
+            f"checkpoint, {len(signers)} keys configured"
+        )
+    origin = config.origin or trusted.origin
+    if origin != trusted.origin:
+        raise TrustRootFileError(
+            f"configured origin {origin!r} differs from the trust root's {trusted.origin!r}"
+        )
+    if config.interval_seconds <= 0:
+        raise ValueError("interval_seconds must be positive")
+    config.db_path.parent.mkdir(parents=True, exist_ok=True)
+    # The bundle first: a bundle that is unsafe to write stops the start before the
+    # store is opened.
+    bundle = BundleWriter(config.bundle_dir) if config.bundle_dir else None
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="publication-db")
+    try:
+        store = await asyncio.get_running_loop().run_in_executor(
+            executor, PublicationStore, config.db_path
+        )
+    except BaseException:
+        executor.shutdown()
+        if bundle is not None:
+            bundle.close()
+        raise
+    # What was published outside the store (docs/adr/0026): the bundle today; the
+    # witnesses' cosigned checkpoints will be a second record here.
+    guard = ForkGuard([BundleRecord(bundle, origin=origin)] if bundle else [])
+    cutter = Cutter(
+        store=store,
+        signers=signers,
+        origin=origin,
+        clock=clock,
+        before_commit=before_commit,
+        guard=guard,
+    )
+    engine = PublicationEngine(
+        store=store,
+        cutter=cutter,
+        executor=executor,
+        trust_roots=trust_roots,
+        bundle=bundle,
+        guard=guard,
+    )
+    try:
+        await engine.load()
+    except BaseException:
+        await engine.close()
+        raise
+    server = ServiceServer(name=SERVICE_NAME, interceptors=config.interceptors)
+    publication_pb2_grpc.add_PublicationServiceServicer_to_server(
+        PublicationServicer(engine), server.grpc
+    )
+    port = await server.start(config.listen, tls=config.listen_tls)
+    channel = aio_channel(
+        config.aggregation_target,
+        tls=config.aggregation_tls,
+        server_name=config.aggregation_server_name,
+    )
+    follower = AggregationFollower(engine=engine, channel=channel, interval=config.interval_seconds)
+
+    async def refuse() -> None:
+        await server.set_serving(False)
+
+    follower.on_refusal = refuse
+    task = asyncio.create_task(follower.run(), name="publication-cuts")
+    log.info(
+        "publication serving on port %d: origin %s, %d leaves, cut %d, every %.1f s",
+        port,
+        origin,
+        await engine.tree_size(),
+        engine.latest_number,
+        config.interval_seconds,
+    )
+    return PublicationService(server=server, engine=engine, follower=follower, task=task, port=port)

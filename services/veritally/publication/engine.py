@@ -1,0 +1,271 @@
+"""The publication domain: cuts, reads, watchers and the bundle around one store.
+
+This room owns what publication decides and serves: making a cut (through the
+:class:`~veritally.publication.cutter.Cutter`), the newest cut and its answer, cuts,
+proofs and pages of leaves read from the store, the watchers woken by each cut, the
+static bundle and the fork guard's check at start. It may import the store, the cutter,
+the bundle, the fork guard, publication's errors, ingest's page capping and the SDK's
+protocol layer with its generated messages; never gRPC, the servicer, the follower or
+the app. What goes wrong is raised as an error of :mod:`veritally.publication.errors`
+(or answered with None), and the servicer maps it to a status code.
+
+All store access runs on one thread (``executor``), so the event loop never blocks on
+SQLite and no read sees half a cut. A cut is served (latest, watchers) only once it is
+committed, and written to the bundle after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from veritally.publication.bundle import BundleWriter
+from veritally.publication.cutter import Cutter, signed_cut_pb
+from veritally.publication.errors import StoreIntegrityError, TamperedDataError
+from veritally.publication.published import ForkGuard
+from veritally.publication.store import CutRow, PublicationStore
+from veritally.storage import MAX_PAGE_BYTES, capped_page
+from veritally_client.protocol.pb import log_pb2, publication_pb2
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PublicationEngine"]
+
+_DEFINITION_KEY = "election_definition"
+_BUNDLE_CUT_KEY = "bundle_cut"
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Latest:
+    cut: CutRow | None = None
+    signed: log_pb2.SignedCut | None = None
+    # The GetLatestCut answer, built once per cut: every media read returns this same
+    # message instead of copying the ~300 KB cut into a new one.
+    response: publication_pb2.GetLatestCutResponse | None = None
+
+    @classmethod
+    def of(cls, cut: CutRow, signed: log_pb2.SignedCut) -> _Latest:
+        return cls(
+            cut=cut, signed=signed, response=publication_pb2.GetLatestCutResponse(cut=signed)
+        )
+
+
+@dataclass
+class PublicationEngine:
+    """The publication domain around one store: cuts, reads, watchers and the bundle.
+
+    All store access runs on ``executor`` (one thread), so the event loop never blocks on
+    SQLite and no read sees half a cut.
+    """
+
+    store: PublicationStore
+    cutter: Cutter
+    executor: concurrent.futures.ThreadPoolExecutor
+    trust_roots: list[bytes]
+    bundle: BundleWriter | None = None
+    guard: ForkGuard = field(default_factory=lambda: ForkGuard(()))
+    _latest: _Latest = field(default_factory=_Latest)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _closing: bool = False
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        except TamperedDataError as e:
+            log.error("ALARM refusing to serve: %s", e)
+            raise
+
+    async def load(self) -> None:
+        """Check the store against its newest checkpoint and against what was published
+        (the fork guard), load the newest cut (re-served as stored, never re-signed) and
+        repair the bundle for cuts committed before a crash but not yet written.
+
+        Raises:
+            StoreIntegrityError: if the store does not describe its own checkpoint.
+            ForkRefusedError: if the store is behind or diverges from what was published.
+        """
+        await self._db(self.cutter.check_latest)
+        await self._db(self._check_published)
+        latest = await self._db(self.store.latest_cut)
+        if latest is not None:
+            results = await self._db(self.store.results, latest.results_sha256)
+            self._latest = _Latest.of(latest, signed_cut_pb(latest, results or b""))
+        await self._db(self._write_bundle_upto, latest.cut_number if latest else 0)
+
+    @property
+    def latest(self) -> log_pb2.SignedCut | None:
+        """The newest served cut."""
+        return self._latest.signed
+
+    @property
+    def latest_response(self) -> publication_pb2.GetLatestCutResponse | None:
+        """The GetLatestCut answer for the newest cut (the same message for every read)."""
+        return self._latest.response
+
+    @property
+    def latest_number(self) -> int:
+        """Number of the newest cut, 0 before the first."""
+        return self._latest.cut.cut_number if self._latest.cut else 0
+
+    @property
+    def acta_records(self) -> int:
+        """Acta records in the log."""
+        return self._latest.cut.acta_records if self._latest.cut else 0
+
+    # -- cutting ----------------------------------------------------------------------
+
+    async def cut(
+        self,
+        *,
+        acta_leaves: list[bytes],
+        acta_records: int,
+        results: bytes,
+        ingest_records: int | None = None,
+    ) -> CutRow:
+        """Make, persist, serve and bundle one cut.
+
+        Raises:
+            UpstreamDataError: if the records do not extend the log.
+            StoreIntegrityError: if the store refuses the cut.
+        """
+        row = await self._db(
+            lambda: self.cutter.make_cut(
+                acta_leaves=acta_leaves,
+                acta_records=acta_records,
+                results=results,
+                ingest_records=ingest_records,
+            )
+        )
+        # Committed: from here on it may be served.
+        async with self._changed:
+            self._latest = _Latest.of(row, signed_cut_pb(row, results))
+            self._changed.notify_all()
+        try:
+            await self._db(self._write_bundle_upto, row.cut_number)
+        except OSError:
+            # The cut is committed and served; the bundle catches up at the next cut
+            # (its progress is recorded per cut), so a full disk does not stop cutting.
+            log.exception("could not write cut %d to the bundle", row.cut_number)
+        except StoreIntegrityError as e:
+            # A tampered leaf or blob is not published; the alarm is logged by _db.
+            log.error("cut %d not written to the bundle: %s", row.cut_number, e)
+        return row
+
+    def _check_published(self) -> None:
+        latest = self.store.latest_cut()
+        self.guard.check_at_start(
+            tree_size=self.store.tree_size,
+            cut_number=latest.cut_number if latest else 0,
+            root_at=self.store.root,
+        )
+
+    def _write_bundle_upto(self, cut_number: int) -> None:
+        if self.bundle is None:
+            return
+        definition = self.store.get_meta(_DEFINITION_KEY)
+        self.bundle.write_static(trust_roots=self.trust_roots, definition=definition)
+        raw = self.store.get_meta(_BUNDLE_CUT_KEY)
+        done = int(raw.decode()) if raw else 0
+        for n in range(done + 1, cut_number + 1):
+            cut = self.store.cut(n)
+            if cut is None:
+                break
+            results = self.store.results(cut.results_sha256) or b""
+            self.bundle.write_cut(
+                self.store, cut, results=results, trust_root_versions=len(self.trust_roots)
+            )
+            self.store.set_meta(_BUNDLE_CUT_KEY, str(n).encode())
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def get_cut(self, number: int) -> log_pb2.SignedCut | None:
+        """A cut by number."""
+
+        def read() -> log_pb2.SignedCut | None:
+            row = self.store.cut(number)
+            if row is None:
+                return None
+            return signed_cut_pb(row, self.store.results(row.results_sha256) or b"")
+
+        return await self._db(read)
+
+    async def watch(self, after: int) -> AsyncIterator[log_pb2.SignedCut]:
+        """Every cut numbered above ``after``, then each new one, until closing."""
+        next_number = after + 1
+        while not self._closing:
+            while next_number <= self.latest_number:
+                cut = await self.get_cut(next_number)
+                if cut is None:
+                    return
+                yield cut
+                next_number += 1
+            async with self._changed:
+                await self._changed.wait_for(functools.partial(self._ready, next_number))
+
+    def _ready(self, wanted: int) -> bool:
+        return self._closing or self.latest_number >= wanted
+
+    async def close_watchers(self) -> None:
+        """End every WatchCuts stream."""
+        self._closing = True
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def tree_size(self) -> int:
+        """The committed tree size."""
+        return self._latest.cut.tree_size if self._latest.cut else 0
+
+    async def acta_proof(
+        self, acta_id: str, revision: int, size: int
+    ) -> tuple[bytes, int, list[bytes]] | None:
+        """(leaf, index, proof) of an acta record within ``size``, or None."""
+
+        def read() -> tuple[bytes, int, list[bytes]] | None:
+            index = self.store.acta_leaf_index(acta_id, revision, size)
+            if index is None:
+                return None
+            leaf = self.store.leaves(index, 1)[0]
+            return leaf, index, self.store.inclusion_proof(index, size)
+
+        return await self._db(read)
+
+    async def consistency(self, size1: int, size2: int) -> list[bytes]:
+        """Consistency proof between committed sizes."""
+        return await self._db(self.store.consistency_proof, size1, size2)
+
+    async def leaves(self, start: int, count: int, size: int) -> list[bytes]:
+        """Committed leaves from ``start``, at most ``count``, below ``size``, and at most
+        ``MAX_PAGE_BYTES`` past the first."""
+        leaves = await self._db(self.store.leaves, start, min(count, size - start))
+        return capped_page(((leaf,) for leaf in leaves), MAX_PAGE_BYTES)
+
+    async def definition(self) -> bytes | None:
+        """The stored election definition."""
+        return await self._db(self.store.get_meta, _DEFINITION_KEY)
+
+    async def set_definition(self, data: bytes) -> None:
+        """Store the election definition (first fetch only)."""
+        await self._db(self.store.set_meta, _DEFINITION_KEY, data)
+        if self.bundle is not None:
+            await self._db(
+                lambda: (
+                    self.bundle.write_static(trust_roots=self.trust_roots, definition=data)
+                    if self.bundle
+                    else None
+                )
+            )
+
+    async def close(self) -> None:
+        """Close watchers, then the store (on its thread) and the bundle directory."""
+        await self.close_watchers()
+        await self._db(self.store.close)
+        if self.bundle is not None:
+            self.bundle.close()
+        self.executor.shutdown(wait=True)
