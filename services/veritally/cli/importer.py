@@ -50,8 +50,9 @@ from veritally.capture import (
     CaptureError,
     Operator,
 )
+from veritally.cli.serve import add_tls_arguments, tls_from_args
+from veritally.election import DefinitionError, load_actas, load_election
 from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE
-from veritally.serve_cli import add_tls_arguments, tls_from_args
 from veritally_client.protocol.pb import ingest_pb2
 
 # Actas per SubmitActas message: a few hundred amortise the commit's fsync; the server
@@ -141,8 +142,6 @@ class _Summary:
 
 
 async def _import(args: argparse.Namespace, summary: _Summary, console: Console) -> int:
-    from veritally.election import load_actas, load_election
-
     files = load_election(args.election)
     total = _count_rows(args.file)
     tls = tls_from_args(args)
@@ -211,8 +210,6 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         SystemExit: if the TLS options are incomplete.
     """
-    from veritally.election import DefinitionError
-
     if not 1 <= args.batch <= MAX_ACTAS_PER_MESSAGE or args.concurrency < 1:
         raise SystemExit(
             f"--batch must be in [1, {MAX_ACTAS_PER_MESSAGE}] and --concurrency at least 1"
