@@ -59,7 +59,6 @@ from veritally.demo.night import (
     Recount,
     capture_night,
     contest,
-    count_rows,
     prepare_state,
     recount_night,
     summary,
@@ -67,6 +66,7 @@ from veritally.demo.night import (
 from veritally.demo.replay import CaptureStats
 from veritally.election import load_actas, load_election
 from veritally.election.generate import DEFAULT_CASILLAS
+from veritally.importing import count_rows
 from veritally.mesh.envoy import DEFAULT_BASE_PORT
 from veritally.pki import PkiError
 from veritally.stack import DEFAULT_INTERVAL_S, Stack, StackError

@@ -12,7 +12,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from veritally.capture import CaptureError
@@ -32,7 +31,6 @@ __all__ = [
     "capture_night",
     "check_watcher",
     "contest",
-    "count_rows",
     "prepare_state",
     "recount_night",
     "summary",
@@ -94,12 +92,6 @@ def prepare_state(state: StateDir, *, casillas: int, seed: int) -> list[str]:
         shutil.rmtree(state.election)
     state.wipe_data()
     return bootstrap.ensure(state)
-
-
-def count_rows(path: Path) -> int:
-    """Data rows of a CSV file (its lines minus the header)."""
-    with path.open("rb") as f:
-        return max(0, sum(1 for _ in f) - 1)  # minus the header
 
 
 def contest(unit: results_pb2.UnitResults, contest_id: str) -> results_pb2.ContestTotals:
