@@ -8,6 +8,7 @@
    the PKI, keys, trust root and (if it has the same seed and size) the election, and
    wipes the stores, bundle, logs and client state: every run is a fresh election night.
 2. **Stack.** Starts ingest, aggregation, publication and Envoy (``veritally.stack``).
+   The steps below are :mod:`veritally.demo`; this module parses and displays.
 3. **Capture.** Replays every acta of ``election/actas.csv`` in arrival order THROUGH THE
    EDGE, with the capture centres' certificates: each centre of the file is served by
    one of the PKI's capture-centre identities, several in parallel, in batches on the
@@ -41,6 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -64,7 +66,7 @@ from veritally.demo.night import (
     summary,
 )
 from veritally.demo.replay import CaptureStats
-from veritally.election import load_actas, load_election
+from veritally.election import ElectionFiles, load_actas, load_election
 from veritally.election.generate import DEFAULT_CASILLAS
 from veritally.importing import count_rows
 from veritally.mesh.envoy import DEFAULT_BASE_PORT
@@ -250,6 +252,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Night:
+    """The night being replayed: what was asked, the election and the actas' count."""
+
+    options: NightOptions
+    files: ElectionFiles
+    expected: int
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C: the stack is stopped
 
@@ -258,13 +269,12 @@ def _capture(
     args: argparse.Namespace,
     console: Console,
     stack: Stack,
-    options: NightOptions,
+    night: Night,
     stats: CaptureStats,
     watcher: MediaWatcher,
 ) -> int:
     """Replay the night under the live view; returns the acta records to cover."""
-    state = stack.state
-    expected = count_rows(state.actas_csv)
+    options, expected = night.options, night.expected
     mode = "double capture" if options.double_capture else "single capture"
     pace = "as fast as the stack accepts" if args.speed <= 0 else f"{args.speed:g}x"
     console.print(
@@ -272,7 +282,7 @@ def _capture(
         f"{len(stack.pki.identities('capture'))} capture-centre certificates; "
         "outlet-01 watches and verifies every cut"
     )
-    actas = load_actas(load_election(state.election_yaml), state.actas_csv)
+    actas = load_actas(night.files, stack.state.actas_csv)
 
     def view() -> Group:
         return _live_view(stats, watcher, expected)
@@ -349,6 +359,11 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     for line in prepare_state(state, casillas=args.casillas, seed=args.seed):
         console.print(f"  created {line}")
     seconds["prepare"] = time.monotonic() - t
+    night = Night(
+        options=options,
+        files=load_election(state.election_yaml),
+        expected=count_rows(state.actas_csv),
+    )
     stack = Stack(
         state,
         base_port=args.base_port or None,
@@ -370,7 +385,7 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         )
         watcher.start()
         stats = CaptureStats()
-        target = _capture(args, console, stack, options, stats, watcher)
+        target = _capture(args, console, stack, night, stats, watcher)
         seconds["capture"] = stats.seconds()
         recount = _recount(console, watcher, target)
         seconds["recount"] = recount.seconds
@@ -382,7 +397,7 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     seconds["total"] = time.monotonic() - wall
     return summary(
         options,
-        expected=count_rows(state.actas_csv),
+        expected=night.expected,
         stats=stats,
         watcher=watcher,
         recount=recount,
