@@ -64,8 +64,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from veritally._grpc import TlsFiles
 from veritally.mesh.envoy import INGEST_MAX_REQUEST_BYTES, READ_MAX_REQUEST_BYTES
+from veritally.rpc import TlsFiles
 from veritally.stack import Stack
 from veritally_client.protocol.pb import (
     acta_pb2,

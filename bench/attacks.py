@@ -170,7 +170,7 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack(
         "Unbounded messages on the `SubmitActas` stream (Envoy's limit is for unary calls)",
-        "ingest's receive limit per message (`ingest.service.MAX_RECEIVE_BYTES`), on the "
+        "ingest's receive limit per message (`ingest.app.MAX_RECEIVE_BYTES`), on the "
         "decompressed size",
         (
             _INGEST + "test_a_submit_actas_message_above_the_receive_limit_is_refused_unparsed",
@@ -291,7 +291,7 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack(
         "4,300 `WatchCuts` streams of one outlet fill publication's shared breaker",
-        "per-identity stream cap in the services (`veritally.streams`, 8); separate Envoy "
+        "per-identity stream cap in the services (`veritally.rpc.streams`, 8); separate Envoy "
         "clusters and breakers for edge streams, edge unary calls and the mesh",
         (
             _ISOLATION + "test_flood_of_watch_streams_does_not_starve_other_outlets",

@@ -34,11 +34,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from veritally._grpc import aio_channel
 from veritally.capture import CaptureConfig, CaptureCounters, submit_stream
 from veritally.election import load_actas, load_election
 from veritally.election.generate import generate
 from veritally.ingest.store import IngestStore, Writes
+from veritally.rpc import aio_channel
 from veritally_client.protocol.pb import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent

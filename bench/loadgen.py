@@ -32,8 +32,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from veritally._grpc import TlsFiles
 from veritally.capture import Answer, CaptureClient, CaptureConfig, Operator
+from veritally.rpc import TlsFiles
 from veritally_client import Client, ClientConfig, TlsCredentials, VeritallyError, load_trust_root
 from veritally_client.protocol.pb import ingest_pb2
 

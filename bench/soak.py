@@ -82,9 +82,9 @@ from bench.abuse import (
 from veritally.demo.replay import CaptureStats, replay
 from veritally.election import load_actas, load_election
 from veritally.mesh.envoy import Limits, TokenBucket
+from veritally.rpc.streams import DEFAULT_STREAM_LIMITS
 from veritally.stack import SERVICES, Stack
 from veritally.state import Bootstrap, StateDir
-from veritally.streams import DEFAULT_STREAM_LIMITS
 from veritally_client import (
     Client,
     ClientConfig,
@@ -642,7 +642,7 @@ def write_doc(figures: dict[str, Any], *, kept: dict[str, str] | None = None) ->
         "## Known gaps",
         "",
         "* Request bytes that do not deserialize are answered INVALID_ARGUMENT by "
-        "`veritally._grpc` before any service code runs (tests/integration/"
+        "`veritally.rpc` before any service code runs (tests/integration/"
         "test_fuzz_ingest_api.py holds it to that); the fuzzing covers the ingest API, "
         "not the aggregation and publication APIs, which only Envoy and the mesh reach.",
         "* Limits are per Envoy instance (ADR 0042): the flood figures hold for one edge.",

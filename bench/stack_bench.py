@@ -59,11 +59,11 @@ import grpc
 
 from bench.ingest import _measure_sqlite
 from bench.loadgen import write_batches
-from veritally._grpc import TlsFiles
 from veritally.capture import CaptureClient, CaptureConfig, Operator
 from veritally.election import load_actas, load_election
 from veritally.mesh.envoy import Limits, TokenBucket
 from veritally.mesh.process import EnvoyProcess, free_port
+from veritally.rpc import TlsFiles
 from veritally.stack import SERVICES, Stack
 from veritally.state import Bootstrap, StateDir
 from veritally_client import Client, ClientConfig

@@ -18,10 +18,10 @@ from typing import Any
 
 import grpc
 
-from veritally._grpc import ServiceServer
 from veritally.publication.keys import write_key_files
 from veritally.publication.service import PublicationConfig, PublicationService
 from veritally.publication.trustroot import build_body, write_trust_root
+from veritally.rpc import ServiceServer
 from veritally_client._election import ElectionIndex, acta_id
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,

@@ -50,8 +50,9 @@ from typing import Any, Self
 
 import grpc
 
-from veritally._grpc import TlsFiles, aio_channel
-from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
+from veritally.errors import VeritallyError
+from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
+from veritally.rpc import TlsFiles, aio_channel
 from veritally_client.protocol.pb import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 __all__ = [
@@ -146,7 +147,7 @@ class CaptureConfig:
 # outcomes and errors
 
 
-class CaptureError(Exception):
+class CaptureError(VeritallyError):
     """A stream of captures could not be submitted.
 
     Attributes:

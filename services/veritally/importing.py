@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from veritally._grpc import TlsFiles
 from veritally.capture import (
     Answer,
     Batcher,
@@ -24,6 +23,7 @@ from veritally.capture import (
     Operator,
 )
 from veritally.election import load_actas, load_election
+from veritally.rpc import TlsFiles
 from veritally_client.protocol.pb import ingest_pb2
 
 __all__ = ["ImportSummary", "count_rows", "import_actas"]

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from veritally._grpc import TlsFiles
+from veritally.errors import VeritallyError
+from veritally.rpc import TlsFiles
 
 __all__ = [
     "DEFAULT_DRAIN_SECONDS",
@@ -38,7 +39,7 @@ DEFAULT_GRACE_SECONDS = 5.0
 DEFAULT_INTERVAL_SECONDS = 2.0
 
 
-class LaunchError(ValueError):
+class LaunchError(VeritallyError, ValueError):
     """A launch configuration that no service could run (the message says why)."""
 
 

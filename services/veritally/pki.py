@@ -44,6 +44,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from veritally.errors import VeritallyError
+
 __all__ = [
     "CA_VALIDITY",
     "CRL_VALIDITY",
@@ -145,7 +147,7 @@ class PkiLayout:
         return self.root / role / f"{name}.key"
 
 
-class PkiError(Exception):
+class PkiError(VeritallyError):
     """A PKI directory is missing, inconsistent, or asked for an identity it lacks."""
 
 

@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 import grpc
 from cryptography import x509
 
-from veritally._grpc import TlsFiles, run_until_signalled
 from veritally.aggregation.service import start_aggregation
 from veritally.election import load_definition
-from veritally.ingest.service import start_ingest
+from veritally.ingest.app import start_ingest
 from veritally.launch import (
     AggregationLaunch,
     ElectionSource,
@@ -31,6 +30,7 @@ from veritally.launch import (
 )
 from veritally.mesh.peer import PeerIdentityInterceptor
 from veritally.publication.service import PublicationConfig, start_publication
+from veritally.rpc import TlsFiles, run_until_signalled
 from veritally_client.protocol import ElectionIndex
 
 __all__ = [

@@ -54,7 +54,7 @@ from typing import Any
 import grpc
 
 from veritally import keypolicy
-from veritally._grpc import TlsFiles
+from veritally.errors import VeritallyError
 from veritally.launch import (
     AggregationLaunch,
     ElectionSource,
@@ -71,8 +71,9 @@ from veritally.mesh.envoy import (
 )
 from veritally.mesh.process import EnvoyError, EnvoyProcess, free_port
 from veritally.pki import Pki
+from veritally.rpc import TlsFiles
+from veritally.rpc.streams import STREAM_LIMITS_ENV, StreamLimits
 from veritally.state import StateDir
-from veritally.streams import STREAM_LIMITS_ENV, StreamLimits
 from veritally.supervisor import CrlKeeper, CrlSchedule, Process, ProcessError
 from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
 from veritally_client.protocol.pb import publication_pb2, publication_pb2_grpc
@@ -108,7 +109,7 @@ FIRST_CUT_TIMEOUT_S = 60.0
 DEFAULT_INTERVAL_S = 2.0
 
 
-class StackError(RuntimeError):
+class StackError(VeritallyError, RuntimeError):
     """The stack could not start, or a child kept crashing."""
 
 
@@ -192,7 +193,7 @@ class Stack:
                 validity); None leaves the CRL alone (it then expires under the
                 running stack; tests of that failure only).
             stream_limits: per-identity bounds on streaming calls in every service
-                (default: :class:`veritally.streams.StreamLimits`' defaults, documented
+                (default: :class:`veritally.rpc.streams.StreamLimits`' defaults, documented
                 in docs/mesh.md); tests pass small ones.
 
         Raises:

@@ -28,8 +28,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from veritally._grpc import TlsFiles
+from veritally.errors import VeritallyError
 from veritally.pki import CRL_VALIDITY, Pki, PkiError, crl_next_update, layout
+from veritally.rpc import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 CRL_CHECK_MAX_INTERVAL_S = 60.0
 
 
-class ProcessError(RuntimeError):
+class ProcessError(VeritallyError, RuntimeError):
     """A supervised process exited early or never became healthy."""
 
 
@@ -154,7 +155,7 @@ class Process:
 # the CRL
 
 
-class CrlError(RuntimeError):
+class CrlError(VeritallyError, RuntimeError):
     """The CRL on disk would expire before it can be reissued (the stack must not start)."""
 
 

@@ -23,9 +23,9 @@ import pytest
 
 from veritally.election import load_actas, load_election
 from veritally.mesh.envoy import CircuitBreaker, Limits, TokenBucket
+from veritally.rpc.streams import StreamLimits
 from veritally.stack import Stack
 from veritally.state import Bootstrap, StateDir
-from veritally.streams import StreamLimits
 from veritally_client import ClientConfig, TransportError
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,

@@ -31,7 +31,6 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from veritally._grpc import TlsFiles, aio_channel
 from veritally.mesh.envoy import (
     INGEST_MAX_REQUEST_BYTES,
     SERVICE_FULL_NAMES,
@@ -45,6 +44,7 @@ from veritally.mesh.envoy import (
 from veritally.mesh.peer import PeerIdentityInterceptor
 from veritally.mesh.process import EnvoyProcess, free_port
 from veritally.pki import Pki, init_pki, issue_foreign_identity
+from veritally.rpc import TlsFiles, aio_channel
 from veritally_client._gen.veritally.v1 import (
     aggregation_pb2,
     aggregation_pb2_grpc,

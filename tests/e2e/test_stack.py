@@ -28,13 +28,13 @@ import grpc
 import pytest
 
 from tests.grpc_support import bad_request_field
-from veritally._grpc import TlsFiles
 from veritally.demo.media import MediaWatcher
 from veritally.demo.replay import CaptureStats, replay
 from veritally.election import load_actas, load_election
 from veritally.mesh.envoy import Limits, TokenBucket
 from veritally.mesh.process import free_port
 from veritally.pki import issue_foreign_identity
+from veritally.rpc import TlsFiles
 from veritally.stack import SERVICES, Stack
 from veritally.state import Bootstrap, StateDir
 from veritally_client import (
@@ -364,7 +364,7 @@ def test_flooding_outlet_is_throttled_while_another_outlet_is_served(stack: Stac
     flood = 6 * MEDIA_BUCKET.burst
 
     async def go() -> tuple[list[grpc.StatusCode], list[grpc.StatusCode]]:
-        from veritally._grpc import aio_channel
+        from veritally.rpc import aio_channel
 
         async def code(stub: publication_pb2_grpc.PublicationServiceStub) -> grpc.StatusCode:
             try:

@@ -28,7 +28,6 @@ from tests.write_path_support import (
     small_election,
     wide_election,
 )
-from veritally._grpc import MAX_MESSAGE_BYTES, aio_channel
 from veritally.aggregation.service import (
     FOLLOWER_HEALTH_NAME,
     SERVICE_NAME,
@@ -38,9 +37,10 @@ from veritally.aggregation.service import (
 )
 from veritally.aggregation.service import STREAM_PAGE_BYTES as AGG_PAGE_BYTES
 from veritally.ingest import bounds
-from veritally.ingest.engine import STREAM_PAGE_BYTES as PAGE_BYTES
-from veritally.ingest.service import IngestService, start_ingest
+from veritally.ingest.app import IngestService, start_ingest
 from veritally.publication.service import PublicationService, start_publication
+from veritally.rpc import MAX_MESSAGE_BYTES, aio_channel
+from veritally.storage import STREAM_PAGE_BYTES as PAGE_BYTES
 from veritally_client import Client, ClientConfig
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError

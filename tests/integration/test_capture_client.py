@@ -17,7 +17,7 @@ from veritally.capture import (
     CaptureCounters,
     Operator,
 )
-from veritally.ingest.service import start_ingest
+from veritally.ingest.app import start_ingest
 from veritally.mesh.process import free_port
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
 

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from veritally._grpc import ServiceServer
+from veritally.rpc import ServiceServer
 from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
 
 NOT_A_MESSAGE = b"\x00"  # field number 0 is never valid protobuf

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from veritally._grpc import aio_channel
+from veritally.rpc import aio_channel
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,
     aggregation_pb2,

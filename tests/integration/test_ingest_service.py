@@ -22,16 +22,12 @@ from tests.write_path_support import (
     wide_election,
     with_centres,
 )
-from veritally._grpc import aio_channel
 from veritally.ingest import bounds
+from veritally.ingest.app import MAX_RECEIVE_BYTES, IngestService, start_ingest
 from veritally.ingest.engine import MAX_CONFLICTS_PER_ACTA, MAX_PENDING_CAPTURES
 from veritally.ingest.operators import MAX_REASON_CHARS
-from veritally.ingest.service import (
-    MAX_ACTAS_PER_MESSAGE,
-    MAX_RECEIVE_BYTES,
-    IngestService,
-    start_ingest,
-)
+from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE
+from veritally.rpc import aio_channel
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 ELECTION = small_election()
@@ -463,7 +459,7 @@ async def test_follow_stream_tells_the_log_size_before_any_page_and_while_idle(
 ) -> None:
     # A follower stuck before a record it cannot receive must still learn how far the log
     # goes: the stream opens with the size, and repeats it while nothing is committed.
-    monkeypatch.setattr("veritally.ingest.service.STREAM_KEEPALIVE_S", 0.1)
+    monkeypatch.setattr("veritally.ingest.servicer.STREAM_KEEPALIVE_S", 0.1)
     service, stub = single
     casillas = [c.id for c in ELECTION.casillas]
     first = [make_acta(ELECTION, cid, "PRES", [1, 1, 1]) for cid in casillas[:2]]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.write_path_support import as_caller, capture_operator, make_acta, small_election
-from veritally._grpc import aio_channel
-from veritally.ingest.service import start_ingest
+from veritally.ingest.app import start_ingest
 from veritally.ingest.store import CaptureIntegrityError
+from veritally.rpc import aio_channel
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 ELECTION = small_election()

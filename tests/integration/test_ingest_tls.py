@@ -13,10 +13,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.write_path_support import make_acta, small_election
 from veritally import serve
-from veritally._grpc import TlsFiles, aio_channel
 from veritally.cli import serve as serve_cli
-from veritally.ingest.service import start_ingest
+from veritally.ingest.app import start_ingest
 from veritally.pki import Pki, init_pki
+from veritally.rpc import TlsFiles, aio_channel
 from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
 
 ELECTION = small_election()

@@ -18,10 +18,10 @@ import pytest
 
 from tests.pub_support import make_publisher, publication_config
 from tests.write_path_support import all_actas, poison_ingest_log, small_election
-from veritally._grpc import MAX_MESSAGE_BYTES, aio_channel
 from veritally.aggregation.service import start_aggregation
-from veritally.ingest.service import IngestService, start_ingest
+from veritally.ingest.app import IngestService, start_ingest
 from veritally.publication.service import start_publication
+from veritally.rpc import MAX_MESSAGE_BYTES, aio_channel
 from veritally_client import Client, ClientConfig, StalledError, load_trust_root
 from veritally_client._cli import EXIT_STALLED, main
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc

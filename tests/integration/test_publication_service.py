@@ -31,7 +31,6 @@ from tests.pub_support import (
     results_blob,
     start_fake_aggregation,
 )
-from veritally._grpc import MAX_MESSAGE_BYTES, SMALL_REQUEST_BYTES
 from veritally.publication.errors import KeyFileError, TrustRootFileError
 from veritally.publication.liveness import STALL_ALARM_INTERVALS
 from veritally.publication.service import (
@@ -39,6 +38,7 @@ from veritally.publication.service import (
     PublicationService,
     start_publication,
 )
+from veritally.rpc import MAX_MESSAGE_BYTES, SMALL_REQUEST_BYTES
 from veritally_client._checkpoint import Checkpoint, parse_checkpoint
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,

@@ -19,9 +19,9 @@ import grpc
 import pytest
 
 from tests.write_path_support import make_acta, small_election
-from veritally._grpc import aio_channel
-from veritally.ingest.service import IngestService, start_ingest
-from veritally.streams import STREAM_LIMITS_ENV, StreamLimits
+from veritally.ingest.app import IngestService, start_ingest
+from veritally.rpc import aio_channel
+from veritally.rpc.streams import STREAM_LIMITS_ENV, StreamLimits
 from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
 
 ELECTION = small_election()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from veritally._grpc import aio_channel
 from veritally.election import load_definition
+from veritally.rpc import aio_channel
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,
     aggregation_pb2,

@@ -24,10 +24,10 @@ from tests.pub_support import (
     publication_config,
 )
 from tests.unit.sdk_fake import FakePublisher
-from veritally._grpc import ServiceServer, TlsFiles
 from veritally.pki import init_pki
 from veritally.publication.service import PublicationService, start_publication
 from veritally.publication.trustroot import trust_root_path
+from veritally.rpc import ServiceServer, TlsFiles
 from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
 from veritally_client._gen.veritally.v1 import aggregation_pb2_grpc
 

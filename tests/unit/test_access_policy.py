@@ -41,7 +41,7 @@ LISTENER_GRANTS: Mapping[str, Grants] = {
 
 def _contract_files() -> Iterator[FileDescriptor]:
     """Every compiled ``proto/veritally/v1/*.proto``, then the gRPC health and reflection
-    services every veritally server also answers (veritally._grpc.GrpcServer)."""
+    services every veritally server also answers (veritally.rpc.ServiceServer)."""
     for info in pkgutil.iter_modules(contracts.__path__):
         if info.name.endswith("_pb2"):
             yield importlib.import_module(f"{contracts.__name__}.{info.name}").DESCRIPTOR

@@ -19,7 +19,7 @@ from veritally.capture import (
     CaptureRefusedError,
     submit_stream,
 )
-from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
+from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
 
 # No jitter unless a test is about it: the waits are then exactly the backoff.

@@ -4,12 +4,12 @@ naming the field, with a message that never quotes unbounded input."""
 
 from __future__ import annotations
 
-import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.write_path_support import make_acta, padded, small_election
 from veritally.ingest import bounds, leaf, rules
+from veritally.reject import RejectCode, Rejection
 from veritally_client._gen.veritally.v1 import acta_pb2
 
 ELECTION = small_election()
@@ -23,10 +23,10 @@ def _acta() -> acta_pb2.Acta:
     return make_acta(ELECTION, CASILLA, "PRES", [10, 20, 5])
 
 
-def _refused(acta: acta_pb2.Acta) -> rules.Rejection:
+def _refused(acta: acta_pb2.Acta) -> Rejection:
     result = rules.validate(acta, CATALOGUE)
-    assert isinstance(result, rules.Rejection), result
-    assert result.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert isinstance(result, Rejection), result
+    assert result.code == RejectCode.INVALID_ARGUMENT
     assert len(result.message) < MESSAGE_CHARS, result.message
     return result
 

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from tests.write_path_support import small_election, with_centres
 from veritally.ingest import operators
 from veritally.ingest.operators import Caller, caller_from_spiffe_id
+from veritally.reject import RejectCode
 
 TD = "spiffe://veritally.test"
 
@@ -40,7 +40,7 @@ def test_identities_that_name_no_capture_operator_cannot_double_capture(spiffe_i
     refused = operators.check_capture_operator(caller)
     assert refused is not None
     assert (refused.code, refused.field) == (
-        grpc.StatusCode.PERMISSION_DENIED,
+        RejectCode.PERMISSION_DENIED,
         "provenance.operator_id",
     )
 
@@ -52,7 +52,7 @@ def test_authority_operator_identity() -> None:
     assert operators.check_operator(caller, "a correction") is None
     refused = operators.check_operator(caller_from_spiffe_id(f"{TD}/capture/cc-01/op-1"), "x")
     assert refused is not None
-    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.code == RejectCode.PERMISSION_DENIED
 
 
 def test_centre_capturing_a_casilla_assigned_to_another_is_refused_on_casilla_id() -> None:
@@ -64,7 +64,7 @@ def test_centre_capturing_a_casilla_assigned_to_another_is_refused_on_casilla_id
     assert operators.check_assignment(assigned, casilla, own) is None
     refused = operators.check_assignment(assigned, casilla, other)
     assert refused is not None
-    assert (refused.code, refused.field) == (grpc.StatusCode.PERMISSION_DENIED, "casilla_id")
+    assert (refused.code, refused.field) == (RejectCode.PERMISSION_DENIED, "casilla_id")
     # No identity at all is refused too.
     assert operators.check_assignment(assigned, casilla, Caller(spiffe_id="")) is not None
 
@@ -80,7 +80,7 @@ def test_definition_without_assignments_lets_any_centre_capture() -> None:
 def test_rejects_missing_blank_or_oversized_reason(reason: str) -> None:
     refused = operators.check_reason(reason)
     assert refused is not None
-    assert (refused.code, refused.field) == (grpc.StatusCode.INVALID_ARGUMENT, "reason")
+    assert (refused.code, refused.field) == (RejectCode.INVALID_ARGUMENT, "reason")
 
 
 def test_accepts_a_reason_up_to_the_limit() -> None:

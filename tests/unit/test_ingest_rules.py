@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from tests.write_path_support import make_acta, small_election
 from veritally.ingest import rules
+from veritally.reject import RejectCode, Rejection
 from veritally_client._gen.veritally.v1 import acta_pb2
 
 ELECTION = small_election()
@@ -15,9 +15,9 @@ ORDINARY = "01-01-0001-B1"  # nominal list 100 + 2 representatives
 SPECIAL = "01-01-0001-S1"  # ballot limit 50
 
 
-def _rejection(acta: acta_pb2.Acta) -> rules.Rejection:
+def _rejection(acta: acta_pb2.Acta) -> Rejection:
     result = rules.validate(acta, CATALOGUE)
-    assert isinstance(result, rules.Rejection), result
+    assert isinstance(result, Rejection), result
     return result
 
 
@@ -40,21 +40,21 @@ def test_rejects_acta_out_of_catalogue() -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 1, 1])
     acta.casilla_id = "99-99-9999-B1"
     rejection = _rejection(acta)
-    assert rejection.code == grpc.StatusCode.NOT_FOUND
+    assert rejection.code == RejectCode.NOT_FOUND
     assert rejection.field == "casilla_id"
 
 
 def test_rejects_empty_casilla_id_as_invalid_argument() -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 1, 1])
     acta.casilla_id = ""
-    assert _rejection(acta).code == grpc.StatusCode.INVALID_ARGUMENT
+    assert _rejection(acta).code == RejectCode.INVALID_ARGUMENT
 
 
 def test_rejects_unknown_contest() -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 1, 1])
     acta.contest_id = "GOV"
     rejection = _rejection(acta)
-    assert rejection.code == grpc.StatusCode.NOT_FOUND
+    assert rejection.code == RejectCode.NOT_FOUND
     assert rejection.field == "contest_id"
 
 
@@ -62,7 +62,7 @@ def test_rejects_unknown_option_naming_its_index() -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 1, 1])
     acta.option_votes[2].option_id = "PZ"
     rejection = _rejection(acta)
-    assert rejection.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert rejection.code == RejectCode.INVALID_ARGUMENT
     assert rejection.field == "option_votes[2].option_id"
 
 
@@ -76,7 +76,7 @@ def test_rejects_duplicate_option() -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 1, 1])
     acta.option_votes.add(option_id="PA", votes=3)
     rejection = _rejection(acta)
-    assert rejection.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert rejection.code == RejectCode.INVALID_ARGUMENT
     assert rejection.field == "option_votes[3].option_id"
 
 
@@ -84,7 +84,7 @@ def test_rejects_missing_option() -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 1, 1])
     del acta.option_votes[1]
     rejection = _rejection(acta)
-    assert rejection.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert rejection.code == RejectCode.INVALID_ARGUMENT
     assert rejection.field == "option_votes"
 
 
@@ -93,7 +93,7 @@ def test_rejects_image_digest_that_is_not_sha256(length: int) -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 1, 1])
     acta.image_sha256 = b"\x01" * length
     rejection = _rejection(acta)
-    assert rejection.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert rejection.code == RejectCode.INVALID_ARGUMENT
     assert rejection.field == "image_sha256"
 
 
@@ -101,7 +101,7 @@ def test_rejects_marked_option_with_votes() -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 7, 1])
     acta.option_votes[1].mark = acta_pb2.FIELD_MARK_ILLEGIBLE
     rejection = _rejection(acta)
-    assert rejection.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert rejection.code == RejectCode.INVALID_ARGUMENT
     assert rejection.field == "option_votes[1].votes"
 
 
@@ -115,7 +115,7 @@ def test_rejects_unknown_mark_value() -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 0, 1])
     acta.option_votes[1].mark = 9  # type: ignore[assignment]  # an open enum accepts unknown values
     rejection = _rejection(acta)
-    assert rejection.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert rejection.code == RejectCode.INVALID_ARGUMENT
     assert rejection.field == "option_votes[1].mark"
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from veritally._grpc import TlsFiles
 from veritally.cli import serve
 from veritally.cli.main import build_parser
 from veritally.launch import (
@@ -18,6 +17,7 @@ from veritally.launch import (
     PublicationLaunch,
     ServiceLaunch,
 )
+from veritally.rpc import TlsFiles
 
 OWN = TlsFiles(cert=Path("/p/own.pem"), key=Path("/p/own.key"), ca=Path("/p/ca.pem"))
 PEER = TlsFiles(cert=Path("/p/peer.pem"), key=Path("/p/peer.key"), ca=Path("/p/ca2.pem"))

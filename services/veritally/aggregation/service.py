@@ -34,9 +34,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from veritally._grpc import MAX_MESSAGE_BYTES, ServiceServer, TlsFiles
 from veritally.aggregation.store import AggregationStore, CursorMismatchError, LeafReader
 from veritally.ingest.bounds import clip
+from veritally.rpc import MAX_MESSAGE_BYTES, ServiceServer, TlsFiles
 from veritally_client import MalformedDataError
 from veritally_client.protocol import ElectionIndex, Tally
 from veritally_client.protocol.pb import (
@@ -79,7 +79,7 @@ def _ingest_channel(
     gRPC's own subchannel backoff grows to 120 s by default, and subchannels are shared
     process-wide, so a fresh channel would still wait that long after a long outage of
     ingest. These options cap it at ``BACKOFF_MAX_S`` and keep the subchannel private.
-    (``veritally._grpc.aio_channel`` takes no extra options; otherwise identical.)
+    (``veritally.rpc.aio_channel`` takes no extra options; otherwise identical.)
     """
     options: list[tuple[str, int | str]] = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

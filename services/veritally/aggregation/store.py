@@ -8,20 +8,20 @@ durability settings as ingest (docs/adr/0030-ingest-sqlite-durability.md).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import sqlite_utils
 
-from veritally.ingest.store import capped_page, connect
+from veritally.errors import VeritallyError
+from veritally.storage import capped_page, connect
 
 _CURSOR_KEY = "next_sequence"
 # Leaves read per query when rebuilding the tally at startup (bounded memory).
 _REPLAY_CHUNK = 10_000
 
 
-class CursorMismatchError(ValueError):
+class CursorMismatchError(VeritallyError, ValueError):
     """Leaves offered at a position other than the cursor (a gap or an overlap)."""
 
 
@@ -110,7 +110,7 @@ class LeafReader:
 
     def __init__(self, path: Path) -> None:
         """Open the store at ``path`` for reading."""
-        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn = connect(path)
 
     def page(
         self, from_sequence: int, until: int, *, max_leaves: int, max_bytes: int

@@ -42,10 +42,10 @@ from veritally.capture import CaptureConfig, CaptureError
 from veritally.cli.serve import add_tls_arguments, tls_from_args
 from veritally.election import DefinitionError
 from veritally.importing import ImportSummary, count_rows, import_actas
-from veritally.ingest.service import MAX_ACTAS_PER_MESSAGE
+from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE
 
 # Actas per SubmitActas message: a few hundred amortise the commit's fsync; the server
-# takes at most veritally.ingest.service.MAX_ACTAS_PER_MESSAGE.
+# takes at most veritally.ingest.servicer.MAX_ACTAS_PER_MESSAGE.
 DEFAULT_BATCH = 500
 # Streams in flight: one is being committed while the next is on the wire.
 DEFAULT_CONCURRENCY = 2

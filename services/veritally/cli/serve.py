@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 
-from veritally._grpc import TlsFiles
 from veritally.launch import (
     DEFAULT_DRAIN_SECONDS,
     DEFAULT_GRACE_SECONDS,
@@ -29,6 +28,7 @@ from veritally.launch import (
     ServiceLaunch,
 )
 from veritally.publication.errors import PublicationError
+from veritally.rpc import TlsFiles
 from veritally.serve import load_election, peer_interceptors, serve
 from veritally_client.protocol import ElectionIndex
 

@@ -17,6 +17,7 @@ from typing import Any
 from veritally.capture import CaptureError
 from veritally.demo.media import MediaWatcher
 from veritally.demo.replay import ActaPb, CaptureStats, replay
+from veritally.errors import VeritallyError
 from veritally.stack import Stack
 from veritally.state import Bootstrap, StateDir
 from veritally_client import RecountReport, VerificationError, VerifiedCut
@@ -42,7 +43,7 @@ CATCH_UP_TIMEOUT_S = 300.0
 CONTEST = "PRES"  # the contest shown live and checked by the recount
 
 
-class DemoError(Exception):
+class DemoError(VeritallyError):
     """The demo could not verify the election night (the message says why)."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import yaml
 
+from veritally.errors import VeritallyError
 from veritally.ingest.bounds import identifier_problem
 from veritally.pki import is_valid_name
 from veritally_client import MalformedDataError
@@ -90,7 +91,7 @@ ACTA_FIELDS: Final = {
 MAX_FIGURE: Final = 10**9
 
 
-class DefinitionError(ValueError):
+class DefinitionError(VeritallyError, ValueError):
     """An election definition or acta file is not valid.
 
     Attributes:

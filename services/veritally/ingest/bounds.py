@@ -48,7 +48,7 @@ MAX_IDENTIFIER_CHARS: Final = 64
 # two written by an operator, stored in the audit table.
 MAX_REASON_CHARS: Final = 1_000
 # How many characters of a client's text an error message quotes. A huge trailer
-# (grpc-message) resets the HTTP/2 connection Envoy shares with every other client.
+# (the status message) resets the HTTP/2 connection Envoy shares with every other client.
 ECHO_CHARS: Final = 40
 
 # Identifiers: ASCII letters, digits and ``. _ - :``, starting with a letter or a digit.

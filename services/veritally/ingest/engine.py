@@ -43,12 +43,14 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from veritally.errors import VeritallyError
 from veritally.ingest import bounds, leaf, operators, rules
 from veritally.ingest.operators import Caller, Proposal
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
+from veritally.reject import RejectCode, Rejection
+from veritally.storage import STREAM_PAGE_BYTES, STREAM_PAGE_LEAVES
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import acta_pb2, ingest_pb2
 
@@ -66,10 +68,6 @@ _AWAITING = ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_CAPTURE
 _CROSS_CHECK = ingest_pb2.OUTCOME_STATUS_CROSS_CHECK
 _AWAITING_APPROVAL = ingest_pb2.OUTCOME_STATUS_AWAITING_SECOND_APPROVAL
 
-# Leaves per StreamRecords message, and bytes per message past the first leaf: a leaf is
-# ~300 B, so a page is a few hundred KiB, well under the gRPC and Envoy message limits.
-STREAM_PAGE_LEAVES = 1_000
-STREAM_PAGE_BYTES = 1024 * 1024
 # Pending captures per acta: double capture needs two, a disagreement a third operator's
 # to settle it; past that the acta waits for ResolveCrossCheck (FAILED_PRECONDITION), so
 # that one identity cannot grow the captures table without bound (~16 KiB per capture).
@@ -87,11 +85,11 @@ MAX_PAGE_SIZE = 1_000
 CROSS_CHECK_PAGE_BYTES = 2 * 1024 * 1024
 
 
-class CommitError(Exception):
+class CommitError(VeritallyError):
     """A batch could not be committed; none of it was accepted (the caller may retry)."""
 
 
-def _rejected(acta_id: str, rejection: rules.Rejection) -> ActaOutcomePb:
+def _rejected(acta_id: str, rejection: Rejection) -> ActaOutcomePb:
     return ActaOutcomePb(
         acta_id=acta_id,
         status=_REJECTED,
@@ -101,18 +99,18 @@ def _rejected(acta_id: str, rejection: rules.Rejection) -> ActaOutcomePb:
     )
 
 
-def _too_big_stamped(size: int) -> rules.Rejection:
-    return rules.Rejection(
-        grpc.StatusCode.INVALID_ARGUMENT,
+def _too_big_stamped(size: int) -> Rejection:
+    return Rejection(
+        RejectCode.INVALID_ARGUMENT,
         "acta",
         f"with the capture centre's identity the acta is {size} bytes, "
         f"at most {bounds.MAX_ACTA_BYTES}",
     )
 
 
-def _captures_full(acta_id: str, pending: int) -> rules.Rejection:
-    return rules.Rejection(
-        grpc.StatusCode.FAILED_PRECONDITION,
+def _captures_full(acta_id: str, pending: int) -> Rejection:
+    return Rejection(
+        RejectCode.FAILED_PRECONDITION,
         "",
         f"acta {acta_id} already has {pending} captures that disagree (at most "
         f"{MAX_PENDING_CAPTURES}); it waits for an operator's ResolveCrossCheck",
@@ -289,7 +287,7 @@ class IngestEngine:
 
     def _conflict(
         self, batch: _Batch, acta_id: str, acta: ActaPb, digest: bytes, latest: Logged
-    ) -> Logged | rules.Rejection:
+    ) -> Logged | Rejection:
         """A submission that differs from the latest revision: a DUPLICATE of an older
         revision with the same content, or the rejection naming the first field that
         differs from the latest revision."""
@@ -300,8 +298,8 @@ class IngestEngine:
                 return Logged(revision, sequence, digest, record.counted, record.not_counted_reason)
             if revision == latest.revision:
                 field_path = rules.first_difference(record.acta, acta)
-        return rules.Rejection(
-            grpc.StatusCode.ALREADY_EXISTS,
+        return Rejection(
+            RejectCode.ALREADY_EXISTS,
             field_path,
             f"acta {acta_id} is logged at revision {latest.revision} with other content "
             f"({field_path or 'figures'} differs); a change needs a correction",
@@ -318,7 +316,7 @@ class IngestEngine:
             when the acta is invalid or not the caller's to capture.
         """
         verdict = rules.validate(acta, self.catalogue)
-        if isinstance(verdict, rules.Rejection):
+        if isinstance(verdict, Rejection):
             return _rejected(rules.acta_id_of(acta), verdict)
         if capture:
             refused = operators.check_assignment(self._assigned, acta.casilla_id, caller)
@@ -373,8 +371,8 @@ class IngestEngine:
         if same_operator:
             return _rejected(
                 acta_id,
-                rules.Rejection(
-                    grpc.StatusCode.FAILED_PRECONDITION,
+                Rejection(
+                    RejectCode.FAILED_PRECONDITION,
                     "provenance.operator_id",
                     f"operator {caller.operator!r} of {caller.centre!r} already captured acta "
                     f"{acta_id} with other "
@@ -531,8 +529,8 @@ class IngestEngine:
         if logged is None:
             return _rejected(
                 acta_id,
-                rules.Rejection(
-                    grpc.StatusCode.NOT_FOUND,
+                Rejection(
+                    RejectCode.NOT_FOUND,
                     "acta",
                     f"acta {acta_id} is not logged; there is nothing to correct",
                 ),
@@ -545,8 +543,8 @@ class IngestEngine:
         if supersedes_revision != logged.revision:
             return _rejected(
                 acta_id,
-                rules.Rejection(
-                    grpc.StatusCode.FAILED_PRECONDITION,
+                Rejection(
+                    RejectCode.FAILED_PRECONDITION,
                     "supersedes_revision",
                     f"the latest revision of {acta_id} is {logged.revision}, "
                     f"not {supersedes_revision}",
@@ -662,8 +660,8 @@ class IngestEngine:
         if len(captures) < 2:
             return _rejected(
                 acta_id,
-                rules.Rejection(
-                    grpc.StatusCode.NOT_FOUND,
+                Rejection(
+                    RejectCode.NOT_FOUND,
                     "acta_id",
                     f"acta {acta_id!r} is not in the cross-check queue",
                 ),
@@ -671,8 +669,8 @@ class IngestEngine:
         if capture_index >= len(captures):
             return _rejected(
                 acta_id,
-                rules.Rejection(
-                    grpc.StatusCode.INVALID_ARGUMENT,
+                Rejection(
+                    RejectCode.INVALID_ARGUMENT,
                     "capture_index",
                     f"acta {acta_id} has {len(captures)} captures, "
                     f"index {capture_index} is out of range",
@@ -681,7 +679,7 @@ class IngestEngine:
         chosen = captures[capture_index]
         acta = ActaPb.FromString(chosen.acta)
         verdict = rules.validate(acta, self.catalogue)
-        if isinstance(verdict, rules.Rejection):  # pragma: no cover - validated on capture
+        if isinstance(verdict, Rejection):  # pragma: no cover - validated on capture
             return _rejected(acta_id, verdict)
         batch = self._new_batch()
         logged = self._append(

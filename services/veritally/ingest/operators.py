@@ -35,11 +35,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import grpc
-
 from veritally.ingest import bounds
-from veritally.ingest.rules import Rejection
 from veritally.pki import is_valid_name
+from veritally.reject import RejectCode, Rejection
 from veritally_client.protocol import ElectionIndex
 
 ROLE_CAPTURE = "capture"
@@ -120,7 +118,7 @@ def check_assignment(
         return None
     who = f"capture centre {_quote(caller.centre)}" if caller.centre else _quote(caller.spiffe_id)
     return Rejection(
-        grpc.StatusCode.PERMISSION_DENIED,
+        RejectCode.PERMISSION_DENIED,
         "casilla_id",
         f"casilla {_quote(casilla_id)} is assigned to another capture centre; "
         f"{who} may not capture it",
@@ -133,7 +131,7 @@ def check_capture_operator(caller: Caller) -> Rejection | None:
     if caller.is_capture_operator:
         return None
     return Rejection(
-        grpc.StatusCode.PERMISSION_DENIED,
+        RejectCode.PERMISSION_DENIED,
         "provenance.operator_id",
         f"double capture needs an operator's certificate "
         f"(spiffe://<td>/capture/<centre>/<operator>); {_quote(caller.spiffe_id or 'no identity')}"
@@ -146,7 +144,7 @@ def check_operator(caller: Caller, action: str) -> Rejection | None:
     if caller.is_operator:
         return None
     return Rejection(
-        grpc.StatusCode.PERMISSION_DENIED,
+        RejectCode.PERMISSION_DENIED,
         "",
         f"{action} needs an operator's certificate (spiffe://<td>/operator/<name>); "
         f"caller is {_quote(caller.spiffe_id or 'unidentified')}",
@@ -158,11 +156,11 @@ def check_reason(reason: str) -> Rejection | None:
     meets :func:`bounds.reason_problem` (printable, at most :data:`MAX_REASON_CHARS`)."""
     if not reason.strip():
         return Rejection(
-            grpc.StatusCode.INVALID_ARGUMENT, "reason", "a reason is required (it is logged)"
+            RejectCode.INVALID_ARGUMENT, "reason", "a reason is required (it is logged)"
         )
     problem = bounds.reason_problem(reason)
     if problem is not None:
-        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "reason", f"reason: {problem}")
+        return Rejection(RejectCode.INVALID_ARGUMENT, "reason", f"reason: {problem}")
     return None
 
 

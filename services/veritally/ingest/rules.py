@@ -31,9 +31,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import grpc
-
 from veritally.ingest import bounds
+from veritally.reject import RejectCode, Rejection
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import acta_pb2
 
@@ -68,21 +67,6 @@ class Catalogue:
         limits = {c.id: c.vote_limit for c in election.casillas}
         contests = {c.id: c.option_index for c in election.contests}
         return cls(vote_limits=limits, contest_options=contests)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why an acta is refused; nothing of it is logged.
-
-    Attributes:
-        code: the gRPC status a unary call answers with.
-        field: path of the field at fault in the Acta message.
-        message: what was expected and what was found.
-    """
-
-    code: grpc.StatusCode
-    field: str
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +134,10 @@ def _mark_problem(prefix: str, votes: int, mark: int) -> Rejection | None:
     """A marked figure must carry a known mark and 0 votes; ``prefix`` names the figure
     (``option_votes[2].`` or ``null_``)."""
     if mark not in _KNOWN_MARKS:
-        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{prefix}mark", f"unknown mark {mark}")
+        return Rejection(RejectCode.INVALID_ARGUMENT, f"{prefix}mark", f"unknown mark {mark}")
     if mark != _UNMARKED and votes != 0:
         return Rejection(
-            grpc.StatusCode.INVALID_ARGUMENT,
+            RejectCode.INVALID_ARGUMENT,
             f"{prefix}votes",
             f"a figure marked illegible or blank must carry 0 votes, found {votes}",
         )
@@ -173,12 +157,12 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     # (0) bounds
     out_of_bounds = bounds.acta_problem(acta)
     if out_of_bounds is not None:
-        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, *out_of_bounds)
+        return Rejection(RejectCode.INVALID_ARGUMENT, *out_of_bounds)
     # (1) known casilla (step 0 refused an empty one)
     limit = catalogue.vote_limits.get(acta.casilla_id)
     if limit is None:
         return Rejection(
-            grpc.StatusCode.NOT_FOUND,
+            RejectCode.NOT_FOUND,
             "casilla_id",
             f"casilla {acta.casilla_id!r} is not in the catalogue",
         )
@@ -186,7 +170,7 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     options = catalogue.contest_options.get(acta.contest_id)
     if options is None:
         return Rejection(
-            grpc.StatusCode.NOT_FOUND,
+            RejectCode.NOT_FOUND,
             "contest_id",
             f"contest {acta.contest_id!r} is not in the election",
         )
@@ -199,14 +183,14 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
         oid = ov.option_id
         if oid not in options:
             return Rejection(
-                grpc.StatusCode.INVALID_ARGUMENT,
+                RejectCode.INVALID_ARGUMENT,
                 f"option_votes[{i}].option_id",
                 bounds.identifier_problem(oid)
                 or f"option {oid!r} is not an option of contest {acta.contest_id!r}",
             )
         if oid in seen:
             return Rejection(
-                grpc.StatusCode.INVALID_ARGUMENT,
+                RejectCode.INVALID_ARGUMENT,
                 f"option_votes[{i}].option_id",
                 f"option {oid!r} appears more than once",
             )
@@ -224,7 +208,7 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     if len(seen) != len(options):
         missing = sorted(set(options) - seen, key=options.__getitem__)
         return Rejection(
-            grpc.StatusCode.INVALID_ARGUMENT,
+            RejectCode.INVALID_ARGUMENT,
             "option_votes",
             f"missing votes for option(s) {', '.join(missing)} of contest {acta.contest_id!r}",
         )
@@ -244,7 +228,7 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     # (5) image digest
     if len(acta.image_sha256) != SHA256_BYTES:
         return Rejection(
-            grpc.StatusCode.INVALID_ARGUMENT,
+            RejectCode.INVALID_ARGUMENT,
             "image_sha256",
             f"expected a {SHA256_BYTES}-byte SHA-256, found {len(acta.image_sha256)} bytes",
         )

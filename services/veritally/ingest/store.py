@@ -1,7 +1,8 @@
 """Ingest's SQLite store: the acta log, the latest revision of every acta, pending
 captures, and the audit tables. One writer (the ingest process); readers stream the log.
 
-Settings (see docs/adr/0030-ingest-sqlite-durability.md): WAL journal so that log
+Settings (see docs/adr/0030-ingest-sqlite-durability.md, applied by
+:func:`veritally.storage.connect`): WAL journal so that log
 readers never block the writer, ``synchronous=FULL`` so that a committed transaction
 survives a power loss and not only a process crash, and one transaction per batch so
 that the fsync cost is paid once per few hundred actas.
@@ -15,25 +16,22 @@ edited in the file are never logged as an agreed capture.
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlite_utils
 from google.protobuf.message import DecodeError
 
+from veritally.errors import VeritallyError
 from veritally.ingest.rules import content_digest
+from veritally.storage import capped_page, connect
 from veritally_client.protocol.pb import acta_pb2
 
 log = logging.getLogger(__name__)
 
-# How long a connection waits for a lock held by another connection, in milliseconds.
-# Only ingest writes; readers in WAL mode are never blocked, so this is a safety margin.
-_BUSY_TIMEOUT_MS = 5_000
 
-
-class CaptureIntegrityError(Exception):
+class CaptureIntegrityError(VeritallyError):
     """A stored pending capture does not hash to its stored digest: the file was changed
     outside ingest (docs/publication.md, "After a restore", says how to recover)."""
 
@@ -102,28 +100,6 @@ class Writes:
             or self.proposals
             or self.clear_proposals
         )
-
-
-def capped_page(rows: Iterable[tuple[bytes]], max_bytes: int) -> list[bytes]:
-    """The leaves of ``rows`` in order, up to ``max_bytes`` in total; the first leaf is
-    always taken, whatever its size, so that a stream reading page by page moves on."""
-    leaves: list[bytes] = []
-    size = 0
-    for (leaf,) in rows:
-        if leaves and size + len(leaf) > max_bytes:
-            break
-        leaves.append(bytes(leaf))
-        size += len(leaf)
-    return leaves
-
-
-def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    """Open the database with the durability settings of the ADR."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
-    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
 
 
 class IngestStore:
@@ -389,8 +365,7 @@ class LogReader:
 
     def __init__(self, path: Path) -> None:
         """Open the store at ``path`` for reading."""
-        self._conn = sqlite3.connect(path, isolation_level=None)
-        self._conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        self._conn = connect(path)
 
     def page(self, from_sequence: int, *, max_leaves: int, max_bytes: int) -> list[bytes]:
         """Consecutive leaves from ``from_sequence``: at most ``max_leaves`` and, past the

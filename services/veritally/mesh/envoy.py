@@ -56,6 +56,7 @@ from pathlib import Path
 
 import yaml
 
+from veritally.errors import VeritallyError
 from veritally.mesh import envoy_parts as parts
 from veritally.mesh.envoy_parts import render_ca_secret
 from veritally.mesh.policy import (
@@ -391,7 +392,7 @@ def write_reference(directory: Path) -> list[Path]:
     return [config, secret]
 
 
-class EnvoyConfigError(Exception):
+class EnvoyConfigError(VeritallyError):
     """Envoy refused a configuration; the message holds Envoy's own output."""
 
 

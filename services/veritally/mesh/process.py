@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from veritally.errors import VeritallyError
 from veritally.mesh.envoy import Endpoint, Topology, envoy_binary, validate, write
 
 __all__ = ["EnvoyError", "EnvoyProcess", "free_port", "raise_open_files_limit"]
@@ -37,7 +38,7 @@ _POLL_S = 0.05
 _LOG_TAIL_BYTES = 4000
 
 
-class EnvoyError(Exception):
+class EnvoyError(VeritallyError):
     """Envoy exited, or did not become ready in time; the message quotes its log."""
 
 

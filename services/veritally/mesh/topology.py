@@ -273,7 +273,7 @@ class Limits:
             the edge (and the JSON view).
         edge_stream: circuit breaker of each service's cluster for streams from the
             edge (WatchCuts, SubmitActas). Each service caps streams per identity
-            (veritally.streams, 8 by default), so one identity holds only a few of
+            (veritally.rpc.streams, 8 by default), so one identity holds only a few of
             these; sized for about a thousand identities each at its cap.
         mesh_unary: circuit breaker of each service's cluster for unary calls between
             services (publication's GetResultsBlob every cut).

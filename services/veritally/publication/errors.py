@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from veritally.errors import VeritallyError
+
 __all__ = [
     "ForkRefusedError",
     "KeyFileError",
@@ -14,7 +16,7 @@ __all__ = [
 ]
 
 
-class PublicationError(Exception):
+class PublicationError(VeritallyError):
     """Root of the publication service's own errors."""
 
 

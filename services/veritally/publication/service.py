@@ -39,9 +39,7 @@ from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-pr
 )
 from grpc_status import rpc_status
 
-from veritally._grpc import ServiceServer, TlsFiles, aio_channel
 from veritally.ingest.bounds import clip
-from veritally.ingest.store import capped_page
 from veritally.publication.bundle import BundleRecord, BundleWriter
 from veritally.publication.cutter import Cutter, signed_cut_pb
 from veritally.publication.errors import (
@@ -58,6 +56,8 @@ from veritally.publication.liveness import StallWatch
 from veritally.publication.published import ForkGuard
 from veritally.publication.store import CutRow, PublicationStore
 from veritally.publication.trustroot import load_trust_root_chain
+from veritally.rpc import ServiceServer, TlsFiles, aio_channel
+from veritally.storage import capped_page
 from veritally_client.protocol import Signer
 from veritally_client.protocol.pb import (
     aggregation_pb2,

@@ -32,6 +32,7 @@ from pathlib import Path
 import sqlite_utils
 
 from veritally.publication.errors import StoreIntegrityError, TamperedDataError
+from veritally.storage import connect
 from veritally_client.protocol import (
     EMPTY_ROOT,
     CompactRange,
@@ -42,27 +43,15 @@ from veritally_client.protocol import (
     subtree_hash_from_perfect,
 )
 
-__all__ = ["CutRow", "PublicationStore", "connect"]
+__all__ = ["CutRow", "PublicationStore"]
 
 # Index bits of a node id: 2**48 leaves is far beyond any election (10**9 would be a lot).
 _INDEX_BITS = 48
-# How long a writer waits for a lock before failing, in ms (only bench or tools open the
-# file besides the service).
-_BUSY_TIMEOUT_MS = 10_000
 _HASH = 32
 
 
 def _node_id(level: int, index: int) -> int:
     return (level << _INDEX_BITS) | index
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """Open the database: WAL, fully synchronous, explicit transactions only."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,7 +109,7 @@ class PublicationStore:
             sqlite3.Error: if the file cannot be opened.
         """
         self.path = path
-        self._conn = connect(path)
+        self._conn = connect(path, check_same_thread=False)
         self._create()
         self._size = self._count_leaves()
         self._range = self._load_range(self._size)

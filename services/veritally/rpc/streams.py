@@ -5,7 +5,7 @@ its rate limits count a stream once, when it is opened: one outlet opening thous
 WatchCuts streams within its rate budget, or a capture centre holding SubmitActas
 streams open without sending anything, would take slots every other party needs. Envoy
 cannot count streams per identity, so each service does, in
-:class:`StreamLimitInterceptor` (installed by :class:`veritally._grpc.ServiceServer`):
+:class:`StreamLimitInterceptor` (installed by :class:`veritally.rpc.ServiceServer`):
 
 1. **per identity**: at most :attr:`StreamLimits.max_per_identity` streaming calls of one
    caller at once on this service; the next is refused at once with RESOURCE_EXHAUSTED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from veritally.ingest.store import capped_page
+from veritally.storage import capped_page
 
 
 def _rows(*sizes: int) -> list[tuple[bytes]]:

@@ -1,5 +1,10 @@
 """The gRPC adapter of ingest: ``veritally.v1.IngestService`` over an ``IngestEngine``.
 
+Thin: each call checks the request's bounds, hands it to the engine, and turns the
+engine's outcome into a response or an error status (``veritally.rpc.status``); the
+decisions are the engine's (``veritally.ingest.engine``). The service around it is
+wired in ``veritally.ingest.app``.
+
 Operator-only calls (CorrectActa, ListCrossChecks, ResolveCrossCheck) are restricted by
 Envoy's RBAC at the edge. The caller's identity comes from ``x-forwarded-client-cert``,
 which Envoy sets from the certificate it verified (SANITIZE_SET) and which no one else
@@ -9,43 +14,23 @@ capture centre and the operator from it (``veritally.ingest.operators``).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-protos ships no stubs
-    error_details_pb2,
-    status_pb2,
-)
-from grpc_status import rpc_status
 
-from veritally._grpc import ServiceServer, TlsFiles
 from veritally.ingest import bounds
 from veritally.ingest.engine import CommitError, IngestEngine
 from veritally.mesh.peer import forwarded_identity
-from veritally_client.protocol import ElectionIndex
+from veritally.reject import RejectCode
+from veritally.rpc.status import bad_request, grpc_code
 from veritally_client.protocol.pb import ingest_pb2, ingest_pb2_grpc
 
-log = logging.getLogger(__name__)
-
-SERVICE_NAME = "veritally.v1.IngestService"
 # Actas in one SubmitActas message: each message is one transaction; a bigger batch
 # gains nothing (the fsync is already amortised at a few hundred: clients send 500) and
 # holds the writer. With actas of at most bounds.MAX_ACTA_BYTES this sizes the message.
 MAX_ACTAS_PER_MESSAGE = 1_000
-# Bytes of protobuf framing per acta in a SubmitActasRequest: a tag and a length varint
-# (three bytes up to 2 MiB).
-_ACTA_FRAMING_BYTES = 4
-# Largest request message ingest accepts, decompressed, in bytes (each message of a
-# SubmitActas stream alone): MAX_ACTAS_PER_MESSAGE actas of the largest size, ~16 MiB. A
-# unary call carries one acta (and a reason), far less. gRPC refuses anything larger with
-# RESOURCE_EXHAUSTED before it is parsed, and stops inflating a compressed one there.
-MAX_RECEIVE_BYTES = MAX_ACTAS_PER_MESSAGE * (bounds.MAX_ACTA_BYTES + _ACTA_FRAMING_BYTES)
 # Actas in one SubmitActas stream: its response carries one outcome per acta (~50 B),
 # so this keeps the response at a few MiB, well under the message size limit.
 MAX_ACTAS_PER_STREAM = 100_000
@@ -60,25 +45,13 @@ def rejection_status(outcome: ingest_pb2.ActaOutcome) -> grpc.Status:
     """The error status of a rejected outcome, with a ``google.rpc.BadRequest`` detail
     naming the field at fault (when there is one). Outcomes never quote unbounded input
     (``bounds.clip``), so neither does the status."""
-    code = grpc.StatusCode[outcome.code]
     message = f"{outcome.acta_id}: {outcome.message}" if outcome.acta_id else outcome.message
-    details = []
-    if outcome.field:
-        detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=outcome.field, description=outcome.message
-                    )
-                ]
-            )
-        )
-        details.append(detail)
-    status: grpc.Status = rpc_status.to_status(
-        status_pb2.Status(code=code.value[0], message=message, details=details)
+    return bad_request(
+        grpc_code(RejectCode[outcome.code]),
+        message,
+        field=outcome.field,
+        description=outcome.message,
     )
-    return status
 
 
 def _bound_violation(
@@ -101,7 +74,7 @@ def _bound_violation(
         if problem is not None:
             return ingest_pb2.ActaOutcome(
                 status=ingest_pb2.OUTCOME_STATUS_REJECTED,
-                code=grpc.StatusCode.INVALID_ARGUMENT.name,
+                code=RejectCode.INVALID_ARGUMENT.name,
                 field=problem[0],
                 message=problem[1],
             )
@@ -272,48 +245,3 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             yield ingest_pb2.StreamRecordsResponse(
                 first_sequence=first, leaves=leaves, log_size=size
             )
-
-
-@dataclass
-class IngestService:
-    """A running ingest: its server, engine and bound port."""
-
-    server: ServiceServer
-    engine: IngestEngine
-    port: int
-
-    async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
-        """End follow streams, drain and stop the server, then close the store."""
-        await self.engine.end_streams()
-        await self.server.stop(drain_seconds=drain_seconds, grace=grace)
-        await self.engine.close()
-
-
-async def start_ingest(
-    *,
-    election: ElectionIndex,
-    db_path: Path,
-    address: str,
-    tls: TlsFiles | None = None,
-    double_capture: bool = True,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-) -> IngestService:
-    """Open the store and start serving on ``address`` (port 0 for an ephemeral one).
-
-    Raises:
-        OSError: if the address cannot be bound.
-        sqlite3.Error: if the store cannot be opened.
-    """
-    engine = IngestEngine(election=election, db_path=db_path, double_capture=double_capture)
-    server = ServiceServer(
-        name=SERVICE_NAME, interceptors=interceptors, max_receive_bytes=MAX_RECEIVE_BYTES
-    )
-    ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(engine), server.grpc)
-    port = await server.start(address, tls=tls)
-    log.info(
-        "ingest serving on port %d (%s capture, %d records)",
-        port,
-        "double" if double_capture else "single",
-        engine.log_size,
-    )
-    return IngestService(server=server, engine=engine, port=port)
