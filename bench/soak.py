@@ -79,7 +79,7 @@ from bench.abuse import (
     silent_submit_flood,
     watch_stream_flood,
 )
-from veritally.demo import CaptureStats, replay
+from veritally.demo.replay import CaptureStats, replay
 from veritally.election import load_actas, load_election
 from veritally.mesh.envoy import Limits, TokenBucket
 from veritally.rpc.streams import DEFAULT_STREAM_LIMITS

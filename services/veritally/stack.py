@@ -1,7 +1,7 @@
-"""``veritally up``: the whole stack (ingest, aggregation, publication, Envoy) on one machine.
+"""The whole stack (ingest, aggregation, publication, Envoy) on one machine, supervised.
 
-:class:`Stack` is the reusable part, used by ``veritally up``, ``veritally demo``, the
-end-to-end tests and the benchmarks::
+:class:`Stack` is used by ``veritally up`` (:mod:`veritally.cli.up`), ``veritally demo``,
+the end-to-end tests and the benchmarks::
 
     with Stack(StateDir(Path("state"))) as stack:      # starts, waits until healthy
         print(stack.endpoints.edge)
@@ -11,10 +11,12 @@ end-to-end tests and the benchmarks::
 What it runs, each as its own supervised process (``veritally.supervisor.Process`` for
 the services, ``veritally.mesh.process.EnvoyProcess`` for Envoy):
 
-* the three services, each listening with mutual TLS on a loopback port under its own
-  ``service/<name>`` certificate; ``veritally serve`` with TLS admits only Envoy's
-  identity (``service/envoy``, the mesh's peer check), so a party that dials a service
-  port directly gets PERMISSION_DENIED (health checks excepted);
+* the three services, each launched from a typed configuration (:meth:`Stack.launch`,
+  :mod:`veritally.launch`) as ``veritally serve``, listening with mutual TLS on a
+  loopback port under its own ``service/<name>`` certificate; ``veritally serve`` with
+  TLS admits only Envoy's identity (``service/envoy``, the mesh's peer check), so a
+  party that dials a service port directly gets PERMISSION_DENIED (health checks
+  excepted);
 * service-to-service calls go through Envoy's mesh listener: aggregation follows ingest
   at ``mesh`` with the ``service/aggregation`` certificate, publication reads aggregation
   at ``mesh`` with ``service/publication``; Envoy's RBAC allows exactly those methods;
@@ -37,9 +39,7 @@ flight finish, and exits; Envoy stops last.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as dt
 import logging
 import os
 import signal
@@ -48,11 +48,20 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
+from typing import Any
 
 import grpc
 
+from veritally import keypolicy
 from veritally.errors import ServiceError
+from veritally.launch import (
+    AggregationLaunch,
+    ElectionSource,
+    IngestLaunch,
+    PublicationLaunch,
+    ServiceLaunch,
+)
 from veritally.mesh.envoy import (
     DEFAULT_BASE_PORT,
     Endpoint,
@@ -61,10 +70,10 @@ from veritally.mesh.envoy import (
     default_topology,
 )
 from veritally.mesh.process import EnvoyError, EnvoyProcess, free_port
-from veritally.pki import Pki, PkiError
+from veritally.pki import Pki
 from veritally.rpc import TlsFiles
 from veritally.rpc.streams import STREAM_LIMITS_ENV, StreamLimits
-from veritally.state import Bootstrap, StateDir
+from veritally.state import StateDir
 from veritally.supervisor import CrlKeeper, CrlSchedule, Process, ProcessError
 from veritally_client import Client, ClientConfig, TlsCredentials, load_trust_root
 from veritally_client.protocol.pb import publication_pb2, publication_pb2_grpc
@@ -76,8 +85,6 @@ __all__ = [
     "Endpoints",
     "Stack",
     "StackError",
-    "add_arguments",
-    "run",
 ]
 
 SERVICES = ("ingest", "aggregation", "publication")
@@ -276,50 +283,47 @@ class Stack:
 
     # -- processes ----------------------------------------------------------------------
 
-    def _service_process(self, name: str) -> Process:
+    def launch(self, name: str) -> ServiceLaunch:
+        """The launch configuration of service ``name`` in this stack: its own port and
+        certificate, mutual TLS that admits only Envoy, its peers reached through the
+        mesh listener with its own certificate.
+
+        Raises:
+            KeyError: unknown service.
+        """
         state = self.state
         own = self.tls(name)
-        listen = str(self.topology.services[name][0])
-        argv = [
-            sys.executable,
-            "-m",
-            "veritally.cli",
-            "serve",
-            name,
-            "--db",
-            str(state.store(name)),
-            "--listen",
-            listen,
-            "--drain-seconds",
-            str(self.drain_seconds),
-            "--tls-cert",
-            str(own.cert),
-            "--tls-key",
-            str(own.key),
-            "--tls-ca",
-            str(own.ca),
-        ]
+        common: dict[str, Any] = {
+            "db": state.store(name),
+            "listen": str(self.topology.services[name][0]),
+            "drain_seconds": self.drain_seconds,
+            "tls": own,
+        }
         mesh = str(self.topology.mesh)
+        election = ElectionSource(definition_bytes=state.definition_bytes)
         if name == "ingest":
-            argv += ["--definition-bytes", str(state.definition_bytes)]
-            if self.single_capture:
-                argv.append("--single-capture")
-        elif name == "aggregation":
-            argv += ["--definition-bytes", str(state.definition_bytes), "--ingest", mesh]
-            argv += ["--ingest-tls-cert", str(own.cert), "--ingest-tls-key", str(own.key)]
-            argv += ["--ingest-tls-ca", str(own.ca)]
-        else:
-            for key in self.publisher_keys():
-                argv += ["--key-file", str(key)]
-            argv += ["--trust-root-dir", str(state.trust_root), "--aggregation", mesh]
-            argv += ["--aggregation-tls-cert", str(own.cert)]
-            argv += ["--aggregation-tls-key", str(own.key), "--aggregation-tls-ca", str(own.ca)]
-            argv += ["--interval", str(self.interval_s), "--bundle-dir", str(state.bundle)]
+            return IngestLaunch(**common, election=election, single_capture=self.single_capture)
+        if name == "aggregation":
+            return AggregationLaunch(**common, election=election, ingest=mesh, ingest_tls=own)
+        if name == "publication":
+            return PublicationLaunch(
+                **common,
+                key_files=tuple(self.publisher_keys()),
+                trust_root_dir=keypolicy.trust_root_dir(state),
+                aggregation=mesh,
+                aggregation_tls=own,
+                interval_seconds=self.interval_s,
+                bundle_dir=state.bundle,
+            )
+        raise KeyError(name)
+
+    def _service_process(self, name: str) -> Process:
+        launch = self.launch(name)
         return Process(
             name=name,
-            argv=argv,
+            argv=[sys.executable, "-m", "veritally.cli", *launch.argv()],
             log_path=self.log_path(name),
-            health_target=listen,
+            health_target=launch.listen,
             # The health service is open to any certificate of our CA (the peer
             # interceptor exempts it); the supervisor checks as Envoy would.
             health_tls=self.tls("envoy"),
@@ -331,32 +335,9 @@ class Stack:
         )
 
     def publisher_keys(self) -> list[Path]:
-        """The key files in ``STATE/keys`` that the newest trust root lists: after a
-        rotation (new key generated, ``veritally trust-root rotate``), restarting
-        publication signs with exactly the keys media are told to expect.
-
-        Falls back to ``publisher.key`` when none is listed (publication then refuses to
-        start, naming the key).
-        """
-        from veritally.publication.errors import KeyFileError, TrustRootFileError
-        from veritally.publication.keys import load_signer
-        from veritally.publication.trustroot import load_trust_root_chain
-
-        try:
-            _, root = load_trust_root_chain(self.state.trust_root, now=dt.datetime.now(dt.UTC))
-        except TrustRootFileError:
-            return [self.state.publisher_key]
-        listed = {v.key_string() for v in root.verifiers}
-        chosen = []
-        for path in sorted(self.state.keys.glob("*.key")):
-            try:
-                signer = load_signer(path)
-            except KeyFileError as e:  # an encrypted or broken key: not ours to use
-                log.warning("skipping %s: %s", path, e)
-                continue
-            if signer.verifier().key_string() in listed:
-                chosen.append(path)
-        return chosen or [self.state.publisher_key]
+        """The key files publication signs with (:func:`veritally.keypolicy.publisher_keys`:
+        those the newest trust root lists)."""
+        return keypolicy.publisher_keys(self.state)
 
     def _start_service(self, name: str) -> None:
         process = self._service_process(name)
@@ -552,137 +533,3 @@ class Stack:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-# ------------------------------------------------------------------------------------
-# the command
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``veritally up``."""
-    parser.add_argument("--state", type=Path, default=Path("state"), help="state directory")
-    parser.add_argument(
-        "--init",
-        action="store_true",
-        help="only create what is missing in the state directory, then exit",
-    )
-    parser.add_argument(
-        "--casillas",
-        type=int,
-        default=None,
-        help="casillas of the synthetic election created when none exists (default national)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed of that election")
-    parser.add_argument(
-        "--base-port",
-        type=int,
-        default=DEFAULT_BASE_PORT,
-        help=f"first port of the layout (default {DEFAULT_BASE_PORT}: edge +3, mesh +4, ...; "
-        "0: free ports, printed at start)",
-    )
-    parser.add_argument(
-        "--single-capture",
-        action="store_true",
-        help="accept each acta on its first valid capture (default: double capture)",
-    )
-    parser.add_argument(
-        "--interval",
-        type=float,
-        default=DEFAULT_INTERVAL_S,
-        help="seconds between publication's cuts",
-    )
-
-
-def bootstrap_from_args(args: argparse.Namespace) -> Bootstrap:
-    """The :class:`Bootstrap` named by ``--casillas`` and ``--seed``."""
-    from veritally.election.generate import DEFAULT_CASILLAS
-    from veritally.state import DEFAULT_SEED
-
-    return Bootstrap(
-        casillas=args.casillas or DEFAULT_CASILLAS,
-        seed=DEFAULT_SEED if args.seed is None else args.seed,
-    )
-
-
-def describe(stack: Stack) -> list[tuple[str, str]]:
-    """What an operator needs to know about a running stack, as (what, where) rows."""
-    e = stack.endpoints
-    state = stack.state
-    pki = stack.pki
-    rows = [
-        ("edge (gRPC, mTLS)", e.edge),
-        ("REST view (HTTPS, mTLS)", f"https://{e.rest}/v1/cuts/latest"),
-        ("Envoy admin (loopback)", f"http://{e.admin}/"),
-        ("mesh (services only)", e.mesh),
-    ]
-    rows += [(f"{name} (only Envoy may call)", e.services[name]) for name in SERVICES]
-    rows += [
-        ("CA certificate", str(pki.ca_cert)),
-        ("media certificates", ", ".join(i.name for i in pki.identities("media"))),
-        ("capture-centre certificates", ", ".join(i.name for i in pki.identities("capture"))),
-        ("operator certificates", ", ".join(i.name for i in pki.identities("operator"))),
-        ("certificate files", f"{state.pki}/<role>/<name>.pem and .key"),
-        ("trust root (pin this)", str(state.trust_root_v1)),
-        ("static bundle", str(state.bundle)),
-        ("logs", f"{state.logs}/<service>.log, {state.envoy}/envoy.log, access.log"),
-        ("stores", str(state.db)),
-    ]
-    return rows
-
-
-def _print_table(stack: Stack) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"veritally is up ({stack.state.root})", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("where")
-    for what, where in describe(stack):
-        table.add_row(what, where)
-    Console(stderr=True).print(table)
-    print("Ctrl-C (or SIGTERM) drains and stops everything.", file=sys.stderr)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Create what is missing, start the stack, wait for Ctrl-C/SIGTERM, drain, stop."""
-    state = StateDir(args.state)
-    try:
-        for line in bootstrap_from_args(args).ensure(state):
-            log.info("created %s", line)
-    except (PkiError, OSError, ValueError) as e:
-        log.error("cannot prepare %s: %s", state.root, e)
-        return 1
-    if args.init:
-        return 0
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        stack = Stack(
-            state,
-            base_port=args.base_port,
-            single_capture=args.single_capture,
-            interval_s=args.interval,
-        )
-        try:
-            stack.start()
-        except StackError as e:  # e.g. a CRL that expires before it can be reissued
-            log.error("%s", e)
-            return 1
-        try:
-            _print_table(stack)
-            while not stopping.wait(1.0):
-                if stack.failed:
-                    log.error("giving up: %s", stack.failed)
-                    return 1
-            log.info("signal received: draining (%.0f s) and stopping", stack.drain_seconds)
-            return 0
-        finally:
-            stack.stop()
-    finally:
-        # Also when the stack did not start: the caller's handlers come back.
-        for s, handler in previous.items():
-            signal.signal(s, handler)

@@ -29,6 +29,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from veritally.election import load_definition
+from veritally.election.generate import generate
+from veritally.pki import Pki, init_pki
+from veritally.publication.keys import load_signer, write_key_files
+from veritally.publication.trustroot import build_body, write_trust_root
+from veritally_client.protocol import ElectionIndex, Signer, TrustedRoot, sign_trust_root
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_SEED", "TRUST_DOMAIN", "Bootstrap", "StateDir"]
@@ -188,7 +195,6 @@ class Bootstrap:
             veritally.pki.PkiError: an existing PKI is inconsistent.
             OSError: files cannot be written.
         """
-        from veritally.pki import Pki, init_pki
 
         created: list[str] = []
         state.root.mkdir(parents=True, exist_ok=True)
@@ -216,8 +222,6 @@ class Bootstrap:
                         created.append(f"capture operator certificate {centre}/op-{j}")
 
         if not state.election_yaml.exists():
-            from veritally.election.generate import generate
-
             # The national default takes tens of seconds: say so before, not only after.
             log.info(
                 "generating a synthetic election of %s casillas (seed %d)...",
@@ -237,8 +241,6 @@ class Bootstrap:
                 f"{result.actas_written:,} actas, seed {self.seed})"
             )
         if not state.definition_bytes.exists():
-            from veritally.election import load_definition
-
             index = load_definition(state.election_yaml)
             tmp = state.definition_bytes.with_suffix(".tmp")
             tmp.write_bytes(index.definition_bytes)
@@ -246,9 +248,6 @@ class Bootstrap:
 
         origin = self.origin(state)
         if not state.publisher_key.exists():
-            from veritally.publication.keys import write_key_files
-            from veritally_client.protocol import Signer
-
             state.keys.mkdir(parents=True, exist_ok=True)
             write_key_files(Signer.generate(origin), state.publisher_key, passphrase=None)
             created.append(f"publisher key {state.publisher_key} (name {origin})")
@@ -260,16 +259,12 @@ class Bootstrap:
     @staticmethod
     def origin(state: StateDir) -> str:
         """The checkpoint origin: ``<trust domain>/<election id>``."""
-        from veritally_client.protocol import ElectionIndex
 
         election_id = ElectionIndex.from_bytes(state.definition_bytes.read_bytes()).election_id
         return f"{TRUST_DOMAIN}/{election_id}"
 
     @staticmethod
     def _create_trust_root(state: StateDir, origin: str) -> None:
-        from veritally.publication.keys import load_signer
-        from veritally.publication.trustroot import build_body, write_trust_root
-        from veritally_client.protocol import TrustedRoot, sign_trust_root
 
         signer = load_signer(state.publisher_key, passphrase=None)
         now = dt.datetime.now(dt.UTC)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from veritally.demo import EXIT_VERIFICATION_FAILED
+from veritally.cli.demo import EXIT_VERIFICATION_FAILED
 from veritally.election import load_actas, load_election
 
 pytestmark = [pytest.mark.e2e]

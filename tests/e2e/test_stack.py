@@ -28,7 +28,8 @@ import grpc
 import pytest
 
 from tests.grpc_support import bad_request_field
-from veritally.demo import CaptureStats, MediaWatcher, replay
+from veritally.demo.media import MediaWatcher
+from veritally.demo.replay import CaptureStats, replay
 from veritally.election import load_actas, load_election
 from veritally.mesh.envoy import Limits, TokenBucket
 from veritally.mesh.process import free_port

@@ -12,7 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.write_path_support import make_acta, small_election
-from veritally import serve_cli
+from veritally import serve
+from veritally.cli import serve as serve_cli
 from veritally.ingest.app import start_ingest
 from veritally.pki import Pki, init_pki
 from veritally.rpc import TlsFiles, aio_channel
@@ -50,7 +51,7 @@ def _args(pki: Pki, tmp_path: Path) -> argparse.Namespace:
 
 def test_default_allowed_peer_is_envoy_of_the_own_trust_domain(pki: Pki) -> None:
     expected = f"spiffe://{TRUST_DOMAIN}/service/envoy"
-    assert serve_cli.envoy_identity(pki.identity("ingest").cert) == expected
+    assert serve.envoy_identity(pki.identity("ingest").cert) == expected
 
 
 async def test_only_envoy_may_call_ingest_over_mtls(pki: Pki, tmp_path: Path) -> None:

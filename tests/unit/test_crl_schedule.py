@@ -181,7 +181,7 @@ def test_keeper_thread_reissues_on_its_schedule(tmp_path: Path) -> None:
 def test_up_exits_nonzero_on_an_expired_crl_it_cannot_reissue(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from veritally.cli import main
+    from veritally.cli.main import main
 
     state = StateDir(tmp_path / "state")
     Bootstrap(casillas=20, seed=3).ensure(state)
@@ -201,7 +201,7 @@ def test_up_exits_nonzero_on_an_expired_crl_it_cannot_reissue(
 def test_reissue_crl_command_renews_the_crl_and_keeps_revocations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from veritally.cli import main
+    from veritally.cli.main import main
 
     pki = _pki(tmp_path)
     pki.revoke("outlet-02")

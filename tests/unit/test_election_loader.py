@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from veritally.election.check_cli import add_arguments, run
+from veritally.cli.check import add_arguments, run
 from veritally.election.loader import (
     ActaFileError,
     DefinitionError,

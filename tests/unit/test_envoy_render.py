@@ -502,7 +502,7 @@ def test_descriptor_set_maps_json_gets(topology: Topology) -> None:
 
 
 def test_cli_render_writes_a_valid_configuration(pki: Pki, tmp_path: Path) -> None:
-    from veritally.cli import main
+    from veritally.cli.main import main
 
     state = tmp_path / "state"
     args = ["envoy", "render", "--state", str(state), "--pki", str(pki.root)]

@@ -162,7 +162,7 @@ def test_national_default_has_the_shape_of_a_mexican_federal_election(tmp_path: 
 def test_generate_command_writes_an_election_that_checks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from veritally.cli import main
+    from veritally.cli.main import main
 
     assert main(["generate", "--seed", "4", "--casillas", "350", "--out", str(tmp_path)]) == 0
     assert "350 casillas" in capsys.readouterr().out

@@ -245,7 +245,7 @@ def test_issue_adds_an_identity_to_the_manifest(tmp_path: Path) -> None:
 
 
 def test_cli_init_then_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from veritally.cli import main
+    from veritally.cli.main import main
 
     root = tmp_path / "pki"
     args = ["pki", "init", "--dir", str(root), "--media", "2", "--capture-centres", "1"]
@@ -290,7 +290,7 @@ def test_rejects_confusable_or_malformed_capture_operator_names(
 
 
 def test_cli_issues_and_revokes_a_capture_operator(tmp_path: Path) -> None:
-    from veritally.cli import main
+    from veritally.cli.main import main
 
     root = tmp_path / "pki"
     init = ["pki", "init", "--dir", str(root), "--capture-centres", "1", "--capture-operators", "1"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from veritally.publication import keys_cli
+from veritally.cli import keys as keys_cli
 from veritally.publication.errors import KeyFileError
 from veritally.publication.keys import load_passphrase, load_signer, write_key_files
 from veritally_client._signing import Signer, Verifier

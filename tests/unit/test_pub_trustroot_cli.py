@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from veritally.publication import trustroot_cli
+from veritally.cli import trustroot as trustroot_cli
 from veritally.publication.errors import TrustRootFileError
 from veritally.publication.keys import write_key_files
 from veritally.publication.trustroot import load_trust_root_chain, trust_root_path

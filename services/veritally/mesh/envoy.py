@@ -56,6 +56,11 @@ from pathlib import Path
 
 import yaml
 
+# googleapis-common-protos ships .pyi stubs but no py.typed marker.
+from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import descriptor_pb2
+
 from veritally.errors import ServiceError
 from veritally.mesh import envoy_parts as parts
 from veritally.mesh.envoy_parts import render_ca_secret
@@ -86,6 +91,7 @@ from veritally.mesh.topology import (
     reference_topology,
 )
 from veritally.pki import ROLE_SERVICE
+from veritally_client.protocol.pb import publication_pb2
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -329,13 +335,6 @@ def build_descriptor_set() -> bytes:
     it lives here (:data:`REST_ROUTES`) and is added to the method options of a copy of
     the descriptors when the set is built. The result is deterministic.
     """
-    # googleapis-common-protos ships .pyi stubs but no py.typed marker.
-    from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
-    from google.protobuf import descriptor as _descriptor
-    from google.protobuf import descriptor_pb2
-
-    from veritally_client.protocol.pb import publication_pb2
-
     files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
 
     def add(fd: _descriptor.FileDescriptor) -> None:

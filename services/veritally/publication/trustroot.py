@@ -16,13 +16,15 @@ from pathlib import Path
 
 from veritally.publication.errors import TrustRootFileError
 from veritally_client import TrustRootError
-from veritally_client.protocol import Signer, TrustedRoot
+from veritally_client.protocol import Signer, TrustedRoot, sign_trust_root
 from veritally_client.protocol.pb import log_pb2
 
 __all__ = [
     "TRUST_ROOT_FILE_RE",
     "build_body",
+    "create_trust_root",
     "load_trust_root_chain",
+    "rotate_trust_root",
     "trust_root_path",
     "write_trust_root",
 ]
@@ -106,3 +108,66 @@ def write_trust_root(directory: Path, version: int, data: bytes) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def create_trust_root(
+    directory: Path,
+    *,
+    publishers: Sequence[Signer],
+    origin: str,
+    threshold: int,
+    expires: dt.datetime,
+    now: dt.datetime,
+) -> Path:
+    """Write version 1, listing and signed by ``publishers``, once it verifies.
+
+    Raises:
+        FileExistsError: ``directory`` already has a trust root (rotate it instead).
+        TrustRootError: the document would not verify (e.g. threshold above the keys).
+        ValueError: ``expires`` is naive.
+    """
+    body = build_body(
+        version=1, origin=origin, publishers=publishers, threshold=threshold, expires=expires
+    )
+    if any(directory.glob("trust-root-v*.binpb")):
+        raise FileExistsError(f"{directory} already has a trust root; rotate it")
+    data = sign_trust_root(body, list(publishers))
+    TrustedRoot.from_bytes(data, now=now)  # never leave a document clients would reject
+    return write_trust_root(directory, 1, data)
+
+
+def rotate_trust_root(
+    directory: Path,
+    *,
+    old: Sequence[Signer],
+    publishers: Sequence[Signer],
+    threshold: int,
+    expires: dt.datetime,
+    now: dt.datetime,
+) -> tuple[Path, int]:
+    """Write version n + 1 of the chain in ``directory``: listing ``publishers``, signed
+    by the ``old`` keys (of version n) and the new ones, once it verifies as an update
+    of version n.
+
+    Returns:
+        The file written and its version.
+
+    Raises:
+        TrustRootFileError: the chain in ``directory`` does not load or verify.
+        TrustRootError: the new version does not verify as an update of version n.
+        FileExistsError: that version was written meanwhile.
+        ValueError: ``expires`` is naive.
+    """
+    _docs, current = load_trust_root_chain(directory, now=now)
+    body = build_body(
+        version=current.version + 1,
+        origin=current.origin,
+        publishers=publishers,
+        threshold=threshold,
+        expires=expires,
+    )
+    old_ids = {o.key_id for o in old}
+    signers = [*old, *(k for k in publishers if k.key_id not in old_ids)]
+    data = sign_trust_root(body, signers)
+    current.update(data, now=now)  # never leave a document clients would reject
+    return write_trust_root(directory, body.version, data), body.version

@@ -15,13 +15,9 @@ from pathlib import Path
 
 from veritally.publication.errors import KeyFileError, TrustRootFileError
 from veritally.publication.keys import load_passphrase, load_signer
-from veritally.publication.trustroot import (
-    build_body,
-    load_trust_root_chain,
-    write_trust_root,
-)
+from veritally.publication.trustroot import create_trust_root, rotate_trust_root
 from veritally_client import TrustRootError
-from veritally_client.protocol import Signer, TrustedRoot, sign_trust_root
+from veritally_client.protocol import Signer
 
 
 def _expires(text: str) -> dt.datetime:
@@ -63,37 +59,26 @@ def run(args: argparse.Namespace) -> int:
     try:
         keys = _load(args.key, args.passphrase_file)
         if args.trust_root_command == "create":
-            body = build_body(
-                version=1,
+            version = 1
+            path = create_trust_root(
+                args.dir,
+                publishers=keys,
                 origin=args.origin,
+                threshold=args.threshold,
+                expires=args.expires,
+                now=now,
+            )
+        else:
+            path, version = rotate_trust_root(
+                args.dir,
+                old=_load(args.old_key, args.passphrase_file),
                 publishers=keys,
                 threshold=args.threshold,
                 expires=args.expires,
+                now=now,
             )
-            signers = keys
-            if any(args.dir.glob("trust-root-v*.binpb")):
-                print(f"error: {args.dir} already has a trust root; rotate it", file=sys.stderr)
-                return 1
-        else:
-            old_keys = _load(args.old_key, args.passphrase_file)
-            _docs, current = load_trust_root_chain(args.dir, now=now)
-            body = build_body(
-                version=current.version + 1,
-                origin=current.origin,
-                publishers=keys,
-                threshold=args.threshold,
-                expires=args.expires,
-            )
-            signers = old_keys + [k for k in keys if k.key_id not in {o.key_id for o in old_keys}]
-        # Verify before writing: never leave a document that clients would reject.
-        data = sign_trust_root(body, signers)
-        if body.version == 1:
-            TrustedRoot.from_bytes(data, now=now)
-        else:
-            current.update(data, now=now)
-        path = write_trust_root(args.dir, body.version, data)
     except (KeyFileError, TrustRootFileError, TrustRootError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {path} (version {body.version})")
+    print(f"wrote {path} (version {version})")
     return 0

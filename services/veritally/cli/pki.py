@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import ipaddress
 import sys
 from pathlib import Path
 
@@ -67,8 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _service_sans(pairs: list[str]) -> dict[str, ServiceSans]:
-    import ipaddress
-
     dns: dict[str, list[str]] = {}
     ips: dict[str, list[str]] = {}
     for pair in pairs:

@@ -32,27 +32,17 @@ import asyncio
 import json
 import sys
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import IO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from veritally.capture import (
-    Answer,
-    Batcher,
-    CaptureClient,
-    CaptureConfig,
-    CaptureCounters,
-    CaptureError,
-    Operator,
-)
+from veritally.capture import CaptureConfig, CaptureError
+from veritally.cli.serve import add_tls_arguments, tls_from_args
+from veritally.election import DefinitionError
+from veritally.importing import ImportSummary, count_rows, import_actas
 from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE
-from veritally.serve_cli import add_tls_arguments, tls_from_args
-from veritally_client.protocol.pb import ingest_pb2
 
 # Actas per SubmitActas message: a few hundred amortise the commit's fsync; the server
 # takes at most veritally.ingest.servicer.MAX_ACTAS_PER_MESSAGE.
@@ -91,61 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tls_arguments(parser)
 
 
-def _count_rows(path: Path) -> int:
-    with path.open("rb") as f:
-        return max(0, sum(1 for _ in f) - 1)  # minus the header line
-
-
-class _Summary:
-    def __init__(self, outcomes: IO[str] | None) -> None:
-        self.counters = CaptureCounters()
-        self.status: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
-        self.not_counted = 0
-        self._out = outcomes
-
-    def add(self, outcomes: Iterable[ingest_pb2.ActaOutcome]) -> None:
-        lines = []
-        for o in outcomes:
-            status = ingest_pb2.OutcomeStatus.Name(o.status).removeprefix("OUTCOME_STATUS_")
-            self.status[status] += 1
-            if o.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
-                self.rejected[f"{o.code} {o.field}".strip()] += 1
-            elif o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED and not o.counted:
-                self.not_counted += 1
-            if self._out is not None:
-                lines.append(
-                    json.dumps(
-                        {
-                            "acta_id": o.acta_id,
-                            "status": status,
-                            "revision": o.revision,
-                            "sequence": o.sequence,
-                            "code": o.code,
-                            "field": o.field,
-                        }
-                    )
-                )
-        if self._out is not None and lines:
-            self._out.write("\n".join(lines) + "\n")
-            self._out.flush()
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "answered": sum(self.status.values()),
-            "status": dict(self.status),
-            "accepted_not_counted": self.not_counted,
-            "rejected": dict(self.rejected),
-            "retries": dict(self.counters.retries),
-        }
-
-
-async def _import(args: argparse.Namespace, summary: _Summary, console: Console) -> int:
-    from veritally.election import load_actas, load_election
-
-    files = load_election(args.election)
-    total = _count_rows(args.file)
-    tls = tls_from_args(args)
+async def _import(args: argparse.Namespace, summary: ImportSummary, console: Console) -> int:
     progress = Progress(
         TextColumn("importing"),
         BarColumn(),
@@ -155,42 +91,33 @@ async def _import(args: argparse.Namespace, summary: _Summary, console: Console)
         console=console,
         disable=args.quiet,
     )
-    task = progress.add_task("import", total=total, rate="")
+    task = progress.add_task("import", total=count_rows(args.file), rate="")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    config = CaptureConfig(
-        batch=args.batch, streams=args.concurrency, retry_budget_s=args.retry_budget
-    )
 
-    async def messages() -> AsyncIterator[tuple[str, ingest_pb2.SubmitActasRequest]]:
-        actas = load_actas(files, args.file)
-        if args.centre:
-            actas = (a for a in actas if a.provenance.capture_centre_id == args.centre)
-        for item in Batcher.all(actas, args.batch):
-            yield item
+    def answered(summary: ImportSummary) -> None:
+        rate = summary.answered / max(loop.time() - started, 1e-9)
+        progress.update(task, completed=summary.answered, rate=f"{rate:,.0f}")
 
-    def answered(answer: Answer) -> None:
-        summary.add(answer.outcomes)
-        done = sum(summary.status.values())
-        rate = done / max(loop.time() - started, 1e-9)
-        progress.update(task, completed=done, rate=f"{rate:,.0f}")
-
-    # One operator: the holder of the certificate (double capture is a second operator
-    # importing the same file with her own).
-    client = CaptureClient(
-        target=args.target,
-        operators={"": [Operator(tls=tls)]},
-        config=config,
-        server_name=args.tls_server_name,
-        counters=summary.counters,
-    )
+    tls = tls_from_args(args)
     with progress:
-        async with client:
-            await client.run(messages(), answered)
+        await import_actas(
+            election=args.election,
+            actas_csv=args.file,
+            target=args.target,
+            tls=tls,
+            config=CaptureConfig(
+                batch=args.batch, streams=args.concurrency, retry_budget_s=args.retry_budget
+            ),
+            summary=summary,
+            centre=args.centre,
+            server_name=args.tls_server_name,
+            answered=answered,
+        )
     return 0
 
 
-def _print_summary(console: Console, summary: _Summary, seconds: float) -> None:
+def _print_summary(console: Console, summary: ImportSummary, seconds: float) -> None:
     table = Table(title=f"import: {sum(summary.status.values())} actas in {seconds:.1f} s")
     table.add_column("outcome")
     table.add_column("actas", justify="right")
@@ -211,8 +138,6 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         SystemExit: if the TLS options are incomplete.
     """
-    from veritally.election import DefinitionError
-
     if not 1 <= args.batch <= MAX_ACTAS_PER_MESSAGE or args.concurrency < 1:
         raise SystemExit(
             f"--batch must be in [1, {MAX_ACTAS_PER_MESSAGE}] and --concurrency at least 1"
@@ -221,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--retry-budget must not be negative")
     console = Console(stderr=True)
     outcomes = args.outcomes.open("a", encoding="utf-8") if args.outcomes else None
-    summary = _Summary(outcomes)
+    summary = ImportSummary(outcomes)
     started = time.perf_counter()
     status = 0
     try:

@@ -1,0 +1,153 @@
+"""Submitting the actas of a CSV file through ingest's batch API (``veritally import``).
+
+Rows are read with the election's column mapping (``veritally.election.load_actas``) and
+sent by the capture client (``veritally.capture``) in messages of ``batch`` actas, one
+``SubmitActas`` stream per message; :class:`ImportSummary` counts the answers. The
+command line and its progress bar are :mod:`veritally.cli.importer`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import IO
+
+from veritally.capture import (
+    Answer,
+    Batcher,
+    CaptureClient,
+    CaptureConfig,
+    CaptureCounters,
+    Operator,
+)
+from veritally.election import load_actas, load_election
+from veritally.rpc import TlsFiles
+from veritally_client.protocol.pb import ingest_pb2
+
+__all__ = ["ImportSummary", "count_rows", "import_actas"]
+
+
+def count_rows(path: Path) -> int:
+    """Data rows of a CSV file (its lines minus the header)."""
+    with path.open("rb") as f:
+        return max(0, sum(1 for _ in f) - 1)  # minus the header line
+
+
+class ImportSummary:
+    """The answers to an import, counted as they arrive.
+
+    Attributes:
+        counters: streams sent and retried (per status) by the capture client.
+        status: outcome counts per status name (ACCEPTED, DUPLICATE, REJECTED...).
+        rejected: rejections per ``code field``.
+        not_counted: actas accepted but not counted.
+    """
+
+    def __init__(self, outcomes: IO[str] | None = None) -> None:
+        """Count answers; with ``outcomes``, also append each outcome there as a JSON line."""
+        self.counters = CaptureCounters()
+        self.status: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.not_counted = 0
+        self._out = outcomes
+
+    def add(self, outcomes: Iterable[ingest_pb2.ActaOutcome]) -> None:
+        """Count one answer's outcomes (and write them as JSON lines)."""
+        lines = []
+        for o in outcomes:
+            status = ingest_pb2.OutcomeStatus.Name(o.status).removeprefix("OUTCOME_STATUS_")
+            self.status[status] += 1
+            if o.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
+                self.rejected[f"{o.code} {o.field}".strip()] += 1
+            elif o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED and not o.counted:
+                self.not_counted += 1
+            if self._out is not None:
+                lines.append(
+                    json.dumps(
+                        {
+                            "acta_id": o.acta_id,
+                            "status": status,
+                            "revision": o.revision,
+                            "sequence": o.sequence,
+                            "code": o.code,
+                            "field": o.field,
+                        }
+                    )
+                )
+        if self._out is not None and lines:
+            self._out.write("\n".join(lines) + "\n")
+            self._out.flush()
+
+    @property
+    def answered(self) -> int:
+        """Outcomes received."""
+        return sum(self.status.values())
+
+    def as_dict(self) -> dict[str, object]:
+        """The summary ``veritally import`` prints as JSON."""
+        return {
+            "answered": self.answered,
+            "status": dict(self.status),
+            "accepted_not_counted": self.not_counted,
+            "rejected": dict(self.rejected),
+            "retries": dict(self.counters.retries),
+        }
+
+
+async def import_actas(
+    *,
+    election: Path,
+    actas_csv: Path,
+    target: str,
+    tls: TlsFiles | None,
+    config: CaptureConfig,
+    summary: ImportSummary,
+    centre: str | None = None,
+    server_name: str | None = None,
+    answered: Callable[[ImportSummary], None] = lambda summary: None,
+) -> None:
+    """Submit the actas of ``actas_csv`` to ``target`` as the holder of ``tls``.
+
+    Args:
+        election: the election.yaml whose mapping reads the file.
+        actas_csv: the acta CSV.
+        target: ``host:port`` of ingest (or of the edge).
+        tls: the operator's certificate (None: plaintext).
+        config: batch size, streams in flight and retry budget.
+        summary: counts the answers.
+        centre: send only the actas whose capture centre column names it.
+        server_name: TLS name of ingest, if not the host.
+        answered: called after each answer is counted.
+
+    Raises:
+        veritally.election.DefinitionError: the election or the actas cannot be read.
+        ExceptionGroup: of veritally.capture.CaptureError, when a batch was refused
+            with a status that is not retryable or beyond the retry budget.
+    """
+    files = load_election(election)
+
+    async def messages() -> AsyncIterator[tuple[str, ingest_pb2.SubmitActasRequest]]:
+        actas = load_actas(files, actas_csv)
+        if centre:
+            actas = (a for a in actas if a.provenance.capture_centre_id == centre)
+        for item in Batcher.all(actas, config.batch):
+            yield item
+
+    # One operator: the holder of the certificate (double capture is a second operator
+    # importing the same file with her own).
+    client = CaptureClient(
+        target=target,
+        operators={"": [Operator(tls=tls)]},
+        config=config,
+        server_name=server_name,
+        counters=summary.counters,
+    )
+
+    def count(answer: Answer) -> None:
+        summary.add(answer.outcomes)
+        answered(summary)
+
+    async with client:
+        await client.run(messages(), count)
