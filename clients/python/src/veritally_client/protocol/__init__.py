@@ -16,7 +16,9 @@ benchmarks and scripts. It re-exports, under stable public names, the pieces tho
   :func:`serialize_acta`, :func:`encode_timestamp`, :func:`leaf_bytes` (and
   :func:`varint`), and every leaf read back, :func:`parse_leaf`, :func:`parse_leaf_view`;
 - the tally over log leaves: :class:`Tally`;
-- the cut record: :func:`cut_leaf_bytes`, :func:`ingest_records_of`;
+- the cut record, written and read by one module: :func:`cut_leaf_bytes`,
+  :func:`parse_cut_leaf`, :func:`format_cut_time`, :func:`parse_cut_time`,
+  :func:`ingest_records_of`;
 - the generated protobuf message and gRPC modules, in :mod:`veritally_client.protocol.pb`.
 
 The typed errors these raise (``MalformedDataError``, ``TrustRootError``, ...) are the
@@ -34,7 +36,10 @@ this layer exists so that no code outside the SDK has to import.
 from veritally_client._checkpoint import Checkpoint as Checkpoint
 from veritally_client._checkpoint import parse_checkpoint as parse_checkpoint
 from veritally_client._cut import cut_leaf_bytes as cut_leaf_bytes
+from veritally_client._cut import format_cut_time as format_cut_time
 from veritally_client._cut import ingest_records_of as ingest_records_of
+from veritally_client._cut import parse_cut_leaf as parse_cut_leaf
+from veritally_client._cut import parse_cut_time as parse_cut_time
 from veritally_client._election import ElectionIndex as ElectionIndex
 from veritally_client._election import acta_id as acta_id
 from veritally_client._election import parse_acta_id as parse_acta_id
@@ -85,6 +90,7 @@ __all__ = [
     "consistency_proof",
     "cut_leaf_bytes",
     "encode_timestamp",
+    "format_cut_time",
     "inclusion_proof",
     "ingest_records_of",
     "is_valid_key_name",
@@ -94,6 +100,8 @@ __all__ = [
     "open_note",
     "parse_acta_id",
     "parse_checkpoint",
+    "parse_cut_leaf",
+    "parse_cut_time",
     "parse_leaf",
     "parse_leaf_view",
     "pb",
