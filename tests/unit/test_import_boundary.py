@@ -110,3 +110,36 @@ def test_the_only_public_modules_of_the_sdk_are_the_protocol_layer() -> None:
     )
     assert public == ["protocol/pb"], public
     assert (SDK_DIR / "protocol" / "__init__.py").is_file()
+
+
+#: Each signed byte format, the one SDK module that writes and reads it, and the names the
+#: protocol layer gives its writers and readers (docs/adr/0055, "one module per signed
+#: format").
+SIGNED_FORMATS: dict[str, tuple[str, ...]] = {
+    "veritally_client._leaf": (
+        "serialize_acta",
+        "encode_timestamp",
+        "leaf_bytes",
+        "varint",
+        "parse_leaf",
+        "parse_leaf_view",
+        "LeafView",
+    ),
+    "veritally_client._cut": (
+        "cut_leaf_bytes",
+        "format_cut_time",
+        "parse_cut_leaf",
+        "parse_cut_time",
+        "ingest_records_of",
+    ),
+    "veritally_client._checkpoint": ("Checkpoint", "parse_checkpoint"),
+    "veritally_client._note": ("sign_note", "open_note", "VerifiedNote"),
+}
+
+
+def test_each_signed_format_is_written_and_read_by_one_module() -> None:
+    protocol = veritally_client.protocol
+    for module, names in SIGNED_FORMATS.items():
+        assert set(names) <= set(protocol.__all__), (module, set(names) - set(protocol.__all__))
+        homes = {n: getattr(protocol, n).__module__ for n in names}
+        assert set(homes.values()) == {module}, homes

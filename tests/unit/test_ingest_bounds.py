@@ -8,8 +8,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.write_path_support import make_acta, padded, small_election
-from veritally.ingest import bounds, leaf, rules
+from veritally.ingest import bounds, rules
 from veritally.reject import RejectCode, Rejection
+from veritally_client import _leaf as leaf
 from veritally_client._gen.veritally.v1 import acta_pb2
 
 ELECTION = small_election()

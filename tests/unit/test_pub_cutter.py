@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.pub_support import ORIGIN, acta_leaf, results_blob
-from veritally.publication.cutter import Cutter, format_cut_time
+from veritally.publication.cutter import Cutter
 from veritally.publication.errors import StoreIntegrityError, UpstreamDataError
 from veritally.publication.store import CutRow, PublicationStore
 from veritally_client._checkpoint import parse_checkpoint
@@ -22,6 +22,7 @@ from veritally_client._gen.veritally.v1 import acta_pb2
 from veritally_client._merkle import MemoryTree, leaf_hash, verify_consistency, verify_inclusion
 from veritally_client._note import open_note
 from veritally_client._signing import Signer
+from veritally_client.protocol import format_cut_time
 
 SIGNER = Signer.from_seed(ORIGIN, bytes(range(32)))
 

@@ -21,7 +21,8 @@ from tests.unit.test_tally import ACTA_KEYS, ELECTION, REASONS
 from veritally_client._election import acta_id
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2
-from veritally_client._tally import Tally, parse_leaf_view
+from veritally_client._leaf import parse_leaf_view
+from veritally_client._tally import Tally
 
 _ACTA_OPTIONS_TAG = b"\x1a"  # Acta.option_votes: field 3, length-delimited
 _RECORD_ACTA_TAG = b"\x1a"  # ActaRecord.acta: field 3, length-delimited

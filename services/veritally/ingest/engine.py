@@ -46,11 +46,12 @@ from pathlib import Path
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from veritally.errors import ServiceError
-from veritally.ingest import bounds, leaf, operators, rules
+from veritally.ingest import bounds, operators, rules
 from veritally.ingest.operators import Caller, Proposal
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
 from veritally.reject import RejectCode, Rejection
 from veritally.storage import STREAM_PAGE_BYTES, STREAM_PAGE_LEAVES
+from veritally_client import protocol
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import acta_pb2, ingest_pb2
 
@@ -217,7 +218,7 @@ class IngestEngine:
         ts.FromDatetime(now)
         return _Batch(
             next_sequence=self._next_sequence,
-            received_field=leaf.encode_timestamp(ts),
+            received_field=protocol.encode_timestamp(ts),
             received_text=now.isoformat(timespec="microseconds"),
         )
 
@@ -244,7 +245,7 @@ class IngestEngine:
         of the log."""
         sequence = batch.next_sequence
         batch.next_sequence += 1
-        leaf_bytes = leaf.leaf_bytes(
+        leaf_bytes = protocol.leaf_bytes(
             acta_id=verdict.acta_id,
             revision=revision,
             acta=acta,
@@ -325,7 +326,7 @@ class IngestEngine:
         # From the verified identity only; whatever the client wrote is replaced.
         acta.provenance.capture_centre_id = caller.centre
         acta.provenance.operator_id = caller.operator
-        acta_bytes, digest = leaf.serialize_acta(acta)
+        acta_bytes, digest = protocol.serialize_acta(acta)
         if len(acta_bytes) > bounds.MAX_ACTA_BYTES:
             # Only the stamped identity can take it there: readers size their pages on
             # leaves of at most bounds.MAX_LEAF_BYTES, so the bound holds as logged too.

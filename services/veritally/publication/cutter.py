@@ -33,38 +33,28 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 
-from google.protobuf.message import DecodeError
-
 from veritally.publication.errors import StoreIntegrityError, UpstreamDataError
 from veritally.publication.published import ForkGuard, Published, note_checkpoint
 from veritally.publication.store import CutRow, PublicationStore
+from veritally_client import MalformedDataError
 from veritally_client.protocol import (
     Checkpoint,
     Signer,
     cut_leaf_bytes,
+    format_cut_time,
     ingest_records_of,
     leaf_hash,
     open_note,
+    parse_cut_leaf,
+    parse_leaf,
     sign_note,
     verify_inclusion,
 )
-from veritally_client.protocol.pb import acta_pb2, log_pb2
+from veritally_client.protocol.pb import log_pb2
 
-__all__ = ["Cutter", "format_cut_time", "signed_cut_pb"]
+__all__ = ["Cutter", "signed_cut_pb"]
 
-LogLeafPb = acta_pb2.LogLeaf
 SignedCutPb = log_pb2.SignedCut
-
-
-def format_cut_time(when: dt.datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` suffix and millisecond precision.
-
-    Raises:
-        ValueError: if ``when`` is naive.
-    """
-    if when.tzinfo is None:
-        raise ValueError("cut times must be timezone-aware")
-    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def signed_cut_pb(row: CutRow, results: bytes) -> log_pb2.SignedCut:
@@ -88,12 +78,10 @@ def _ingest_records_in(cut_leaf: bytes) -> int | None:
         StoreIntegrityError: if the stored leaf is not a cut record.
     """
     try:
-        leaf = LogLeafPb.FromString(cut_leaf)
-    except DecodeError as e:
-        raise StoreIntegrityError("the newest stored cut leaf does not parse") from e
-    if leaf.WhichOneof("kind") != "cut_record":
-        raise StoreIntegrityError("the newest stored cut leaf is not a cut record")
-    return ingest_records_of(leaf.cut_record)
+        record = parse_cut_leaf(cut_leaf)
+    except MalformedDataError as e:
+        raise StoreIntegrityError(f"the newest stored cut leaf is not a cut record: {e}") from e
+    return ingest_records_of(record)
 
 
 class Cutter:
@@ -195,8 +183,8 @@ class Cutter:
         keys: list[tuple[str, int, int]] = []
         for i, leaf in enumerate(acta_leaves):
             try:
-                parsed = LogLeafPb.FromString(leaf)
-            except DecodeError as e:
+                parsed = parse_leaf(leaf)
+            except MalformedDataError as e:
                 raise UpstreamDataError(f"acta record {have + i} does not parse") from e
             if parsed.WhichOneof("kind") != "acta_record":
                 raise UpstreamDataError(f"leaf for acta record {have + i} is not an acta record")

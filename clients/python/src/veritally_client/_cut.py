@@ -1,5 +1,11 @@
-"""The cut record leaf: the one function that writes its bytes, and the reading of its
-liveness figure, shared by the publisher that signs it and every verifier that reads it.
+"""The cut record leaf: the one module that writes its bytes and reads them back, shared
+by the publisher that signs it and every verifier that reads it.
+
+* :func:`format_cut_time` writes the cut time (RFC 3339 in UTC, ``Z``, milliseconds) and
+  :func:`parse_cut_time` reads it;
+* :func:`cut_leaf_bytes` writes the leaf and :func:`parse_cut_leaf` reads it (a
+  ``LogLeaf`` holding a ``CutRecord``; the envelope itself is ``veritally_client._leaf``);
+* :func:`ingest_records_of` and :func:`check_ingest_records` read its liveness figure.
 
 A cut record says what a cut covers (``acta_records``) and, when the publisher reports
 it, how many acta records ingest had accepted as far as the pipeline knew when the cut
@@ -11,13 +17,50 @@ counted); across cuts, that it never goes back and is never dropped once reporte
 
 from __future__ import annotations
 
+import datetime as dt
+
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2
+from veritally_client._leaf import parse_leaf
 
-__all__ = ["check_ingest_records", "cut_leaf_bytes", "ingest_records_of", "lag_records_of"]
+__all__ = [
+    "check_ingest_records",
+    "cut_leaf_bytes",
+    "format_cut_time",
+    "ingest_records_of",
+    "lag_records_of",
+    "parse_cut_leaf",
+    "parse_cut_time",
+]
 
 LogLeafPb = acta_pb2.LogLeaf
 CutRecordPb = acta_pb2.CutRecord
+
+
+def format_cut_time(when: dt.datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix and millisecond precision.
+
+    Raises:
+        ValueError: if ``when`` is naive.
+    """
+    if when.tzinfo is None:
+        raise ValueError("cut times must be timezone-aware")
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_cut_time(value: str) -> dt.datetime:
+    """Parse a cut record's RFC 3339 UTC time (``...Z``).
+
+    Raises:
+        MalformedDataError: if it is not an RFC 3339 time in UTC with a ``Z`` suffix.
+    """
+    if not value.endswith("Z") or "T" not in value:
+        raise MalformedDataError(f"cut_time {value!r} is not RFC 3339 UTC with a Z suffix")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as e:
+        raise MalformedDataError(f"cut_time {value!r} is not RFC 3339") from e
+    return parsed.astimezone(dt.UTC)
 
 
 def cut_leaf_bytes(
@@ -55,6 +98,21 @@ def cut_leaf_bytes(
             )
         record.ingest_records = ingest_records
     return LogLeafPb(cut_record=record).SerializeToString(deterministic=True)
+
+
+def parse_cut_leaf(leaf: bytes) -> acta_pb2.CutRecord:
+    """The cut record of a serialized ``LogLeaf``, which must hold one.
+
+    Only the envelope is checked; what the record says is the caller's to judge.
+
+    Raises:
+        MalformedDataError: if the bytes do not parse or the leaf holds no cut record.
+    """
+    parsed = parse_leaf(leaf)
+    kind = parsed.WhichOneof("kind")
+    if kind != "cut_record":
+        raise MalformedDataError(f"cut leaf holds {kind!r}, expected a cut record")
+    return parsed.cut_record
 
 
 def ingest_records_of(record: acta_pb2.CutRecord) -> int | None:

@@ -37,9 +37,10 @@ from veritally_client._errors import (
     VerificationError,
 )
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
+from veritally_client._leaf import parse_leaf_view
 from veritally_client._merkle import CompactRange, leaf_hash
 from veritally_client._navigate import level_value
-from veritally_client._tally import Tally, parse_leaf_view
+from veritally_client._tally import Tally
 
 __all__ = ["CutCheck", "RecountReport", "Recounter"]
 
@@ -181,7 +182,7 @@ class Recounter:
 
     def _judge(self, index: int, leaf: bytes, tally: Tally) -> None:
         # The tally's view of a leaf: acta records are applied without building a
-        # message per option (see veritally_client._tally); cut records are the real type.
+        # message per option (see veritally_client._leaf); cut records are the real type.
         try:
             pb = parse_leaf_view(leaf)
         except MalformedDataError as e:

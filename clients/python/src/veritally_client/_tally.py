@@ -31,14 +31,15 @@ Speed (a national log is ~500,000 records; a recount must stay within seconds):
 * only the district of a record is updated when it is applied; states and the nation
   are summed from their districts when results are read (``_rollup``), and only those
   whose districts changed since the last read;
-* a serialized leaf is parsed with a private *view* of ``LogLeaf`` in which
-  ``Acta.option_votes`` is ``repeated bytes``: protobuf then hands over each option's
-  encoded bytes without building a message per option (building them was most of the
-  per-record time). Each distinct option encoding is decoded once, by protobuf itself,
-  and remembered per ballot position (``_ContestPlan.votes_at``); an acta whose every
-  option encoding is remembered at its position is, by construction, valid in its
-  options and decodes to the same votes. Anything else takes the reference path: the
-  real ``LogLeaf`` type and :meth:`Tally.apply`;
+* a serialized leaf is parsed with a *view* of ``LogLeaf`` (``_leaf.parse_leaf_view``,
+  the leaf format's own reader) in which ``Acta.option_votes`` is ``repeated bytes``:
+  protobuf then hands over each option's encoded bytes without building a message per
+  option (building them was most of the per-record time). Each distinct option encoding
+  is decoded once, by protobuf itself, and remembered per ballot position
+  (``_ContestPlan.votes_at``); an acta whose every option encoding is remembered at its
+  position is, by construction, valid in its options and decodes to the same votes.
+  Anything else takes the reference path: the real ``LogLeaf`` type
+  (``_leaf.parse_leaf``) and :meth:`Tally.apply`;
 * ``results_bytes`` keeps each unit's ``UnitResults`` message and sets again, in place,
   the fields of the units changed since the last call, then serializes just those:
   setting the fields of existing messages costs a third of building new ones.
@@ -49,9 +50,8 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from typing import Final, Protocol, TypeAlias, cast
+from typing import Final, TypeAlias
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from veritally_client._election import (
@@ -61,10 +61,17 @@ from veritally_client._election import (
 )
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
+from veritally_client._leaf import (
+    ActaRecordView,
+    ActaView,
+    field_tag,
+    parse_leaf,
+    parse_leaf_view,
+    varint,
+)
 
-__all__ = ["LeafView", "Tally", "parse_leaf_view", "percent_e4"]
+__all__ = ["Tally", "percent_e4"]
 
-LogLeafPb = acta_pb2.LogLeaf
 OptionVotesPb = acta_pb2.OptionVotes
 ResultsPb = results_pb2.Results
 UnitResultsPb = results_pb2.UnitResults
@@ -100,116 +107,11 @@ _CASILLA: Final = results_pb2.LEVEL_CASILLA
 _OPTION_ENCODINGS_LIMIT: Final = 400_000
 
 
-# Tag of Results.units (field 5, wire type 2 = length-delimited), the last field of
-# Results, so unit entries can be appended after the other fields.
+# Tag of Results.units, the last field of Results, so unit entries can be appended after
+# the other fields.
 _UNITS_FIELD: Final = ResultsPb.DESCRIPTOR.fields_by_name["units"]
 assert _UNITS_FIELD.number == max(f.number for f in ResultsPb.DESCRIPTOR.fields)
-_UNITS_TAG: Final = bytes([(_UNITS_FIELD.number << 3) | 2])
-
-
-def _varint(value: int) -> bytes:
-    """Protobuf base-128 varint encoding of a non-negative integer."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# -- the view of a leaf -------------------------------------------------------------------
-
-
-def _view_classes() -> type:
-    """``LogLeaf`` with ``Acta.option_votes`` as ``repeated bytes``, in the default pool.
-
-    Same field numbers and wire types otherwise, so a view parses every valid leaf to the
-    same values (repeated elements are never merged, whatever their type); only the UTF-8
-    check of option ids is deferred, to the decoding of each option's bytes.
-    """
-    package = "veritally_client.internal.tally"
-    pool = descriptor_pool.Default()
-    name = f"{package}.LogLeafView"
-    try:
-        return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
-    except KeyError:
-        pass
-    file = descriptor_pb2.FileDescriptorProto(
-        name="veritally_client/internal/tally_view.proto",
-        package=package,
-        syntax="proto3",
-        dependency=[acta_pb2.DESCRIPTOR.name],
-    )
-    renamed = {
-        "Acta": "ActaView",
-        "ActaRecord": "ActaRecordView",
-        "LogLeaf": "LogLeafView",
-    }
-    # Fields of these types point at their views; every other type is the real one.
-    retarget = {
-        f".{acta_pb2.DESCRIPTOR.package}.{original}": f".{package}.{view}"
-        for original, view in renamed.items()
-    }
-    for original, view in renamed.items():
-        message = descriptor_pb2.DescriptorProto()
-        acta_pb2.DESCRIPTOR.message_types_by_name[original].CopyToProto(message)
-        message.name = view
-        for field in message.field:
-            if original == "Acta" and field.name == "option_votes":
-                field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
-                field.ClearField("type_name")
-            elif field.type_name in retarget:
-                field.type_name = retarget[field.type_name]
-        file.message_type.append(message)
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
-
-
-class _ActaView(Protocol):
-    casilla_id: str
-    contest_id: str
-    option_votes: Sequence[bytes]
-    unregistered_votes: int
-    null_votes: int
-
-
-class _ActaRecordView(Protocol):
-    acta_id: str
-    revision: int
-    acta: _ActaView
-    counted: bool
-    not_counted_reason: acta_pb2.NotCountedReason.ValueType
-    sequence: int
-
-
-class LeafView(Protocol):
-    """A parsed log leaf as :func:`parse_leaf_view` returns it."""
-
-    @property
-    def acta_record(self) -> _ActaRecordView:
-        """The acta record (options as their encoded bytes)."""
-
-    @property
-    def cut_record(self) -> acta_pb2.CutRecord:
-        """The cut record (the real message type)."""
-
-    def WhichOneof(self, oneof_group: str) -> str | None:  # noqa: N802 - protobuf's name
-        """Which field of the ``kind`` oneof is set."""
-
-
-_LEAF_VIEW: Final = _view_classes()
-
-
-def parse_leaf_view(leaf: bytes) -> LeafView:
-    """Parse a serialized ``LogLeaf`` for :meth:`Tally.apply_view`.
-
-    Raises:
-        MalformedDataError: if the bytes do not parse.
-    """
-    try:
-        return cast(LeafView, _LEAF_VIEW.FromString(leaf))  # type: ignore[attr-defined]  # a runtime-built message class
-    except DecodeError as e:
-        raise MalformedDataError(f"log leaf does not parse: {e}") from e
+_UNITS_TAG: Final = field_tag(ResultsPb.DESCRIPTOR, "units")
 
 
 # -- the tally ----------------------------------------------------------------------------
@@ -486,7 +388,7 @@ class Tally:
                 raise MalformedDataError(f"log leaf holds {kind!r}, expected an acta record")
             apply_view(view.acta_record, leaf)
 
-    def apply_view(self, record: _ActaRecordView, leaf: bytes) -> None:
+    def apply_view(self, record: ActaRecordView, leaf: bytes) -> None:
         """Apply the acta record of ``leaf``, parsed by :func:`parse_leaf_view`.
 
         The same checks and outcome as :meth:`apply` of the record ``leaf`` holds.
@@ -500,12 +402,7 @@ class Tally:
         if votes is None:
             # Anything unusual (unknown contest, options missing, repeated, out of order
             # or not parsing): the reference path, which also raises the reference error.
-            pb = LogLeafPb()
-            try:
-                pb.ParseFromString(leaf)
-            except DecodeError as e:
-                raise MalformedDataError(f"log leaf does not parse: {e}") from e
-            self.apply(pb.acta_record)
+            self.apply(parse_leaf(leaf).acta_record)
             return
         votes.append(acta.unregistered_votes)
         votes.append(acta.null_votes)
@@ -516,7 +413,7 @@ class Tally:
         )
         self._commit(key, revision, record.counted, record.not_counted_reason, casilla, plan, votes)
 
-    def _known_votes(self, acta: _ActaView) -> list[int] | None:
+    def _known_votes(self, acta: ActaView) -> list[int] | None:
         """The option votes in ballot order, if every option is the ballot's at its place.
 
         Returns:
@@ -697,7 +594,7 @@ class Tally:
                     contest.update(accs[pos], expected, final)
                 set_for[pos] = (current, final)
             data = unit.SerializeToString(deterministic=True)
-            entries[pos] = _UNITS_TAG + _varint(len(data)) + data
+            entries[pos] = _UNITS_TAG + varint(len(data)) + data
             entry_version[pos] = current
         header = ResultsPb(
             election_id=self._election.election_id,

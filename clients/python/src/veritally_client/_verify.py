@@ -54,7 +54,13 @@ from google.protobuf.message import DecodeError
 
 from veritally_client._checkpoint import Checkpoint, parse_checkpoint
 from veritally_client._config import ClientConfig
-from veritally_client._cut import check_ingest_records, ingest_records_of, lag_records_of
+from veritally_client._cut import (
+    check_ingest_records,
+    ingest_records_of,
+    lag_records_of,
+    parse_cut_leaf,
+    parse_cut_time,
+)
 from veritally_client._errors import (
     BadProofError,
     DigestMismatchError,
@@ -66,6 +72,7 @@ from veritally_client._errors import (
     TrustRootError,
 )
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
+from veritally_client._leaf import parse_leaf
 from veritally_client._merkle import (
     HASH_SIZE,
     consistency_roots,
@@ -85,12 +92,10 @@ __all__ = [
     "SignedCutBytes",
     "VerifiedCut",
     "claimed_tree_size",
-    "parse_cut_time",
     "to_trusted_state",
     "verify_acta_inclusion",
 ]
 
-LogLeafPb = acta_pb2.LogLeaf
 CutRecordPb = acta_pb2.CutRecord
 ResultsPb = results_pb2.Results
 UnitResultsPb = results_pb2.UnitResults
@@ -263,21 +268,6 @@ class VerifiedCut:
         )
 
 
-def parse_cut_time(value: str) -> dt.datetime:
-    """Parse a cut record's RFC 3339 UTC time (``...Z``).
-
-    Raises:
-        MalformedDataError: if it is not an RFC 3339 time in UTC with a ``Z`` suffix.
-    """
-    if not value.endswith("Z") or "T" not in value:
-        raise MalformedDataError(f"cut_time {value!r} is not RFC 3339 UTC with a Z suffix")
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError as e:
-        raise MalformedDataError(f"cut_time {value!r} is not RFC 3339") from e
-    return parsed.astimezone(dt.UTC)
-
-
 def claimed_tree_size(note: bytes) -> int:
     """The tree size a note CLAIMS, read without verifying anything.
 
@@ -397,15 +387,7 @@ class CutVerifier:
         if checkpoint.size < 1:
             raise MalformedDataError("a cut's tree holds at least its cut record")
         # (3) the cut record is the last leaf of the signed tree
-        leaf = LogLeafPb()
-        try:
-            leaf.ParseFromString(cut.cut_leaf)
-        except DecodeError as e:
-            raise MalformedDataError(f"cut leaf does not parse: {e}") from e
-        if leaf.WhichOneof("kind") != "cut_record":
-            raise MalformedDataError(
-                f"cut leaf holds {leaf.WhichOneof('kind')!r}, expected a cut record"
-            )
+        record = parse_cut_leaf(cut.cut_leaf)
         verify_inclusion(
             leaf_hash=leaf_hash(cut.cut_leaf),
             index=checkpoint.size - 1,
@@ -413,7 +395,6 @@ class CutVerifier:
             proof=cut.inclusion_proof,
             root=checkpoint.root_hash,
         )
-        record = leaf.cut_record
         if record.cut_number < 1 or record.acta_records + record.cut_number != checkpoint.size:
             raise MalformedDataError(
                 f"cut {record.cut_number} covering {record.acta_records} acta records cannot "
@@ -772,11 +753,7 @@ def verify_acta_inclusion(
         root=trusted.root_hash,
     )
     # (3) the record asked for
-    pb = LogLeafPb()
-    try:
-        pb.ParseFromString(leaf)
-    except DecodeError as e:
-        raise MalformedDataError(f"acta leaf does not parse: {e}") from e
+    pb = parse_leaf(leaf)
     if pb.WhichOneof("kind") != "acta_record":
         raise MalformedDataError(f"leaf {leaf_index} is not an acta record")
     record = pb.acta_record

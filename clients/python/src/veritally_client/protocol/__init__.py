@@ -12,8 +12,13 @@ benchmarks and scripts. It re-exports, under stable public names, the pieces tho
 - Ed25519 note keys: :class:`Signer`, :class:`Verifier`, :func:`is_valid_key_name`;
 - the trust root: :class:`TrustedRoot`, :func:`sign_trust_root`;
 - the election index and acta ids: :class:`ElectionIndex`, :func:`acta_id`;
-- the tally over log leaves: :class:`Tally`, :func:`parse_leaf_view`;
-- the cut record: :func:`cut_leaf_bytes`, :func:`ingest_records_of`;
+- log leaves, written and read by one module: the acta record leaf ingest writes,
+  :func:`serialize_acta`, :func:`encode_timestamp`, :func:`leaf_bytes` (and
+  :func:`varint`), and every leaf read back, :func:`parse_leaf`, :func:`parse_leaf_view`;
+- the tally over log leaves: :class:`Tally`;
+- the cut record, written and read by one module: :func:`cut_leaf_bytes`,
+  :func:`parse_cut_leaf`, :func:`format_cut_time`, :func:`parse_cut_time`,
+  :func:`ingest_records_of`;
 - the generated protobuf message and gRPC modules, in :mod:`veritally_client.protocol.pb`.
 
 The typed errors these raise (``MalformedDataError``, ``TrustRootError``, ...) are the
@@ -31,10 +36,20 @@ this layer exists so that no code outside the SDK has to import.
 from veritally_client._checkpoint import Checkpoint as Checkpoint
 from veritally_client._checkpoint import parse_checkpoint as parse_checkpoint
 from veritally_client._cut import cut_leaf_bytes as cut_leaf_bytes
+from veritally_client._cut import format_cut_time as format_cut_time
 from veritally_client._cut import ingest_records_of as ingest_records_of
+from veritally_client._cut import parse_cut_leaf as parse_cut_leaf
+from veritally_client._cut import parse_cut_time as parse_cut_time
 from veritally_client._election import ElectionIndex as ElectionIndex
 from veritally_client._election import acta_id as acta_id
 from veritally_client._election import parse_acta_id as parse_acta_id
+from veritally_client._leaf import LeafView as LeafView
+from veritally_client._leaf import encode_timestamp as encode_timestamp
+from veritally_client._leaf import leaf_bytes as leaf_bytes
+from veritally_client._leaf import parse_leaf as parse_leaf
+from veritally_client._leaf import parse_leaf_view as parse_leaf_view
+from veritally_client._leaf import serialize_acta as serialize_acta
+from veritally_client._leaf import varint as varint
 from veritally_client._merkle import EMPTY_ROOT as EMPTY_ROOT
 from veritally_client._merkle import HASH_SIZE as HASH_SIZE
 from veritally_client._merkle import CompactRange as CompactRange
@@ -53,9 +68,7 @@ from veritally_client._note import sign_note as sign_note
 from veritally_client._signing import Signer as Signer
 from veritally_client._signing import Verifier as Verifier
 from veritally_client._signing import is_valid_key_name as is_valid_key_name
-from veritally_client._tally import LeafView as LeafView
 from veritally_client._tally import Tally as Tally
-from veritally_client._tally import parse_leaf_view as parse_leaf_view
 from veritally_client._trustroot import TrustedRoot as TrustedRoot
 from veritally_client._trustroot import sign_trust_root as sign_trust_root
 from veritally_client.protocol import pb as pb
@@ -76,20 +89,28 @@ __all__ = [
     "acta_id",
     "consistency_proof",
     "cut_leaf_bytes",
+    "encode_timestamp",
+    "format_cut_time",
     "inclusion_proof",
     "ingest_records_of",
     "is_valid_key_name",
+    "leaf_bytes",
     "leaf_hash",
     "node_hash",
     "open_note",
     "parse_acta_id",
     "parse_checkpoint",
+    "parse_cut_leaf",
+    "parse_cut_time",
+    "parse_leaf",
     "parse_leaf_view",
     "pb",
     "perfect_subtrees",
+    "serialize_acta",
     "sign_note",
     "sign_trust_root",
     "subtree_hash_from_perfect",
+    "varint",
     "verify_consistency",
     "verify_inclusion",
 ]
