@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from veritally.ingest import bounds
+from veritally import bounds
 from veritally.ingest.store import IngestStore, Writes
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2

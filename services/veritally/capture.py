@@ -50,8 +50,8 @@ from typing import Any, Self
 
 import grpc
 
+from veritally.bounds import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
 from veritally.errors import ServiceError
-from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
 from veritally.rpc import TlsFiles, aio_channel
 from veritally_client.protocol.pb import acta_pb2, ingest_pb2, ingest_pb2_grpc
 

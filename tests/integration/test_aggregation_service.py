@@ -28,10 +28,10 @@ from tests.write_path_support import (
     small_election,
     wide_election,
 )
+from veritally import bounds
 from veritally.aggregation.app import AggregationService, start_aggregation
 from veritally.aggregation.follower import FOLLOWER_HEALTH_NAME, STUCK_AFTER_FAILURES
 from veritally.aggregation.servicer import SERVICE_NAME
-from veritally.ingest import bounds
 from veritally.ingest.app import IngestService, start_ingest
 from veritally.publication.app import PublicationService, start_publication
 from veritally.rpc import MAX_MESSAGE_BYTES, aio_channel

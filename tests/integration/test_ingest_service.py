@@ -22,11 +22,11 @@ from tests.write_path_support import (
     wide_election,
     with_centres,
 )
-from veritally.ingest import bounds
+from veritally import bounds
+from veritally.bounds import MAX_ACTAS_PER_MESSAGE
 from veritally.ingest.app import MAX_RECEIVE_BYTES, IngestService, start_ingest
 from veritally.ingest.engine import MAX_CONFLICTS_PER_ACTA, MAX_PENDING_CAPTURES
 from veritally.ingest.operators import MAX_REASON_CHARS
-from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE
 from veritally.rpc import aio_channel
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 

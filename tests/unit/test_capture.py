@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
+from veritally.bounds import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
 from veritally.capture import (
     Batcher,
     CaptureBudgetExhaustedError,
@@ -19,7 +20,6 @@ from veritally.capture import (
     CaptureRefusedError,
     submit_stream,
 )
-from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
 
 # No jitter unless a test is about it: the waits are then exactly the backoff.

@@ -257,7 +257,7 @@ DEFINITION_ERRORS: dict[str, Case] = {
     "empty_id": yaml_case(
         "{id: B, name: Party B}", '{id: "", name: Party B}', "parties[1].id", "Party B"
     ),
-    # The identifier rule of ingest (veritally.ingest.bounds): a look-alike id is refused
+    # The identifier rule of ingest (veritally.bounds): a look-alike id is refused
     # where it is defined, not only when an acta names it.
     "confusable_option_id": yaml_case(
         "      - {id: B}\n",

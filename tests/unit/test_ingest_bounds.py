@@ -1,4 +1,4 @@
-"""The bounds of what a client sends to ingest (veritally.ingest.bounds), as
+"""The bounds of what a client sends to ingest (veritally.bounds), as
 ``rules.validate`` applies them: one attack per case, each refused INVALID_ARGUMENT
 naming the field, with a message that never quotes unbounded input."""
 
@@ -8,7 +8,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.write_path_support import make_acta, padded, small_election
-from veritally.ingest import bounds, rules
+from veritally import bounds
+from veritally.ingest import rules
 from veritally.reject import RejectCode, Rejection
 from veritally_client import _leaf as leaf
 from veritally_client._gen.veritally.v1 import acta_pb2

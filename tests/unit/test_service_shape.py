@@ -21,7 +21,7 @@ ENGINES = (
     "services/veritally/ingest/engine.py",
     "services/veritally/ingest/rules.py",
     "services/veritally/ingest/operators.py",
-    "services/veritally/ingest/bounds.py",
+    "services/veritally/bounds.py",
     "services/veritally/publication/engine.py",
     "services/veritally/aggregation/engine.py",
 )

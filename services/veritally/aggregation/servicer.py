@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from veritally.aggregation.engine import AggregationEngine
-from veritally.ingest.bounds import clip
+from veritally.bounds import clip
 from veritally_client.protocol.pb import aggregation_pb2, aggregation_pb2_grpc, results_pb2
 
 __all__ = ["SERVICE_NAME", "AggregationServicer"]

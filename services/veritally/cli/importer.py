@@ -38,14 +38,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from veritally.bounds import MAX_ACTAS_PER_MESSAGE
 from veritally.capture import CaptureConfig, CaptureError
 from veritally.cli.serve import add_tls_arguments, tls_from_args
 from veritally.election import DefinitionError
 from veritally.importing import ImportSummary, count_rows, import_actas
-from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE
 
 # Actas per SubmitActas message: a few hundred amortise the commit's fsync; the server
-# takes at most veritally.ingest.servicer.MAX_ACTAS_PER_MESSAGE.
+# takes at most veritally.bounds.MAX_ACTAS_PER_MESSAGE.
 DEFAULT_BATCH = 500
 # Streams in flight: one is being committed while the next is on the wire.
 DEFAULT_CONCURRENCY = 2

@@ -23,8 +23,8 @@ from typing import Any, Final
 
 import yaml
 
+from veritally.bounds import identifier_problem
 from veritally.errors import ServiceError
-from veritally.ingest.bounds import identifier_problem
 from veritally.pki import is_valid_name
 from veritally_client import MalformedDataError
 from veritally_client.protocol import ElectionIndex

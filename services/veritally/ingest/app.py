@@ -11,9 +11,10 @@ from pathlib import Path
 
 import grpc
 
-from veritally.ingest import bounds
+from veritally import bounds
+from veritally.bounds import MAX_ACTAS_PER_MESSAGE
 from veritally.ingest.engine import IngestEngine
-from veritally.ingest.servicer import MAX_ACTAS_PER_MESSAGE, IngestServicer
+from veritally.ingest.servicer import IngestServicer
 from veritally.rpc import ServiceServer, TlsFiles
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import ingest_pb2_grpc

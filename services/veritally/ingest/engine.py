@@ -45,8 +45,9 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from veritally import bounds
 from veritally.errors import ServiceError
-from veritally.ingest import bounds, operators, rules
+from veritally.ingest import operators, rules
 from veritally.ingest.operators import Caller, Proposal
 from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
 from veritally.reject import RejectCode, Rejection

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from veritally.ingest import bounds
+from veritally import bounds
 from veritally.pki import is_valid_name
 from veritally.reject import RejectCode, Rejection
 from veritally_client.protocol import ElectionIndex

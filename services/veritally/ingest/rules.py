@@ -31,7 +31,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from veritally.ingest import bounds
+from veritally import bounds
 from veritally.reject import RejectCode, Rejection
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import acta_pb2

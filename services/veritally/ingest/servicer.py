@@ -20,20 +20,13 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from veritally.ingest import bounds
+from veritally import bounds
 from veritally.ingest.engine import CommitError, IngestEngine
 from veritally.mesh.peer import forwarded_identity
 from veritally.reject import RejectCode
 from veritally.rpc.status import bad_request, grpc_code
 from veritally_client.protocol.pb import ingest_pb2, ingest_pb2_grpc
 
-# Actas in one SubmitActas message: each message is one transaction; a bigger batch
-# gains nothing (the fsync is already amortised at a few hundred: clients send 500) and
-# holds the writer. With actas of at most bounds.MAX_ACTA_BYTES this sizes the message.
-MAX_ACTAS_PER_MESSAGE = 1_000
-# Actas in one SubmitActas stream: its response carries one outcome per acta (~50 B),
-# so this keeps the response at a few MiB, well under the message size limit.
-MAX_ACTAS_PER_STREAM = 100_000
 # Seconds a StreamRecords follow stream may go without a message: past this a keep-alive
 # (no leaves, the log size) is sent. Well under Envoy's stream idle timeout (300 s), and
 # short enough that aggregation's figure of ingest's log size, signed into every cut, is
@@ -148,16 +141,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         response = ingest_pb2.SubmitActasResponse()
         async for request in request_iterator:
             await _within_bounds(context, request)
-            if len(request.actas) > MAX_ACTAS_PER_MESSAGE:
+            if len(request.actas) > bounds.MAX_ACTAS_PER_MESSAGE:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"actas: {len(request.actas)} actas in one message, at most "
-                    f"{MAX_ACTAS_PER_MESSAGE}",
+                    f"{bounds.MAX_ACTAS_PER_MESSAGE}",
                 )
-            if len(response.outcomes) + len(request.actas) > MAX_ACTAS_PER_STREAM:
+            if len(response.outcomes) + len(request.actas) > bounds.MAX_ACTAS_PER_STREAM:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"more than {MAX_ACTAS_PER_STREAM} actas in one stream; "
+                    f"more than {bounds.MAX_ACTAS_PER_STREAM} actas in one stream; "
                     f"the first {len(response.outcomes)} were processed, open a new stream",
                 )
             try:

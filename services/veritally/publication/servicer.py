@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from veritally.ingest.bounds import clip
+from veritally.bounds import clip
 from veritally.publication.engine import PublicationEngine
 from veritally.publication.errors import TamperedDataError
 from veritally.rpc.status import bad_request

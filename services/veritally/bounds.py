@@ -1,4 +1,4 @@
-"""The size and shape bounds of everything a client sends to ingest, in one place.
+"""The size and shape bounds of everything a client sends, in one place (ADR 0046).
 
 What a client sends is checked against these bounds before any rule of PREP is applied
 (``rules.validate`` step 0), so that nothing unbounded is stored, logged, published or
@@ -41,6 +41,13 @@ MAX_ACTA_BYTES: Final = 16 * 1024
 # MAX_ACTA_BYTES plus its acta id (two identifiers), revision, receive time, counting
 # decision and sequence (well under 1 KiB together). Readers size their pages with it.
 MAX_LEAF_BYTES: Final = 32 * 1024
+# Actas in one SubmitActas message: each message is one transaction; a bigger batch
+# gains nothing (the fsync is already amortised at a few hundred: clients send 500) and
+# holds the writer. With actas of at most MAX_ACTA_BYTES this sizes the message.
+MAX_ACTAS_PER_MESSAGE: Final = 1_000
+# Actas in one SubmitActas stream: its response carries one outcome per acta (~50 B),
+# so this keeps the response at a few MiB, well under the message size limit.
+MAX_ACTAS_PER_STREAM: Final = 100_000
 # Longest identifier (casilla, contest, option, capture centre, operator), in characters.
 # PREP's longest ids (a casilla key such as ``01-0001-0001-C12``) are under 20.
 MAX_IDENTIFIER_CHARS: Final = 64
