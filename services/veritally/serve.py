@@ -4,7 +4,7 @@ Each service loads the election definition (publication excepted), opens its own
 store, listens (mutual TLS when the launch names certificate files) and drains on
 SIGTERM or SIGINT: it reports NOT_SERVING, waits ``drain_seconds`` for health checkers
 to stop routing to it, and lets calls in flight finish. With TLS, only the mesh may call
-(``veritally.mesh.peer.PeerIdentityInterceptor``): Envoy's identity in the trust domain
+(``veritally.rpc.peer.PeerIdentityInterceptor``): Envoy's identity in the trust domain
 of the service's own certificate, unless ``allowed_peers`` names others.
 """
 
@@ -28,9 +28,9 @@ from veritally.launch import (
     PublicationLaunch,
     ServiceLaunch,
 )
-from veritally.mesh.peer import PeerIdentityInterceptor
 from veritally.publication.app import PublicationConfig, start_publication
 from veritally.rpc import TlsFiles, run_until_signalled
+from veritally.rpc.peer import PeerIdentityInterceptor
 from veritally_client.protocol import ElectionIndex
 
 __all__ = [

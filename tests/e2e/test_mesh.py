@@ -41,10 +41,10 @@ from veritally.mesh.envoy import (
     Topology,
     write,
 )
-from veritally.mesh.peer import PeerIdentityInterceptor
 from veritally.mesh.process import EnvoyProcess, free_port
 from veritally.pki import Pki, init_pki, issue_foreign_identity
 from veritally.rpc import TlsFiles, aio_channel
+from veritally.rpc.peer import PeerIdentityInterceptor
 from veritally_client._gen.veritally.v1 import (
     aggregation_pb2,
     aggregation_pb2_grpc,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from veritally.mesh.peer import submitter_from_xfcc
+from veritally.rpc.peer import submitter_from_xfcc
 
 
 def test_takes_the_uri_of_the_nearest_client() -> None:

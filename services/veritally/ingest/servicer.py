@@ -22,8 +22,8 @@ from google.protobuf.message import Message
 
 from veritally import bounds
 from veritally.ingest.engine import CommitError, IngestEngine
-from veritally.mesh.peer import forwarded_identity
 from veritally.reject import RejectCode
+from veritally.rpc.peer import forwarded_identity
 from veritally.rpc.status import bad_request, grpc_code
 from veritally_client.protocol.pb import ingest_pb2, ingest_pb2_grpc
 

@@ -27,7 +27,7 @@ deployment rather than say who may do what. A deployment may override the budget
 through ``Limits`` as well (the e2e tests do, to reach them).
 
 Behind the mesh each service accepts only ``service/envoy`` (``--allow-peer`` in
-``veritally serve``, :mod:`veritally.mesh.peer`), so these grants are the only way in.
+``veritally serve``, :mod:`veritally.rpc.peer`), so these grants are the only way in.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ cannot count streams per identity, so each service does, in
    caller at once on this service; the next is refused at once with RESOURCE_EXHAUSTED
    (it then holds no breaker slot at Envoy). The caller is the identity Envoy verified
    and forwarded in ``x-forwarded-client-cert`` (parsed by
-   :func:`veritally.mesh.peer.submitter_from_xfcc`); without it (tests on loopback,
+   :func:`veritally.rpc.peer.submitter_from_xfcc`); without it (tests on loopback,
    a direct peer) the TLS peer's SPIFFE ID, else the peer address.
 2. **idle requests**: a client-streaming call (SubmitActas) that sends no message for
    :attr:`StreamLimits.request_idle_s` is ended with RESOURCE_EXHAUSTED; the messages
@@ -37,7 +37,7 @@ from typing import Any
 
 import grpc
 
-from veritally.mesh.peer import HEALTH_METHODS, forwarded_identity, peer_spiffe_id
+from veritally.rpc.peer import HEALTH_METHODS, forwarded_identity, peer_spiffe_id
 
 __all__ = [
     "DEFAULT_STREAM_LIMITS",
