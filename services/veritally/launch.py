@@ -35,7 +35,8 @@ DEFAULT_LISTEN = "127.0.0.1:0"
 DEFAULT_DRAIN_SECONDS = 0.0
 # Seconds calls in flight may take to finish when a service stops.
 DEFAULT_GRACE_SECONDS = 5.0
-# Seconds between publication's cuts (heartbeat included).
+# Seconds between publication's cuts (heartbeat included): the SDK's freshness check and
+# the demo's table refresh both follow it.
 DEFAULT_INTERVAL_SECONDS = 2.0
 
 

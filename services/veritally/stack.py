@@ -56,6 +56,7 @@ import grpc
 from veritally import keypolicy
 from veritally.errors import ServiceError
 from veritally.launch import (
+    DEFAULT_INTERVAL_SECONDS,
     AggregationLaunch,
     ElectionSource,
     IngestLaunch,
@@ -104,9 +105,6 @@ HEALTH_TIMEOUT_S = 120.0
 # How long a fresh stack may take to make its first cut (seconds): one interval after
 # publication starts, once aggregation answers through Envoy; margin for a loaded machine.
 FIRST_CUT_TIMEOUT_S = 60.0
-# Publication's cut interval (seconds): the SDK's freshness check and the demo's table
-# refresh both follow it.
-DEFAULT_INTERVAL_S = 2.0
 
 
 class StackError(ServiceError, RuntimeError):
@@ -161,7 +159,7 @@ class Stack:
         *,
         base_port: int | None = DEFAULT_BASE_PORT,
         single_capture: bool = False,
-        interval_s: float = DEFAULT_INTERVAL_S,
+        interval_s: float = DEFAULT_INTERVAL_SECONDS,
         drain_seconds: float | None = None,
         auto_restart: bool = True,
         limits: Limits | None = None,

@@ -69,9 +69,10 @@ from veritally.demo.replay import CaptureStats
 from veritally.election import ElectionFiles, load_actas, load_election
 from veritally.election.generate import DEFAULT_CASILLAS
 from veritally.importing import count_rows
+from veritally.launch import DEFAULT_INTERVAL_SECONDS
 from veritally.mesh.envoy import DEFAULT_BASE_PORT
 from veritally.pki import PkiError
-from veritally.stack import DEFAULT_INTERVAL_S, Stack, StackError
+from veritally.stack import Stack, StackError
 from veritally.state import DEFAULT_SEED, StateDir
 from veritally_client import VerificationError, VerifiedCut, VeritallyError
 from veritally_client.protocol.pb import results_pb2
@@ -242,7 +243,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"first port of the layout (default {DEFAULT_BASE_PORT}; 0 picks free ports)",
     )
     parser.add_argument(
-        "--interval", type=float, default=DEFAULT_INTERVAL_S, help="seconds between cuts"
+        "--interval", type=float, default=DEFAULT_INTERVAL_SECONDS, help="seconds between cuts"
     )
     parser.add_argument("--no-live", action="store_true", help="plain progress lines, no table")
     parser.add_argument(

@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from veritally.election.generate import DEFAULT_CASILLAS
+from veritally.launch import DEFAULT_INTERVAL_SECONDS
 from veritally.mesh.envoy import DEFAULT_BASE_PORT
 from veritally.pki import PkiError
-from veritally.stack import DEFAULT_INTERVAL_S, SERVICES, Stack, StackError
+from veritally.stack import SERVICES, Stack, StackError
 from veritally.state import DEFAULT_SEED, Bootstrap, StateDir
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interval",
         type=float,
-        default=DEFAULT_INTERVAL_S,
+        default=DEFAULT_INTERVAL_SECONDS,
         help="seconds between publication's cuts",
     )
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
-__all__ = ["MalformedRequestInterceptor"]
+__all__ = ["Continuation", "MalformedRequestInterceptor", "MethodHandler"]
+
+#: The handler of a method as grpc.aio gives it to a server interceptor (None: no such
+#: method), and the continuation that looks it up; every interceptor here has this shape.
+MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any] | None"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]]"
 
 
 class _Malformed:
@@ -61,11 +66,9 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> MethodHandler:
         """Wrap the method's handler with a tolerant deserializer and a check."""
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:

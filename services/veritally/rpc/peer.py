@@ -12,7 +12,7 @@ service's port directly, bypassing RBAC and rate limits, gets PERMISSION_DENIED.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpc
@@ -25,6 +25,8 @@ __all__ = [
     "peer_spiffe_id",
     "submitter_from_xfcc",
 ]
+
+from veritally.rpc.interceptors import Continuation, MethodHandler
 
 # Health answers reveal nothing and are asked by Envoy and by the local supervisor (which
 # may present another identity of our CA): exempt by default. mTLS still applies.
@@ -113,11 +115,9 @@ class PeerIdentityInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> MethodHandler:
         """Wrap the method's handler so that it checks the caller first."""
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method in self.exempt:

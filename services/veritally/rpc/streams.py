@@ -31,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import grpc
 
+from veritally.rpc.interceptors import Continuation, MethodHandler
 from veritally.rpc.peer import HEALTH_METHODS, forwarded_identity, peer_spiffe_id
 
 __all__ = [
@@ -214,11 +215,9 @@ class StreamLimitInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> MethodHandler:
         """Wrap streaming handlers with the bounds; unary ones pass unchanged."""
         handler = await continuation(handler_call_details)
         if (
