@@ -500,6 +500,32 @@ def _load_casillas(
     node = doc.mapping(root, "casillas", "")
     csv_path = doc.path.parent / doc.text(node, "file", "casillas")
     fmt = _read_csv_format(doc, node, "casillas")
+    columns = _casilla_columns(doc, node)
+    types = _casilla_types(doc, node)
+    zero = frozenset(doc.str_list(node, "zero_values", "casillas", default=()))
+    reader, header, header_line, close = _open_csv(csv_path, fmt, error=DefinitionError)
+    try:
+        getters = {
+            key: _compile_column(spec, header, file=csv_path, line=header_line, fieldname=key)
+            for key, spec in columns.items()
+        }
+        rows = _CasillaRows(
+            pb=pb,
+            path=csv_path,
+            getters=getters,
+            types=types,
+            zero=zero,
+            district_state=district_state,
+            width=len(header),
+        )
+        for line, row in _rows(reader, csv_path, header_line, error=DefinitionError):
+            rows.add(line, row)
+    finally:
+        close()
+
+
+def _casilla_columns(doc: _Yaml, node: _Map) -> dict[str, str]:
+    """The ``casillas.columns`` mapping, every required field mapped, no unknown one."""
     columns = doc.str_map(node, "columns", "casillas")
     for key in columns:
         if key not in CASILLA_FIELDS:
@@ -507,6 +533,12 @@ def _load_casillas(
     for key, (required, _) in CASILLA_FIELDS.items():
         if required and key not in columns:
             raise doc.error(node, f"casillas.columns.{key}", "is missing")
+    return columns
+
+
+def _casilla_types(doc: _Yaml, node: _Map) -> dict[str, election_pb2.CasillaType.ValueType]:
+    """The ``casillas.types`` mapping of the file's type codes (PREP's B, C, E, S by
+    default) onto casilla types."""
     type_values = doc.str_map(node, "types", "casillas") or {
         "B": "BASICA",
         "C": "CONTIGUA",
@@ -520,124 +552,140 @@ def _load_casillas(
                 node, f"casillas.types.{value}", f"{name!r} is not one of {sorted(CASILLA_TYPES)}"
             )
         types[value] = CASILLA_TYPES[name]
-    zero = frozenset(doc.str_list(node, "zero_values", "casillas", default=()))
+    return types
 
-    reader, header, header_line, close = _open_csv(csv_path, fmt, error=DefinitionError)
-    try:
-        getters = {
-            key: _compile_column(spec, header, file=csv_path, line=header_line, fieldname=key)
-            for key, spec in columns.items()
-        }
-        get_id = getters["casilla_id"]
-        get_section = getters["section_id"]
-        get_district = getters["district_id"]
-        get_state = getters.get("state_id")
-        get_type = getters["type"]
-        get_centre = getters.get("capture_centre")
-        numeric = [k for k, (_, is_num) in CASILLA_FIELDS.items() if is_num and k in getters]
-        section_district: dict[str, str] = {}
-        casilla_ids: set[str] = set()
-        width = len(header)
-        for line, row in _rows(reader, csv_path, header_line, error=DefinitionError):
-            if len(row) < width:
-                raise DefinitionError(
-                    f"{len(row)} columns, the header has {width}", file=csv_path, line=line
-                )
-            cid = get_id(row).strip()
-            problem = identifier_problem(cid)
-            if problem is not None:
-                raise DefinitionError(problem, file=csv_path, line=line, field="casilla_id")
-            if cid in casilla_ids:
-                raise DefinitionError(
-                    f"duplicate casilla id {cid!r}", file=csv_path, line=line, field="casilla_id"
-                )
-            casilla_ids.add(cid)
-            did = get_district(row).strip()
-            state_id = district_state.get(did)
-            if state_id is None:
-                raise DefinitionError(
-                    f"unknown district {did!r}", file=csv_path, line=line, field="district_id"
-                )
-            if get_state is not None and get_state(row).strip() != state_id:
-                raise DefinitionError(
-                    f"state {get_state(row)!r} is not the state {state_id!r} of district {did!r}",
-                    file=csv_path,
-                    line=line,
-                    field="state_id",
-                )
-            sid = get_section(row).strip()
-            if not sid:
-                raise DefinitionError("is empty", file=csv_path, line=line, field="section_id")
-            known = section_district.get(sid)
-            if known is None:
-                section_district[sid] = did
-                pb.sections.add(id=sid, district_id=did)
-            elif known != did:
-                raise DefinitionError(
-                    f"section {sid!r} is in district {known!r} on an earlier line, not {did!r}",
-                    file=csv_path,
-                    line=line,
-                    field="section_id",
-                )
-            raw_type = get_type(row).strip()
-            ctype = types.get(raw_type)
-            if ctype is None:
-                raise DefinitionError(
-                    f"unknown casilla type {raw_type!r}, expected one of {sorted(types)}",
-                    file=csv_path,
-                    line=line,
-                    field="type",
-                )
-            nums = {
-                k: _number(getters[k](row), file=csv_path, line=line, fieldname=k, zero=zero)
-                for k in numeric
-            }
-            nominal = nums.get("nominal_list", 0)
-            limit = nums.get("ballot_limit", 0)
-            if ctype == election_pb2.CASILLA_TYPE_ESPECIAL:
-                if nominal:
-                    raise DefinitionError(
-                        f"a special casilla has no nominal list, found {nominal}",
-                        file=csv_path,
-                        line=line,
-                        field="nominal_list",
-                    )
-                if not limit:
-                    raise DefinitionError(
-                        "a special casilla needs a ballot limit",
-                        file=csv_path,
-                        line=line,
-                        field="ballot_limit",
-                    )
-            elif not nominal:
-                raise DefinitionError(
-                    "a non-special casilla needs a nominal list",
-                    file=csv_path,
-                    line=line,
-                    field="nominal_list",
-                )
-            centre = ""
-            if get_centre is not None:
-                centre = get_centre(row).strip()
-                if not is_valid_name(centre):
-                    raise DefinitionError(
-                        f"capture centre {centre[:80]!r} is not a certificate name (1 to 64 "
-                        "lowercase ASCII letters, digits, '-' or '_')",
-                        file=csv_path,
-                        line=line,
-                        field="capture_centre",
-                    )
-            pb.casillas.add(
-                id=cid,
-                section_id=sid,
-                type=ctype,
-                nominal_list=nominal,
-                party_representatives=nums.get("party_representatives", 0),
-                ballot_limit=limit,
-                capture_centre_id=centre,
+
+class _CasillaRows:
+    """Checks the rows of the casilla catalogue one by one and adds each casilla (and the
+    sections it names) to the definition."""
+
+    def __init__(
+        self,
+        *,
+        pb: election_pb2.ElectionDefinition,
+        path: Path,
+        getters: Mapping[str, Getter],
+        types: Mapping[str, election_pb2.CasillaType.ValueType],
+        zero: frozenset[str],
+        district_state: Mapping[str, str],
+        width: int,
+    ) -> None:
+        self.pb = pb
+        self.path = path
+        self.getters = getters
+        self.types = types
+        self.zero = zero
+        self.district_state = district_state
+        self.width = width
+        self.numeric = [k for k, (_, is_num) in CASILLA_FIELDS.items() if is_num and k in getters]
+        self.section_district: dict[str, str] = {}
+        self.casilla_ids: set[str] = set()
+
+    def _error(self, reason: str, line: int, field: str | None = None) -> DefinitionError:
+        return DefinitionError(reason, file=self.path, line=line, field=field)
+
+    def add(self, line: int, row: list[str]) -> None:
+        """Check one row and add its casilla.
+
+        Raises:
+            DefinitionError: naming the line and the field at fault.
+        """
+        if len(row) < self.width:
+            raise self._error(f"{len(row)} columns, the header has {self.width}", line)
+        cid = self._casilla_id(line, row)
+        sid = self._section(line, row)
+        raw_type = self.getters["type"](row).strip()
+        ctype = self.types.get(raw_type)
+        if ctype is None:
+            raise self._error(
+                f"unknown casilla type {raw_type!r}, expected one of {sorted(self.types)}",
+                line,
+                "type",
             )
-    finally:
-        close()
+        nums = {
+            k: _number(self.getters[k](row), file=self.path, line=line, fieldname=k, zero=self.zero)
+            for k in self.numeric
+        }
+        nominal = nums.get("nominal_list", 0)
+        limit = nums.get("ballot_limit", 0)
+        self._check_lists(line, ctype, nominal, limit)
+        self.pb.casillas.add(
+            id=cid,
+            section_id=sid,
+            type=ctype,
+            nominal_list=nominal,
+            party_representatives=nums.get("party_representatives", 0),
+            ballot_limit=limit,
+            capture_centre_id=self._centre(line, row),
+        )
+
+    def _casilla_id(self, line: int, row: list[str]) -> str:
+        cid = self.getters["casilla_id"](row).strip()
+        problem = identifier_problem(cid)
+        if problem is not None:
+            raise self._error(problem, line, "casilla_id")
+        if cid in self.casilla_ids:
+            raise self._error(f"duplicate casilla id {cid!r}", line, "casilla_id")
+        self.casilla_ids.add(cid)
+        return cid
+
+    def _section(self, line: int, row: list[str]) -> str:
+        """The row's section, in the row's district and state (added when first seen)."""
+        did = self.getters["district_id"](row).strip()
+        state_id = self.district_state.get(did)
+        if state_id is None:
+            raise self._error(f"unknown district {did!r}", line, "district_id")
+        get_state = self.getters.get("state_id")
+        if get_state is not None and get_state(row).strip() != state_id:
+            raise self._error(
+                f"state {get_state(row)!r} is not the state {state_id!r} of district {did!r}",
+                line,
+                "state_id",
+            )
+        sid = self.getters["section_id"](row).strip()
+        if not sid:
+            raise self._error("is empty", line, "section_id")
+        known = self.section_district.get(sid)
+        if known is None:
+            self.section_district[sid] = did
+            self.pb.sections.add(id=sid, district_id=did)
+        elif known != did:
+            raise self._error(
+                f"section {sid!r} is in district {known!r} on an earlier line, not {did!r}",
+                line,
+                "section_id",
+            )
+        return sid
+
+    def _check_lists(
+        self, line: int, ctype: election_pb2.CasillaType.ValueType, nominal: int, limit: int
+    ) -> None:
+        """A special casilla has a ballot limit and no nominal list; any other, a list."""
+        if ctype == election_pb2.CASILLA_TYPE_ESPECIAL:
+            if nominal:
+                raise self._error(
+                    f"a special casilla has no nominal list, found {nominal}",
+                    line,
+                    "nominal_list",
+                )
+            if not limit:
+                raise self._error("a special casilla needs a ballot limit", line, "ballot_limit")
+        elif not nominal:
+            raise self._error("a non-special casilla needs a nominal list", line, "nominal_list")
+
+    def _centre(self, line: int, row: list[str]) -> str:
+        get_centre = self.getters.get("capture_centre")
+        if get_centre is None:
+            return ""
+        centre = get_centre(row).strip()
+        if not is_valid_name(centre):
+            raise self._error(
+                f"capture centre {centre[:80]!r} is not a certificate name (1 to 64 "
+                "lowercase ASCII letters, digits, '-' or '_')",
+                line,
+                "capture_centre",
+            )
+        return centre
 
 
 def _read_acta_mapping(
@@ -759,6 +807,34 @@ def _read_acta_file(
 ) -> Iterator[acta_pb2.Acta]:
     reader, header, header_line, close = _open_csv(path, mapping.csv_format, error=ActaFileError)
     try:
+        rows = _ActaRows(index, mapping, path, fixed_contest, header, header_line)
+        for line, row in _rows(reader, path, header_line, error=ActaFileError):
+            yield rows.acta(line, row)
+    finally:
+        close()
+
+
+class _ActaRows:
+    """The columns of one acta file compiled once, and each row turned into an acta."""
+
+    def __init__(
+        self,
+        index: ElectionIndex,
+        mapping: ActaMapping,
+        path: Path,
+        fixed_contest: str | None,
+        header: Mapping[str, int],
+        header_line: int,
+    ) -> None:
+        """Compile the mapped columns against the file's header.
+
+        Raises:
+            ActaFileError: a mapped column the header lacks, or no contest column.
+        """
+        self.path = path
+        self.mapping = mapping
+        self.fixed_contest = fixed_contest
+        self.width = len(header)
 
         def compile_(spec: str, fieldname: str) -> Getter:
             try:
@@ -775,138 +851,120 @@ def _read_acta_file(
             )
         # Per contest: option getters in ballot order. Only contests this file can hold.
         contests = [fixed_contest] if fixed_contest else list(index.contest_ids)
-        option_getters: dict[str, list[tuple[str, Getter]]] = {}
-        for cid in contests:
-            option_getters[cid] = [
+        self.option_getters: dict[str, list[tuple[str, Getter]]] = {
+            cid: [
                 (oid, compile_(mapping.option_columns.get(oid, oid), f"options.{oid}"))
                 for oid in index.option_ids(cid)
             ]
-        casillas = index.casilla_map()
-        get_casilla = getters["casilla_id"]
-        get_contest = getters.get("contest_id")
-        get_unreg = getters["unregistered_votes"]
-        get_null = getters["null_votes"]
-        get_sha = getters.get("image_sha256")
-        get_centre = getters.get("capture_centre")
-        get_operator = getters.get("operator")
-        get_origin = getters.get("origin")
-        get_digitisation = getters.get("digitisation")
-        time_getters = [
+            for cid in contests
+        }
+        self.casillas = index.casilla_map()
+        # One attribute per column: a row is read by a handful of lookups, no dict.
+        self.get_casilla = getters["casilla_id"]
+        self.get_contest = getters.get("contest_id") if fixed_contest is None else None
+        self.get_unregistered = getters["unregistered_votes"]
+        self.get_null = getters["null_votes"]
+        self.get_sha = getters.get("image_sha256")
+        self.get_centre = getters.get("capture_centre")
+        self.get_operator = getters.get("operator")
+        self.get_origin = getters.get("origin")
+        self.get_digitisation = getters.get("digitisation")
+        self.time_getters = [
             (name, getters[name])
             for name in ("received_at_centre_time", "digitised_time", "captured_time")
             if name in getters
         ]
-        illegible, blank = mapping.illegible, mapping.blank
-        contest_values = mapping.contest_values
-        width = len(header)
 
-        def figure(
-            value: str, line: int, fieldname: str
-        ) -> tuple[int, acta_pb2.FieldMark.ValueType]:
-            text = value.strip()
-            if text in illegible or value in illegible:
-                return 0, acta_pb2.FIELD_MARK_ILLEGIBLE
-            if text in blank or value in blank:
-                return 0, acta_pb2.FIELD_MARK_BLANK
-            if not text.isdigit():
-                raise ActaFileError(
-                    f"not a vote count or a mark: {value!r}", file=path, line=line, field=fieldname
-                )
-            number = int(text)
-            if number > MAX_FIGURE:
-                raise ActaFileError(
-                    f"{number} exceeds the limit of {MAX_FIGURE}",
-                    file=path,
-                    line=line,
-                    field=fieldname,
-                )
-            return number, acta_pb2.FIELD_MARK_UNSPECIFIED
+    def _error(self, reason: str, line: int, field: str | None = None) -> ActaFileError:
+        return ActaFileError(reason, file=self.path, line=line, field=field)
 
-        for line, row in _rows(reader, path, header_line, error=ActaFileError):
-            if len(row) < width:
-                raise ActaFileError(
-                    f"{len(row)} columns, the header has {width}", file=path, line=line
-                )
-            casilla_id = get_casilla(row).strip()
-            if casilla_id not in casillas:
-                raise ActaFileError(
-                    f"unknown casilla {casilla_id!r}", file=path, line=line, field="casilla_id"
-                )
-            if get_contest is not None and fixed_contest is None:
-                raw = get_contest(row).strip()
-                contest_id = contest_values.get(raw, raw)
+    def acta(self, line: int, row: list[str]) -> acta_pb2.Acta:
+        """The acta of one row.
+
+        Raises:
+            ActaFileError: naming the line and the field at fault.
+        """
+        if len(row) < self.width:
+            raise self._error(f"{len(row)} columns, the header has {self.width}", line)
+        casilla_id = self.get_casilla(row).strip()
+        if casilla_id not in self.casillas:
+            raise self._error(f"unknown casilla {casilla_id!r}", line, "casilla_id")
+        if self.get_contest is not None:
+            raw = self.get_contest(row).strip()
+            contest_id = self.mapping.contest_values.get(raw, raw)
+        else:
+            contest_id = self.fixed_contest or ""
+        options = self.option_getters.get(contest_id)
+        if options is None:
+            raise self._error(f"unknown contest {contest_id!r}", line, "contest_id")
+        acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id)
+        add = acta.option_votes.add
+        for oid, getter in options:
+            value = getter(row)
+            # Fast path for the common case: a plain figure of at most 9 digits.
+            if value.isdigit() and len(value) < 10:
+                add(option_id=oid, votes=int(value))
             else:
-                contest_id = fixed_contest or ""
-            options = option_getters.get(contest_id)
-            if options is None:
-                raise ActaFileError(
-                    f"unknown contest {contest_id!r}", file=path, line=line, field="contest_id"
-                )
-            acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id)
-            add = acta.option_votes.add
-            for oid, getter in options:
-                value = getter(row)
-                # Fast path for the common case: a plain figure of at most 9 digits.
-                if value.isdigit() and len(value) < 10:
-                    add(option_id=oid, votes=int(value))
-                else:
-                    votes, mark = figure(value, line, f"options.{oid}")
-                    add(option_id=oid, votes=votes, mark=mark)
-            acta.unregistered_votes, acta.unregistered_mark = figure(
-                get_unreg(row), line, "unregistered_votes"
-            )
-            acta.null_votes, acta.null_mark = figure(get_null(row), line, "null_votes")
-            if get_sha is not None:
-                text = get_sha(row).strip()
-                if text:
-                    try:
-                        digest = bytes.fromhex(text)
-                    except ValueError:
-                        digest = b""
-                    if len(digest) != 32:  # SHA-256: 32 bytes
-                        raise ActaFileError(
-                            f"not a hex SHA-256: {text!r}",
-                            file=path,
-                            line=line,
-                            field="image_sha256",
-                        )
-                    acta.image_sha256 = digest
-            prov = acta.provenance
-            if get_centre is not None:
-                prov.capture_centre_id = get_centre(row).strip()
-            if get_operator is not None:
-                prov.operator_id = get_operator(row).strip()
-            if get_origin is not None:
-                text = get_origin(row).strip()
-                if text:
-                    origin = mapping.origins.get(text)
-                    if origin is None:
-                        raise ActaFileError(
-                            f"unknown origin {text!r}", file=path, line=line, field="origin"
-                        )
-                    prov.origin = origin
-            if get_digitisation is not None:
-                text = get_digitisation(row).strip()
-                if text:
-                    method = mapping.digitisations.get(text)
-                    if method is None:
-                        raise ActaFileError(
-                            f"unknown digitisation {text!r}",
-                            file=path,
-                            line=line,
-                            field="digitisation",
-                        )
-                    prov.digitisation = method
-            for name, getter in time_getters:
-                text = getter(row).strip()
-                if text:
-                    seconds, nanos = _parse_time(text, mapping, path, line, name)
-                    ts = getattr(prov, name)
-                    ts.seconds = seconds
-                    ts.nanos = nanos
-            yield acta
-    finally:
-        close()
+                votes, mark = self._figure(value, line, f"options.{oid}")
+                add(option_id=oid, votes=votes, mark=mark)
+        acta.unregistered_votes, acta.unregistered_mark = self._figure(
+            self.get_unregistered(row), line, "unregistered_votes"
+        )
+        acta.null_votes, acta.null_mark = self._figure(self.get_null(row), line, "null_votes")
+        if self.get_sha is not None:
+            self._image(acta, self.get_sha(row).strip(), line)
+        self._provenance(acta.provenance, line, row)
+        return acta
+
+    def _figure(
+        self, value: str, line: int, fieldname: str
+    ) -> tuple[int, acta_pb2.FieldMark.ValueType]:
+        """A vote count, or the mark (illegible, blank) the file writes instead."""
+        text = value.strip()
+        if text in self.mapping.illegible or value in self.mapping.illegible:
+            return 0, acta_pb2.FIELD_MARK_ILLEGIBLE
+        if text in self.mapping.blank or value in self.mapping.blank:
+            return 0, acta_pb2.FIELD_MARK_BLANK
+        if not text.isdigit():
+            raise self._error(f"not a vote count or a mark: {value!r}", line, fieldname)
+        number = int(text)
+        if number > MAX_FIGURE:
+            raise self._error(f"{number} exceeds the limit of {MAX_FIGURE}", line, fieldname)
+        return number, acta_pb2.FIELD_MARK_UNSPECIFIED
+
+    def _image(self, acta: acta_pb2.Acta, text: str, line: int) -> None:
+        if not text:
+            return
+        try:
+            digest = bytes.fromhex(text)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:  # SHA-256: 32 bytes
+            raise self._error(f"not a hex SHA-256: {text!r}", line, "image_sha256")
+        acta.image_sha256 = digest
+
+    def _provenance(self, prov: acta_pb2.Provenance, line: int, row: list[str]) -> None:
+        if self.get_centre is not None:
+            prov.capture_centre_id = self.get_centre(row).strip()
+        if self.get_operator is not None:
+            prov.operator_id = self.get_operator(row).strip()
+        if self.get_origin is not None and (text := self.get_origin(row).strip()):
+            origin = self.mapping.origins.get(text)
+            if origin is None:
+                raise self._error(f"unknown origin {text!r}", line, "origin")
+            prov.origin = origin
+        if self.get_digitisation is not None and (text := self.get_digitisation(row).strip()):
+            method = self.mapping.digitisations.get(text)
+            if method is None:
+                raise self._error(f"unknown digitisation {text!r}", line, "digitisation")
+            prov.digitisation = method
+        for name, getter in self.time_getters:
+            text = getter(row).strip()
+            if text:
+                seconds, nanos = _parse_time(text, self.mapping, self.path, line, name)
+                ts = getattr(prov, name)
+                ts.seconds = seconds
+                ts.nanos = nanos
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
