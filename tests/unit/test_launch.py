@@ -78,7 +78,7 @@ LAUNCHES: list[ServiceLaunch] = [
 def test_argv_parses_back_into_the_same_launch(launch: ServiceLaunch) -> None:
     argv = launch.argv()
     assert argv[:2] == ["serve", launch.service]
-    parsed = serve.launch_from_args(build_parser().parse_args(argv))
+    parsed = serve.launch_from_args(build_parser(argv).parse_args(argv))
     assert parsed == launch
     assert parsed.argv() == argv
 
