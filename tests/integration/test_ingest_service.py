@@ -481,6 +481,9 @@ async def test_follow_stream_tells_the_log_size_before_any_page_and_while_idle(
     call.cancel()
     assert messages[:2] == [(0, 0, 2), (0, 2, 2)]
     idle = messages[2:-1]
+    # A keep-alive sent between the commit and the page may already tell the new size.
+    while idle and idle[-1] == (2, 0, 3):
+        idle.pop()
     assert len(idle) >= 2  # about one every 0.1 s during the 0.5 s wait
     assert set(idle) == {(2, 0, 2)}
     assert messages[-1] == (2, 1, 3)
