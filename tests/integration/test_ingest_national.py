@@ -43,11 +43,12 @@ Totals = dict[tuple[str, str], list[int]]
 
 def _recount(election_dir: Path) -> tuple[Totals, int, int]:
     """(unit, contest) -> [votes per option in ballot order..., unregistered, null,
-    captured, counted, not counted: exceeds, all illegible, all blank]; and the number of
+    captured, counted, not counted: exceeds the list, exceeds the ballots, all illegible,
+    all blank]; and the number of
     acta rows and of rows PREP's rules reject outright."""
     definition = yaml.safe_load((election_dir / "election.yaml").read_text(encoding="utf-8"))
     options = {c["id"]: [o["id"] for o in c["options"]] for c in definition["contests"]}
-    limits: dict[str, tuple[str, int]] = {}
+    limits: dict[str, tuple[str, int, bool]] = {}
     with (election_dir / "casillas.csv").open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
 
@@ -59,7 +60,7 @@ def _recount(election_dir: Path) -> tuple[Totals, int, int]:
                 limit = number("BOLETAS")
             else:
                 limit = number("LISTA_NOMINAL") + number("REPRESENTANTES")
-            limits[row["CLAVE_CASILLA"]] = (row["ID_ENTIDAD"], limit)
+            limits[row["CLAVE_CASILLA"]] = (row["ID_ENTIDAD"], limit, row["TIPO_CASILLA"] == "S")
     totals: Totals = defaultdict(lambda: [0] * 64)
     rows = rejected = 0
     with (election_dir / "actas.csv").open(newline="", encoding="utf-8") as f:
@@ -69,7 +70,7 @@ def _recount(election_dir: Path) -> tuple[Totals, int, int]:
             if row["CLAVE_CASILLA"] not in limits or contest not in options:
                 rejected += 1
                 continue
-            state, limit = limits[row["CLAVE_CASILLA"]]
+            state, limit, special = limits[row["CLAVE_CASILLA"]]
             columns = [*options[contest], "NO_REGISTRADOS", "NULOS"]
             cells = [row[c].strip() for c in columns]
             marks = [MARKS.get(c) for c in cells]
@@ -83,7 +84,7 @@ def _recount(election_dir: Path) -> tuple[Totals, int, int]:
                 elif all(m == "blank" for m in marks):
                     t[n + 5] += 1
                 elif sum(figures) > limit:
-                    t[n + 2] += 1
+                    t[n + (3 if special else 2)] += 1
                 else:
                     t[n + 1] += 1  # counted
                     for i, v in enumerate(figures):
@@ -95,6 +96,7 @@ def _recount(election_dir: Path) -> tuple[Totals, int, int]:
 def _served(results: results_pb2.Results) -> Totals:
     reason_slot = {
         acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST"): 2,
+        acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_EXCEEDS_BALLOTS"): 3,
         acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_ALL_ILLEGIBLE"): 4,
         acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_ALL_BLANK"): 5,
     }

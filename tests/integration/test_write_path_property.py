@@ -71,12 +71,12 @@ def _invalid(casilla_id: str, contest_id: str, extra: int) -> acta_pb2.Acta:
 
 def _brute_force(leaves: list[bytes]) -> dict[tuple[str, str], list[int]]:
     """(unit, contest) -> [votes per option..., unregistered, null, captured, counted,
-    not counted by reason 1, 2, 3], from the latest revision of each acta."""
+    not counted by reason 1, 2, 3, 4], from the latest revision of each acta."""
     latest: dict[str, acta_pb2.ActaRecord] = {}
     for leaf in leaves:
         record = acta_pb2.LogLeaf.FromString(leaf).acta_record
         latest[record.acta_id] = record
-    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 10)
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 11)
     for record in latest.values():
         acta = record.acta
         state = ELECTION.casilla(acta.casilla_id).state_id
@@ -101,7 +101,7 @@ def _tallied(results: results_pb2.Results) -> dict[tuple[str, str], list[int]]:
         if unit.level not in (results_pb2.LEVEL_NATIONAL, results_pb2.LEVEL_STATE):
             continue
         for ct in unit.contests:
-            row = [0] * 10
+            row = [0] * 11
             for i, ot in enumerate(ct.options):
                 row[i] = ot.votes
             row[3] = ct.unregistered_votes
@@ -111,7 +111,7 @@ def _tallied(results: results_pb2.Results) -> dict[tuple[str, str], list[int]]:
             row[6] = c.actas_counted
             for nc in c.not_counted:
                 row[6 + nc.reason] = nc.actas
-            if row != [0] * 10:
+            if row != [0] * 11:
                 out[(unit.unit_id, ct.contest_id)] = row
     return out
 

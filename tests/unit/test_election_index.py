@@ -60,7 +60,8 @@ def test_lookups_follow_the_definition() -> None:
     assert index.casillas_in_section("01-0001") == ("01-0001-B", "01-0001-C1")
     assert index.district_state("02-01") == "02"
     assert index.section_district("01-0001") == "01-01"
-    assert index.actas_expected() == 3
+    assert index.actas_expected("SEN") == 3
+    assert index.actas_expected() == 6
     assert len(list(index.acta_ids())) == 6
 
 

@@ -4,6 +4,7 @@ of the acta record leaf ingest logs) are byte for byte what the protobuf library
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -285,10 +286,27 @@ def test_leaf_bytes_writes_the_record_in_field_number_order() -> None:
     assert set(written) == set(fields)
 
 
-def test_provenance_is_the_last_field_of_an_acta() -> None:
-    # serialize_acta finds the content digest by cutting the provenance off the end.
-    fields = acta_pb2.Acta.DESCRIPTOR.fields
-    assert max(fields, key=lambda f: f.number).name == "provenance"
+def test_provenance_is_followed_only_by_the_counts_in_an_acta() -> None:
+    # serialize_acta finds the content digest by cutting the provenance out of the end.
+    fields = sorted(acta_pb2.Acta.DESCRIPTOR.fields, key=lambda f: f.number)
+    assert [f.name for f in fields[-2:]] == ["provenance", "counts"]
+
+
+def test_content_digest_of_an_acta_with_counts_keeps_the_counts() -> None:
+    acta = acta_pb2.Acta(casilla_id="c", contest_id="P", image_sha256=b"\x01" * 32)
+    acta.provenance.operator_id = "ana"
+    acta.counts.total_votes_written = 7
+    acta.counts.voters = 0
+    full, digest = leaf.serialize_acta(acta)
+    content = acta_pb2.Acta()
+    content.CopyFrom(acta)
+    content.ClearField("provenance")
+    assert full == acta.SerializeToString(deterministic=True)
+    assert digest == hashlib.sha256(content.SerializeToString(deterministic=True)).digest()
+    other = acta_pb2.Acta()
+    other.CopyFrom(acta)
+    other.counts.total_votes_written = 8
+    assert leaf.serialize_acta(other)[1] != digest
 
 
 def test_tags_come_from_the_descriptors() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.races_support import federal_pb
 from tests.write_path_support import make_acta, small_election
 from veritally.ingest import rules
 from veritally.reject import RejectCode, Rejection
+from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2
 
 ELECTION = small_election()
@@ -129,11 +131,12 @@ def test_not_counted_when_total_exceeds_nominal_list_plus_representatives() -> N
     assert verdict.not_counted_reason == acta_pb2.NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST
 
 
-def test_special_casilla_limit_is_its_ballot_limit() -> None:
+def test_special_casilla_over_its_ballot_limit_is_not_counted_as_exceeding_ballots() -> None:
+    # PREP names the two apart: a special casilla has no nominal list to exceed.
     assert _verdict(make_acta(ELECTION, SPECIAL, "SEN", [30, 20])).counted
     verdict = _verdict(make_acta(ELECTION, SPECIAL, "SEN", [30, 20], unregistered=1))
     assert not verdict.counted
-    assert verdict.not_counted_reason == acta_pb2.NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST
+    assert verdict.not_counted_reason == acta_pb2.NOT_COUNTED_REASON_EXCEEDS_BALLOTS
 
 
 def test_illegible_field_counts_as_zero_and_is_flagged() -> None:
@@ -207,3 +210,64 @@ def test_first_difference_names_the_field_that_changed() -> None:
     other = make_acta(ELECTION, ORDINARY, "PRES", [1, 2, 3])
     other.image_sha256 = bytes(32)
     assert rules.first_difference(a, other) == "image_sha256"
+
+
+# -- races -------------------------------------------------------------------------------
+
+FEDERAL = ElectionIndex.from_pb(federal_pb())
+FEDERAL_CATALOGUE = rules.Catalogue.from_index(FEDERAL)
+
+
+def _federal_acta(casilla_id: str, contest_id: str, option_ids: list[str]) -> acta_pb2.Acta:
+    acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id, image_sha256=b"\1" * 32)
+    for oid in option_ids:
+        acta.option_votes.add(option_id=oid, votes=1)
+    return acta
+
+
+def test_acta_carrying_another_districts_independent_is_refused_naming_the_race() -> None:
+    # CI_01 is an option of the contest, but only on DIP-01-01's ballot.
+    race = FEDERAL.race("DIP-01-02")
+    acta = _federal_acta("01-0002-B", "DIP", [*race.option_ids, "CI_01"])
+    result = rules.validate(acta, FEDERAL_CATALOGUE)
+    assert isinstance(result, Rejection)
+    assert result.code == RejectCode.INVALID_ARGUMENT
+    assert result.field == "option_votes[7].option_id"
+    assert "DIP-01-02" in result.message
+
+
+def test_acta_missing_an_option_of_its_race_is_refused() -> None:
+    acta = _federal_acta("01-0001-B", "DIP", list(FEDERAL.race("DIP-01-01").option_ids[:-1]))
+    result = rules.validate(acta, FEDERAL_CATALOGUE)
+    assert isinstance(result, Rejection)
+    assert result.field == "option_votes"
+    assert "CI_01" in result.message
+
+
+def test_acta_of_a_contest_the_casilla_type_does_not_receive_is_refused() -> None:
+    # Special casillas receive no deputies' acta in this definition.
+    acta = _federal_acta("01-0001-S1", "DIP", list(FEDERAL.race("DIP-01-01").option_ids))
+    result = rules.validate(acta, FEDERAL_CATALOGUE)
+    assert isinstance(result, Rejection)
+    assert (result.code, result.field) == (RejectCode.INVALID_ARGUMENT, "contest_id")
+
+
+def test_acta_of_a_casilla_outside_every_race_of_the_contest_is_refused() -> None:
+    acta = _federal_acta("02-0001-B", "DIP", list(FEDERAL.race("DIP-01-02").option_ids))
+    result = rules.validate(acta, FEDERAL_CATALOGUE)
+    assert isinstance(result, Rejection)
+    assert (result.code, result.field) == (RejectCode.INVALID_ARGUMENT, "contest_id")
+
+
+def test_senate_acta_carries_its_states_ballot() -> None:
+    state02 = list(FEDERAL.race("SEN-02").option_ids)
+    assert "PAN_PRI" not in state02  # PAN and PRI run apart in state 02
+    verdict = rules.validate(_federal_acta("02-0001-B", "SEN", state02), FEDERAL_CATALOGUE)
+    assert isinstance(verdict, rules.Verdict)
+    assert verdict.counted
+    refused = rules.validate(
+        _federal_acta("02-0001-B", "SEN", list(FEDERAL.race("SEN-01").option_ids)),
+        FEDERAL_CATALOGUE,
+    )
+    assert isinstance(refused, Rejection)
+    assert "SEN-02" in refused.message

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.recount import brute_force, brute_force_unit
 from veritally_client._election import ElectionIndex, acta_id
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2, results_pb2
@@ -95,124 +95,6 @@ def make_record(
         not_counted_reason=reason if not counted else acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED,
         sequence=sequence,
     )
-
-
-# -- brute force ---------------------------------------------------------------------
-
-
-@dataclass
-class _Sum:
-    votes: list[int]
-    captured: int = 0
-    counted: int = 0
-    nominal: int = 0
-    turnout_votes: int = 0
-
-
-def brute_force_unit(
-    election: ElectionIndex,
-    records: Sequence[acta_pb2.ActaRecord],
-    casilla_ids: Sequence[str],
-    level: results_pb2.Level.ValueType,
-    unit_id: str,
-    *,
-    final: bool,
-) -> results_pb2.UnitResults:
-    """Recount one unit from scratch: the last revision of each acta, summed."""
-    latest: dict[str, acta_pb2.ActaRecord] = {}
-    for r in records:
-        latest[r.acta_id] = r
-    unit = results_pb2.UnitResults(level=level, unit_id=unit_id)
-    for contest in election.contests:
-        n = len(contest.option_ids)
-        s = _Sum(votes=[0] * (n + 2))
-        reasons: dict[acta_pb2.NotCountedReason.ValueType, int] = {}
-        for cid in casilla_ids:
-            found = latest.get(acta_id(cid, contest.id))
-            if found is None:
-                continue
-            r = found
-            s.captured += 1
-            if not r.counted:
-                reasons[r.not_counted_reason] = reasons.get(r.not_counted_reason, 0) + 1
-                continue
-            s.counted += 1
-            by_option = {ov.option_id: ov.votes for ov in r.acta.option_votes}
-            row = [by_option[o] for o in contest.option_ids]
-            row += [r.acta.unregistered_votes, r.acta.null_votes]
-            s.votes = [a + b for a, b in zip(s.votes, row, strict=True)]
-            casilla = election.casilla(cid)
-            if casilla.is_special:
-                if final:
-                    s.turnout_votes += sum(row)
-            else:
-                s.nominal += casilla.nominal_list
-                s.turnout_votes += sum(row)
-        expected = len(casilla_ids)
-        ct = unit.contests.add(
-            contest_id=contest.id,
-            unregistered_votes=s.votes[n],
-            null_votes=s.votes[n + 1],
-            total_votes=sum(s.votes),
-        )
-        for i, oid in enumerate(contest.option_ids):
-            ct.options.add(option_id=oid, votes=s.votes[i])
-        comp = ct.completeness
-        comp.actas_expected = expected
-        comp.actas_captured = s.captured
-        comp.actas_counted = s.counted
-        for reason in sorted(reasons):
-            comp.not_counted.add(reason=reason, actas=reasons[reason])
-        comp.captured_percent_e4 = s.captured * 1_000_000 // expected if expected else 0
-        comp.counted_percent_e4 = s.counted * 1_000_000 // expected if expected else 0
-        comp.nominal_list_counted = s.nominal
-        comp.turnout_percent_e4 = s.turnout_votes * 1_000_000 // s.nominal if s.nominal else 0
-    return unit
-
-
-def brute_force(
-    election: ElectionIndex, records: Sequence[acta_pb2.ActaRecord], *, final: bool
-) -> results_pb2.Results:
-    """The whole results blob, recounted unit by unit."""
-    res = results_pb2.Results(
-        election_id=election.election_id,
-        definition_sha256=election.definition_sha256,
-        acta_records=len(records),
-        final=final,
-    )
-    res.units.append(
-        brute_force_unit(
-            election,
-            records,
-            [c.id for c in election.casillas],
-            results_pb2.LEVEL_NATIONAL,
-            "",
-            final=final,
-        )
-    )
-    for s in election.state_ids:
-        res.units.append(
-            brute_force_unit(
-                election,
-                records,
-                election.casillas_in_state(s),
-                results_pb2.LEVEL_STATE,
-                s,
-                final=final,
-            )
-        )
-    for d in election.district_ids:
-        res.units.append(
-            brute_force_unit(
-                election,
-                records,
-                election.casillas_in_district(d),
-                results_pb2.LEVEL_DISTRICT,
-                d,
-                final=final,
-            )
-        )
-    return res
 
 
 # -- strategies ----------------------------------------------------------------------

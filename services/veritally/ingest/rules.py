@@ -6,8 +6,10 @@ An acta is checked in this order; the first failure is the answer:
    enums, timestamps; INVALID_ARGUMENT naming the field), so that nothing below handles
    or quotes unbounded input;
 1. the casilla is in the catalogue (NOT_FOUND ``casilla_id``, out of catalogue);
-2. the contest is one of the election's (NOT_FOUND ``contest_id``);
-3. every option of the contest appears exactly once and no other does
+2. the contest is one of the election's (NOT_FOUND ``contest_id``) and the casilla votes
+   in one of its races: its type receives the contest and a race of the contest contains
+   it (INVALID_ARGUMENT ``contest_id``);
+3. every option of the casilla's race appears exactly once and no other does
    (INVALID_ARGUMENT ``option_votes[i].option_id`` or ``option_votes``);
 4. a figure marked illegible or blank carries 0 votes and every mark is a known value
    (INVALID_ARGUMENT naming the figure);
@@ -20,8 +22,8 @@ accepted and logged; whether it *counts* towards the totals is decided here too:
    counted, ``ALL_BLANK`` (a mix of illegible and blank figures, all marked, counts as
    zero votes and is flagged: PREP names no reason for it);
 7. the total (options + unregistered + null) above the nominal list plus the party
-   representatives (a special casilla: above its ballot limit): not counted,
-   ``EXCEEDS_NOMINAL_LIST``;
+   representatives: not counted, ``EXCEEDS_NOMINAL_LIST``; a special casilla's above its
+   ballot limit: not counted, ``EXCEEDS_BALLOTS``;
 8. otherwise counted; a marked figure counts as 0 and the acta is flagged.
 """
 
@@ -52,21 +54,30 @@ class Catalogue:
     """What validation needs from the election definition, indexed once.
 
     Attributes:
-        vote_limits: casilla id -> the most votes its acta may hold and still count
-            (nominal list + party representatives; a special casilla's ballot limit).
-        contest_options: contest id -> option id -> position on the ballot.
+        casillas: casilla id -> (the most votes its acta may hold and still count:
+            nominal list + party representatives, or a special casilla's ballot limit;
+            whether it is special; its races' ballots by contest index, each option id ->
+            position on the race's ballot, None where it has no acta of the contest).
+        contests: contest id -> contest index.
     """
 
-    vote_limits: Mapping[str, int]
-    contest_options: Mapping[str, Mapping[str, int]]
+    casillas: Mapping[str, tuple[int, bool, tuple[tuple[str, Mapping[str, int]] | None, ...]]]
+    contests: Mapping[str, int]
 
     @classmethod
     def from_index(cls, election: ElectionIndex) -> Catalogue:
-        """Flatten a validated election into the two lookups validation needs, so that
-        checking an acta costs two dict lookups and one pass over its figures."""
-        limits = {c.id: c.vote_limit for c in election.casillas}
-        contests = {c.id: c.option_index for c in election.contests}
-        return cls(vote_limits=limits, contest_options=contests)
+        """Flatten a validated election into the lookups validation needs, so that
+        checking an acta costs three lookups and one pass over its figures."""
+        ballots: dict[int, tuple[tuple[str, Mapping[str, int]] | None, ...]] = {}
+        casillas = {}
+        for c in election.casillas:
+            races = ballots.get(id(c.races))
+            if races is None:
+                races = tuple(None if r is None else (r.id, r.option_index) for r in c.races)
+                ballots[id(c.races)] = races
+            casillas[c.id] = (c.vote_limit, c.is_special, races)
+        contests = {c.id: c.index for c in election.contests}
+        return cls(casillas=casillas, contests=contests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,10 @@ def first_difference(logged: ActaPb, submitted: ActaPb) -> str:
     ):
         if getattr(logged, name) != getattr(submitted, name):
             return name
+    if logged.counts.SerializeToString(deterministic=True) != submitted.counts.SerializeToString(
+        deterministic=True
+    ):
+        return "counts"
     return ""
 
 
@@ -159,21 +174,31 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     if out_of_bounds is not None:
         return Rejection(RejectCode.INVALID_ARGUMENT, *out_of_bounds)
     # (1) known casilla (step 0 refused an empty one)
-    limit = catalogue.vote_limits.get(acta.casilla_id)
-    if limit is None:
+    casilla = catalogue.casillas.get(acta.casilla_id)
+    if casilla is None:
         return Rejection(
             RejectCode.NOT_FOUND,
             "casilla_id",
             f"casilla {acta.casilla_id!r} is not in the catalogue",
         )
-    # (2) known contest (step 0 refused an empty one)
-    options = catalogue.contest_options.get(acta.contest_id)
-    if options is None:
+    limit, special, races = casilla
+    # (2) known contest (step 0 refused an empty one), a race of it for the casilla
+    index = catalogue.contests.get(acta.contest_id)
+    if index is None:
         return Rejection(
             RejectCode.NOT_FOUND,
             "contest_id",
             f"contest {acta.contest_id!r} is not in the election",
         )
+    race = races[index]
+    if race is None:
+        return Rejection(
+            RejectCode.INVALID_ARGUMENT,
+            "contest_id",
+            f"casilla {acta.casilla_id!r} has no acta of contest {acta.contest_id!r} (its "
+            "type does not receive it, or no race of the contest contains the casilla)",
+        )
+    race_id, options = race
     # (3) every option exactly once, (4) marks
     seen: set[str] = set()
     total = 0
@@ -186,7 +211,7 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
                 RejectCode.INVALID_ARGUMENT,
                 f"option_votes[{i}].option_id",
                 bounds.identifier_problem(oid)
-                or f"option {oid!r} is not an option of contest {acta.contest_id!r}",
+                or f"option {oid!r} is not on the ballot of race {race_id!r}",
             )
         if oid in seen:
             return Rejection(
@@ -210,7 +235,7 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
         return Rejection(
             RejectCode.INVALID_ARGUMENT,
             "option_votes",
-            f"missing votes for option(s) {', '.join(missing)} of contest {acta.contest_id!r}",
+            f"missing votes for option(s) {', '.join(missing)} of race {race_id!r}",
         )
     for prefix, votes, mark in (
         ("unregistered_", acta.unregistered_votes, acta.unregistered_mark),
@@ -242,8 +267,11 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     flagged = illegible + blank > 0
     # (7) total above the casilla's limit
     if total > limit:
-        return Verdict(
-            acta_id, False, acta_pb2.NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST, flagged, total
+        reason = (
+            acta_pb2.NOT_COUNTED_REASON_EXCEEDS_BALLOTS
+            if special
+            else acta_pb2.NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST
         )
+        return Verdict(acta_id, False, reason, flagged, total)
     # (8) counted
     return Verdict(acta_id, True, acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED, flagged, total)

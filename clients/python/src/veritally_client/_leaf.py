@@ -9,7 +9,8 @@ one place; nothing here hard-codes a tag.
 Writing (ingest, once per accepted acta):
 
 * :func:`serialize_acta` serializes the acta once, deterministically, and hashes its
-  content (the same bytes minus the provenance, the last field) from those bytes;
+  content (the same bytes minus the provenance, the last field but the counts) from those
+  bytes;
 * :func:`leaf_bytes` wraps those bytes in an ``ActaRecord`` inside a ``LogLeaf`` without
   re-serializing them. Protobuf's deterministic serialization writes known fields in
   field-number order, so concatenating the encodings of consecutive fields is byte for
@@ -130,6 +131,7 @@ def field_tag(message: Descriptor, name: str) -> bytes:
 _ACTA = ActaPb.DESCRIPTOR
 _RECORD = ActaRecordPb.DESCRIPTOR
 _ACTA_PROVENANCE: Final = field_tag(_ACTA, "provenance")
+_ACTA_COUNTS: Final = field_tag(_ACTA, "counts")
 # leaf_bytes writes the record's fields in this order: their field-number order
 # (test_ingest_leaf.py holds the two equal).
 _RECORD_ACTA_ID: Final = field_tag(_RECORD, "acta_id")
@@ -152,9 +154,14 @@ def serialize_acta(acta: acta_pb2.Acta) -> tuple[bytes, bytes]:
         return full, hashlib.sha256(full).digest()
     provenance = acta.provenance.SerializeToString(deterministic=True)
     suffix = _ACTA_PROVENANCE + varint(len(provenance)) + provenance
-    if full.endswith(suffix):
-        return full, hashlib.sha256(full[: len(full) - len(suffix)]).digest()
-    # Unknown fields follow the provenance: take the long way.
+    # The counts, the only field after the provenance, stay in the content.
+    after = b""
+    if acta.HasField("counts"):
+        counts = acta.counts.SerializeToString(deterministic=True)
+        after = _ACTA_COUNTS + varint(len(counts)) + counts
+    if full.endswith(suffix + after):
+        return full, hashlib.sha256(full[: len(full) - len(suffix) - len(after)] + after).digest()
+    # Unknown fields follow: take the long way.
     content = ActaPb()
     content.CopyFrom(acta)
     content.ClearField("provenance")
@@ -286,7 +293,13 @@ class ActaView(Protocol):
     contest_id: str
     option_votes: Sequence[bytes]
     unregistered_votes: int
+    unregistered_mark: acta_pb2.FieldMark.ValueType
     null_votes: int
+    null_mark: acta_pb2.FieldMark.ValueType
+    counts: acta_pb2.ActaCounts
+
+    def HasField(self, field_name: str) -> bool:  # noqa: N802 - protobuf's name
+        """Whether a message field is set."""
 
 
 class ActaRecordView(Protocol):

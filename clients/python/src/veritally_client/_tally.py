@@ -8,23 +8,42 @@ Applying a record (in log order):
 
 1. its ``sequence`` must equal the number of records applied so far (a caller bug
    otherwise: ``ValueError``);
-2. its acta id must name a known casilla and contest and agree with the acta inside;
-   every option of the contest appears exactly once and no other;
+2. its acta id must name a known contest and agree with the acta inside; its casilla
+   must be in the catalogue and vote in a race of the contest, or, for a record not
+   counted as ``OUT_OF_CATALOGUE``, must not be in the catalogue; every option of the
+   casilla's race appears exactly once and no other (a record recorded as missing, "sin
+   acta", carries no option at all);
 3. its ``counted`` flag and ``not_counted_reason`` must agree (counted <=> no reason);
 4. its revision must be 1 for a new acta id, or exactly one more than the last revision
    applied for that acta id;
 5. the contribution of the superseded revision (if any) is subtracted from the running
-   totals of the nation, its state and its district, and the new one is added. A record
-   that is not counted contributes a captured acta and its reason, and no votes.
+   totals of its district, and the new one is added. A record that is not counted
+   contributes a registered acta, its reason and no votes (and a captured acta unless it
+   records a missing one); an out-of-catalogue record counts only in the nation's
+   ``actas_out_of_catalogue``.
 
-Rules of the published figures (see docs/adr/0012-results-levels-and-turnout.md):
+Totals are kept per contest over the contest's whole ballot: a district lies in exactly
+one race of each contest, so a district's totals are its race's, and a state's or the
+nation's are the sum of their districts' whatever races they span. Each unit then shows,
+per contest, either the one race that contains it (race id, the race's options, its
+candidates) or, when it holds several races, their sum over the options of any of them.
 
-* percentages are percent x 10^4, truncated with integer division (:func:`percent_e4`);
+Rules of the published figures (see docs/adr/0012-results-levels-and-turnout.md and
+docs/adr/0080-races-candidates-and-prep-figures.md):
+
+* percentages and shares are percent x 10^4, truncated with integer division
+  (:func:`percent_e4`); shares are over the unit's total votes (options, unregistered and
+  null);
+* candidate votes are the sum of the candidate's options; party votes are those of the
+  party's own option;
 * ``nominal_list_counted`` sums the nominal lists of casillas whose acta is counted;
   special casillas have none and their ballot limit is never added;
 * turnout = votes of counted actas of non-special casillas / nominal_list_counted; on the
   final cut (``final=True``) the votes of counted special casillas are added to the
-  numerator, the denominator is unchanged (as PREP does in its final figures).
+  numerator, the denominator is unchanged (as PREP does in its final figures);
+* an acta has an inconsistency when it is not counted for one (over the list or the
+  ballots, all illegible, all blank), or is counted with a figure marked illegible or
+  blank, or carries a written total that differs from the sum of its figures.
 
 Speed (a national log is ~500,000 records; a recount must stay within seconds):
 
@@ -34,16 +53,16 @@ Speed (a national log is ~500,000 records; a recount must stay within seconds):
 * a serialized leaf is parsed with a *view* of ``LogLeaf`` (``_leaf.parse_leaf_view``,
   the leaf format's own reader) in which ``Acta.option_votes`` is ``repeated bytes``:
   protobuf then hands over each option's encoded bytes without building a message per
-  option (building them was most of the per-record time). Each distinct option encoding
-  is decoded once, by protobuf itself, and remembered per ballot position
-  (``_ContestPlan.votes_at``); an acta whose every option encoding is remembered at its
+  option (building them was most of the per-record time). Each distinct unmarked option
+  encoding is decoded once, by protobuf itself, and remembered per race ballot position
+  (``_RacePlan.votes_at``); an acta whose every option encoding is remembered at its
   position is, by construction, valid in its options and decodes to the same votes.
-  Anything else takes the reference path: the real ``LogLeaf`` type
-  (``_leaf.parse_leaf``) and :meth:`Tally.apply`;
+  Anything else (marked figures included) takes the reference path: the real
+  ``LogLeaf`` type (``_leaf.parse_leaf``) and :meth:`Tally.apply`;
 * ``results_bytes`` keeps each unit's ``UnitResults`` message and sets again, in place,
   the fields of the units changed since the last call, then serializes just those:
   setting the fields of existing messages costs a third of building new ones.
-  :meth:`Tally.results` still builds fresh messages, and tests hold the two equal.
+  :meth:`Tally.results` builds fresh messages the same way, and tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -58,6 +77,7 @@ from veritally_client._election import (
     ACTA_ID_SEPARATOR,
     ContestInfo,
     ElectionIndex,
+    RaceInfo,
 )
 from veritally_client._errors import MalformedDataError
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
@@ -73,26 +93,37 @@ from veritally_client._leaf import (
 __all__ = ["Tally", "percent_e4"]
 
 OptionVotesPb = acta_pb2.OptionVotes
+ActaPb = acta_pb2.Acta
 ResultsPb = results_pb2.Results
 UnitResultsPb = results_pb2.UnitResults
 ContestTotalsPb = results_pb2.ContestTotals
-OptionTotalPb = results_pb2.OptionTotal
-CompletenessPb = results_pb2.Completeness
-NotCountedTotalPb = results_pb2.NotCountedTotal
 Level: TypeAlias = results_pb2.Level.ValueType
+Reason: TypeAlias = acta_pb2.NotCountedReason.ValueType
 
 # Percent x 10^4: 100 (percent) * 10_000 (four decimals).
 _PERCENT_E4_SCALE: Final = 1_000_000
 
-# The not-counted reasons, in enum order (UNSPECIFIED = counted is excluded).
+_OUT_OF_CATALOGUE: Final = acta_pb2.NOT_COUNTED_REASON_OUT_OF_CATALOGUE
+# Reasons of a record that holds no acta ("sin acta"): no figures, not captured.
+_MISSING: Final = frozenset(
+    {
+        acta_pb2.NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED,
+        acta_pb2.NOT_COUNTED_REASON_CASILLA_NOT_INSTALLED,
+        acta_pb2.NOT_COUNTED_REASON_NO_ENVELOPE,
+        acta_pb2.NOT_COUNTED_REASON_E_BALLOT_BOX_CONTINGENCY,
+    }
+)
+# The not-counted reasons of catalogue actas, in enum order (UNSPECIFIED = counted and
+# OUT_OF_CATALOGUE, which counts in no unit's not_counted, are excluded).
 _REASONS: Final = tuple(
     sorted(
         v
         for v in acta_pb2.NotCountedReason.values()
-        if v != acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED
+        if v not in (acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED, _OUT_OF_CATALOGUE)
     )
 )
 _REASON_SLOT: Final = {reason: slot for slot, reason in enumerate(_REASONS)}
+_UNMARKED: Final = acta_pb2.FIELD_MARK_UNSPECIFIED
 
 _NATIONAL: Final = results_pb2.LEVEL_NATIONAL
 _STATE: Final = results_pb2.LEVEL_STATE
@@ -100,18 +131,17 @@ _DISTRICT: Final = results_pb2.LEVEL_DISTRICT
 _SECTION: Final = results_pb2.LEVEL_SECTION
 _CASILLA: Final = results_pb2.LEVEL_CASILLA
 
-# Distinct option encodings remembered by one tally (see _ContestPlan.votes_at). A
+# Distinct option encodings remembered by one tally (see _RacePlan.votes_at). A
 # national election needs about 60,000 (18 options x ~1,000 vote counts x 3 contests,
 # a few more with marks); the limit bounds memory (~100 bytes each, so ~40 MB) against
 # a log crafted to hold only distinct encodings, which then simply takes the slower path.
 _OPTION_ENCODINGS_LIMIT: Final = 400_000
 
 
-# Tag of Results.units, the last field of Results, so unit entries can be appended after
-# the other fields.
-_UNITS_FIELD: Final = ResultsPb.DESCRIPTOR.fields_by_name["units"]
-assert _UNITS_FIELD.number == max(f.number for f in ResultsPb.DESCRIPTOR.fields)
+# Results.units is written after the fields before it and before Results.test, so that
+# unit entries can be put between the two in deterministic (field-number) order.
 _UNITS_TAG: Final = field_tag(ResultsPb.DESCRIPTOR, "units")
+assert [f.name for f in ResultsPb.DESCRIPTOR.fields if f.number > 5] == ["test"]
 
 
 # -- the tally ----------------------------------------------------------------------------
@@ -135,12 +165,14 @@ def percent_e4(numerator: int, denominator: int) -> int:
 # Running totals of one contest in one unit, and the contribution of one acta, share one
 # flat layout: a list (or tuple) of ints, so that adding or removing a contribution is
 # one element-wise map() at C speed instead of a dozen attribute updates per record.
-_CAPTURED: Final = 0  # actas captured
-_COUNTED: Final = 1  # actas counted
-_NOMINAL: Final = 2  # nominal lists of counted non-special casillas
-_NONSPECIAL_VOTES: Final = 3  # votes of counted non-special casillas
-_SPECIAL_VOTES: Final = 4  # votes of counted special casillas
-_NOT_COUNTED: Final = 5  # actas not counted, one slot per reason in _REASONS
+_REGISTERED: Final = 0  # actas with a record (captured or recorded missing)
+_CAPTURED: Final = 1  # actas captured (with figures)
+_COUNTED: Final = 2  # actas counted
+_INCONSISTENT: Final = 3  # actas with an inconsistency
+_NOMINAL: Final = 4  # nominal lists of counted non-special casillas
+_NONSPECIAL_VOTES: Final = 5  # votes of counted non-special casillas
+_SPECIAL_VOTES: Final = 6  # votes of counted special casillas
+_NOT_COUNTED: Final = 7  # actas not counted, one slot per reason in _REASONS
 _VOTES: Final = _NOT_COUNTED + len(_REASONS)  # options in ballot order, unregistered, null
 _NO_REASONS: Final = (0,) * len(_REASONS)
 
@@ -158,11 +190,13 @@ def _sum_totals(width: int, parts: Iterable[Sequence[int]]) -> Totals:
     return columns or _zero_totals(width)
 
 
-def _not_counted_contribution(slot: int, width: int) -> Contribution:
-    """What a not-counted acta contributes: a captured acta and its reason, no votes."""
+def _not_counted_contribution(reason: Reason, width: int) -> Contribution:
+    """What a not-counted acta contributes: a registered acta (captured unless missing),
+    its reason (an inconsistency unless missing), no votes."""
     reasons = [0] * len(_REASONS)
-    reasons[slot] = 1
-    return (1, 0, 0, 0, 0, *reasons) + (0,) * width
+    reasons[_REASON_SLOT[reason]] = 1
+    captured = 0 if reason in _MISSING else 1
+    return (1, captured, 0, captured, 0, 0, 0, *reasons) + (0,) * width
 
 
 # Per-acta and per-casilla records are plain tuples of ints, not named tuples: the
@@ -175,62 +209,135 @@ def _not_counted_contribution(slot: int, width: int) -> Contribution:
 # over it and a totals list stops at the shorter, so the revision is never added.
 _ActaState: TypeAlias = tuple[int, ...]
 _REVISION: Final = -1  # index of the revision in an _ActaState
-# What applying needs of a casilla: (unit position of its district, special, nominal list).
-_CasillaSlot: TypeAlias = tuple[int, bool, int]
 
 
-class _ContestPlan:
-    """Per-contest tables for decoding option bytes."""
+class _RacePlan:
+    """Per-race tables for decoding an acta's options into its contest's totals."""
 
-    __slots__ = ("contest", "not_counted", "votes_at", "width")
+    __slots__ = ("contest", "gather", "not_counted", "race", "votes_at", "width")
 
-    def __init__(self, contest: ContestInfo) -> None:
+    def __init__(self, race: RaceInfo, contest: ContestInfo) -> None:
+        self.race = race
         self.contest = contest
-        self.width = len(contest.option_ids) + 2  # options, unregistered, null
-        self.not_counted = tuple(
-            _not_counted_contribution(slot, self.width) for slot in range(len(_REASONS))
-        )
-        # votes_at[i]: encoded OptionVotes -> votes, for encodings that protobuf decoded
-        # to option i of the ballot. Lookups at each position by map() at C speed check
-        # the option order and decode the votes in one pass.
-        self.votes_at: tuple[dict[bytes, int], ...] = tuple({} for _ in contest.option_ids)
+        self.width = len(contest.option_ids) + 2  # the contest's options, unregistered, null
+        self.not_counted = {
+            reason: _not_counted_contribution(reason, self.width) for reason in _REASONS
+        }
+        # The race's votes (its options, unregistered, null, then a 0) -> the contest's
+        # layout: gather[i] is the index in the race's list of contest entry i. None when
+        # the race's ballot is the contest's.
+        k = len(race.option_ids)
+        if race.positions == tuple(range(len(contest.option_ids))):
+            self.gather: tuple[int, ...] | None = None
+        else:
+            at = {p: i for i, p in enumerate(race.positions)}
+            self.gather = (*(at.get(p, k + 2) for p in range(len(contest.option_ids))), k, k + 1)
+        # votes_at[i]: encoded OptionVotes -> votes, for unmarked encodings that protobuf
+        # decoded to option i of the race's ballot. Lookups at each position by map() at
+        # C speed check the option order and decode the votes in one pass.
+        self.votes_at: tuple[dict[bytes, int], ...] = tuple({} for _ in race.option_ids)
+
+    def spread(self, votes: list[int]) -> list[int]:
+        """The race's votes (options, unregistered, null) in the contest's layout."""
+        if self.gather is None:
+            return votes
+        votes.append(0)
+        return list(map(votes.__getitem__, self.gather))
+
+
+# What applying needs of a casilla: (unit position of its district, special, nominal
+# list, its race plan per contest index or None).
+_CasillaSlot: TypeAlias = tuple[int, bool, int, tuple[_RacePlan | None, ...]]
+
+
+class _Layout:
+    """What one contest shows in one unit: its race (if one), options, candidates, parties."""
+
+    __slots__ = ("candidates", "contest", "expected", "parties", "positions", "race")
+
+    def __init__(
+        self,
+        contest: ContestInfo,
+        race: RaceInfo | None,
+        positions: tuple[int, ...],
+        party_order: Sequence[str],
+    ) -> None:
+        self.contest = contest
+        self.race = race
+        self.positions = positions
+        self.expected = 0
+        candidates = race.candidates if race is not None else ()
+        index = contest.option_index
+        self.candidates = tuple((c.id, tuple(index[o] for o in c.option_ids)) for c in candidates)
+        own = {
+            contest.option_parties[contest.option_ids[p]][0]: p
+            for p in positions
+            if len(contest.option_parties[contest.option_ids[p]]) == 1
+        }
+        self.parties = tuple((pid, own[pid]) for pid in party_order if pid in own)
 
 
 class _ContestMessage:
     """The ContestTotals message of one contest in one unit, and its parts."""
 
-    __slots__ = ("completeness", "message", "not_counted", "options")
+    __slots__ = ("candidates", "completeness", "layout", "message", "not_counted", "options")
 
-    def __init__(self, message: results_pb2.ContestTotals, contest: ContestInfo) -> None:
+    def __init__(self, message: results_pb2.ContestTotals, layout: _Layout) -> None:
         self.message = message
+        self.layout = layout
+        contest = layout.contest
         message.contest_id = contest.id
-        self.options = [message.options.add(option_id=o) for o in contest.option_ids]
+        if layout.race is not None:
+            message.race_id = layout.race.id
+        self.options = [
+            message.options.add(option_id=contest.option_ids[p]) for p in layout.positions
+        ]
+        self.candidates = [message.candidates.add(candidate_id=c) for c, _ in layout.candidates]
+        for party_id, _ in layout.parties:
+            message.parties.add(party_id=party_id)
         # Present even when every count is zero, as in a freshly built message.
         message.completeness.SetInParent()
         self.completeness = message.completeness
         # (reason, actas) of completeness.not_counted, compared as a list: it rarely
         # changes, and reading it back from the message costs more than the compare.
-        self.not_counted: list[tuple[acta_pb2.NotCountedReason.ValueType, int]] = []
+        self.not_counted: list[tuple[Reason, int]] = []
 
-    def update(self, acc: Totals, expected: int, final: bool) -> None:
-        """Set every field from ``acc``: the message :meth:`Tally._contest_totals` builds."""
+    def update(self, acc: Totals, final: bool, outside: int) -> None:
+        """Set every field from ``acc`` (``outside``: out-of-catalogue actas)."""
+        layout = self.layout
         votes = acc[_VOTES:]
-        # votes ends with unregistered and null, which zip() leaves for below.
-        for option, count in zip(self.options, votes, strict=False):
-            option.votes = count
-        n = len(self.options)
         message = self.message
+        total = sum(votes)
+        message.total_votes = total
+        for option, position in zip(self.options, layout.positions, strict=True):
+            count = votes[position]
+            option.votes = count
+            option.share_percent_e4 = percent_e4(count, total)
+        for candidate, (_, positions) in zip(self.candidates, layout.candidates, strict=True):
+            count = sum(votes[p] for p in positions)
+            candidate.votes = count
+            candidate.share_percent_e4 = percent_e4(count, total)
+        for party, (_, position) in zip(message.parties, layout.parties, strict=True):
+            count = votes[position]
+            party.votes = count
+            party.share_percent_e4 = percent_e4(count, total)
+        n = len(layout.contest.option_ids)
         message.unregistered_votes = votes[n]
         message.null_votes = votes[n + 1]
-        message.total_votes = sum(votes)
-        captured = acc[_CAPTURED]
+        message.unregistered_share_percent_e4 = percent_e4(votes[n], total)
+        message.null_share_percent_e4 = percent_e4(votes[n + 1], total)
+        expected = layout.expected
+        registered = acc[_REGISTERED]
         counted = acc[_COUNTED]
         nominal = acc[_NOMINAL]
         numerator = acc[_NONSPECIAL_VOTES] + (acc[_SPECIAL_VOTES] if final else 0)
         completeness = self.completeness
         completeness.actas_expected = expected
-        completeness.actas_captured = captured
+        completeness.actas_registered = registered
+        completeness.actas_captured = acc[_CAPTURED]
         completeness.actas_counted = counted
+        completeness.actas_not_counted = registered - counted
+        completeness.actas_out_of_catalogue = outside
         not_counted = [
             (_REASONS[slot], count) for slot, count in enumerate(acc[_NOT_COUNTED:_VOTES]) if count
         ]
@@ -240,10 +347,26 @@ class _ContestMessage:
             for reason, count in not_counted:
                 entries.add(reason=reason, actas=count)
             self.not_counted = not_counted
-        completeness.captured_percent_e4 = percent_e4(captured, expected)
+        completeness.captured_percent_e4 = percent_e4(acc[_CAPTURED], expected)
         completeness.counted_percent_e4 = percent_e4(counted, expected)
+        completeness.actas_inconsistent = acc[_INCONSISTENT]
+        completeness.inconsistent_percent_e4 = percent_e4(acc[_INCONSISTENT], expected)
         completeness.nominal_list_counted = nominal
         completeness.turnout_percent_e4 = percent_e4(numerator, nominal)
+        completeness.total_votes_with_special = acc[_NONSPECIAL_VOTES] + acc[_SPECIAL_VOTES]
+        completeness.total_votes_without_special = acc[_NONSPECIAL_VOTES]
+
+
+def _inconsistent(acta: ActaPb | ActaView, total: int) -> int:
+    """1 if a counted acta has an inconsistency besides its options' marks (a marked
+    unregistered or null figure, or a written total that is not the sum), else 0."""
+    if acta.unregistered_mark != _UNMARKED or acta.null_mark != _UNMARKED:
+        return 1
+    if acta.HasField("counts"):
+        counts = acta.counts
+        if counts.HasField("total_votes_written") and counts.total_votes_written != total:
+            return 1
+    return 0
 
 
 class Tally:
@@ -253,8 +376,11 @@ class Tally:
         """Start an empty tally of ``election``."""
         self._election = election
         self._contests: tuple[ContestInfo, ...] = election.contests
-        self._plans = {c.id: _ContestPlan(c) for c in self._contests}
-        self._plan_list = [self._plans[c.id] for c in self._contests]
+        self._contest_pos = {c.id: c.index for c in self._contests}
+        self._widths = [len(c.option_ids) + 2 for c in self._contests]
+        self._plans = {
+            race.id: _RacePlan(race, self._contests[race.contest_index]) for race in election.races
+        }
         self._option_encodings = 0
         # Units of the results blob: nation, states, districts (definition order).
         states = election.state_ids
@@ -263,9 +389,6 @@ class Tally:
         self._unit_keys += [(_STATE, s) for s in states]
         self._unit_keys += [(_DISTRICT, d) for d in districts]
         self._unit_pos = {key: pos for pos, key in enumerate(self._unit_keys)}
-        self._unit_expected = [len(election.casillas)]
-        self._unit_expected += [len(election.casillas_in_state(s)) for s in states]
-        self._unit_expected += [len(election.casillas_in_district(d)) for d in districts]
         # Districts of each state (positions), for the roll-up.
         self._state_districts: list[tuple[int, list[int]]] = [
             (self._unit_pos[(_STATE, s)], []) for s in states
@@ -274,16 +397,26 @@ class Tally:
         for d in districts:
             state = election.district_state(d)
             self._state_districts[state_slot[state]][1].append(self._unit_pos[(_DISTRICT, d)])
-        self._casillas: dict[str, _CasillaSlot] = {
-            c.id: (self._unit_pos[(_DISTRICT, c.district_id)], c.is_special, c.nominal_list)
-            for c in election.casillas
-        }
+        self._casillas: dict[str, _CasillaSlot] = {}
+        plan_tuples: dict[int, tuple[_RacePlan | None, ...]] = {}
+        for c in election.casillas:
+            plans = plan_tuples.get(id(c.races))
+            if plans is None:
+                plans = tuple(None if r is None else self._plans[r.id] for r in c.races)
+                plan_tuples[id(c.races)] = plans
+            district_pos = self._unit_pos[(_DISTRICT, c.district_id)]
+            self._casillas[c.id] = (district_pos, c.is_special, c.nominal_list, plans)
+        # What each unit shows of each contest (None: the contest is not held there).
+        self._layouts = self._unit_layouts()
         # Running totals: [contest index][unit position]. Only districts are updated by
         # apply(); states and the nation by _rollup().
         self._acc: list[list[Totals]] = [
-            [_zero_totals(plan.width) for _ in self._unit_keys] for plan in self._plan_list
+            [_zero_totals(width) for _ in self._unit_keys] for width in self._widths
         ]
         self._actas: dict[str, _ActaState] = {}
+        # Out-of-catalogue actas: acta id -> last revision, and their count per contest.
+        self._outside: dict[str, int] = {}
+        self._outside_count = [0] * len(self._contests)
         self._records = 0
         # _version[pos]: the record count when the unit's totals last changed. Derived
         # units take the newest of their parts, at the roll-up of record count _rolled.
@@ -294,12 +427,7 @@ class Tally:
         # final) its fields were last set for; and per final flag each unit's serialized
         # entry of Results.units with the version it holds (-1: none yet).
         self._cache: dict[bool, bytes] = {}
-        self._units: list[tuple[results_pb2.UnitResults, list[_ContestMessage]]] = []
-        for level, unit_id in self._unit_keys:
-            unit = UnitResultsPb(level=level, unit_id=unit_id)
-            self._units.append(
-                (unit, [_ContestMessage(unit.contests.add(), c) for c in self._contests])
-            )
+        self._units = [self._unit_message(pos) for pos in range(len(self._unit_keys))]
         self._unit_set_for: list[tuple[int, bool]] = [(-1, False)] * len(self._unit_keys)
         self._entries: dict[bool, list[bytes]] = {
             flag: [b""] * len(self._unit_keys) for flag in (False, True)
@@ -307,6 +435,61 @@ class Tally:
         self._entry_version: dict[bool, list[int]] = {
             flag: [-1] * len(self._unit_keys) for flag in (False, True)
         }
+
+    def _unit_layouts(self) -> list[list[_Layout | None]]:
+        """Per unit position, per contest: the race that contains the unit, or the races
+        within it, with the actas expected of the contest there."""
+        election = self._election
+        party_order = election.party_ids
+        layouts: list[list[_Layout | None]] = []
+        # Races per contest that each unit contains or is contained by.
+        for level, unit_id in self._unit_keys:
+            row: list[_Layout | None] = []
+            for contest in self._contests:
+                if level == _NATIONAL:
+                    races = list(contest.races)
+                elif level == _STATE:
+                    races = [
+                        r
+                        for r in contest.races
+                        if r.level == _NATIONAL
+                        or (r.level == _STATE and r.unit_id == unit_id)
+                        or (r.level == _DISTRICT and election.district_state(r.unit_id) == unit_id)
+                    ]
+                else:
+                    found = contest.race_containing(election.district_state(unit_id), unit_id)
+                    races = [] if found is None else [found]
+                if not races:
+                    row.append(None)
+                    continue
+                single = races[0] if len(races) == 1 and _contains(races[0], level) else None
+                positions = tuple(sorted({p for r in races for p in r.positions}))
+                row.append(_Layout(contest, single, positions, party_order))
+            layouts.append(row)
+        # Actas expected: per casilla, in its district, then summed upwards.
+        for casilla in election.casillas:
+            district = self._unit_pos[(_DISTRICT, casilla.district_id)]
+            state = self._unit_pos[(_STATE, casilla.state_id)]
+            for index, race in enumerate(casilla.races):
+                if race is None:
+                    continue
+                for pos in (district, state, 0):
+                    layout = layouts[pos][index]
+                    assert layout is not None  # the unit holds the casilla's race
+                    layout.expected += 1
+        return layouts
+
+    def _unit_message(
+        self, pos: int
+    ) -> tuple[results_pb2.UnitResults, list[tuple[int, _ContestMessage]]]:
+        level, unit_id = self._unit_keys[pos]
+        unit = UnitResultsPb(level=level, unit_id=unit_id)
+        contests = [
+            (index, _ContestMessage(unit.contests.add(), layout))
+            for index, layout in enumerate(self._layouts[pos])
+            if layout is not None
+        ]
+        return unit, contests
 
     @property
     def election(self) -> ElectionIndex:
@@ -328,36 +511,53 @@ class Tally:
         Raises:
             ValueError: if ``record.sequence`` is not the number of records applied so far
                 (records must be applied in log order, each exactly once).
-            MalformedDataError: if the record names an unknown casilla, contest or option,
-                lacks an option, is inconsistent, or its revision does not follow the last
-                one applied for its acta id.
+            MalformedDataError: if the record names an unknown contest, a casilla that is
+                not in the catalogue (unless recorded as out of it) or has no acta of the
+                contest, an option not of its race, lacks an option, is inconsistent, or
+                its revision does not follow the last one applied for its acta id.
         """
         acta = record.acta
         key = record.acta_id
         revision = record.revision
+        reason = record.not_counted_reason
         # (1) log order, (2) names and revision range
-        casilla, plan = self._locate(
-            record.sequence, key, acta.casilla_id, acta.contest_id, revision
+        located = self._locate(
+            record.sequence, key, acta.casilla_id, acta.contest_id, revision, reason
         )
-        # (2) every option exactly once
+        if located is None:
+            self._commit_outside(key, revision, record.counted, acta.contest_id)
+            return
+        casilla, plan = located
+        if reason in _MISSING:
+            if acta.option_votes:
+                raise MalformedDataError(f"acta {key!r}: recorded as missing but has figures")
+            self._commit(key, revision, record.counted, reason, casilla, plan, [], 0)
+            return
+        # (2) every option of the race exactly once
         options = acta.option_votes
+        race_options = plan.race.option_ids
         ids = [ov.option_id for ov in options]
-        if ids == list(plan.contest.option_ids):
+        if ids == list(race_options):
             votes = [ov.votes for ov in options]
         else:
             by_option = {ov.option_id: ov.votes for ov in options}
-            expected = plan.contest.option_index.keys()
+            expected = plan.race.option_index.keys()
             if len(by_option) != len(ids) or by_option.keys() != expected:
                 raise MalformedDataError(
-                    f"acta {key!r}: options must be each of {list(plan.contest.option_ids)} "
-                    f"exactly once; unknown {sorted(by_option.keys() - expected)}, missing "
+                    f"acta {key!r}: options must be each of {list(race_options)} (race "
+                    f"{plan.race.id!r}) exactly once; unknown "
+                    f"{sorted(by_option.keys() - expected)}, missing "
                     f"{sorted(expected - by_option.keys())}, {len(ids)} given"
                 )
-            votes = [by_option[o] for o in plan.contest.option_ids]
+            votes = [by_option[o] for o in race_options]
+        marked = any(ov.mark != _UNMARKED for ov in options)
         votes.append(acta.unregistered_votes)
         votes.append(acta.null_votes)
+        inconsistent = 1 if marked else _inconsistent(acta, sum(votes))
         # (3)-(5)
-        self._commit(key, revision, record.counted, record.not_counted_reason, casilla, plan, votes)
+        self._commit(
+            key, revision, record.counted, reason, casilla, plan, plan.spread(votes), inconsistent
+        )
 
     def apply_leaf(self, leaf: bytes) -> None:
         """Parse a serialized ``LogLeaf`` holding an acta record and apply it.
@@ -398,29 +598,49 @@ class Tally:
             MalformedDataError: as :meth:`apply`, or if an option does not parse.
         """
         acta = record.acta
-        votes = self._known_votes(acta)
-        if votes is None:
-            # Anything unusual (unknown contest, options missing, repeated, out of order
-            # or not parsing): the reference path, which also raises the reference error.
+        found = self._known_votes(acta)
+        if found is None:
+            # Anything unusual (unknown casilla or contest, options missing, repeated, out
+            # of order, marked or not parsing, a missing acta): the reference path, which
+            # also raises the reference error.
             self.apply(parse_leaf(leaf).acta_record)
             return
+        casilla, plan, votes = found
         votes.append(acta.unregistered_votes)
         votes.append(acta.null_votes)
         key = record.acta_id
         revision = record.revision
-        casilla, plan = self._locate(
-            record.sequence, key, acta.casilla_id, acta.contest_id, revision
+        reason = record.not_counted_reason
+        located = self._locate(
+            record.sequence, key, acta.casilla_id, acta.contest_id, revision, reason
         )
-        self._commit(key, revision, record.counted, record.not_counted_reason, casilla, plan, votes)
+        if located is None or located[1] is not plan or reason in _MISSING:
+            self.apply(parse_leaf(leaf).acta_record)
+            return
+        self._commit(
+            key,
+            revision,
+            record.counted,
+            reason,
+            casilla,
+            plan,
+            plan.spread(votes),
+            _inconsistent(acta, sum(votes)),
+        )
 
-    def _known_votes(self, acta: ActaView) -> list[int] | None:
-        """The option votes in ballot order, if every option is the ballot's at its place.
+    def _known_votes(self, acta: ActaView) -> tuple[_CasillaSlot, _RacePlan, list[int]] | None:
+        """The casilla, its race and the option votes in the race's ballot order, if every
+        option is the race's at its place.
 
         Returns:
-            None if the contest is unknown, or an option is missing, extra, out of place
-            or does not parse.
+            None if the casilla or contest is unknown, the casilla has no race of the
+            contest, or an option is missing, extra, out of place, marked or does not parse.
         """
-        plan = self._plans.get(acta.contest_id)
+        casilla = self._casillas.get(acta.casilla_id)
+        index = self._contest_pos.get(acta.contest_id)
+        if casilla is None or index is None:
+            return None
+        plan = casilla[3][index]
         if plan is None:
             return None
         encodings = acta.option_votes
@@ -428,18 +648,24 @@ class Tally:
             return None
         try:
             # Every encoding known at its position: valid options, in ballot order.
-            return list(map(dict.__getitem__, plan.votes_at, encodings))
+            votes = list(map(dict.__getitem__, plan.votes_at, encodings))
         except KeyError:
-            return self._learn(plan, encodings)
+            learnt = self._learn(plan, encodings)
+            if learnt is None:
+                return None
+            votes = learnt
+        return casilla, plan, votes
 
-    def _learn(self, plan: _ContestPlan, encodings: Sequence[bytes]) -> list[int] | None:
+    def _learn(self, plan: _RacePlan, encodings: Sequence[bytes]) -> list[int] | None:
         """Decode the options of one acta with protobuf and remember the encodings.
 
         Returns:
-            The votes in ballot order, or None if an option does not parse or is not the
-            option of the ballot at its position (then the reference path decides).
+            The votes in ballot order, or None if an option does not parse, is marked or
+            is not the option of the ballot at its position (then the reference path
+            decides).
         """
         votes = []
+        option_ids = plan.race.option_ids
         for position, (data, known) in enumerate(zip(encodings, plan.votes_at, strict=True)):
             found = known.get(data)
             if found is None:
@@ -447,7 +673,7 @@ class Tally:
                     option = OptionVotesPb.FromString(data)
                 except DecodeError:
                     return None
-                if option.option_id != plan.contest.option_ids[position]:
+                if option.option_id != option_ids[position] or option.mark != _UNMARKED:
                     return None
                 found = option.votes
                 if self._option_encodings < _OPTION_ENCODINGS_LIMIT:
@@ -457,18 +683,22 @@ class Tally:
         return votes
 
     def _locate(
-        self, sequence: int, key: str, casilla_id: str, contest_id: str, revision: int
-    ) -> tuple[_CasillaSlot, _ContestPlan]:
+        self,
+        sequence: int,
+        key: str,
+        casilla_id: str,
+        contest_id: str,
+        revision: int,
+        reason: Reason,
+    ) -> tuple[_CasillaSlot, _RacePlan] | None:
+        """The casilla and race plan of a record; None for an out-of-catalogue record."""
         # (1) log order
         if sequence != self._records:
             raise ValueError(f"record sequence {sequence} applied at position {self._records}")
         # (2) names
         key_casilla, sep, key_contest = key.rpartition(ACTA_ID_SEPARATOR)
-        casilla = self._casillas.get(key_casilla) if sep else None
-        if casilla is None:
-            raise MalformedDataError(f"acta {key!r}: unknown casilla {key_casilla!r}")
-        plan = self._plans.get(key_contest)
-        if plan is None:
+        index = self._contest_pos.get(key_contest) if sep and key_casilla else None
+        if index is None:
             raise MalformedDataError(f"acta {key!r}: unknown contest {key_contest!r}")
         if casilla_id != key_casilla or contest_id != key_contest:
             raise MalformedDataError(
@@ -476,6 +706,21 @@ class Tally:
             )
         if revision < 1:
             raise MalformedDataError(f"acta {key!r}: revision {revision} is below 1")
+        casilla = self._casillas.get(key_casilla)
+        if reason == _OUT_OF_CATALOGUE:
+            if casilla is not None:
+                raise MalformedDataError(
+                    f"acta {key!r}: recorded as out of the catalogue, but casilla "
+                    f"{key_casilla!r} is in it"
+                )
+            return None
+        if casilla is None:
+            raise MalformedDataError(f"acta {key!r}: unknown casilla {key_casilla!r}")
+        plan = casilla[3][index]
+        if plan is None:
+            raise MalformedDataError(
+                f"acta {key!r}: casilla {key_casilla!r} has no acta of contest {key_contest!r}"
+            )
         return casilla, plan
 
     def _commit(
@@ -483,12 +728,13 @@ class Tally:
         key: str,
         revision: int,
         counted: bool,
-        reason: acta_pb2.NotCountedReason.ValueType,
+        reason: Reason,
         casilla: _CasillaSlot,
-        plan: _ContestPlan,
+        plan: _RacePlan,
         votes: list[int],
+        inconsistent: int,
     ) -> None:
-        district, special, nominal_list = casilla
+        district, special, nominal_list, _ = casilla
         # (3) counted <=> no reason
         state: _ActaState
         if counted:
@@ -496,27 +742,24 @@ class Tally:
                 raise MalformedDataError(f"acta {key!r}: counted but with a not-counted reason")
             total = sum(votes)
             if special:
-                state = (1, 1, 0, 0, total, *_NO_REASONS, *votes, revision)
+                state = (1, 1, 1, inconsistent, 0, 0, total, *_NO_REASONS, *votes, revision)
             else:
-                state = (1, 1, nominal_list, total, 0, *_NO_REASONS, *votes, revision)
+                state = (
+                    1, 1, 1, inconsistent, nominal_list, total, 0, *_NO_REASONS, *votes, revision
+                )  # fmt: skip
         else:
-            slot = _REASON_SLOT.get(reason)
-            if slot is None:
+            contribution = plan.not_counted.get(reason)
+            if contribution is None:
                 raise MalformedDataError(
                     f"acta {key!r}: not counted without a known reason (found {reason})"
                 )
-            state = (*plan.not_counted[slot], revision)
+            state = (*contribution, revision)
         # (4) revision chain
         prev = self._actas.get(key)
-        expected = 1 if prev is None else prev[_REVISION] + 1
-        if revision != expected:
-            raise MalformedDataError(
-                f"acta {key!r}: revision {revision} does not follow "
-                f"{'nothing' if prev is None else prev[_REVISION]} (expected {expected})"
-            )
+        self._check_revision(key, revision, None if prev is None else prev[_REVISION])
         # (5) replace the superseded contribution, in the district only; map() stops at
         # the end of the totals, before the revision
-        accs = self._acc[plan.contest.index]
+        accs = self._acc[plan.race.contest_index]
         if prev is None:
             accs[district] = list(map(operator.add, accs[district], state))
         else:
@@ -525,6 +768,27 @@ class Tally:
         self._records += 1
         self._version[district] = self._records
         self._cache.clear()
+
+    def _commit_outside(self, key: str, revision: int, counted: bool, contest_id: str) -> None:
+        if counted:
+            raise MalformedDataError(f"acta {key!r}: counted but with a not-counted reason")
+        prev = self._outside.get(key)
+        self._check_revision(key, revision, prev)
+        if prev is None:
+            self._outside_count[self._contest_pos[contest_id]] += 1
+        self._outside[key] = revision
+        self._records += 1
+        self._version[0] = self._records
+        self._cache.clear()
+
+    @staticmethod
+    def _check_revision(key: str, revision: int, previous: int | None) -> None:
+        expected = 1 if previous is None else previous + 1
+        if revision != expected:
+            raise MalformedDataError(
+                f"acta {key!r}: revision {revision} does not follow "
+                f"{'nothing' if previous is None else previous} (expected {expected})"
+            )
 
     # -- results ------------------------------------------------------------------------
 
@@ -537,35 +801,48 @@ class Tally:
         for state_pos, district_positions in self._state_districts:
             newest = max((version[d] for d in district_positions), default=0)
             if newest > version[state_pos]:
-                for plan, accs in zip(self._plan_list, self._acc, strict=True):
-                    accs[state_pos] = _sum_totals(plan.width, [accs[d] for d in district_positions])
+                for width, accs in zip(self._widths, self._acc, strict=True):
+                    accs[state_pos] = _sum_totals(width, [accs[d] for d in district_positions])
                 version[state_pos] = newest
                 national_changed = True
         if national_changed:
             state_positions = [s for s, _ in self._state_districts]
-            for plan, accs in zip(self._plan_list, self._acc, strict=True):
-                accs[0] = _sum_totals(plan.width, [accs[s] for s in state_positions])
-            version[0] = max(version[s] for s in state_positions)
+            for width, accs in zip(self._widths, self._acc, strict=True):
+                accs[0] = _sum_totals(width, [accs[s] for s in state_positions])
+            version[0] = max(version[0], *(version[s] for s in state_positions))
         self._rolled = self._records
 
-    def results(self, *, final: bool = False) -> results_pb2.Results:
-        """The results blob over the records applied so far.
-
-        National first, then states, then districts in definition order; every contest in
-        definition order, options in ballot order.
-        """
-        self._rollup()
-        units = [
-            self._unit(level, unit_id, self._unit_expected[pos], pos, final)
-            for pos, (level, unit_id) in enumerate(self._unit_keys)
-        ]
+    def _header(self, final: bool) -> ResultsPb:
         return ResultsPb(
             election_id=self._election.election_id,
             definition_sha256=self._election.definition_sha256,
             acta_records=self._records,
             final=final,
-            units=units,
         )
+
+    def _trailer(self) -> bytes:
+        """Results.test, serialized after the units."""
+        return ResultsPb(test=self._election.is_test).SerializeToString(deterministic=True)
+
+    def results(self, *, final: bool = False) -> results_pb2.Results:
+        """The results blob over the records applied so far.
+
+        National first, then states, then districts in definition order; every contest
+        held in the unit in definition order, options in ballot order.
+        """
+        self._rollup()
+        results = self._header(final)
+        results.test = self._election.is_test
+        for pos in range(len(self._unit_keys)):
+            results.units.append(self._fresh_unit(pos, final))
+        return results
+
+    def _fresh_unit(self, pos: int, final: bool) -> results_pb2.UnitResults:
+        unit, contests = self._unit_message(pos)
+        for index, contest in contests:
+            outside = self._outside_count[index] if pos == 0 else 0
+            contest.update(self._acc[index][pos], final, outside)
+        return unit
 
     def results_bytes(self, *, final: bool = False) -> bytes:
         """The deterministic serialization of :meth:`results`.
@@ -589,20 +866,15 @@ class Tally:
             if entry_version[pos] == current:
                 continue
             if set_for[pos] != (current, final):
-                expected = self._unit_expected[pos]
-                for contest, accs in zip(contests, self._acc, strict=True):
-                    contest.update(accs[pos], expected, final)
+                for index, contest in contests:
+                    outside = self._outside_count[index] if pos == 0 else 0
+                    contest.update(self._acc[index][pos], final, outside)
                 set_for[pos] = (current, final)
             data = unit.SerializeToString(deterministic=True)
             entries[pos] = _UNITS_TAG + varint(len(data)) + data
             entry_version[pos] = current
-        header = ResultsPb(
-            election_id=self._election.election_id,
-            definition_sha256=self._election.definition_sha256,
-            acta_records=self._records,
-            final=final,
-        ).SerializeToString(deterministic=True)
-        cached = header + b"".join(entries)
+        header = self._header(final).SerializeToString(deterministic=True)
+        cached = header + b"".join(entries) + self._trailer()
         self._cache[final] = cached
         return cached
 
@@ -619,63 +891,41 @@ class Tally:
         pos = self._unit_pos.get((level, unit_id))
         if pos is not None:
             self._rollup()
-            return self._unit(level, unit_id, self._unit_expected[pos], pos, final)
+            return self._fresh_unit(pos, final)
         if level == _SECTION:
             casilla_ids = self._election.casillas_in_section(unit_id)
+            district = self._election.section_district(unit_id)
         elif level == _CASILLA:
-            casilla_ids = (self._election.casilla(unit_id).id,)
+            casilla = self._election.casilla(unit_id)
+            casilla_ids = (casilla.id,)
+            district = casilla.district_id
         else:
             raise LookupError(f"unknown unit {unit_id!r} at level {level}")
-        contests = []
+        district_layouts = self._layouts[self._unit_pos[(_DISTRICT, district)]]
+        unit = UnitResultsPb(level=level, unit_id=unit_id)
         for contest in self._contests:
-            width = len(contest.option_ids) + 2
+            district_layout = district_layouts[contest.index]
+            if district_layout is None:
+                continue
+            layout = _Layout(
+                contest,
+                district_layout.race,
+                district_layout.positions,
+                self._election.party_ids,
+            )
+            layout.expected = sum(
+                self._casillas[cid][3][contest.index] is not None for cid in casilla_ids
+            )
             found = [
                 self._actas.get(f"{cid}{ACTA_ID_SEPARATOR}{contest.id}") for cid in casilla_ids
             ]
+            width = self._widths[contest.index]
             acc = _sum_totals(width, [st[:_REVISION] for st in found if st is not None])
-            contests.append(self._contest_totals(contest, acc, len(casilla_ids), final))
-        return UnitResultsPb(level=level, unit_id=unit_id, contests=contests)
+            _ContestMessage(unit.contests.add(), layout).update(acc, final, 0)
+        return unit
 
-    def _unit(
-        self, level: Level, unit_id: str, expected: int, pos: int, final: bool
-    ) -> results_pb2.UnitResults:
-        contests = [
-            self._contest_totals(contest, self._acc[contest.index][pos], expected, final)
-            for contest in self._contests
-        ]
-        return UnitResultsPb(level=level, unit_id=unit_id, contests=contests)
 
-    @staticmethod
-    def _contest_totals(
-        contest: ContestInfo, acc: Totals, expected: int, final: bool
-    ) -> results_pb2.ContestTotals:
-        votes = acc[_VOTES:]
-        n = len(contest.option_ids)
-        captured = acc[_CAPTURED]
-        counted = acc[_COUNTED]
-        nominal = acc[_NOMINAL]
-        numerator = acc[_NONSPECIAL_VOTES] + (acc[_SPECIAL_VOTES] if final else 0)
-        return ContestTotalsPb(
-            contest_id=contest.id,
-            options=[
-                OptionTotalPb(option_id=oid, votes=votes[i])
-                for i, oid in enumerate(contest.option_ids)
-            ],
-            unregistered_votes=votes[n],
-            null_votes=votes[n + 1],
-            total_votes=sum(votes),
-            completeness=CompletenessPb(
-                actas_expected=expected,
-                actas_captured=captured,
-                actas_counted=counted,
-                not_counted=[
-                    NotCountedTotalPb(reason=_REASONS[slot], actas=count)
-                    for slot, count in enumerate(acc[_NOT_COUNTED:_VOTES])
-                    if count > 0
-                ],
-                captured_percent_e4=percent_e4(captured, expected),
-                counted_percent_e4=percent_e4(counted, expected),
-                nominal_list_counted=nominal,
-                turnout_percent_e4=percent_e4(numerator, nominal),
-            ),
-        )
+def _contains(race: RaceInfo, level: Level) -> bool:
+    """Whether a unit at ``level`` related to ``race`` lies within the race's unit."""
+    order = {_NATIONAL: 0, _STATE: 1, _DISTRICT: 2}
+    return order[level] >= order[race.level]

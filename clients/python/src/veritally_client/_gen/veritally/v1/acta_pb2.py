@@ -25,31 +25,33 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17veritally/v1/acta.proto\x12\x0cveritally.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"V\n\x0bOptionVotes\x12\x11\n\toption_id\x18\x01 \x01(\t\x12\r\n\x05votes\x18\x02 \x01(\x04\x12%\n\x04mark\x18\x03 \x01(\x0e\x32\x17.veritally.v1.FieldMark\"\xc2\x02\n\nProvenance\x12\x19\n\x11\x63\x61pture_centre_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12(\n\x06origin\x18\x03 \x01(\x0e\x32\x18.veritally.v1.ActaOrigin\x12\x36\n\x0c\x64igitisation\x18\x04 \x01(\x0e\x32 .veritally.v1.DigitisationMethod\x12;\n\x17received_at_centre_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x64igitised_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcaptured_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb3\x02\n\x04\x41\x63ta\x12\x12\n\ncasilla_id\x18\x01 \x01(\t\x12\x12\n\ncontest_id\x18\x02 \x01(\t\x12/\n\x0coption_votes\x18\x03 \x03(\x0b\x32\x19.veritally.v1.OptionVotes\x12\x1a\n\x12unregistered_votes\x18\x04 \x01(\x04\x12\x32\n\x11unregistered_mark\x18\x05 \x01(\x0e\x32\x17.veritally.v1.FieldMark\x12\x12\n\nnull_votes\x18\x06 \x01(\x04\x12*\n\tnull_mark\x18\x07 \x01(\x0e\x32\x17.veritally.v1.FieldMark\x12\x14\n\x0cimage_sha256\x18\x08 \x01(\x0c\x12,\n\nprovenance\x18\t \x01(\x0b\x32\x18.veritally.v1.Provenance\"\x88\x02\n\nActaRecord\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\r\x12 \n\x04\x61\x63ta\x18\x03 \x01(\x0b\x32\x12.veritally.v1.Acta\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63ounted\x18\x05 \x01(\x08\x12:\n\x12not_counted_reason\x18\x06 \x01(\x0e\x32\x1e.veritally.v1.NotCountedReason\x12\x10\n\x08sequence\x18\x07 \x01(\x04\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x13\n\x0b\x61pproved_by\x18\t \x03(\t\"\x8f\x01\n\tCutRecord\x12\x12\n\ncut_number\x18\x01 \x01(\x04\x12\x10\n\x08\x63ut_time\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63ta_records\x18\x03 \x01(\x04\x12\x16\n\x0eresults_sha256\x18\x04 \x01(\x0c\x12\x1b\n\x0eingest_records\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_ingest_records\"q\n\x07LogLeaf\x12/\n\x0b\x61\x63ta_record\x18\x01 \x01(\x0b\x32\x18.veritally.v1.ActaRecordH\x00\x12-\n\ncut_record\x18\x02 \x01(\x0b\x32\x17.veritally.v1.CutRecordH\x00\x42\x06\n\x04kind*W\n\tFieldMark\x12\x1a\n\x16\x46IELD_MARK_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46IELD_MARK_ILLEGIBLE\x10\x01\x12\x14\n\x10\x46IELD_MARK_BLANK\x10\x02*X\n\nActaOrigin\x12\x1b\n\x17\x41\x43TA_ORIGIN_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43TA_ORIGIN_CASILLA\x10\x01\x12\x14\n\x10\x41\x43TA_ORIGIN_CATD\x10\x02*z\n\x12\x44igitisationMethod\x12#\n\x1f\x44IGITISATION_METHOD_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44IGITISATION_METHOD_SCANNER\x10\x01\x12\x1e\n\x1a\x44IGITISATION_METHOD_MOBILE\x10\x02*\xab\x01\n\x10NotCountedReason\x12\"\n\x1eNOT_COUNTED_REASON_UNSPECIFIED\x10\x00\x12+\n\'NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST\x10\x01\x12$\n NOT_COUNTED_REASON_ALL_ILLEGIBLE\x10\x02\x12 \n\x1cNOT_COUNTED_REASON_ALL_BLANK\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17veritally/v1/acta.proto\x12\x0cveritally.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"V\n\x0bOptionVotes\x12\x11\n\toption_id\x18\x01 \x01(\t\x12\r\n\x05votes\x18\x02 \x01(\x04\x12%\n\x04mark\x18\x03 \x01(\x0e\x32\x17.veritally.v1.FieldMark\"\xc2\x02\n\nProvenance\x12\x19\n\x11\x63\x61pture_centre_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12(\n\x06origin\x18\x03 \x01(\x0e\x32\x18.veritally.v1.ActaOrigin\x12\x36\n\x0c\x64igitisation\x18\x04 \x01(\x0e\x32 .veritally.v1.DigitisationMethod\x12;\n\x17received_at_centre_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x64igitised_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcaptured_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x02\n\x04\x41\x63ta\x12\x12\n\ncasilla_id\x18\x01 \x01(\t\x12\x12\n\ncontest_id\x18\x02 \x01(\t\x12/\n\x0coption_votes\x18\x03 \x03(\x0b\x32\x19.veritally.v1.OptionVotes\x12\x1a\n\x12unregistered_votes\x18\x04 \x01(\x04\x12\x32\n\x11unregistered_mark\x18\x05 \x01(\x0e\x32\x17.veritally.v1.FieldMark\x12\x12\n\nnull_votes\x18\x06 \x01(\x04\x12*\n\tnull_mark\x18\x07 \x01(\x0e\x32\x17.veritally.v1.FieldMark\x12\x14\n\x0cimage_sha256\x18\x08 \x01(\x0c\x12,\n\nprovenance\x18\t \x01(\x0b\x32\x18.veritally.v1.Provenance\x12(\n\x06\x63ounts\x18\n \x01(\x0b\x32\x18.veritally.v1.ActaCounts\"\x8e\x02\n\nActaCounts\x12\x1d\n\x10leftover_ballots\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x13\n\x06voters\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\"\n\x15representatives_voted\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x1e\n\x11\x62\x61llots_taken_out\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12 \n\x13total_votes_written\x18\x05 \x01(\x04H\x04\x88\x01\x01\x42\x13\n\x11_leftover_ballotsB\t\n\x07_votersB\x18\n\x16_representatives_votedB\x14\n\x12_ballots_taken_outB\x16\n\x14_total_votes_written\"\x88\x02\n\nActaRecord\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\r\x12 \n\x04\x61\x63ta\x18\x03 \x01(\x0b\x32\x12.veritally.v1.Acta\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63ounted\x18\x05 \x01(\x08\x12:\n\x12not_counted_reason\x18\x06 \x01(\x0e\x32\x1e.veritally.v1.NotCountedReason\x12\x10\n\x08sequence\x18\x07 \x01(\x04\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x13\n\x0b\x61pproved_by\x18\t \x03(\t\"\x8f\x01\n\tCutRecord\x12\x12\n\ncut_number\x18\x01 \x01(\x04\x12\x10\n\x08\x63ut_time\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63ta_records\x18\x03 \x01(\x04\x12\x16\n\x0eresults_sha256\x18\x04 \x01(\x0c\x12\x1b\n\x0eingest_records\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_ingest_records\"q\n\x07LogLeaf\x12/\n\x0b\x61\x63ta_record\x18\x01 \x01(\x0b\x32\x18.veritally.v1.ActaRecordH\x00\x12-\n\ncut_record\x18\x02 \x01(\x0b\x32\x17.veritally.v1.CutRecordH\x00\x42\x06\n\x04kind*W\n\tFieldMark\x12\x1a\n\x16\x46IELD_MARK_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46IELD_MARK_ILLEGIBLE\x10\x01\x12\x14\n\x10\x46IELD_MARK_BLANK\x10\x02*X\n\nActaOrigin\x12\x1b\n\x17\x41\x43TA_ORIGIN_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43TA_ORIGIN_CASILLA\x10\x01\x12\x14\n\x10\x41\x43TA_ORIGIN_CATD\x10\x02*z\n\x12\x44igitisationMethod\x12#\n\x1f\x44IGITISATION_METHOD_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44IGITISATION_METHOD_SCANNER\x10\x01\x12\x1e\n\x1a\x44IGITISATION_METHOD_MOBILE\x10\x02*\xad\x03\n\x10NotCountedReason\x12\"\n\x1eNOT_COUNTED_REASON_UNSPECIFIED\x10\x00\x12+\n\'NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST\x10\x01\x12$\n NOT_COUNTED_REASON_ALL_ILLEGIBLE\x10\x02\x12 \n\x1cNOT_COUNTED_REASON_ALL_BLANK\x10\x03\x12&\n\"NOT_COUNTED_REASON_EXCEEDS_BALLOTS\x10\x04\x12\'\n#NOT_COUNTED_REASON_OUT_OF_CATALOGUE\x10\x05\x12,\n(NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED\x10\x06\x12,\n(NOT_COUNTED_REASON_CASILLA_NOT_INSTALLED\x10\x07\x12\"\n\x1eNOT_COUNTED_REASON_NO_ENVELOPE\x10\x08\x12/\n+NOT_COUNTED_REASON_E_BALLOT_BOX_CONTINGENCY\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veritally_client._gen.veritally.v1.acta_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FIELDMARK']._serialized_start=1325
-  _globals['_FIELDMARK']._serialized_end=1412
-  _globals['_ACTAORIGIN']._serialized_start=1414
-  _globals['_ACTAORIGIN']._serialized_end=1502
-  _globals['_DIGITISATIONMETHOD']._serialized_start=1504
-  _globals['_DIGITISATIONMETHOD']._serialized_end=1626
-  _globals['_NOTCOUNTEDREASON']._serialized_start=1629
-  _globals['_NOTCOUNTEDREASON']._serialized_end=1800
+  _globals['_FIELDMARK']._serialized_start=1640
+  _globals['_FIELDMARK']._serialized_end=1727
+  _globals['_ACTAORIGIN']._serialized_start=1729
+  _globals['_ACTAORIGIN']._serialized_end=1817
+  _globals['_DIGITISATIONMETHOD']._serialized_start=1819
+  _globals['_DIGITISATIONMETHOD']._serialized_end=1941
+  _globals['_NOTCOUNTEDREASON']._serialized_start=1944
+  _globals['_NOTCOUNTEDREASON']._serialized_end=2373
   _globals['_OPTIONVOTES']._serialized_start=74
   _globals['_OPTIONVOTES']._serialized_end=160
   _globals['_PROVENANCE']._serialized_start=163
   _globals['_PROVENANCE']._serialized_end=485
   _globals['_ACTA']._serialized_start=488
-  _globals['_ACTA']._serialized_end=795
-  _globals['_ACTARECORD']._serialized_start=798
-  _globals['_ACTARECORD']._serialized_end=1062
-  _globals['_CUTRECORD']._serialized_start=1065
-  _globals['_CUTRECORD']._serialized_end=1208
-  _globals['_LOGLEAF']._serialized_start=1210
-  _globals['_LOGLEAF']._serialized_end=1323
+  _globals['_ACTA']._serialized_end=837
+  _globals['_ACTACOUNTS']._serialized_start=840
+  _globals['_ACTACOUNTS']._serialized_end=1110
+  _globals['_ACTARECORD']._serialized_start=1113
+  _globals['_ACTARECORD']._serialized_end=1377
+  _globals['_CUTRECORD']._serialized_start=1380
+  _globals['_CUTRECORD']._serialized_end=1523
+  _globals['_LOGLEAF']._serialized_start=1525
+  _globals['_LOGLEAF']._serialized_end=1638
 # @@protoc_insertion_point(module_scope)

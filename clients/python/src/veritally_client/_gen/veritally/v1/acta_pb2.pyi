@@ -101,13 +101,33 @@ class _NotCountedReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NotC
     NOT_COUNTED_REASON_UNSPECIFIED: _NotCountedReason.ValueType  # 0
     """The acta is counted."""
     NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST: _NotCountedReason.ValueType  # 1
-    """The sum of its votes exceeds the nominal list plus party representatives (for a
-    special casilla: its ballot limit).
+    """The sum of its votes exceeds the nominal list plus party representatives. (Logs
+    written before EXCEEDS_BALLOTS existed also use it for special casillas.)
     """
     NOT_COUNTED_REASON_ALL_ILLEGIBLE: _NotCountedReason.ValueType  # 2
     """Every figure is marked illegible."""
     NOT_COUNTED_REASON_ALL_BLANK: _NotCountedReason.ValueType  # 3
     """Every figure is marked blank."""
+    NOT_COUNTED_REASON_EXCEEDS_BALLOTS: _NotCountedReason.ValueType  # 4
+    """A special casilla's acta whose votes exceed the ballots it was given."""
+    NOT_COUNTED_REASON_OUT_OF_CATALOGUE: _NotCountedReason.ValueType  # 5
+    """The casilla is not in the catalogue (acta fuera de catálogo): published, counted in
+    no unit but the nation's ACTAS_FUERA_DE_CATALOGO.
+    """
+    NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED: _NotCountedReason.ValueType  # 6
+    """No acta: the electoral package was not delivered (sin acta, paquete no entregado).
+    The record carries no figures.
+    """
+    NOT_COUNTED_REASON_CASILLA_NOT_INSTALLED: _NotCountedReason.ValueType  # 7
+    """No acta: the casilla was not installed. The record carries no figures."""
+    NOT_COUNTED_REASON_NO_ENVELOPE: _NotCountedReason.ValueType  # 8
+    """No acta: the package was delivered without the envelope holding the PREP acta. The
+    record carries no figures.
+    """
+    NOT_COUNTED_REASON_E_BALLOT_BOX_CONTINGENCY: _NotCountedReason.ValueType  # 9
+    """No acta: the casilla's electronic ballot box went into contingency. The record
+    carries no figures.
+    """
 
 class NotCountedReason(_NotCountedReason, metaclass=_NotCountedReasonEnumTypeWrapper):
     """Why PREP does not count an acta towards the totals. An acta that is not counted is
@@ -117,13 +137,33 @@ class NotCountedReason(_NotCountedReason, metaclass=_NotCountedReasonEnumTypeWra
 NOT_COUNTED_REASON_UNSPECIFIED: NotCountedReason.ValueType  # 0
 """The acta is counted."""
 NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST: NotCountedReason.ValueType  # 1
-"""The sum of its votes exceeds the nominal list plus party representatives (for a
-special casilla: its ballot limit).
+"""The sum of its votes exceeds the nominal list plus party representatives. (Logs
+written before EXCEEDS_BALLOTS existed also use it for special casillas.)
 """
 NOT_COUNTED_REASON_ALL_ILLEGIBLE: NotCountedReason.ValueType  # 2
 """Every figure is marked illegible."""
 NOT_COUNTED_REASON_ALL_BLANK: NotCountedReason.ValueType  # 3
 """Every figure is marked blank."""
+NOT_COUNTED_REASON_EXCEEDS_BALLOTS: NotCountedReason.ValueType  # 4
+"""A special casilla's acta whose votes exceed the ballots it was given."""
+NOT_COUNTED_REASON_OUT_OF_CATALOGUE: NotCountedReason.ValueType  # 5
+"""The casilla is not in the catalogue (acta fuera de catálogo): published, counted in
+no unit but the nation's ACTAS_FUERA_DE_CATALOGO.
+"""
+NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED: NotCountedReason.ValueType  # 6
+"""No acta: the electoral package was not delivered (sin acta, paquete no entregado).
+The record carries no figures.
+"""
+NOT_COUNTED_REASON_CASILLA_NOT_INSTALLED: NotCountedReason.ValueType  # 7
+"""No acta: the casilla was not installed. The record carries no figures."""
+NOT_COUNTED_REASON_NO_ENVELOPE: NotCountedReason.ValueType  # 8
+"""No acta: the package was delivered without the envelope holding the PREP acta. The
+record carries no figures.
+"""
+NOT_COUNTED_REASON_E_BALLOT_BOX_CONTINGENCY: NotCountedReason.ValueType  # 9
+"""No acta: the casilla's electronic ballot box went into contingency. The record
+carries no figures.
+"""
 Global___NotCountedReason: _TypeAlias = NotCountedReason  # noqa: Y015
 
 @_typing.final
@@ -230,6 +270,7 @@ class Acta(_message.Message):
     NULL_MARK_FIELD_NUMBER: _builtins.int
     IMAGE_SHA256_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
     casilla_id: _builtins.str
     """The casilla the acta comes from."""
     contest_id: _builtins.str
@@ -252,6 +293,10 @@ class Acta(_message.Message):
     def provenance(self) -> Global___Provenance:
         """Who captured it, where and when."""
 
+    @_builtins.property
+    def counts(self) -> Global___ActaCounts:
+        """The acta's own counts, as written on it, where the capture has them."""
+
     def __init__(
         self,
         *,
@@ -264,14 +309,77 @@ class Acta(_message.Message):
         null_mark: Global___FieldMark.ValueType = ...,
         image_sha256: _builtins.bytes = ...,
         provenance: Global___Provenance | None = ...,
+        counts: Global___ActaCounts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["casilla_id", b"casilla_id", "contest_id", b"contest_id", "image_sha256", b"image_sha256", "null_mark", b"null_mark", "null_votes", b"null_votes", "option_votes", b"option_votes", "provenance", b"provenance", "unregistered_mark", b"unregistered_mark", "unregistered_votes", b"unregistered_votes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["casilla_id", b"casilla_id", "contest_id", b"contest_id", "counts", b"counts", "image_sha256", b"image_sha256", "null_mark", b"null_mark", "null_votes", b"null_votes", "option_votes", b"option_votes", "provenance", b"provenance", "unregistered_mark", b"unregistered_mark", "unregistered_votes", b"unregistered_votes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Acta: _TypeAlias = Acta  # noqa: Y015
+
+@_typing.final
+class ActaCounts(_message.Message):
+    """The counts an acta carries besides the votes (PREP's BOLETAS_SOBRANTES,
+    PERSONAS_VOTARON, REPRESENTANTES_PP_CI, TOTAL_VOTOS_SACADOS, TOTAL_VOTOS_ASENTADO).
+    Each is absent when the capture does not have it. They do not change the totals; a
+    written total that differs from the sum of the figures (TOTAL_VOTOS_CALCULADO) marks
+    the acta as having an inconsistency.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEFTOVER_BALLOTS_FIELD_NUMBER: _builtins.int
+    VOTERS_FIELD_NUMBER: _builtins.int
+    REPRESENTATIVES_VOTED_FIELD_NUMBER: _builtins.int
+    BALLOTS_TAKEN_OUT_FIELD_NUMBER: _builtins.int
+    TOTAL_VOTES_WRITTEN_FIELD_NUMBER: _builtins.int
+    leftover_ballots: _builtins.int
+    """Ballots left over (boletas sobrantes)."""
+    voters: _builtins.int
+    """People who voted, as counted from the nominal list (personas que votaron)."""
+    representatives_voted: _builtins.int
+    """Party and independent representatives who voted at the casilla."""
+    ballots_taken_out: _builtins.int
+    """Ballots taken out of the ballot box (votos sacados de la urna)."""
+    total_votes_written: _builtins.int
+    """The total of votes as written on the acta (total asentado)."""
+    def __init__(
+        self,
+        *,
+        leftover_ballots: _builtins.int | None = ...,
+        voters: _builtins.int | None = ...,
+        representatives_voted: _builtins.int | None = ...,
+        ballots_taken_out: _builtins.int | None = ...,
+        total_votes_written: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ballots_taken_out", b"_ballots_taken_out", "_leftover_ballots", b"_leftover_ballots", "_representatives_voted", b"_representatives_voted", "_total_votes_written", b"_total_votes_written", "_voters", b"_voters", "ballots_taken_out", b"ballots_taken_out", "leftover_ballots", b"leftover_ballots", "representatives_voted", b"representatives_voted", "total_votes_written", b"total_votes_written", "voters", b"voters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ballots_taken_out", b"_ballots_taken_out", "_leftover_ballots", b"_leftover_ballots", "_representatives_voted", b"_representatives_voted", "_total_votes_written", b"_total_votes_written", "_voters", b"_voters", "ballots_taken_out", b"ballots_taken_out", "leftover_ballots", b"leftover_ballots", "representatives_voted", b"representatives_voted", "total_votes_written", b"total_votes_written", "voters", b"voters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ballots_taken_out: _TypeAlias = _typing.Literal["ballots_taken_out"]  # noqa: Y015
+    _WhichOneofArgType__ballots_taken_out: _TypeAlias = _typing.Literal["_ballots_taken_out", b"_ballots_taken_out"]  # noqa: Y015
+    _WhichOneofReturnType__leftover_ballots: _TypeAlias = _typing.Literal["leftover_ballots"]  # noqa: Y015
+    _WhichOneofArgType__leftover_ballots: _TypeAlias = _typing.Literal["_leftover_ballots", b"_leftover_ballots"]  # noqa: Y015
+    _WhichOneofReturnType__representatives_voted: _TypeAlias = _typing.Literal["representatives_voted"]  # noqa: Y015
+    _WhichOneofArgType__representatives_voted: _TypeAlias = _typing.Literal["_representatives_voted", b"_representatives_voted"]  # noqa: Y015
+    _WhichOneofReturnType__total_votes_written: _TypeAlias = _typing.Literal["total_votes_written"]  # noqa: Y015
+    _WhichOneofArgType__total_votes_written: _TypeAlias = _typing.Literal["_total_votes_written", b"_total_votes_written"]  # noqa: Y015
+    _WhichOneofReturnType__voters: _TypeAlias = _typing.Literal["voters"]  # noqa: Y015
+    _WhichOneofArgType__voters: _TypeAlias = _typing.Literal["_voters", b"_voters"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ballots_taken_out) -> _WhichOneofReturnType__ballots_taken_out | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__leftover_ballots) -> _WhichOneofReturnType__leftover_ballots | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__representatives_voted) -> _WhichOneofReturnType__representatives_voted | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__total_votes_written) -> _WhichOneofReturnType__total_votes_written | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__voters) -> _WhichOneofReturnType__voters | None: ...
+
+Global___ActaCounts: _TypeAlias = ActaCounts  # noqa: Y015
 
 @_typing.final
 class ActaRecord(_message.Message):

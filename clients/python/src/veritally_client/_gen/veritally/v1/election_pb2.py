@@ -22,31 +22,41 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from veritally_client._gen.veritally.v1 import results_pb2 as veritally_dot_v1_dot_results__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bveritally/v1/election.proto\x12\x0cveritally.v1\"!\n\x05Party\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"9\n\nVoteOption\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tparty_ids\x18\x03 \x03(\t\"N\n\x07\x43ontest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x07options\x18\x03 \x03(\x0b\x32\x18.veritally.v1.VoteOption\"!\n\x05State\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"6\n\x08\x44istrict\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08state_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"*\n\x07Section\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istrict_id\x18\x02 \x01(\t\"\xb8\x01\n\x07\x43\x61silla\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nsection_id\x18\x02 \x01(\t\x12\'\n\x04type\x18\x03 \x01(\x0e\x32\x19.veritally.v1.CasillaType\x12\x14\n\x0cnominal_list\x18\x04 \x01(\r\x12\x1d\n\x15party_representatives\x18\x05 \x01(\r\x12\x14\n\x0c\x62\x61llot_limit\x18\x06 \x01(\r\x12\x19\n\x11\x63\x61pture_centre_id\x18\x07 \x01(\t\"\x9f\x02\n\x12\x45lectionDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x07parties\x18\x03 \x03(\x0b\x32\x13.veritally.v1.Party\x12\'\n\x08\x63ontests\x18\x04 \x03(\x0b\x32\x15.veritally.v1.Contest\x12#\n\x06states\x18\x05 \x03(\x0b\x32\x13.veritally.v1.State\x12)\n\tdistricts\x18\x06 \x03(\x0b\x32\x16.veritally.v1.District\x12\'\n\x08sections\x18\x07 \x03(\x0b\x32\x15.veritally.v1.Section\x12\'\n\x08\x63\x61sillas\x18\x08 \x03(\x0b\x32\x15.veritally.v1.Casilla*\x9b\x01\n\x0b\x43\x61sillaType\x12\x1c\n\x18\x43\x41SILLA_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SILLA_TYPE_BASICA\x10\x01\x12\x19\n\x15\x43\x41SILLA_TYPE_CONTIGUA\x10\x02\x12\x1f\n\x1b\x43\x41SILLA_TYPE_EXTRAORDINARIA\x10\x03\x12\x19\n\x15\x43\x41SILLA_TYPE_ESPECIAL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bveritally/v1/election.proto\x12\x0cveritally.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1averitally/v1/results.proto\"7\n\x05Party\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x62\x62reviation\x18\x03 \x01(\t\"8\n\tCoalition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tparty_ids\x18\x03 \x03(\t\"\x82\x01\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\x08party_id\x18\x03 \x01(\tH\x00\x12\x16\n\x0c\x63oalition_id\x18\x04 \x01(\tH\x00\x12\x1f\n\x15independent_option_id\x18\x05 \x01(\tH\x00\x42\x0e\n\x0cnominated_by\"\x86\x01\n\x04Race\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncontest_id\x18\x02 \x01(\t\x12\x0f\n\x07unit_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\noption_ids\x18\x05 \x03(\t\x12+\n\ncandidates\x18\x06 \x03(\x0b\x32\x17.veritally.v1.Candidate\"N\n\x0e\x43\x61sillaBallots\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.veritally.v1.CasillaType\x12\x13\n\x0b\x63ontest_ids\x18\x02 \x03(\t\"9\n\nVoteOption\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tparty_ids\x18\x03 \x03(\t\"r\n\x07\x43ontest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x07options\x18\x03 \x03(\x0b\x32\x18.veritally.v1.VoteOption\x12\"\n\x05scope\x18\x04 \x01(\x0e\x32\x13.veritally.v1.Level\"!\n\x05State\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"6\n\x08\x44istrict\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08state_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"*\n\x07Section\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64istrict_id\x18\x02 \x01(\t\"\xb8\x01\n\x07\x43\x61silla\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nsection_id\x18\x02 \x01(\t\x12\'\n\x04type\x18\x03 \x01(\x0e\x32\x19.veritally.v1.CasillaType\x12\x14\n\x0cnominal_list\x18\x04 \x01(\r\x12\x1d\n\x15party_representatives\x18\x05 \x01(\r\x12\x14\n\x0c\x62\x61llot_limit\x18\x06 \x01(\r\x12\x19\n\x11\x63\x61pture_centre_id\x18\x07 \x01(\t\"\xdc\x03\n\x12\x45lectionDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x07parties\x18\x03 \x03(\x0b\x32\x13.veritally.v1.Party\x12\'\n\x08\x63ontests\x18\x04 \x03(\x0b\x32\x15.veritally.v1.Contest\x12#\n\x06states\x18\x05 \x03(\x0b\x32\x13.veritally.v1.State\x12)\n\tdistricts\x18\x06 \x03(\x0b\x32\x16.veritally.v1.District\x12\'\n\x08sections\x18\x07 \x03(\x0b\x32\x15.veritally.v1.Section\x12\'\n\x08\x63\x61sillas\x18\x08 \x03(\x0b\x32\x15.veritally.v1.Casilla\x12+\n\ncoalitions\x18\t \x03(\x0b\x32\x17.veritally.v1.Coalition\x12!\n\x05races\x18\n \x03(\x0b\x32\x12.veritally.v1.Race\x12-\n\x07\x62\x61llots\x18\x0b \x03(\x0b\x32\x1c.veritally.v1.CasillaBallots\x12\x0c\n\x04test\x18\x0c \x01(\x08\x12.\n\nclose_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9b\x01\n\x0b\x43\x61sillaType\x12\x1c\n\x18\x43\x41SILLA_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SILLA_TYPE_BASICA\x10\x01\x12\x19\n\x15\x43\x41SILLA_TYPE_CONTIGUA\x10\x02\x12\x1f\n\x1b\x43\x41SILLA_TYPE_EXTRAORDINARIA\x10\x03\x12\x19\n\x15\x43\x41SILLA_TYPE_ESPECIAL\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veritally_client._gen.veritally.v1.election_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CASILLATYPE']._serialized_start=832
-  _globals['_CASILLATYPE']._serialized_end=987
-  _globals['_PARTY']._serialized_start=45
-  _globals['_PARTY']._serialized_end=78
-  _globals['_VOTEOPTION']._serialized_start=80
-  _globals['_VOTEOPTION']._serialized_end=137
-  _globals['_CONTEST']._serialized_start=139
-  _globals['_CONTEST']._serialized_end=217
-  _globals['_STATE']._serialized_start=219
-  _globals['_STATE']._serialized_end=252
-  _globals['_DISTRICT']._serialized_start=254
-  _globals['_DISTRICT']._serialized_end=308
-  _globals['_SECTION']._serialized_start=310
-  _globals['_SECTION']._serialized_end=352
-  _globals['_CASILLA']._serialized_start=355
-  _globals['_CASILLA']._serialized_end=539
-  _globals['_ELECTIONDEFINITION']._serialized_start=542
-  _globals['_ELECTIONDEFINITION']._serialized_end=829
+  _globals['_CASILLATYPE']._serialized_start=1548
+  _globals['_CASILLATYPE']._serialized_end=1703
+  _globals['_PARTY']._serialized_start=106
+  _globals['_PARTY']._serialized_end=161
+  _globals['_COALITION']._serialized_start=163
+  _globals['_COALITION']._serialized_end=219
+  _globals['_CANDIDATE']._serialized_start=222
+  _globals['_CANDIDATE']._serialized_end=352
+  _globals['_RACE']._serialized_start=355
+  _globals['_RACE']._serialized_end=489
+  _globals['_CASILLABALLOTS']._serialized_start=491
+  _globals['_CASILLABALLOTS']._serialized_end=569
+  _globals['_VOTEOPTION']._serialized_start=571
+  _globals['_VOTEOPTION']._serialized_end=628
+  _globals['_CONTEST']._serialized_start=630
+  _globals['_CONTEST']._serialized_end=744
+  _globals['_STATE']._serialized_start=746
+  _globals['_STATE']._serialized_end=779
+  _globals['_DISTRICT']._serialized_start=781
+  _globals['_DISTRICT']._serialized_end=835
+  _globals['_SECTION']._serialized_start=837
+  _globals['_SECTION']._serialized_end=879
+  _globals['_CASILLA']._serialized_start=882
+  _globals['_CASILLA']._serialized_end=1066
+  _globals['_ELECTIONDEFINITION']._serialized_start=1069
+  _globals['_ELECTIONDEFINITION']._serialized_end=1545
 # @@protoc_insertion_point(module_scope)

@@ -6,8 +6,10 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from veritally_client._gen.veritally.v1 import results_pb2 as _results_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -62,29 +64,198 @@ Global___CasillaType: _TypeAlias = CasillaType  # noqa: Y015
 
 @_typing.final
 class Party(_message.Message):
-    """A political party or independent candidacy that appears on ballots."""
+    """A political party that appears on ballots."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    ABBREVIATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier, e.g. "PAN". Unique within the election."""
     name: _builtins.str
     """Display name, e.g. "Partido Acción Nacional"."""
+    abbreviation: _builtins.str
+    """Short name as printed in tables, e.g. "PAN" (defaults to the id where shown)."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         name: _builtins.str = ...,
+        abbreviation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abbreviation", b"abbreviation", "id", b"id", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Party: _TypeAlias = Party  # noqa: Y015
+
+@_typing.final
+class Coalition(_message.Message):
+    """Parties that nominate common candidates. Which races a coalition contests is said by
+    the races' candidates: the same coalition may run in some states or districts and not
+    in others.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PARTY_IDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Stable identifier, unique within the election and distinct from every party id,
+    e.g. "SHH".
+    """
+    name: _builtins.str
+    """Display name, e.g. "Sigamos Haciendo Historia"."""
+    @_builtins.property
+    def party_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The member parties, two or more, each a party of the election."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        party_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "party_ids", b"party_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Coalition: _TypeAlias = Coalition  # noqa: Y015
+
+@_typing.final
+class Candidate(_message.Message):
+    """A person standing in one race."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    COALITION_ID_FIELD_NUMBER: _builtins.int
+    INDEPENDENT_OPTION_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Stable identifier, unique within the race."""
+    name: _builtins.str
+    """Display name, as printed on the ballot."""
+    party_id: _builtins.str
+    """A party on its own: the option of that party alone."""
+    coalition_id: _builtins.str
+    """A coalition: every option of the race whose parties are all members of it (each
+    member's own option and every combination of members).
+    """
+    independent_option_id: _builtins.str
+    """An independent candidacy: the race's option with no party that stands for it."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        party_id: _builtins.str = ...,
+        coalition_id: _builtins.str = ...,
+        independent_option_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["coalition_id", b"coalition_id", "independent_option_id", b"independent_option_id", "nominated_by", b"nominated_by", "party_id", b"party_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coalition_id", b"coalition_id", "id", b"id", "independent_option_id", b"independent_option_id", "name", b"name", "nominated_by", b"nominated_by", "party_id", b"party_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_nominated_by: _TypeAlias = _typing.Literal["party_id", "coalition_id", "independent_option_id"]  # noqa: Y015
+    _WhichOneofArgType_nominated_by: _TypeAlias = _typing.Literal["nominated_by", b"nominated_by"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_nominated_by) -> _WhichOneofReturnType_nominated_by | None: ...
+
+Global___Candidate: _TypeAlias = Candidate  # noqa: Y015
+
+@_typing.final
+class Race(_message.Message):
+    """One race of a contest, bound to one geographic unit: the presidency has one race for
+    the nation, the senate one per state, the chamber of deputies one per district. A
+    casilla votes in the race of each contest it receives whose unit contains it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONTEST_ID_FIELD_NUMBER: _builtins.int
+    UNIT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    OPTION_IDS_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Stable identifier, unique among the races of the election (and distinct from the
+    id of every contest without races); no "/". E.g. "DIP-09-05".
+    """
+    contest_id: _builtins.str
+    """The contest the race belongs to."""
+    unit_id: _builtins.str
+    """The unit at the contest's scope level: "" for the nation, a state id or a district id.
+    At most one race per contest and unit.
+    """
+    name: _builtins.str
+    """Display name, e.g. "Diputación federal, Ciudad de México distrito 5"."""
+    @_builtins.property
+    def option_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The race's ballot: ids of options of the contest, in the contest's order. Empty means
+        every option of the contest. An acta of the race carries exactly these options.
+        """
+
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Candidate]:
+        """The candidates. When there are any, every option of the race belongs to exactly one
+        of them. Empty for a race whose candidates are not published (then no candidate
+        totals are computed).
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        contest_id: _builtins.str = ...,
+        unit_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        option_ids: _abc.Iterable[_builtins.str] | None = ...,
+        candidates: _abc.Iterable[Global___Candidate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "contest_id", b"contest_id", "id", b"id", "name", b"name", "option_ids", b"option_ids", "unit_id", b"unit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Race: _TypeAlias = Race  # noqa: Y015
+
+@_typing.final
+class CasillaBallots(_message.Message):
+    """Which contests casillas of one type receive an acta for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    CONTEST_IDS_FIELD_NUMBER: _builtins.int
+    type: Global___CasillaType.ValueType
+    """The casilla type."""
+    @_builtins.property
+    def contest_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of contests of the election, each at most once."""
+
+    def __init__(
+        self,
+        *,
+        type: Global___CasillaType.ValueType = ...,
+        contest_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contest_ids", b"contest_ids", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CasillaBallots: _TypeAlias = CasillaBallots  # noqa: Y015
 
 @_typing.final
 class VoteOption(_message.Message):
@@ -104,7 +275,9 @@ class VoteOption(_message.Message):
     @_builtins.property
     def party_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Parties this option stands for: one for a party, two or more for a coalition
-        combination. Every id must name a party of the election.
+        combination, none for an independent candidacy (which a candidate of every race
+        listing the option must name as its independent_option_id). Every id must name a
+        party of the election.
         """
 
     def __init__(
@@ -131,14 +304,22 @@ class Contest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier, unique within the election, e.g. "PRES"."""
     name: _builtins.str
     """Display name, e.g. "Presidencia de la República"."""
+    scope: _results_pb2.Level.ValueType
+    """The level of the units the contest's races are bound to: national (the default when
+    unset), state or district. A contest with no races in ElectionDefinition.races has
+    one national race whose id is the contest id, with every option and no candidates;
+    a contest scoped to states or districts must have races.
+    """
     @_builtins.property
     def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___VoteOption]:
-        """The options printed on the ballot, in ballot order. Every acta of the contest must
-        carry a count for each of them and for no other.
+        """Every option of the contest, in ballot order. Without races, every acta of the
+        contest carries a count for each of them and for no other; with races, for each
+        option of its race.
         """
 
     def __init__(
@@ -147,10 +328,11 @@ class Contest(_message.Message):
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         options: _abc.Iterable[Global___VoteOption] | None = ...,
+        scope: _results_pb2.Level.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "options", b"options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "options", b"options", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,7 +422,9 @@ Global___Section: _TypeAlias = Section  # noqa: Y015
 
 @_typing.final
 class Casilla(_message.Message):
-    """A polling station. One acta per contest is expected from every casilla."""
+    """A polling station. One acta is expected from every casilla for each contest its type
+    receives (ElectionDefinition.ballots) that has a race whose unit contains it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -302,19 +486,28 @@ class ElectionDefinition(_message.Message):
     DISTRICTS_FIELD_NUMBER: _builtins.int
     SECTIONS_FIELD_NUMBER: _builtins.int
     CASILLAS_FIELD_NUMBER: _builtins.int
+    COALITIONS_FIELD_NUMBER: _builtins.int
+    RACES_FIELD_NUMBER: _builtins.int
+    BALLOTS_FIELD_NUMBER: _builtins.int
+    TEST_FIELD_NUMBER: _builtins.int
+    CLOSE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier of the election, e.g. "mx-2024-federal". It is part of the log
     origin, so that checkpoints of one election can never be taken for another's.
     """
     name: _builtins.str
     """Display name."""
+    test: _builtins.bool
+    """A rehearsal (simulacro), not the real election. Bound into every signed results blob
+    (Results.test): clients refuse its cuts unless told to accept test data.
+    """
     @_builtins.property
     def parties(self) -> _containers.RepeatedCompositeFieldContainer[Global___Party]:
         """Every party that appears in any contest."""
 
     @_builtins.property
     def contests(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contest]:
-        """The contests; every casilla votes in every contest."""
+        """The contests, in display order."""
 
     @_builtins.property
     def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___State]:
@@ -332,6 +525,26 @@ class ElectionDefinition(_message.Message):
     def casillas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Casilla]:
         """The casilla catalogue."""
 
+    @_builtins.property
+    def coalitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Coalition]:
+        """Coalitions that nominate candidates in some race."""
+
+    @_builtins.property
+    def races(self) -> _containers.RepeatedCompositeFieldContainer[Global___Race]:
+        """The races of every contest scoped to states or districts, and of national contests
+        that name their candidates; in display order.
+        """
+
+    @_builtins.property
+    def ballots(self) -> _containers.RepeatedCompositeFieldContainer[Global___CasillaBallots]:
+        """Which contests each casilla type receives. A type not listed receives every contest."""
+
+    @_builtins.property
+    def close_time(self) -> _timestamp_pb2.Timestamp:
+        """When the night closes: from this instant ingest accepts no new record and the next
+        cut is the final one. Optional; an operator may also close the night earlier.
+        """
+
     def __init__(
         self,
         *,
@@ -343,10 +556,15 @@ class ElectionDefinition(_message.Message):
         districts: _abc.Iterable[Global___District] | None = ...,
         sections: _abc.Iterable[Global___Section] | None = ...,
         casillas: _abc.Iterable[Global___Casilla] | None = ...,
+        coalitions: _abc.Iterable[Global___Coalition] | None = ...,
+        races: _abc.Iterable[Global___Race] | None = ...,
+        ballots: _abc.Iterable[Global___CasillaBallots] | None = ...,
+        test: _builtins.bool = ...,
+        close_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["casillas", b"casillas", "contests", b"contests", "districts", b"districts", "id", b"id", "name", b"name", "parties", b"parties", "sections", b"sections", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ballots", b"ballots", "casillas", b"casillas", "close_time", b"close_time", "coalitions", b"coalitions", "contests", b"contests", "districts", b"districts", "id", b"id", "name", b"name", "parties", b"parties", "races", b"races", "sections", b"sections", "states", b"states", "test", b"test"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

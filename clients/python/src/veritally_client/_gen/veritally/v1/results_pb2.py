@@ -25,25 +25,29 @@ _sym_db = _symbol_database.Default()
 from veritally_client._gen.veritally.v1 import acta_pb2 as veritally_dot_v1_dot_acta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1averitally/v1/results.proto\x12\x0cveritally.v1\x1a\x17veritally/v1/acta.proto\"/\n\x0bOptionTotal\x12\x11\n\toption_id\x18\x01 \x01(\t\x12\r\n\x05votes\x18\x02 \x01(\x04\"P\n\x0fNotCountedTotal\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.veritally.v1.NotCountedReason\x12\r\n\x05\x61\x63tas\x18\x02 \x01(\x04\"\xfc\x01\n\x0c\x43ompleteness\x12\x16\n\x0e\x61\x63tas_expected\x18\x01 \x01(\x04\x12\x16\n\x0e\x61\x63tas_captured\x18\x02 \x01(\x04\x12\x15\n\ractas_counted\x18\x03 \x01(\x04\x12\x32\n\x0bnot_counted\x18\x04 \x03(\x0b\x32\x1d.veritally.v1.NotCountedTotal\x12\x1b\n\x13\x63\x61ptured_percent_e4\x18\x05 \x01(\x04\x12\x1a\n\x12\x63ounted_percent_e4\x18\x06 \x01(\x04\x12\x1c\n\x14nominal_list_counted\x18\x07 \x01(\x04\x12\x1a\n\x12turnout_percent_e4\x18\x08 \x01(\x04\"\xc6\x01\n\rContestTotals\x12\x12\n\ncontest_id\x18\x01 \x01(\t\x12*\n\x07options\x18\x02 \x03(\x0b\x32\x19.veritally.v1.OptionTotal\x12\x1a\n\x12unregistered_votes\x18\x03 \x01(\x04\x12\x12\n\nnull_votes\x18\x04 \x01(\x04\x12\x13\n\x0btotal_votes\x18\x05 \x01(\x04\x12\x30\n\x0c\x63ompleteness\x18\x06 \x01(\x0b\x32\x1a.veritally.v1.Completeness\"q\n\x0bUnitResults\x12\"\n\x05level\x18\x01 \x01(\x0e\x32\x13.veritally.v1.Level\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12-\n\x08\x63ontests\x18\x03 \x03(\x0b\x32\x1b.veritally.v1.ContestTotals\"\x88\x01\n\x07Results\x12\x13\n\x0b\x65lection_id\x18\x01 \x01(\t\x12\x19\n\x11\x64\x65\x66inition_sha256\x18\x02 \x01(\x0c\x12\x14\n\x0c\x61\x63ta_records\x18\x03 \x01(\x04\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12(\n\x05units\x18\x05 \x03(\x0b\x32\x19.veritally.v1.UnitResults*}\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLEVEL_NATIONAL\x10\x01\x12\x0f\n\x0bLEVEL_STATE\x10\x02\x12\x12\n\x0eLEVEL_DISTRICT\x10\x03\x12\x11\n\rLEVEL_SECTION\x10\x04\x12\x11\n\rLEVEL_CASILLA\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1averitally/v1/results.proto\x12\x0cveritally.v1\x1a\x17veritally/v1/acta.proto\"I\n\x0bOptionTotal\x12\x11\n\toption_id\x18\x01 \x01(\t\x12\r\n\x05votes\x18\x02 \x01(\x04\x12\x18\n\x10share_percent_e4\x18\x03 \x01(\x04\"O\n\x0e\x43\x61ndidateTotal\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\r\n\x05votes\x18\x02 \x01(\x04\x12\x18\n\x10share_percent_e4\x18\x03 \x01(\x04\"G\n\nPartyTotal\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\r\n\x05votes\x18\x02 \x01(\x04\x12\x18\n\x10share_percent_e4\x18\x03 \x01(\x04\"P\n\x0fNotCountedTotal\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.veritally.v1.NotCountedReason\x12\r\n\x05\x61\x63tas\x18\x02 \x01(\x04\"\xd5\x03\n\x0c\x43ompleteness\x12\x16\n\x0e\x61\x63tas_expected\x18\x01 \x01(\x04\x12\x16\n\x0e\x61\x63tas_captured\x18\x02 \x01(\x04\x12\x15\n\ractas_counted\x18\x03 \x01(\x04\x12\x32\n\x0bnot_counted\x18\x04 \x03(\x0b\x32\x1d.veritally.v1.NotCountedTotal\x12\x1b\n\x13\x63\x61ptured_percent_e4\x18\x05 \x01(\x04\x12\x1a\n\x12\x63ounted_percent_e4\x18\x06 \x01(\x04\x12\x1c\n\x14nominal_list_counted\x18\x07 \x01(\x04\x12\x1a\n\x12turnout_percent_e4\x18\x08 \x01(\x04\x12\x18\n\x10\x61\x63tas_registered\x18\t \x01(\x04\x12\x1e\n\x16\x61\x63tas_out_of_catalogue\x18\n \x01(\x04\x12\x19\n\x11\x61\x63tas_not_counted\x18\x0b \x01(\x04\x12\x1a\n\x12\x61\x63tas_inconsistent\x18\x0c \x01(\x04\x12\x1f\n\x17inconsistent_percent_e4\x18\r \x01(\x04\x12 \n\x18total_votes_with_special\x18\x0e \x01(\x04\x12#\n\x1btotal_votes_without_special\x18\x0f \x01(\x04\"\xfa\x02\n\rContestTotals\x12\x12\n\ncontest_id\x18\x01 \x01(\t\x12*\n\x07options\x18\x02 \x03(\x0b\x32\x19.veritally.v1.OptionTotal\x12\x1a\n\x12unregistered_votes\x18\x03 \x01(\x04\x12\x12\n\nnull_votes\x18\x04 \x01(\x04\x12\x13\n\x0btotal_votes\x18\x05 \x01(\x04\x12\x30\n\x0c\x63ompleteness\x18\x06 \x01(\x0b\x32\x1a.veritally.v1.Completeness\x12\x0f\n\x07race_id\x18\x07 \x01(\t\x12\x30\n\ncandidates\x18\x08 \x03(\x0b\x32\x1c.veritally.v1.CandidateTotal\x12)\n\x07parties\x18\t \x03(\x0b\x32\x18.veritally.v1.PartyTotal\x12%\n\x1dunregistered_share_percent_e4\x18\n \x01(\x04\x12\x1d\n\x15null_share_percent_e4\x18\x0b \x01(\x04\"q\n\x0bUnitResults\x12\"\n\x05level\x18\x01 \x01(\x0e\x32\x13.veritally.v1.Level\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12-\n\x08\x63ontests\x18\x03 \x03(\x0b\x32\x1b.veritally.v1.ContestTotals\"\x96\x01\n\x07Results\x12\x13\n\x0b\x65lection_id\x18\x01 \x01(\t\x12\x19\n\x11\x64\x65\x66inition_sha256\x18\x02 \x01(\x0c\x12\x14\n\x0c\x61\x63ta_records\x18\x03 \x01(\x04\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12(\n\x05units\x18\x05 \x03(\x0b\x32\x19.veritally.v1.UnitResults\x12\x0c\n\x04test\x18\x06 \x01(\x08*}\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLEVEL_NATIONAL\x10\x01\x12\x0f\n\x0bLEVEL_STATE\x10\x02\x12\x12\n\x0eLEVEL_DISTRICT\x10\x03\x12\x11\n\rLEVEL_SECTION\x10\x04\x12\x11\n\rLEVEL_CASILLA\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veritally_client._gen.veritally.v1.results_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEVEL']._serialized_start=910
-  _globals['_LEVEL']._serialized_end=1035
+  _globals['_LEVEL']._serialized_start=1501
+  _globals['_LEVEL']._serialized_end=1626
   _globals['_OPTIONTOTAL']._serialized_start=69
-  _globals['_OPTIONTOTAL']._serialized_end=116
-  _globals['_NOTCOUNTEDTOTAL']._serialized_start=118
-  _globals['_NOTCOUNTEDTOTAL']._serialized_end=198
-  _globals['_COMPLETENESS']._serialized_start=201
-  _globals['_COMPLETENESS']._serialized_end=453
-  _globals['_CONTESTTOTALS']._serialized_start=456
-  _globals['_CONTESTTOTALS']._serialized_end=654
-  _globals['_UNITRESULTS']._serialized_start=656
-  _globals['_UNITRESULTS']._serialized_end=769
-  _globals['_RESULTS']._serialized_start=772
-  _globals['_RESULTS']._serialized_end=908
+  _globals['_OPTIONTOTAL']._serialized_end=142
+  _globals['_CANDIDATETOTAL']._serialized_start=144
+  _globals['_CANDIDATETOTAL']._serialized_end=223
+  _globals['_PARTYTOTAL']._serialized_start=225
+  _globals['_PARTYTOTAL']._serialized_end=296
+  _globals['_NOTCOUNTEDTOTAL']._serialized_start=298
+  _globals['_NOTCOUNTEDTOTAL']._serialized_end=378
+  _globals['_COMPLETENESS']._serialized_start=381
+  _globals['_COMPLETENESS']._serialized_end=850
+  _globals['_CONTESTTOTALS']._serialized_start=853
+  _globals['_CONTESTTOTALS']._serialized_end=1231
+  _globals['_UNITRESULTS']._serialized_start=1233
+  _globals['_UNITRESULTS']._serialized_end=1346
+  _globals['_RESULTS']._serialized_start=1349
+  _globals['_RESULTS']._serialized_end=1499
 # @@protoc_insertion_point(module_scope)

@@ -64,23 +64,95 @@ class OptionTotal(_message.Message):
 
     OPTION_ID_FIELD_NUMBER: _builtins.int
     VOTES_FIELD_NUMBER: _builtins.int
+    SHARE_PERCENT_E4_FIELD_NUMBER: _builtins.int
     option_id: _builtins.str
     """The vote option of the contest."""
     votes: _builtins.int
     """Sum of its votes over the counted actas of the unit."""
+    share_percent_e4: _builtins.int
+    """votes / ContestTotals.total_votes, percent x 10^4, truncated (0 when there are no
+    votes).
+    """
     def __init__(
         self,
         *,
         option_id: _builtins.str = ...,
         votes: _builtins.int = ...,
+        share_percent_e4: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["option_id", b"option_id", "votes", b"votes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["option_id", b"option_id", "share_percent_e4", b"share_percent_e4", "votes", b"votes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OptionTotal: _TypeAlias = OptionTotal  # noqa: Y015
+
+@_typing.final
+class CandidateTotal(_message.Message):
+    """Votes for one candidate of a race: the sum of the options that are the candidate's
+    (Candidate.nominated_by).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANDIDATE_ID_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
+    SHARE_PERCENT_E4_FIELD_NUMBER: _builtins.int
+    candidate_id: _builtins.str
+    """The candidate, as defined in the race."""
+    votes: _builtins.int
+    """Sum of the votes of the candidate's options."""
+    share_percent_e4: _builtins.int
+    """votes / ContestTotals.total_votes, percent x 10^4, truncated."""
+    def __init__(
+        self,
+        *,
+        candidate_id: _builtins.str = ...,
+        votes: _builtins.int = ...,
+        share_percent_e4: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_id", b"candidate_id", "share_percent_e4", b"share_percent_e4", "votes", b"votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CandidateTotal: _TypeAlias = CandidateTotal  # noqa: Y015
+
+@_typing.final
+class PartyTotal(_message.Message):
+    """Votes for one party: the votes of the option of that party alone, as PREP shows per
+    party. Votes for a coalition combination are listed with the options and counted in
+    the candidate's total; they are not divided among the parties (that division belongs
+    to the official count, not to the preliminary results).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
+    SHARE_PERCENT_E4_FIELD_NUMBER: _builtins.int
+    party_id: _builtins.str
+    """The party."""
+    votes: _builtins.int
+    """Votes of its own option."""
+    share_percent_e4: _builtins.int
+    """votes / ContestTotals.total_votes, percent x 10^4, truncated."""
+    def __init__(
+        self,
+        *,
+        party_id: _builtins.str = ...,
+        votes: _builtins.int = ...,
+        share_percent_e4: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["party_id", b"party_id", "share_percent_e4", b"share_percent_e4", "votes", b"votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartyTotal: _TypeAlias = PartyTotal  # noqa: Y015
 
 @_typing.final
 class NotCountedTotal(_message.Message):
@@ -125,6 +197,13 @@ class Completeness(_message.Message):
     COUNTED_PERCENT_E4_FIELD_NUMBER: _builtins.int
     NOMINAL_LIST_COUNTED_FIELD_NUMBER: _builtins.int
     TURNOUT_PERCENT_E4_FIELD_NUMBER: _builtins.int
+    ACTAS_REGISTERED_FIELD_NUMBER: _builtins.int
+    ACTAS_OUT_OF_CATALOGUE_FIELD_NUMBER: _builtins.int
+    ACTAS_NOT_COUNTED_FIELD_NUMBER: _builtins.int
+    ACTAS_INCONSISTENT_FIELD_NUMBER: _builtins.int
+    INCONSISTENT_PERCENT_E4_FIELD_NUMBER: _builtins.int
+    TOTAL_VOTES_WITH_SPECIAL_FIELD_NUMBER: _builtins.int
+    TOTAL_VOTES_WITHOUT_SPECIAL_FIELD_NUMBER: _builtins.int
     actas_expected: _builtins.int
     """Actas expected: one per casilla of the unit."""
     actas_captured: _builtins.int
@@ -143,6 +222,31 @@ class Completeness(_message.Message):
     """Turnout: votes in counted actas of non-special casillas / nominal_list_counted,
     percent × 10^4, truncated. Special casillas are excluded until the final cut.
     """
+    actas_registered: _builtins.int
+    """Actas with a record in the log (ACTAS_REGISTRADAS): captured ones and those recorded
+    as missing (sin acta). Out-of-catalogue actas are not among them.
+    """
+    actas_out_of_catalogue: _builtins.int
+    """Actas of casillas not in the catalogue (ACTAS_FUERA_DE_CATALOGO); only the nation's
+    figure counts them.
+    """
+    actas_not_counted: _builtins.int
+    """Registered actas not counted (ACTAS_NO_CONTABILIZADAS): actas_registered minus
+    actas_counted.
+    """
+    actas_inconsistent: _builtins.int
+    """Registered actas with an inconsistency: not counted for one, or counted with a
+    figure marked illegible or blank, or whose written total differs from the sum of its
+    figures.
+    """
+    inconsistent_percent_e4: _builtins.int
+    """actas_inconsistent / actas_expected, percent × 10^4, truncated
+    (PORCENTAJE_ACTAS_CON_INCONSISTENCIAS).
+    """
+    total_votes_with_special: _builtins.int
+    """Votes of every counted acta (TOTAL_VOTOS_C_CS)."""
+    total_votes_without_special: _builtins.int
+    """Votes of counted actas of non-special casillas (TOTAL_VOTOS_S_CS)."""
     @_builtins.property
     def not_counted(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotCountedTotal]:
         """Captured actas not counted, by reason."""
@@ -158,10 +262,17 @@ class Completeness(_message.Message):
         counted_percent_e4: _builtins.int = ...,
         nominal_list_counted: _builtins.int = ...,
         turnout_percent_e4: _builtins.int = ...,
+        actas_registered: _builtins.int = ...,
+        actas_out_of_catalogue: _builtins.int = ...,
+        actas_not_counted: _builtins.int = ...,
+        actas_inconsistent: _builtins.int = ...,
+        inconsistent_percent_e4: _builtins.int = ...,
+        total_votes_with_special: _builtins.int = ...,
+        total_votes_without_special: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actas_captured", b"actas_captured", "actas_counted", b"actas_counted", "actas_expected", b"actas_expected", "captured_percent_e4", b"captured_percent_e4", "counted_percent_e4", b"counted_percent_e4", "nominal_list_counted", b"nominal_list_counted", "not_counted", b"not_counted", "turnout_percent_e4", b"turnout_percent_e4"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actas_captured", b"actas_captured", "actas_counted", b"actas_counted", "actas_expected", b"actas_expected", "actas_inconsistent", b"actas_inconsistent", "actas_not_counted", b"actas_not_counted", "actas_out_of_catalogue", b"actas_out_of_catalogue", "actas_registered", b"actas_registered", "captured_percent_e4", b"captured_percent_e4", "counted_percent_e4", b"counted_percent_e4", "inconsistent_percent_e4", b"inconsistent_percent_e4", "nominal_list_counted", b"nominal_list_counted", "not_counted", b"not_counted", "total_votes_with_special", b"total_votes_with_special", "total_votes_without_special", b"total_votes_without_special", "turnout_percent_e4", b"turnout_percent_e4"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -169,7 +280,14 @@ Global___Completeness: _TypeAlias = Completeness  # noqa: Y015
 
 @_typing.final
 class ContestTotals(_message.Message):
-    """Totals of one contest in one unit."""
+    """Totals of one contest in one unit.
+
+    A unit inside one race of the contest (the race's own unit or one within it) has the
+    race's totals: race_id is set, the options are the race's ballot and the candidates
+    are listed. A unit holding several races of the contest (the nation, for a contest
+    held per state) has their sum: race_id is empty, the options are those of any of its
+    races in the contest's order, and there are no candidates. Parties are listed in both.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -179,6 +297,11 @@ class ContestTotals(_message.Message):
     NULL_VOTES_FIELD_NUMBER: _builtins.int
     TOTAL_VOTES_FIELD_NUMBER: _builtins.int
     COMPLETENESS_FIELD_NUMBER: _builtins.int
+    RACE_ID_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    PARTIES_FIELD_NUMBER: _builtins.int
+    UNREGISTERED_SHARE_PERCENT_E4_FIELD_NUMBER: _builtins.int
+    NULL_SHARE_PERCENT_E4_FIELD_NUMBER: _builtins.int
     contest_id: _builtins.str
     """The contest."""
     unregistered_votes: _builtins.int
@@ -187,6 +310,12 @@ class ContestTotals(_message.Message):
     """Null votes."""
     total_votes: _builtins.int
     """All votes: options + unregistered + null."""
+    race_id: _builtins.str
+    """The race these are the totals of; empty when the unit holds several races."""
+    unregistered_share_percent_e4: _builtins.int
+    """unregistered_votes / total_votes, percent x 10^4, truncated."""
+    null_share_percent_e4: _builtins.int
+    """null_votes / total_votes, percent x 10^4, truncated."""
     @_builtins.property
     def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptionTotal]:
         """Votes per option, in the contest's ballot order."""
@@ -194,6 +323,18 @@ class ContestTotals(_message.Message):
     @_builtins.property
     def completeness(self) -> Global___Completeness:
         """Completeness figures."""
+
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CandidateTotal]:
+        """Votes per candidate of the race, in the race's order; empty without a race or when
+        the race names no candidates.
+        """
+
+    @_builtins.property
+    def parties(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartyTotal]:
+        """Votes per party, in the definition's party order: each party with an option of its
+        own among the options.
+        """
 
     def __init__(
         self,
@@ -204,10 +345,15 @@ class ContestTotals(_message.Message):
         null_votes: _builtins.int = ...,
         total_votes: _builtins.int = ...,
         completeness: Global___Completeness | None = ...,
+        race_id: _builtins.str = ...,
+        candidates: _abc.Iterable[Global___CandidateTotal] | None = ...,
+        parties: _abc.Iterable[Global___PartyTotal] | None = ...,
+        unregistered_share_percent_e4: _builtins.int = ...,
+        null_share_percent_e4: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completeness", b"completeness"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completeness", b"completeness", "contest_id", b"contest_id", "null_votes", b"null_votes", "options", b"options", "total_votes", b"total_votes", "unregistered_votes", b"unregistered_votes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "completeness", b"completeness", "contest_id", b"contest_id", "null_share_percent_e4", b"null_share_percent_e4", "null_votes", b"null_votes", "options", b"options", "parties", b"parties", "race_id", b"race_id", "total_votes", b"total_votes", "unregistered_share_percent_e4", b"unregistered_share_percent_e4", "unregistered_votes", b"unregistered_votes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -228,7 +374,9 @@ class UnitResults(_message.Message):
     """The unit's id at that level ("" for the nation)."""
     @_builtins.property
     def contests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContestTotals]:
-        """One entry per contest, in the definition's order."""
+        """One entry per contest that has a race inside or around the unit (every contest
+        without races), in the definition's order.
+        """
 
     def __init__(
         self,
@@ -260,6 +408,7 @@ class Results(_message.Message):
     ACTA_RECORDS_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
     UNITS_FIELD_NUMBER: _builtins.int
+    TEST_FIELD_NUMBER: _builtins.int
     election_id: _builtins.str
     """The election."""
     definition_sha256: _builtins.bytes
@@ -268,6 +417,8 @@ class Results(_message.Message):
     """Number of acta records the results cover."""
     final: _builtins.bool
     """Whether this is the final cut (special casillas then count towards turnout)."""
+    test: _builtins.bool
+    """Copied from the definition's test flag: the results of a rehearsal."""
     @_builtins.property
     def units(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnitResults]:
         """National first, then states and districts in the definition's order."""
@@ -280,10 +431,11 @@ class Results(_message.Message):
         acta_records: _builtins.int = ...,
         final: _builtins.bool = ...,
         units: _abc.Iterable[Global___UnitResults] | None = ...,
+        test: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "definition_sha256", b"definition_sha256", "election_id", b"election_id", "final", b"final", "units", b"units"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "definition_sha256", b"definition_sha256", "election_id", b"election_id", "final", b"final", "test", b"test", "units", b"units"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
