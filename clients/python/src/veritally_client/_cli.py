@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 5 when cuts stay behind ingest without covering a new record for "
         "longer than this many seconds (default: %(default)s)",
     )
+    conn.add_argument(
+        "--allow-test",
+        action="store_true",
+        help="accept cuts of a rehearsal (test data, shown as such); refused otherwise",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("latest", help="verify and show the newest cut")
@@ -172,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(args: argparse.Namespace) -> Client:
     if not args.endpoint:
         raise _UsageError("--endpoint (or VERITALLY_ENDPOINT) is required")
-    config = ClientConfig(max_checkpoint_age=args.max_age, max_stall_seconds=args.max_stall)
+    config = ClientConfig(
+        max_checkpoint_age=args.max_age,
+        max_stall_seconds=args.max_stall,
+        allow_test=args.allow_test,
+    )
     root = _trust_root(args)
     if args.unsafe_plaintext:
         return Client(
@@ -406,7 +415,9 @@ def _write(
 
 def _cmd_verify_bundle(args: argparse.Namespace) -> int:
     root = load_trust_root(_require(args.trust_root, "--trust-root"))
-    report = verify_bundle(args.directory, trust_root=root)
+    report = verify_bundle(
+        args.directory, trust_root=root, config=ClientConfig(allow_test=args.allow_test)
+    )
     cut = report.latest
     _say(
         f"bundle verified: {len(report.recount.cuts)} cuts, {report.recount.tree_size} "

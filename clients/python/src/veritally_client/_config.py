@@ -40,6 +40,9 @@ class ClientConfig:
             backoff doubles up to this.
         watch_max_failures: attempts. Consecutive failed reconnections after which
             ``watch`` gives up and raises the last TransportError (0 means never).
+        allow_test: accept cuts of a rehearsal (results signed with ``test`` set). Off by
+            default, so that a simulacro's figures are never shown as the election's;
+            every view of an accepted test cut says it is a test.
     """
 
     max_checkpoint_age: float = 15 * 60.0
@@ -52,6 +55,7 @@ class ClientConfig:
     watch_backoff_initial: float = 0.5
     watch_backoff_max: float = 30.0
     watch_max_failures: int = 0
+    allow_test: bool = False
 
     def __post_init__(self) -> None:
         # Caller bugs raise built-ins (a config with a zero limit would disable a check).

@@ -95,6 +95,12 @@ class StalledError(VerificationError):
         self.stalled_seconds = stalled_seconds
 
 
+class RehearsalCutError(VerificationError):
+    """A cut of a rehearsal (its signed results say ``test``) reached a client that was
+    not told to accept test data (``ClientConfig.allow_test``): a simulacro's figures must
+    never be taken for the election's."""
+
+
 class RecountMismatchError(VerificationError):
     """Results recomputed from the logged actas differ from the results that were signed."""
 

@@ -31,7 +31,8 @@ Verifying a new cut (:meth:`CutVerifier.verify_update`):
    future than the allowed clock skew;
 8. bind the results to the election: the definition digest must be the one pinned by the
    first verified cut (or given by the caller), and the results must cover exactly the
-   cut record's acta records;
+   cut record's acta records; results of a rehearsal (``test``) are refused unless the
+   configuration allows test data (``RehearsalCutError``);
 9. liveness: a cut behind ingest (``lag_records`` above zero) that covers no more acta
    records than the verified cut continues the verified cut's stall (or starts one); when
    its cut time is more than the maximum stall after the stall's first cut, the pipeline
@@ -66,6 +67,7 @@ from veritally_client._errors import (
     DigestMismatchError,
     ForkError,
     MalformedDataError,
+    RehearsalCutError,
     RollbackError,
     StaleCheckpointError,
     StalledError,
@@ -228,8 +230,13 @@ class VerifiedCut:
 
     @property
     def final(self) -> bool:
-        """Whether the publisher marked these results final."""
+        """Whether the publisher marked these results final (the night's last cut)."""
         return self.results.final
+
+    @property
+    def test(self) -> bool:
+        """Whether these are results of a rehearsal (test data, never the election's)."""
+        return self.results.test
 
     @property
     def definition_sha256(self) -> bytes:
@@ -418,9 +425,9 @@ class CutVerifier:
             raise MalformedDataError(f"results blob does not parse: {e}") from e
         return _Parsed(checkpoint, record, cut_time, results)
 
-    @staticmethod
-    def _check_binding(parsed: _Parsed, definition_sha256: bytes | None) -> None:
-        # (8) results of this election, over exactly the cut's acta records
+    def _check_binding(self, parsed: _Parsed, definition_sha256: bytes | None) -> None:
+        # (8) results of this election, over exactly the cut's acta records, real unless
+        # test data is allowed
         got = parsed.results.definition_sha256
         if definition_sha256 is not None and not hmac.compare_digest(got, definition_sha256):
             raise DigestMismatchError(
@@ -433,6 +440,11 @@ class CutVerifier:
             raise MalformedDataError(
                 f"results cover {parsed.results.acta_records} acta records, the cut record "
                 f"{parsed.cut_record.acta_records}"
+            )
+        if parsed.results.test and not self._config.allow_test:
+            raise RehearsalCutError(
+                f"cut {parsed.cut_record.cut_number} is of a rehearsal (test data); refused "
+                "unless test data is allowed (ClientConfig.allow_test, --allow-test)"
             )
 
     def _made(
