@@ -109,8 +109,8 @@ def test_evidence_is_kept_once_and_exported(tmp_path: Path) -> None:
     ["max_checkpoint_age", "max_message_bytes", "max_results_bytes", "max_leaves_per_page"],
 )
 def test_config_refuses_limits_that_disable_a_check(field: str) -> None:
+    zero: dict[str, Any] = {field: 0}
     with pytest.raises(ValueError, match=field):
-        zero: dict[str, Any] = {field: 0}
         ClientConfig(**zero)
 
 
