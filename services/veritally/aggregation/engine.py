@@ -49,6 +49,8 @@ class AggregationEngine:
         self._closed = False
         # The largest log size ingest has reported on its stream since the start.
         self._ingest_log_size = 0
+        # The records ingest logged when it closed the night, once it says so.
+        self._closed_at: int | None = None
         #: The position the follower is stuck at (step 5), None while it moves on.
         self.stuck_at: int | None = None
         started = time.perf_counter()
@@ -77,9 +79,18 @@ class AggregationEngine:
         counted record came from ingest's log, which only grows)."""
         return max(self._ingest_log_size, self.position)
 
-    def heard(self, log_size: int) -> None:
-        """Note a log size ingest reported (step 3)."""
+    def heard(self, log_size: int, closed_at_records: int | None = None) -> None:
+        """Note a log size ingest reported (step 3), and the close of the night when it
+        reports one."""
         self._ingest_log_size = max(self._ingest_log_size, log_size)
+        if closed_at_records is not None:
+            self._closed_at = closed_at_records
+
+    @property
+    def final(self) -> bool:
+        """Whether ingest closed the night and every record it logged is counted: the
+        results are then the night's final ones."""
+        return self._closed_at is not None and self.position >= self._closed_at
 
     async def consume(self, first_sequence: int, leaves: list[bytes]) -> None:
         """Store and count one page of ingest's log (step 3).

@@ -143,7 +143,10 @@ class IngestFollower:
                     )
                     async for page in call:
                         # (3) note ingest's size, store and count
-                        engine.heard(page.log_size)
+                        closed_at = (
+                            page.closed_at_records if page.HasField("closed_at_records") else None
+                        )
+                        engine.heard(page.log_size, closed_at)
                         if page.leaves:
                             before = engine.position
                             await engine.consume(page.first_sequence, list(page.leaves))

@@ -62,10 +62,12 @@ class AggregationServicer(aggregation_pb2_grpc.AggregationServiceServicer):
         """The results blob and its position, taken together (no await in between)."""
         engine = self.engine
         tally = engine.tally
+        final = request.final or engine.final
         return aggregation_pb2.GetResultsBlobResponse(
             acta_records=tally.acta_records,
-            results=tally.results_bytes(final=request.final),
+            results=tally.results_bytes(final=final),
             ingest_records=engine.ingest_records,
+            final=final,
         )
 
     async def GetDefinition(  # noqa: N802 - gRPC method names are fixed by the proto

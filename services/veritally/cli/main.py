@@ -74,6 +74,12 @@ def _up() -> ModuleType:
     return up
 
 
+def _close() -> ModuleType:
+    from veritally.cli import close  # on use only: see the comment above
+
+    return close
+
+
 def _demo() -> ModuleType:
     from veritally.cli import demo  # on use only: see the comment above
 
@@ -91,6 +97,7 @@ COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "pki": (_pki, "create the CA and the certificates of every party"),
     "envoy": (_envoy, "render the Envoy configuration"),
     "up": (_up, "run the whole stack behind Envoy"),
+    "close": (_close, "close the night: the next cut is the final one (operators)"),
     "demo": (_demo, "replay a national election night and verify it"),
 }
 

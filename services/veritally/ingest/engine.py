@@ -49,7 +49,7 @@ from veritally import bounds
 from veritally.errors import ServiceError
 from veritally.ingest import operators, rules
 from veritally.ingest.operators import Caller, Proposal
-from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, Writes
+from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, NightClosed, Writes
 from veritally.reject import RejectCode, Rejection
 from veritally.storage import STREAM_PAGE_BYTES, STREAM_PAGE_LEAVES
 from veritally_client import protocol
@@ -174,6 +174,10 @@ class IngestEngine:
         self._writer: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self._closed = False
+        # The close of the night (None while open), and whether a close is under way:
+        # from the moment it starts, nothing new is decided.
+        self._night: NightClosed | None = None
+        self._closing = False
         self._logged: dict[str, Logged] = {}
         self._pending: dict[str, tuple[Capture, ...]] = {}
         self._conflicts: dict[str, int] = {}
@@ -186,6 +190,7 @@ class IngestEngine:
         self._load()
 
     def _load(self) -> None:
+        self._night = self._store.night_closed()
         self._size = self._store.log_size()
         # Sequences are handed out when a batch is decided; ``_size`` moves on commit.
         self._next_sequence = self._size
@@ -205,6 +210,11 @@ class IngestEngine:
     def log_size(self) -> int:
         """Records in the acta log (committed)."""
         return self._size
+
+    @property
+    def night_closed(self) -> NightClosed | None:
+        """The close of the night, or None while it is open."""
+        return self._night
 
     @property
     def store(self) -> IngestStore:
@@ -488,6 +498,9 @@ class IngestEngine:
         Raises:
             CommitError: if the batch could not be committed; none of it is accepted.
         """
+        closed = await self._refuse_when_closed()
+        if closed is not None:
+            return [_rejected(rules.acta_id_of(acta), closed) for acta in actas]
         # Deciding is synchronous: no other call interleaves with it.
         batch = self._new_batch()
         caller = operators.caller_from_spiffe_id(submitter)
@@ -520,6 +533,8 @@ class IngestEngine:
         """
         caller = operators.caller_from_spiffe_id(submitter)
         refused = operators.check_operator(caller, "a correction") or operators.check_reason(reason)
+        if refused is None:
+            refused = await self._refuse_when_closed()
         if refused is not None:
             return _rejected(rules.acta_id_of(acta), refused)
         admitted = self._admit(acta, caller, capture=False)
@@ -656,6 +671,8 @@ class IngestEngine:
         """
         caller = operators.caller_from_spiffe_id(submitter)
         refused = operators.check_operator(caller, "a resolution") or operators.check_reason(reason)
+        if refused is None:
+            refused = await self._refuse_when_closed()
         if refused is not None:
             return _rejected(acta_id[:80], refused)
         captures = self._pending.get(acta_id, ())
@@ -698,6 +715,61 @@ class IngestEngine:
         )
         await self._commit(batch)
         return _logged_outcome(acta_id, _ACCEPTED, logged)
+
+    # -- the close of the night --------------------------------------------------------
+
+    async def close_night(self, *, submitter: str = "") -> NightClosed | Rejection:
+        """Close the night (an operator only): from now on nothing new is logged, and the
+        records logged at the close are the final cut's. Idempotent: a second close
+        answers the first.
+
+        Raises:
+            CommitError: if captures decided before the close could not be committed
+                (the night then stays open).
+        """
+        caller = operators.caller_from_spiffe_id(submitter)
+        refused = operators.check_operator(caller, "closing the night")
+        if refused is not None:
+            return refused
+        return await self._close(caller.spiffe_id)
+
+    async def _close(self, closed_by: str) -> NightClosed:
+        if self._night is not None:
+            return self._night
+        self._closing = True
+        try:
+            # Batches decided before the close are committed first: an empty batch is
+            # acknowledged after every batch queued before it.
+            await self._commit(self._new_batch())
+            now = self._clock().astimezone(dt.UTC).isoformat(timespec="microseconds")
+            closed = NightClosed(self._size, now, closed_by)
+            self._night = await asyncio.to_thread(self._store.close_night, closed)
+        finally:
+            self._closing = False
+        log.warning(
+            "the night is closed at %d records by %s",
+            self._night.closed_at_records,
+            closed_by or "the definition's close time",
+        )
+        async with self._changed:
+            self._changed.notify_all()
+        return self._night
+
+    async def _refuse_when_closed(self) -> Rejection | None:
+        """FAILED_PRECONDITION once the night is closed (closing it first when the
+        definition's close time has come), else None."""
+        close_time = self.election.close_time
+        if self._night is None and close_time is not None and self._clock() >= close_time:
+            await self._close("")
+        if self._night is None and not self._closing:
+            return None
+        at = "" if self._night is None else f" at {self._night.closed_at_records} records"
+        return Rejection(
+            RejectCode.FAILED_PRECONDITION,
+            "",
+            f"the night is closed{at}: no new capture, correction or resolution is "
+            "accepted (the final cut covers what was logged at the close)",
+        )
 
     # -- the log ------------------------------------------------------------------------
 

@@ -5,24 +5,27 @@ engine's outcome into a response or an error status (``veritally.rpc.status``); 
 decisions are the engine's (``veritally.ingest.engine``). The service around it is
 wired in ``veritally.ingest.app``.
 
-Operator-only calls (CorrectActa, ListCrossChecks, ResolveCrossCheck) are restricted by
-Envoy's RBAC at the edge. The caller's identity comes from ``x-forwarded-client-cert``,
-which Envoy sets from the certificate it verified (SANITIZE_SET) and which no one else
-can send, since the service admits Envoy alone as its peer; the engine takes the
+Operator-only calls (CorrectActa, ListCrossChecks, ResolveCrossCheck, CloseNight) are
+restricted by Envoy's RBAC at the edge. The caller's identity comes from
+``x-forwarded-client-cert``, which Envoy sets from the certificate it verified
+(SANITIZE_SET) and which no one else can send, since the service admits Envoy alone as
+its peer; the engine takes the
 capture centre and the operator from it (``veritally.ingest.operators``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from veritally import bounds
 from veritally.ingest.engine import CommitError, IngestEngine
-from veritally.reject import RejectCode
+from veritally.reject import RejectCode, Rejection
 from veritally.rpc.peer import forwarded_identity
 from veritally.rpc.status import bad_request, grpc_code
 from veritally_client.protocol.pb import ingest_pb2, ingest_pb2_grpc
@@ -224,9 +227,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         ``STREAM_KEEPALIVE_S`` while nothing is committed.
         """
         engine = self.engine
+
+        def closed_at() -> int | None:
+            night = engine.night_closed
+            return None if night is None else night.closed_at_records
+
         if request.follow:
             yield ingest_pb2.StreamRecordsResponse(
-                first_sequence=request.from_sequence, log_size=engine.log_size
+                first_sequence=request.from_sequence,
+                log_size=engine.log_size,
+                closed_at_records=closed_at(),
             )
         async for first, leaves in engine.records(
             request.from_sequence,
@@ -236,5 +246,28 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             # A page may hold a record committed an instant before the size moves on.
             size = max(engine.log_size, first + len(leaves))
             yield ingest_pb2.StreamRecordsResponse(
-                first_sequence=first, leaves=leaves, log_size=size
+                first_sequence=first, leaves=leaves, log_size=size, closed_at_records=closed_at()
             )
+
+    async def CloseNight(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: ingest_pb2.CloseNightRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.CloseNightRequest, object],
+    ) -> ingest_pb2.CloseNightResponse:
+        """Close the night (operator role); the first close is answered every time."""
+        await _within_bounds(context, request)
+        try:
+            closed = await self.engine.close_night(submitter=forwarded_identity(context))
+        except CommitError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not closed, retry: {e}")
+        if isinstance(closed, Rejection):
+            await context.abort_with_status(
+                bad_request(grpc_code(closed.code), closed.message, field=closed.field)
+            )
+        close_time = Timestamp()
+        close_time.FromDatetime(dt.datetime.fromisoformat(closed.close_time))
+        return ingest_pb2.CloseNightResponse(
+            closed_at_records=closed.closed_at_records,
+            close_time=close_time,
+            closed_by=closed.closed_by,
+        )

@@ -48,6 +48,16 @@ class Logged:
 
 
 @dataclass(frozen=True, slots=True)
+class NightClosed:
+    """The close of the night: records logged at the close, when (ISO 8601 UTC), by whom
+    (an operator's SPIFFE ID, or "" for the definition's close time)."""
+
+    closed_at_records: int
+    close_time: str
+    closed_by: str
+
+
+@dataclass(frozen=True, slots=True)
 class Capture:
     """A capture waiting for agreement (double capture)."""
 
@@ -180,6 +190,12 @@ class IngestStore:
                 pk="id",
             )
 
+        if "night" not in db.table_names():
+            # At most one row: the close of the night (ADR 0081).
+            db.table("night").create(
+                {"id": int, "closed_at_records": int, "close_time": str, "closed_by": str},
+                pk="id",
+            )
         if "pending_corrections" not in db.table_names():
             # Corrections proposed by one operator, waiting for a second (dual control).
             db.table("pending_corrections").create(
@@ -199,6 +215,36 @@ class IngestStore:
         """Number of records in the acta log."""
         row = self._conn.execute("SELECT COALESCE(MAX(sequence) + 1, 0) FROM log").fetchone()
         return int(row[0])
+
+    def night_closed(self) -> NightClosed | None:
+        """The close of the night, if it was closed."""
+        row = self._conn.execute(
+            "SELECT closed_at_records, close_time, closed_by FROM night WHERE id = 1"
+        ).fetchone()
+        return None if row is None else NightClosed(int(row[0]), str(row[1]), str(row[2]))
+
+    def close_night(self, closed: NightClosed) -> NightClosed:
+        """Record the close of the night, unless it was recorded before; durable on
+        return. Returns the close as recorded (the first one).
+
+        Raises:
+            sqlite3.Error: if it cannot be written.
+        """
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT OR IGNORE INTO night (id, closed_at_records, close_time, closed_by) "
+                "VALUES (1, ?, ?, ?)",
+                (closed.closed_at_records, closed.close_time, closed.closed_by),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        found = self.night_closed()
+        assert found is not None  # just written
+        return found
 
     def logged(self) -> Iterator[tuple[str, Logged]]:
         """``(acta_id, latest revision)`` of every logged acta."""

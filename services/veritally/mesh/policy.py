@@ -130,6 +130,7 @@ METHODS: tuple[Method, ...] = (
     _m("ingest", "ListCrossChecks", idempotent=True),
     _m("ingest", "ResolveCrossCheck"),
     _m("ingest", "StreamRecords", streaming=True),
+    _m("ingest", "CloseNight"),
     _m("aggregation", "GetResults", idempotent=True),
     _m("aggregation", "GetResultsBlob", idempotent=True),
     _m("aggregation", "GetDefinition", idempotent=True),
@@ -208,6 +209,7 @@ EDGE_GRANTS: Grants = {
         INGEST + "CorrectActa": "the authority corrects an acta (a new revision)",
         INGEST + "ListCrossChecks": "the authority reviews double-capture disagreements",
         INGEST + "ResolveCrossCheck": "the authority settles one of them",
+        INGEST + "CloseNight": "the authority closes the night: the next cut is the final one",
         # Routed to ingest, the operator's service.
         HEALTH_CHECK_PATH: "the authority's probe that the mesh answers",
     },

@@ -24,13 +24,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from google.protobuf.message import DecodeError
+
 from veritally.publication.bundle import BundleWriter
 from veritally.publication.cutter import Cutter, signed_cut_pb
 from veritally.publication.errors import StoreIntegrityError, TamperedDataError
 from veritally.publication.published import ForkGuard
 from veritally.publication.store import CutRow, PublicationStore
 from veritally.storage import MAX_PAGE_BYTES, capped_page
-from veritally_client.protocol.pb import log_pb2, publication_pb2
+from veritally_client.protocol.pb import log_pb2, publication_pb2, results_pb2
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +51,20 @@ class _Latest:
     # The GetLatestCut answer, built once per cut: every media read returns this same
     # message instead of copying the ~300 KB cut into a new one.
     response: publication_pb2.GetLatestCutResponse | None = None
+    # Whether its results are final: the night's last cut, after which none is made.
+    final: bool = False
 
     @classmethod
     def of(cls, cut: CutRow, signed: log_pb2.SignedCut) -> _Latest:
+        try:
+            final = results_pb2.Results.FromString(signed.results).final
+        except DecodeError:
+            final = False  # served as stored; the checks at load refuse a bad blob
         return cls(
-            cut=cut, signed=signed, response=publication_pb2.GetLatestCutResponse(cut=signed)
+            cut=cut,
+            signed=signed,
+            response=publication_pb2.GetLatestCutResponse(cut=signed),
+            final=final,
         )
 
 
@@ -108,6 +119,16 @@ class PublicationEngine:
     def latest_response(self) -> publication_pb2.GetLatestCutResponse | None:
         """The GetLatestCut answer for the newest cut (the same message for every read)."""
         return self._latest.response
+
+    @property
+    def final(self) -> bool:
+        """Whether the newest cut is the final one (then no cut is made after it)."""
+        return self._latest.final
+
+    @property
+    def latest_cut_row(self) -> CutRow | None:
+        """The newest cut's row, None before the first."""
+        return self._latest.cut
 
     @property
     def latest_number(self) -> int:

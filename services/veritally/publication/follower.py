@@ -22,6 +22,10 @@ Every ``interval`` seconds the scheduler (:meth:`AggregationFollower.cut_once`):
 
 If aggregation is unreachable or sends something that cannot extend the log, no cut is
 made that interval: clients then see the latest cut age, which is the signal they need.
+
+Once a cut's results are final (ingest closed the night and aggregation counted every
+record logged at the close, ``Results.final``), it is the night's last: no cut is made
+after it, heartbeat or not (docs/adr/0081-the-final-cut.md).
 """
 
 from __future__ import annotations
@@ -100,6 +104,10 @@ class AggregationFollower:
                 raise
 
     async def _cut_once(self) -> CutRow:
+        final = self.engine.latest_cut_row if self.engine.final else None
+        if final is not None:
+            # The final cut is the night's last: nothing is signed after it.
+            return final
         await self.ensure_definition()
         # (1) results at M, atomically with M
         blob = await self.stub.GetResultsBlob(

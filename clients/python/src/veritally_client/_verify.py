@@ -27,8 +27,9 @@ Verifying a new cut (:meth:`CutVerifier.verify_update`):
 6. check the consistency proof from the last verified tree: the new tree must extend it.
    A proof that leads to the new signed root but to another old root is proof of a fork;
    any other failing proof is a bad proof;
-7. freshness: the cut time must not be older than the maximum age, nor further in the
-   future than the allowed clock skew;
+7. freshness: the cut time must not be older than the maximum age (unless the cut is the
+   final one, after which the publisher signs nothing: its age is the close's), nor
+   further in the future than the allowed clock skew;
 8. bind the results to the election: the definition digest must be the one pinned by the
    first verified cut (or given by the caller), and the results must cover exactly the
    cut record's acta records; results of a rehearsal (``test``) are refused unless the
@@ -558,7 +559,7 @@ class CutVerifier:
                 raise BadProofError("a consistency proof between equal trees must be empty")
         # (7) freshness
         age = (now - parsed.cut_time).total_seconds()
-        if age > self._config.max_checkpoint_age:
+        if age > self._config.max_checkpoint_age and not parsed.results.final:
             raise StaleCheckpointError(
                 f"cut {record.cut_number} is {age:.0f} s old, at most "
                 f"{self._config.max_checkpoint_age:.0f} s allowed"

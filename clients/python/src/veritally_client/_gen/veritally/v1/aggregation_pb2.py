@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from veritally_client._gen.veritally.v1 import results_pb2 as veritally_dot_v1_dot_results__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1everitally/v1/aggregation.proto\x12\x0cveritally.v1\x1a\x1averitally/v1/results.proto\"H\n\x11GetResultsRequest\x12\"\n\x05level\x18\x01 \x01(\x0e\x32\x13.veritally.v1.Level\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\"V\n\x12GetResultsResponse\x12\x14\n\x0c\x61\x63ta_records\x18\x01 \x01(\x04\x12*\n\x07results\x18\x02 \x01(\x0b\x32\x19.veritally.v1.UnitResults\"&\n\x15GetResultsBlobRequest\x12\r\n\x05\x66inal\x18\x01 \x01(\x08\"W\n\x16GetResultsBlobResponse\x12\x14\n\x0c\x61\x63ta_records\x18\x01 \x01(\x04\x12\x0f\n\x07results\x18\x02 \x01(\x0c\x12\x16\n\x0eingest_records\x18\x03 \x01(\x04\"\x16\n\x14GetDefinitionRequest\"+\n\x15GetDefinitionResponse\x12\x12\n\ndefinition\x18\x01 \x01(\x0c\"G\n\x1eStreamAggregatedRecordsRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"I\n\x1fStreamAggregatedRecordsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06leaves\x18\x02 \x03(\x0c\x32\x96\x03\n\x12\x41ggregationService\x12O\n\nGetResults\x12\x1f.veritally.v1.GetResultsRequest\x1a .veritally.v1.GetResultsResponse\x12[\n\x0eGetResultsBlob\x12#.veritally.v1.GetResultsBlobRequest\x1a$.veritally.v1.GetResultsBlobResponse\x12X\n\rGetDefinition\x12\".veritally.v1.GetDefinitionRequest\x1a#.veritally.v1.GetDefinitionResponse\x12x\n\x17StreamAggregatedRecords\x12,.veritally.v1.StreamAggregatedRecordsRequest\x1a-.veritally.v1.StreamAggregatedRecordsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1everitally/v1/aggregation.proto\x12\x0cveritally.v1\x1a\x1averitally/v1/results.proto\"H\n\x11GetResultsRequest\x12\"\n\x05level\x18\x01 \x01(\x0e\x32\x13.veritally.v1.Level\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\"V\n\x12GetResultsResponse\x12\x14\n\x0c\x61\x63ta_records\x18\x01 \x01(\x04\x12*\n\x07results\x18\x02 \x01(\x0b\x32\x19.veritally.v1.UnitResults\"&\n\x15GetResultsBlobRequest\x12\r\n\x05\x66inal\x18\x01 \x01(\x08\"f\n\x16GetResultsBlobResponse\x12\x14\n\x0c\x61\x63ta_records\x18\x01 \x01(\x04\x12\x0f\n\x07results\x18\x02 \x01(\x0c\x12\x16\n\x0eingest_records\x18\x03 \x01(\x04\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\"\x16\n\x14GetDefinitionRequest\"+\n\x15GetDefinitionResponse\x12\x12\n\ndefinition\x18\x01 \x01(\x0c\"G\n\x1eStreamAggregatedRecordsRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"I\n\x1fStreamAggregatedRecordsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06leaves\x18\x02 \x03(\x0c\x32\x96\x03\n\x12\x41ggregationService\x12O\n\nGetResults\x12\x1f.veritally.v1.GetResultsRequest\x1a .veritally.v1.GetResultsResponse\x12[\n\x0eGetResultsBlob\x12#.veritally.v1.GetResultsBlobRequest\x1a$.veritally.v1.GetResultsBlobResponse\x12X\n\rGetDefinition\x12\".veritally.v1.GetDefinitionRequest\x1a#.veritally.v1.GetDefinitionResponse\x12x\n\x17StreamAggregatedRecords\x12,.veritally.v1.StreamAggregatedRecordsRequest\x1a-.veritally.v1.StreamAggregatedRecordsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRESULTSBLOBREQUEST']._serialized_start=238
   _globals['_GETRESULTSBLOBREQUEST']._serialized_end=276
   _globals['_GETRESULTSBLOBRESPONSE']._serialized_start=278
-  _globals['_GETRESULTSBLOBRESPONSE']._serialized_end=365
-  _globals['_GETDEFINITIONREQUEST']._serialized_start=367
-  _globals['_GETDEFINITIONREQUEST']._serialized_end=389
-  _globals['_GETDEFINITIONRESPONSE']._serialized_start=391
-  _globals['_GETDEFINITIONRESPONSE']._serialized_end=434
-  _globals['_STREAMAGGREGATEDRECORDSREQUEST']._serialized_start=436
-  _globals['_STREAMAGGREGATEDRECORDSREQUEST']._serialized_end=507
-  _globals['_STREAMAGGREGATEDRECORDSRESPONSE']._serialized_start=509
-  _globals['_STREAMAGGREGATEDRECORDSRESPONSE']._serialized_end=582
-  _globals['_AGGREGATIONSERVICE']._serialized_start=585
-  _globals['_AGGREGATIONSERVICE']._serialized_end=991
+  _globals['_GETRESULTSBLOBRESPONSE']._serialized_end=380
+  _globals['_GETDEFINITIONREQUEST']._serialized_start=382
+  _globals['_GETDEFINITIONREQUEST']._serialized_end=404
+  _globals['_GETDEFINITIONRESPONSE']._serialized_start=406
+  _globals['_GETDEFINITIONRESPONSE']._serialized_end=449
+  _globals['_STREAMAGGREGATEDRECORDSREQUEST']._serialized_start=451
+  _globals['_STREAMAGGREGATEDRECORDSREQUEST']._serialized_end=522
+  _globals['_STREAMAGGREGATEDRECORDSRESPONSE']._serialized_start=524
+  _globals['_STREAMAGGREGATEDRECORDSRESPONSE']._serialized_end=597
+  _globals['_AGGREGATIONSERVICE']._serialized_start=600
+  _globals['_AGGREGATIONSERVICE']._serialized_end=1006
 # @@protoc_insertion_point(module_scope)

@@ -106,6 +106,7 @@ class GetResultsBlobResponse(_message.Message):
     ACTA_RECORDS_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
     INGEST_RECORDS_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
     acta_records: _builtins.int
     """Number of acta records the results cover (the position N)."""
     results: _builtins.bytes
@@ -116,16 +117,21 @@ class GetResultsBlobResponse(_message.Message):
     records ingest had accepted as far as aggregation knows. Publication signs it into
     the cut record (CutRecord.ingest_records).
     """
+    final: _builtins.bool
+    """Whether the results are final: asked for, or ingest closed the night and every
+    record it logged is counted (Results.final is set in the blob).
+    """
     def __init__(
         self,
         *,
         acta_records: _builtins.int = ...,
         results: _builtins.bytes = ...,
         ingest_records: _builtins.int = ...,
+        final: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "ingest_records", b"ingest_records", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "final", b"final", "ingest_records", b"ingest_records", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,46 +22,51 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from veritally_client._gen.veritally.v1 import acta_pb2 as veritally_dot_v1_dot_acta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19veritally/v1/ingest.proto\x12\x0cveritally.v1\x1a\x17veritally/v1/acta.proto\"\xea\x01\n\x0b\x41\x63taOutcome\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.veritally.v1.OutcomeStatus\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\r\x12\x10\n\x08sequence\x18\x07 \x01(\x04\x12\x0f\n\x07\x63ounted\x18\x08 \x01(\x08\x12:\n\x12not_counted_reason\x18\t \x01(\x0e\x32\x1e.veritally.v1.NotCountedReason\"5\n\x11SubmitActaRequest\x12 \n\x04\x61\x63ta\x18\x01 \x01(\x0b\x32\x12.veritally.v1.Acta\"@\n\x12SubmitActaResponse\x12*\n\x07outcome\x18\x01 \x01(\x0b\x32\x19.veritally.v1.ActaOutcome\"7\n\x12SubmitActasRequest\x12!\n\x05\x61\x63tas\x18\x01 \x03(\x0b\x32\x12.veritally.v1.Acta\"B\n\x13SubmitActasResponse\x12+\n\x08outcomes\x18\x01 \x03(\x0b\x32\x19.veritally.v1.ActaOutcome\"c\n\x12\x43orrectActaRequest\x12 \n\x04\x61\x63ta\x18\x01 \x01(\x0b\x32\x12.veritally.v1.Acta\x12\x1b\n\x13supersedes_revision\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x13\x43orrectActaResponse\x12*\n\x07outcome\x18\x01 \x01(\x0b\x32\x19.veritally.v1.ActaOutcome\"C\n\nCrossCheck\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12$\n\x08\x63\x61ptures\x18\x02 \x03(\x0b\x32\x12.veritally.v1.Acta\"?\n\x16ListCrossChecksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x17ListCrossChecksResponse\x12.\n\x0c\x63ross_checks\x18\x01 \x03(\x0b\x32\x18.veritally.v1.CrossCheck\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x18ResolveCrossCheckRequest\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12\x15\n\rcapture_index\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"G\n\x19ResolveCrossCheckResponse\x12*\n\x07outcome\x18\x01 \x01(\x0b\x32\x19.veritally.v1.ActaOutcome\"=\n\x14StreamRecordsRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"Q\n\x15StreamRecordsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06leaves\x18\x02 \x03(\x0c\x12\x10\n\x08log_size\x18\x03 \x01(\x04*\x80\x02\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17OUTCOME_STATUS_ACCEPTED\x10\x01\x12\x1c\n\x18OUTCOME_STATUS_DUPLICATE\x10\x02\x12\x1b\n\x17OUTCOME_STATUS_REJECTED\x10\x03\x12*\n&OUTCOME_STATUS_AWAITING_SECOND_CAPTURE\x10\x04\x12\x1e\n\x1aOUTCOME_STATUS_CROSS_CHECK\x10\x05\x12+\n\'OUTCOME_STATUS_AWAITING_SECOND_APPROVAL\x10\x06\x32\xac\x04\n\rIngestService\x12O\n\nSubmitActa\x12\x1f.veritally.v1.SubmitActaRequest\x1a .veritally.v1.SubmitActaResponse\x12T\n\x0bSubmitActas\x12 .veritally.v1.SubmitActasRequest\x1a!.veritally.v1.SubmitActasResponse(\x01\x12R\n\x0b\x43orrectActa\x12 .veritally.v1.CorrectActaRequest\x1a!.veritally.v1.CorrectActaResponse\x12^\n\x0fListCrossChecks\x12$.veritally.v1.ListCrossChecksRequest\x1a%.veritally.v1.ListCrossChecksResponse\x12\x64\n\x11ResolveCrossCheck\x12&.veritally.v1.ResolveCrossCheckRequest\x1a\'.veritally.v1.ResolveCrossCheckResponse\x12Z\n\rStreamRecords\x12\".veritally.v1.StreamRecordsRequest\x1a#.veritally.v1.StreamRecordsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19veritally/v1/ingest.proto\x12\x0cveritally.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17veritally/v1/acta.proto\"\xea\x01\n\x0b\x41\x63taOutcome\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.veritally.v1.OutcomeStatus\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\r\x12\x10\n\x08sequence\x18\x07 \x01(\x04\x12\x0f\n\x07\x63ounted\x18\x08 \x01(\x08\x12:\n\x12not_counted_reason\x18\t \x01(\x0e\x32\x1e.veritally.v1.NotCountedReason\"5\n\x11SubmitActaRequest\x12 \n\x04\x61\x63ta\x18\x01 \x01(\x0b\x32\x12.veritally.v1.Acta\"@\n\x12SubmitActaResponse\x12*\n\x07outcome\x18\x01 \x01(\x0b\x32\x19.veritally.v1.ActaOutcome\"7\n\x12SubmitActasRequest\x12!\n\x05\x61\x63tas\x18\x01 \x03(\x0b\x32\x12.veritally.v1.Acta\"B\n\x13SubmitActasResponse\x12+\n\x08outcomes\x18\x01 \x03(\x0b\x32\x19.veritally.v1.ActaOutcome\"c\n\x12\x43orrectActaRequest\x12 \n\x04\x61\x63ta\x18\x01 \x01(\x0b\x32\x12.veritally.v1.Acta\x12\x1b\n\x13supersedes_revision\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x13\x43orrectActaResponse\x12*\n\x07outcome\x18\x01 \x01(\x0b\x32\x19.veritally.v1.ActaOutcome\"C\n\nCrossCheck\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12$\n\x08\x63\x61ptures\x18\x02 \x03(\x0b\x32\x12.veritally.v1.Acta\"?\n\x16ListCrossChecksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x17ListCrossChecksResponse\x12.\n\x0c\x63ross_checks\x18\x01 \x03(\x0b\x32\x18.veritally.v1.CrossCheck\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x18ResolveCrossCheckRequest\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12\x15\n\rcapture_index\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"G\n\x19ResolveCrossCheckResponse\x12*\n\x07outcome\x18\x01 \x01(\x0b\x32\x19.veritally.v1.ActaOutcome\"=\n\x14StreamRecordsRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"\x87\x01\n\x15StreamRecordsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06leaves\x18\x02 \x03(\x0c\x12\x10\n\x08log_size\x18\x03 \x01(\x04\x12\x1e\n\x11\x63losed_at_records\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x14\n\x12_closed_at_records\"\x13\n\x11\x43loseNightRequest\"r\n\x12\x43loseNightResponse\x12\x19\n\x11\x63losed_at_records\x18\x01 \x01(\x04\x12.\n\nclose_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclosed_by\x18\x03 \x01(\t*\x80\x02\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17OUTCOME_STATUS_ACCEPTED\x10\x01\x12\x1c\n\x18OUTCOME_STATUS_DUPLICATE\x10\x02\x12\x1b\n\x17OUTCOME_STATUS_REJECTED\x10\x03\x12*\n&OUTCOME_STATUS_AWAITING_SECOND_CAPTURE\x10\x04\x12\x1e\n\x1aOUTCOME_STATUS_CROSS_CHECK\x10\x05\x12+\n\'OUTCOME_STATUS_AWAITING_SECOND_APPROVAL\x10\x06\x32\xfd\x04\n\rIngestService\x12O\n\nSubmitActa\x12\x1f.veritally.v1.SubmitActaRequest\x1a .veritally.v1.SubmitActaResponse\x12T\n\x0bSubmitActas\x12 .veritally.v1.SubmitActasRequest\x1a!.veritally.v1.SubmitActasResponse(\x01\x12R\n\x0b\x43orrectActa\x12 .veritally.v1.CorrectActaRequest\x1a!.veritally.v1.CorrectActaResponse\x12^\n\x0fListCrossChecks\x12$.veritally.v1.ListCrossChecksRequest\x1a%.veritally.v1.ListCrossChecksResponse\x12\x64\n\x11ResolveCrossCheck\x12&.veritally.v1.ResolveCrossCheckRequest\x1a\'.veritally.v1.ResolveCrossCheckResponse\x12Z\n\rStreamRecords\x12\".veritally.v1.StreamRecordsRequest\x1a#.veritally.v1.StreamRecordsResponse0\x01\x12O\n\nCloseNight\x12\x1f.veritally.v1.CloseNightRequest\x1a .veritally.v1.CloseNightResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veritally_client._gen.veritally.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOMESTATUS']._serialized_start=1257
-  _globals['_OUTCOMESTATUS']._serialized_end=1513
-  _globals['_ACTAOUTCOME']._serialized_start=69
-  _globals['_ACTAOUTCOME']._serialized_end=303
-  _globals['_SUBMITACTAREQUEST']._serialized_start=305
-  _globals['_SUBMITACTAREQUEST']._serialized_end=358
-  _globals['_SUBMITACTARESPONSE']._serialized_start=360
-  _globals['_SUBMITACTARESPONSE']._serialized_end=424
-  _globals['_SUBMITACTASREQUEST']._serialized_start=426
-  _globals['_SUBMITACTASREQUEST']._serialized_end=481
-  _globals['_SUBMITACTASRESPONSE']._serialized_start=483
-  _globals['_SUBMITACTASRESPONSE']._serialized_end=549
-  _globals['_CORRECTACTAREQUEST']._serialized_start=551
-  _globals['_CORRECTACTAREQUEST']._serialized_end=650
-  _globals['_CORRECTACTARESPONSE']._serialized_start=652
-  _globals['_CORRECTACTARESPONSE']._serialized_end=717
-  _globals['_CROSSCHECK']._serialized_start=719
-  _globals['_CROSSCHECK']._serialized_end=786
-  _globals['_LISTCROSSCHECKSREQUEST']._serialized_start=788
-  _globals['_LISTCROSSCHECKSREQUEST']._serialized_end=851
-  _globals['_LISTCROSSCHECKSRESPONSE']._serialized_start=853
-  _globals['_LISTCROSSCHECKSRESPONSE']._serialized_end=951
-  _globals['_RESOLVECROSSCHECKREQUEST']._serialized_start=953
-  _globals['_RESOLVECROSSCHECKREQUEST']._serialized_end=1035
-  _globals['_RESOLVECROSSCHECKRESPONSE']._serialized_start=1037
-  _globals['_RESOLVECROSSCHECKRESPONSE']._serialized_end=1108
-  _globals['_STREAMRECORDSREQUEST']._serialized_start=1110
-  _globals['_STREAMRECORDSREQUEST']._serialized_end=1171
-  _globals['_STREAMRECORDSRESPONSE']._serialized_start=1173
-  _globals['_STREAMRECORDSRESPONSE']._serialized_end=1254
-  _globals['_INGESTSERVICE']._serialized_start=1516
-  _globals['_INGESTSERVICE']._serialized_end=2072
+  _globals['_OUTCOMESTATUS']._serialized_start=1482
+  _globals['_OUTCOMESTATUS']._serialized_end=1738
+  _globals['_ACTAOUTCOME']._serialized_start=102
+  _globals['_ACTAOUTCOME']._serialized_end=336
+  _globals['_SUBMITACTAREQUEST']._serialized_start=338
+  _globals['_SUBMITACTAREQUEST']._serialized_end=391
+  _globals['_SUBMITACTARESPONSE']._serialized_start=393
+  _globals['_SUBMITACTARESPONSE']._serialized_end=457
+  _globals['_SUBMITACTASREQUEST']._serialized_start=459
+  _globals['_SUBMITACTASREQUEST']._serialized_end=514
+  _globals['_SUBMITACTASRESPONSE']._serialized_start=516
+  _globals['_SUBMITACTASRESPONSE']._serialized_end=582
+  _globals['_CORRECTACTAREQUEST']._serialized_start=584
+  _globals['_CORRECTACTAREQUEST']._serialized_end=683
+  _globals['_CORRECTACTARESPONSE']._serialized_start=685
+  _globals['_CORRECTACTARESPONSE']._serialized_end=750
+  _globals['_CROSSCHECK']._serialized_start=752
+  _globals['_CROSSCHECK']._serialized_end=819
+  _globals['_LISTCROSSCHECKSREQUEST']._serialized_start=821
+  _globals['_LISTCROSSCHECKSREQUEST']._serialized_end=884
+  _globals['_LISTCROSSCHECKSRESPONSE']._serialized_start=886
+  _globals['_LISTCROSSCHECKSRESPONSE']._serialized_end=984
+  _globals['_RESOLVECROSSCHECKREQUEST']._serialized_start=986
+  _globals['_RESOLVECROSSCHECKREQUEST']._serialized_end=1068
+  _globals['_RESOLVECROSSCHECKRESPONSE']._serialized_start=1070
+  _globals['_RESOLVECROSSCHECKRESPONSE']._serialized_end=1141
+  _globals['_STREAMRECORDSREQUEST']._serialized_start=1143
+  _globals['_STREAMRECORDSREQUEST']._serialized_end=1204
+  _globals['_STREAMRECORDSRESPONSE']._serialized_start=1207
+  _globals['_STREAMRECORDSRESPONSE']._serialized_end=1342
+  _globals['_CLOSENIGHTREQUEST']._serialized_start=1344
+  _globals['_CLOSENIGHTREQUEST']._serialized_end=1363
+  _globals['_CLOSENIGHTRESPONSE']._serialized_start=1365
+  _globals['_CLOSENIGHTRESPONSE']._serialized_end=1479
+  _globals['_INGESTSERVICE']._serialized_start=1741
+  _globals['_INGESTSERVICE']._serialized_end=2378
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from veritally_client._gen.veritally.v1 import acta_pb2 as _acta_pb2
@@ -460,12 +461,18 @@ class StreamRecordsResponse(_message.Message):
     FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
     LEAVES_FIELD_NUMBER: _builtins.int
     LOG_SIZE_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_RECORDS_FIELD_NUMBER: _builtins.int
     first_sequence: _builtins.int
     """Sequence number of the first record in `leaves`."""
     log_size: _builtins.int
     """Records committed in ingest's acta log when this message was sent (every message,
     keep-alives included), so that a follower stuck before a record still learns how
     far ingest has gone.
+    """
+    closed_at_records: _builtins.int
+    """Set once the night is closed: the records of the acta log at the close, which is all
+    it will ever hold. A follower that has counted these many records has the final
+    results.
     """
     @_builtins.property
     def leaves(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
@@ -481,11 +488,63 @@ class StreamRecordsResponse(_message.Message):
         first_sequence: _builtins.int = ...,
         leaves: _abc.Iterable[_builtins.bytes] | None = ...,
         log_size: _builtins.int = ...,
+        closed_at_records: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_closed_at_records", b"_closed_at_records", "closed_at_records", b"closed_at_records"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_closed_at_records", b"_closed_at_records", "closed_at_records", b"closed_at_records", "first_sequence", b"first_sequence", "leaves", b"leaves", "log_size", b"log_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__closed_at_records: _TypeAlias = _typing.Literal["closed_at_records"]  # noqa: Y015
+    _WhichOneofArgType__closed_at_records: _TypeAlias = _typing.Literal["_closed_at_records", b"_closed_at_records"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__closed_at_records) -> _WhichOneofReturnType__closed_at_records | None: ...
+
+Global___StreamRecordsResponse: _TypeAlias = StreamRecordsResponse  # noqa: Y015
+
+@_typing.final
+class CloseNightRequest(_message.Message):
+    """Request of CloseNight. The operator comes from the caller's certificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence", b"first_sequence", "leaves", b"leaves", "log_size", b"log_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___StreamRecordsResponse: _TypeAlias = StreamRecordsResponse  # noqa: Y015
+Global___CloseNightRequest: _TypeAlias = CloseNightRequest  # noqa: Y015
+
+@_typing.final
+class CloseNightResponse(_message.Message):
+    """Response of CloseNight: the close, as first recorded (a second call changes nothing)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLOSED_AT_RECORDS_FIELD_NUMBER: _builtins.int
+    CLOSE_TIME_FIELD_NUMBER: _builtins.int
+    CLOSED_BY_FIELD_NUMBER: _builtins.int
+    closed_at_records: _builtins.int
+    """Records in the acta log when the night closed: the final cut covers exactly these."""
+    closed_by: _builtins.str
+    """Who closed it: the operator's SPIFFE ID, or "" when the definition's close_time did."""
+    @_builtins.property
+    def close_time(self) -> _timestamp_pb2.Timestamp:
+        """When the night closed."""
+
+    def __init__(
+        self,
+        *,
+        closed_at_records: _builtins.int = ...,
+        close_time: _timestamp_pb2.Timestamp | None = ...,
+        closed_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "closed_at_records", b"closed_at_records", "closed_by", b"closed_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseNightResponse: _TypeAlias = CloseNightResponse  # noqa: Y015

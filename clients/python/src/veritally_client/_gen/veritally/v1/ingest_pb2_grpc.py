@@ -66,6 +66,11 @@ class IngestServiceStub:
                 request_serializer=veritally_dot_v1_dot_ingest__pb2.StreamRecordsRequest.SerializeToString,
                 response_deserializer=veritally_dot_v1_dot_ingest__pb2.StreamRecordsResponse.FromString,
                 _registered_method=True)
+        self.CloseNight = channel.unary_unary(
+                '/veritally.v1.IngestService/CloseNight',
+                request_serializer=veritally_dot_v1_dot_ingest__pb2.CloseNightRequest.SerializeToString,
+                response_deserializer=veritally_dot_v1_dot_ingest__pb2.CloseNightResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -115,6 +120,15 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CloseNight(self, request, context):
+        """Operators: close the night. Ingest then accepts no new record (no first capture, no
+        correction, no cross-check resolution; FAILED_PRECONDITION), and the next cut, over
+        exactly the records logged at the close, is the final one. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +161,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.StreamRecords,
                     request_deserializer=veritally_dot_v1_dot_ingest__pb2.StreamRecordsRequest.FromString,
                     response_serializer=veritally_dot_v1_dot_ingest__pb2.StreamRecordsResponse.SerializeToString,
+            ),
+            'CloseNight': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseNight,
+                    request_deserializer=veritally_dot_v1_dot_ingest__pb2.CloseNightRequest.FromString,
+                    response_serializer=veritally_dot_v1_dot_ingest__pb2.CloseNightResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +332,33 @@ class IngestService:
             '/veritally.v1.IngestService/StreamRecords',
             veritally_dot_v1_dot_ingest__pb2.StreamRecordsRequest.SerializeToString,
             veritally_dot_v1_dot_ingest__pb2.StreamRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseNight(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veritally.v1.IngestService/CloseNight',
+            veritally_dot_v1_dot_ingest__pb2.CloseNightRequest.SerializeToString,
+            veritally_dot_v1_dot_ingest__pb2.CloseNightResponse.FromString,
             options,
             channel_credentials,
             insecure,

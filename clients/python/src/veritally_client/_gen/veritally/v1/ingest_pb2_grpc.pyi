@@ -47,6 +47,11 @@ class IngestServiceStub:
     """Resolve a cross-check by choosing a capture (operator role)."""
     StreamRecords: _grpc.UnaryStreamMultiCallable[_ingest_pb2.StreamRecordsRequest, _ingest_pb2.StreamRecordsResponse]
     """Stream accepted records from a log position; resumable by sequence number."""
+    CloseNight: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.CloseNightRequest, _ingest_pb2.CloseNightResponse]
+    """Operators: close the night. Ingest then accepts no new record (no first capture, no
+    correction, no cross-check resolution; FAILED_PRECONDITION), and the next cut, over
+    exactly the records logged at the close, is the final one. Idempotent.
+    """
 
 @_typing.type_check_only
 class IngestServiceAsyncStub(IngestServiceStub):
@@ -67,6 +72,11 @@ class IngestServiceAsyncStub(IngestServiceStub):
     """Resolve a cross-check by choosing a capture (operator role)."""
     StreamRecords: _aio.UnaryStreamMultiCallable[_ingest_pb2.StreamRecordsRequest, _ingest_pb2.StreamRecordsResponse]  # type: ignore[assignment]
     """Stream accepted records from a log position; resumable by sequence number."""
+    CloseNight: _aio.UnaryUnaryMultiCallable[_ingest_pb2.CloseNightRequest, _ingest_pb2.CloseNightResponse]  # type: ignore[assignment]
+    """Operators: close the night. Ingest then accepts no new record (no first capture, no
+    correction, no cross-check resolution; FAILED_PRECONDITION), and the next cut, over
+    exactly the records logged at the close, is the final one. Idempotent.
+    """
 
 class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
     """Capture centres submit actas; operators correct them and resolve cross-checks; the
@@ -120,5 +130,16 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ingest_pb2.StreamRecordsResponse], _abc.AsyncIterator[_ingest_pb2.StreamRecordsResponse]]:
         """Stream accepted records from a log position; resumable by sequence number."""
+
+    @_abc_1.abstractmethod
+    def CloseNight(
+        self,
+        request: _ingest_pb2.CloseNightRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.CloseNightResponse, _abc.Awaitable[_ingest_pb2.CloseNightResponse]]:
+        """Operators: close the night. Ingest then accepts no new record (no first capture, no
+        correction, no cross-check resolution; FAILED_PRECONDITION), and the next cut, over
+        exactly the records logged at the close, is the final one. Idempotent.
+        """
 
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
