@@ -270,6 +270,7 @@ def test_edge_rbac_confines_each_role(config: dict[str, Any]) -> None:
             "/veritally.v1.IngestService/CorrectActa",
             "/veritally.v1.IngestService/ListCrossChecks",
             "/veritally.v1.IngestService/ResolveCrossCheck",
+            "/veritally.v1.IngestService/CloseNight",
             "/grpc.health.v1.Health/Check",
         },
     )
