@@ -25,7 +25,11 @@ from tests.write_path_support import (
 from veritally import bounds
 from veritally.bounds import MAX_ACTAS_PER_MESSAGE
 from veritally.ingest.app import MAX_RECEIVE_BYTES, IngestService, start_ingest
-from veritally.ingest.engine import MAX_CONFLICTS_PER_ACTA, MAX_PENDING_CAPTURES
+from veritally.ingest.engine import (
+    MAX_CONFLICTS_PER_ACTA,
+    MAX_OUT_OF_CATALOGUE_PER_CENTRE,
+    MAX_PENDING_CAPTURES,
+)
 from veritally.ingest.operators import MAX_REASON_CHARS
 from veritally.rpc import aio_channel
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
@@ -118,14 +122,42 @@ async def test_rejects_different_figures_for_a_logged_acta_and_keeps_them_for_au
     assert service.engine.store.count("conflicts") == 1
 
 
-async def test_rejects_acta_out_of_catalogue_with_not_found_naming_the_field(
+async def test_acta_out_of_catalogue_is_logged_and_not_counted(
     single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
 ) -> None:
-    _, stub = single
+    # PREP publishes "actas fuera de catálogo": logged, never counted.
+    service, stub = single
     acta = make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1])
     acta.casilla_id = "99-99-9999-B1"
-    error = await _error(stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=acta)))
-    assert error.code() == grpc.StatusCode.NOT_FOUND
+    outcome = await _submit(stub, acta)
+    assert outcome.status == Status.Value("OUTCOME_STATUS_ACCEPTED")
+    assert not outcome.counted
+    assert service.engine.log_size == 1
+
+
+async def test_one_centre_cannot_grow_the_log_with_invented_casillas(
+    single: tuple[IngestService, ingest_pb2_grpc.IngestServiceAsyncStub],
+) -> None:
+    service, stub = single
+    invented = []
+    for i in range(MAX_OUT_OF_CATALOGUE_PER_CENTRE + 5):
+        acta = make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1])
+        acta.casilla_id = f"99-99-{i:04d}-B1"
+        invented.append(acta)
+    response = await stub.SubmitActas(
+        iter([ingest_pb2.SubmitActasRequest(actas=invented)]), metadata=_by(invented[0])
+    )
+    codes = [o.code for o in response.outcomes]
+    assert codes.count("FAILED_PRECONDITION") == 5
+    assert service.engine.log_size == MAX_OUT_OF_CATALOGUE_PER_CENTRE
+    # Real casillas of the same centre are still logged, and the bound holds after a
+    # restart of the index (it is rebuilt from the store).
+    assert (await _submit(stub, make_acta(ELECTION, CASILLA, "PRES", [1, 1, 1]))).counted
+    service.engine._load()
+    error = await _error(
+        stub.SubmitActa(ingest_pb2.SubmitActaRequest(acta=invented[-1]), metadata=_by(invented[-1]))
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert bad_request_field(error) == "casilla_id"
 
 

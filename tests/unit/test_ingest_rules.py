@@ -38,12 +38,23 @@ def test_accepts_and_counts_a_valid_acta() -> None:
     assert not verdict.flagged
 
 
-def test_rejects_acta_out_of_catalogue() -> None:
+def test_acta_out_of_catalogue_is_accepted_not_counted() -> None:
     acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 1, 1])
     acta.casilla_id = "99-99-9999-B1"
+    verdict = _verdict(acta)
+    assert not verdict.counted
+    assert verdict.not_counted_reason == acta_pb2.NOT_COUNTED_REASON_OUT_OF_CATALOGUE
+
+
+def test_acta_out_of_catalogue_with_an_option_of_no_contest_is_refused() -> None:
+    acta = make_acta(ELECTION, ORDINARY, "PRES", [1, 1, 1])
+    acta.casilla_id = "99-99-9999-B1"
+    acta.option_votes[0].option_id = "NOPE"
     rejection = _rejection(acta)
-    assert rejection.code == RejectCode.NOT_FOUND
-    assert rejection.field == "casilla_id"
+    assert (rejection.code, rejection.field) == (
+        RejectCode.INVALID_ARGUMENT,
+        "option_votes[0].option_id",
+    )
 
 
 def test_rejects_empty_casilla_id_as_invalid_argument() -> None:

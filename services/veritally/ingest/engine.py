@@ -78,6 +78,12 @@ MAX_PENDING_CAPTURES = 3
 # bounds.MAX_ACTA_BYTES). More are still refused ALREADY_EXISTS but only counted, in the
 # conflicts_dropped table: the first ones already show who sent what.
 MAX_CONFLICTS_PER_ACTA = 10
+# Actas of casillas not in the catalogue (PREP's "fuera de catálogo") one capture centre
+# may have logged or waiting for a second capture. PREP sees a handful per night; the
+# bound keeps one centre from growing the log (or the pending table) with invented
+# casilla ids, which no catalogue limits.
+MAX_OUT_OF_CATALOGUE_PER_CENTRE = 100
+_OUT_OF_CATALOGUE = acta_pb2.NOT_COUNTED_REASON_OUT_OF_CATALOGUE
 # Cross-checks per ListCrossChecks page when the caller asks for none, and at most.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
@@ -200,6 +206,19 @@ class IngestEngine:
             pending.setdefault(acta_id, []).append(capture)
         self._pending = {k: tuple(v) for k, v in pending.items()}
         self._conflicts = dict(self._store.conflict_counts())
+        # capture centre -> its out-of-catalogue acta ids, logged or pending
+        self._outside: dict[str, set[str]] = {}
+        for acta_id, logged in self._logged.items():
+            if logged.reason == _OUT_OF_CATALOGUE:
+                first = self._store.leaves_of(acta_id)[0][2]
+                record = protocol.parse_leaf(first).acta_record
+                centre = record.acta.provenance.capture_centre_id
+                self._outside.setdefault(centre, set()).add(acta_id)
+        for acta_id, captures in self._pending.items():
+            if not self.election.has_casilla(acta_id.rpartition("/")[0]):
+                for capture in captures:
+                    centre = operators.caller_from_spiffe_id(capture.submitter).centre
+                    self._outside.setdefault(centre, set()).add(acta_id)
         self._proposals = {}
         for acta_id, operator, supersedes, digest, acta, reason, time in self._store.proposals():
             self._proposals.setdefault(acta_id, {})[operator] = Proposal(
@@ -351,6 +370,10 @@ class IngestEngine:
             return admitted
         verdict, acta_bytes, digest = admitted
         acta_id = verdict.acta_id
+        if verdict.not_counted_reason == _OUT_OF_CATALOGUE:
+            refused = self._outside_bound(acta_id, caller)
+            if refused is not None:
+                return _rejected(acta_id, refused)
         # (1)(2) already logged
         logged = self._get_logged(batch, acta_id)
         if logged is not None:
@@ -414,6 +437,21 @@ class IngestEngine:
         )
         status = _AWAITING if not pending else _CROSS_CHECK
         return ActaOutcomePb(acta_id=acta_id, status=status)
+
+    def _outside_bound(self, acta_id: str, caller: Caller) -> Rejection | None:
+        """Count an out-of-catalogue acta against its centre's bound, or refuse it."""
+        mine = self._outside.setdefault(caller.centre, set())
+        if acta_id in mine:
+            return None
+        if len(mine) >= MAX_OUT_OF_CATALOGUE_PER_CENTRE:
+            return Rejection(
+                RejectCode.FAILED_PRECONDITION,
+                "casilla_id",
+                f"capture centre {caller.centre!r} already has "
+                f"{MAX_OUT_OF_CATALOGUE_PER_CENTRE} actas of casillas not in the catalogue",
+            )
+        mine.add(acta_id)
+        return None
 
     def _keep_conflict(
         self, batch: _Batch, acta_id: str, acta_bytes: bytes, submitter: str, message: str

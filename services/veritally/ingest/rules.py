@@ -5,10 +5,13 @@ An acta is checked in this order; the first failure is the answer:
 0. it is within the bounds of ``bounds.acta_problem`` (size, unknown fields, identifiers,
    enums, timestamps; INVALID_ARGUMENT naming the field), so that nothing below handles
    or quotes unbounded input;
-1. the casilla is in the catalogue (NOT_FOUND ``casilla_id``, out of catalogue);
-2. the contest is one of the election's (NOT_FOUND ``contest_id``) and the casilla votes
-   in one of its races: its type receives the contest and a race of the contest contains
-   it (INVALID_ARGUMENT ``contest_id``);
+1. the contest is one of the election's (NOT_FOUND ``contest_id``);
+2. the casilla is in the catalogue and votes in one of the contest's races: its type
+   receives the contest and a race of the contest contains it (INVALID_ARGUMENT
+   ``contest_id``). A casilla not in the catalogue is PREP's "acta fuera de catálogo":
+   the acta is checked against the contest's options (each at most once, no other) and
+   accepted, never counted, as ``OUT_OF_CATALOGUE`` (how many one centre may log is the
+   engine's bound);
 3. every option of the casilla's race appears exactly once and no other does
    (INVALID_ARGUMENT ``option_votes[i].option_id`` or ``option_votes``);
 4. a figure marked illegible or blank carries 0 votes and every mark is a known value
@@ -63,6 +66,7 @@ class Catalogue:
 
     casillas: Mapping[str, tuple[int, bool, tuple[tuple[str, Mapping[str, int]] | None, ...]]]
     contests: Mapping[str, int]
+    contest_options: tuple[Mapping[str, int], ...] = ()  # by contest index
 
     @classmethod
     def from_index(cls, election: ElectionIndex) -> Catalogue:
@@ -77,7 +81,8 @@ class Catalogue:
                 ballots[id(c.races)] = races
             casillas[c.id] = (c.vote_limit, c.is_special, races)
         contests = {c.id: c.index for c in election.contests}
-        return cls(casillas=casillas, contests=contests)
+        options = tuple(c.option_index for c in election.contests)
+        return cls(casillas=casillas, contests=contests, contest_options=options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +164,49 @@ def _mark_problem(prefix: str, votes: int, mark: int) -> Rejection | None:
     return None
 
 
+def _out_of_catalogue(acta: ActaPb, options: Mapping[str, int]) -> Verdict | Rejection:
+    """An acta of a casilla not in the catalogue: its figures checked against the
+    contest's options (each at most once) and its marks and digest as any acta's;
+    accepted as OUT_OF_CATALOGUE, never counted."""
+    seen: set[str] = set()
+    total = 0
+    flagged = False
+    for i, ov in enumerate(acta.option_votes):
+        if ov.option_id not in options or ov.option_id in seen:
+            return Rejection(
+                RejectCode.INVALID_ARGUMENT,
+                f"option_votes[{i}].option_id",
+                bounds.identifier_problem(ov.option_id)
+                or f"option {ov.option_id!r} is not an option of contest {acta.contest_id!r} "
+                "or appears more than once",
+            )
+        seen.add(ov.option_id)
+        if ov.mark:
+            problem = _mark_problem(f"option_votes[{i}].", ov.votes, ov.mark)
+            if problem is not None:
+                return problem
+            flagged = True
+        total += ov.votes
+    for prefix, votes, mark in (
+        ("unregistered_", acta.unregistered_votes, acta.unregistered_mark),
+        ("null_", acta.null_votes, acta.null_mark),
+    ):
+        if mark:
+            problem = _mark_problem(prefix, votes, mark)
+            if problem is not None:
+                return problem
+            flagged = True
+        total += votes
+    if len(acta.image_sha256) != SHA256_BYTES:
+        return Rejection(
+            RejectCode.INVALID_ARGUMENT,
+            "image_sha256",
+            f"expected a {SHA256_BYTES}-byte SHA-256, found {len(acta.image_sha256)} bytes",
+        )
+    acta_id = f"{acta.casilla_id}/{acta.contest_id}"
+    return Verdict(acta_id, False, acta_pb2.NOT_COUNTED_REASON_OUT_OF_CATALOGUE, flagged, total)
+
+
 def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     """Check an acta against PREP's rules.
 
@@ -173,16 +221,7 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     out_of_bounds = bounds.acta_problem(acta)
     if out_of_bounds is not None:
         return Rejection(RejectCode.INVALID_ARGUMENT, *out_of_bounds)
-    # (1) known casilla (step 0 refused an empty one)
-    casilla = catalogue.casillas.get(acta.casilla_id)
-    if casilla is None:
-        return Rejection(
-            RejectCode.NOT_FOUND,
-            "casilla_id",
-            f"casilla {acta.casilla_id!r} is not in the catalogue",
-        )
-    limit, special, races = casilla
-    # (2) known contest (step 0 refused an empty one), a race of it for the casilla
+    # (1) known contest (step 0 refused an empty one)
     index = catalogue.contests.get(acta.contest_id)
     if index is None:
         return Rejection(
@@ -190,6 +229,11 @@ def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
             "contest_id",
             f"contest {acta.contest_id!r} is not in the election",
         )
+    # (2) a catalogue casilla (step 0 refused an empty id) with a race of the contest
+    casilla = catalogue.casillas.get(acta.casilla_id)
+    if casilla is None:
+        return _out_of_catalogue(acta, catalogue.contest_options[index])
+    limit, special, races = casilla
     race = races[index]
     if race is None:
         return Rejection(
