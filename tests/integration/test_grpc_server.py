@@ -66,6 +66,13 @@ class Ingest(ingest_pb2_grpc.IngestServiceServicer):
     ) -> ingest_pb2.ResolveCrossCheckResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not used here")
 
+    async def RecordMissingActa(  # noqa: N802 - gRPC method name
+        self,
+        request: ingest_pb2.RecordMissingActaRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> ingest_pb2.RecordMissingActaResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not used here")
+
     async def CloseNight(  # noqa: N802 - gRPC method name
         self,
         request: ingest_pb2.CloseNightRequest,

@@ -21,7 +21,7 @@ from tests.write_path_support import (
 from veritally.ingest.app import IngestService, start_ingest
 from veritally.rpc import aio_channel
 from veritally_client._election import ElectionIndex
-from veritally_client._gen.veritally.v1 import ingest_pb2, ingest_pb2_grpc
+from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 ELECTION = small_election()
 CASILLA = "01-01-0001-B1"
@@ -144,5 +144,77 @@ async def test_follow_stream_tells_where_the_closed_log_ends(
             message = await asyncio.wait_for(closed_message(), timeout=10)
             assert (message.closed_at_records, message.log_size) == (1, 1)
             call.cancel()
+    finally:
+        await service.stop()
+
+
+# -- missing actas (PREP's "sin acta") -----------------------------------------------------
+
+NOT_INSTALLED = acta_pb2.NOT_COUNTED_REASON_CASILLA_NOT_INSTALLED
+
+
+def _missing(
+    casilla: str, reason: int = NOT_INSTALLED, contest: str = "PRES"
+) -> ingest_pb2.RecordMissingActaRequest:
+    return ingest_pb2.RecordMissingActaRequest(
+        casilla_id=casilla,
+        contest_id=contest,
+        reason=reason,  # type: ignore[arg-type]
+    )
+
+
+async def test_missing_acta_is_logged_without_figures_and_a_late_acta_needs_a_correction(
+    tmp_path: Path,
+) -> None:
+    service = await _start(tmp_path)
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            response = await stub.RecordMissingActa(_missing(CASILLA), metadata=CENTRE)
+            outcome = response.outcome
+            assert (outcome.status, outcome.counted) == (ingest_pb2.OUTCOME_STATUS_ACCEPTED, False)
+            again = await stub.RecordMissingActa(_missing(CASILLA), metadata=CENTRE)
+            assert again.outcome.status == ingest_pb2.OUTCOME_STATUS_DUPLICATE
+            [leaf] = [p async for p in stub.StreamRecords(ingest_pb2.StreamRecordsRequest())]
+            record = acta_pb2.LogLeaf.FromString(leaf.leaves[0]).acta_record
+            assert record.not_counted_reason == NOT_INSTALLED
+            assert not record.acta.option_votes
+            # The acta turns up after all: a capture conflicts; a correction replaces it.
+            late = await _submit(stub, CASILLA, [1, 2, 3])
+            assert (late.status, late.code) == (REJECTED, "ALREADY_EXISTS")
+            assert service.engine.log_size == 1
+    finally:
+        await service.stop()
+
+
+async def test_missing_acta_with_a_reason_that_is_not_prep_s_is_refused(tmp_path: Path) -> None:
+    service = await _start(tmp_path)
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            for reason in (
+                acta_pb2.NOT_COUNTED_REASON_ALL_BLANK,
+                acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED,
+                99,
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.RecordMissingActa(_missing(CASILLA, reason), metadata=CENTRE)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.RecordMissingActa(_missing("99-99-9999-B1"), metadata=CENTRE)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert service.engine.log_size == 0
+    finally:
+        await service.stop()
+
+
+async def test_operator_cannot_record_a_missing_acta_in_a_centres_place(tmp_path: Path) -> None:
+    service = await _start(tmp_path)
+    try:
+        async with aio_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.RecordMissingActa(_missing(CASILLA), metadata=OPS_1)
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await service.stop()

@@ -261,7 +261,11 @@ def test_edge_rbac_confines_each_role(config: dict[str, Any]) -> None:
     assert set(policies) == {"capture", "media", "operator"}
     assert policies["capture"] == (
         {"prefix": f"{SPIFFE}/capture/"},
-        {"/veritally.v1.IngestService/SubmitActa", "/veritally.v1.IngestService/SubmitActas"},
+        {
+            "/veritally.v1.IngestService/SubmitActa",
+            "/veritally.v1.IngestService/SubmitActas",
+            "/veritally.v1.IngestService/RecordMissingActa",
+        },
     )
     assert policies["media"] == ({"prefix": f"{SPIFFE}/media/"}, MEDIA_READS)
     assert policies["operator"] == (

@@ -754,6 +754,68 @@ class IngestEngine:
         await self._commit(batch)
         return _logged_outcome(acta_id, _ACCEPTED, logged)
 
+    async def record_missing(
+        self, casilla_id: str, contest_id: str, reason: int, *, submitter: str = ""
+    ) -> ActaOutcomePb:
+        """Log that an expected acta will not arrive (a capture centre, for its casillas).
+
+        One capture suffices: there are no figures for a second operator to agree with.
+        The same record again is DUPLICATE; a record when the acta is logged or has
+        captures waiting is refused (FAILED_PRECONDITION or ALREADY_EXISTS): the acta is
+        not missing.
+
+        Raises:
+            CommitError: if the record could not be committed.
+        """
+        caller = operators.caller_from_spiffe_id(submitter)
+        acta = ActaPb(casilla_id=casilla_id, contest_id=contest_id)
+        acta_id = rules.acta_id_of(acta)
+        refused: Rejection | None = await self._refuse_when_closed()
+        if refused is None:
+            verdict = rules.validate_missing(acta, reason, self.catalogue)
+            if isinstance(verdict, Rejection):
+                refused = verdict
+            elif caller.role != operators.ROLE_CAPTURE:
+                refused = Rejection(
+                    RejectCode.PERMISSION_DENIED,
+                    "",
+                    "recording a missing acta needs a capture centre's certificate",
+                )
+            else:
+                refused = operators.check_assignment(self._assigned, casilla_id, caller)
+        if refused is not None:
+            return _rejected(acta_id, refused)
+        acta.provenance.capture_centre_id = caller.centre
+        acta.provenance.operator_id = caller.operator
+        acta_bytes, digest = protocol.serialize_acta(acta)
+        batch = self._new_batch()
+        logged = self._get_logged(batch, acta_id)
+        if logged is not None:
+            if logged.revision == 1 and logged.reason == reason and not logged.counted:
+                return _logged_outcome(acta_id, _DUPLICATE, logged)
+            return _rejected(
+                acta_id,
+                Rejection(
+                    RejectCode.ALREADY_EXISTS,
+                    "",
+                    f"acta {acta_id} is logged at revision {logged.revision}; a change needs "
+                    "a correction",
+                ),
+            )
+        if self._get_pending(batch, acta_id):
+            return _rejected(
+                acta_id,
+                Rejection(
+                    RejectCode.FAILED_PRECONDITION,
+                    "",
+                    f"acta {acta_id} has captures waiting: it is not missing",
+                ),
+            )
+        assert isinstance(verdict, rules.Verdict)
+        logged = self._append(batch, acta_bytes, verdict, digest, 1)
+        await self._commit(batch)
+        return _logged_outcome(acta_id, _ACCEPTED, logged)
+
     # -- the close of the night --------------------------------------------------------
 
     async def close_night(self, *, submitter: str = "") -> NightClosed | Rejection:

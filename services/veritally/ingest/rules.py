@@ -207,6 +207,53 @@ def _out_of_catalogue(acta: ActaPb, options: Mapping[str, int]) -> Verdict | Rej
     return Verdict(acta_id, False, acta_pb2.NOT_COUNTED_REASON_OUT_OF_CATALOGUE, flagged, total)
 
 
+# Why an expected acta has not arrived (PREP's "sin acta" reasons).
+MISSING_REASONS = frozenset(
+    {
+        acta_pb2.NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED,
+        acta_pb2.NOT_COUNTED_REASON_CASILLA_NOT_INSTALLED,
+        acta_pb2.NOT_COUNTED_REASON_NO_ENVELOPE,
+        acta_pb2.NOT_COUNTED_REASON_E_BALLOT_BOX_CONTINGENCY,
+    }
+)
+
+
+def validate_missing(acta: ActaPb, reason: int, catalogue: Catalogue) -> Verdict | Rejection:
+    """Check a record of a missing acta: ``acta`` names the casilla and contest and holds
+    no figures; the casilla is in the catalogue with a race of the contest; ``reason`` is
+    one of :data:`MISSING_REASONS`."""
+    out_of_bounds = bounds.acta_problem(acta)
+    if out_of_bounds is not None:
+        return Rejection(RejectCode.INVALID_ARGUMENT, *out_of_bounds)
+    if reason not in MISSING_REASONS:
+        return Rejection(
+            RejectCode.INVALID_ARGUMENT,
+            "reason",
+            f"reason {reason} is not one of PREP's reasons for a missing acta",
+        )
+    index = catalogue.contests.get(acta.contest_id)
+    if index is None:
+        return Rejection(
+            RejectCode.NOT_FOUND,
+            "contest_id",
+            f"contest {acta.contest_id!r} is not in the election",
+        )
+    casilla = catalogue.casillas.get(acta.casilla_id)
+    if casilla is None:
+        return Rejection(
+            RejectCode.NOT_FOUND,
+            "casilla_id",
+            f"casilla {acta.casilla_id!r} is not in the catalogue: no acta of it is expected",
+        )
+    if casilla[2][index] is None:
+        return Rejection(
+            RejectCode.INVALID_ARGUMENT,
+            "contest_id",
+            f"casilla {acta.casilla_id!r} has no acta of contest {acta.contest_id!r}",
+        )
+    return Verdict(f"{acta.casilla_id}/{acta.contest_id}", False, reason, False, 0)
+
+
 def validate(acta: ActaPb, catalogue: Catalogue) -> Verdict | Rejection:
     """Check an acta against PREP's rules.
 

@@ -249,6 +249,24 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 first_sequence=first, leaves=leaves, log_size=size, closed_at_records=closed_at()
             )
 
+    async def RecordMissingActa(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request: ingest_pb2.RecordMissingActaRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.RecordMissingActaRequest, object],
+    ) -> ingest_pb2.RecordMissingActaResponse:
+        """Log that an expected acta will not arrive (capture role, its casillas)."""
+        await _within_bounds(context, request)
+        outcome = await _accepted(
+            context,
+            self.engine.record_missing(
+                request.casilla_id,
+                request.contest_id,
+                request.reason,
+                submitter=forwarded_identity(context),
+            ),
+        )
+        return ingest_pb2.RecordMissingActaResponse(outcome=outcome)
+
     async def CloseNight(  # noqa: N802 - gRPC method names are fixed by the proto
         self,
         request: ingest_pb2.CloseNightRequest,

@@ -131,6 +131,7 @@ METHODS: tuple[Method, ...] = (
     _m("ingest", "ResolveCrossCheck"),
     _m("ingest", "StreamRecords", streaming=True),
     _m("ingest", "CloseNight"),
+    _m("ingest", "RecordMissingActa"),
     _m("aggregation", "GetResults", idempotent=True),
     _m("aggregation", "GetResultsBlob", idempotent=True),
     _m("aggregation", "GetDefinition", idempotent=True),
@@ -194,6 +195,7 @@ EDGE_GRANTS: Grants = {
     CAPTURE: {
         INGEST + "SubmitActa": "a centre sends each acta its operators capture",
         INGEST + "SubmitActas": "the same in bulk over one stream (catch-up, imports)",
+        INGEST + "RecordMissingActa": "a centre records an expected acta that will not arrive",
     },
     MEDIA: {
         PUBLICATION + "GetLatestCut": "the signed result an outlet shows",

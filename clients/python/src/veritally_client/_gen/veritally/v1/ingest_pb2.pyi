@@ -501,6 +501,62 @@ class StreamRecordsResponse(_message.Message):
 Global___StreamRecordsResponse: _TypeAlias = StreamRecordsResponse  # noqa: Y015
 
 @_typing.final
+class RecordMissingActaRequest(_message.Message):
+    """Request of RecordMissingActa: an expected acta that will not arrive, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASILLA_ID_FIELD_NUMBER: _builtins.int
+    CONTEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    casilla_id: _builtins.str
+    """The casilla (of the catalogue)."""
+    contest_id: _builtins.str
+    """The contest (one the casilla has an acta of)."""
+    reason: _acta_pb2.NotCountedReason.ValueType
+    """Why there is no acta: one of PACKAGE_NOT_DELIVERED, CASILLA_NOT_INSTALLED,
+    NO_ENVELOPE, E_BALLOT_BOX_CONTINGENCY.
+    """
+    def __init__(
+        self,
+        *,
+        casilla_id: _builtins.str = ...,
+        contest_id: _builtins.str = ...,
+        reason: _acta_pb2.NotCountedReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["casilla_id", b"casilla_id", "contest_id", b"contest_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordMissingActaRequest: _TypeAlias = RecordMissingActaRequest  # noqa: Y015
+
+@_typing.final
+class RecordMissingActaResponse(_message.Message):
+    """Response of RecordMissingActa."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcome(self) -> Global___ActaOutcome:
+        """ACCEPTED (logged, not counted), DUPLICATE (recorded so before) or the refusal."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___ActaOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordMissingActaResponse: _TypeAlias = RecordMissingActaResponse  # noqa: Y015
+
+@_typing.final
 class CloseNightRequest(_message.Message):
     """Request of CloseNight. The operator comes from the caller's certificate."""
 

@@ -66,6 +66,11 @@ class IngestServiceStub:
                 request_serializer=veritally_dot_v1_dot_ingest__pb2.StreamRecordsRequest.SerializeToString,
                 response_deserializer=veritally_dot_v1_dot_ingest__pb2.StreamRecordsResponse.FromString,
                 _registered_method=True)
+        self.RecordMissingActa = channel.unary_unary(
+                '/veritally.v1.IngestService/RecordMissingActa',
+                request_serializer=veritally_dot_v1_dot_ingest__pb2.RecordMissingActaRequest.SerializeToString,
+                response_deserializer=veritally_dot_v1_dot_ingest__pb2.RecordMissingActaResponse.FromString,
+                _registered_method=True)
         self.CloseNight = channel.unary_unary(
                 '/veritally.v1.IngestService/CloseNight',
                 request_serializer=veritally_dot_v1_dot_ingest__pb2.CloseNightRequest.SerializeToString,
@@ -120,6 +125,15 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordMissingActa(self, request, context):
+        """Capture centres: record that an expected acta will not arrive (PREP's "sin acta"),
+        for the casillas assigned to the centre. Logged as a record with no figures, never
+        counted; if the acta turns up after all, a correction replaces the record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CloseNight(self, request, context):
         """Operators: close the night. Ingest then accepts no new record (no first capture, no
         correction, no cross-check resolution; FAILED_PRECONDITION), and the next cut, over
@@ -161,6 +175,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.StreamRecords,
                     request_deserializer=veritally_dot_v1_dot_ingest__pb2.StreamRecordsRequest.FromString,
                     response_serializer=veritally_dot_v1_dot_ingest__pb2.StreamRecordsResponse.SerializeToString,
+            ),
+            'RecordMissingActa': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordMissingActa,
+                    request_deserializer=veritally_dot_v1_dot_ingest__pb2.RecordMissingActaRequest.FromString,
+                    response_serializer=veritally_dot_v1_dot_ingest__pb2.RecordMissingActaResponse.SerializeToString,
             ),
             'CloseNight': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseNight,
@@ -332,6 +351,33 @@ class IngestService:
             '/veritally.v1.IngestService/StreamRecords',
             veritally_dot_v1_dot_ingest__pb2.StreamRecordsRequest.SerializeToString,
             veritally_dot_v1_dot_ingest__pb2.StreamRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordMissingActa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veritally.v1.IngestService/RecordMissingActa',
+            veritally_dot_v1_dot_ingest__pb2.RecordMissingActaRequest.SerializeToString,
+            veritally_dot_v1_dot_ingest__pb2.RecordMissingActaResponse.FromString,
             options,
             channel_credentials,
             insecure,

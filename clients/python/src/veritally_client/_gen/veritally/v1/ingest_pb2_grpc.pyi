@@ -47,6 +47,11 @@ class IngestServiceStub:
     """Resolve a cross-check by choosing a capture (operator role)."""
     StreamRecords: _grpc.UnaryStreamMultiCallable[_ingest_pb2.StreamRecordsRequest, _ingest_pb2.StreamRecordsResponse]
     """Stream accepted records from a log position; resumable by sequence number."""
+    RecordMissingActa: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.RecordMissingActaRequest, _ingest_pb2.RecordMissingActaResponse]
+    """Capture centres: record that an expected acta will not arrive (PREP's "sin acta"),
+    for the casillas assigned to the centre. Logged as a record with no figures, never
+    counted; if the acta turns up after all, a correction replaces the record.
+    """
     CloseNight: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.CloseNightRequest, _ingest_pb2.CloseNightResponse]
     """Operators: close the night. Ingest then accepts no new record (no first capture, no
     correction, no cross-check resolution; FAILED_PRECONDITION), and the next cut, over
@@ -72,6 +77,11 @@ class IngestServiceAsyncStub(IngestServiceStub):
     """Resolve a cross-check by choosing a capture (operator role)."""
     StreamRecords: _aio.UnaryStreamMultiCallable[_ingest_pb2.StreamRecordsRequest, _ingest_pb2.StreamRecordsResponse]  # type: ignore[assignment]
     """Stream accepted records from a log position; resumable by sequence number."""
+    RecordMissingActa: _aio.UnaryUnaryMultiCallable[_ingest_pb2.RecordMissingActaRequest, _ingest_pb2.RecordMissingActaResponse]  # type: ignore[assignment]
+    """Capture centres: record that an expected acta will not arrive (PREP's "sin acta"),
+    for the casillas assigned to the centre. Logged as a record with no figures, never
+    counted; if the acta turns up after all, a correction replaces the record.
+    """
     CloseNight: _aio.UnaryUnaryMultiCallable[_ingest_pb2.CloseNightRequest, _ingest_pb2.CloseNightResponse]  # type: ignore[assignment]
     """Operators: close the night. Ingest then accepts no new record (no first capture, no
     correction, no cross-check resolution; FAILED_PRECONDITION), and the next cut, over
@@ -130,6 +140,17 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ingest_pb2.StreamRecordsResponse], _abc.AsyncIterator[_ingest_pb2.StreamRecordsResponse]]:
         """Stream accepted records from a log position; resumable by sequence number."""
+
+    @_abc_1.abstractmethod
+    def RecordMissingActa(
+        self,
+        request: _ingest_pb2.RecordMissingActaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.RecordMissingActaResponse, _abc.Awaitable[_ingest_pb2.RecordMissingActaResponse]]:
+        """Capture centres: record that an expected acta will not arrive (PREP's "sin acta"),
+        for the casillas assigned to the centre. Logged as a record with no figures, never
+        counted; if the acta turns up after all, a correction replaces the record.
+        """
 
     @_abc_1.abstractmethod
     def CloseNight(
