@@ -71,14 +71,20 @@ def _invalid(casilla_id: str, contest_id: str, extra: int) -> acta_pb2.Acta:
 
 def _brute_force(leaves: list[bytes]) -> dict[tuple[str, str], list[int]]:
     """(unit, contest) -> [votes per option..., unregistered, null, captured, counted,
-    not counted by reason 1, 2, 3, 4], from the latest revision of each acta."""
+    not counted by reason 1, 2, 3, 4, out of catalogue], from the latest revision of each
+    acta. An acta of a casilla outside the catalogue belongs to no state: it counts only
+    in the nation's out-of-catalogue figure."""
     latest: dict[str, acta_pb2.ActaRecord] = {}
     for leaf in leaves:
         record = acta_pb2.LogLeaf.FromString(leaf).acta_record
         latest[record.acta_id] = record
-    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 11)
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 12)
     for record in latest.values():
         acta = record.acta
+        if record.not_counted_reason == acta_pb2.NOT_COUNTED_REASON_OUT_OF_CATALOGUE:
+            assert not record.counted
+            totals[("", acta.contest_id)][11] += 1
+            continue
         state = ELECTION.casilla(acta.casilla_id).state_id
         option_ids = ELECTION.option_ids(acta.contest_id)
         for unit in ("", state):
@@ -101,7 +107,7 @@ def _tallied(results: results_pb2.Results) -> dict[tuple[str, str], list[int]]:
         if unit.level not in (results_pb2.LEVEL_NATIONAL, results_pb2.LEVEL_STATE):
             continue
         for ct in unit.contests:
-            row = [0] * 11
+            row = [0] * 12
             for i, ot in enumerate(ct.options):
                 row[i] = ot.votes
             row[3] = ct.unregistered_votes
@@ -111,7 +117,8 @@ def _tallied(results: results_pb2.Results) -> dict[tuple[str, str], list[int]]:
             row[6] = c.actas_counted
             for nc in c.not_counted:
                 row[6 + nc.reason] = nc.actas
-            if row != [0] * 11:
+            row[11] = c.actas_out_of_catalogue
+            if row != [0] * 12:
                 out[(unit.unit_id, ct.contest_id)] = row
     return out
 
