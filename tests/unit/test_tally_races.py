@@ -294,7 +294,13 @@ def test_log_whose_acta_total_exceeds_uint64_is_malformed_not_wrapped(fast_path:
     before = tally.results_bytes()
     leaf = _huge(KEYS[0], 0, 2**63)
     record = acta_pb2.LogLeaf.FromString(leaf).acta_record
-    apply = (lambda: tally.apply_leaf(leaf)) if fast_path else (lambda: tally.apply(record))
+
+    def apply() -> None:
+        if fast_path:
+            tally.apply_leaf(leaf)
+        else:
+            tally.apply(record)
+
     with pytest.raises(MalformedDataError, match="exceeds 2\\^64 - 1"):
         apply()
     assert tally.acta_records == 0
