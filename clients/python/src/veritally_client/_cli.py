@@ -294,9 +294,9 @@ def _chosen_race(cut: VerifiedCut, args: argparse.Namespace) -> tuple[RaceResult
 
 
 def _terminal() -> tuple[int, int]:
-    """Columns (at most 100: wider tables are no easier to read) and lines to fill."""
+    """The terminal's columns and lines (COLUMNS and LINES; 80 x 24 when unknown)."""
     size = shutil.get_terminal_size((80, 24))
-    return max(40, min(size.columns, 100)), max(12, size.lines)
+    return size.columns, size.lines
 
 
 def _wrap(items: Sequence[str], width: int, sep: str = " · ") -> list[str]:
@@ -373,7 +373,9 @@ class _Screen:
         room = height - head - table_lines - len(self.totals) - len(self.foot)
         if len(rows) > room:
             kept = max(room - 1, 0)
-            rows = [*rows[:kept], (f"… {len(rows) - kept} more (--json for all)", "", "", "")]
+            more = f"… {len(rows) - kept} more rows not shown (--json for all)"
+            self.foot = [_fit(more, width), *self.foot]
+            rows = rows[:kept]
         self.rows = rows
 
     def head_lines(self) -> list[str]:
@@ -449,13 +451,11 @@ def _cmd_latest(args: argparse.Namespace) -> int:
     with _client(args) as client:
         before = client.trusted_state
         cut = client.latest()
-        race, others = (None, "") if args.json else _chosen_race(cut, args)
+        screen = None if args.json else _screen(cut, args, _terminal(), table_lines=1)
     _say(f"verified cut {cut.cut_number} (tree size {cut.tree_size})")
-    if race is None:
+    if screen is None:
         write_json(cut, sys.stdout)
     else:
-        width, height = _terminal()
-        screen = _Screen(cut, race, others, by=args.by, width=width, height=height, table_lines=1)
         print("\n".join(screen.plain()))
     if args.if_newer and before is not None and before.cut_number >= cut.cut_number:
         return EXIT_NOTHING_NEW
@@ -464,7 +464,6 @@ def _cmd_latest(args: argparse.Namespace) -> int:
 
 def _live_view(screen: _Screen) -> RenderableType:
     """The screen as rich renderables: the same lines, the rows in a table."""
-    from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -478,14 +477,14 @@ def _live_view(screen: _Screen) -> RenderableType:
         parts.append(Text(line, style="bold cyan", overflow="ellipsis", no_wrap=True))
     for line in screen.completeness:
         parts.append(Text(line, overflow="ellipsis", no_wrap=True))
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = Table(box=None, pad_edge=False, header_style="bold underline")
     first, second, votes, share = screen.widths()
     table.add_column(screen.columns[0], width=first, no_wrap=True, overflow="ellipsis")
     table.add_column(screen.columns[1], width=second, no_wrap=True, overflow="ellipsis")
     table.add_column("votes", width=votes, justify="right", no_wrap=True)
     table.add_column("share", width=share, justify="right", no_wrap=True)
-    for i, row in enumerate(screen.rows):
-        table.add_row(*row, end_section=i == len(screen.rows) - 1)
+    for row in screen.rows:
+        table.add_row(*row)
     for row in screen.totals:
         table.add_row(*row, style="dim")
     parts.append(table)
@@ -498,7 +497,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as client:
         # Show the newest verified cut at once, then each new one.
         current = client.latest()
-        _chosen_race(current, args)  # a bad --contest, --state or --district fails now
+        _screen(current, args, (80, 24), table_lines=1)  # bad view options fail now
         cuts = itertools.chain([current], client.watch())
         seen = 0
         if args.plain or not sys.stdout.isatty():
@@ -512,30 +511,34 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                     break
             return EXIT_OK
         try:
-            from rich.live import Live  # rich is an optional extra
+            from rich.console import Console  # rich is an optional extra
+            from rich.live import Live
         except ImportError:
             raise _UsageError(
                 "the live table needs rich: pip install 'veritally-client[cli]'"
             ) from None
-        with Live(auto_refresh=False) as live:
+        # A console of its own: it measures the terminal (COLUMNS, LINES) when made.
+        with Live(console=Console(), auto_refresh=False) as live:
             for cut in cuts:
-                live.update(_live_screen(cut, args, live.console.size), refresh=True)
+                screen = _screen(cut, args, live.console.size, table_lines=1)
+                live.update(_live_view(screen), refresh=True)
                 seen += 1
                 if args.max_cuts and seen >= args.max_cuts:
                     break
     return EXIT_OK
 
 
-def _live_screen(
-    cut: VerifiedCut, args: argparse.Namespace, size: tuple[int, int]
-) -> RenderableType:
-    """The live view of ``cut`` for a console of ``size`` (columns, lines)."""
+def _screen(
+    cut: VerifiedCut, args: argparse.Namespace, size: tuple[int, int], *, table_lines: int
+) -> _Screen:
+    """The view of ``cut`` the options choose, for a terminal of ``size`` (columns, lines;
+    at most 100 columns are used, and at least 40 x 12)."""
     race, others = _chosen_race(cut, args)
     width = max(40, min(size[0], 100))
-    screen = _Screen(
-        cut, race, others, by=args.by, width=width, height=max(12, size[1]), table_lines=2
+    height = max(12, size[1])
+    return _Screen(
+        cut, race, others, by=args.by, width=width, height=height, table_lines=table_lines
     )
-    return _live_view(screen)
 
 
 def _cmd_proof(args: argparse.Namespace) -> int:
