@@ -252,7 +252,7 @@ def _live_text(pub: FakePublisher, tmp_path: Path, *argv: str, size: tuple[int, 
         config=ClientConfig(max_checkpoint_age=300.0, allow_test=True),
         clock=lambda: pub.now,
     ) as client:
-        screen = cli._screen(client.latest(), args, size, table_lines=1)
+        screen = cli._screen(client.latest(), args, size)
     console = Console(width=size[0], height=size[1], record=True, file=io.StringIO())
     console.print(cli._live_view(screen))
     return console.export_text()

@@ -332,7 +332,6 @@ class _Screen:
         by: str | None,
         width: int,
         height: int,
-        table_lines: int,
     ) -> None:
         self.width = width
         self.banner = (
@@ -370,7 +369,7 @@ class _Screen:
         ]
         self.foot = _wrap([f"also held here: {others} (--contest ID)"], width) if others else []
         head = len(self.status) + len(self.title) + len(self.completeness) + bool(self.banner)
-        room = height - head - table_lines - len(self.totals) - len(self.foot)
+        room = height - head - 1 - len(self.totals) - len(self.foot)  # 1: the column names
         if len(rows) > room:
             kept = max(room - 1, 0)
             more = f"… {len(rows) - kept} more rows not shown (--json for all)"
@@ -451,7 +450,7 @@ def _cmd_latest(args: argparse.Namespace) -> int:
     with _client(args) as client:
         before = client.trusted_state
         cut = client.latest()
-        screen = None if args.json else _screen(cut, args, _terminal(), table_lines=1)
+        screen = None if args.json else _screen(cut, args, _terminal())
     _say(f"verified cut {cut.cut_number} (tree size {cut.tree_size})")
     if screen is None:
         write_json(cut, sys.stdout)
@@ -464,6 +463,7 @@ def _cmd_latest(args: argparse.Namespace) -> int:
 
 def _live_view(screen: _Screen) -> RenderableType:
     """The screen as rich renderables: the same lines, the rows in a table."""
+    # rich is an optional extra, imported only when the live table is drawn
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -497,7 +497,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as client:
         # Show the newest verified cut at once, then each new one.
         current = client.latest()
-        _screen(current, args, (80, 24), table_lines=1)  # bad view options fail now
+        _screen(current, args, (80, 24))  # bad view options fail now
         cuts = itertools.chain([current], client.watch())
         seen = 0
         if args.plain or not sys.stdout.isatty():
@@ -520,7 +520,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         # A console of its own: it measures the terminal (COLUMNS, LINES) when made.
         with Live(console=Console(), auto_refresh=False) as live:
             for cut in cuts:
-                screen = _screen(cut, args, live.console.size, table_lines=1)
+                screen = _screen(cut, args, live.console.size)
                 live.update(_live_view(screen), refresh=True)
                 seen += 1
                 if args.max_cuts and seen >= args.max_cuts:
@@ -528,17 +528,13 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _screen(
-    cut: VerifiedCut, args: argparse.Namespace, size: tuple[int, int], *, table_lines: int
-) -> _Screen:
+def _screen(cut: VerifiedCut, args: argparse.Namespace, size: tuple[int, int]) -> _Screen:
     """The view of ``cut`` the options choose, for a terminal of ``size`` (columns, lines;
     at most 100 columns are used, and at least 40 x 12)."""
     race, others = _chosen_race(cut, args)
     width = max(40, min(size[0], 100))
     height = max(12, size[1])
-    return _Screen(
-        cut, race, others, by=args.by, width=width, height=height, table_lines=table_lines
-    )
+    return _Screen(cut, race, others, by=args.by, width=width, height=height)
 
 
 def _cmd_proof(args: argparse.Namespace) -> int:
