@@ -13,7 +13,8 @@ Quick use::
     with Client(endpoint="prep.example:443", trust_root=root,
                 state_dir=Path("veritally-state"), credentials=creds) as client:
         cut = client.latest()          # verified, or a typed error
-        print(cut.national())
+        for candidate in cut.race("PRES").candidates:
+            print(candidate.name, candidate.affiliation, candidate.votes, candidate.share)
 """
 
 from veritally_client._bundle import BundleReport, verify_bundle
@@ -32,6 +33,7 @@ from veritally_client._errors import (
     StalledError,
     TransportError,
     TrustRootError,
+    UnknownIdError,
     UnknownKeyError,
     VerificationError,
     VeritallyError,
@@ -40,17 +42,31 @@ from veritally_client._recount import RecountReport
 from veritally_client._transport import TlsCredentials, Transport
 from veritally_client._trustroot import TrustedRoot
 from veritally_client._verify import ProvenActa, VerifiedCut
+from veritally_client._view import (
+    CandidateResult,
+    Completeness,
+    OptionResult,
+    PartyResult,
+    RaceResult,
+    Unit,
+    UnitResult,
+)
 
 __all__ = [
     "BadProofError",
     "BadSignatureError",
     "BundleReport",
+    "CandidateResult",
     "Client",
     "ClientConfig",
+    "Completeness",
     "DigestMismatchError",
     "ForkError",
     "MalformedDataError",
+    "OptionResult",
+    "PartyResult",
     "ProvenActa",
+    "RaceResult",
     "RecountMismatchError",
     "RecountReport",
     "RehearsalCutError",
@@ -62,6 +78,9 @@ __all__ = [
     "TransportError",
     "TrustRootError",
     "TrustedRoot",
+    "Unit",
+    "UnitResult",
+    "UnknownIdError",
     "UnknownKeyError",
     "VerificationError",
     "VerifiedCut",
