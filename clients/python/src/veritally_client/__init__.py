@@ -21,6 +21,7 @@ from veritally_client._bundle import BundleReport, verify_bundle
 from veritally_client._client import Client, load_trust_root, verify_evidence
 from veritally_client._config import ClientConfig
 from veritally_client._errors import (
+    AfterFinalCutError,
     BadProofError,
     BadSignatureError,
     DigestMismatchError,
@@ -53,6 +54,7 @@ from veritally_client._view import (
 )
 
 __all__ = [
+    "AfterFinalCutError",
     "BadProofError",
     "BadSignatureError",
     "BundleReport",

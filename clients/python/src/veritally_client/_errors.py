@@ -104,6 +104,11 @@ class RehearsalCutError(VerificationError):
     never be taken for the election's."""
 
 
+class AfterFinalCutError(VerificationError):
+    """A cut signed after the night's final cut: the publisher closed the night (its
+    signed results said ``final``) and then signed another cut."""
+
+
 class RecountMismatchError(VerificationError):
     """Results recomputed from the logged actas differ from the results that were signed."""
 

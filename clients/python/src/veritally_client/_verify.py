@@ -66,6 +66,7 @@ from veritally_client._cut import (
 )
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
+    AfterFinalCutError,
     BadProofError,
     DigestMismatchError,
     ForkError,
@@ -651,6 +652,11 @@ class CutVerifier:
                     first=trusted.checkpoint,
                     second=cut.checkpoint,
                 )
+            if trusted.final and record.cut_number > trusted.cut_number:
+                raise AfterFinalCutError(
+                    f"cut {record.cut_number} is signed after the final cut "
+                    f"{trusted.cut_number}: the night was closed"
+                )
             check_ingest_records(
                 record, previous=trusted.ingest_records, previous_cut=trusted.cut_number
             )
@@ -930,4 +936,5 @@ def to_trusted_state(cut: VerifiedCut) -> TrustedState:
         ingest_records=cut.ingest_records,
         stall_since=cut.stall_since,
         stall_since_cut=cut.stall_since_cut,
+        final=cut.final,
     )
