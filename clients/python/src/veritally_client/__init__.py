@@ -39,6 +39,9 @@ from veritally_client._errors import (
     VerificationError,
     VeritallyError,
 )
+from veritally_client._export import write_csv, write_json
+from veritally_client._export_nist import write_nist
+from veritally_client._export_prep import verified_acta_records, write_prep_files
 from veritally_client._recount import RecountReport
 from veritally_client._transport import TlsCredentials, Transport
 from veritally_client._trustroot import TrustedRoot
@@ -88,8 +91,13 @@ __all__ = [
     "VerifiedCut",
     "VeritallyError",
     "load_trust_root",
+    "verified_acta_records",
     "verify_bundle",
     "verify_evidence",
+    "write_csv",
+    "write_json",
+    "write_nist",
+    "write_prep_files",
 ]
 
 __version__ = "0.1.0"

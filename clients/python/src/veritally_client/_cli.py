@@ -16,12 +16,14 @@ rich (the ``[cli]`` extra) draws the live table of ``watch`` and the progress ba
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, TextIO
 from veritally_client._bundle import verify_bundle
 from veritally_client._client import Client, load_trust_root
 from veritally_client._config import ClientConfig
+from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
     StalledError,
     TransportError,
@@ -36,8 +39,10 @@ from veritally_client._errors import (
     UnknownIdError,
     VerificationError,
 )
-from veritally_client._export import percent_text, to_json, write_csv, write_json
-from veritally_client._gen.veritally.v1 import results_pb2
+from veritally_client._export import OPTION_KINDS, percent_text, to_json, write_csv, write_json
+from veritally_client._export_nist import write_nist
+from veritally_client._export_prep import fetch_acta_records, write_prep_csv, write_prep_files
+from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
 from veritally_client._transport import TlsCredentials
 from veritally_client._trustroot import TrustedRoot
 from veritally_client._verify import VerifiedCut
@@ -67,6 +72,8 @@ EXIT_STALLED = 5
 _BY = ("candidates", "parties", "options")
 # One row of those tables: first column, second column, votes, share.
 _Row = tuple[str, str, str, str]
+#: The formats of ``export --format``.
+EXPORT_FORMATS = ("csv", "json", "prep", "nist")
 
 _EPILOG = """\
 exit codes:
@@ -169,14 +176,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("export", help="export verified results")
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="csv",
+        help="csv, json (flat, with names), prep (PREP's files per contest), nist "
+        "(NIST SP 1500-100 JSON); default: %(default)s",
+    )
     p.add_argument("--cut", type=int, default=None, help="a past cut (default: newest)")
     p.add_argument(
         "--all-levels",
         action="store_true",
-        help="recount first and include section and casilla results",
+        help="csv and json: recount first and include section and casilla results",
     )
-    p.add_argument("--output", type=Path, default=None, help="write to this file (default: stdout)")
+    p.add_argument(
+        "--kinds",
+        default=",".join(OPTION_KINDS),
+        help="csv: the row kinds, comma-separated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--contest",
+        default=None,
+        help="prep: only this contest's file (to stdout without --output)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="write to this file, or for prep this directory (default: stdout)",
+    )
 
     p = sub.add_parser("verify-bundle", help="verify an offline static bundle directory")
     p.add_argument("directory", type=Path, metavar="DIR")
@@ -612,32 +640,84 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = sorted(set(kinds) - set(OPTION_KINDS))
+    if unknown:
+        raise _UsageError(f"--kinds: unknown row kinds {unknown}; one of {','.join(OPTION_KINDS)}")
+    if args.all_levels and args.format not in ("csv", "json"):
+        raise _UsageError("--all-levels applies to --format csv and json")
+    if args.contest is not None and args.format != "prep":
+        raise _UsageError("--contest applies to --format prep")
+    if args.format == "prep" and args.output is None and args.contest is None:
+        raise _UsageError("--format prep writes a directory: give --output DIR (or --contest)")
     extra: list[results_pb2.UnitResults] = []
+    records: list[acta_pb2.ActaRecord] = []
     with _client(args) as client:
         cut = client.latest() if args.cut is None else client.cut(args.cut)
+        election = client.election()
+        if args.contest is not None and args.contest not in election.contest_ids:
+            raise _UsageError(
+                f"--contest: unknown contest {args.contest!r} "
+                f"(ids: {', '.join(election.contest_ids)})"
+            )
         if args.all_levels:
             if args.cut is not None:
                 raise _UsageError("--all-levels applies to the newest cut only")
             report = client.recount()
             extra = report.units("section") + report.units("casilla")
-    out: TextIO
-    if args.output is None:
-        out = sys.stdout
-        _write(args.format, cut, out, extra)
+        if args.format == "prep":
+            records = fetch_acta_records(client, cut)
+    if args.format == "prep" and args.output is not None:
+        contests = None if args.contest is None else [args.contest]
+        written = write_prep_files(
+            cut, args.output, election=election, records=records, contest_ids=contests
+        )
+        _say(f"wrote {', '.join(p.name for p in written)} in {args.output}")
+    elif args.output is None:
+        with _utf8_stdout() as out:
+            _write(args, cut, election, out, extra, records, kinds)
     else:
         with args.output.open("w", encoding="utf-8", newline="") as out:
-            _write(args.format, cut, out, extra)
-    _say(f"exported cut {cut.cut_number} as {args.format}")
+            _write(args, cut, election, out, extra, records, kinds)
+    mark = "  REHEARSAL (test data)" if cut.test else ""
+    _say(f"exported cut {cut.cut_number} as {args.format}{mark}")
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _utf8_stdout() -> Iterator[TextIO]:
+    """stdout as UTF-8 with untranslated newlines, whatever the locale: an export's bytes
+    are the same on every machine."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (redirected in-process): write text to it
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    out = io.TextIOWrapper(buffer, encoding="utf-8", newline="", write_through=True)
+    try:
+        yield out
+    finally:
+        out.flush()
+        out.detach()
+
+
 def _write(
-    fmt: str, cut: VerifiedCut, out: TextIO, extra: Sequence[results_pb2.UnitResults]
+    args: argparse.Namespace,
+    cut: VerifiedCut,
+    election: ElectionIndex,
+    out: TextIO,
+    extra: Sequence[results_pb2.UnitResults],
+    records: Sequence[acta_pb2.ActaRecord],
+    kinds: Sequence[str],
 ) -> None:
-    if fmt == "csv":
-        write_csv(cut, out, extra_units=extra)
+    if args.format == "csv":
+        write_csv(cut, out, election=election, extra_units=extra, kinds=kinds)
+    elif args.format == "json":
+        write_json(cut, out, election=election, extra_units=extra)
+    elif args.format == "nist":
+        write_nist(cut, out, election=election)
     else:
-        write_json(cut, out, extra_units=extra)
+        write_prep_csv(cut, out, election=election, contest_id=args.contest, records=records)
 
 
 def _cmd_verify_bundle(args: argparse.Namespace) -> int:
