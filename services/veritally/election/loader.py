@@ -368,6 +368,20 @@ class ActaMapping:
     time_format: str | None  # strptime format; None means ISO 8601
     tz: timezone
 
+    def contest_of_file(self, path: Path) -> str | None:
+        """The contest a file is named for under ``files``, or None if it is not named."""
+        for contest_id, named in self.files.items():
+            if _same_file(named, path):
+                return contest_id
+        return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # either does not exist: compare the paths as written
+        return a.resolve() == b.resolve()
+
 
 @dataclass(frozen=True)
 class ElectionFiles:
@@ -767,33 +781,50 @@ def _read_acta_mapping(
 
 
 def load_actas(
-    election: str | Path | ElectionFiles, csv_path: str | Path | None = None
+    election: str | Path | ElectionFiles,
+    csv_path: str | Path | None = None,
+    *,
+    contest: str | None = None,
 ) -> Iterator[acta_pb2.Acta]:
     """Read actas from CSV with the election's ``actas:`` mapping, in file order.
 
     Args:
         election: the ``election.yaml`` path, or an already loaded :class:`ElectionFiles`.
-        csv_path: the acta file to read (one file holding every contest); by default the
-            file(s) named in the mapping, per-contest files in contest order.
+        csv_path: the acta file to read; by default the file(s) named in the mapping,
+            per-contest files in contest order. A file named under ``actas.files`` is read
+            as the contest it is named for; any other holds the contest of ``contest``,
+            or else of each row's ``contest_id`` column.
+        contest: the contest every row of ``csv_path`` counts (overrides the mapping).
 
     Yields:
         One ``Acta`` per row. Figures marked illegible or blank are 0 with their mark.
 
     Raises:
-        DefinitionError: if the definition cannot be loaded or has no ``actas:`` section.
+        DefinitionError: if the definition cannot be loaded, has no ``actas:`` section,
+            or ``contest`` is not one of its contests.
         ActaFileError: naming the file, line and field of a row that cannot be read.
     """
     files = election if isinstance(election, ElectionFiles) else load_election(election)
     mapping = files.actas
     if mapping is None:
         raise DefinitionError("has no 'actas' section", file=files.path, field="actas")
+    if contest is not None and contest not in files.index.contest_ids:
+        raise DefinitionError(
+            f"unknown contest {contest!r} (contests: {', '.join(files.index.contest_ids)})",
+            file=files.path,
+            field="contest_id",
+        )
     if csv_path is not None:
-        yield from _read_acta_file(files.index, mapping, Path(csv_path), None)
+        path = Path(csv_path)
+        fixed = contest if contest is not None else mapping.contest_of_file(path)
+        yield from _read_acta_file(files.index, mapping, path, fixed)
+    elif contest is not None:
+        raise ValueError("a contest is given only with the file that holds it")
     elif mapping.files:
-        for contest in files.index.contests:
-            path = mapping.files.get(contest.id)
-            if path is not None:
-                yield from _read_acta_file(files.index, mapping, path, contest.id)
+        for contest_id in files.index.contest_ids:
+            named = mapping.files.get(contest_id)
+            if named is not None:
+                yield from _read_acta_file(files.index, mapping, named, contest_id)
     elif mapping.file is not None:
         yield from _read_acta_file(files.index, mapping, mapping.file, None)
     else:
@@ -847,7 +878,11 @@ class _ActaRows:
         getters = {k: compile_(spec, k) for k, spec in mapping.columns.items()}
         if fixed_contest is None and "contest_id" not in getters:
             raise ActaFileError(
-                "no contest column is mapped", file=path, line=header_line, field="contest_id"
+                "no contest column is mapped and the file is not named under 'actas.files': "
+                "say which contest it holds",
+                file=path,
+                line=header_line,
+                field="contest_id",
             )
         # Per contest: option getters in ballot order. Only contests this file can hold.
         contests = [fixed_contest] if fixed_contest else list(index.contest_ids)
