@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.races_support import federal_pb
 from veritally.cli.check import add_arguments as check_arguments
 from veritally.cli.check import run as check_run
+from veritally.cli.main import main
 from veritally.election.loader import (
     ActaFileError,
     DefinitionError,
@@ -471,3 +473,124 @@ def test_a_column_every_race_needs_must_be_in_the_header(tmp_path: Path) -> None
     with pytest.raises(ActaFileError) as caught:
         list(load_actas(files))
     assert (caught.value.field, caught.value.line) == ("options.PAN", 1)
+
+
+# -- veritally election init -----------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "small-election"
+
+
+def _init(*args: str) -> int:
+    return main(["election", "init", *args])
+
+
+def test_election_init_writes_the_states_and_districts_of_the_catalogue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "election.yaml"
+    catalogue = str(EXAMPLE / "casillas.csv")
+    assert (
+        _init(
+            catalogue,
+            "--id",
+            "example-2024",
+            "--skip-lines",
+            "2",
+            "--district-name",
+            "",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
+    assert "2 states and 3 districts from 19 casillas" in capsys.readouterr().out
+    example = load_definition(EXAMPLE / "election.yaml")
+    starter = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert [s["id"] for s in starter["states"]] == list(example.state_ids)
+    assert [s["name"] for s in starter["states"]] == ["AGUASCALIENTES", "BAJA CALIFORNIA"]
+    assert [(d["id"], d["state"]) for d in starter["districts"]] == [
+        (d, example.district_state(d)) for d in example.district_ids
+    ]
+    # With parties, contests and the two columns PREP's names do not give, it loads as
+    # the example does.
+    text = out.read_text(encoding="utf-8")
+    text = text.replace("parties: []", "parties: [{id: PAN}]").replace(
+        "contests: []", "contests: [{id: PRES, options: [{id: PAN}]}]"
+    )
+    text = text.replace(
+        "    # casilla_id: TODO (required)\n",
+        '    casilla_id: "{ID_ENTIDAD:0>2}-{SECCION:0>4}-{TIPO_CASILLA}{ID_CASILLA}"\n'
+        "    ballot_limit: BOLETAS\n",
+    )
+    out.write_text(text, encoding="utf-8")
+    index = load_definition(out)
+    assert [c.id for c in index.casillas] == [c.id for c in example.casillas]
+    assert {c.district_id for c in index.casillas} == set(example.district_ids)
+
+
+def test_election_init_fills_in_prep_columns_the_catalogue_has(tmp_path: Path) -> None:
+    (tmp_path / "cat.csv").write_text(
+        "CLAVE_CASILLA,ID_ENTIDAD,ENTIDAD,ID_DISTRITO_FEDERAL,DISTRITO_FEDERAL,SECCION,"
+        "TIPO_CASILLA,LISTA_NOMINAL,REPRESENTANTES_PP_CI\n"
+        "010101B,1,AGUASCALIENTES,1,JESÚS MARÍA,101,B,540,2\n"
+        "090501B,9,CIUDAD DE MÉXICO,5,TLALPAN,3001,B,610,3\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "election.yaml"
+    assert _init(str(tmp_path / "cat.csv"), "--id", "mx", "--out", str(out)) == 0
+    starter = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert starter["districts"] == [
+        {"id": "01-01", "state": "01", "name": "JESÚS MARÍA"},
+        {"id": "09-05", "state": "09", "name": "TLALPAN"},
+    ]
+    assert starter["casillas"]["file"] == "cat.csv"
+    assert starter["casillas"]["columns"] == {
+        "state_id": "{ID_ENTIDAD:0>2}",
+        "district_id": "{ID_ENTIDAD:0>2}-{ID_DISTRITO_FEDERAL:0>2}",
+        "casilla_id": "CLAVE_CASILLA",
+        "type": "TIPO_CASILLA",
+        "nominal_list": "LISTA_NOMINAL",
+        "party_representatives": "REPRESENTANTES_PP_CI",
+        "section_id": "{ID_ENTIDAD:0>2}-{SECCION:0>4}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "fieldname"),
+    [
+        ("1,A,1,X\n2,B,1,X\n", None, None),  # districts numbered per state: fine
+        ("1,A,1,X\n1,B,2,Y\n", 3, "state_name"),
+        ("1,A,1,X\n1,A,1,Y\n", 3, "district_name"),
+        ("1 2,A,1,X\n", 2, "state_id"),
+    ],
+    ids=["fine", "state_named_twice", "district_named_twice", "state_id_with_space"],
+)
+def test_election_init_refuses_a_catalogue_that_disagrees_with_itself(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    rows: str,
+    line: int | None,
+    fieldname: str | None,
+) -> None:
+    (tmp_path / "cat.csv").write_text("E,EN,D,DN\n" + rows, encoding="utf-8")
+    args = ["--state-id", "{E:0>2}", "--state-name", "EN", "--district-id", "{E:0>2}-{D:0>2}"]
+    args += ["--district-name", "DN", "--id", "x", "--out", str(tmp_path / "e.yaml")]
+    status = _init(str(tmp_path / "cat.csv"), *args)
+    err = capsys.readouterr().err
+    if line is None:
+        assert status == 0
+    else:
+        assert status == 1
+        assert f"cat.csv:{line}: field '{fieldname}'" in err
+        assert not (tmp_path / "e.yaml").exists()
+
+
+def test_election_init_does_not_replace_a_file_unless_forced(tmp_path: Path) -> None:
+    out = tmp_path / "election.yaml"
+    out.write_text("# mine\n", encoding="utf-8")
+    catalogue = str(EXAMPLE / "casillas.csv")
+    args = ["--id", "x", "--skip-lines", "2", "--district-name", "", "--out", str(out)]
+    assert _init(catalogue, *args) == 1
+    assert out.read_text(encoding="utf-8") == "# mine\n"
+    assert _init(catalogue, *args, "--force") == 0
+    assert "states:" in out.read_text(encoding="utf-8")

@@ -33,8 +33,11 @@ from veritally_client.protocol.pb import acta_pb2, election_pb2
 __all__ = [
     "ActaFileError",
     "ActaMapping",
+    "CatalogueUnits",
+    "CsvFormat",
     "DefinitionError",
     "ElectionFiles",
+    "catalogue_units",
     "load_actas",
     "load_definition",
     "load_election",
@@ -623,6 +626,103 @@ def _load_casillas(
             rows.add(line, row)
     finally:
         close()
+
+
+@dataclass(frozen=True)
+class CatalogueUnits:
+    """The states and districts a casilla catalogue names (``veritally election init``).
+
+    Attributes:
+        states: ``(id, name)`` in order of first appearance.
+        districts: ``(id, state id, name)`` in order of first appearance.
+        casillas: data rows read.
+        header: the catalogue's column names.
+    """
+
+    states: tuple[tuple[str, str], ...]
+    districts: tuple[tuple[str, str, str], ...]
+    casillas: int
+    header: tuple[str, ...]
+
+
+def catalogue_units(
+    path: str | Path,
+    *,
+    csv_format: CsvFormat,
+    state_id: str,
+    district_id: str,
+    state_name: str | None = None,
+    district_name: str | None = None,
+) -> CatalogueUnits:
+    """Read the states and districts out of a casilla catalogue CSV.
+
+    Args:
+        path: the catalogue.
+        csv_format: its delimiter, encoding and preamble.
+        state_id: column spec (a column or template) of each row's state id.
+        district_id: column spec of each row's district id (unique in the election,
+            e.g. ``"{ID_ENTIDAD:0>2}-{ID_DISTRITO_FEDERAL:0>2}"``).
+        state_name: column spec of the state's name, or None for none.
+        district_name: column spec of the district's name, or None for none.
+
+    Raises:
+        DefinitionError: naming the line and field of a missing column, an id that is
+            not a valid id, a district in two states, or a unit named two ways.
+    """
+    csv_path = Path(path)
+    reader, header, header_line, close = _open_csv(csv_path, csv_format, error=DefinitionError)
+    specs = {
+        "state_id": state_id,
+        "district_id": district_id,
+        "state_name": state_name,
+        "district_name": district_name,
+    }
+    try:
+        getters = {
+            name: _compile_column(spec, header, file=csv_path, line=header_line, fieldname=name)
+            for name, spec in specs.items()
+            if spec is not None
+        }
+        states: dict[str, str] = {}
+        districts: dict[str, tuple[str, str]] = {}
+        rows = 0
+
+        def read(row: list[str], line: int, name: str) -> str:
+            getter = getters.get(name)
+            value = getter(row).strip() if getter is not None else ""
+            if name.endswith("_id") and (problem := identifier_problem(value)) is not None:
+                raise DefinitionError(problem, file=csv_path, line=line, field=name)
+            return value
+
+        def same(uid: str, before: str, now: str, line: int, name: str) -> None:
+            if before != now:
+                raise DefinitionError(
+                    f"{uid!r} has {name} {before!r} on an earlier line, here {now!r}",
+                    file=csv_path,
+                    line=line,
+                    field=name,
+                )
+
+        for line, row in _rows(reader, csv_path, header_line, error=DefinitionError):
+            if len(row) < len(header):
+                raise DefinitionError(
+                    f"{len(row)} columns, the header has {len(header)}", file=csv_path, line=line
+                )
+            rows += 1
+            sid, did = read(row, line, "state_id"), read(row, line, "district_id")
+            sname, dname = read(row, line, "state_name"), read(row, line, "district_name")
+            same(sid, states.setdefault(sid, sname), sname, line, "state_name")
+            first_state, first_name = districts.setdefault(did, (sid, dname))
+            same(did, first_state, sid, line, "state_id")
+            same(did, first_name, dname, line, "district_name")
+    finally:
+        close()
+    return CatalogueUnits(
+        states=tuple(states.items()),
+        districts=tuple((did, sid, name) for did, (sid, name) in districts.items()),
+        casillas=rows,
+        header=tuple(header),
+    )
 
 
 def _casilla_columns(doc: _Yaml, node: _Map) -> dict[str, ColumnSpec]:
