@@ -1,11 +1,14 @@
 """``veritally import`` of the files in ``docs/examples/`` into a real ingest
 (``veritally serve ingest`` on 127.0.0.1, no Envoy): the documented per-contest layout
-(``actas.files``) is read file by file, each file as the contest it is named for, and
-every acta the loader reads is accepted by ingest."""
+(``actas.files``) is read file by file, each file as the contest it is named for; every
+acta the loader reads is accepted by ingest and logged with the acta's own counts; an
+acta without an image digest is read by the loader and refused by ingest alone."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from veritally.election import load_actas, load_election
+from veritally.rpc import aio_channel
+from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 VERITALLY = [sys.executable, "-m", "veritally.cli"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -102,3 +107,64 @@ def test_import_of_one_per_contest_file_reads_it_as_the_contest_it_is_named_for(
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["status"] == {"ACCEPTED": len(senate)}
     assert sorted(answered) == sorted(f"{a.casilla_id}/SEN" for a in senate)
+
+
+PREP = EXAMPLES / "prep-2024" / "election.yaml"
+
+
+async def _logged_actas(target: str) -> dict[str, acta_pb2.Acta]:
+    """Every acta in ingest's log, by acta id."""
+    async with aio_channel(target) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        leaves = [
+            acta_pb2.LogLeaf.FromString(leaf)
+            async for page in stub.StreamRecords(ingest_pb2.StreamRecordsRequest())
+            for leaf in page.leaves
+        ]
+    return {leaf.acta_record.acta_id: leaf.acta_record.acta for leaf in leaves}
+
+
+@pytest.mark.parametrize("ingest", [PREP], indirect=True)
+def test_import_of_the_prep_example_logs_each_acta_with_its_own_counts(
+    ingest: Ingest, tmp_path: Path
+) -> None:
+    expected = {f"{a.casilla_id}/{a.contest_id}": a for a in load_actas(PREP)}
+    result, answered = _import(
+        "--election", str(PREP), "--target", ingest.target, outcomes=tmp_path / "out.jsonl"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["status"] == {"ACCEPTED": len(expected)}
+    assert sorted(answered) == sorted(expected)
+    logged = asyncio.run(_logged_actas(ingest.target))
+    assert logged.keys() == expected.keys()
+    for acta_id, acta in expected.items():
+        assert logged[acta_id].counts == acta.counts
+        assert logged[acta_id].option_votes == acta.option_votes
+    # The file's own counts reached the log: leftover ballots, voters, the written total.
+    first = logged["010101B0100/PRES"].counts
+    assert (first.leftover_ballots, first.voters, first.total_votes_written) == (249, 363, 363)
+    # A count the file writes as "-" is absent, not 0.
+    assert not logged["010101C0100/SEN"].counts.HasField("leftover_ballots")
+
+
+def test_import_of_actas_without_an_image_digest_has_ingest_refuse_only_those(
+    ingest: Ingest, tmp_path: Path
+) -> None:
+    copy = tmp_path / "example"
+    shutil.copytree(SMALL.parent, copy)
+    sen = copy / "actas_sen.csv"
+    lines = sen.read_text(encoding="utf-8").splitlines(keepends=True)
+    digest = lines[2].split(",")[13]
+    assert len(digest) == 64  # the SHA column of the first acta row
+    lines[2] = lines[2].replace(digest, "")
+    sen.write_text("".join(lines), encoding="utf-8")
+    expected = list(load_actas(copy / "election.yaml", sen))
+    result, _ = _import(
+        str(sen),
+        *("--election", str(copy / "election.yaml"), "--target", ingest.target),
+        outcomes=tmp_path / "out.jsonl",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["status"] == {"ACCEPTED": len(expected) - 1, "REJECTED": 1}
+    assert summary["rejected"] == {"INVALID_ARGUMENT image_sha256": 1}

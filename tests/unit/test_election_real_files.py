@@ -5,6 +5,9 @@ files, races whose ballots differ, and an optional image digest."""
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -594,3 +597,92 @@ def test_election_init_does_not_replace_a_file_unless_forced(tmp_path: Path) -> 
     assert out.read_text(encoding="utf-8") == "# mine\n"
     assert _init(catalogue, *args, "--force") == 0
     assert "states:" in out.read_text(encoding="utf-8")
+
+
+# -- every example of docs/election-format.md ------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+FORMAT_DOC = REPO / "docs" / "election-format.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+EXAMPLE_LINE = re.compile(r"\A# (docs/examples/\S+\.yaml)\n")
+
+
+def _blocks(language: str) -> list[str]:
+    text = FORMAT_DOC.read_text(encoding="utf-8")
+    return [body for lang, body in FENCE.findall(text) if lang == language]
+
+
+def _merged(base: object, fragment: object) -> object:
+    if isinstance(base, dict) and isinstance(fragment, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in fragment.items()}}
+    return fragment
+
+
+def test_the_format_doc_has_only_blocks_a_test_runs() -> None:
+    text = FORMAT_DOC.read_text(encoding="utf-8")
+    assert {lang for lang, _ in FENCE.findall(text)} <= {"yaml", "console", "csv"}
+    assert _blocks("yaml")
+    assert _blocks("console")
+
+
+@pytest.mark.parametrize("block", _blocks("yaml"), ids=lambda b: b.splitlines()[0][2:])
+def test_each_yaml_block_of_the_format_doc_loads_as_part_of_its_example(
+    tmp_path: Path, block: str
+) -> None:
+    named = EXAMPLE_LINE.match(block)
+    assert named is not None, "a YAML block opens with '# docs/examples/<file>.yaml'"
+    example = REPO / named.group(1)
+    body = block[named.end() :]
+    if body == example.read_text(encoding="utf-8"):
+        path = example  # the whole file, as it is
+    else:
+        # A fragment: applied to a copy of its example, which must then load.
+        shutil.copytree(example.parent, tmp_path / "example")
+        merged = _merged(yaml.safe_load(example.read_text(encoding="utf-8")), yaml.safe_load(body))
+        path = tmp_path / "example" / example.name
+        path.write_text(yaml.safe_dump(merged, allow_unicode=True), encoding="utf-8")
+    files = load_election(path)
+    assert files.index.casillas
+    if files.actas is not None:
+        assert list(load_actas(files))
+
+
+@pytest.mark.parametrize("block", _blocks("csv"))
+def test_each_csv_block_of_the_format_doc_is_a_header_of_an_example_file(block: str) -> None:
+    lines = {
+        line
+        for csv_file in (REPO / "docs" / "examples").rglob("*.csv")
+        for line in csv_file.read_text(encoding="utf-8").splitlines()
+    }
+    assert all(line in lines for line in block.splitlines())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [line[2:] for block in _blocks("console") for line in block.splitlines() if line[:2] == "$ "],
+)
+def test_each_command_of_the_format_doc_runs_from_the_repository_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    # From a copy of the repository's examples, so that what a command writes stays here.
+    shutil.copytree(REPO / "docs" / "examples", tmp_path / "docs" / "examples")
+    monkeypatch.chdir(tmp_path)
+    program, *argv = shlex.split(command)
+    assert program == "veritally"
+    assert main(argv) == 0
+
+
+def test_election_init_writes_the_states_and_districts_of_the_prep_example(
+    tmp_path: Path,
+) -> None:
+    """The command the format doc shows gives the lists of docs/examples/prep-2024."""
+    out = tmp_path / "election.yaml"
+    catalogue = str(REPO / "docs" / "examples" / "prep-2024" / "PRES_2024.csv")
+    assert _init(catalogue, "--skip-lines", "3", "--id", "mx-2024-federal", "--out", str(out)) == 0
+    starter = yaml.safe_load(out.read_text(encoding="utf-8"))
+    example = yaml.safe_load(
+        (REPO / "docs" / "examples" / "prep-2024" / "election.yaml").read_text(encoding="utf-8")
+    )
+    assert starter["states"] == example["states"]
+    assert starter["districts"] == example["districts"]
+    assert starter["casillas"]["columns"] == example["casillas"]["columns"]
