@@ -607,9 +607,26 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 EXAMPLE_LINE = re.compile(r"\A# (docs/examples/\S+\.yaml)\n")
 
 
+def _all_blocks() -> list[tuple[str, str]]:
+    """(language, body) of every fenced block of the doc, in order."""
+    return FENCE.findall(FORMAT_DOC.read_text(encoding="utf-8"))
+
+
 def _blocks(language: str) -> list[str]:
-    text = FORMAT_DOC.read_text(encoding="utf-8")
-    return [body for lang, body in FENCE.findall(text) if lang == language]
+    return [body for lang, body in _all_blocks() if lang == language]
+
+
+def _catalogued() -> list[tuple[str, str]]:
+    """(definition, catalogue): a YAML block naming no example file is a whole
+    definition, followed by the CSV block of its casilla catalogue."""
+    blocks = _all_blocks()
+    pairs = []
+    for i, (lang, body) in enumerate(blocks):
+        if lang == "yaml" and not EXAMPLE_LINE.match(body):
+            following = blocks[i + 1] if i + 1 < len(blocks) else ("", "")
+            assert following[0] == "csv", "a whole definition is followed by its catalogue"
+            pairs.append((body, following[1]))
+    return pairs
 
 
 def _merged(base: object, fragment: object) -> object:
@@ -619,18 +636,21 @@ def _merged(base: object, fragment: object) -> object:
 
 
 def test_the_format_doc_has_only_blocks_a_test_runs() -> None:
-    text = FORMAT_DOC.read_text(encoding="utf-8")
-    assert {lang for lang, _ in FENCE.findall(text)} <= {"yaml", "console", "csv"}
+    assert {lang for lang, _ in _all_blocks()} <= {"yaml", "console", "csv"}
     assert _blocks("yaml")
     assert _blocks("console")
 
 
-@pytest.mark.parametrize("block", _blocks("yaml"), ids=lambda b: b.splitlines()[0][2:])
+@pytest.mark.parametrize(
+    "block",
+    [b for b in _blocks("yaml") if EXAMPLE_LINE.match(b)],
+    ids=lambda b: b.splitlines()[0][2:],
+)
 def test_each_yaml_block_of_the_format_doc_loads_as_part_of_its_example(
     tmp_path: Path, block: str
 ) -> None:
     named = EXAMPLE_LINE.match(block)
-    assert named is not None, "a YAML block opens with '# docs/examples/<file>.yaml'"
+    assert named is not None
     example = REPO / named.group(1)
     body = block[named.end() :]
     if body == example.read_text(encoding="utf-8"):
@@ -647,8 +667,26 @@ def test_each_yaml_block_of_the_format_doc_loads_as_part_of_its_example(
         assert list(load_actas(files))
 
 
-@pytest.mark.parametrize("block", _blocks("csv"))
-def test_each_csv_block_of_the_format_doc_is_a_header_of_an_example_file(block: str) -> None:
+def test_each_whole_definition_of_the_format_doc_loads_with_the_catalogue_below_it(
+    tmp_path: Path,
+) -> None:
+    for i, (definition, catalogue) in enumerate(_catalogued()):
+        directory = tmp_path / str(i)
+        directory.mkdir()
+        name = yaml.safe_load(definition)["casillas"]["file"]
+        (directory / name).write_text(catalogue, encoding="utf-8")
+        (directory / "election.yaml").write_text(definition, encoding="utf-8")
+        index = load_definition(directory / "election.yaml")
+        assert len(index.casillas) == len(catalogue.splitlines()) - 1
+
+
+@pytest.mark.parametrize(
+    "block",
+    [b for b in _blocks("csv") if b not in {c for _, c in _catalogued()}],
+)
+def test_each_other_csv_block_of_the_format_doc_is_a_header_of_an_example_file(
+    block: str,
+) -> None:
     lines = {
         line
         for csv_file in (REPO / "docs" / "examples").rglob("*.csv")
