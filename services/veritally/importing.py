@@ -22,17 +22,31 @@ from veritally.capture import (
     CaptureCounters,
     Operator,
 )
-from veritally.election import load_actas, load_election
+from veritally.election import ElectionFiles, load_actas
 from veritally.rpc import TlsFiles
 from veritally_client.protocol.pb import ingest_pb2
 
-__all__ = ["ImportSummary", "count_rows", "import_actas"]
+__all__ = ["ImportSummary", "acta_files", "count_rows", "import_actas"]
 
 
-def count_rows(path: Path) -> int:
-    """Data rows of a CSV file (its lines minus the header)."""
+def count_rows(path: Path, *, skip_lines: int = 0) -> int:
+    """Data rows of a CSV file: its lines minus the ``skip_lines`` before the header and
+    the header."""
     with path.open("rb") as f:
-        return max(0, sum(1 for _ in f) - 1)  # minus the header line
+        return max(0, sum(1 for _ in f) - skip_lines - 1)
+
+
+def acta_files(election: ElectionFiles, actas_csv: Path | None) -> list[Path]:
+    """The files an import reads: ``actas_csv``, or else every acta file the definition
+    names (per-contest files in contest order)."""
+    if actas_csv is not None:
+        return [actas_csv]
+    mapping = election.actas
+    if mapping is None:
+        return []
+    if mapping.files:
+        return [mapping.files[c] for c in election.index.contest_ids if c in mapping.files]
+    return [mapping.file] if mapping.file is not None else []
 
 
 class ImportSummary:
@@ -98,12 +112,13 @@ class ImportSummary:
 
 async def import_actas(
     *,
-    election: Path,
-    actas_csv: Path,
+    election: ElectionFiles,
+    actas_csv: Path | None,
     target: str,
     tls: TlsFiles | None,
     config: CaptureConfig,
     summary: ImportSummary,
+    contest: str | None = None,
     centre: str | None = None,
     server_name: str | None = None,
     answered: Callable[[ImportSummary], None] = lambda summary: None,
@@ -111,12 +126,15 @@ async def import_actas(
     """Submit the actas of ``actas_csv`` to ``target`` as the holder of ``tls``.
 
     Args:
-        election: the election.yaml whose mapping reads the file.
-        actas_csv: the acta CSV.
+        election: the loaded election whose mapping reads the file.
+        actas_csv: the acta CSV; None for every acta file the definition names. A file
+            named under ``actas.files`` holds the contest it is named for.
         target: ``host:port`` of ingest (or of the edge).
         tls: the operator's certificate (None: plaintext).
         config: batch size, streams in flight and retry budget.
         summary: counts the answers.
+        contest: the contest every row of ``actas_csv`` counts, for a file that is not
+            named under ``actas.files`` and has no contest column.
         centre: send only the actas whose capture centre column names it.
         server_name: TLS name of ingest, if not the host.
         answered: called after each answer is counted.
@@ -126,10 +144,9 @@ async def import_actas(
         ExceptionGroup: of veritally.capture.CaptureError, when a batch was refused
             with a status that is not retryable or beyond the retry budget.
     """
-    files = load_election(election)
 
     async def messages() -> AsyncIterator[tuple[str, ingest_pb2.SubmitActasRequest]]:
-        actas = load_actas(files, actas_csv)
+        actas = load_actas(election, actas_csv, contest=contest)
         if centre:
             actas = (a for a in actas if a.provenance.capture_centre_id == centre)
         for item in Batcher.all(actas, config.batch):

@@ -45,11 +45,22 @@ def run(args: argparse.Namespace) -> int:
             )
             + ")"
         )
-        print(f"  actas expected {len(index.casillas) * len(index.contests)}")
+        print(f"  actas expected {index.actas_expected()}")
         if args.actas:
-            read = Counter(a.contest_id for a in load_actas(files))
+            read: Counter[str] = Counter()
+            undigested = 0
+            for acta in load_actas(files):
+                read[acta.contest_id] += 1
+                undigested += not acta.image_sha256
             per_contest = ", ".join(f"{k}: {v}" for k, v in sorted(read.items()))
             print(f"  actas read {sum(read.values())} ({per_contest})")
+            if undigested:
+                # The loader reads a row without a digest; ingest refuses the acta
+                # (INVALID_ARGUMENT image_sha256), as PREP publishes one for every acta.
+                print(
+                    f"  actas without an image digest {undigested} "
+                    "(ingest refuses them: image_sha256)"
+                )
     except DefinitionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

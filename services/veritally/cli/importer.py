@@ -1,4 +1,9 @@
-"""``veritally import FILE``: submit the actas of a CSV through ingest's batch API.
+"""``veritally import [FILE]``: submit the actas of a CSV through ingest's batch API.
+
+Without FILE, every acta file the definition names is read (``actas.files``, one file
+per contest as PREP publishes them, in contest order; or ``actas.file``). A FILE named
+under ``actas.files`` is read as the contest it is named for; any other FILE holds the
+contest of ``--contest``, or else of its ``contest_id`` column.
 
 Rows are read with the election's column mapping (``veritally.election.load_actas``) and
 sent by the capture client (``veritally.capture``) in messages of ``--batch`` actas, one
@@ -41,8 +46,8 @@ from rich.table import Table
 from veritally.bounds import MAX_ACTAS_PER_MESSAGE
 from veritally.capture import CaptureConfig, CaptureError
 from veritally.cli.serve import add_tls_arguments, tls_from_args
-from veritally.election import DefinitionError
-from veritally.importing import ImportSummary, count_rows, import_actas
+from veritally.election import DefinitionError, load_election
+from veritally.importing import ImportSummary, acta_files, count_rows, import_actas
 
 # Actas per SubmitActas message: a few hundred amortise the commit's fsync; the server
 # takes at most veritally.bounds.MAX_ACTAS_PER_MESSAGE.
@@ -56,8 +61,17 @@ DEFAULT_RETRY_BUDGET_S = 120.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``import`` arguments."""
-    parser.add_argument("file", type=Path, help="acta CSV, read with the election's mapping")
+    parser.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        help="acta CSV, read with the election's mapping (default: every acta file the "
+        "election names)",
+    )
     parser.add_argument("--election", type=Path, required=True, help="election.yaml")
+    parser.add_argument(
+        "--contest", help="the contest of every row of FILE (a file without a contest column)"
+    )
     parser.add_argument("--target", required=True, help="HOST:PORT of ingest")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="actas per message")
     parser.add_argument(
@@ -91,7 +105,15 @@ async def _import(args: argparse.Namespace, summary: ImportSummary, console: Con
         console=console,
         disable=args.quiet,
     )
-    task = progress.add_task("import", total=count_rows(args.file), rate="")
+    election = load_election(args.election)
+    skip = election.actas.csv_format.skip_lines if election.actas is not None else 0
+    try:
+        total: int | None = sum(
+            count_rows(p, skip_lines=skip) for p in acta_files(election, args.file)
+        )
+    except OSError:  # the loader says what is wrong with the file when it opens it
+        total = None
+    task = progress.add_task("import", total=total, rate="")
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -102,8 +124,9 @@ async def _import(args: argparse.Namespace, summary: ImportSummary, console: Con
     tls = tls_from_args(args)
     with progress:
         await import_actas(
-            election=args.election,
+            election=election,
             actas_csv=args.file,
+            contest=args.contest,
             target=args.target,
             tls=tls,
             config=CaptureConfig(
@@ -144,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.retry_budget < 0:
         raise SystemExit("--retry-budget must not be negative")
+    if args.contest is not None and args.file is None:
+        raise SystemExit("--contest names the contest of FILE: give the FILE")
     console = Console(stderr=True)
     outcomes = args.outcomes.open("a", encoding="utf-8") if args.outcomes else None
     summary = ImportSummary(outcomes)

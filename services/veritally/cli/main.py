@@ -32,6 +32,12 @@ def _check() -> ModuleType:
     return check
 
 
+def _election() -> ModuleType:
+    from veritally.cli import election  # on use only: see the comment above
+
+    return election
+
+
 def _serve() -> ModuleType:
     from veritally.cli import serve  # on use only: see the comment above
 
@@ -90,6 +96,7 @@ def _demo() -> ModuleType:
 COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "generate": (_generate, "write a synthetic national election"),
     "check": (_check, "load an election definition and report errors"),
+    "election": (_election, "start an election definition from a casilla catalogue"),
     "serve": (_serve, "run one service: ingest, aggregation or publication"),
     "import": (_importer, "submit actas from a CSV through the ingest API"),
     "keys": (_keys, "generate signing keys"),

@@ -15,11 +15,11 @@ from __future__ import annotations
 import csv
 import operator
 import string
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeAlias
 
 import yaml
 
@@ -33,8 +33,11 @@ from veritally_client.protocol.pb import acta_pb2, election_pb2
 __all__ = [
     "ActaFileError",
     "ActaMapping",
+    "CatalogueUnits",
+    "CsvFormat",
     "DefinitionError",
     "ElectionFiles",
+    "catalogue_units",
     "load_actas",
     "load_definition",
     "load_election",
@@ -85,7 +88,23 @@ ACTA_FIELDS: Final = {
     "received_at_centre_time": False,
     "digitised_time": False,
     "captured_time": False,
+    # The acta's own counts (ActaCounts), each absent when not mapped or not legible.
+    "leftover_ballots": False,
+    "voters": False,
+    "representatives_voted": False,
+    "ballots_taken_out": False,
+    "total_votes_written": False,
 }
+# The ActaCounts fields, in message order.
+ACTA_COUNTS: Final = (
+    "leftover_ballots",
+    "voters",
+    "representatives_voted",
+    "ballots_taken_out",
+    "total_votes_written",
+)
+# Acta fields that hold a number and may be mapped to a sum of columns.
+ACTA_SUMS: Final = frozenset({"unregistered_votes", "null_votes", *ACTA_COUNTS})
 # Figures larger than this cannot be on a paper tally sheet; it also keeps every sum far
 # inside uint64. Unit: votes.
 MAX_FIGURE: Final = 10**9
@@ -228,6 +247,64 @@ Getter = Callable[[list[str]], str]
 
 
 @dataclass(frozen=True)
+class Const:
+    """A constant in a column mapping (``{const: PRES}``): the same value on every row,
+    for a field the file has no column for."""
+
+    value: str
+
+
+@dataclass(frozen=True)
+class Sum:
+    """A figure that is the sum of several columns (``{sum: [NULOS_A, NULOS_B]}``)."""
+
+    parts: tuple[str, ...]
+
+
+# What a mapping may say for a field: a column name, a template over columns, a constant,
+# or (for acta figures and counts only) a sum of columns or templates.
+ColumnSpec: TypeAlias = str | Const | Sum
+SPEC_FORMS: Final = "a column name, a template, {const: VALUE} or {sum: [COLUMN, ...]}"
+
+
+def _column_specs(
+    doc: _Yaml, node: _Map, key: str, where: str, *, sums: Container[str] = ()
+) -> dict[str, ColumnSpec]:
+    """The field -> column spec mapping at ``node[key]``; ``{sum: ...}`` only for the
+    fields in ``sums``."""
+    value = doc.mapping(node, key, where, required=False)
+    out: dict[str, ColumnSpec] = {}
+    for name, spec in value.items():
+        path = _join(where, f"{key}.{name}")
+        if not isinstance(name, str):
+            raise doc.error(value, path, "keys must be strings (quote them)")
+        out[name] = _column_spec(doc, value, path, spec, sum_allowed=name in sums)
+    return out
+
+
+def _column_spec(
+    doc: _Yaml, parent: _Map, path: str, spec: Any, *, sum_allowed: bool
+) -> ColumnSpec:
+    if isinstance(spec, str):
+        return spec
+    where = spec if isinstance(spec, _Map) else parent
+    if not isinstance(spec, _Map) or len(spec) != 1:
+        raise doc.error(where, path, f"must be {SPEC_FORMS}, found {spec!r}")
+    ((form, value),) = spec.items()
+    if form == "const":
+        if not isinstance(value, str):
+            raise doc.error(where, path, f"a constant must be a string (quote it): {value!r}")
+        return Const(value)
+    if form == "sum":
+        if not sum_allowed:
+            raise doc.error(where, path, "a sum is allowed only for acta figures and counts")
+        if not value or not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise doc.error(where, path, "a sum must list column names or templates")
+        return Sum(tuple(value))
+    raise doc.error(where, path, f"must be {SPEC_FORMS}, found {{{form}: ...}}")
+
+
+@dataclass(frozen=True)
 class CsvFormat:
     """How to read one CSV file: dialect and lines before the header row."""
 
@@ -291,6 +368,16 @@ def _compile_column(
             f"bad template {spec!r}: {e}", file=file, line=line, field=fieldname
         ) from e
     return lambda row: positional.format(*[row[i] for i in indexes])
+
+
+def _compile_spec(
+    spec: str | Const, header: Mapping[str, int], *, file: Path, line: int, fieldname: str
+) -> Getter:
+    """A getter for a column name, a template or a constant."""
+    if isinstance(spec, Const):
+        value = spec.value
+        return lambda row: value
+    return _compile_column(spec, header, file=file, line=line, fieldname=fieldname)
 
 
 def _open_csv(
@@ -358,8 +445,8 @@ class ActaMapping:
     # contest id -> file, when each contest has its own file; else one ``file``.
     files: Mapping[str, Path]
     file: Path | None
-    columns: Mapping[str, str]
-    option_columns: Mapping[str, str]  # option id -> column spec
+    columns: Mapping[str, ColumnSpec]
+    option_columns: Mapping[str, ColumnSpec]  # option id -> column spec
     contest_values: Mapping[str, str]  # value in the contest column -> contest id
     illegible: frozenset[str]
     blank: frozenset[str]
@@ -367,6 +454,20 @@ class ActaMapping:
     digitisations: Mapping[str, acta_pb2.DigitisationMethod.ValueType]
     time_format: str | None  # strptime format; None means ISO 8601
     tz: timezone
+
+    def contest_of_file(self, path: Path) -> str | None:
+        """The contest a file is named for under ``files``, or None if it is not named."""
+        for contest_id, named in self.files.items():
+            if _same_file(named, path):
+                return contest_id
+        return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # either does not exist: compare the paths as written
+        return a.resolve() == b.resolve()
 
 
 @dataclass(frozen=True)
@@ -502,18 +603,21 @@ def _load_casillas(
     fmt = _read_csv_format(doc, node, "casillas")
     columns = _casilla_columns(doc, node)
     types = _casilla_types(doc, node)
+    limits = _ballot_limits(doc, node)
     zero = frozenset(doc.str_list(node, "zero_values", "casillas", default=()))
     reader, header, header_line, close = _open_csv(csv_path, fmt, error=DefinitionError)
     try:
         getters = {
-            key: _compile_column(spec, header, file=csv_path, line=header_line, fieldname=key)
+            key: _compile_spec(spec, header, file=csv_path, line=header_line, fieldname=key)
             for key, spec in columns.items()
+            if not isinstance(spec, Sum)  # refused by _casilla_columns
         }
         rows = _CasillaRows(
             pb=pb,
             path=csv_path,
             getters=getters,
             types=types,
+            default_limits=limits,
             zero=zero,
             district_state=district_state,
             width=len(header),
@@ -524,9 +628,106 @@ def _load_casillas(
         close()
 
 
-def _casilla_columns(doc: _Yaml, node: _Map) -> dict[str, str]:
+@dataclass(frozen=True)
+class CatalogueUnits:
+    """The states and districts a casilla catalogue names (``veritally election init``).
+
+    Attributes:
+        states: ``(id, name)`` in order of first appearance.
+        districts: ``(id, state id, name)`` in order of first appearance.
+        casillas: data rows read.
+        header: the catalogue's column names.
+    """
+
+    states: tuple[tuple[str, str], ...]
+    districts: tuple[tuple[str, str, str], ...]
+    casillas: int
+    header: tuple[str, ...]
+
+
+def catalogue_units(
+    path: str | Path,
+    *,
+    csv_format: CsvFormat,
+    state_id: str,
+    district_id: str,
+    state_name: str | None = None,
+    district_name: str | None = None,
+) -> CatalogueUnits:
+    """Read the states and districts out of a casilla catalogue CSV.
+
+    Args:
+        path: the catalogue.
+        csv_format: its delimiter, encoding and preamble.
+        state_id: column spec (a column or template) of each row's state id.
+        district_id: column spec of each row's district id (unique in the election,
+            e.g. ``"{ID_ENTIDAD:0>2}-{ID_DISTRITO_FEDERAL:0>2}"``).
+        state_name: column spec of the state's name, or None for none.
+        district_name: column spec of the district's name, or None for none.
+
+    Raises:
+        DefinitionError: naming the line and field of a missing column, an id that is
+            not a valid id, a district in two states, or a unit named two ways.
+    """
+    csv_path = Path(path)
+    reader, header, header_line, close = _open_csv(csv_path, csv_format, error=DefinitionError)
+    specs = {
+        "state_id": state_id,
+        "district_id": district_id,
+        "state_name": state_name,
+        "district_name": district_name,
+    }
+    try:
+        getters = {
+            name: _compile_column(spec, header, file=csv_path, line=header_line, fieldname=name)
+            for name, spec in specs.items()
+            if spec is not None
+        }
+        states: dict[str, str] = {}
+        districts: dict[str, tuple[str, str]] = {}
+        rows = 0
+
+        def read(row: list[str], line: int, name: str) -> str:
+            getter = getters.get(name)
+            value = getter(row).strip() if getter is not None else ""
+            if name.endswith("_id") and (problem := identifier_problem(value)) is not None:
+                raise DefinitionError(problem, file=csv_path, line=line, field=name)
+            return value
+
+        def same(uid: str, before: str, now: str, line: int, name: str) -> None:
+            if before != now:
+                raise DefinitionError(
+                    f"{uid!r} has {name} {before!r} on an earlier line, here {now!r}",
+                    file=csv_path,
+                    line=line,
+                    field=name,
+                )
+
+        for line, row in _rows(reader, csv_path, header_line, error=DefinitionError):
+            if len(row) < len(header):
+                raise DefinitionError(
+                    f"{len(row)} columns, the header has {len(header)}", file=csv_path, line=line
+                )
+            rows += 1
+            sid, did = read(row, line, "state_id"), read(row, line, "district_id")
+            sname, dname = read(row, line, "state_name"), read(row, line, "district_name")
+            same(sid, states.setdefault(sid, sname), sname, line, "state_name")
+            first_state, first_name = districts.setdefault(did, (sid, dname))
+            same(did, first_state, sid, line, "state_id")
+            same(did, first_name, dname, line, "district_name")
+    finally:
+        close()
+    return CatalogueUnits(
+        states=tuple(states.items()),
+        districts=tuple((did, sid, name) for did, (sid, name) in districts.items()),
+        casillas=rows,
+        header=tuple(header),
+    )
+
+
+def _casilla_columns(doc: _Yaml, node: _Map) -> dict[str, ColumnSpec]:
     """The ``casillas.columns`` mapping, every required field mapped, no unknown one."""
-    columns = doc.str_map(node, "columns", "casillas")
+    columns = _column_specs(doc, node, "columns", "casillas")
     for key in columns:
         if key not in CASILLA_FIELDS:
             raise doc.error(node, f"casillas.columns.{key}", "unknown field")
@@ -555,6 +756,27 @@ def _casilla_types(doc: _Yaml, node: _Map) -> dict[str, election_pb2.CasillaType
     return types
 
 
+def _ballot_limits(doc: _Yaml, node: _Map) -> dict[election_pb2.CasillaType.ValueType, int]:
+    """The ``casillas.ballot_limits`` mapping: casilla type -> the ballot limit of a casilla
+    of that type whose row gives none (PREP gives every special casilla the same number
+    of ballots, and its catalogue does not publish it)."""
+    value = doc.mapping(node, "ballot_limits", "casillas", required=False)
+    limits: dict[election_pb2.CasillaType.ValueType, int] = {}
+    for name, limit in value.items():
+        path = f"casillas.ballot_limits.{name}"
+        if name not in CASILLA_TYPES:
+            raise doc.error(value, path, f"{name!r} is not one of {sorted(CASILLA_TYPES)}")
+        if name != "ESPECIAL":
+            # Other casillas are limited by their nominal list and representatives.
+            raise doc.error(value, path, "only special casillas (ESPECIAL) have a ballot limit")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_FIGURE:
+            raise doc.error(
+                value, path, f"must be a whole number of ballots in [1, {MAX_FIGURE}]: {limit!r}"
+            )
+        limits[CASILLA_TYPES[name]] = limit
+    return limits
+
+
 class _CasillaRows:
     """Checks the rows of the casilla catalogue one by one and adds each casilla (and the
     sections it names) to the definition."""
@@ -566,6 +788,7 @@ class _CasillaRows:
         path: Path,
         getters: Mapping[str, Getter],
         types: Mapping[str, election_pb2.CasillaType.ValueType],
+        default_limits: Mapping[election_pb2.CasillaType.ValueType, int],
         zero: frozenset[str],
         district_state: Mapping[str, str],
         width: int,
@@ -574,10 +797,12 @@ class _CasillaRows:
         self.path = path
         self.getters = getters
         self.types = types
+        self.default_limits = default_limits
         self.zero = zero
         self.district_state = district_state
         self.width = width
         self.numeric = [k for k, (_, is_num) in CASILLA_FIELDS.items() if is_num and k in getters]
+        self.zero_limit = zero | {""}
         self.section_district: dict[str, str] = {}
         self.casilla_ids: set[str] = set()
 
@@ -603,11 +828,19 @@ class _CasillaRows:
                 "type",
             )
         nums = {
-            k: _number(self.getters[k](row), file=self.path, line=line, fieldname=k, zero=self.zero)
+            k: _number(
+                self.getters[k](row),
+                file=self.path,
+                line=line,
+                fieldname=k,
+                # An empty ballot limit is none given: the type's default, if any, applies.
+                zero=self.zero_limit if k == "ballot_limit" else self.zero,
+            )
             for k in self.numeric
         }
         nominal = nums.get("nominal_list", 0)
-        limit = nums.get("ballot_limit", 0)
+        # A limit on the row overrides the type's default (casillas.ballot_limits).
+        limit = nums.get("ballot_limit", 0) or self.default_limits.get(ctype, 0)
         self._check_lists(line, ctype, nominal, limit)
         self.pb.casillas.add(
             id=cid,
@@ -669,7 +902,12 @@ class _CasillaRows:
                     "nominal_list",
                 )
             if not limit:
-                raise self._error("a special casilla needs a ballot limit", line, "ballot_limit")
+                raise self._error(
+                    "a special casilla needs a ballot limit (a column, or "
+                    "casillas.ballot_limits.ESPECIAL)",
+                    line,
+                    "ballot_limit",
+                )
         elif not nominal:
             raise self._error("a non-special casilla needs a nominal list", line, "nominal_list")
 
@@ -702,7 +940,7 @@ def _read_acta_mapping(
     for cid in files_spec:
         if cid not in contest_ids:
             raise doc.error(node, f"actas.files.{cid}", f"unknown contest {cid!r}")
-    columns = doc.str_map(node, "columns", "actas")
+    columns = _column_specs(doc, node, "columns", "actas", sums=ACTA_SUMS)
     for key in columns:
         if key not in ACTA_FIELDS:
             raise doc.error(node, f"actas.columns.{key}", "unknown field")
@@ -713,7 +951,7 @@ def _read_acta_mapping(
         raise doc.error(
             node, "actas.columns.contest_id", "is needed when one file holds every contest"
         )
-    option_columns = doc.str_map(node, "options", "actas")
+    option_columns = _column_specs(doc, node, "options", "actas", sums=option_ids)
     for oid in option_columns:
         if oid not in option_ids:
             raise doc.error(node, f"actas.options.{oid}", f"no contest has an option {oid!r}")
@@ -767,33 +1005,50 @@ def _read_acta_mapping(
 
 
 def load_actas(
-    election: str | Path | ElectionFiles, csv_path: str | Path | None = None
+    election: str | Path | ElectionFiles,
+    csv_path: str | Path | None = None,
+    *,
+    contest: str | None = None,
 ) -> Iterator[acta_pb2.Acta]:
     """Read actas from CSV with the election's ``actas:`` mapping, in file order.
 
     Args:
         election: the ``election.yaml`` path, or an already loaded :class:`ElectionFiles`.
-        csv_path: the acta file to read (one file holding every contest); by default the
-            file(s) named in the mapping, per-contest files in contest order.
+        csv_path: the acta file to read; by default the file(s) named in the mapping,
+            per-contest files in contest order. A file named under ``actas.files`` is read
+            as the contest it is named for; any other holds the contest of ``contest``,
+            or else of each row's ``contest_id`` column.
+        contest: the contest every row of ``csv_path`` counts (overrides the mapping).
 
     Yields:
         One ``Acta`` per row. Figures marked illegible or blank are 0 with their mark.
 
     Raises:
-        DefinitionError: if the definition cannot be loaded or has no ``actas:`` section.
+        DefinitionError: if the definition cannot be loaded, has no ``actas:`` section,
+            or ``contest`` is not one of its contests.
         ActaFileError: naming the file, line and field of a row that cannot be read.
     """
     files = election if isinstance(election, ElectionFiles) else load_election(election)
     mapping = files.actas
     if mapping is None:
         raise DefinitionError("has no 'actas' section", file=files.path, field="actas")
+    if contest is not None and contest not in files.index.contest_ids:
+        raise DefinitionError(
+            f"unknown contest {contest!r} (contests: {', '.join(files.index.contest_ids)})",
+            file=files.path,
+            field="contest_id",
+        )
     if csv_path is not None:
-        yield from _read_acta_file(files.index, mapping, Path(csv_path), None)
+        path = Path(csv_path)
+        fixed = contest if contest is not None else mapping.contest_of_file(path)
+        yield from _read_acta_file(files.index, mapping, path, fixed)
+    elif contest is not None:
+        raise ValueError("a contest is given only with the file that holds it")
     elif mapping.files:
-        for contest in files.index.contests:
-            path = mapping.files.get(contest.id)
-            if path is not None:
-                yield from _read_acta_file(files.index, mapping, path, contest.id)
+        for contest_id in files.index.contest_ids:
+            named = mapping.files.get(contest_id)
+            if named is not None:
+                yield from _read_acta_file(files.index, mapping, named, contest_id)
     elif mapping.file is not None:
         yield from _read_acta_file(files.index, mapping, mapping.file, None)
     else:
@@ -812,6 +1067,24 @@ def _read_acta_file(
             yield rows.acta(line, row)
     finally:
         close()
+
+
+class _Race(Protocol):
+    """What the acta reader needs of a race (the index's ``RaceInfo``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def contest_id(self) -> str: ...
+    @property
+    def option_ids(self) -> tuple[str, ...]: ...
+
+
+# (option id, its getters: one for a column or template, several for a sum)
+_OptionGetters: TypeAlias = list[tuple[str, tuple[Getter, ...]]]
+Figure: TypeAlias = tuple[int, acta_pb2.FieldMark.ValueType]
 
 
 class _ActaRows:
@@ -835,11 +1108,14 @@ class _ActaRows:
         self.mapping = mapping
         self.fixed_contest = fixed_contest
         self.width = len(header)
+        self.header_line = header_line
 
-        def compile_(spec: str, fieldname: str) -> Getter:
+        def compile_(spec: ColumnSpec, fieldname: str) -> tuple[Getter, ...]:
+            parts = spec.parts if isinstance(spec, Sum) else (spec,)
             try:
-                return _compile_column(
-                    spec, header, file=path, line=header_line, fieldname=fieldname
+                return tuple(
+                    _compile_spec(p, header, file=path, line=header_line, fieldname=fieldname)
+                    for p in parts
                 )
             except DefinitionError as e:
                 raise ActaFileError(e.reason, file=path, line=header_line, field=fieldname) from e
@@ -847,36 +1123,72 @@ class _ActaRows:
         getters = {k: compile_(spec, k) for k, spec in mapping.columns.items()}
         if fixed_contest is None and "contest_id" not in getters:
             raise ActaFileError(
-                "no contest column is mapped", file=path, line=header_line, field="contest_id"
+                "no contest column is mapped and the file is not named under 'actas.files': "
+                "say which contest it holds",
+                file=path,
+                line=header_line,
+                field="contest_id",
             )
-        # Per contest: option getters in ballot order. Only contests this file can hold.
+        # Per contest this file can hold: its position, and each option's getters (None
+        # for a column the header lacks). A column that every race of the contest needs
+        # must be in the header; one that only some races have is needed only by the rows
+        # of those races.
         contests = [fixed_contest] if fixed_contest else list(index.contest_ids)
-        self.option_getters: dict[str, list[tuple[str, Getter]]] = {
-            cid: [
-                (oid, compile_(mapping.option_columns.get(oid, oid), f"options.{oid}"))
-                for oid in index.option_ids(cid)
-            ]
-            for cid in contests
-        }
+        self.contest_index = {cid: index.contest(cid).index for cid in contests}
+        self.option_getters: dict[str, dict[str, tuple[Getter, ...] | None]] = {}
+        for cid in contests:
+            contest = index.contest(cid)
+            compiled: dict[str, tuple[Getter, ...] | None] = {}
+            for oid in contest.option_ids:
+                spec = mapping.option_columns.get(oid, oid)
+                try:
+                    compiled[oid] = compile_(spec, f"options.{oid}")
+                except ActaFileError:
+                    if all(oid in race.option_index for race in contest.races):
+                        raise
+                    compiled[oid] = None
+            self.option_getters[cid] = compiled
+        # Per race (by its index among the election's races): its ballot's getters, built
+        # on first use.
+        self.race_getters: dict[int, _OptionGetters] = {}
         self.casillas = index.casilla_map()
         # One attribute per column: a row is read by a handful of lookups, no dict.
-        self.get_casilla = getters["casilla_id"]
-        self.get_contest = getters.get("contest_id") if fixed_contest is None else None
+        self.get_casilla = getters["casilla_id"][0]
+        self.get_contest = getters["contest_id"][0] if fixed_contest is None else None
         self.get_unregistered = getters["unregistered_votes"]
         self.get_null = getters["null_votes"]
-        self.get_sha = getters.get("image_sha256")
-        self.get_centre = getters.get("capture_centre")
-        self.get_operator = getters.get("operator")
-        self.get_origin = getters.get("origin")
-        self.get_digitisation = getters.get("digitisation")
+        self.get_sha = getters["image_sha256"][0] if "image_sha256" in getters else None
+        self.get_centre = getters["capture_centre"][0] if "capture_centre" in getters else None
+        self.get_operator = getters["operator"][0] if "operator" in getters else None
+        self.get_origin = getters["origin"][0] if "origin" in getters else None
+        self.get_digitisation = getters["digitisation"][0] if "digitisation" in getters else None
         self.time_getters = [
-            (name, getters[name])
+            (name, getters[name][0])
             for name in ("received_at_centre_time", "digitised_time", "captured_time")
             if name in getters
         ]
+        self.count_getters = [(name, getters[name]) for name in ACTA_COUNTS if name in getters]
 
     def _error(self, reason: str, line: int, field: str | None = None) -> ActaFileError:
         return ActaFileError(reason, file=self.path, line=line, field=field)
+
+    def _race_options(self, race: _Race, line: int) -> _OptionGetters:
+        """The getters of a race's ballot, in ballot order (compiled on first use)."""
+        compiled = self.option_getters[race.contest_id]
+        options: _OptionGetters = []
+        for oid in race.option_ids:
+            getter = compiled[oid]
+            if getter is None:
+                spec = self.mapping.option_columns.get(oid, oid)
+                raise self._error(
+                    f"column(s) {spec!r} of option {oid!r} of race {race.id!r} are not in "
+                    f"the header (line {self.header_line})",
+                    line,
+                    f"options.{oid}",
+                )
+            options.append((oid, getter))
+        self.race_getters[race.index] = options
+        return options
 
     def acta(self, line: int, row: list[str]) -> acta_pb2.Acta:
         """The acta of one row.
@@ -887,38 +1199,101 @@ class _ActaRows:
         if len(row) < self.width:
             raise self._error(f"{len(row)} columns, the header has {self.width}", line)
         casilla_id = self.get_casilla(row).strip()
-        if casilla_id not in self.casillas:
+        casilla = self.casillas.get(casilla_id)
+        if casilla is None:
             raise self._error(f"unknown casilla {casilla_id!r}", line, "casilla_id")
         if self.get_contest is not None:
             raw = self.get_contest(row).strip()
             contest_id = self.mapping.contest_values.get(raw, raw)
         else:
             contest_id = self.fixed_contest or ""
-        options = self.option_getters.get(contest_id)
-        if options is None:
+        position = self.contest_index.get(contest_id)
+        if position is None:
             raise self._error(f"unknown contest {contest_id!r}", line, "contest_id")
+        race = casilla.races[position]
+        if race is None:
+            raise self._error(
+                f"casilla {casilla_id!r} has no acta of contest {contest_id!r}: its type "
+                "does not receive the contest or no race of the contest contains it",
+                line,
+                "contest_id",
+            )
+        options = self.race_getters.get(race.index) or self._race_options(race, line)
         acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id)
         add = acta.option_votes.add
-        for oid, getter in options:
-            value = getter(row)
-            # Fast path for the common case: a plain figure of at most 9 digits.
-            if value.isdigit() and len(value) < 10:
-                add(option_id=oid, votes=int(value))
-            else:
+        for oid, getters in options:
+            if len(getters) == 1:
+                value = getters[0](row)
+                # Fast path for the common case: a plain figure of at most 9 digits.
+                if value.isdigit() and len(value) < 10:
+                    add(option_id=oid, votes=int(value))
+                    continue
                 votes, mark = self._figure(value, line, f"options.{oid}")
-                add(option_id=oid, votes=votes, mark=mark)
-        acta.unregistered_votes, acta.unregistered_mark = self._figure(
-            self.get_unregistered(row), line, "unregistered_votes"
+            else:
+                votes, mark = self._sum(row, getters, line, f"options.{oid}")
+            add(option_id=oid, votes=votes, mark=mark)
+        unregistered, null = self.get_unregistered, self.get_null
+        acta.unregistered_votes, acta.unregistered_mark = (
+            self._figure(unregistered[0](row), line, "unregistered_votes")
+            if len(unregistered) == 1
+            else self._sum(row, unregistered, line, "unregistered_votes")
         )
-        acta.null_votes, acta.null_mark = self._figure(self.get_null(row), line, "null_votes")
+        acta.null_votes, acta.null_mark = (
+            self._figure(null[0](row), line, "null_votes")
+            if len(null) == 1
+            else self._sum(row, null, line, "null_votes")
+        )
         if self.get_sha is not None:
             self._image(acta, self.get_sha(row).strip(), line)
+        for name, getters in self.count_getters:
+            count = self._count(row, getters, line, name)
+            if count is not None:
+                setattr(acta.counts, name, count)
         self._provenance(acta.provenance, line, row)
         return acta
 
-    def _figure(
-        self, value: str, line: int, fieldname: str
-    ) -> tuple[int, acta_pb2.FieldMark.ValueType]:
+    def _sum(
+        self, row: list[str], getters: tuple[Getter, ...], line: int, fieldname: str
+    ) -> Figure:
+        """A figure read from one column, or the sum of several. The sum is known only
+        when every part is: a part marked illegible makes it illegible, else a part
+        marked blank makes it blank, and a marked figure carries 0 votes."""
+        if len(getters) == 1:
+            return self._figure(getters[0](row), line, fieldname)
+        total = 0
+        marks = set()
+        for getter in getters:
+            votes, mark = self._figure(getter(row), line, fieldname)
+            total += votes
+            if mark:
+                marks.add(mark)
+        if acta_pb2.FIELD_MARK_ILLEGIBLE in marks:
+            return 0, acta_pb2.FIELD_MARK_ILLEGIBLE
+        if marks:
+            return 0, acta_pb2.FIELD_MARK_BLANK
+        if total > MAX_FIGURE:
+            raise self._error(f"{total} exceeds the limit of {MAX_FIGURE}", line, fieldname)
+        return total, acta_pb2.FIELD_MARK_UNSPECIFIED
+
+    def _count(
+        self, row: list[str], getters: tuple[Getter, ...], line: int, fieldname: str
+    ) -> int | None:
+        """One of the acta's own counts: None (absent) when a cell is empty or marked
+        illegible or blank, since ActaCounts has no marks."""
+        total = 0
+        for getter in getters:
+            value = getter(row)
+            if not value.strip():
+                return None
+            votes, mark = self._figure(value, line, fieldname)
+            if mark:
+                return None
+            total += votes
+        if total > MAX_FIGURE:
+            raise self._error(f"{total} exceeds the limit of {MAX_FIGURE}", line, fieldname)
+        return total
+
+    def _figure(self, value: str, line: int, fieldname: str) -> Figure:
         """A vote count, or the mark (illegible, blank) the file writes instead."""
         text = value.strip()
         if text in self.mapping.illegible or value in self.mapping.illegible:
