@@ -876,6 +876,9 @@ class _ActaRows:
             for cid in contests
         }
         self.casillas = index.casilla_map()
+        # A race's ballot may be a subset of its contest's: its rows read only its options.
+        self.contest_index = {c.id: c.index for c in index.contests}
+        self.race_getters: dict[str, list[tuple[str, Getter]]] = {}
         # One attribute per column: a row is read by a handful of lookups, no dict.
         self.get_casilla = getters["casilla_id"]
         self.get_contest = getters.get("contest_id") if fixed_contest is None else None
@@ -914,6 +917,13 @@ class _ActaRows:
         options = self.option_getters.get(contest_id)
         if options is None:
             raise self._error(f"unknown contest {contest_id!r}", line, "contest_id")
+        race = self.casillas[casilla_id].races[self.contest_index[contest_id]]
+        if race is not None and len(race.option_ids) != len(options):
+            ballot = self.race_getters.get(race.id)
+            if ballot is None:
+                ballot = [(oid, g) for oid, g in options if oid in race.option_index]
+                self.race_getters[race.id] = ballot
+            options = ballot
         acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id)
         add = acta.option_votes.add
         for oid, getter in options:
