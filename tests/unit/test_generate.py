@@ -166,7 +166,9 @@ def test_generate_command_writes_an_election_that_checks(
     from veritally.cli.main import main
 
     assert main(["generate", "--seed", "4", "--casillas", "350", "--out", str(tmp_path)]) == 0
-    assert "350 casillas" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "350 casillas" in out
+    assert "3 contests in 333 races" in out
     assert main(["check", str(tmp_path / "election.yaml"), "--actas"]) == 0
     assert main(["generate", "--seed", "4", "--casillas", "0", "--out", str(tmp_path)]) == 2
 

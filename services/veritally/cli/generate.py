@@ -1,4 +1,4 @@
-"""``veritally generate``: write a synthetic national election."""
+"""``veritally generate``: write a synthetic federal election night."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     d = result.definition
     print(
         f"wrote {result.yaml_path.parent}: {len(d.states)} states, {len(d.districts)} districts, "
-        f"{len(d.sections)} sections, {len(d.casillas)} casillas, {len(d.contests)} contests, "
+        f"{len(d.sections)} sections, {len(d.casillas)} casillas, {len(d.contests)} contests "
+        f"in {len(d.races)} races, "
         f"{result.actas_written} actas ({result.actas_missing} never arrive) in {elapsed:.1f} s"
     )
     return 0
