@@ -55,7 +55,7 @@ GOALS: dict[str, Goal] = {
     "reads_vs_envoy_direct_ratio": Goal("(context)", "×"),
     "bundle_gets_vs_nginx_ratio": Goal("≥ 0.8", "×", at_least=0.8),
     "sdk_verify_ms": Goal("≤ 5", "ms", at_most=5),
-    "recount_500k_s": Goal("≤ 10", "s", at_most=10),
+    "recount_500k_s": Goal("≤ 5", "s", at_most=5),
     "max_service_rss_mb": Goal("≤ 500", "MiB", at_most=500),
 }
 
@@ -128,9 +128,11 @@ def _why_recount(r: Results) -> str:
         "apply each acta record to the tally at every level, recompute and hash every "
         "cut's results. Each part alone, in this run: "
         + (measured or "not measured")
-        + ". To close it: apply and results in bulk per page of leaves (vectorised "
-        "accumulators, as the service side's tally), and each cut's results derived from "
-        "the previous cut's per-unit cache instead of from scratch."
+        + ". In pure Python each leaf costs about 7 µs of protobuf access before the tally "
+        "adds it (a packed int per unit), and each cut rebuilds the ~1,000 contest entries "
+        "its records changed, ~90 fields each, at 60-250 ns a field. To close it: check the "
+        "cuts' results in a second process while the first applies the next records "
+        "(2 cores: about the larger of the two halves), or a compiled tally."
     )
 
 

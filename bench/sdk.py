@@ -3,10 +3,11 @@
 Run: ``.venv/bin/python -m bench.sdk [--leaves 500000] [--cut-every 2000] [--runs 3]``
 
 Setup (not timed): the national synthetic election (160,000 casillas, cached under
-bench/out/election-<seed>-<n>/ by bench.tally), its acta records with corrections up to
-the wanted number of leaves, a cut record every ``--cut-every`` acta records with the real
-results digest, and a real in-memory Merkle tree and Ed25519 key. The built log is cached
-in bench/out/sdk-log-<leaves>-<cut_every>.bin.
+bench/out/election-<seed>-<n>-<generator digest>/, see bench.tally.election_dir), its acta
+records with corrections up to the wanted number of leaves, a cut record every
+``--cut-every`` acta records with the real results digest, and a real in-memory Merkle
+tree and Ed25519 key. The built log is cached beside the election, in
+sdk-log-<leaves>-<cut_every>.bin.
 
 Measured:
 
@@ -35,7 +36,7 @@ import struct
 import time
 from pathlib import Path
 
-from bench.tally import build_records
+from bench.tally import build_records, election_dir
 from veritally.election.generate import DEFAULT_CASILLAS, generate
 from veritally.election.loader import load_actas, load_election
 from veritally_client import ClientConfig
@@ -67,7 +68,7 @@ VERIFY_REPEATS = 200  # verify_update timings to take the median of
 def _load_election(
     seed: int, casillas: int, *, with_actas: bool
 ) -> tuple[ElectionIndex, list[acta_pb2.Acta]]:
-    directory = OUT / f"election-{seed}-{casillas}"
+    directory = election_dir(seed, casillas)
     if not (directory / "actas.csv").exists():
         generate(seed=seed, casillas=casillas, out_dir=directory)
     files = load_election(directory / "election.yaml")
@@ -107,15 +108,21 @@ def _cut_leaf(number: int, acta_records: int, results: bytes) -> bytes:
     return acta_pb2.LogLeaf(cut_record=record).SerializeToString(deterministic=True)
 
 
-def _log_cache(leaves: int, cut_every: int) -> Path:
-    return OUT / f"sdk-log-{leaves}-{cut_every}.bin"
+def _log_cache(leaves: int, cut_every: int, seed: int, casillas: int) -> Path:
+    return election_dir(seed, casillas) / f"sdk-log-{leaves}-{cut_every}.bin"
 
 
 def build_log(
-    index: ElectionIndex, actas: list[acta_pb2.Acta], *, seed: int, leaves: int, cut_every: int
+    index: ElectionIndex,
+    actas: list[acta_pb2.Acta],
+    *,
+    seed: int,
+    casillas: int,
+    leaves: int,
+    cut_every: int,
 ) -> list[bytes]:
     """The leaves of a log of exactly ``leaves`` leaves ending in a cut record."""
-    cache = _log_cache(leaves, cut_every)
+    cache = _log_cache(leaves, cut_every, seed, casillas)
     if cache.exists():
         data = cache.read_bytes()
         out, pos = [], 0
@@ -258,9 +265,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="recounts to take the median of")
     args = parser.parse_args()
     t = time.perf_counter()
-    cached = _log_cache(args.leaves, args.cut_every).exists()
+    cached = _log_cache(args.leaves, args.cut_every, args.seed, args.casillas).exists()
     index, actas = _load_election(args.seed, args.casillas, with_actas=not cached)
-    leaves = build_log(index, actas, seed=args.seed, leaves=args.leaves, cut_every=args.cut_every)
+    leaves = build_log(
+        index,
+        actas,
+        seed=args.seed,
+        casillas=args.casillas,
+        leaves=args.leaves,
+        cut_every=args.cut_every,
+    )
     print(f"setup {time.perf_counter() - t:.1f} s: {len(leaves)} leaves")
     numbers: dict[str, float] = {"leaves": len(leaves)}
     numbers.update(bench_verify(index, leaves, args.cut_every))

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import random
 import statistics
 import time
 from pathlib import Path
 
+import veritally.election.generate
 from veritally.aggregation.engine import AggregationEngine
 from veritally.aggregation.store import AggregationStore
 from veritally.election.generate import DEFAULT_CASILLAS, generate
@@ -116,6 +118,13 @@ def bench_restart(
     }
 
 
+def election_dir(seed: int, casillas: int) -> Path:
+    """Where the generated election of ``seed`` and ``casillas`` is cached: the name
+    carries a digest of the generator's source, so a changed generator writes anew."""
+    source = Path(veritally.election.generate.__file__).read_bytes()
+    return OUT / f"election-{seed}-{casillas}-{hashlib.sha256(source).hexdigest()[:12]}"
+
+
 def main() -> None:
     """Run the benchmark and print/write the numbers."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -123,7 +132,7 @@ def main() -> None:
     parser.add_argument("--casillas", type=int, default=DEFAULT_CASILLAS)
     args = parser.parse_args()
     numbers: dict[str, float | int] = {}
-    directory = OUT / f"election-{args.seed}-{args.casillas}"
+    directory = election_dir(args.seed, args.casillas)
     if not (directory / "actas.csv").exists():
         t = time.perf_counter()
         generate(seed=args.seed, casillas=args.casillas, out_dir=directory)

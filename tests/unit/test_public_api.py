@@ -36,3 +36,30 @@ def test_sdk_never_imports_the_services() -> None:
                 names = [node.module]
             offenders += [f"{path}: {n}" for n in names if n.split(".")[0] == "veritally"]
     assert not offenders
+
+
+def test_results_with_names_are_public_frozen_dataclasses() -> None:
+    import dataclasses
+
+    for name in (
+        "CandidateResult",
+        "Completeness",
+        "OptionResult",
+        "PartyResult",
+        "RaceResult",
+        "Unit",
+        "UnitResult",
+    ):
+        cls = getattr(veritally_client, name)
+        assert name in veritally_client.__all__
+        assert isinstance(cls, type)
+        assert dataclasses.is_dataclass(cls), name
+        assert getattr(cls, "__dataclass_params__").frozen, name  # noqa: B009
+
+
+def test_unknown_id_error_is_in_the_error_tree_and_a_lookup_error() -> None:
+    error = veritally_client.UnknownIdError
+    assert "UnknownIdError" in veritally_client.__all__
+    assert issubclass(error, veritally_client.VeritallyError)
+    assert issubclass(error, LookupError)
+    assert not issubclass(error, veritally_client.VerificationError)

@@ -129,6 +129,22 @@ def test_rejects_bad_signature_by_a_known_key() -> None:
         open_note(bytes(note), [signer.verifier()])
 
 
+def test_rejects_second_byte_form_of_a_trusted_signature_padding_bits_set() -> None:
+    """Base64 that differs only in its unused padding bits decodes to the same signature:
+    a note must not have two byte forms that both verify."""
+    signer = Signer.generate("log")
+    note = sign_note("hello\n", [signer])
+    assert note.endswith(b"=\n")  # 68 bytes of key id and signature: two padding bits
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(note[-3:-2])
+    assert last & 0b11 == 0
+    other = note[:-3] + alphabet[last | 1 : (last | 1) + 1] + note[-2:]
+    assert base64.b64decode(other.split(b" ")[-1]) == base64.b64decode(note.split(b" ")[-1])
+    with pytest.raises(MalformedDataError, match="canonical"):
+        open_note(other, [signer.verifier()])
+    open_note(note, [signer.verifier()])
+
+
 def test_rejects_note_below_threshold() -> None:
     a, b = Signer.generate("a"), Signer.generate("b")
     note = sign_note("hello\n", [a])

@@ -274,3 +274,49 @@ def test_rehearsal_flag_is_in_the_results() -> None:
     assert tally.results().test
     assert results_pb2.Results.FromString(tally.results_bytes()).test
     assert tally.results_bytes() == tally.results().SerializeToString(deterministic=True)
+
+
+def _huge(key: str, sequence: int, votes: int) -> bytes:
+    race = ELECTION.race_of(key.rpartition("/")[0], key.rpartition("/")[2])
+    assert race is not None
+    n = len(race.option_ids) + 2
+    record = _record(
+        key, revision=1, sequence=sequence, votes=[votes] * n, reason=0, marks=[0], written=None
+    )
+    return acta_pb2.LogLeaf(acta_record=record).SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_log_whose_acta_total_exceeds_uint64_is_malformed_not_wrapped(fast_path: bool) -> None:
+    """A forged log with an acta whose figures sum past what a uint64 total can hold is a
+    typed verification failure, on both paths, and leaves the tally as it was."""
+    tally = Tally(ELECTION)
+    before = tally.results_bytes()
+    leaf = _huge(KEYS[0], 0, 2**63)
+    record = acta_pb2.LogLeaf.FromString(leaf).acta_record
+
+    def apply() -> None:
+        if fast_path:
+            tally.apply_leaf(leaf)
+        else:
+            tally.apply(record)
+
+    with pytest.raises(MalformedDataError, match="exceeds 2\\^64 - 1"):
+        apply()
+    assert tally.acta_records == 0
+    assert tally.results_bytes() == before
+
+
+def test_log_whose_unit_totals_exceed_uint64_is_malformed_not_carried() -> None:
+    """Actas each within range whose sum in a unit passes 2^64 - 1: the totals cannot be
+    signed as uint64, and no figure silently carries into its neighbour."""
+    tally = Tally(ELECTION)
+    keys = [k for k in KEYS if k.endswith("/PRES")][:2]
+    race = ELECTION.race_of(keys[0].rpartition("/")[0], "PRES")
+    assert race is not None
+    n = len(race.option_ids) + 2
+    per_option = (2**64 - 1) // (2 * n) + 1  # two actas' totals pass 2^64 - 1 together
+    for seq, key in enumerate(keys):
+        tally.apply_leaf(_huge(key, seq, per_option))
+    with pytest.raises(MalformedDataError, match="exceeds 2\\^64 - 1"):
+        tally.results_bytes()

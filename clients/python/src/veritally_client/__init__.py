@@ -13,13 +13,15 @@ Quick use::
     with Client(endpoint="prep.example:443", trust_root=root,
                 state_dir=Path("veritally-state"), credentials=creds) as client:
         cut = client.latest()          # verified, or a typed error
-        print(cut.national())
+        for candidate in cut.race("PRES").candidates:
+            print(candidate.name, candidate.affiliation, candidate.votes, candidate.share)
 """
 
 from veritally_client._bundle import BundleReport, verify_bundle
 from veritally_client._client import Client, load_trust_root, verify_evidence
 from veritally_client._config import ClientConfig
 from veritally_client._errors import (
+    AfterFinalCutError,
     BadProofError,
     BadSignatureError,
     DigestMismatchError,
@@ -32,25 +34,44 @@ from veritally_client._errors import (
     StalledError,
     TransportError,
     TrustRootError,
+    UnknownIdError,
     UnknownKeyError,
     VerificationError,
     VeritallyError,
 )
+from veritally_client._export import write_csv, write_json
+from veritally_client._export_nist import write_nist
+from veritally_client._export_prep import verified_acta_records, write_prep_files
 from veritally_client._recount import RecountReport
 from veritally_client._transport import TlsCredentials, Transport
 from veritally_client._trustroot import TrustedRoot
 from veritally_client._verify import ProvenActa, VerifiedCut
+from veritally_client._view import (
+    CandidateResult,
+    Completeness,
+    OptionResult,
+    PartyResult,
+    RaceResult,
+    Unit,
+    UnitResult,
+)
 
 __all__ = [
+    "AfterFinalCutError",
     "BadProofError",
     "BadSignatureError",
     "BundleReport",
+    "CandidateResult",
     "Client",
     "ClientConfig",
+    "Completeness",
     "DigestMismatchError",
     "ForkError",
     "MalformedDataError",
+    "OptionResult",
+    "PartyResult",
     "ProvenActa",
+    "RaceResult",
     "RecountMismatchError",
     "RecountReport",
     "RehearsalCutError",
@@ -62,13 +83,21 @@ __all__ = [
     "TransportError",
     "TrustRootError",
     "TrustedRoot",
+    "Unit",
+    "UnitResult",
+    "UnknownIdError",
     "UnknownKeyError",
     "VerificationError",
     "VerifiedCut",
     "VeritallyError",
     "load_trust_root",
+    "verified_acta_records",
     "verify_bundle",
     "verify_evidence",
+    "write_csv",
+    "write_json",
+    "write_nist",
+    "write_prep_files",
 ]
 
 __version__ = "0.1.0"

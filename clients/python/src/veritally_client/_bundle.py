@@ -205,7 +205,7 @@ def verify_bundle(
         )
         if cut.cut_number != number:
             raise MalformedDataError(f"cuts/{number}.cut holds cut {cut.cut_number}")
-        cuts.append(cut)
+        cuts.append(cut.with_election(election))
     latest = cuts[-1]
     if pointer.get("cut_number") != latest.cut_number:
         raise MalformedDataError(

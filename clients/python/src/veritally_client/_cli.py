@@ -16,31 +16,40 @@ rich (the ``[cli]`` extra) draws the live table of ``watch`` and the progress ba
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from veritally_client._bundle import verify_bundle
 from veritally_client._client import Client, load_trust_root
 from veritally_client._config import ClientConfig
+from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
     StalledError,
     TransportError,
     TrustRootError,
+    UnknownIdError,
     VerificationError,
 )
-from veritally_client._export import percent_text, to_json, write_csv, write_json
-from veritally_client._gen.veritally.v1 import results_pb2
+from veritally_client._export import OPTION_KINDS, percent_text, to_json, write_csv, write_json
+from veritally_client._export_nist import write_nist
+from veritally_client._export_prep import fetch_acta_records, write_prep_csv, write_prep_files
+from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
 from veritally_client._transport import TlsCredentials
 from veritally_client._trustroot import TrustedRoot
 from veritally_client._verify import VerifiedCut
+from veritally_client._view import RaceResult, race_document
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import RenderableType
 
 __all__ = [
     "EXIT_NOTHING_NEW",
@@ -58,6 +67,13 @@ EXIT_USAGE = 2
 EXIT_TRANSPORT = 3
 EXIT_NOTHING_NEW = 4
 EXIT_STALLED = 5
+
+# What the rows of the latest and watch tables are.
+_BY = ("candidates", "parties", "options")
+# One row of those tables: first column, second column, votes, share.
+_Row = tuple[str, str, str, str]
+#: The formats of ``export --format``.
+EXPORT_FORMATS = ("csv", "json", "prep", "nist")
 
 _EPILOG = """\
 exit codes:
@@ -143,12 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("latest", help="verify and show the newest cut")
     p.add_argument("--if-newer", action="store_true", help="exit 4 if it was already verified")
     p.add_argument("--json", action="store_true", help="print the JSON export")
+    _view_arguments(p)
 
     p = sub.add_parser("watch", help="follow new cuts live")
     p.add_argument("--max-cuts", type=int, default=0, help="stop after this many cuts (0: never)")
     p.add_argument(
         "--plain", action="store_true", help="one JSON line per cut instead of a live table"
     )
+    _view_arguments(p)
 
     p = sub.add_parser("proof", help="prove an acta is in the log")
     p.add_argument("acta_id", metavar="ACTA_ID", help='"<casilla_id>/<contest_id>"')
@@ -158,14 +176,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("export", help="export verified results")
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="csv",
+        help="csv, json (flat, with names), prep (PREP's files per contest), nist "
+        "(NIST SP 1500-100 JSON); default: %(default)s",
+    )
     p.add_argument("--cut", type=int, default=None, help="a past cut (default: newest)")
     p.add_argument(
         "--all-levels",
         action="store_true",
-        help="recount first and include section and casilla results",
+        help="csv and json: recount first and include section and casilla results",
     )
-    p.add_argument("--output", type=Path, default=None, help="write to this file (default: stdout)")
+    p.add_argument(
+        "--kinds",
+        default=",".join(OPTION_KINDS),
+        help="csv: the row kinds, comma-separated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--contest",
+        default=None,
+        help="prep: only this contest's file (to stdout without --output)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="write to this file, or for prep this directory (default: stdout)",
+    )
 
     p = sub.add_parser("verify-bundle", help="verify an offline static bundle directory")
     p.add_argument("directory", type=Path, metavar="DIR")
@@ -241,73 +280,289 @@ def _summary(cut: VerifiedCut, out: TextIO) -> None:
             )
 
 
+def _view_arguments(p: argparse.ArgumentParser) -> None:
+    view = p.add_argument_group("what to show")
+    view.add_argument(
+        "--contest",
+        default=None,
+        metavar="ID",
+        help="a contest id (PRES, SEN, DIP...) or a race id (default: the first contest "
+        "held in the unit)",
+    )
+    view.add_argument("--state", default=None, help="a state, by id or name")
+    view.add_argument("--district", default=None, help="a district, by id or name")
+    view.add_argument(
+        "--by",
+        choices=_BY,
+        default=None,
+        help="rows: candidates (default when the race has them), parties, or ballot options",
+    )
+
+
+def _chosen_race(cut: VerifiedCut, args: argparse.Namespace) -> tuple[RaceResult, str]:
+    """The race the options choose, and the other contests held in its unit."""
+    try:
+        if args.contest is None:
+            if args.district is not None:
+                unit = cut.district(args.district, state=args.state)
+            elif args.state is not None:
+                unit = cut.state(args.state)
+            else:
+                unit = cut.nation()
+            if not unit.races:
+                raise _UsageError(f"no contest is held in {unit.unit.level} {unit.unit.id!r}")
+            race = unit.races[0]
+            others = [r.contest_id for r in unit.races[1:]]
+        else:
+            race = cut.race(args.contest, state=args.state, district=args.district)
+            others = []
+    except (UnknownIdError, ValueError) as e:
+        raise _UsageError(str(e)) from None
+    return race, ", ".join(others)
+
+
+def _terminal() -> tuple[int, int]:
+    """The terminal's columns and lines (COLUMNS and LINES; 80 x 24 when unknown)."""
+    size = shutil.get_terminal_size((80, 24))
+    return size.columns, size.lines
+
+
+def _wrap(items: Sequence[str], width: int, sep: str = " · ") -> list[str]:
+    """``items`` joined by ``sep`` into lines of at most ``width`` columns."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + len(sep) + len(item) <= width:
+            lines[-1] += sep + item
+        else:
+            lines.append(_fit(item, width))
+    return lines
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _share(value: Decimal) -> str:
+    return f"{value}%"
+
+
+class _Screen:
+    """What ``latest`` and ``watch`` show of one race: lines above a table of rows
+    (first column, second column, votes, share), its total rows, and lines below; cut to
+    a terminal's width and height."""
+
+    def __init__(
+        self,
+        cut: VerifiedCut,
+        race: RaceResult,
+        others: str,
+        *,
+        by: str | None,
+        width: int,
+        height: int,
+    ) -> None:
+        self.width = width
+        self.banner = (
+            "*** REHEARSAL: TEST DATA, NOT THE ELECTION'S RESULTS ***" if race.test else ""
+        )
+        status = [f"cut {cut.cut_number}", cut.cut_record.cut_time, "verified"]
+        if race.final:
+            status.append("FINAL CUT")
+        if cut.lag_records:
+            status.append(f"behind ingest by {cut.lag_records:,} acta records")
+        self.status = _wrap(status, width)
+        self.title = _wrap(_title(race), width)
+        c = race.completeness
+        self.completeness = _wrap(
+            [
+                f"actas expected {c.expected:,}",
+                f"registered {c.registered:,}",
+                f"captured {c.captured:,} ({_share(c.captured_percent)})",
+                f"counted {c.counted:,} ({_share(c.counted_percent)})",
+                f"not counted {c.not_counted:,}",
+                f"inconsistent {_share(c.inconsistent_percent)}",
+                f"out of catalogue {c.out_of_catalogue:,}",
+                f"nominal list {c.nominal_list_counted:,}",
+                f"votes {c.total_votes_with_special:,} "
+                f"(without special {c.total_votes_without_special:,})",
+                f"participation {_share(c.participation)}",
+            ],
+            width,
+        )
+        self.columns, rows = _rows(race, by)
+        self.totals = [
+            ("unregistered", "", f"{race.unregistered_votes:,}", _share(race.unregistered_share)),
+            ("null", "", f"{race.null_votes:,}", _share(race.null_share)),
+            ("total", "", f"{race.total_votes:,}", ""),
+        ]
+        self.foot = _wrap([f"also held here: {others} (--contest ID)"], width) if others else []
+        head = len(self.status) + len(self.title) + len(self.completeness) + bool(self.banner)
+        room = height - head - 1 - len(self.totals) - len(self.foot)  # 1: the column names
+        if len(rows) > room:
+            kept = max(room - 1, 0)
+            more = f"… {len(rows) - kept} more rows not shown (--json for all)"
+            self.foot = [_fit(more, width), *self.foot]
+            rows = rows[:kept]
+        self.rows = rows
+
+    def head_lines(self) -> list[str]:
+        return [*([self.banner] if self.banner else []), *self.status, *self.title]
+
+    def plain(self) -> list[str]:
+        """The screen as plain text lines."""
+        widths = self.widths()
+        lines = [*self.head_lines(), *self.completeness]
+        lines.append(_cells(widths, (*self.columns, "votes", "share")))
+        lines += [_cells(widths, row) for row in [*self.rows, *self.totals]]
+        return [*lines, *self.foot]
+
+    def widths(self) -> tuple[int, int, int, int]:
+        """Widths of the four columns: as wide as their text, narrowed to the screen
+        (the second column keeps at least a third of the room for text)."""
+        rows = [*self.rows, *self.totals]
+        votes = max(len("votes"), *(len(r[2]) for r in rows))
+        share = max(len("share"), *(len(r[3]) for r in rows))
+        first = max(len(self.columns[0]), *(len(r[0]) for r in rows))
+        second = max(len(self.columns[1]), *(len(r[1]) for r in rows))
+        room = self.width - votes - share - 6
+        if first + second > room:
+            second = min(second, max(room // 3, room - first))
+            first = room - second
+        return first, second, votes, share
+
+
+def _cells(widths: tuple[int, int, int, int], row: Sequence[str]) -> str:
+    first, second, votes, share = widths
+    return (
+        f"{_fit(row[0], first):<{first}}  {_fit(row[1], second):<{second}}  "
+        f"{row[2]:>{votes}}  {row[3]:>{share}}"
+    ).rstrip()
+
+
+def _title(race: RaceResult) -> list[str]:
+    contest = f"{race.contest_name or race.contest_id} ({race.race_id or race.contest_id})"
+    unit = race.unit
+    where = unit.name if unit.level == "national" else f"{unit.level} {unit.id} {unit.name}"
+    parts = [contest, where.strip()]
+    if not race.race_id:
+        parts.append(f"sum of {len(race.race_ids)} races")
+    elif race.race_unit is not None and race.race_unit != unit:
+        outer = race.race_unit
+        parts.append(
+            "national race" if outer.level == "national" else f"race of {outer.level} {outer.id}"
+        )
+    return parts
+
+
+def _rows(race: RaceResult, by: str | None) -> tuple[tuple[str, str], list[_Row]]:
+    if by is None:
+        by = "candidates" if race.candidates else "parties" if race.parties else "options"
+    if by == "candidates":
+        if not race.candidates:
+            where = "the nation" if race.unit.level == "national" else race.unit.id
+            raise _UsageError(
+                f"{race.contest_id} sums {len(race.race_ids)} races in {where}, so it has no "
+                "candidates there: use --by parties, or choose one race with --state or "
+                "--district"
+            )
+        rows = [(c.name, c.affiliation, f"{c.votes:,}", _share(c.share)) for c in race.candidates]
+        return ("candidate", "party"), rows
+    if by == "parties":
+        rows = [(p.abbreviation, p.name, f"{p.votes:,}", _share(p.share)) for p in race.parties]
+        return ("party", "name"), rows
+    rows = [(o.id, o.name, f"{o.votes:,}", _share(o.share)) for o in race.options]
+    return ("option", "name"), rows
+
+
 def _cmd_latest(args: argparse.Namespace) -> int:
     with _client(args) as client:
         before = client.trusted_state
         cut = client.latest()
+        screen = None if args.json else _screen(cut, args, _terminal())
     _say(f"verified cut {cut.cut_number} (tree size {cut.tree_size})")
-    if args.json:
+    if screen is None:
         write_json(cut, sys.stdout)
     else:
-        _summary(cut, sys.stdout)
+        print("\n".join(screen.plain()))
     if args.if_newer and before is not None and before.cut_number >= cut.cut_number:
         return EXIT_NOTHING_NEW
     return EXIT_OK
 
 
-def _table(cut: VerifiedCut) -> Table:
-    from rich.table import Table  # rich is an optional extra
+def _live_view(screen: _Screen) -> RenderableType:
+    """The screen as rich renderables: the same lines, the rows in a table."""
+    # rich is an optional extra, imported only when the live table is drawn
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
 
-    table = Table(
-        title=f"cut {cut.cut_number} · {cut.cut_record.cut_time} · verified",
-        caption=f"tree size {cut.tree_size}, {cut.acta_records} acta records",
-    )
-    table.add_column("contest")
-    table.add_column("option")
-    table.add_column("votes", justify="right")
-    table.add_column("%", justify="right")
-    table.add_column("actas counted", justify="right")
-    for contest in cut.national().contests:
-        c = contest.completeness
-        total = contest.total_votes or 1
-        for i, option in enumerate(contest.options):
-            table.add_row(
-                contest.contest_id if i == 0 else "",
-                option.option_id,
-                f"{option.votes:,}",
-                percent_text(option.votes * 1_000_000 // total),
-                f"{percent_text(c.counted_percent_e4)}%" if i == 0 else "",
-            )
-    return table
+    parts: list[RenderableType] = []
+    if screen.banner:
+        parts.append(Text(screen.banner, style="bold reverse red", overflow="ellipsis"))
+    for line in screen.status:
+        parts.append(Text(line, style="bold", overflow="ellipsis", no_wrap=True))
+    for line in screen.title:
+        parts.append(Text(line, style="bold cyan", overflow="ellipsis", no_wrap=True))
+    for line in screen.completeness:
+        parts.append(Text(line, overflow="ellipsis", no_wrap=True))
+    table = Table(box=None, pad_edge=False, header_style="bold underline")
+    first, second, votes, share = screen.widths()
+    table.add_column(screen.columns[0], width=first, no_wrap=True, overflow="ellipsis")
+    table.add_column(screen.columns[1], width=second, no_wrap=True, overflow="ellipsis")
+    table.add_column("votes", width=votes, justify="right", no_wrap=True)
+    table.add_column("share", width=share, justify="right", no_wrap=True)
+    for row in screen.rows:
+        table.add_row(*row)
+    for row in screen.totals:
+        table.add_row(*row, style="dim")
+    parts.append(table)
+    for line in screen.foot:
+        parts.append(Text(line, style="dim", overflow="ellipsis", no_wrap=True))
+    return Group(*parts)
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as client:
         # Show the newest verified cut at once, then each new one.
         current = client.latest()
+        _screen(current, args, (80, 24))  # bad view options fail now
         cuts = itertools.chain([current], client.watch())
         seen = 0
         if args.plain or not sys.stdout.isatty():
             for cut in cuts:
                 doc = to_json(cut)
-                print(json.dumps({"cut": doc["cut"], "national": doc["units"][0]}), flush=True)
+                race, _ = _chosen_race(cut, args)
+                line = {"cut": doc["cut"], "national": doc["units"][0], "race": race_document(race)}
+                print(json.dumps(line), flush=True)
                 seen += 1
                 if args.max_cuts and seen >= args.max_cuts:
                     break
             return EXIT_OK
         try:
-            from rich.live import Live  # rich is an optional extra
+            from rich.console import Console  # rich is an optional extra
+            from rich.live import Live
         except ImportError:
             raise _UsageError(
                 "the live table needs rich: pip install 'veritally-client[cli]'"
             ) from None
-        with Live(auto_refresh=False) as live:
+        # A console of its own: it measures the terminal (COLUMNS, LINES) when made.
+        with Live(console=Console(), auto_refresh=False) as live:
             for cut in cuts:
-                live.update(_table(cut), refresh=True)
+                screen = _screen(cut, args, live.console.size)
+                live.update(_live_view(screen), refresh=True)
                 seen += 1
                 if args.max_cuts and seen >= args.max_cuts:
                     break
     return EXIT_OK
+
+
+def _screen(cut: VerifiedCut, args: argparse.Namespace, size: tuple[int, int]) -> _Screen:
+    """The view of ``cut`` the options choose, for a terminal of ``size`` (columns, lines;
+    at most 100 columns are used, and at least 40 x 12)."""
+    race, others = _chosen_race(cut, args)
+    width = max(40, min(size[0], 100))
+    height = max(12, size[1])
+    return _Screen(cut, race, others, by=args.by, width=width, height=height)
 
 
 def _cmd_proof(args: argparse.Namespace) -> int:
@@ -385,32 +640,84 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = sorted(set(kinds) - set(OPTION_KINDS))
+    if unknown:
+        raise _UsageError(f"--kinds: unknown row kinds {unknown}; one of {','.join(OPTION_KINDS)}")
+    if args.all_levels and args.format not in ("csv", "json"):
+        raise _UsageError("--all-levels applies to --format csv and json")
+    if args.contest is not None and args.format != "prep":
+        raise _UsageError("--contest applies to --format prep")
+    if args.format == "prep" and args.output is None and args.contest is None:
+        raise _UsageError("--format prep writes a directory: give --output DIR (or --contest)")
     extra: list[results_pb2.UnitResults] = []
+    records: list[acta_pb2.ActaRecord] = []
     with _client(args) as client:
         cut = client.latest() if args.cut is None else client.cut(args.cut)
+        election = client.election()
+        if args.contest is not None and args.contest not in election.contest_ids:
+            raise _UsageError(
+                f"--contest: unknown contest {args.contest!r} "
+                f"(ids: {', '.join(election.contest_ids)})"
+            )
         if args.all_levels:
             if args.cut is not None:
                 raise _UsageError("--all-levels applies to the newest cut only")
             report = client.recount()
             extra = report.units("section") + report.units("casilla")
-    out: TextIO
-    if args.output is None:
-        out = sys.stdout
-        _write(args.format, cut, out, extra)
+        if args.format == "prep":
+            records = fetch_acta_records(client, cut)
+    if args.format == "prep" and args.output is not None:
+        contests = None if args.contest is None else [args.contest]
+        written = write_prep_files(
+            cut, args.output, election=election, records=records, contest_ids=contests
+        )
+        _say(f"wrote {', '.join(p.name for p in written)} in {args.output}")
+    elif args.output is None:
+        with _utf8_stdout() as out:
+            _write(args, cut, election, out, extra, records, kinds)
     else:
         with args.output.open("w", encoding="utf-8", newline="") as out:
-            _write(args.format, cut, out, extra)
-    _say(f"exported cut {cut.cut_number} as {args.format}")
+            _write(args, cut, election, out, extra, records, kinds)
+    mark = "  REHEARSAL (test data)" if cut.test else ""
+    _say(f"exported cut {cut.cut_number} as {args.format}{mark}")
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _utf8_stdout() -> Iterator[TextIO]:
+    """stdout as UTF-8 with untranslated newlines, whatever the locale: an export's bytes
+    are the same on every machine."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (redirected in-process): write text to it
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    out = io.TextIOWrapper(buffer, encoding="utf-8", newline="", write_through=True)
+    try:
+        yield out
+    finally:
+        out.flush()
+        out.detach()
+
+
 def _write(
-    fmt: str, cut: VerifiedCut, out: TextIO, extra: Sequence[results_pb2.UnitResults]
+    args: argparse.Namespace,
+    cut: VerifiedCut,
+    election: ElectionIndex,
+    out: TextIO,
+    extra: Sequence[results_pb2.UnitResults],
+    records: Sequence[acta_pb2.ActaRecord],
+    kinds: Sequence[str],
 ) -> None:
-    if fmt == "csv":
-        write_csv(cut, out, extra_units=extra)
+    if args.format == "csv":
+        write_csv(cut, out, election=election, extra_units=extra, kinds=kinds)
+    elif args.format == "json":
+        write_json(cut, out, election=election, extra_units=extra)
+    elif args.format == "nist":
+        write_nist(cut, out, election=election)
     else:
-        write_json(cut, out, extra_units=extra)
+        write_prep_csv(cut, out, election=election, contest_id=args.contest, records=records)
 
 
 def _cmd_verify_bundle(args: argparse.Namespace) -> int:

@@ -322,7 +322,7 @@ class Client:
             raise
         if trusted is None or cut.tree_size > trusted.tree_size:
             self._store.save(to_trusted_state(cut))
-        return cut
+        return cut._named(self.election)
 
     def latest(self) -> VerifiedCut:
         """The newest cut, verified (signature, last leaf, digest, no rollback, no fork,
@@ -366,7 +366,7 @@ class Client:
             raise
         if cut.cut_number != number:
             raise MalformedDataError(f"asked for cut {number}, got cut {cut.cut_number}")
-        return cut
+        return cut._named(self.election)
 
     def watch(self) -> Generator[VerifiedCut, None, None]:
         """Verified cuts as they are made, forever (break out of the loop to stop).

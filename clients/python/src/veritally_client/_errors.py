@@ -8,6 +8,8 @@ One root, :class:`VeritallyError`, split by who is at fault:
 * :class:`TransportError`: the publisher could not be reached or answered with an error.
   Retrying later may help; nothing was verified or trusted.
 * :class:`TrustRootError`: the trust material itself is unusable (expired, badly signed).
+* :class:`UnknownIdError`: a state, district, contest, candidate or party asked for by id
+  or name is not in the verified results or their election (also a :class:`LookupError`).
 
 Caller bugs (a wrong argument type, a negative size) raise built-in exceptions instead.
 """
@@ -31,6 +33,7 @@ __all__ = [
     "StalledError",
     "TransportError",
     "TrustRootError",
+    "UnknownIdError",
     "UnknownKeyError",
     "VerificationError",
     "VeritallyError",
@@ -101,6 +104,11 @@ class RehearsalCutError(VerificationError):
     never be taken for the election's."""
 
 
+class AfterFinalCutError(VerificationError):
+    """A cut signed after the night's final cut: the publisher closed the night (its
+    signed results said ``final``) and then signed another cut."""
+
+
 class RecountMismatchError(VerificationError):
     """Results recomputed from the logged actas differ from the results that were signed."""
 
@@ -124,3 +132,24 @@ class TrustRootError(VeritallyError):
 
 class TransportError(VeritallyError):
     """The publisher could not be reached, or answered with an error status."""
+
+
+class UnknownIdError(VeritallyError, LookupError):
+    """A lookup that matches nothing: a unit, contest, race, candidate, party or option
+    asked for by id (or, where names are accepted, by a name that matches none or more
+    than one). Nothing is wrong with the verified data; the question was.
+
+    A :class:`LookupError` too, so callers that caught that before keep working.
+
+    Attributes:
+        kind: what was looked up: ``"state"``, ``"district"``, ``"national"``,
+            ``"contest"``, ``"race"``, ``"candidate"``, ``"party"`` or ``"option"``.
+        key: what was given.
+        valid: the ids that would have been found, in definition order.
+    """
+
+    def __init__(self, message: str, *, kind: str, key: str, valid: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.key = key
+        self.valid = valid

@@ -8,12 +8,21 @@ casillas are computed from the proven acta records by a recount.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Final
 
+from veritally_client._errors import UnknownIdError
 from veritally_client._gen.veritally.v1 import results_pb2
 
-__all__ = ["BLOB_LEVELS", "LEVELS", "find_unit", "level_name", "level_value", "units_at"]
+__all__ = [
+    "BLOB_LEVELS",
+    "LEVELS",
+    "find_unit",
+    "level_name",
+    "level_value",
+    "units_at",
+    "unknown_id",
+]
 
 #: Public level names and their wire values, from the top down.
 LEVELS: Final[dict[str, results_pb2.Level.ValueType]] = {
@@ -26,6 +35,19 @@ LEVELS: Final[dict[str, results_pb2.Level.ValueType]] = {
 #: The levels a signed results blob holds.
 BLOB_LEVELS: Final = ("national", "state", "district")
 _NAMES: Final = {v: k for k, v in LEVELS.items()}
+# Valid ids named in an error message; the error's ``valid`` attribute has them all.
+_IDS_SHOWN: Final = 40
+
+
+def unknown_id(kind: str, key: str, valid: Iterable[str], *, why: str = "") -> UnknownIdError:
+    """The error for a lookup of ``key`` among ``valid`` that failed (``why``: instead of
+    "no <kind> <key>", when the key exists but does not fit, or is ambiguous)."""
+    ids = tuple(valid)
+    shown = ", ".join(repr(i) for i in ids[:_IDS_SHOWN]) or "none"
+    if len(ids) > _IDS_SHOWN:
+        shown += f", ... ({len(ids)} in all)"
+    what = why or f"no {kind} {key!r}"
+    return UnknownIdError(f"{what} (valid {kind} ids: {shown})", kind=kind, key=key, valid=ids)
 
 
 def level_value(level: str) -> results_pb2.Level.ValueType:
@@ -62,7 +84,8 @@ def find_unit(
 
     Raises:
         ValueError: if the level is unknown or not held in a results blob.
-        LookupError: if the blob has no such unit.
+        UnknownIdError: (a LookupError) if the blob has no such unit; it lists the ids of
+            the level's units.
     """
     if level not in BLOB_LEVELS:
         if level in LEVELS:
@@ -71,4 +94,9 @@ def find_unit(
     for unit in units_at(results, level):
         if unit.unit_id == unit_id:
             return unit
-    raise LookupError(f"no {level} unit {unit_id!r} in the results")
+    raise unknown_id(
+        level,
+        unit_id,
+        (u.unit_id for u in units_at(results, level)),
+        why=f"no {level} unit {unit_id!r} in the results",
+    )

@@ -142,6 +142,11 @@ def open_note(note: bytes, verifiers: Sequence[Verifier], *, threshold: int = 1)
         if verifier is None or key in seen:
             continue
         seen.add(key)
+        # A trusted key's signature in one byte form only: base64 that differs only in
+        # padding bits decodes to the same signature, so a note could take another form
+        # with the same meaning (stricter than Go's note package, which accepts it).
+        if base64.b64encode(raw) != b64.encode("ascii"):
+            raise MalformedDataError(f"signature by trusted key {name} is not canonical base64")
         # (5) a known key's signature must verify
         try:
             verifier.verify(message, raw[4:])

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from veritally_client._cut import check_ingest_records, ingest_records_of
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
+    AfterFinalCutError,
     BadProofError,
     MalformedDataError,
     RecountMismatchError,
@@ -204,6 +205,11 @@ class Recounter:
     def _check_cut(self, index: int, record: acta_pb2.CutRecord) -> None:
         # (3) numbering, coverage, and the signed digest
         expected = len(self._cuts) + 1
+        if self._cuts and self._cuts[-1].final:
+            raise AfterFinalCutError(
+                f"leaf {index} is cut {record.cut_number}, signed after the final cut "
+                f"{self._cuts[-1].cut_number}"
+            )
         if record.cut_number != expected:
             raise MalformedDataError(
                 f"leaf {index} is cut {record.cut_number}, expected cut {expected}"

@@ -4,7 +4,8 @@ The state is what the client has verified so far: the last verified signed check
 (exact note bytes), its tree size and root hash, the cut number and the digest of the
 election definition the results were bound to; and, for the stall check, the cut's
 ingest figure and since which cut the cuts have been behind ingest without covering a new
-record. Those three keys are optional in the file: a state written before they existed
+record; and whether the cut was final. Those four keys are optional in the file: a state
+written before they existed
 loads with none of them, and a client that does not know them ignores them. It is
 written only by the client, and only after every check on a new cut has passed
 (python-tuf writes metadata the same way: verify, then persist).
@@ -58,6 +59,7 @@ class TrustedState:
         stall_since: the cut time of the first verified cut that was behind ingest at
             the same acta records as this one, or None if this cut is not behind.
         stall_since_cut: that cut's number (0 when ``stall_since`` is None).
+        final: whether its results were the night's final ones (nothing may follow).
     """
 
     origin: str
@@ -69,6 +71,7 @@ class TrustedState:
     ingest_records: int | None = None
     stall_since: dt.datetime | None = None
     stall_since_cut: int = 0
+    final: bool = False
 
     def __post_init__(self) -> None:
         if self.tree_size < 1 or self.cut_number < 1:
@@ -106,6 +109,8 @@ class TrustedState:
         if self.stall_since is not None:
             doc["stall_since"] = self.stall_since.isoformat()
             doc["stall_since_cut"] = self.stall_since_cut
+        if self.final:
+            doc["final"] = True
         return doc
 
     @classmethod
@@ -132,6 +137,7 @@ class TrustedState:
                     else None
                 ),
                 stall_since_cut=int(data.get("stall_since_cut", 0)),
+                final=data.get("final", False) is True,
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise MalformedDataError(f"unreadable trusted state: {e}") from e

@@ -50,6 +50,10 @@ Speed (a national log is ~500,000 records; a recount must stay within seconds):
 * only the district of a record is updated when it is applied; states and the nation
   are summed from their districts when results are read (``_rollup``), and only those
   whose districts changed since the last read;
+* a unit's totals of a contest and an acta's contribution are one packed int (a lane of
+  128 bits per counter, see ``_Lanes``), so applying a record adds one int and a
+  correction subtracts one, whatever the ballot's width; the common record is applied in
+  one frame (:meth:`Tally.apply_view`);
 * a serialized leaf is parsed with a *view* of ``LogLeaf`` (``_leaf.parse_leaf_view``,
   the leaf format's own reader) in which ``Acta.option_votes`` is ``repeated bytes``:
   protobuf then hands over each option's encoded bytes without building a message per
@@ -67,7 +71,7 @@ Speed (a national log is ~500,000 records; a recount must stay within seconds):
 
 from __future__ import annotations
 
-import operator
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Final, TypeAlias
 
@@ -163,8 +167,14 @@ def percent_e4(numerator: int, denominator: int) -> int:
 
 
 # Running totals of one contest in one unit, and the contribution of one acta, share one
-# flat layout: a list (or tuple) of ints, so that adding or removing a contribution is
-# one element-wise map() at C speed instead of a dozen attribute updates per record.
+# flat layout of counters ("lanes"), packed into one Python int of 128 bits per lane
+# (lane i at bits 128i..128i+127): adding or removing a contribution is then one integer
+# addition, whatever the width, instead of a dozen attribute updates or an element-wise
+# map() per record. No lane can carry into the next: a contribution's lanes are below
+# 2^64 (struct's "Q" refuses more), so 2^64 records cannot fill 128 bits, and a unit's
+# totals are always the sum of the contributions applied, so a removed contribution never
+# exceeds what its lanes hold. A total of 2^64 or more, which no uint64 field of the
+# results can hold, is found when the totals are unpacked (_Lanes.totals).
 _REGISTERED: Final = 0  # actas with a record (captured or recorded missing)
 _CAPTURED: Final = 1  # actas captured (with figures)
 _COUNTED: Final = 2  # actas counted
@@ -174,47 +184,61 @@ _NONSPECIAL_VOTES: Final = 5  # votes of counted non-special casillas
 _SPECIAL_VOTES: Final = 6  # votes of counted special casillas
 _NOT_COUNTED: Final = 7  # actas not counted, one slot per reason in _REASONS
 _VOTES: Final = _NOT_COUNTED + len(_REASONS)  # options in ballot order, unregistered, null
-_NO_REASONS: Final = (0,) * len(_REASONS)
+_LANE: Final = 16  # bytes per lane
+_VALUE: Final = "Q8x"  # a lane of struct: its value in the low 8 bytes, 8 zero bytes
+_EMPTY: Final = f"{_LANE}x"  # a lane of zeros
 
-Totals: TypeAlias = list[int]
-Contribution: TypeAlias = tuple[int, ...]
-
-
-def _zero_totals(width: int) -> Totals:
-    return [0] * (_VOTES + width)
+Totals: TypeAlias = tuple[int, ...]  # the lanes of a packed int, unpacked
+Packed: TypeAlias = int
 
 
-def _sum_totals(width: int, parts: Iterable[Sequence[int]]) -> Totals:
-    """Element-wise sum (a state of its districts, the nation of its states)."""
-    columns = [sum(column) for column in zip(*parts, strict=True)]
-    return columns or _zero_totals(width)
+class _Lanes:
+    """The packed totals of a contest with ``width`` vote lanes: unpacking."""
+
+    __slots__ = ("_high", "_size", "_unpack", "pack")
+
+    def __init__(self, width: int) -> None:
+        lanes = _VOTES + width
+        self._size = lanes * _LANE
+        layout = struct.Struct("<" + _VALUE * lanes)
+        self.pack = layout.pack
+        self._unpack = layout.unpack
+        self._high = int.from_bytes((b"\0" * 8 + b"\xff" * 8) * lanes, "little")
+
+    def totals(self, packed: Packed) -> Totals:
+        """The lanes of ``packed``, each a uint64.
+
+        Raises:
+            MalformedDataError: if a lane holds 2^64 or more.
+        """
+        if packed & self._high:
+            raise MalformedDataError("a total of the log's actas exceeds 2^64 - 1")
+        return self._unpack(packed.to_bytes(self._size, "little"))
 
 
-def _not_counted_contribution(reason: Reason, width: int) -> Contribution:
+def _not_counted_contribution(reason: Reason, width: int) -> Packed:
     """What a not-counted acta contributes: a registered acta (captured unless missing),
     its reason (an inconsistency unless missing), no votes."""
     reasons = [0] * len(_REASONS)
     reasons[_REASON_SLOT[reason]] = 1
     captured = 0 if reason in _MISSING else 1
-    return (1, captured, 0, captured, 0, 0, 0, *reasons) + (0,) * width
+    lanes = (1, captured, 0, captured, 0, 0, 0, *reasons) + (0,) * width
+    return int.from_bytes(_Lanes(width).pack(*lanes), "little")
 
 
 # Per-acta and per-casilla records are plain tuples of ints, not named tuples: the
 # garbage collector stops tracking an exact tuple of ints, and a national tally holds
 # ~500,000 actas and 160,000 casillas, which otherwise every full collection walks
-# (about a sixth of a recount's time). One tuple per acta, not two, as each new tuple is
-# walked once by a young collection before it is let go.
+# (about a sixth of a recount's time).
 
-# The last revision applied of an acta: its contribution followed by the revision. map()
-# over it and a totals list stops at the shorter, so the revision is never added.
-_ActaState: TypeAlias = tuple[int, ...]
-_REVISION: Final = -1  # index of the revision in an _ActaState
+# The last revision applied of an acta: its packed contribution and the revision.
+_ActaState: TypeAlias = tuple[Packed, int]
 
 
 class _RacePlan:
     """Per-race tables for decoding an acta's options into its contest's totals."""
 
-    __slots__ = ("contest", "gather", "not_counted", "race", "votes_at", "width")
+    __slots__ = ("contest", "not_counted", "pack", "race", "votes_at", "width")
 
     def __init__(self, race: RaceInfo, contest: ContestInfo) -> None:
         self.race = race
@@ -223,26 +247,42 @@ class _RacePlan:
         self.not_counted = {
             reason: _not_counted_contribution(reason, self.width) for reason in _REASONS
         }
-        # The race's votes (its options, unregistered, null, then a 0) -> the contest's
-        # layout: gather[i] is the index in the race's list of contest entry i. None when
-        # the race's ballot is the contest's.
-        k = len(race.option_ids)
-        if race.positions == tuple(range(len(contest.option_ids))):
-            self.gather: tuple[int, ...] | None = None
-        else:
-            at = {p: i for i, p in enumerate(race.positions)}
-            self.gather = (*(at.get(p, k + 2) for p in range(len(contest.option_ids))), k, k + 1)
+        # Packs a counted acta: the lanes up to the reasons (registered, captured, counted,
+        # inconsistent, nominal list, non-special votes, special votes), the reasons as
+        # zero bytes, then the race's votes (its options, unregistered, null) at their
+        # lanes of the contest's layout, the contest's options outside the race as zero
+        # bytes (the race's ballot is in the contest's order).
+        race_positions = frozenset(race.positions)
+        options = "".join(
+            _VALUE if p in race_positions else _EMPTY for p in range(len(contest.option_ids))
+        )
+        self.pack = struct.Struct(
+            "<" + _VALUE * _NOT_COUNTED + _EMPTY * len(_REASONS) + options + _VALUE * 2
+        ).pack
         # votes_at[i]: encoded OptionVotes -> votes, for unmarked encodings that protobuf
         # decoded to option i of the race's ballot. Lookups at each position by map() at
         # C speed check the option order and decode the votes in one pass.
         self.votes_at: tuple[dict[bytes, int], ...] = tuple({} for _ in race.option_ids)
 
-    def spread(self, votes: list[int]) -> list[int]:
-        """The race's votes (options, unregistered, null) in the contest's layout."""
-        if self.gather is None:
-            return votes
-        votes.append(0)
-        return list(map(votes.__getitem__, self.gather))
+    def counted(
+        self, key: str, inconsistent: int, nominal_list: int | None, votes: list[int]
+    ) -> Packed:
+        """The contribution of a counted acta of a non-special casilla with that nominal
+        list, or of a special casilla (``nominal_list`` None); ``votes`` in the race's
+        order (options, unregistered, null).
+
+        Raises:
+            MalformedDataError: if the acta's total is 2^64 or more.
+        """
+        total = sum(votes)
+        try:
+            if nominal_list is None:
+                data = self.pack(1, 1, 1, inconsistent, 0, 0, total, *votes)
+            else:
+                data = self.pack(1, 1, 1, inconsistent, nominal_list, total, 0, *votes)
+        except struct.error:
+            raise MalformedDataError(f"acta {key!r}: its total exceeds 2^64 - 1") from None
+        return int.from_bytes(data, "little")
 
 
 # What applying needs of a casilla: (unit position of its district, special, nominal
@@ -280,7 +320,15 @@ class _Layout:
 class _ContestMessage:
     """The ContestTotals message of one contest in one unit, and its parts."""
 
-    __slots__ = ("candidates", "completeness", "layout", "message", "not_counted", "options")
+    __slots__ = (
+        "candidates",
+        "completeness",
+        "layout",
+        "message",
+        "not_counted",
+        "options",
+        "parties",
+    )
 
     def __init__(self, message: results_pb2.ContestTotals, layout: _Layout) -> None:
         self.message = message
@@ -293,8 +341,7 @@ class _ContestMessage:
             message.options.add(option_id=contest.option_ids[p]) for p in layout.positions
         ]
         self.candidates = [message.candidates.add(candidate_id=c) for c, _ in layout.candidates]
-        for party_id, _ in layout.parties:
-            message.parties.add(party_id=party_id)
+        self.parties = [message.parties.add(party_id=p) for p, _ in layout.parties]
         # Present even when every count is zero, as in a freshly built message.
         message.completeness.SetInParent()
         self.completeness = message.completeness
@@ -309,23 +356,27 @@ class _ContestMessage:
         message = self.message
         total = sum(votes)
         message.total_votes = total
-        for option, position in zip(self.options, layout.positions, strict=True):
-            count = votes[position]
+        # Shares as percent_e4 computes them, inlined: this runs for every entry of every
+        # changed unit at every cut. Counts and totals are never negative.
+        scale = _PERCENT_E4_SCALE
+        for option, count in zip(
+            self.options, map(votes.__getitem__, layout.positions), strict=True
+        ):
             option.votes = count
-            option.share_percent_e4 = percent_e4(count, total)
+            option.share_percent_e4 = count * scale // total if total else 0
         for candidate, (_, positions) in zip(self.candidates, layout.candidates, strict=True):
-            count = sum(votes[p] for p in positions)
+            count = sum(map(votes.__getitem__, positions))
             candidate.votes = count
-            candidate.share_percent_e4 = percent_e4(count, total)
-        for party, (_, position) in zip(message.parties, layout.parties, strict=True):
+            candidate.share_percent_e4 = count * scale // total if total else 0
+        for party, (_, position) in zip(self.parties, layout.parties, strict=True):
             count = votes[position]
             party.votes = count
-            party.share_percent_e4 = percent_e4(count, total)
+            party.share_percent_e4 = count * scale // total if total else 0
         n = len(layout.contest.option_ids)
         message.unregistered_votes = votes[n]
         message.null_votes = votes[n + 1]
-        message.unregistered_share_percent_e4 = percent_e4(votes[n], total)
-        message.null_share_percent_e4 = percent_e4(votes[n + 1], total)
+        message.unregistered_share_percent_e4 = votes[n] * scale // total if total else 0
+        message.null_share_percent_e4 = votes[n + 1] * scale // total if total else 0
         expected = layout.expected
         registered = acc[_REGISTERED]
         counted = acc[_COUNTED]
@@ -410,9 +461,8 @@ class Tally:
         self._layouts = self._unit_layouts()
         # Running totals: [contest index][unit position]. Only districts are updated by
         # apply(); states and the nation by _rollup().
-        self._acc: list[list[Totals]] = [
-            [_zero_totals(width) for _ in self._unit_keys] for width in self._widths
-        ]
+        self._acc: list[list[Packed]] = [[0] * len(self._unit_keys) for _ in self._widths]
+        self._lanes = [_Lanes(width) for width in self._widths]
         self._actas: dict[str, _ActaState] = {}
         # Out-of-catalogue actas: acta id -> last revision, and their count per contest.
         self._outside: dict[str, int] = {}
@@ -531,7 +581,7 @@ class Tally:
         if reason in _MISSING:
             if acta.option_votes:
                 raise MalformedDataError(f"acta {key!r}: recorded as missing but has figures")
-            self._commit(key, revision, record.counted, reason, casilla, plan, [], 0)
+            self._commit(key, revision, record.counted, reason, casilla, plan, None, 0)
             return
         # (2) every option of the race exactly once
         options = acta.option_votes
@@ -555,9 +605,7 @@ class Tally:
         votes.append(acta.null_votes)
         inconsistent = 1 if marked else _inconsistent(acta, sum(votes))
         # (3)-(5)
-        self._commit(
-            key, revision, record.counted, reason, casilla, plan, plan.spread(votes), inconsistent
-        )
+        self._commit(key, revision, record.counted, reason, casilla, plan, votes, inconsistent)
 
     def apply_leaf(self, leaf: bytes) -> None:
         """Parse a serialized ``LogLeaf`` holding an acta record and apply it.
@@ -597,38 +645,55 @@ class Tally:
             ValueError: as :meth:`apply`.
             MalformedDataError: as :meth:`apply`, or if an option does not parse.
         """
+        # The common case in one frame: a catalogue acta whose options are all known
+        # encodings at their places, counted, or not counted for a known reason, at the
+        # next revision. Anything else (unknown names, options missing, repeated, out of
+        # order, marked or not parsing, a missing or out-of-catalogue record, a revision
+        # out of turn, an acta total out of range) takes the reference path, which also
+        # raises the reference error; nothing is changed before that choice.
         acta = record.acta
-        found = self._known_votes(acta)
-        if found is None:
-            # Anything unusual (unknown casilla or contest, options missing, repeated, out
-            # of order, marked or not parsing, a missing acta): the reference path, which
-            # also raises the reference error.
+        casilla_id = acta.casilla_id
+        contest_id = acta.contest_id
+        found = self._known_votes(casilla_id, contest_id, acta.option_votes)
+        key = record.acta_id
+        if (
+            found is None
+            or record.sequence != self._records
+            or key != casilla_id + ACTA_ID_SEPARATOR + contest_id
+        ):
             self.apply(parse_leaf(leaf).acta_record)
             return
         casilla, plan, votes = found
-        votes.append(acta.unregistered_votes)
-        votes.append(acta.null_votes)
-        key = record.acta_id
         revision = record.revision
-        reason = record.not_counted_reason
-        located = self._locate(
-            record.sequence, key, acta.casilla_id, acta.contest_id, revision, reason
-        )
-        if located is None or located[1] is not plan or reason in _MISSING:
+        prev = self._actas.get(key)
+        if revision != (1 if prev is None else prev[1] + 1):
             self.apply(parse_leaf(leaf).acta_record)
             return
-        self._commit(
-            key,
-            revision,
-            record.counted,
-            reason,
-            casilla,
-            plan,
-            plan.spread(votes),
-            _inconsistent(acta, sum(votes)),
-        )
+        district, special, nominal_list, _ = casilla
+        if record.counted:
+            votes.append(acta.unregistered_votes)
+            votes.append(acta.null_votes)
+            if record.not_counted_reason:
+                self.apply(parse_leaf(leaf).acta_record)
+                return
+            inconsistent = _inconsistent(acta, sum(votes))
+            packed = plan.counted(key, inconsistent, None if special else nominal_list, votes)
+        else:
+            contribution = plan.not_counted.get(record.not_counted_reason)
+            if contribution is None or record.not_counted_reason in _MISSING:
+                self.apply(parse_leaf(leaf).acta_record)
+                return
+            packed = contribution
+        accs = self._acc[plan.race.contest_index]
+        accs[district] += packed if prev is None else packed - prev[0]
+        self._actas[key] = (packed, revision)
+        self._records += 1
+        self._version[district] = self._records
+        self._cache.clear()
 
-    def _known_votes(self, acta: ActaView) -> tuple[_CasillaSlot, _RacePlan, list[int]] | None:
+    def _known_votes(
+        self, casilla_id: str, contest_id: str, encodings: Sequence[bytes]
+    ) -> tuple[_CasillaSlot, _RacePlan, list[int]] | None:
         """The casilla, its race and the option votes in the race's ballot order, if every
         option is the race's at its place.
 
@@ -636,14 +701,13 @@ class Tally:
             None if the casilla or contest is unknown, the casilla has no race of the
             contest, or an option is missing, extra, out of place, marked or does not parse.
         """
-        casilla = self._casillas.get(acta.casilla_id)
-        index = self._contest_pos.get(acta.contest_id)
+        casilla = self._casillas.get(casilla_id)
+        index = self._contest_pos.get(contest_id)
         if casilla is None or index is None:
             return None
         plan = casilla[3][index]
         if plan is None:
             return None
-        encodings = acta.option_votes
         if len(encodings) != len(plan.votes_at):
             return None
         try:
@@ -731,40 +795,34 @@ class Tally:
         reason: Reason,
         casilla: _CasillaSlot,
         plan: _RacePlan,
-        votes: list[int],
+        votes: list[int] | None,
         inconsistent: int,
     ) -> None:
+        """Steps (3)-(5) of a record; ``votes`` in the race's order, None for a record of a
+        missing acta."""
         district, special, nominal_list, _ = casilla
         # (3) counted <=> no reason
-        state: _ActaState
+        packed: Packed
         if counted:
             if reason != acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED:
                 raise MalformedDataError(f"acta {key!r}: counted but with a not-counted reason")
-            total = sum(votes)
-            if special:
-                state = (1, 1, 1, inconsistent, 0, 0, total, *_NO_REASONS, *votes, revision)
-            else:
-                state = (
-                    1, 1, 1, inconsistent, nominal_list, total, 0, *_NO_REASONS, *votes, revision
-                )  # fmt: skip
+            if votes is None:
+                raise MalformedDataError(f"acta {key!r}: counted but recorded as missing")
+            packed = plan.counted(key, inconsistent, None if special else nominal_list, votes)
         else:
             contribution = plan.not_counted.get(reason)
             if contribution is None:
                 raise MalformedDataError(
                     f"acta {key!r}: not counted without a known reason (found {reason})"
                 )
-            state = (*contribution, revision)
+            packed = contribution
         # (4) revision chain
         prev = self._actas.get(key)
-        self._check_revision(key, revision, None if prev is None else prev[_REVISION])
-        # (5) replace the superseded contribution, in the district only; map() stops at
-        # the end of the totals, before the revision
+        self._check_revision(key, revision, None if prev is None else prev[1])
+        # (5) replace the superseded contribution, in the district only
         accs = self._acc[plan.race.contest_index]
-        if prev is None:
-            accs[district] = list(map(operator.add, accs[district], state))
-        else:
-            accs[district] = list(map(operator.add, map(operator.sub, accs[district], prev), state))
-        self._actas[key] = state
+        accs[district] += packed if prev is None else packed - prev[0]
+        self._actas[key] = (packed, revision)
         self._records += 1
         self._version[district] = self._records
         self._cache.clear()
@@ -801,14 +859,14 @@ class Tally:
         for state_pos, district_positions in self._state_districts:
             newest = max((version[d] for d in district_positions), default=0)
             if newest > version[state_pos]:
-                for width, accs in zip(self._widths, self._acc, strict=True):
-                    accs[state_pos] = _sum_totals(width, [accs[d] for d in district_positions])
+                for accs in self._acc:
+                    accs[state_pos] = sum([accs[d] for d in district_positions])
                 version[state_pos] = newest
                 national_changed = True
         if national_changed:
             state_positions = [s for s, _ in self._state_districts]
-            for width, accs in zip(self._widths, self._acc, strict=True):
-                accs[0] = _sum_totals(width, [accs[s] for s in state_positions])
+            for accs in self._acc:
+                accs[0] = sum([accs[s] for s in state_positions])
             version[0] = max(version[0], *(version[s] for s in state_positions))
         self._rolled = self._records
 
@@ -841,7 +899,7 @@ class Tally:
         unit, contests = self._unit_message(pos)
         for index, contest in contests:
             outside = self._outside_count[index] if pos == 0 else 0
-            contest.update(self._acc[index][pos], final, outside)
+            contest.update(self._lanes[index].totals(self._acc[index][pos]), final, outside)
         return unit
 
     def results_bytes(self, *, final: bool = False) -> bytes:
@@ -868,7 +926,8 @@ class Tally:
             if set_for[pos] != (current, final):
                 for index, contest in contests:
                     outside = self._outside_count[index] if pos == 0 else 0
-                    contest.update(self._acc[index][pos], final, outside)
+                    totals = self._lanes[index].totals(self._acc[index][pos])
+                    contest.update(totals, final, outside)
                 set_for[pos] = (current, final)
             data = unit.SerializeToString(deterministic=True)
             entries[pos] = _UNITS_TAG + varint(len(data)) + data
@@ -919,9 +978,9 @@ class Tally:
             found = [
                 self._actas.get(f"{cid}{ACTA_ID_SEPARATOR}{contest.id}") for cid in casilla_ids
             ]
-            width = self._widths[contest.index]
-            acc = _sum_totals(width, [st[:_REVISION] for st in found if st is not None])
-            _ContestMessage(unit.contests.add(), layout).update(acc, final, 0)
+            acc = sum([st[0] for st in found if st is not None])
+            totals = self._lanes[contest.index].totals(acc)
+            _ContestMessage(unit.contests.add(), layout).update(totals, final, 0)
         return unit
 
 

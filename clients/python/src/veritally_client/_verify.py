@@ -46,10 +46,11 @@ applies; freshness and liveness do not apply and nothing about it is ever persis
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -63,7 +64,9 @@ from veritally_client._cut import (
     parse_cut_leaf,
     parse_cut_time,
 )
+from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
+    AfterFinalCutError,
     BadProofError,
     DigestMismatchError,
     ForkError,
@@ -87,6 +90,14 @@ from veritally_client._navigate import find_unit
 from veritally_client._note import open_note
 from veritally_client._state import ForkEvidence, TrustedState
 from veritally_client._trustroot import TrustedRoot
+from veritally_client._view import (
+    ElectionSource,
+    RaceResult,
+    UnitResult,
+    check_definition,
+    read_race,
+    read_unit,
+)
 
 __all__ = [
     "CutVerifier",
@@ -179,6 +190,11 @@ class VerifiedCut:
             the first cut this client saw behind ingest at the same acta records, or None
             if the cut is not behind; always None for past and offline cuts.
         stall_since_cut: that first cut's number (0 when ``stall_since`` is None).
+
+    Results with names (:meth:`race`, :meth:`state`, :meth:`district`, :meth:`nation`)
+    read the election definition the signed results are bound to: a client's cut fetches
+    it from the publisher on first use (once per client, checked against the signed
+    digest), any other cut needs :meth:`with_election`.
     """
 
     checkpoint: Checkpoint
@@ -192,6 +208,7 @@ class VerifiedCut:
     stall_since: dt.datetime | None = None
     stall_since_cut: int = 0
     _token: object = field(repr=False, compare=False)
+    _election: ElectionSource | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self._token is not _CONSTRUCT:
@@ -255,7 +272,8 @@ class VerifiedCut:
             unit_id: the state or district id (``""`` for the nation).
 
         Raises:
-            LookupError: if there is no such unit in the results.
+            UnknownIdError: (a LookupError) if there is no such unit in the results; it
+                lists the level's unit ids.
             ValueError: if the level is unknown or not in the signed blob.
         """
         return find_unit(self.results, level, unit_id)
@@ -264,9 +282,99 @@ class VerifiedCut:
         """The national results (always the first unit of the blob).
 
         Raises:
-            LookupError: if the blob holds no national unit.
+            UnknownIdError: (a LookupError) if the blob holds no national unit.
         """
         return self.unit("national")
+
+    # -- results with names -------------------------------------------------------------
+
+    def with_election(self, election: ElectionIndex) -> VerifiedCut:
+        """This cut, reading its names from ``election``.
+
+        Raises:
+            DigestMismatchError: if ``election`` is not the definition the signed results
+                are bound to.
+        """
+        check_definition(election, self.definition_sha256)
+        return dataclasses.replace(self, _election=ElectionSource(index=election))
+
+    def _named(self, loader: Callable[[], ElectionIndex]) -> VerifiedCut:
+        """This cut, fetching its election with ``loader`` when names are first asked."""
+        return dataclasses.replace(self, _election=ElectionSource(loader=loader))
+
+    @property
+    def election(self) -> ElectionIndex:
+        """The election definition the names are read from, checked against the signed
+        digest.
+
+        Raises:
+            ValueError: if the cut was made without one (see :meth:`with_election`).
+            DigestMismatchError: if the definition fetched is not the one signed for.
+            TransportError: if it had to be fetched and the publisher cannot be reached.
+        """
+        return self._source().index(self.definition_sha256)
+
+    def _source(self) -> ElectionSource:
+        if self._election is None:
+            raise ValueError(
+                f"cut {self.cut_number} has no election definition to read names from; "
+                "attach one with cut.with_election(index)"
+            )
+        return self._election
+
+    def race(
+        self, contest: str, *, state: str | None = None, district: str | None = None
+    ) -> RaceResult:
+        """One contest in one unit, with names: ``race("DIP", district="09-05")``,
+        ``race("SEN", state="Jalisco")``, ``race("PRES")`` (the nation), or a race by
+        its id alone (``race("SEN-14")``).
+
+        Args:
+            contest: a contest id, or a race id (then without ``state`` or ``district``).
+            state: a state id or name; with ``district``, the district must be in it.
+            district: a district id or name.
+
+        Raises:
+            UnknownIdError: (a LookupError) if the contest, race, state or district is
+                unknown, a name is ambiguous, or the contest is not held in the unit; it
+                lists the valid ids.
+            ValueError: if a race id is given with a unit, or the cut has no election
+                definition (see :meth:`election`).
+        """
+        names = self._source().names(self.definition_sha256)
+        return read_race(
+            self.results, names, self.cut_number, contest, state=state, district=district
+        )
+
+    def state(self, state: str) -> UnitResult:
+        """Every contest held in a state (by id or by name), with names.
+
+        Raises:
+            UnknownIdError: if there is no such state, or the name is ambiguous.
+            ValueError: if the cut has no election definition (see :meth:`election`).
+        """
+        names = self._source().names(self.definition_sha256)
+        return read_unit(self.results, names, self.cut_number, state=state)
+
+    def district(self, district: str, *, state: str | None = None) -> UnitResult:
+        """Every contest held in a district (by id, or by name within ``state``).
+
+        Raises:
+            UnknownIdError: if there is no such district (in the state), or the name is
+                ambiguous.
+            ValueError: if the cut has no election definition (see :meth:`election`).
+        """
+        names = self._source().names(self.definition_sha256)
+        return read_unit(self.results, names, self.cut_number, state=state, district=district)
+
+    def nation(self) -> UnitResult:
+        """Every contest at the national level, with names.
+
+        Raises:
+            ValueError: if the cut has no election definition (see :meth:`election`).
+        """
+        names = self._source().names(self.definition_sha256)
+        return read_unit(self.results, names, self.cut_number)
 
     def __repr__(self) -> str:
         return (
@@ -543,6 +651,11 @@ class CutVerifier:
                     origin=cp.origin,
                     first=trusted.checkpoint,
                     second=cut.checkpoint,
+                )
+            if trusted.final and record.cut_number > trusted.cut_number:
+                raise AfterFinalCutError(
+                    f"cut {record.cut_number} is signed after the final cut "
+                    f"{trusted.cut_number}: the night was closed"
                 )
             check_ingest_records(
                 record, previous=trusted.ingest_records, previous_cut=trusted.cut_number
@@ -823,4 +936,5 @@ def to_trusted_state(cut: VerifiedCut) -> TrustedState:
         ingest_records=cut.ingest_records,
         stall_since=cut.stall_since,
         stall_since_cut=cut.stall_since_cut,
+        final=cut.final,
     )
