@@ -173,6 +173,19 @@ def test_generate_command_writes_an_election_that_checks(
     assert main(["generate", "--seed", "4", "--casillas", "0", "--out", str(tmp_path)]) == 2
 
 
+def test_generate_test_writes_a_rehearsal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from veritally.cli.main import main
+
+    argv = ["generate", "--seed", "4", "--casillas", "40", "--test", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "a rehearsal" in capsys.readouterr().out
+    index = load_election(tmp_path / "election.yaml").index
+    assert index.is_test
+    assert generate(seed=4, casillas=40, out_dir=tmp_path / "real").definition.test is False
+
+
 def test_every_casilla_is_assigned_to_a_capture_centre_and_its_actas_name_it(
     tmp_path: Path,
 ) -> None:

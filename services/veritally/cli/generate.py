@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="capture centres cc-01... the casillas are assigned to, by district; 0 assigns "
         f"none (default {DEFAULT_CAPTURE_CENTRES})",
     )
+    parser.add_argument(
+        "--test",
+        action="store_true",
+        help="a rehearsal (simulacro): its cuts are test data, refused by clients unless "
+        "they allow test data",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
 
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         casillas=args.casillas,
         out_dir=args.out,
         capture_centres=args.capture_centres,
+        test=args.test,
     )
     elapsed = time.perf_counter() - started
     d = result.definition
@@ -57,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
         f"{len(d.sections)} sections, {len(d.casillas)} casillas, {len(d.contests)} contests "
         f"in {len(d.races)} races, "
         f"{result.actas_written} actas ({result.actas_missing} never arrive) in {elapsed:.1f} s"
+        + (", a rehearsal" if d.test else "")
     )
     return 0

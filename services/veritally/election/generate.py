@@ -453,6 +453,7 @@ def generate(
     out_dir: Path,
     casillas: int = DEFAULT_CASILLAS,
     capture_centres: int = DEFAULT_CAPTURE_CENTRES,
+    test: bool = False,
 ) -> GeneratedElection:
     """Write a synthetic election to ``out_dir`` (created if needed).
 
@@ -464,6 +465,8 @@ def generate(
             the catalogue says which one captures each casilla. 0 assigns none (the
             catalogue's column is then not mapped): any client may capture any casilla,
             for a bulk import from one client without a capture operator's certificate.
+        test: write a rehearsal (``test: true``): its cuts are test data, which clients
+            refuse unless told to accept them.
 
     Returns:
         A summary of what was written.
@@ -569,10 +572,11 @@ def generate(
 
     centres = [capture_centre_of(di, capture_centres) for di in range(len(districts))]
     definition = _definition(states, districts, catalogue, night, centres)
+    definition.test = test
     yaml_path = out_dir / "election.yaml"
     casillas_path = out_dir / "casillas.csv"
     actas_path = out_dir / "actas.csv"
-    _write_yaml(yaml_path, states, districts, night, assigned=capture_centres > 0)
+    _write_yaml(yaml_path, states, districts, night, assigned=capture_centres > 0, test=test)
     _write_casillas(casillas_path, states, districts, catalogue, centres)
     summary = {c[0]: ContestSummary(missing=missing[i]) for i, c in enumerate(CONTESTS)}
     voters_written = _write_actas(
@@ -806,11 +810,13 @@ def _write_yaml(
     night: _Night,
     *,
     assigned: bool,
+    test: bool,
 ) -> None:
     doc = {
         "format": "veritally-election/1",
         "id": ELECTION_ID,
         "name": _election_name(),
+        **({"test": True} if test else {}),
         "parties": [
             {"id": pid, "name": name, "abbreviation": abbreviation}
             for pid, name, abbreviation, _ in PARTIES
