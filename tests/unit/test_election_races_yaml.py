@@ -483,7 +483,7 @@ def test_race_error_names_file_line_and_key(tmp_path: Path, case: Case) -> None:
     assert error.line == line_of(case.text, case.line_needle)
 
 
-def test_sdk_errors_mentioning_the_race_name_it(tmp_path: Path) -> None:
+def test_an_error_of_a_template_candidate_names_the_race(tmp_path: Path) -> None:
     text = replaced(
         TEMPLATE_YAML,
         "        - {id: FCM, coalition: FCM}\n        - {id: SHH",

@@ -492,7 +492,7 @@ def load_election(path: str | Path) -> ElectionFiles:
     locations = races.Locations()
     coalitions = races.read_coalitions(doc, root, pb, locations)
     races.read_races(doc, root, pb, coalitions, locations)
-    races.read_ballots(doc, root, pb, [c.id for c in pb.contests])
+    races.read_ballots(doc, root, pb, [c.id for c in pb.contests], CASILLA_TYPES)
     pb.test = races.read_test(doc, root)
     races.read_close_time(doc, root, pb)
 

@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # the loader imports this module; only its types are needed h
     from veritally.election.loader import _Yaml
 
 __all__ = [
-    "CASILLA_TYPE_NAMES",
     "SCOPES",
     "Locations",
     "locate",
@@ -47,12 +46,6 @@ SCOPES: Final[Mapping[str, results_pb2.Level.ValueType]] = {
     "national": results_pb2.LEVEL_NATIONAL,
     "state": results_pb2.LEVEL_STATE,
     "district": results_pb2.LEVEL_DISTRICT,
-}
-CASILLA_TYPE_NAMES: Final[Mapping[str, election_pb2.CasillaType.ValueType]] = {
-    "BASICA": election_pb2.CASILLA_TYPE_BASICA,
-    "CONTIGUA": election_pb2.CASILLA_TYPE_CONTIGUA,
-    "EXTRAORDINARIA": election_pb2.CASILLA_TYPE_EXTRAORDINARIA,
-    "ESPECIAL": election_pb2.CASILLA_TYPE_ESPECIAL,
 }
 NOMINATIONS: Final = ("party", "coalition", "independent")
 CONTEST_KEYS: Final = frozenset({"id", "name", "scope", "options", "race_template", "races"})
@@ -210,18 +203,20 @@ def read_coalitions(
 
 
 def read_ballots(
-    doc: _Yaml, root: Any, pb: election_pb2.ElectionDefinition, contest_ids: Sequence[str]
+    doc: _Yaml,
+    root: Any,
+    pb: election_pb2.ElectionDefinition,
+    contest_ids: Sequence[str],
+    types: Mapping[str, election_pb2.CasillaType.ValueType],
 ) -> None:
-    """``ballots:``: casilla type -> the contests it receives, e.g. ``{ESPECIAL: [PRES]}``.
-    A type not listed receives every contest."""
+    """``ballots:``: casilla type (a name of ``types``) -> the contests it receives, e.g.
+    ``{ESPECIAL: [PRES]}``. A type not listed receives every contest."""
     node = doc.mapping(root, "ballots", "", required=False)
     for key in node:
         where = f"ballots.{key}"
-        ctype = CASILLA_TYPE_NAMES.get(key) if isinstance(key, str) else None
+        ctype = types.get(key) if isinstance(key, str) else None
         if ctype is None:
-            raise doc.error(
-                node, where, f"not a casilla type (one of {', '.join(CASILLA_TYPE_NAMES)})"
-            )
+            raise doc.error(node, where, f"not a casilla type (one of {', '.join(types)})")
         ids = doc.str_list(node, key, "ballots", default=())
         for cid in ids:
             if cid not in contest_ids:
