@@ -167,6 +167,7 @@ class Bootstrap:
         operators: operators in a new PKI (dual control of corrections needs two).
         capture_operators: operators per capture centre (``cc-01/op-1``...); an
             existing PKI gets the missing ones.
+        test: whether the synthetic election is a rehearsal (its cuts are test data).
     """
 
     casillas: int
@@ -175,14 +176,18 @@ class Bootstrap:
     capture_centres: int = DEFAULT_CAPTURE_CENTRES
     operators: int = DEFAULT_OPERATORS
     capture_operators: int = DEFAULT_CAPTURE_OPERATORS
+    test: bool = False
 
     def election_params(self) -> dict[str, int]:
         """What a generated election depends on (``params.json``)."""
-        return {
+        params = {
             "casillas": self.casillas,
             "seed": self.seed,
             "capture_centres": self.capture_centres,
         }
+        if self.test:  # absent for a real night, so that existing params still match
+            params["test"] = 1
+        return params
 
     def ensure(self, state: StateDir) -> list[str]:
         """Create whatever is missing in ``state``: PKI, publisher key, trust root v1,
@@ -233,6 +238,7 @@ class Bootstrap:
                 casillas=self.casillas,
                 out_dir=state.election,
                 capture_centres=self.capture_centres,
+                test=self.test,
             )
             state.definition_bytes.unlink(missing_ok=True)
             state.election_params.write_text(json.dumps(self.election_params()) + "\n")

@@ -38,14 +38,28 @@ IMPORT_S = 600.0
 CATCH_UP_S = 300.0
 MARKS = {"Ilegible": "illegible", "Sin dato": "blank"}
 
-Totals = dict[tuple[str, str], list[int]]
+# (unit, contest) -> {option id: votes, for every option on the ballot of some race of
+# the unit} and the tail figures under the keys of TAIL.
+Totals = dict[tuple[str, str], dict[str, int]]
+TAIL = (
+    "#unregistered",
+    "#null",
+    "#captured",
+    "#counted",
+    "#exceeds_list",
+    "#exceeds_ballots",
+    "#all_illegible",
+    "#all_blank",
+)
+NOT_ON_BALLOT = "-"  # the cell of an option that is not on the ballot of the row's race
 
 
 def _recount(election_dir: Path) -> tuple[Totals, int, int]:
-    """(unit, contest) -> [votes per option in ballot order..., unregistered, null,
-    captured, counted, not counted: exceeds the list, exceeds the ballots, all illegible,
-    all blank]; and the number of
-    acta rows and of rows PREP's rules reject outright."""
+    """(unit, contest) -> votes per option (the options on the ballot of any race in the
+    unit, read from the rows: a ``-`` cell is a box the race's ballot does not have),
+    unregistered, null, captured, counted, not counted: exceeds the list, exceeds the
+    ballots, all illegible, all blank; and the number of acta rows and of rows PREP's
+    rules reject outright."""
     definition = yaml.safe_load((election_dir / "election.yaml").read_text(encoding="utf-8"))
     options = {c["id"]: [o["id"] for o in c["options"]] for c in definition["contests"]}
     limits: dict[str, tuple[str, int, bool]] = {}
@@ -61,7 +75,7 @@ def _recount(election_dir: Path) -> tuple[Totals, int, int]:
             else:
                 limit = number("LISTA_NOMINAL") + number("REPRESENTANTES")
             limits[row["CLAVE_CASILLA"]] = (row["ID_ENTIDAD"], limit, row["TIPO_CASILLA"] == "S")
-    totals: Totals = defaultdict(lambda: [0] * 64)
+    totals: Totals = defaultdict(lambda: dict.fromkeys(TAIL, 0))
     rows = rejected = 0
     with (election_dir / "actas.csv").open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -71,50 +85,53 @@ def _recount(election_dir: Path) -> tuple[Totals, int, int]:
                 rejected += 1
                 continue
             state, limit, special = limits[row["CLAVE_CASILLA"]]
-            columns = [*options[contest], "NO_REGISTRADOS", "NULOS"]
+            ballot = [o for o in options[contest] if row[o].strip() != NOT_ON_BALLOT]
+            columns = [*ballot, "NO_REGISTRADOS", "NULOS"]
+            keys = [*ballot, "#unregistered", "#null"]
             cells = [row[c].strip() for c in columns]
             marks = [MARKS.get(c) for c in cells]
             figures = [0 if m else int(c) for c, m in zip(cells, marks, strict=True)]
-            n = len(figures)
             for unit in ("", state):
                 t = totals[(unit, contest)]
-                t[n] += 1  # captured
+                for option in ballot:
+                    t.setdefault(option, 0)
+                t["#captured"] += 1
                 if all(m == "illegible" for m in marks):
-                    t[n + 4] += 1
+                    t["#all_illegible"] += 1
                 elif all(m == "blank" for m in marks):
-                    t[n + 5] += 1
+                    t["#all_blank"] += 1
                 elif sum(figures) > limit:
-                    t[n + (3 if special else 2)] += 1
+                    t["#exceeds_ballots" if special else "#exceeds_list"] += 1
                 else:
-                    t[n + 1] += 1  # counted
-                    for i, v in enumerate(figures):
-                        t[i] += v
-    trimmed = {key: value[: len(options[key[1]]) + 2 + 6] for key, value in totals.items()}
-    return trimmed, rows, rejected
+                    t["#counted"] += 1
+                    for key, v in zip(keys, figures, strict=True):
+                        t[key] += v
+    return dict(totals), rows, rejected
 
 
 def _served(results: results_pb2.Results) -> Totals:
-    reason_slot = {
-        acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST"): 2,
-        acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_EXCEEDS_BALLOTS"): 3,
-        acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_ALL_ILLEGIBLE"): 4,
-        acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_ALL_BLANK"): 5,
+    reason_key = {
+        acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_EXCEEDS_NOMINAL_LIST"): "#exceeds_list",
+        acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_EXCEEDS_BALLOTS"): "#exceeds_ballots",
+        acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_ALL_ILLEGIBLE"): "#all_illegible",
+        acta_pb2.NotCountedReason.Value("NOT_COUNTED_REASON_ALL_BLANK"): "#all_blank",
     }
     out: Totals = {}
     for unit in results.units:
         if unit.level not in (results_pb2.LEVEL_NATIONAL, results_pb2.LEVEL_STATE):
             continue
         for ct in unit.contests:
-            n = len(ct.options) + 2
-            row = [o.votes for o in ct.options] + [ct.unregistered_votes, ct.null_votes]
-            row += [0] * 6
+            entry = dict.fromkeys(TAIL, 0)
+            entry.update({o.option_id: o.votes for o in ct.options})
+            entry["#unregistered"] = ct.unregistered_votes
+            entry["#null"] = ct.null_votes
             c = ct.completeness
-            row[n] = c.actas_captured
-            row[n + 1] = c.actas_counted
+            entry["#captured"] = c.actas_captured
+            entry["#counted"] = c.actas_counted
             for nc in c.not_counted:
-                row[n + reason_slot[nc.reason]] = nc.actas
+                entry[reason_key[nc.reason]] = nc.actas
             if c.actas_captured:
-                out[(unit.unit_id, ct.contest_id)] = row
+                out[(unit.unit_id, ct.contest_id)] = entry
     return out
 
 

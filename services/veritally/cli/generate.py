@@ -1,4 +1,4 @@
-"""``veritally generate``: write a synthetic national election."""
+"""``veritally generate``: write a synthetic federal election night."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="capture centres cc-01... the casillas are assigned to, by district; 0 assigns "
         f"none (default {DEFAULT_CAPTURE_CENTRES})",
     )
+    parser.add_argument(
+        "--test",
+        action="store_true",
+        help="a rehearsal (simulacro): its cuts are test data, refused by clients unless "
+        "they allow test data",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
 
@@ -49,12 +55,15 @@ def run(args: argparse.Namespace) -> int:
         casillas=args.casillas,
         out_dir=args.out,
         capture_centres=args.capture_centres,
+        test=args.test,
     )
     elapsed = time.perf_counter() - started
     d = result.definition
     print(
         f"wrote {result.yaml_path.parent}: {len(d.states)} states, {len(d.districts)} districts, "
-        f"{len(d.sections)} sections, {len(d.casillas)} casillas, {len(d.contests)} contests, "
+        f"{len(d.sections)} sections, {len(d.casillas)} casillas, {len(d.contests)} contests "
+        f"in {len(d.races)} races, "
         f"{result.actas_written} actas ({result.actas_missing} never arrive) in {elapsed:.1f} s"
+        + (", a rehearsal" if d.test else "")
     )
     return 0

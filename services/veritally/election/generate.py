@@ -1,25 +1,34 @@
-"""Synthetic national elections, written in the documented formats.
+"""Synthetic federal election nights, written in the documented formats.
 
 ``generate(seed=S, casillas=N, out_dir=DIR)`` writes ``election.yaml``, ``casillas.csv``
 and ``actas.csv`` (every acta that arrives, in arrival order) and returns a summary of
 what it wrote, so tests can check that loading the files back gives the same thing.
 
 The model, in the order the generator draws it (one ``random.Random(seed)``, so a seed
-always gives the same bytes):
+always gives the same bytes; the candidates come from a second generator seeded from the
+same seed, so that they do not move the catalogue):
 
 1. geography: Mexico's 32 states with their 300 federal districts (2023 distribution);
    for fewer than 300 casillas, the first states in proportion, fewer districts;
 2. casillas per district (equal population, +-12%), then per district about 0.6%
    special (S) and 0.2% extraordinary (E) casillas, the rest basic (B) and contiguous (C)
-   grouped into sections of 1-8 casillas of at most 750 voters each;
-3. party strength per state and district (log-normal effects on national shares),
-   coalition combinations taking a small share of their parties' votes;
-4. turnout around 60.5% with state, district and casilla effects;
-5. arrival: polls close at 18:00 local time (states have different UTC offsets); each
+   grouped into sections of 1-8 casillas of at most 750 voters each; a special casilla
+   receives the actas of all three contests, as in Mexico;
+3. the races of the federal night: the presidency (one national race), the senate (one
+   race per state) and the deputies (one race per district); the seven national parties,
+   and coalitions that differ between races: PAN_PRI_PRD (FCM) and PVEM_PT_MORENA (SHH)
+   in most, PAN with PRD while PRI runs alone (or all three apart) in some, PT with
+   MORENA while PVEM runs alone (or all three apart) in some; MC always alone; an
+   independent candidate in about 1% of the districts; every candidate a name;
+4. party strength per state and district (log-normal effects on national shares),
+   coalition combinations taking a small share of their parties' votes (only where the
+   coalition runs), independents 3-12% of the valid votes;
+5. turnout around 60.5% with state, district and casilla effects;
+6. arrival: polls close at 18:00 local time (states have different UTC offsets); each
    casilla's actas arrive after 1.5 h of counting, a district transport lag (0-2 h) and
    a gamma-distributed delay (mean 4.5 h), 3% of casillas the next day, within PREP's 24
    hours from 20:00 (UTC-6); about 1.5% never arrive (lost, or after PREP closes);
-6. about 1.2% of actas exceed the nominal list (a capture error), 1.5% have one or two
+7. about 1.2% of actas exceed the nominal list (a capture error), 1.5% have one or two
    figures marked illegible or blank, 0.3% are all illegible and 0.3% all blank.
 """
 
@@ -36,7 +45,7 @@ from typing import Final
 
 import yaml
 
-from veritally_client.protocol.pb import election_pb2
+from veritally_client.protocol.pb import election_pb2, results_pb2
 
 __all__ = ["DEFAULT_CASILLAS", "GeneratedElection", "generate"]
 
@@ -81,22 +90,20 @@ STATES: Final = (
 )
 NATIONAL_DISTRICTS: Final = 300
 
-# (id, name, national weight)
+# The national parties of 2024: (id, name, abbreviation, national weight).
 PARTIES: Final = (
-    ("PAN", "Partido Acción Nacional", 17.0),
-    ("PRI", "Partido Revolucionario Institucional", 10.0),
-    ("PRD", "Partido de la Revolución Democrática", 2.5),
-    ("PVEM", "Partido Verde Ecologista de México", 8.0),
-    ("PT", "Partido del Trabajo", 6.0),
-    ("MC", "Movimiento Ciudadano", 10.5),
-    ("MORENA", "Morena", 36.0),
-    ("PES", "Partido Encuentro Solidario", 1.6),
-    ("RSP", "Redes Sociales Progresistas", 1.2),
-    ("FXM", "Fuerza por México", 1.1),
+    ("PAN", "Partido Acción Nacional", "PAN", 17.0),
+    ("PRI", "Partido Revolucionario Institucional", "PRI", 10.0),
+    ("PRD", "Partido de la Revolución Democrática", "PRD", 2.5),
+    ("PVEM", "Partido Verde Ecologista de México", "PVEM", 8.5),
+    ("PT", "Partido del Trabajo", "PT", 5.8),
+    ("MC", "Movimiento Ciudadano", "MC", 10.5),
+    ("MORENA", "Morena", "MORENA", 42.0),
 )
 # Coalition combinations: a vote marking several boxes of the same coalition. Weight is
-# the fraction of the member parties' votes that go to the combination.
-COALITIONS: Final = (
+# the fraction of the member parties' votes that go to the combination where the
+# coalition that has it runs.
+COMBINATIONS: Final = (
     (("PAN", "PRI", "PRD"), 0.030),
     (("PAN", "PRI"), 0.008),
     (("PAN", "PRD"), 0.004),
@@ -106,11 +113,55 @@ COALITIONS: Final = (
     (("PVEM", "MORENA"), 0.007),
     (("PT", "MORENA"), 0.007),
 )
-CONTESTS: Final = (
-    ("PRES", "Presidencia de la República"),
-    ("SEN", "Senadurías"),
-    ("DIP", "Diputaciones federales"),
+# (id, name, member parties). The two big ones, and the smaller ones that run where one
+# member goes alone.
+COALITIONS: Final = (
+    ("FCM", "Fuerza y Corazón por México", ("PAN", "PRI", "PRD")),
+    ("SHH", "Sigamos Haciendo Historia", ("PVEM", "PT", "MORENA")),
+    ("PAN_PRD", "Coalición PAN-PRD", ("PAN", "PRD")),
+    ("PT_MORENA", "Coalición PT-MORENA", ("PT", "MORENA")),
 )
+# How each side runs in a senate or deputies' race: (probability, nominators). A
+# nominator is a coalition id or a party id (a party alone).
+FCM_SIDE: Final = ((0.85, ("FCM",)), (0.10, ("PAN_PRD", "PRI")), (0.05, ("PAN", "PRI", "PRD")))
+SHH_SIDE: Final = (
+    (0.85, ("SHH",)),
+    (0.10, ("PT_MORENA", "PVEM")),
+    (0.05, ("PVEM", "PT", "MORENA")),
+)
+# The presidency: both big coalitions and MC.
+PRES_NOMINATORS: Final = ("FCM", "SHH", "MC")
+INDEPENDENT_SHARE: Final = 0.01  # of the districts, at least one district
+INDEPENDENT_VOTES: Final = (0.03, 0.12)  # share of the valid votes, uniform
+CONTESTS: Final = (
+    ("PRES", "Presidencia de la República", "national"),
+    ("SEN", "Senadurías", "state"),
+    ("DIP", "Diputaciones federales", "district"),
+)
+# Which contests a special casilla receives: all three, as in Mexico (a voter in transit
+# votes for the deputies and senators only inside their district and state, but the
+# casilla fills in an acta of each).
+SPECIAL_BALLOT: Final = ("PRES", "SEN", "DIP")
+
+# Candidates' names: common Mexican given names and surnames.
+GIVEN_NAMES: Final = (
+    "Alejandra", "Alejandro", "Ana", "Andrés", "Ángel", "Antonio", "Beatriz", "Carlos",
+    "Carmen", "Claudia", "Daniel", "Diana", "Eduardo", "Elena", "Enrique", "Fernanda",
+    "Fernando", "Francisco", "Gabriela", "Guadalupe", "Héctor", "Ignacio", "Isabel",
+    "Javier", "Jorge", "José", "Juan", "Laura", "Leticia", "Lucía", "Luis", "Manuel",
+    "Margarita", "María", "Mariana", "Martha", "Miguel", "Mónica", "Natalia", "Óscar",
+    "Patricia", "Pedro", "Rafael", "Raúl", "Ricardo", "Roberto", "Rocío", "Rosa", "Sergio",
+    "Silvia", "Sofía", "Teresa", "Verónica", "Víctor", "Ximena", "Yolanda",
+)  # fmt: skip
+SURNAMES: Final = (
+    "Aguilar", "Álvarez", "Castillo", "Castro", "Chávez", "Cruz", "Delgado", "Díaz",
+    "Domínguez", "Esquivel", "Estrada", "Flores", "García", "Gómez", "González",
+    "Gutiérrez", "Guzmán", "Hernández", "Herrera", "Jiménez", "Juárez", "López", "Luna",
+    "Martínez", "Medina", "Méndez", "Mendoza", "Morales", "Moreno", "Muñoz", "Núñez",
+    "Ortega", "Ortiz", "Pérez", "Ramírez", "Ramos", "Reyes", "Ríos", "Rivera", "Rodríguez",
+    "Romero", "Rosales", "Ruiz", "Salazar", "Sánchez", "Santiago", "Soto", "Torres",
+    "Vargas", "Vázquez", "Vega", "Velázquez",
+)  # fmt: skip
 UNREGISTERED_SHARE: Final = 0.0008  # of the voters; PREP 2024 order of magnitude
 NULL_SHARE: Final = 0.025
 
@@ -250,6 +301,143 @@ def _geography(n_casillas: int) -> list[tuple[str, str, int, int]]:
     return [(s[0], s[1], c, s[3]) for s, c in zip(chosen, counts, strict=True)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    id: str
+    name: str
+    kind: str  # "party", "coalition" or "independent"
+    nominator: str  # the party, coalition or independent option id
+
+
+@dataclass(frozen=True, slots=True)
+class _Race:
+    id: str
+    contest: int  # index into CONTESTS
+    unit_id: str  # "" for the nation
+    name: str
+    candidates: tuple[_Candidate, ...]
+    ballot: tuple[str, ...]  # the options of the contest its candidates stand for
+    standard: bool  # the contest's template candidates (FCM, SHH, MC): names suffice
+
+
+@dataclass(frozen=True)
+class _Night:
+    """The races of the night and the ballots they need."""
+
+    # Per contest: its options (id, name, parties), in ballot order.
+    options: tuple[tuple[tuple[str, str, tuple[str, ...]], ...], ...]
+    races: tuple[_Race, ...]
+    # Per contest index: unit id ("" for the nation) -> its race.
+    by_unit: tuple[dict[str, _Race], ...]
+    # Independent option id -> its share of the valid votes of its race.
+    independent_share: dict[str, float]
+
+    def race_of(self, contest: int, state_id: str, district_id: str) -> _Race:
+        """The race of a contest that a casilla of the district votes in."""
+        scope = CONTESTS[contest][2]
+        unit = "" if scope == "national" else state_id if scope == "state" else district_id
+        return self.by_unit[contest][unit]
+
+
+_COALITION_MEMBERS: Final = {cid: frozenset(members) for cid, _, members in COALITIONS}
+_PARTY_IDS: Final = frozenset(p[0] for p in PARTIES)
+# The options every contest has: each party, then every coalition combination.
+_BASE_OPTIONS: Final = tuple((p[0], p[0], (p[0],)) for p in PARTIES) + tuple(
+    ("_".join(m), "_".join(m), tuple(m)) for m, _ in COMBINATIONS
+)
+
+
+def _owned(nominator: str, options: Sequence[tuple[str, str, tuple[str, ...]]]) -> set[str]:
+    """The options whose votes are a nominator's (a party, a coalition, an independent)."""
+    if nominator in _PARTY_IDS:
+        return {nominator}
+    members = _COALITION_MEMBERS.get(nominator)
+    if members is None:  # an independent's own option
+        return {nominator}
+    return {oid for oid, _, parties in options if parties and set(parties) <= members}
+
+
+def _person(rng: random.Random) -> str:
+    first, second = rng.sample(SURNAMES, 2)
+    return f"{rng.choice(GIVEN_NAMES)} {first} {second}"
+
+
+def _side(rng: random.Random, choices: Sequence[tuple[float, tuple[str, ...]]]) -> tuple[str, ...]:
+    r = rng.random()
+    for probability, nominators in choices:
+        if r < probability:
+            return nominators
+        r -= probability
+    return choices[-1][1]
+
+
+def _night(
+    rng: random.Random,
+    states: Sequence[tuple[str, str, int, int]],
+    districts: Sequence[tuple[str, int]],
+) -> _Night:
+    """Draw the races: alignments per state and district, independents, names."""
+    n_independent = max(1, round(len(districts) * INDEPENDENT_SHARE))
+    independents = sorted(rng.sample(range(len(districts)), n_independent))
+    independent_options = tuple(
+        (f"CI_{districts[d][0]}", "Candidatura independiente", ()) for d in independents
+    )
+    options = (_BASE_OPTIONS, _BASE_OPTIONS, _BASE_OPTIONS + independent_options)
+    independent_share = {oid: rng.uniform(*INDEPENDENT_VOTES) for oid, _, _ in independent_options}
+    races: list[_Race] = []
+
+    def race(contest: int, unit_id: str, name: str, nominators: Sequence[str]) -> _Race:
+        candidates = tuple(
+            _Candidate(
+                nominator,
+                _person(rng),
+                "party"
+                if nominator in _PARTY_IDS
+                else "coalition"
+                if nominator in _COALITION_MEMBERS
+                else "independent",
+                nominator,
+            )
+            for nominator in nominators
+        )
+        owned: set[str] = set()
+        for n in nominators:
+            owned |= _owned(n, options[contest])
+        ballot = tuple(oid for oid, _, _ in options[contest] if oid in owned)
+        contest_id = CONTESTS[contest][0]
+        return _Race(
+            contest_id if not unit_id else f"{contest_id}-{unit_id}",
+            contest,
+            unit_id,
+            name,
+            candidates,
+            ballot,
+            tuple(nominators) == PRES_NOMINATORS,
+        )
+
+    races.append(race(0, "", CONTESTS[0][1], PRES_NOMINATORS))
+    for sid, state_name, _, _ in states:
+        nominators = (*_side(rng, FCM_SIDE), *_side(rng, SHH_SIDE), "MC")
+        races.append(race(1, sid, _senate_name(state_name), nominators))
+    for di, (did, si) in enumerate(districts):
+        nominators = (*_side(rng, FCM_SIDE), *_side(rng, SHH_SIDE), "MC")
+        if di in independents:
+            nominators = (*nominators, f"CI_{did}")
+        races.append(race(2, did, _deputies_name(states[si][1], did), nominators))
+    by_unit: tuple[dict[str, _Race], ...] = ({}, {}, {})
+    for r in races:
+        by_unit[r.contest][r.unit_id] = r
+    return _Night(options, tuple(races), by_unit, independent_share)
+
+
+def _senate_name(state_name: str) -> str:
+    return f"Senaduría, {state_name}"
+
+
+def _deputies_name(state_name: str, district_id: str) -> str:
+    return f"Diputación federal, {state_name}, {_district_name(district_id)}"
+
+
 def capture_centre_of(district_index: int, capture_centres: int) -> str:
     """The capture centre that captures the casillas of the ``district_index``-th
     district: ``cc-01``... round robin, the names of the PKI's capture centres; ``""``
@@ -265,6 +453,7 @@ def generate(
     out_dir: Path,
     casillas: int = DEFAULT_CASILLAS,
     capture_centres: int = DEFAULT_CAPTURE_CENTRES,
+    test: bool = False,
 ) -> GeneratedElection:
     """Write a synthetic election to ``out_dir`` (created if needed).
 
@@ -276,6 +465,8 @@ def generate(
             the catalogue says which one captures each casilla. 0 assigns none (the
             catalogue's column is then not mapped): any client may capture any casilla,
             for a bulk import from one client without a capture operator's certificate.
+        test: write a rehearsal (``test: true``): its cuts are test data, which clients
+            refuse unless told to accept them.
 
     Returns:
         A summary of what was written.
@@ -300,28 +491,49 @@ def generate(
     per_district = _allocate(casillas, district_weights, 1)
     catalogue = _casillas(rng, states, districts, per_district)
 
-    # (3) party strength and (4) turnout effects
-    option_ids = [p[0] for p in PARTIES] + ["_".join(c[0]) for c in COALITIONS]
+    # (3) the races (their own generator: the same seed, and the catalogue unmoved)
+    night = _night(random.Random(f"candidates-{seed}"), states, districts)  # noqa: S311
+    option_ids = [oid for oid, _, _ in night.options[-1]]  # every option of any contest
+    position = {oid: i for i, oid in enumerate(option_ids)}
+    n_opts = len(option_ids)
+    independent_share = night.independent_share
+    # (4) party strength and (5) turnout effects
     state_turnout = [rng.gauss(0.0, 0.04) for _ in states]
     district_turnout = [rng.gauss(0.0, 0.03) for _ in districts]
-    state_pref = [[w * math.exp(rng.gauss(0.0, 0.35)) for _, _, w in PARTIES] for _ in states]
-    # Probability vector per (district, contest): options, then unregistered, then null.
+    state_pref = [[p[3] * math.exp(rng.gauss(0.0, 0.35)) for p in PARTIES] for _ in states]
+    party_index = {p[0]: i for i, p in enumerate(PARTIES)}
+    # Per (district, contest): the probability of each option (0 off the race's ballot),
+    # then unregistered, then null; and the positions of the race's ballot, then of
+    # unregistered and null.
     shares: list[list[list[float]]] = []
-    for _did, si in districts:
+    ballots: list[list[list[int]]] = []
+    for did, si in districts:
         base = [w * math.exp(rng.gauss(0.0, 0.15)) for w in state_pref[si]]
         per_contest = []
-        for _ in CONTESTS:
+        per_ballot = []
+        for ci in range(len(CONTESTS)):
+            race = night.race_of(ci, states[si][0], did)
+            on_ballot = set(race.ballot)
             party = [w * math.exp(rng.gauss(0.0, 0.05)) for w in base]
-            weights = list(party)
-            index = {p[0]: i for i, p in enumerate(PARTIES)}
-            for members, frac in COALITIONS:
-                weights.append(frac * sum(party[index[m]] for m in members))
+            weights = [0.0] * n_opts
+            for pid, i in party_index.items():
+                weights[position[pid]] = party[i]
+            for members, frac in COMBINATIONS:
+                oid = "_".join(members)
+                if oid in on_ballot:
+                    weights[position[oid]] = frac * sum(party[party_index[m]] for m in members)
+            parties_total = sum(weights)
+            for oid, share in independent_share.items():
+                if oid in on_ballot:
+                    weights[position[oid]] = parties_total * share / (1.0 - share)
             total = sum(weights)
             valid = 1.0 - UNREGISTERED_SHARE - NULL_SHARE
             per_contest.append(
                 [w / total * valid for w in weights] + [UNREGISTERED_SHARE, NULL_SHARE]
             )
+            per_ballot.append([position[o] for o in race.ballot] + [n_opts, n_opts + 1])
         shares.append(per_contest)
+        ballots.append(per_ballot)
 
     nominal_total = 0
     for c in catalogue:
@@ -333,7 +545,7 @@ def generate(
             t = min(0.92, max(0.25, t + rng.gauss(0.0, 0.04)))
             c.voters = round(c.nominal * t)
 
-    # (5) arrival
+    # (6) arrival
     # Counting takes 1.5 h at least; remote districts add up to 2 h of transport.
     district_lag = [rng.uniform(0.0, 2.0) * 3600 for _ in districts]
     for c in catalogue:
@@ -359,17 +571,16 @@ def generate(
     events.sort()
 
     centres = [capture_centre_of(di, capture_centres) for di in range(len(districts))]
-    definition = _definition(states, districts, catalogue, option_ids, centres)
+    definition = _definition(states, districts, catalogue, night, centres)
+    definition.test = test
     yaml_path = out_dir / "election.yaml"
     casillas_path = out_dir / "casillas.csv"
     actas_path = out_dir / "actas.csv"
-    _write_yaml(yaml_path, states, districts, option_ids, assigned=capture_centres > 0)
+    _write_yaml(yaml_path, states, districts, night, assigned=capture_centres > 0, test=test)
     _write_casillas(casillas_path, states, districts, catalogue, centres)
-    summary = {cid: ContestSummary(missing=missing[i]) for i, (cid, _) in enumerate(CONTESTS)}
-    for s in summary.values():
-        s.votes = dict.fromkeys([*option_ids, "_unreg", "_null"], 0)
+    summary = {c[0]: ContestSummary(missing=missing[i]) for i, c in enumerate(CONTESTS)}
     voters_written = _write_actas(
-        actas_path, rng, events, catalogue, districts, shares, option_ids, summary, centres
+        actas_path, rng, events, catalogue, districts, shares, ballots, night, summary, centres
     )
     return GeneratedElection(
         definition=definition,
@@ -466,21 +677,35 @@ def _definition(
     states: Sequence[tuple[str, str, int, int]],
     districts: Sequence[tuple[str, int]],
     catalogue: Sequence[_Casilla],
-    option_ids: Sequence[str],
+    night: _Night,
     centres: Sequence[str],
 ) -> election_pb2.ElectionDefinition:
     """The definition the written files describe (what loading them must give)."""
     pb = election_pb2.ElectionDefinition(id=ELECTION_ID, name=_election_name())
-    for pid, name, _ in PARTIES:
-        pb.parties.add(id=pid, name=name)
-    for cid, name in CONTESTS:
-        contest = pb.contests.add(id=cid, name=name)
-        for p in PARTIES:
-            contest.options.add(id=p[0], name=p[0], party_ids=[p[0]])
-        for members, _ in COALITIONS:
-            oid = "_".join(members)
-            contest.options.add(id=oid, name=oid, party_ids=list(members))
-    assert [o.id for o in pb.contests[0].options] == list(option_ids)
+    for pid, name, abbreviation, _ in PARTIES:
+        pb.parties.add(id=pid, name=name, abbreviation=abbreviation)
+    for cid, name, scope in CONTESTS:
+        contest = pb.contests.add(id=cid, name=name, scope=_SCOPES[scope])
+        for oid, oname, parties in night.options[len(pb.contests) - 1]:
+            contest.options.add(id=oid, name=oname, party_ids=parties)
+    for cid, name, members in COALITIONS:
+        pb.coalitions.add(id=cid, name=name, party_ids=members)
+    for race in night.races:
+        every = len(race.ballot) == len(night.options[race.contest])
+        r = pb.races.add(
+            id=race.id,
+            contest_id=CONTESTS[race.contest][0],
+            unit_id=race.unit_id,
+            name=race.name,
+            option_ids=() if every else race.ballot,
+        )
+        for candidate in race.candidates:
+            r.candidates.append(
+                election_pb2.Candidate(
+                    id=candidate.id, name=candidate.name, **_nomination(candidate)
+                )
+            )
+    pb.ballots.add(type=election_pb2.CASILLA_TYPE_ESPECIAL, contest_ids=SPECIAL_BALLOT)
     for sid, name, _, _ in states:
         pb.states.add(id=sid, name=name)
     for did, si in districts:
@@ -503,6 +728,23 @@ def _definition(
     return pb
 
 
+# National is the unset scope (as the loader stores it).
+_SCOPES: Final = {
+    "national": results_pb2.LEVEL_UNSPECIFIED,
+    "state": results_pb2.LEVEL_STATE,
+    "district": results_pb2.LEVEL_DISTRICT,
+}
+_NOMINATION_FIELDS: Final = {
+    "party": "party_id",
+    "coalition": "coalition_id",
+    "independent": "independent_option_id",
+}
+
+
+def _nomination(candidate: _Candidate) -> dict[str, str]:
+    return {_NOMINATION_FIELDS[candidate.kind]: candidate.nominator}
+
+
 def _election_name() -> str:
     return "Synthetic federal election (PREP reference case)"
 
@@ -511,28 +753,79 @@ def _district_name(district_id: str) -> str:
     return f"Distrito {district_id}"
 
 
+def _yaml_options(options: Sequence[tuple[str, str, tuple[str, ...]]]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for oid, name, parties in options:
+        entry: dict[str, object] = {"id": oid}
+        if name != oid:
+            entry["name"] = name
+        if parties != (oid,):
+            entry["parties"] = list(parties)
+        out.append(entry)
+    return out
+
+
+def _yaml_candidates(race: _Race, *, names: bool = True) -> list[dict[str, str]]:
+    return [{c.kind: c.nominator, **({"name": c.name} if names else {})} for c in race.candidates]
+
+
+def _yaml_contest(night: _Night, ci: int) -> dict[str, object]:
+    """A contest with its races: the presidency's one race in full; the senate and the
+    deputies as a template (FCM, SHH, MC) with each unit's names, or its own candidates
+    where the coalitions differ or an independent stands."""
+    cid, name, scope = CONTESTS[ci]
+    doc: dict[str, object] = {"id": cid, "name": name}
+    if scope != "national":
+        doc["scope"] = scope
+    doc["options"] = _yaml_options(night.options[ci])
+    races = [r for r in night.races if r.contest == ci]
+    if scope == "national":
+        doc["races"] = [{"name": r.name, "candidates": _yaml_candidates(r)} for r in races]
+        return doc
+    template_name = (
+        _senate_name("{unit_name}")
+        if scope == "state"
+        else _deputies_name("{state_name}", "{unit}")
+    )
+    doc["race_template"] = {
+        "name": template_name,
+        "candidates": [
+            {"coalition" if n in _COALITION_MEMBERS else "party": n} for n in PRES_NOMINATORS
+        ],
+    }
+    entries: list[dict[str, object]] = []
+    for r in races:
+        if r.standard:
+            entries.append({"unit": r.unit_id, "names": {c.id: c.name for c in r.candidates}})
+        else:
+            entries.append({"unit": r.unit_id, "candidates": _yaml_candidates(r)})
+    doc["races"] = entries
+    return doc
+
+
 def _write_yaml(
     path: Path,
     states: Sequence[tuple[str, str, int, int]],
     districts: Sequence[tuple[str, int]],
-    option_ids: Sequence[str],
+    night: _Night,
     *,
     assigned: bool,
+    test: bool,
 ) -> None:
     doc = {
         "format": "veritally-election/1",
         "id": ELECTION_ID,
         "name": _election_name(),
-        "parties": [{"id": pid, "name": name} for pid, name, _ in PARTIES],
-        "contests": [
-            {
-                "id": cid,
-                "name": name,
-                "options": [{"id": p[0]} for p in PARTIES]
-                + [{"id": "_".join(m), "parties": list(m)} for m, _ in COALITIONS],
-            }
-            for cid, name in CONTESTS
+        **({"test": True} if test else {}),
+        "parties": [
+            {"id": pid, "name": name, "abbreviation": abbreviation}
+            for pid, name, abbreviation, _ in PARTIES
         ],
+        "coalitions": [
+            {"id": cid, "name": name, "parties": list(members)} for cid, name, members in COALITIONS
+        ],
+        "contests": [_yaml_contest(night, ci) for ci in range(len(CONTESTS))],
+        "ballots": {"ESPECIAL": list(SPECIAL_BALLOT)},
         "states": [{"id": sid, "name": name} for sid, name, _, _ in states],
         "districts": [
             {"id": did, "state": states[si][0], "name": _district_name(did)}
@@ -575,8 +868,11 @@ def _write_yaml(
             "digitisations": {"MOVIL": "MOBILE", "ESCANER": "SCANNER"},
         },
     }
-    del option_ids  # option columns are named after the option ids: no mapping needed
-    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
+    # Option columns are named after the option ids: no mapping needed. Leaf lists and
+    # mappings in flow style: one line per party, option, candidate and race override.
+    text = yaml.safe_dump(
+        doc, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
+    )
     path.write_text(text, encoding="utf-8")
 
 
@@ -632,14 +928,16 @@ def _write_actas(
     catalogue: Sequence[_Casilla],
     districts: Sequence[tuple[str, int]],
     shares: Sequence[Sequence[Sequence[float]]],
-    option_ids: Sequence[str],
+    ballots: Sequence[Sequence[Sequence[int]]],
+    night: _Night,
     summary: dict[str, ContestSummary],
     centres: Sequence[str],
 ) -> int:
+    """Write the actas; an option that is not on the ballot of the row's race is ``-``."""
     fmt_time = _TimeFormatter()
+    option_ids = [oid for oid, _, _ in night.options[-1]]
     n_opts = len(option_ids)
     width = n_opts + 2
-    keys = [*option_ids, "_unreg", "_null"]
     contest_ids = [c[0] for c in CONTESTS]
     sums = {cid: [0] * width for cid in contest_ids}
     voters_written = 0
@@ -653,37 +951,44 @@ def _write_actas(
             contest_id = contest_ids[ci]
             stats = summary[contest_id]
             p = shares[c.district][ci]
+            figures = ballots[c.district][ci]  # the race's options, unregistered, null
+            options = figures[:-2]
             voters = c.voters if ci == 0 else max(0, c.voters - randint(0, 3))
-            votes = [int(voters * p[i] * (0.75 + 0.5 * rand())) for i in range(width)]
+            votes = [0] * width
+            for i in figures:
+                votes[i] = int(voters * p[i] * (0.75 + 0.5 * rand()))
             limit = c.ballot_limit if c.type_code == "S" else c.nominal + c.reps
             total = sum(votes)
             if total > limit:  # keep honest actas within PREP's limit
-                top = max(range(n_opts), key=votes.__getitem__)
+                top = max(options, key=votes.__getitem__)
                 votes[top] -= min(votes[top], total - limit)
-            cells: list[str] = [str(v) for v in votes]
+            cells: list[str] = ["-"] * width
+            for i in figures:
+                cells[i] = str(votes[i])
             r = rand()
             if r < P_EXCEEDS:
-                top = max(range(n_opts), key=votes.__getitem__)
+                top = max(options, key=votes.__getitem__)
                 votes[top] += limit - sum(votes) + randint(1, 400)
                 cells[top] = str(votes[top])
                 stats.exceeding += 1
             elif r < P_SOME_MARKED:
-                for i in rng.sample(range(width), randint(1, 2)):
+                for i in rng.sample(figures, randint(1, 2)):
                     cells[i] = ILLEGIBLE if rand() < 0.5 else BLANK
                     votes[i] = 0
                     stats.marked_fields += 1
             elif r < P_ALL_BLANK:
                 mark = ILLEGIBLE if r < P_ALL_ILLEGIBLE else BLANK
-                cells = [mark] * width
+                for i in figures:
+                    cells[i] = mark
                 votes = [0] * width
-                stats.marked_fields += width
+                stats.marked_fields += len(figures)
                 if mark == ILLEGIBLE:
                     stats.all_illegible += 1
                 else:
                     stats.all_blank += 1
             stats.actas += 1
             acc = sums[contest_id]
-            for i in range(width):
+            for i in figures:
                 acc[i] += votes[i]
             voters_written += voters
             district_id = districts[c.district][0]
@@ -702,6 +1007,11 @@ def _write_actas(
                     fmt_time(captured),
                 )
             )
-    for cid in contest_ids:
-        summary[cid].votes = dict(zip(keys, sums[cid], strict=True))
+    for ci, cid in enumerate(contest_ids):
+        keys = [oid for oid, _, _ in night.options[ci]]
+        acc = sums[cid]
+        summary[cid].votes = {oid: acc[i] for i, oid in enumerate(keys)} | {
+            "_unreg": acc[n_opts],
+            "_null": acc[n_opts + 1],
+        }
     return voters_written

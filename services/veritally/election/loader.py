@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol, TypeAlias
 import yaml
 
 from veritally.bounds import identifier_problem
+from veritally.election import races
 from veritally.errors import ServiceError
 from veritally.pki import is_valid_name
 from veritally_client import MalformedDataError
@@ -525,7 +526,11 @@ def load_election(path: str | Path) -> ElectionFiles:
         if pid in parties:
             raise doc.error(node, f"{where}.id", f"duplicate party id {pid!r}")
         parties.add(pid)
-        pb.parties.add(id=pid, name=doc.text(node, "name", where, required=False, default=pid))
+        pb.parties.add(
+            id=pid,
+            name=doc.text(node, "name", where, required=False, default=pid),
+            abbreviation=doc.text(node, "abbreviation", where, required=False),
+        )
     # contests and options
     contest_ids: set[str] = set()
     all_options: set[str] = set()
@@ -536,7 +541,9 @@ def load_election(path: str | Path) -> ElectionFiles:
             raise doc.error(node, f"{where}.id", f"duplicate contest id {cid!r}")
         contest_ids.add(cid)
         contest = pb.contests.add(
-            id=cid, name=doc.text(node, "name", where, required=False, default=cid)
+            id=cid,
+            name=doc.text(node, "name", where, required=False, default=cid),
+            scope=races.read_scope(doc, node, where),
         )
         options = doc.seq(node, "options", where, required=False)
         if not options:
@@ -548,9 +555,8 @@ def load_election(path: str | Path) -> ElectionFiles:
             if oid in seen:
                 raise doc.error(onode, f"{owhere}.id", f"duplicate option id {oid!r} in {cid!r}")
             seen.add(oid)
+            # An empty list is an independent candidacy's option (it stands for no party).
             party_ids = doc.str_list(onode, "parties", owhere, default=[oid])
-            if not party_ids:
-                raise doc.error(onode, f"{owhere}.parties", "is empty")
             for pid in party_ids:
                 if pid not in parties:
                     raise doc.error(onode, f"{owhere}.parties", f"unknown party {pid!r}")
@@ -583,12 +589,23 @@ def load_election(path: str | Path) -> ElectionFiles:
             id=did, state_id=state_id, name=doc.text(node, "name", where, required=False)
         )
 
+    # coalitions, races and candidates, ballots, the rehearsal flag and the close
+    locations = races.Locations()
+    coalitions = races.read_coalitions(doc, root, pb, locations)
+    races.read_races(doc, root, pb, coalitions, locations)
+    races.read_ballots(doc, root, pb, [c.id for c in pb.contests], CASILLA_TYPES)
+    pb.test = races.read_test(doc, root)
+    races.read_close_time(doc, root, pb)
+
     _load_casillas(doc, root, pb, district_state)
     actas = _read_acta_mapping(doc, root, set(contest_ids), all_options)
     try:
         index = ElectionIndex.from_pb(pb)
-    except MalformedDataError as e:  # pragma: no cover - the loader checks everything first
-        raise DefinitionError(str(e), file=yaml_path) from e
+    except MalformedDataError as e:
+        # The model's rules are the SDK's (one copy of them); point at the YAML key.
+        node, fieldname, message = races.locate(locations, str(e))
+        line = node.line if isinstance(node, _Map) else None
+        raise DefinitionError(message, file=yaml_path, line=line, field=fieldname) from e
     return ElectionFiles(path=yaml_path, index=index, actas=actas)
 
 
