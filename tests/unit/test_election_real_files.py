@@ -724,3 +724,52 @@ def test_election_init_writes_the_states_and_districts_of_the_prep_example(
     assert starter["states"] == example["states"]
     assert starter["districts"] == example["districts"]
     assert starter["casillas"]["columns"] == example["casillas"]["columns"]
+
+
+# -- actas of casillas outside the catalogue -------------------------------------------
+
+OUTSIDE_ROW = f"c9,7,3,-,0,1,{SHA},,,,,\n"
+
+
+def test_row_of_a_casilla_outside_the_catalogue_is_refused_by_default(tmp_path: Path) -> None:
+    election = with_file("pres.csv", PRES + OUTSIDE_ROW)
+    with pytest.raises(ActaFileError, match="unknown casilla 'c9'") as caught:
+        list(load_actas(election.write(tmp_path)))
+    assert (caught.value.line, caught.value.field) == (4, "casilla_id")
+
+
+def test_row_outside_the_catalogue_is_read_when_accepted_with_the_figures_it_holds(
+    tmp_path: Path,
+) -> None:
+    """PREP publishes actas of casillas not in its catalogue (ACTAS_FUERA_DE_CATALOGO):
+    with ``outside_catalogue: accept`` such a row is read, with the contest's options
+    whose cells hold a figure ('-' is off the ballot), for ingest to log and not count."""
+    election = Election(
+        yaml=replaced(YAML, "  marks:", "  outside_catalogue: accept\n  marks:"),
+        files={**Election().files, "pres.csv": PRES + OUTSIDE_ROW},
+    )
+    actas = [a for a in load_actas(election.write(tmp_path)) if a.casilla_id == "c9"]
+    [acta] = actas
+    assert acta.contest_id == "PRES"
+    assert [(o.option_id, o.votes) for o in acta.option_votes] == [("A", 7), ("B", 3)]
+    assert (acta.unregistered_votes, acta.null_votes) == (0, 1)
+
+
+def test_bad_outside_catalogue_setting_names_the_key(tmp_path: Path) -> None:
+    election = with_yaml("  marks:", "  outside_catalogue: yes-please\n  marks:")
+    with pytest.raises(DefinitionError, match="'refuse' or 'accept'") as caught:
+        load_election(election.write(tmp_path))
+    assert caught.value.field == "actas.outside_catalogue"
+
+
+def test_check_counts_the_actas_outside_the_catalogue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    election = Election(
+        yaml=replaced(YAML, "  marks:", "  outside_catalogue: accept\n  marks:"),
+        files={**Election().files, "pres.csv": PRES + OUTSIDE_ROW},
+    )
+    assert main(["check", str(election.write(tmp_path)), "--actas"]) == 0
+    out = capsys.readouterr().out
+    assert "actas read 4 (PRES: 3, SEN: 1)" in out
+    assert "actas of casillas outside the catalogue 1 (ingest logs them, never counted)" in out

@@ -48,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  actas expected {index.actas_expected()}")
         if args.actas:
             read: Counter[str] = Counter()
-            undigested = 0
+            undigested = outside = 0
             for acta in load_actas(files):
                 read[acta.contest_id] += 1
                 undigested += not acta.image_sha256
+                outside += not index.has_casilla(acta.casilla_id)
             per_contest = ", ".join(f"{k}: {v}" for k, v in sorted(read.items()))
             print(f"  actas read {sum(read.values())} ({per_contest})")
             if undigested:
@@ -60,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"  actas without an image digest {undigested} "
                     "(ingest refuses them: image_sha256)"
+                )
+            if outside:
+                print(
+                    f"  actas of casillas outside the catalogue {outside} "
+                    "(ingest logs them, never counted)"
                 )
     except DefinitionError as e:
         print(f"error: {e}", file=sys.stderr)

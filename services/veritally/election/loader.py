@@ -455,6 +455,9 @@ class ActaMapping:
     digitisations: Mapping[str, acta_pb2.DigitisationMethod.ValueType]
     time_format: str | None  # strptime format; None means ISO 8601
     tz: timezone
+    # Whether a row of a casilla the catalogue does not hold is read (as an acta that
+    # ingest logs as out of the catalogue) instead of refused.
+    outside_catalogue: bool = False
 
     def contest_of_file(self, path: Path) -> str | None:
         """The contest a file is named for under ``files``, or None if it is not named."""
@@ -1001,6 +1004,11 @@ def _read_acta_mapping(
     except ValueError as e:
         raise doc.error(node, "actas.timezone", f"not a UTC offset like -06:00: {tz_text!r}") from e
     assert offset is not None  # %z always yields an aware datetime
+    outside = doc.text(node, "outside_catalogue", "actas", required=False, default="refuse")
+    if outside not in ("refuse", "accept"):
+        raise doc.error(
+            node, "actas.outside_catalogue", f"must be 'refuse' or 'accept', found {outside!r}"
+        )
     return ActaMapping(
         yaml_path=doc.path,
         csv_format=_read_csv_format(doc, node, "actas"),
@@ -1015,6 +1023,7 @@ def _read_acta_mapping(
         digitisations=digitisations,
         time_format=time_format,
         tz=timezone(offset),
+        outside_catalogue=outside == "accept",
     )
 
 
@@ -1207,6 +1216,16 @@ class _ActaRows:
         self.race_getters[race.index] = options
         return options
 
+    def _outside_options(self, contest_id: str, row: list[str]) -> _OptionGetters:
+        """The getters of a contest's options whose columns are in the header and whose
+        cells are neither empty nor ``-`` (off the ballot), for a row of a casilla
+        outside the catalogue."""
+        options: _OptionGetters = []
+        for oid, getters in self.option_getters[contest_id].items():
+            if getters is not None and any(g(row).strip() not in ("", "-") for g in getters):
+                options.append((oid, getters))
+        return options
+
     def acta(self, line: int, row: list[str]) -> acta_pb2.Acta:
         """The acta of one row.
 
@@ -1217,7 +1236,7 @@ class _ActaRows:
             raise self._error(f"{len(row)} columns, the header has {self.width}", line)
         casilla_id = self.get_casilla(row).strip()
         casilla = self.casillas.get(casilla_id)
-        if casilla is None:
+        if casilla is None and not (self.mapping.outside_catalogue and casilla_id):
             raise self._error(f"unknown casilla {casilla_id!r}", line, "casilla_id")
         if self.get_contest is not None:
             raw = self.get_contest(row).strip()
@@ -1227,15 +1246,20 @@ class _ActaRows:
         position = self.contest_index.get(contest_id)
         if position is None:
             raise self._error(f"unknown contest {contest_id!r}", line, "contest_id")
-        race = casilla.races[position]
-        if race is None:
-            raise self._error(
-                f"casilla {casilla_id!r} has no acta of contest {contest_id!r}: its type "
-                "does not receive the contest or no race of the contest contains it",
-                line,
-                "contest_id",
-            )
-        options = self.race_getters.get(race.index) or self._race_options(race, line)
+        if casilla is None:
+            # Out of the catalogue (actas.outside_catalogue: accept): no race tells the
+            # ballot, so the options are the contest's whose cells hold a figure.
+            options = self._outside_options(contest_id, row)
+        else:
+            race = casilla.races[position]
+            if race is None:
+                raise self._error(
+                    f"casilla {casilla_id!r} has no acta of contest {contest_id!r}: its type "
+                    "does not receive the contest or no race of the contest contains it",
+                    line,
+                    "contest_id",
+                )
+            options = self.race_getters.get(race.index) or self._race_options(race, line)
         acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id)
         add = acta.option_votes.add
         for oid, getters in options:
