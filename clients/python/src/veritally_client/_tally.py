@@ -231,14 +231,18 @@ def _not_counted_contribution(reason: Reason, width: int) -> Packed:
 # ~500,000 actas and 160,000 casillas, which otherwise every full collection walks
 # (about a sixth of a recount's time).
 
-# The last revision applied of an acta: its packed contribution and the revision.
-_ActaState: TypeAlias = tuple[Packed, int]
+# The last revision applied of an acta, kept small (a national tally holds ~500,000):
+# for a counted acta the bytes of _RacePlan.state (its revision, then its lanes up to the
+# reasons and its race's votes, 8 bytes each: ~230 bytes, where its packed contribution
+# in 128-bit lanes of the contest's whole ballot takes ~570), rebuilt into a contribution
+# only when it is superseded; for an acta not counted, (reason, revision).
+_ActaState: TypeAlias = bytes | tuple[Reason, int]
 
 
 class _RacePlan:
     """Per-race tables for decoding an acta's options into its contest's totals."""
 
-    __slots__ = ("contest", "not_counted", "pack", "race", "votes_at", "width")
+    __slots__ = ("_state", "contest", "not_counted", "pack", "race", "votes_at", "width")
 
     def __init__(self, race: RaceInfo, contest: ContestInfo) -> None:
         self.race = race
@@ -259,30 +263,51 @@ class _RacePlan:
         self.pack = struct.Struct(
             "<" + _VALUE * _NOT_COUNTED + _EMPTY * len(_REASONS) + options + _VALUE * 2
         ).pack
+        self._state = struct.Struct(f"<{1 + _NOT_COUNTED + len(race.option_ids) + 2}Q")
         # votes_at[i]: encoded OptionVotes -> votes, for unmarked encodings that protobuf
         # decoded to option i of the race's ballot. Lookups at each position by map() at
         # C speed check the option order and decode the votes in one pass.
         self.votes_at: tuple[dict[bytes, int], ...] = tuple({} for _ in race.option_ids)
 
     def counted(
-        self, key: str, inconsistent: int, nominal_list: int | None, votes: list[int]
-    ) -> Packed:
+        self,
+        key: str,
+        revision: int,
+        inconsistent: int,
+        nominal_list: int | None,
+        votes: list[int],
+    ) -> tuple[Packed, bytes]:
         """The contribution of a counted acta of a non-special casilla with that nominal
-        list, or of a special casilla (``nominal_list`` None); ``votes`` in the race's
-        order (options, unregistered, null).
+        list, or of a special casilla (``nominal_list`` None), and the state to keep of
+        it; ``votes`` in the race's order (options, unregistered, null).
 
         Raises:
             MalformedDataError: if the acta's total is 2^64 or more.
         """
         total = sum(votes)
+        if nominal_list is None:
+            lanes = (1, 1, 1, inconsistent, 0, 0, total, *votes)
+        else:
+            lanes = (1, 1, 1, inconsistent, nominal_list, total, 0, *votes)
         try:
-            if nominal_list is None:
-                data = self.pack(1, 1, 1, inconsistent, 0, 0, total, *votes)
-            else:
-                data = self.pack(1, 1, 1, inconsistent, nominal_list, total, 0, *votes)
+            data = self.pack(*lanes)
         except struct.error:
             raise MalformedDataError(f"acta {key!r}: its total exceeds 2^64 - 1") from None
-        return int.from_bytes(data, "little")
+        return int.from_bytes(data, "little"), self._state.pack(revision, *lanes)
+
+    def contribution(self, state: _ActaState) -> Packed:
+        """The packed contribution of an acta of this race from its kept state."""
+        if isinstance(state, bytes):
+            lanes = self._state.unpack(state)[1:]
+            return int.from_bytes(self.pack(*lanes), "little")
+        return self.not_counted[state[0]]
+
+
+def _revision(state: _ActaState) -> int:
+    """The revision an acta's kept state records."""
+    if isinstance(state, bytes):
+        return int.from_bytes(state[:8], "little")
+    return state[1]
 
 
 # What applying needs of a casilla: (unit position of its district, special, nominal
@@ -666,7 +691,7 @@ class Tally:
         casilla, plan, votes = found
         revision = record.revision
         prev = self._actas.get(key)
-        if revision != (1 if prev is None else prev[1] + 1):
+        if revision != (1 if prev is None else _revision(prev) + 1):
             self.apply(parse_leaf(leaf).acta_record)
             return
         district, special, nominal_list, _ = casilla
@@ -677,16 +702,20 @@ class Tally:
                 self.apply(parse_leaf(leaf).acta_record)
                 return
             inconsistent = _inconsistent(acta, sum(votes))
-            packed = plan.counted(key, inconsistent, None if special else nominal_list, votes)
+            state: _ActaState
+            packed, state = plan.counted(
+                key, revision, inconsistent, None if special else nominal_list, votes
+            )
         else:
-            contribution = plan.not_counted.get(record.not_counted_reason)
-            if contribution is None or record.not_counted_reason in _MISSING:
+            reason = record.not_counted_reason
+            contribution = plan.not_counted.get(reason)
+            if contribution is None or reason in _MISSING:
                 self.apply(parse_leaf(leaf).acta_record)
                 return
-            packed = contribution
+            packed, state = contribution, (reason, revision)
         accs = self._acc[plan.race.contest_index]
-        accs[district] += packed if prev is None else packed - prev[0]
-        self._actas[key] = (packed, revision)
+        accs[district] += packed if prev is None else packed - plan.contribution(prev)
+        self._actas[key] = state
         self._records += 1
         self._version[district] = self._records
         self._cache.clear()
@@ -803,26 +832,29 @@ class Tally:
         district, special, nominal_list, _ = casilla
         # (3) counted <=> no reason
         packed: Packed
+        state: _ActaState
         if counted:
             if reason != acta_pb2.NOT_COUNTED_REASON_UNSPECIFIED:
                 raise MalformedDataError(f"acta {key!r}: counted but with a not-counted reason")
             if votes is None:
                 raise MalformedDataError(f"acta {key!r}: counted but recorded as missing")
-            packed = plan.counted(key, inconsistent, None if special else nominal_list, votes)
+            packed, state = plan.counted(
+                key, revision, inconsistent, None if special else nominal_list, votes
+            )
         else:
             contribution = plan.not_counted.get(reason)
             if contribution is None:
                 raise MalformedDataError(
                     f"acta {key!r}: not counted without a known reason (found {reason})"
                 )
-            packed = contribution
+            packed, state = contribution, (reason, revision)
         # (4) revision chain
         prev = self._actas.get(key)
-        self._check_revision(key, revision, None if prev is None else prev[1])
+        self._check_revision(key, revision, None if prev is None else _revision(prev))
         # (5) replace the superseded contribution, in the district only
         accs = self._acc[plan.race.contest_index]
-        accs[district] += packed if prev is None else packed - prev[0]
-        self._actas[key] = (packed, revision)
+        accs[district] += packed if prev is None else packed - plan.contribution(prev)
+        self._actas[key] = state
         self._records += 1
         self._version[district] = self._records
         self._cache.clear()
@@ -975,10 +1007,12 @@ class Tally:
             layout.expected = sum(
                 self._casillas[cid][3][contest.index] is not None for cid in casilla_ids
             )
-            found = [
-                self._actas.get(f"{cid}{ACTA_ID_SEPARATOR}{contest.id}") for cid in casilla_ids
-            ]
-            acc = sum([st[0] for st in found if st is not None])
+            acc = 0
+            for cid in casilla_ids:
+                state = self._actas.get(f"{cid}{ACTA_ID_SEPARATOR}{contest.id}")
+                plan = self._casillas[cid][3][contest.index]
+                if state is not None and plan is not None:
+                    acc += plan.contribution(state)
             totals = self._lanes[contest.index].totals(acc)
             _ContestMessage(unit.contests.add(), layout).update(totals, final, 0)
         return unit
