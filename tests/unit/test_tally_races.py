@@ -320,3 +320,25 @@ def test_log_whose_unit_totals_exceed_uint64_is_malformed_not_carried() -> None:
         tally.apply_leaf(_huge(key, seq, per_option))
     with pytest.raises(MalformedDataError, match="exceeds 2\\^64 - 1"):
         tally.results_bytes()
+
+
+def test_option_encoding_learnt_in_one_race_does_not_pass_for_another_races_option() -> None:
+    """Races of a contest share what the tally learnt of option encodings (per option id):
+    an acta of SEN-02 that carries SEN-01's coalition PAN_PRI, already seen and remembered
+    in a SEN-01 acta, where SEN-02's ballot has MORENA_PT is malformed on the fast path,
+    and the tally is unchanged."""
+    sen01 = next(k for k in KEYS if k.startswith("01-") and k.endswith("/SEN"))
+    sen02 = next(k for k in KEYS if k.startswith("02-") and k.endswith("/SEN"))
+    tally = Tally(ELECTION)
+    tally.apply_leaf(_leaf(_counted(sen01, 0, [1, 2, 3, 4, 5, 6, 7, 0, 0])))
+    before = tally.results_bytes()
+    forged = _counted(sen02, 1, [1, 2, 3, 4, 5, 7, 0, 0])
+    del forged.acta.option_votes[5]
+    forged.acta.option_votes.add(option_id="PAN_PRI", votes=6)  # the encoding SEN-01 used
+    with pytest.raises(MalformedDataError, match="SEN-02"):
+        tally.apply_leaf(_leaf(forged))
+    assert tally.acta_records == 1
+    assert tally.results_bytes() == before
+    # The same options at their places are taken.
+    tally.apply_leaf(_leaf(_counted(sen02, 1, [1, 2, 3, 4, 5, 7, 0, 0])))
+    assert tally.acta_records == 2

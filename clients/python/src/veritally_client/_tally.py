@@ -72,6 +72,7 @@ Speed (a national log is ~500,000 records; a recount must stay within seconds):
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Final, TypeAlias
 
@@ -244,7 +245,9 @@ class _RacePlan:
 
     __slots__ = ("_state", "contest", "not_counted", "pack", "race", "votes_at", "width")
 
-    def __init__(self, race: RaceInfo, contest: ContestInfo) -> None:
+    def __init__(
+        self, race: RaceInfo, contest: ContestInfo, known: dict[str, dict[bytes, int]]
+    ) -> None:
         self.race = race
         self.contest = contest
         self.width = len(contest.option_ids) + 2  # the contest's options, unregistered, null
@@ -266,8 +269,12 @@ class _RacePlan:
         self._state = struct.Struct(f"<{1 + _NOT_COUNTED + len(race.option_ids) + 2}Q")
         # votes_at[i]: encoded OptionVotes -> votes, for unmarked encodings that protobuf
         # decoded to option i of the race's ballot. Lookups at each position by map() at
-        # C speed check the option order and decode the votes in one pass.
-        self.votes_at: tuple[dict[bytes, int], ...] = tuple({} for _ in race.option_ids)
+        # C speed check the option order and decode the votes in one pass. An encoding
+        # holds its option id, so the races of a contest share one table per option
+        # (``known``, by option id): 300 district races learn as fast as one.
+        self.votes_at: tuple[dict[bytes, int], ...] = tuple(
+            known.setdefault(option_id, {}) for option_id in race.option_ids
+        )
 
     def counted(
         self,
@@ -454,8 +461,13 @@ class Tally:
         self._contests: tuple[ContestInfo, ...] = election.contests
         self._contest_pos = {c.id: c.index for c in self._contests}
         self._widths = [len(c.option_ids) + 2 for c in self._contests]
+        # Option encodings learnt, per contest and option id (see _RacePlan.votes_at).
+        known: list[dict[str, dict[bytes, int]]] = [{} for _ in self._contests]
         self._plans = {
-            race.id: _RacePlan(race, self._contests[race.contest_index]) for race in election.races
+            race.id: _RacePlan(
+                race, self._contests[race.contest_index], known[race.contest_index]
+            )
+            for race in election.races
         }
         self._option_encodings = 0
         # Units of the results blob: nation, states, districts (definition order).
@@ -541,17 +553,24 @@ class Tally:
                 positions = tuple(sorted({p for r in races for p in r.positions}))
                 row.append(_Layout(contest, single, positions, party_order))
             layouts.append(row)
-        # Actas expected: per casilla, in its district, then summed upwards.
+        # Actas expected: per casilla, in its district, then summed upwards. Casillas of
+        # one district share a few tuples of races (one per casilla type), so count the
+        # casillas per (district, races) first.
+        groups: Counter[tuple[str, str, int]] = Counter()
+        races_of: dict[int, tuple[RaceInfo | None, ...]] = {}
         for casilla in election.casillas:
-            district = self._unit_pos[(_DISTRICT, casilla.district_id)]
-            state = self._unit_pos[(_STATE, casilla.state_id)]
-            for index, race in enumerate(casilla.races):
+            races_of[id(casilla.races)] = casilla.races
+            groups[(casilla.district_id, casilla.state_id, id(casilla.races))] += 1
+        for (district_id, state_id, races_id), count in groups.items():
+            district = self._unit_pos[(_DISTRICT, district_id)]
+            state = self._unit_pos[(_STATE, state_id)]
+            for index, race in enumerate(races_of[races_id]):
                 if race is None:
                     continue
                 for pos in (district, state, 0):
                     layout = layouts[pos][index]
                     assert layout is not None  # the unit holds the casilla's race
-                    layout.expected += 1
+                    layout.expected += count
         return layouts
 
     def _unit_message(
