@@ -464,9 +464,7 @@ class Tally:
         # Option encodings learnt, per contest and option id (see _RacePlan.votes_at).
         known: list[dict[str, dict[bytes, int]]] = [{} for _ in self._contests]
         self._plans = {
-            race.id: _RacePlan(
-                race, self._contests[race.contest_index], known[race.contest_index]
-            )
+            race.id: _RacePlan(race, self._contests[race.contest_index], known[race.contest_index])
             for race in election.races
         }
         self._option_encodings = 0
