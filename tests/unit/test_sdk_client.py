@@ -338,6 +338,7 @@ def test_follows_a_key_rotation_signed_by_the_old_keys(pub: FakePublisher, tmp_p
     assert client.latest().cut_number == 3
     assert client.trust_root.version == 2
     # A new client with the same state directory starts from v2 (re-verified from v1).
+    client.close()
     again = client_for(pub, tmp_path)
     assert again.trust_root.version == 2
 

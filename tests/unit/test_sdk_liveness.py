@@ -134,6 +134,7 @@ def test_state_written_before_the_stall_fields_still_loads(tmp_path: Path) -> No
     for key in ("ingest_records", "stall_since", "stall_since_cut"):
         del doc[key]
     path.write_text(json.dumps(doc))  # as an older client wrote it
+    client.close()
     pub.make_cut(behind=1, advance=HEARTBEAT)
     cut = client_for(pub, tmp_path).latest()
     assert cut.stall_since_cut == 2  # the stall is counted from the first cut seen again

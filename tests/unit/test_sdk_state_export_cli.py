@@ -65,7 +65,7 @@ def test_state_round_trips_and_is_replaced_whole(tmp_path: Path) -> None:
     )
     store.save(b)
     assert store.load() == b
-    assert [p.name for p in store.directory.iterdir()] == ["state.json"]  # no temp files
+    assert sorted(p.name for p in store.directory.iterdir()) == ["lock", "state.json"]  # no temp
 
 
 def test_corrupt_state_file_is_malformed_data(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from veritally_client._config import ClientConfig
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
     StalledError,
+    StateDirectoryError,
     TransportError,
     TrustRootError,
     UnknownIdError,
@@ -80,7 +81,8 @@ exit codes:
   0  success
   1  verification failure (signature, key, digest, rollback, fork, stale, proof,
      malformed data, recount mismatch, trust root)
-  2  usage error (arguments, unreadable local files)
+  2  usage error (arguments, unreadable local files, a state directory of another
+     publisher or in use by another client)
   3  transport failure (publisher unreachable or answered with an error)
   4  nothing new (latest --if-newer: the newest cut was already verified)
   5  stalled: the signed cuts say ingest accepted records that no cut has covered for
@@ -769,6 +771,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Authentic, but the pipeline behind it is stuck: not a forgery, not the network.
         _say(f"veritally-client: PIPELINE STALLED: {e}")
         return EXIT_STALLED
+    except StateDirectoryError as e:
+        # A local mistake (another night's or another process's state directory).
+        _say(f"veritally-client: error: {e}")
+        return EXIT_USAGE
     except (VerificationError, TrustRootError) as e:
         _say(f"veritally-client: VERIFICATION FAILED ({type(e).__name__}): {e}")
         return EXIT_VERIFICATION

@@ -9,6 +9,7 @@ decides what is true.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -21,10 +22,14 @@ from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
     DigestMismatchError,
     MalformedDataError,
+    StateMismatchError,
     TransportError,
+    TrustRootError,
     UnknownKeyError,
+    VerificationError,
 )
 from veritally_client._gen.veritally.v1 import log_pb2
+from veritally_client._note import open_note
 from veritally_client._recount import Recounter, RecountReport
 from veritally_client._state import StateStore, TrustedState, decode_evidence
 from veritally_client._transport import GrpcTransport, TlsCredentials, Transport
@@ -190,9 +195,11 @@ class Client:
         self._config = config
         self._clock = clock
         self._store = StateStore(state_dir, origin=trust_root.origin)
-        # Trust root versions verified in earlier runs are re-verified from the pinned one.
-        for document in self._store.trust_root_documents(after_version=trust_root.version):
-            trust_root = trust_root.update(document, now=clock())
+        try:
+            trust_root = _bound_trust_root(self._store, trust_root, clock())
+        except BaseException:
+            self._store.close()
+            raise
         self._verifier = CutVerifier(trust_root=trust_root, config=config)
         self._election: ElectionIndex | None = None
         self._sleep: Callable[[float], None] = time.sleep
@@ -200,8 +207,12 @@ class Client:
     # -- lifecycle --------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection. Trusted state is already on disk."""
-        self._transport.close()
+        """Close the connection and release the state directory. Trusted state is
+        already on disk."""
+        try:
+            self._transport.close()
+        finally:
+            self._store.close()
 
     def __enter__(self) -> Client:
         return self
@@ -321,7 +332,7 @@ class Client:
             self._store.record_evidence(e.record)
             raise
         if trusted is None or cut.tree_size > trusted.tree_size:
-            self._store.save(to_trusted_state(cut))
+            self._store.save(to_trusted_state(cut, trust_root=self._verifier.trust_root))
         return cut._named(self.election)
 
     def latest(self) -> VerifiedCut:
@@ -504,3 +515,68 @@ class Client:
             if progress is not None:
                 progress(start, trusted.tree_size)
         return recounter.finish()
+
+
+def _bound_trust_root(store: StateStore, pinned: TrustedRoot, now: dt.datetime) -> TrustedRoot:
+    """The trust root in use: the pinned one, then the versions a previous run of this
+    state directory verified (each re-verified as an update of the one before); and the
+    check that the directory's trusted state was verified under one of them.
+
+    Raises:
+        StateMismatchError: the directory's trust root versions do not follow the pinned
+            one, or its state was verified under a trust root not in that chain: it
+            belongs to another publisher (or another night's keys).
+        TrustRootError: the newest version has expired.
+        MalformedDataError: the state file is corrupt.
+    """
+    where = store.directory.parent
+    digests = {pinned.version: hashlib.sha256(pinned.document).digest()}
+    chain = [pinned]
+    root = pinned
+    for document in store.trust_root_documents(after_version=pinned.version):
+        try:
+            # Older versions have usually expired: only the newest must be fresh.
+            root = root.update(document, now=None)
+        except TrustRootError as e:
+            raise StateMismatchError(
+                f"the state directory {where} holds trust root v{root.version + 1} of "
+                f"origin {pinned.origin!r} that does not follow the pinned trust root "
+                f"v{pinned.version} ({e}): it belongs to another publisher; use another "
+                "state directory (--state-dir) for this one"
+            ) from None
+        chain.append(root)
+        digests[root.version] = hashlib.sha256(document).digest()
+    if now >= root.expires:
+        raise TrustRootError(f"trust root v{root.version} expired at {root.expires}")
+    state = store.load()
+    if state is None:
+        return root
+    if state.trust_root_sha256 is not None:
+        bound = digests.get(state.trust_root_version) == state.trust_root_sha256
+    else:
+        # A state written before the binding: its checkpoint must be signed by the keys
+        # of one of the versions.
+        bound = any(_signed_under(state.checkpoint, r) for r in chain)
+    if not bound:
+        known = ", ".join(f"v{v}" for v in sorted(digests))
+        under = (
+            f"trust root v{state.trust_root_version} ({state.trust_root_sha256.hex()[:16]}...)"
+            if state.trust_root_sha256 is not None
+            else "keys none of those sign"
+        )
+        raise StateMismatchError(
+            f"the state in {where} belongs to another publisher or night: it holds cut "
+            f"{state.cut_number} (tree size {state.tree_size}, election definition "
+            f"{state.definition_sha256.hex()[:16]}...) verified under {under}, and this "
+            f"client pins trust root {known} of origin {pinned.origin!r}; use another "
+            "state directory (--state-dir) for this one"
+        )
+    return root
+
+
+def _signed_under(note: bytes, root: TrustedRoot) -> bool:
+    try:
+        open_note(note, root.verifiers, threshold=root.threshold)
+    except VerificationError:
+        return False
+    return True

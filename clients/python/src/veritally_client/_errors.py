@@ -8,6 +8,9 @@ One root, :class:`VeritallyError`, split by who is at fault:
 * :class:`TransportError`: the publisher could not be reached or answered with an error.
   Retrying later may help; nothing was verified or trusted.
 * :class:`TrustRootError`: the trust material itself is unusable (expired, badly signed).
+* :class:`StateDirectoryError`: the state directory given to a client cannot be used by
+  it: it belongs to another publisher (:class:`StateMismatchError`) or another process
+  uses it (:class:`StateInUseError`). A local mistake: use another state directory.
 * :class:`UnknownIdError`: a state, district, contest, candidate or party asked for by id
   or name is not in the verified results or their election (also a :class:`LookupError`).
 
@@ -31,6 +34,9 @@ __all__ = [
     "RollbackError",
     "StaleCheckpointError",
     "StalledError",
+    "StateDirectoryError",
+    "StateInUseError",
+    "StateMismatchError",
     "TransportError",
     "TrustRootError",
     "UnknownIdError",
@@ -128,6 +134,22 @@ class ForkError(VerificationError):
 
 class TrustRootError(VeritallyError):
     """The trust root cannot be used: malformed, badly signed, expired or a bad update."""
+
+
+class StateDirectoryError(VeritallyError):
+    """The client's state directory cannot be used by this client (nothing was read
+    from the publisher, nothing in the directory was changed)."""
+
+
+class StateMismatchError(StateDirectoryError):
+    """The state directory holds the verified state of another publisher or trust root
+    than the one this client pins (same origin line, other keys: another night, another
+    stack). Its figures are not compared with this publisher's: use another directory."""
+
+
+class StateInUseError(StateDirectoryError):
+    """Another live client (in this or another process) holds the state directory: two
+    clients writing one trusted state would overwrite each other's checks."""
 
 
 class TransportError(VeritallyError):

@@ -4,11 +4,17 @@ The state is what the client has verified so far: the last verified signed check
 (exact note bytes), its tree size and root hash, the cut number and the digest of the
 election definition the results were bound to; and, for the stall check, the cut's
 ingest figure and since which cut the cuts have been behind ingest without covering a new
-record; and whether the cut was final. Those four keys are optional in the file: a state
-written before they existed
-loads with none of them, and a client that does not know them ignores them. It is
+record; whether the cut was final; and the trust root it was verified under (version and
+SHA-256 of the exact document), which binds the state to one publisher. Those keys are
+optional in the file: a state written before they existed loads with none of them, and a
+client that does not know them ignores them. It is
 written only by the client, and only after every check on a new cut has passed
 (python-tuf writes metadata the same way: verify, then persist).
+
+One client at a time: a :class:`StateStore` holds an exclusive ``flock`` on the origin's
+``lock`` file from its creation until :meth:`StateStore.close` (or the process ends), so a
+second client on the same directory, in this process or another, is refused with
+:class:`~veritally_client.StateInUseError` instead of overwriting the first one's state.
 
 Writes are atomic: a temporary file in the same directory, ``fsync``, ``os.replace`` and
 an ``fsync`` of the directory, so a crash leaves either the old state or the new one.
@@ -25,6 +31,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
@@ -34,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from veritally_client._errors import MalformedDataError
+from veritally_client._errors import MalformedDataError, StateInUseError
 
 __all__ = ["EVIDENCE_FORMAT", "ForkEvidence", "StateStore", "TrustedState"]
 
@@ -60,6 +67,9 @@ class TrustedState:
             the same acta records as this one, or None if this cut is not behind.
         stall_since_cut: that cut's number (0 when ``stall_since`` is None).
         final: whether its results were the night's final ones (nothing may follow).
+        trust_root_version: the version of the trust root it was verified under (0 in a
+            state written before the binding existed).
+        trust_root_sha256: SHA-256 of that trust root's exact document (None likewise).
     """
 
     origin: str
@@ -72,6 +82,8 @@ class TrustedState:
     stall_since: dt.datetime | None = None
     stall_since_cut: int = 0
     final: bool = False
+    trust_root_version: int = 0
+    trust_root_sha256: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.tree_size < 1 or self.cut_number < 1:
@@ -86,6 +98,12 @@ class TrustedState:
             raise ValueError("stall_since must be timezone-aware")
         if self.stall_since_cut > self.cut_number:
             raise ValueError("stall_since_cut is after the cut")
+        if (self.trust_root_version == 0) != (self.trust_root_sha256 is None):
+            raise ValueError("trust_root_version and trust_root_sha256 are set together")
+        if self.trust_root_sha256 is not None and len(self.trust_root_sha256) != _HASH_SIZE:
+            raise ValueError("trust_root_sha256 is a 32-byte digest")
+        if self.trust_root_version < 0:
+            raise ValueError("trust_root_version is not negative")
 
     @property
     def acta_records(self) -> int:
@@ -111,6 +129,9 @@ class TrustedState:
             doc["stall_since_cut"] = self.stall_since_cut
         if self.final:
             doc["final"] = True
+        if self.trust_root_sha256 is not None:
+            doc["trust_root_version"] = self.trust_root_version
+            doc["trust_root_sha256"] = self.trust_root_sha256.hex()
         return doc
 
     @classmethod
@@ -138,6 +159,12 @@ class TrustedState:
                 ),
                 stall_since_cut=int(data.get("stall_since_cut", 0)),
                 final=data.get("final", False) is True,
+                trust_root_version=int(data.get("trust_root_version", 0)),
+                trust_root_sha256=(
+                    bytes.fromhex(str(data["trust_root_sha256"]))
+                    if "trust_root_sha256" in data
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise MalformedDataError(f"unreadable trusted state: {e}") from e
@@ -238,6 +265,31 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _lock(path: Path) -> int:
+    """An exclusive flock on ``path`` (created), with this process id written in it.
+
+    Raises:
+        StateInUseError: another open descriptor holds the lock.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        who = f"process {holder}" if holder.isdigit() else "another client"
+        raise StateInUseError(
+            f"the state directory {path.parent.parent} is in use by {who}: every client "
+            "needs a state directory of its own (--state-dir)"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
+
+
 class StateStore:
     """Trusted state and fork evidence of one log origin, in a directory.
 
@@ -247,11 +299,15 @@ class StateStore:
     """
 
     def __init__(self, state_dir: Path, *, origin: str) -> None:
-        """Open (and create) the state directory of ``origin``.
+        """Open (and create) the state directory of ``origin`` and lock it.
 
         Args:
             state_dir: the client's state directory.
             origin: the log origin of the trust root.
+
+        Raises:
+            StateInUseError: another live store (client) holds the directory.
+            OSError: the directory cannot be created or its lock file opened.
         """
         self._origin = origin
         digest = hashlib.sha256(origin.encode("utf-8")).hexdigest()[:16]
@@ -259,6 +315,16 @@ class StateStore:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._state_path = self._dir / "state.json"
         self._evidence_path = self._dir / "evidence.json"
+        self._lock_fd: int | None = _lock(self._dir / "lock")
+
+    def close(self) -> None:
+        """Release the directory for another client (idempotent)."""
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases its flock
+
+    def __del__(self) -> None:
+        self.close()
 
     @property
     def directory(self) -> Path:

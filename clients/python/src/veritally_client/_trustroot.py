@@ -203,8 +203,11 @@ class TrustedRoot:
         """
         return cls._pinned(data, now)
 
-    def update(self, data: bytes, *, now: dt.datetime) -> TrustedRoot:
+    def update(self, data: bytes, *, now: dt.datetime | None) -> TrustedRoot:
         """Verify the next version of this trust root.
+
+        ``now`` None skips the expiry check: for an older version of a chain, whose
+        successor is checked next (only the newest version must be unexpired).
 
         Raises:
             TrustRootError: if it is not version + 1, changes the origin, is not signed

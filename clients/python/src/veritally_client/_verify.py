@@ -924,8 +924,9 @@ def _trusted_checkpoint(trusted: TrustedState) -> Checkpoint:
     return Checkpoint(trusted.origin, trusted.tree_size, trusted.root_hash)
 
 
-def to_trusted_state(cut: VerifiedCut) -> TrustedState:
-    """The trusted state that records ``cut`` (for the client to persist)."""
+def to_trusted_state(cut: VerifiedCut, *, trust_root: TrustedRoot | None = None) -> TrustedState:
+    """The trusted state that records ``cut`` (for the client to persist), bound to the
+    trust root it was verified under when one is given."""
     return TrustedState(
         origin=cut.checkpoint.origin,
         checkpoint=cut.note,
@@ -937,4 +938,8 @@ def to_trusted_state(cut: VerifiedCut) -> TrustedState:
         stall_since=cut.stall_since,
         stall_since_cut=cut.stall_since_cut,
         final=cut.final,
+        trust_root_version=trust_root.version if trust_root is not None else 0,
+        trust_root_sha256=(
+            hashlib.sha256(trust_root.document).digest() if trust_root is not None else None
+        ),
     )
