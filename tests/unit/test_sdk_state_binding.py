@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.sdk_fake import FakePublisher, make_trust_root, publisher_key, with_two_cuts
-from veritally_client import Client, StateInUseError, StateMismatchError
+from veritally_client import Client, RollbackError, StateInUseError, StateMismatchError
 from veritally_client._cli import EXIT_USAGE, main
 from veritally_client._state import StateStore
 
@@ -178,3 +178,19 @@ def test_cli_with_another_publishers_state_directory_is_a_usage_error_saying_so(
     err = capsys.readouterr().err
     assert "belongs to another publisher" in err
     assert "(--state-dir)" in err
+
+
+def test_same_publishers_state_of_another_night_is_a_rollback_that_says_which_state(
+    tmp_path: Path,
+) -> None:
+    """Same keys and origin, a new log (another night): authentic but older than the
+    state, so still a RollbackError (it may be an attack), saying what the state holds."""
+    _, state_dir = _night(tmp_path)
+    new_night = FakePublisher()
+    new_night.step(1)
+    with _client(new_night, state_dir) as client, pytest.raises(RollbackError) as caught:
+        client.latest()
+    message = str(caught.value)
+    assert "tree size 2 is below the verified size 9" in message
+    assert f"the trusted state in {state_dir} holds cut 2" in message
+    assert "use another state directory (--state-dir)" in message

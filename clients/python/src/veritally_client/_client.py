@@ -22,6 +22,7 @@ from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
     DigestMismatchError,
     MalformedDataError,
+    RollbackError,
     StateMismatchError,
     TransportError,
     TrustRootError,
@@ -331,6 +332,16 @@ class Client:
         except RecordedForkError as e:
             self._store.record_evidence(e.record)
             raise
+        except RollbackError as e:
+            assert trusted is not None  # no rollback without a verified state
+            # Signed by this publisher's keys, and older than what this directory holds:
+            # a rollback, or this publisher's directory of another night.
+            raise RollbackError(
+                f"{e} (the trusted state in {self._store.directory.parent} holds cut "
+                f"{trusted.cut_number}, election definition "
+                f"{trusted.definition_sha256.hex()[:16]}...; if it is this publisher's "
+                "state of another night, use another state directory (--state-dir))"
+            ) from None
         if trusted is None or cut.tree_size > trusted.tree_size:
             self._store.save(to_trusted_state(cut, trust_root=self._verifier.trust_root))
         return cut._named(self.election)
