@@ -10,8 +10,9 @@ import asyncio
 import csv
 import io
 import json
+import sys
 import threading
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,56 @@ async def test_watch_reports_a_frozen_publisher_as_stale(tmp_path: Path) -> None
 
         with pytest.raises(StaleCheckpointError):
             await asyncio.wait_for(asyncio.to_thread(follow), 10)
+
+
+def _cli_err(stack: SdkStack, *args: str) -> tuple[int, str, str]:
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code, text = _cli(stack, *args)
+    return code, text, err.getvalue()
+
+
+async def test_audit_verifies_and_recounts_the_newest_cut_and_names_it(tmp_path: Path) -> None:
+    """Audit used to recount the last cut the state had verified (maybe hours old) and
+    not say which; --quiet still printed its summary."""
+    async with sdk_stack(tmp_path) as stack:
+        code, _ = await asyncio.to_thread(_cli, stack, "latest")
+        assert code == EXIT_OK
+        await stack.cut(3)  # a newer cut than the state holds
+        newest = stack.service.engine.latest_number
+        code, out, err = await asyncio.to_thread(_cli_err, stack, "audit")
+        assert code == EXIT_OK
+        report = json.loads(out)
+        assert report["cut_number"] == newest
+        assert report["cuts"][-1]["cut_number"] == newest
+        assert f"recounted cut {newest} (tree size {report['tree_size']}, " in err
+        code, out, err = await asyncio.to_thread(_cli_err, stack, "audit", "--quiet")
+        assert code == EXIT_OK
+        assert json.loads(out)["cut_number"] == newest
+        assert err == ""
+
+
+async def test_cli_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
+    """`veritally-client export ... | head -c 100`: the reader goes away mid-output."""
+    async with sdk_stack(tmp_path) as stack:
+        base = (
+            f"{Path(sys.executable).parent / 'veritally-client'} "
+            f"--endpoint {stack.endpoint} --unsafe-plaintext "
+            f"--trust-root {stack.trust_root_file} --state-dir {stack.state_dir} "
+            "export --format csv --all-levels"
+        )
+        whole = await asyncio.create_subprocess_shell(
+            base, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        full, _ = await whole.communicate()
+        assert whole.returncode == 0
+        assert len(full) > 1 << 16  # more than a pipe holds (64 KiB), so the writer meets EPIPE
+        cut = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            f"set -o pipefail; {base} | head -c 100 >/dev/null",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await cut.communicate()
+        assert cut.returncode == 0
+        assert err == b""

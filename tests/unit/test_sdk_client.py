@@ -24,6 +24,7 @@ from veritally_client import (
     RecountMismatchError,
     TransportError,
     TrustRootError,
+    UnknownIdError,
     verify_bundle,
 )
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2, publication_pb2, results_pb2
@@ -229,6 +230,12 @@ def test_recount_recomputes_every_cut_and_the_root(pub: FakePublisher, tmp_path:
     district = client.latest().unit("district", "01-01")
     assert report.unit("district", "01-01") == district
     assert section.contests[0].total_votes <= district.contests[0].total_votes
+    # An unknown unit says which ids there are (it used to be a bare LookupError).
+    with pytest.raises(UnknownIdError, match="valid state ids: '01', '02'") as caught:
+        report.unit("state", "9")
+    assert caught.value.valid == ("01", "02")
+    with pytest.raises(UnknownIdError, match="no casilla 'nope'"):
+        report.unit("casilla", "nope")
 
 
 def test_recount_finds_results_differing_from_a_signed_cut(

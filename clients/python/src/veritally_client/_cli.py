@@ -87,6 +87,7 @@ exit codes:
   4  nothing new (latest --if-newer: the newest cut was already verified)
   5  stalled: the signed cuts say ingest accepted records that no cut has covered for
      longer than the limit (aggregation or publication is stuck)
+  130  interrupted (Ctrl-C)
 
 environment: VERITALLY_ENDPOINT, VERITALLY_TRUST_ROOT, VERITALLY_STATE_DIR,
 VERITALLY_CA, VERITALLY_CERT, VERITALLY_KEY, VERITALLY_SERVER_NAME give the defaults of
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", type=int, default=None, help="a specific revision")
 
     p = sub.add_parser("audit", help="recount the whole log and every cut in it")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stderr")
 
     p = sub.add_parser("export", help="export verified results")
     p.add_argument(
@@ -612,16 +613,22 @@ def _progress_bar(quiet: bool) -> tuple[Callable[[int, int], None] | None, Calla
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        # The newest cut first, so that the recount covers the whole log as it is now.
+        client.latest()
         update, stop = _progress_bar(args.quiet)
         try:
             report = client.recount(progress=update)
         finally:
             stop()
-    _say(
-        f"recounted {report.tree_size} leaves: root matches, {len(report.cuts)} cuts "
-        f"recomputed and matched"
-    )
+    last = report.cuts[-1]  # a recounted log ends with a cut record
+    if not args.quiet:
+        _say(
+            f"recounted cut {last.cut_number} (tree size {report.tree_size}, "
+            f"{report.acta_records} acta records): root matches, {len(report.cuts)} cuts "
+            "recomputed and matched"
+        )
     doc = {
+        "cut_number": last.cut_number,
         "tree_size": report.tree_size,
         "root_hash": report.root_hash.hex(),
         "acta_records": report.acta_records,
@@ -781,6 +788,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransportError as e:
         _say(f"veritally-client: transport failure: {e}")
         return EXIT_TRANSPORT
+    except BrokenPipeError:
+        # The reader went away (`| head`): what it wanted was written; exit quietly, and
+        # keep the interpreter from complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except OSError as e:
         _say(f"veritally-client: error: {e}")
         return EXIT_USAGE

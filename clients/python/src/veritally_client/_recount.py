@@ -40,7 +40,7 @@ from veritally_client._errors import (
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
 from veritally_client._leaf import parse_leaf_view
 from veritally_client._merkle import CompactRange, leaf_hash
-from veritally_client._navigate import level_value
+from veritally_client._navigate import level_value, unknown_id
 from veritally_client._tally import Tally
 
 __all__ = ["CutCheck", "RecountReport", "Recounter"]
@@ -94,10 +94,27 @@ class RecountReport:
 
         Raises:
             ValueError: if the level is unknown.
-            LookupError: if there is no such unit.
+            UnknownIdError: (a LookupError) if there is no such unit; it lists the ids of
+                the level's units.
         """
         final = bool(self.cuts) and self.cuts[-1].final
-        return self._tally.unit_results(level_value(level), unit_id, final=final)
+        value = level_value(level)
+        try:
+            return self._tally.unit_results(value, unit_id, final=final)
+        except LookupError:
+            raise unknown_id(level, unit_id, self._ids(level)) from None
+
+    def _ids(self, level: str) -> tuple[str, ...]:
+        election = self._tally.election
+        if level == "national":
+            return ("",)
+        if level == "state":
+            return election.state_ids
+        if level == "district":
+            return election.district_ids
+        if level == "section":
+            return election.section_ids
+        return tuple(c.id for c in election.casillas)
 
     def units(self, level: str) -> list[results_pb2.UnitResults]:
         """Results of every unit at ``level``, in definition order.
@@ -105,22 +122,8 @@ class RecountReport:
         Raises:
             ValueError: if the level is unknown.
         """
-        election = self._tally.election
-        ids: tuple[str, ...]
-        if level == "national":
-            ids = ("",)
-        elif level == "state":
-            ids = election.state_ids
-        elif level == "district":
-            ids = election.district_ids
-        elif level == "section":
-            ids = election.section_ids
-        elif level == "casilla":
-            ids = tuple(c.id for c in election.casillas)
-        else:
-            level_value(level)  # raises for an unknown level
-            ids = ()
-        return [self.unit(level, i) for i in ids]
+        level_value(level)  # raises for an unknown level
+        return [self.unit(level, i) for i in self._ids(level)]
 
 
 class Recounter:
