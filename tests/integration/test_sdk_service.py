@@ -255,3 +255,63 @@ async def test_cli_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
         _, err = await cut.communicate()
         assert cut.returncode == 0
         assert err == b""
+
+
+async def test_close_from_another_thread_ends_watch_and_later_calls_are_transport_errors(
+    tmp_path: Path,
+) -> None:
+    """close() during watch() used to surface grpc's bare ValueError ("Cannot invoke RPC
+    on closed channel!") out of the watch loop."""
+    async with sdk_stack(tmp_path) as stack:
+        client = stack.client()
+        first = threading.Event()
+        outcome: list[object] = []
+
+        def follow() -> None:
+            try:
+                for cut in client.watch():
+                    outcome.append(cut.cut_number)
+                    first.set()
+                outcome.append("ended")
+            except BaseException as e:
+                outcome.append(e)
+                first.set()
+
+        watcher = threading.Thread(target=follow)
+        watcher.start()
+        assert await asyncio.to_thread(first.wait, 10)
+        await asyncio.sleep(0.2)  # the watch is now waiting on the server stream
+        await asyncio.to_thread(client.close)
+        await asyncio.to_thread(watcher.join, 10)
+        assert not watcher.is_alive()
+        assert outcome[-1] == "ended", outcome
+        with pytest.raises(TransportError, match="the client was closed"):
+            await asyncio.to_thread(client.latest)
+
+
+def _doc_block(after: str) -> str:
+    """The first ```python block of docs/sdk.md after the heading ``after``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sdk.md").read_text()
+    section = text[text.index(after) :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```\n", start)]
+
+
+async def test_asyncio_example_of_docs_follows_cuts_and_stops_on_cancel(tmp_path: Path) -> None:
+    namespace: dict[str, object] = {}
+    exec(_doc_block("## Threads and asyncio"), namespace)  # noqa: S102 - the docs' own code
+    follow_cuts = namespace["follow_cuts"]
+    async with sdk_stack(tmp_path) as stack:
+        client = stack.client()
+        cuts: asyncio.Queue[VerifiedCut] = asyncio.Queue()
+        task = asyncio.create_task(follow_cuts(client, cuts))  # type: ignore[operator]
+        first = await asyncio.wait_for(cuts.get(), 10)
+        await stack.cut(2)
+        second = await asyncio.wait_for(cuts.get(), 10)
+        assert second.cut_number == first.cut_number + 1
+        assert second.acta_records == first.acta_records + 2
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(TransportError, match="the client was closed"):
+            await asyncio.to_thread(client.latest)

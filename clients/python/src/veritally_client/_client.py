@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import time
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from types import TracebackType
@@ -203,13 +203,20 @@ class Client:
             raise
         self._verifier = CutVerifier(trust_root=trust_root, config=config)
         self._election: ElectionIndex | None = None
-        self._sleep: Callable[[float], None] = time.sleep
+        self._closed = threading.Event()
+        self._sleep: Callable[[float], object] = self._closed.wait
 
     # -- lifecycle --------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the connection and release the state directory. Trusted state is
-        already on disk."""
+        already on disk.
+
+        Safe from another thread: a :meth:`watch` in progress then ends (its loop simply
+        stops), and any other call in flight or made later raises :class:`TransportError`
+        ("the client was closed").
+        """
+        self._closed.set()
         try:
             self._transport.close()
         finally:
@@ -404,6 +411,8 @@ class Client:
         Yields:
             Each newer verified cut, once.
 
+        Ends (returns) when :meth:`close` is called, from any thread.
+
         Raises:
             VerificationError: (a subclass) as soon as a cut does not verify.
             TransportError: after ``config.watch_max_failures`` consecutive failures (never
@@ -413,7 +422,7 @@ class Client:
         failures = 0
         last = self._store.load()
         last_number = last.cut_number if last is not None else 0
-        while True:
+        while not self._closed.is_set():
             try:
                 newest = self.latest()
                 if newest.cut_number > last_number:
@@ -434,6 +443,8 @@ class Client:
                         last_number = cut.cut_number
                         yield cut
             except TransportError:
+                if self._closed.is_set():
+                    return
                 failures += 1
                 limit = self._config.watch_max_failures
                 if limit and failures >= limit:

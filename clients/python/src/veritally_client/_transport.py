@@ -11,6 +11,7 @@ so that callers tell a network failure from a verification failure by type.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -137,6 +138,22 @@ class GrpcTransport:
         self._channel = channel
         self._stub = publication_pb2_grpc.PublicationServiceStub(channel)
         self._timeout = timeout
+        self._closed = False
+
+    @contextlib.contextmanager
+    def _rpc(self, what: str) -> Iterator[None]:
+        """gRPC's errors as TransportError; a call on (or cut off by) a closed channel as
+        a TransportError that says so, where grpc raises a bare ValueError."""
+        try:
+            yield
+        except grpc.RpcError as e:
+            if self._closed:
+                raise TransportError(f"{what}: the client was closed") from None
+            raise _wrap(e, what) from e
+        except ValueError:
+            if self._closed:
+                raise TransportError(f"{what}: the client was closed") from None
+            raise
 
     @staticmethod
     def _options(max_message_bytes: int) -> list[tuple[str, int | str]]:
@@ -178,7 +195,8 @@ class GrpcTransport:
         return cls(grpc.insecure_channel(endpoint, options=options), timeout=timeout)
 
     def close(self) -> None:
-        """Close the channel."""
+        """Close the channel (from any thread: calls in flight end with TransportError)."""
+        self._closed = True
         self._channel.close()
 
     def get_latest_cut(self) -> SignedCutPb:
@@ -187,12 +205,10 @@ class GrpcTransport:
         Raises:
             TransportError: on any gRPC error.
         """
-        try:
+        with self._rpc("GetLatestCut"):
             resp = self._stub.GetLatestCut(
                 publication_pb2.GetLatestCutRequest(), timeout=self._timeout
             )
-        except grpc.RpcError as e:
-            raise _wrap(e, "GetLatestCut") from e
         return resp.cut
 
     def get_cut(self, cut_number: int) -> SignedCutPb:
@@ -201,12 +217,10 @@ class GrpcTransport:
         Raises:
             TransportError: on any gRPC error (NOT_FOUND for an unknown cut).
         """
-        try:
+        with self._rpc("GetCut"):
             resp = self._stub.GetCut(
                 publication_pb2.GetCutRequest(cut_number=cut_number), timeout=self._timeout
             )
-        except grpc.RpcError as e:
-            raise _wrap(e, "GetCut") from e
         return resp.cut
 
     def watch_cuts(self, after_cut_number: int, *, idle_timeout: float) -> Iterator[SignedCutPb]:
@@ -217,9 +231,10 @@ class GrpcTransport:
         Raises:
             TransportError: on any gRPC error, on idleness, and when the stream ends.
         """
-        call = self._stub.WatchCuts(
-            publication_pb2.WatchCutsRequest(after_cut_number=after_cut_number)
-        )
+        with self._rpc("WatchCuts"):
+            call = self._stub.WatchCuts(
+                publication_pb2.WatchCutsRequest(after_cut_number=after_cut_number)
+            )
         idle = threading.Event()
 
         def expire() -> None:
@@ -239,6 +254,8 @@ class GrpcTransport:
                 yield resp.cut
                 timer = arm()
         except grpc.RpcError as e:
+            if self._closed:
+                raise TransportError("WatchCuts: the client was closed") from None
             if idle.is_set():
                 raise TransportError(
                     f"WatchCuts: no cut for {idle_timeout:.0f} s; reconnecting"
@@ -255,13 +272,11 @@ class GrpcTransport:
         Raises:
             TransportError: on any gRPC error.
         """
-        try:
+        with self._rpc("GetConsistencyProof"):
             resp = self._stub.GetConsistencyProof(
                 publication_pb2.GetConsistencyProofRequest(from_size=from_size, to_size=to_size),
                 timeout=self._timeout,
             )
-        except grpc.RpcError as e:
-            raise _wrap(e, "GetConsistencyProof") from e
         return list(resp.proof.hashes)
 
     def get_inclusion_proof(
@@ -272,15 +287,13 @@ class GrpcTransport:
         Raises:
             TransportError: on any gRPC error (NOT_FOUND for an unknown acta).
         """
-        try:
+        with self._rpc("GetActaInclusionProof"):
             resp = self._stub.GetActaInclusionProof(
                 publication_pb2.GetActaInclusionProofRequest(
                     acta_id=acta_id, revision=revision, tree_size=tree_size
                 ),
                 timeout=self._timeout,
             )
-        except grpc.RpcError as e:
-            raise _wrap(e, "GetActaInclusionProof") from e
         return resp.leaf, resp.proof
 
     def get_leaves(self, start: int, count: int) -> list[bytes]:
@@ -289,13 +302,11 @@ class GrpcTransport:
         Raises:
             TransportError: on any gRPC error.
         """
-        try:
+        with self._rpc("GetLeaves"):
             resp = self._stub.GetLeaves(
                 publication_pb2.GetLeavesRequest(start=start, count=count),
                 timeout=self._timeout,
             )
-        except grpc.RpcError as e:
-            raise _wrap(e, "GetLeaves") from e
         return list(resp.leaves)
 
     def get_trust_root(self, version: int) -> bytes:
@@ -304,12 +315,10 @@ class GrpcTransport:
         Raises:
             TransportError: on any gRPC error (NOT_FOUND for an unknown version).
         """
-        try:
+        with self._rpc("GetTrustRoot"):
             resp = self._stub.GetTrustRoot(
                 publication_pb2.GetTrustRootRequest(version=version), timeout=self._timeout
             )
-        except grpc.RpcError as e:
-            raise _wrap(e, "GetTrustRoot") from e
         return resp.trust_root.SerializeToString()
 
     def get_election_definition(self) -> bytes:
@@ -318,10 +327,8 @@ class GrpcTransport:
         Raises:
             TransportError: on any gRPC error.
         """
-        try:
+        with self._rpc("GetElectionDefinition"):
             resp = self._stub.GetElectionDefinition(
                 publication_pb2.GetElectionDefinitionRequest(), timeout=self._timeout
             )
-        except grpc.RpcError as e:
-            raise _wrap(e, "GetElectionDefinition") from e
         return resp.definition
