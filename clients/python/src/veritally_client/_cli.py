@@ -33,6 +33,7 @@ from veritally_client._client import Client, load_trust_root
 from veritally_client._config import ClientConfig
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
+    CredentialsError,
     StalledError,
     StateDirectoryError,
     TransportError,
@@ -81,13 +82,16 @@ exit codes:
   0  success
   1  verification failure (signature, key, digest, rollback, fork, stale, proof,
      malformed data, recount mismatch, trust root)
-  2  usage error (arguments, unreadable local files, a state directory of another
+  2  usage error (arguments, unreadable local files, TLS files that cannot work: a key
+     not the certificate's, an expired certificate; a state directory of another
      publisher or in use by another client)
   3  transport failure (publisher unreachable or answered with an error)
   4  nothing new (latest --if-newer: the newest cut was already verified)
   5  stalled: the signed cuts say ingest accepted records that no cut has covered for
      longer than the limit (aggregation or publication is stuck)
   130  interrupted (Ctrl-C)
+
+gRPC's own log lines are off; GRPC_VERBOSITY=ERROR (or DEBUG) shows them.
 
 environment: VERITALLY_ENDPOINT, VERITALLY_TRUST_ROOT, VERITALLY_STATE_DIR,
 VERITALLY_CA, VERITALLY_CERT, VERITALLY_KEY, VERITALLY_SERVER_NAME give the defaults of
@@ -778,7 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Authentic, but the pipeline behind it is stuck: not a forgery, not the network.
         _say(f"veritally-client: PIPELINE STALLED: {e}")
         return EXIT_STALLED
-    except StateDirectoryError as e:
+    except (StateDirectoryError, CredentialsError) as e:
         # A local mistake (another night's or another process's state directory).
         _say(f"veritally-client: error: {e}")
         return EXIT_USAGE

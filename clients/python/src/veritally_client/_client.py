@@ -33,6 +33,7 @@ from veritally_client._gen.veritally.v1 import log_pb2
 from veritally_client._note import open_note
 from veritally_client._recount import Recounter, RecountReport
 from veritally_client._state import StateStore, TrustedState, decode_evidence
+from veritally_client._tls import check_credentials
 from veritally_client._transport import GrpcTransport, TlsCredentials, Transport
 from veritally_client._trustroot import TrustedRoot
 from veritally_client._verify import (
@@ -142,11 +143,16 @@ class Client:
         Raises:
             ValueError: if neither or both of ``credentials`` and ``unsafe_plaintext``
                 are given.
+            CredentialsError: the TLS files are unusable (not PEM, a key that is not the
+                certificate's, a certificate out of its validity).
+            StateMismatchError: ``state_dir`` holds another publisher's state.
+            StateInUseError: another client holds ``state_dir``.
         """
         if (credentials is None) == (not unsafe_plaintext):
             raise ValueError("give exactly one of credentials= and unsafe_plaintext=True")
         transport: Transport
         if credentials is not None:
+            check_credentials(credentials, _utcnow())
             transport = GrpcTransport.open(
                 endpoint,
                 credentials=credentials,

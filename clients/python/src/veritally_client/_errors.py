@@ -8,6 +8,9 @@ One root, :class:`VeritallyError`, split by who is at fault:
 * :class:`TransportError`: the publisher could not be reached or answered with an error.
   Retrying later may help; nothing was verified or trusted.
 * :class:`TrustRootError`: the trust material itself is unusable (expired, badly signed).
+* :class:`CredentialsError`: the client's own TLS files are unusable (unreadable, a key
+  that is not the certificate's, a certificate out of its validity): a local mistake,
+  found before connecting.
 * :class:`StateDirectoryError`: the state directory given to a client cannot be used by
   it: it belongs to another publisher (:class:`StateMismatchError`) or another process
   uses it (:class:`StateInUseError`). A local mistake: use another state directory.
@@ -27,6 +30,7 @@ if TYPE_CHECKING:  # only for the annotation: _verify imports this module
 __all__ = [
     "BadProofError",
     "BadSignatureError",
+    "CredentialsError",
     "DigestMismatchError",
     "ForkError",
     "MalformedDataError",
@@ -134,6 +138,12 @@ class ForkError(VerificationError):
 
 class TrustRootError(VeritallyError):
     """The trust root cannot be used: malformed, badly signed, expired or a bad update."""
+
+
+class CredentialsError(VeritallyError):
+    """The client's TLS material cannot work: a file that is not PEM of its kind, a key
+    that does not belong to the certificate, or a certificate that has expired or is not
+    valid yet. Found locally, before any connection."""
 
 
 class StateDirectoryError(VeritallyError):

@@ -22,6 +22,7 @@ import grpc
 
 from veritally_client._errors import TransportError
 from veritally_client._gen.veritally.v1 import log_pb2, publication_pb2, publication_pb2_grpc
+from veritally_client._tls import diagnose_handshake
 
 __all__ = ["GrpcTransport", "TlsCredentials", "Transport"]
 
@@ -114,6 +115,10 @@ class TlsCredentials:
         return f"TlsCredentials(server_name={self.server_name!r})"
 
 
+# Marks of a TLS failure in gRPC's details of an UNAVAILABLE connection.
+_TLS_FAILURES = ("TSI_", "Unwrap failed", "SSL", "handshake", "Handshake")
+
+
 def _wrap(e: grpc.RpcError, what: str) -> TransportError:
     code = e.code() if isinstance(e, grpc.Call) else None
     details = e.details() if isinstance(e, grpc.Call) else str(e)
@@ -139,6 +144,9 @@ class GrpcTransport:
         self._stub = publication_pb2_grpc.PublicationServiceStub(channel)
         self._timeout = timeout
         self._closed = False
+        # Set by open(): what a failed TLS connection is diagnosed with.
+        self._endpoint: str | None = None
+        self._credentials: TlsCredentials | None = None
 
     @contextlib.contextmanager
     def _rpc(self, what: str) -> Iterator[None]:
@@ -149,11 +157,23 @@ class GrpcTransport:
         except grpc.RpcError as e:
             if self._closed:
                 raise TransportError(f"{what}: the client was closed") from None
-            raise _wrap(e, what) from e
+            raise self._explain(e, what) from e
         except ValueError:
             if self._closed:
                 raise TransportError(f"{what}: the client was closed") from None
             raise
+
+    def _explain(self, e: grpc.RpcError, what: str) -> TransportError:
+        """The TransportError of a failed call; a failed TLS connection says why, in
+        words, from a handshake of our own (veritally_client._tls)."""
+        error = _wrap(e, what)
+        details = e.details() if isinstance(e, grpc.Call) else ""
+        tls_failure = any(m in (details or "") for m in _TLS_FAILURES)
+        if tls_failure and self._endpoint is not None and self._credentials is not None:
+            reason = diagnose_handshake(self._endpoint, self._credentials)
+            if reason is not None:
+                return TransportError(f"{what}: cannot connect to {self._endpoint}: {reason}")
+        return error
 
     @staticmethod
     def _options(max_message_bytes: int) -> list[tuple[str, int | str]]:
@@ -180,7 +200,10 @@ class GrpcTransport:
             private_key=credentials.key,
             certificate_chain=credentials.cert,
         )
-        return cls(grpc.secure_channel(endpoint, creds, options=options), timeout=timeout)
+        transport = cls(grpc.secure_channel(endpoint, creds, options=options), timeout=timeout)
+        transport._endpoint = endpoint
+        transport._credentials = credentials
+        return transport
 
     @classmethod
     def unsafe_plaintext(
@@ -260,7 +283,7 @@ class GrpcTransport:
                 raise TransportError(
                     f"WatchCuts: no cut for {idle_timeout:.0f} s; reconnecting"
                 ) from e
-            raise _wrap(e, "WatchCuts") from e
+            raise self._explain(e, "WatchCuts") from e
         finally:
             timer.cancel()
             call.cancel()
