@@ -25,6 +25,7 @@ from veritally_client import (
     TransportError,
     TrustRootError,
     UnknownIdError,
+    WatchEvent,
     verify_bundle,
 )
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2, publication_pb2, results_pb2
@@ -104,10 +105,36 @@ def test_watch_gives_up_after_configured_failures(pub: FakePublisher, tmp_path: 
     )
     client = client_for(pub, tmp_path, config)
     pub.stream_failures = 10
-    stream = client.watch()
+    events: list[WatchEvent] = []
+    stream = client.watch(on_event=events.append)
     assert next(stream).cut_number == 2
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError, match="gave up after 3 attempts"):
         next(stream)
+    # Each failed attempt but the last was heard, with its attempt and backoff; between
+    # them the reconnection's check of the newest cut worked (then the stream broke).
+    assert [(e.kind, e.failures, e.retry_in) for e in events] == [
+        ("reconnecting", 1, 0.001),
+        ("connected", 0, 0.0),
+        ("reconnecting", 2, 0.002),
+        ("connected", 0, 0.0),
+    ]
+    assert all(e.error for e in events if e.kind == "reconnecting")
+
+
+def test_watch_says_when_it_reconnects_and_when_it_is_connected_again(
+    pub: FakePublisher, tmp_path: Path
+) -> None:
+    config = ClientConfig(
+        max_checkpoint_age=300.0, watch_backoff_initial=0.001, watch_backoff_max=0.002
+    )
+    client = client_for(pub, tmp_path, config)
+    pub.stream_failures = 1
+    events: list[WatchEvent] = []
+    stream = client.watch(on_event=events.append)
+    assert next(stream).cut_number == 2
+    pub.step(1)
+    assert next(stream).cut_number == 3
+    assert [(e.kind, e.failures) for e in events] == [("reconnecting", 1), ("connected", 0)]
 
 
 def test_watch_checks_consistency_across_gaps(pub: FakePublisher, tmp_path: Path) -> None:

@@ -100,9 +100,14 @@ class PublicationService:
     follower: AggregationFollower
     task: asyncio.Task[None]
     port: int
+    _stopped: bool = False
 
     async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
-        """Stop cutting, end watch streams, drain and stop the server, close the store."""
+        """Stop cutting, end watch streams, drain and stop the server, close the store
+        (once: stopping a stopped service does nothing)."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 # (veritally_client._main).
 if TYPE_CHECKING:
     from veritally_client._bundle import BundleReport, verify_bundle
-    from veritally_client._client import Client, load_trust_root, verify_evidence
+    from veritally_client._client import Client, WatchEvent, load_trust_root, verify_evidence
     from veritally_client._config import ClientConfig
     from veritally_client._errors import (
         AfterFinalCutError,
@@ -105,6 +105,7 @@ _LAZY: Final = {
     "VerificationError": "veritally_client._errors",
     "VerifiedCut": "veritally_client._verify",
     "VeritallyError": "veritally_client._errors",
+    "WatchEvent": "veritally_client._client",
     "load_trust_root": "veritally_client._client",
     "verified_acta_records": "veritally_client._export_prep",
     "verify_bundle": "veritally_client._bundle",
@@ -167,6 +168,7 @@ __all__ = [
     "VerificationError",
     "VerifiedCut",
     "VeritallyError",
+    "WatchEvent",
     "load_trust_root",
     "verified_acta_records",
     "verify_bundle",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import io
 import itertools
 import json
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from veritally_client._bundle import verify_bundle
-from veritally_client._client import Client, load_trust_root
+from veritally_client._client import Client, WatchEvent, load_trust_root
 from veritally_client._config import ClientConfig
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
@@ -171,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="follow new cuts live")
     p.add_argument("--max-cuts", type=int, default=0, help="stop after this many cuts (0: never)")
     p.add_argument(
+        "--max-failures",
+        type=int,
+        default=0,
+        help="give up (exit 3) after this many failed reconnections in a row (0: never)",
+    )
+    p.add_argument(
         "--plain", action="store_true", help="one JSON line per cut instead of a live table"
     )
     _view_arguments(p)
@@ -221,12 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _client(args: argparse.Namespace) -> Client:
+    if getattr(args, "max_failures", 0) < 0:
+        raise _UsageError("--max-failures must not be negative")
     if not args.endpoint:
         raise _UsageError("--endpoint (or VERITALLY_ENDPOINT) is required")
     config = ClientConfig(
         max_checkpoint_age=args.max_age,
         max_stall_seconds=args.max_stall,
         allow_test=args.allow_test,
+        watch_max_failures=getattr(args, "max_failures", 0),
     )
     root = _trust_root(args)
     if args.unsafe_plaintext:
@@ -496,14 +506,18 @@ def _cmd_latest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _live_view(screen: _Screen) -> RenderableType:
-    """The screen as rich renderables: the same lines, the rows in a table."""
+def _live_view(screen: _Screen, *, link: _Link | None = None) -> RenderableType:
+    """The screen as rich renderables: the same lines, the rows in a table; with
+    ``link``, the state of the connection and the cut's age on the first line."""
     # rich is an optional extra, imported only when the live table is drawn
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
     parts: list[RenderableType] = []
+    if link is not None:
+        now = _utcnow()
+        parts.append(Text(link.text(now), style=link.style(now), overflow="ellipsis", no_wrap=True))
     if screen.banner:
         parts.append(Text(screen.banner, style="bold reverse red", overflow="ellipsis"))
     for line in screen.status:
@@ -533,10 +547,16 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         # Show the newest verified cut at once, then each new one.
         current = client.latest()
         _screen(current, args, (80, 24))  # bad view options fail now
-        cuts = itertools.chain([current], client.watch())
+        link = _Link(current, max_age=args.max_age)
         seen = 0
         if args.plain or not sys.stdout.isatty():
-            for cut in cuts:
+
+            def say(event: WatchEvent) -> None:
+                link.event = event
+                _say(f"veritally-client: {link.text(_utcnow())}")
+
+            for cut in itertools.chain([current], client.watch(on_event=say)):
+                link.shown(cut)
                 doc = to_json(cut)
                 race, _ = _chosen_race(cut, args)
                 line = {"cut": doc["cut"], "national": doc["units"][0], "race": race_document(race)}
@@ -552,15 +572,93 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             raise _UsageError(
                 "the live table needs rich: pip install 'veritally-client[cli]'"
             ) from None
-        # A console of its own: it measures the terminal (COLUMNS, LINES) when made.
-        with Live(console=Console(), auto_refresh=False) as live:
-            for cut in cuts:
-                screen = _screen(cut, args, live.console.size)
-                live.update(_live_view(screen), refresh=True)
+        # A console of its own: it measures the terminal (COLUMNS, LINES) when made. The
+        # view is drawn again every second, so that the age of the cut shown and the
+        # state of the connection are always current, also while no cut arrives.
+        console = Console()
+        view: list[_Screen] = []
+
+        def draw() -> RenderableType:
+            return _live_view(view[-1], link=link)
+
+        def heard(event: WatchEvent) -> None:
+            link.event = event
+
+        view.append(_screen(current, args, _room(console.size)))
+        with Live(console=console, get_renderable=draw, refresh_per_second=1, screen=False):
+            for cut in itertools.chain([current], client.watch(on_event=heard)):
+                link.shown(cut)
+                view.append(_screen(cut, args, _room(console.size)))
+                del view[:-1]
                 seen += 1
                 if args.max_cuts and seen >= args.max_cuts:
                     break
     return EXIT_OK
+
+
+def _room(size: tuple[int, int]) -> tuple[int, int]:
+    """The terminal less the line of the connection's state."""
+    return size[0], size[1] - 1
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class _Link:
+    """What the live view says of the connection and of the age of the cut it shows."""
+
+    def __init__(self, cut: VerifiedCut, *, max_age: float) -> None:
+        self.cut = cut
+        self.max_age = max_age
+        self.event: WatchEvent | None = None
+
+    def shown(self, cut: VerifiedCut) -> None:
+        """A verified cut is shown: the connection works."""
+        self.cut = cut
+        self.event = None
+
+    def text(self, now: dt.datetime) -> str:
+        """One line, what matters first: stale, reconnecting (attempt, next try), the
+        age of the cut shown, why the last attempt failed; or live and the age."""
+        age = max((now - self.cut.cut_time).total_seconds(), 0.0)
+        shown = f"cut {self.cut.cut_number} shown is {_age(age)} old"
+        event = self.event
+        reconnecting = event is not None and event.kind == "reconnecting"
+        parts = []
+        if age > self.max_age:
+            parts.append(f"STALE: {shown}")
+        if event is not None and event.kind == "reconnecting":
+            parts.append(f"RECONNECTING (attempt {event.failures}, next in {event.retry_in:.1f} s)")
+        if age <= self.max_age:
+            parts.append(shown)
+        if reconnecting and event is not None:
+            parts.append(" ".join(event.error.split()))
+        elif age > self.max_age:
+            parts.append(f"more than {_age(self.max_age)}: the view may be frozen")
+        elif event is not None and event.kind == "connected":
+            parts.insert(0, "connected again")
+        else:
+            parts.insert(0, "live")
+        return " · ".join(parts)
+
+    def style(self, now: dt.datetime) -> str:
+        age = (now - self.cut.cut_time).total_seconds()
+        if age > self.max_age:
+            return "bold reverse red"
+        if self.event is not None and self.event.kind == "reconnecting":
+            return "bold yellow"
+        return "green"
+
+
+def _age(seconds: float) -> str:
+    """``seconds`` as people say it: 35 s, 4 min 10 s, 2 h 3 min."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def _screen(cut: VerifiedCut, args: argparse.Namespace, size: tuple[int, int]) -> _Screen:

@@ -12,8 +12,10 @@ import datetime as dt
 import hashlib
 import threading
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from google.protobuf.message import DecodeError
 
@@ -47,7 +49,7 @@ from veritally_client._verify import (
     verify_acta_inclusion,
 )
 
-__all__ = ["Client", "ProgressCallback", "load_trust_root", "verify_evidence"]
+__all__ = ["Client", "ProgressCallback", "WatchEvent", "load_trust_root", "verify_evidence"]
 
 # Trust root versions followed in one refresh; a rotation is rare (a few per election),
 # so a publisher claiming hundreds of versions ahead is refused rather than followed.
@@ -403,8 +405,14 @@ class Client:
             raise MalformedDataError(f"asked for cut {number}, got cut {cut.cut_number}")
         return cut._named(self.election)
 
-    def watch(self) -> Generator[VerifiedCut, None, None]:
+    def watch(
+        self, *, on_event: Callable[[WatchEvent], None] | None = None
+    ) -> Generator[VerifiedCut, None, None]:
         """Verified cuts as they are made, forever (break out of the loop to stop).
+
+        ``on_event`` (called in the watching thread) hears what happens between cuts: a
+        failed attempt and when the next one is (``"reconnecting"``), and a connection
+        that works again (``"connected"``), so that a live view can say it is not live.
 
         On each (re)connection the newest cut is verified first (consistency from the last
         verified tree covers every cut missed while disconnected), then the server stream
@@ -422,7 +430,7 @@ class Client:
         Raises:
             VerificationError: (a subclass) as soon as a cut does not verify.
             TransportError: after ``config.watch_max_failures`` consecutive failures (never
-                when it is 0).
+                when it is 0): "gave up after N attempts: ...".
         """
         backoff = self._config.watch_backoff_initial
         failures = 0
@@ -431,6 +439,8 @@ class Client:
         while not self._closed.is_set():
             try:
                 newest = self.latest()
+                if failures and on_event is not None:
+                    on_event(WatchEvent("connected", failures=0, retry_in=0.0, error=""))
                 if newest.cut_number > last_number:
                     # Progress: the backoff starts again from its initial value.
                     failures, backoff = 0, self._config.watch_backoff_initial
@@ -448,13 +458,19 @@ class Client:
                         failures, backoff = 0, self._config.watch_backoff_initial
                         last_number = cut.cut_number
                         yield cut
-            except TransportError:
+            except TransportError as e:
                 if self._closed.is_set():
                     return
                 failures += 1
                 limit = self._config.watch_max_failures
                 if limit and failures >= limit:
-                    raise
+                    raise TransportError(f"gave up after {failures} attempts: {e}") from e
+                if on_event is not None:
+                    on_event(
+                        WatchEvent(
+                            "reconnecting", failures=failures, retry_in=backoff, error=str(e)
+                        )
+                    )
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self._config.watch_backoff_max)
 
@@ -543,6 +559,24 @@ class Client:
             if progress is not None:
                 progress(start, trusted.tree_size)
         return recounter.finish()
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """What :meth:`Client.watch` is doing between cuts.
+
+    Attributes:
+        kind: ``"reconnecting"`` (an attempt failed; the next one is in ``retry_in``
+            seconds) or ``"connected"`` (an attempt worked after failures).
+        failures: consecutive failed attempts so far (0 when connected).
+        retry_in: seconds until the next attempt (0 when connected).
+        error: why the last attempt failed ("" when connected).
+    """
+
+    kind: Literal["reconnecting", "connected"]
+    failures: int
+    retry_in: float
+    error: str
 
 
 def _bound_trust_root(store: StateStore, pinned: TrustedRoot, now: dt.datetime) -> TrustedRoot:
