@@ -27,7 +27,14 @@ from veritally_client import (
     load_trust_root,
     verify_bundle,
 )
-from veritally_client._cli import EXIT_NOTHING_NEW, EXIT_OK, EXIT_TRANSPORT, main
+from veritally_client._cli import (
+    EXIT_NOTHING_NEW,
+    EXIT_OK,
+    EXIT_TRANSPORT,
+    EXIT_UNKNOWN_ID,
+    EXIT_USAGE,
+    main,
+)
 
 
 async def test_latest_verifies_real_cuts_and_advances(tmp_path: Path) -> None:
@@ -315,3 +322,22 @@ async def test_asyncio_example_of_docs_follows_cuts_and_stops_on_cancel(tmp_path
             await task
         with pytest.raises(TransportError, match="the client was closed"):
             await asyncio.to_thread(client.latest)
+
+
+async def test_proof_of_an_acta_id_the_election_lacks_is_an_unknown_id_not_a_transport_error(
+    tmp_path: Path,
+) -> None:
+    """An acta id the definition does not have used to go to the server and come back as
+    NOT_FOUND, a transport failure (exit 3)."""
+    async with sdk_stack(tmp_path) as stack:
+        for acta, said in (
+            ("99-99-0001-B1/PRES", "no casilla '99-99-0001-B1' (valid casilla ids: '01-01-"),
+            ("01-01-0001-B1/GOV", "no contest 'GOV' (valid contest ids: 'PRES'"),
+        ):
+            code, out, err = await asyncio.to_thread(_cli_err, stack, "proof", acta)
+            assert code == EXIT_UNKNOWN_ID, err
+            assert out == ""
+            assert said in err
+        code, _, err = await asyncio.to_thread(_cli_err, stack, "proof", "no-separator")
+        assert code == EXIT_USAGE
+        assert "is not of the form <casilla>/<contest>" in err

@@ -24,7 +24,7 @@ from tests.unit.sdk_fake import FakePublisher
 from tests.unit.test_sdk_view import ELECTION, named_federal_pb, night
 from veritally_client import Client, ClientConfig, RaceResult
 from veritally_client import _cli as cli
-from veritally_client._cli import EXIT_OK, EXIT_USAGE, EXIT_VERIFICATION, main
+from veritally_client._cli import EXIT_OK, EXIT_UNKNOWN_ID, EXIT_USAGE, EXIT_VERIFICATION, main
 from veritally_client._election import ElectionIndex
 from veritally_client._gen.veritally.v1 import acta_pb2, election_pb2
 
@@ -151,10 +151,10 @@ def test_latest_by_candidates_where_races_are_summed_is_a_usage_error(run: Run) 
 
 def test_latest_with_an_unknown_state_lists_the_valid_ids(run: Run) -> None:
     code, _, err = run(night(), "latest", "--state", "Jalisko")
-    assert code == EXIT_USAGE
+    assert code == EXIT_UNKNOWN_ID
     assert "no state 'Jalisko' (valid state ids: '01', '02')" in err
     code, _, err = run(night(), "latest", "--contest", "DIP", "--district", "02-01")
-    assert code == EXIT_USAGE
+    assert code == EXIT_UNKNOWN_ID
     assert "contest 'DIP' has no race in district '02-01'" in err
 
 
@@ -238,7 +238,7 @@ def test_watch_plain_lines_carry_the_chosen_race_with_names(run: Run) -> None:
 
 def test_watch_with_a_bad_district_fails_before_watching(run: Run) -> None:
     code, out, err = run(night(), "watch", "--plain", "--district", "99-99")
-    assert code == EXIT_USAGE
+    assert code == EXIT_UNKNOWN_ID
     assert out == ""
     assert "no district '99-99'" in err
 

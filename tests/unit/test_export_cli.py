@@ -8,15 +8,20 @@ import argparse
 import csv
 import io
 import json
+import re
 import shlex
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.unit.export_fake import FederalPublisher, night
+from veritally.election.generate import generate
+from veritally.election.loader import load_election
+from veritally.state import DEFAULT_SEED
 from veritally_client import Client, ClientConfig
 from veritally_client import _cli as cli
-from veritally_client._cli import EXIT_OK, EXIT_USAGE, EXIT_VERIFICATION, main
+from veritally_client._cli import EXIT_OK, EXIT_UNKNOWN_ID, EXIT_USAGE, EXIT_VERIFICATION, main
 from veritally_client._export import OPTION_KINDS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "sdk.md"
@@ -111,7 +116,6 @@ def test_prep_export_of_a_past_cut_covers_its_records_only(
     "args",
     [
         ["--format", "prep"],  # a directory is needed
-        ["--format", "prep", "--contest", "GOV"],
         ["--format", "csv", "--contest", "PRES"],
         ["--format", "nist", "--all-levels"],
         ["--format", "csv", "--kinds", "option,coalition"],
@@ -119,6 +123,15 @@ def test_prep_export_of_a_past_cut_covers_its_records_only(
 )
 def test_export_usage_errors(pub: FederalPublisher, args: list[str]) -> None:
     assert main(["--allow-test", "export", *args]) == EXIT_USAGE
+
+
+def test_export_of_an_unknown_contest_is_an_unknown_id(
+    pub: FederalPublisher, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--allow-test", "export", "--format", "prep", "--contest", "GOV"]) == (
+        EXIT_UNKNOWN_ID
+    )
+    assert "no contest 'GOV' (valid contest ids: 'PRES'" in capsys.readouterr().err
 
 
 def _doc_commands() -> list[str]:
@@ -150,3 +163,17 @@ def test_every_export_command_in_the_docs_runs(
     if "--output" in argv:
         target = tmp_path / argv[argv.index("--output") + 1]
         assert target.is_dir() or target.stat().st_size > 0
+
+
+def test_client_readmes_example_acta_exists_in_the_demos_election() -> None:
+    """The README's `proof` example names an acta of the election `make demo` runs: the
+    generator numbers each state's sections from 0001 and gives each section its basic
+    casilla first, whatever the size, so a small election of the demo's seed shows it."""
+
+    readme = (Path(__file__).resolve().parents[2] / "clients" / "python" / "README.md").read_text()
+    (acta,) = re.findall(r"proof (\S+)", readme)
+    casilla_id, _, contest_id = acta.rpartition("/")
+    with tempfile.TemporaryDirectory() as directory:
+        generate(seed=DEFAULT_SEED, casillas=400, out_dir=Path(directory))
+        index = load_election(Path(directory) / "election.yaml").index
+    assert index.race_of(casilla_id, contest_id) is not None

@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, TextIO
 from veritally_client._bundle import verify_bundle
 from veritally_client._client import Client, WatchEvent, load_trust_root
 from veritally_client._config import ClientConfig
-from veritally_client._election import ElectionIndex
+from veritally_client._election import ACTA_ID_SEPARATOR, ElectionIndex, parse_acta_id
 from veritally_client._errors import (
     CredentialsError,
+    MalformedDataError,
     StalledError,
     StateDirectoryError,
     TransportError,
@@ -46,6 +47,7 @@ from veritally_client._export import OPTION_KINDS, percent_text, to_json, write_
 from veritally_client._export_nist import write_nist
 from veritally_client._export_prep import fetch_acta_records, write_prep_csv, write_prep_files
 from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
+from veritally_client._navigate import unknown_id
 from veritally_client._transport import TlsCredentials
 from veritally_client._trustroot import TrustedRoot
 from veritally_client._verify import VerifiedCut
@@ -59,6 +61,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_STALLED",
     "EXIT_TRANSPORT",
+    "EXIT_UNKNOWN_ID",
     "EXIT_USAGE",
     "EXIT_VERIFICATION",
     "main",
@@ -70,6 +73,7 @@ EXIT_USAGE = 2
 EXIT_TRANSPORT = 3
 EXIT_NOTHING_NEW = 4
 EXIT_STALLED = 5
+EXIT_UNKNOWN_ID = 6
 
 # What the rows of the latest and watch tables are.
 _BY = ("candidates", "parties", "options")
@@ -90,6 +94,8 @@ exit codes:
   4  nothing new (latest --if-newer: the newest cut was already verified)
   5  stalled: the signed cuts say ingest accepted records that no cut has covered for
      longer than the limit (aggregation or publication is stuck)
+  6  unknown id: an acta, casilla, contest, state or district the election does not
+     have (the message lists the valid ids)
   130  interrupted (Ctrl-C)
 
 gRPC's own log lines are off; GRPC_VERBOSITY=ERROR (or DEBUG) shows them.
@@ -333,7 +339,7 @@ def _chosen_race(cut: VerifiedCut, args: argparse.Namespace) -> tuple[RaceResult
         else:
             race = cut.race(args.contest, state=args.state, district=args.district)
             others = []
-    except (UnknownIdError, ValueError) as e:
+    except ValueError as e:
         raise _UsageError(str(e)) from None
     return race, ", ".join(others)
 
@@ -670,8 +676,34 @@ def _screen(cut: VerifiedCut, args: argparse.Namespace, size: tuple[int, int]) -
     return _Screen(cut, race, others, by=args.by, width=width, height=height)
 
 
+def _check_acta_id(election: ElectionIndex, value: str) -> None:
+    """Refuse an acta id the election definition does not have, before asking for it.
+
+    Raises:
+        _UsageError: not of the form <casilla>/<contest>.
+        UnknownIdError: an unknown contest or casilla, or a casilla without that acta.
+    """
+    try:
+        casilla_id, contest_id = parse_acta_id(value)
+    except MalformedDataError as e:
+        raise _UsageError(f"ACTA_ID: {e}") from None
+    if contest_id not in election.contest_ids:
+        raise unknown_id("contest", contest_id, election.contest_ids)
+    if not election.has_casilla(casilla_id):
+        raise unknown_id("casilla", casilla_id, (c.id for c in election.casillas))
+    if election.race_of(casilla_id, contest_id) is None:
+        held = [k for k in election.contest_ids if election.race_of(casilla_id, k) is not None]
+        raise unknown_id(
+            "acta",
+            value,
+            (f"{casilla_id}{ACTA_ID_SEPARATOR}{k}" for k in held),
+            why=f"casilla {casilla_id!r} has no acta of contest {contest_id!r}",
+        )
+
+
 def _cmd_proof(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        _check_acta_id(client.election(), args.acta_id)
         proven = client.prove_acta(args.acta_id, revision=args.revision)
     record = proven.record
     _say(
@@ -767,10 +799,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         cut = client.latest() if args.cut is None else client.cut(args.cut)
         election = client.election()
         if args.contest is not None and args.contest not in election.contest_ids:
-            raise _UsageError(
-                f"--contest: unknown contest {args.contest!r} "
-                f"(ids: {', '.join(election.contest_ids)})"
-            )
+            raise unknown_id("contest", args.contest, election.contest_ids)
         if args.all_levels:
             if args.cut is not None:
                 raise _UsageError("--all-levels applies to the newest cut only")
@@ -880,6 +909,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Authentic, but the pipeline behind it is stuck: not a forgery, not the network.
         _say(f"veritally-client: PIPELINE STALLED: {e}")
         return EXIT_STALLED
+    except UnknownIdError as e:
+        _say(f"veritally-client: unknown id: {e}")
+        return EXIT_UNKNOWN_ID
     except (StateDirectoryError, CredentialsError) as e:
         # A local mistake (another night's or another process's state directory).
         _say(f"veritally-client: error: {e}")
