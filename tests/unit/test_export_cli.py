@@ -102,6 +102,47 @@ def test_prep_export_writes_a_file_per_contest_from_the_verified_log(
     assert len(lines) == 4 + 7  # 6 catalogue actas of PRES and one outside the catalogue
 
 
+def test_several_formats_of_one_cut_are_written_together_into_a_directory(
+    pub: FederalPublisher, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newsroom exporting csv, json and PREP's files one command at a time could get
+    three different cuts; one command gives one cut in every format."""
+    out = tmp_path / "cut"
+    argv = ["--allow-test", "export", "--format", "csv,json,nist,prep", "--output", str(out)]
+    assert main(argv) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "as csv,json,nist,prep" in err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["prep", "results.csv", "results.json", "results.nist.json"]
+    number = json.loads((out / "results.json").read_text())["cut"]["cut_number"]
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text(encoding="utf-8"))))
+    assert {int(r["cut_number"]) for r in rows} == {number}
+    nist = json.loads((out / "results.nist.json").read_text())
+    cut_ids = [
+        e["Value"]
+        for e in nist["ExternalIdentifier"]
+        if e.get("OtherType") == "veritally-cut-number"
+    ]
+    assert cut_ids == [str(number)]
+    assert sorted(p.name for p in (out / "prep").iterdir()) == [
+        "DIP.csv",
+        "LEEME.txt",
+        "PRES.csv",
+        "SEN.csv",
+    ]
+    # The same bytes as each format exported alone from that cut.
+    single = tmp_path / "single.json"
+    assert main(["--allow-test", "export", "--format", "json", "--output", str(single)]) == (
+        EXIT_OK
+    )
+    assert single.read_bytes() == (out / "results.json").read_bytes()
+
+
+def test_several_formats_need_a_directory(pub: FederalPublisher) -> None:
+    assert main(["--allow-test", "export", "--format", "csv,json"]) == EXIT_USAGE
+    assert main(["--allow-test", "export", "--format", "csv,xml", "--output", "x"]) == EXIT_USAGE
+
+
 def test_prep_export_of_a_past_cut_covers_its_records_only(
     pub: FederalPublisher, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -149,7 +190,7 @@ def _doc_commands() -> list[str]:
 
 def test_docs_show_export_commands() -> None:
     formats = {shlex.split(c)[shlex.split(c).index("--format") + 1] for c in _doc_commands()}
-    assert formats == {"csv", "json", "prep", "nist"}
+    assert formats == {"csv", "json", "prep", "nist", "csv,json,nist,prep"}
 
 
 @pytest.mark.parametrize("command", _doc_commands())

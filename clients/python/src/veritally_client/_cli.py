@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 from veritally_client._bundle import verify_bundle
 from veritally_client._client import Client, WatchEvent, load_trust_root
@@ -198,10 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export verified results")
     p.add_argument(
         "--format",
-        choices=EXPORT_FORMATS,
         default="csv",
         help="csv, json (flat, with names), prep (PREP's files per contest), nist "
-        "(NIST SP 1500-100 JSON); default: %(default)s",
+        "(NIST SP 1500-100 JSON), or several comma-separated, all of one cut, into "
+        "--output DIR (results.csv, results.json, results.nist.json, prep/); "
+        "default: %(default)s",
     )
     p.add_argument("--cut", type=int, default=None, help="a past cut (default: newest)")
     p.add_argument(
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         default=None,
-        help="write to this file, or for prep this directory (default: stdout)",
+        help="write to this file, or for prep or several formats this directory (default: stdout)",
     )
 
     p = sub.add_parser("verify-bundle", help="verify an offline static bundle directory")
@@ -782,19 +783,38 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# The files of ``export --format A,B,... --output DIR``, one per format, in DIR.
+_EXPORT_FILES: Final = {
+    "csv": "results.csv",
+    "json": "results.json",
+    "nist": "results.nist.json",
+    "prep": "prep",
+}
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
+    formats = list(dict.fromkeys(f.strip() for f in args.format.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise _UsageError(
+            f"--format: unknown format(s) {unknown}; one or more of {','.join(EXPORT_FORMATS)}"
+        )
+    several = len(formats) > 1
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = sorted(set(kinds) - set(OPTION_KINDS))
     if unknown:
         raise _UsageError(f"--kinds: unknown row kinds {unknown}; one of {','.join(OPTION_KINDS)}")
-    if args.all_levels and args.format not in ("csv", "json"):
+    if args.all_levels and not set(formats) & {"csv", "json"}:
         raise _UsageError("--all-levels applies to --format csv and json")
-    if args.contest is not None and args.format != "prep":
-        raise _UsageError("--contest applies to --format prep")
-    if args.format == "prep" and args.output is None and args.contest is None:
+    if args.contest is not None and formats != ["prep"]:
+        raise _UsageError("--contest applies to --format prep alone")
+    if several and args.output is None:
+        raise _UsageError("several formats are written to a directory: give --output DIR")
+    if formats == ["prep"] and args.output is None and args.contest is None:
         raise _UsageError("--format prep writes a directory: give --output DIR (or --contest)")
     extra: list[results_pb2.UnitResults] = []
     records: list[acta_pb2.ActaRecord] = []
+    # One verified cut for every format: the files agree with each other.
     with _client(args) as client:
         cut = client.latest() if args.cut is None else client.cut(args.cut)
         election = client.election()
@@ -805,22 +825,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 raise _UsageError("--all-levels applies to the newest cut only")
             report = client.recount()
             extra = report.units("section") + report.units("casilla")
-        if args.format == "prep":
+        if "prep" in formats:
             records = fetch_acta_records(client, cut)
-    if args.format == "prep" and args.output is not None:
-        contests = None if args.contest is None else [args.contest]
-        written = write_prep_files(
-            cut, args.output, election=election, records=records, contest_ids=contests
-        )
-        _say(f"wrote {', '.join(p.name for p in written)} in {args.output}")
-    elif args.output is None:
-        with _utf8_stdout() as out:
-            _write(args, cut, election, out, extra, records, kinds)
-    else:
-        with args.output.open("w", encoding="utf-8", newline="") as out:
-            _write(args, cut, election, out, extra, records, kinds)
+    written: list[str] = []
+    for fmt in formats:
+        target = args.output / _EXPORT_FILES[fmt] if several else args.output
+        if fmt == "prep" and target is not None:
+            contests = None if args.contest is None else [args.contest]
+            files = write_prep_files(
+                cut, target, election=election, records=records, contest_ids=contests
+            )
+            written.append(f"{target} ({', '.join(p.name for p in files)})")
+        elif target is None:
+            with _utf8_stdout() as out:
+                _write(fmt, args, cut, election, out, extra, records, kinds)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("w", encoding="utf-8", newline="") as out:
+                _write(fmt, args, cut, election, out, extra, records, kinds)
+            written.append(str(target))
     mark = "  REHEARSAL (test data)" if cut.test else ""
-    _say(f"exported cut {cut.cut_number} as {args.format}{mark}")
+    where = f": {', '.join(written)}" if written else ""
+    _say(f"exported cut {cut.cut_number} as {','.join(formats)}{mark}{where}")
     return EXIT_OK
 
 
@@ -842,6 +868,7 @@ def _utf8_stdout() -> Iterator[TextIO]:
 
 
 def _write(
+    fmt: str,
     args: argparse.Namespace,
     cut: VerifiedCut,
     election: ElectionIndex,
@@ -850,11 +877,11 @@ def _write(
     records: Sequence[acta_pb2.ActaRecord],
     kinds: Sequence[str],
 ) -> None:
-    if args.format == "csv":
+    if fmt == "csv":
         write_csv(cut, out, election=election, extra_units=extra, kinds=kinds)
-    elif args.format == "json":
+    elif fmt == "json":
         write_json(cut, out, election=election, extra_units=extra)
-    elif args.format == "nist":
+    elif fmt == "nist":
         write_nist(cut, out, election=election)
     else:
         write_prep_csv(cut, out, election=election, contest_id=args.contest, records=records)
