@@ -319,7 +319,7 @@ class Stack:
         launch = self.launch(name)
         return Process(
             name=name,
-            argv=[sys.executable, "-m", "veritally.cli", *launch.argv()],
+            argv=[sys.executable, "-m", "veritally.cli", "--log-format=json", *launch.argv()],
             log_path=self.log_path(name),
             health_target=launch.listen,
             # The health service is open to any certificate of our CA (the peer

@@ -11,11 +11,18 @@ SDK_DIR = Path(veritally_client.__file__).resolve().parent
 
 
 def test_all_lists_exactly_the_public_names() -> None:
+    # The names are bound on first use (PEP 562): every one of __all__ resolves, and
+    # nothing public is bound that __all__ does not list.
+    lazy = set(veritally_client._LAZY)
+    assert set(veritally_client.__all__) == lazy
+    for name in veritally_client.__all__:
+        assert getattr(veritally_client, name) is not None
     public = {name for name in vars(veritally_client) if not name.startswith("_")}
     # Importing the protocol layer (ADR 0055) binds the subpackage on its parent; it is a
     # public module of its own, not a name of the client's API.
     public.discard("protocol")
-    assert set(veritally_client.__all__) == public
+    assert public <= set(veritally_client.__all__)
+    assert sorted(dir(veritally_client)) == dir(veritally_client)
 
 
 def test_implementation_modules_are_private() -> None:

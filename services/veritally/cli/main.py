@@ -13,6 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
+from veritally.logs import FORMATS
+from veritally.logs import configure as configure_logs
+
 # Each command's module is imported only when that command runs. Importing all of them
 # (the three services, the SDK, rich, the Envoy renderer) takes about a second, which
 # every `veritally --help` and every service process would pay; this way `--help` takes
@@ -116,8 +119,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         prog="veritally", description="Operate a veritally election-night deployment."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text lines, or one JSON object per line (default: %(default)s)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    chosen = _command_in(argv)
     for name, (load, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
@@ -127,14 +136,28 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+# Options before the command that take a value (``--log-format json``).
+_VALUED: tuple[str, ...] = ("--log-format",)
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: its first word that is not an option or an
+    option's value."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _VALUED:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``veritally`` command."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(args_list).parse_args(args_list)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logs(level=logging.DEBUG if args.verbose else logging.INFO, fmt=args.log_format)
     result: int = args._run(args)
     return result

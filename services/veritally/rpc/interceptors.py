@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-__all__ = ["Continuation", "MalformedRequestInterceptor", "MethodHandler"]
+__all__ = ["Continuation", "MalformedRequestInterceptor", "MethodHandler", "stream_of"]
 
 #: The handler of a method as grpc.aio gives it to a server interceptor (None: no such
 #: method), and the continuation that looks it up; every interceptor here has this shape.
@@ -46,8 +46,9 @@ async def _checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[
         yield request
 
 
-async def _stream(result: Any) -> AsyncIterator[Any]:
-    # aio handlers are async generators, or coroutines writing with context.write().
+async def stream_of(result: Any) -> AsyncIterator[Any]:
+    """The responses of a streaming handler's result: aio handlers are async
+    generators, or coroutines writing with context.write()."""
     if inspect.isasyncgen(result):
         async for item in result:
             yield item
@@ -90,7 +91,7 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
             async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
                 if request is _MALFORMED:
                     await _reject(context)
-                async for item in _stream(inner_us(request, context)):
+                async for item in stream_of(inner_us(request, context)):
                     yield item
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, parse, serialize)
@@ -109,7 +110,7 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
 
         async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
             checked: Any = _checked(requests, context)
-            async for item in _stream(inner_ss(checked, context)):
+            async for item in stream_of(inner_ss(checked, context)):
                 yield item
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, parse, serialize)

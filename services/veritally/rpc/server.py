@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from veritally.rpc.channel import MAX_MESSAGE_BYTES
 from veritally.rpc.interceptors import MalformedRequestInterceptor
+from veritally.rpc.requestlog import RequestLogInterceptor
 from veritally.rpc.streams import StreamLimitInterceptor, StreamLimits
 from veritally.rpc.tls import TlsFiles
 
@@ -77,8 +78,14 @@ class ServiceServer:
                 ("grpc.max_send_message_length", max_send_bytes),
             ],
             # Identity checks first, then stream bounds, then request parsing: a
-            # stranger learns nothing, and a refused stream costs no parsing.
-            interceptors=[*interceptors, self.streams, MalformedRequestInterceptor()],
+            # stranger learns nothing, and a refused stream costs no parsing; the request
+            # log around them all, so that refused calls are logged too.
+            interceptors=[
+                RequestLogInterceptor(),
+                *interceptors,
+                self.streams,
+                MalformedRequestInterceptor(),
+            ],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)

@@ -17,13 +17,13 @@ Quick use::
             print(candidate.name, candidate.affiliation, candidate.votes, candidate.share)
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any, Final
+import importlib as _importlib
+import typing as _typing
 
 # Names are imported on first use (PEP 562), so that importing the package loads
 # neither gRPC nor the client: the command line sets gRPC's logging before gRPC loads
 # (veritally_client._main).
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from veritally_client._bundle import BundleReport, verify_bundle
     from veritally_client._client import Client, WatchEvent, load_trust_root, verify_evidence
     from veritally_client._config import ClientConfig
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
         UnitResult,
     )
 
-_LAZY: Final = {
+_LAZY: _typing.Final = {
     "AfterFinalCutError": "veritally_client._errors",
     "BadProofError": "veritally_client._errors",
     "BadSignatureError": "veritally_client._errors",
@@ -117,11 +117,11 @@ _LAZY: Final = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 
