@@ -26,14 +26,23 @@ What it does, in order:
    centre are in flight.
 4. **Double capture.** A centre given two operators has every stream sent by the
    first, then by the second: ingest logs an acta when the second capture agrees.
-5. **Retries.** A stream that fails with a status of :data:`RETRYABLE` (Envoy's rate
-   limit answers RESOURCE_EXHAUSTED, a restarting service UNAVAILABLE) is sent again
-   whole, after an exponential backoff with jitter, until the stream's retry budget is
-   spent. Resending is safe: an acta ingest already committed comes back DUPLICATE
-   (with its sequence), and a repeated capture by the same operator changes nothing.
-   Every other status (PERMISSION_DENIED, INVALID_ARGUMENT...) is final.
-6. **Errors.** Failures raise subclasses of :class:`CaptureError`; the client prints
-   nothing. Counts of streams and retries (per status) are in :class:`CaptureCounters`.
+5. **Missing actas.** A ``RecordMissingActaRequest`` among the messages (an expected
+   acta that never arrived, PREP's "sin acta") is sent as one ``RecordMissingActa`` call
+   on the centre's first operator's channel: one record suffices, there are no figures
+   for a second operator to agree with. A refusal ingest answers (a status with its
+   ``google.rpc.Status`` details: the casilla of another centre, an acta already logged)
+   is that record's REJECTED outcome, as SubmitActas answers a refused acta in its
+   outcomes; it does not stop the others.
+6. **Retries.** A stream or a call that fails with a status of :data:`RETRYABLE` (Envoy's
+   rate limit answers RESOURCE_EXHAUSTED, a restarting service UNAVAILABLE) is sent again
+   whole, after an exponential backoff with jitter, until its retry budget is spent.
+   Resending is safe: an acta ingest already committed comes back DUPLICATE (with its
+   sequence), a repeated capture by the same operator changes nothing, and a missing
+   acta recorded again is DUPLICATE. Every other status (PERMISSION_DENIED,
+   INVALID_ARGUMENT...) is final.
+7. **Errors.** Failures raise subclasses of :class:`CaptureError`; the client prints
+   nothing. Counts of streams, calls and retries (per status) are in
+   :class:`CaptureCounters`.
 """
 
 from __future__ import annotations
@@ -46,19 +55,21 @@ from collections import Counter
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self, TypeAlias, TypeVar
 
 import grpc
 
 from veritally.bounds import MAX_ACTAS_PER_MESSAGE, MAX_ACTAS_PER_STREAM
 from veritally.errors import ServiceError
 from veritally.rpc import TlsFiles, aio_channel
+from veritally.rpc.status import service_refusal
 from veritally_client.protocol.pb import acta_pb2, ingest_pb2, ingest_pb2_grpc
 
 __all__ = [
     "RETRYABLE",
     "Answer",
     "Batcher",
+    "Capture",
     "CaptureBudgetExhaustedError",
     "CaptureClient",
     "CaptureConfig",
@@ -66,6 +77,7 @@ __all__ = [
     "CaptureError",
     "CaptureRefusedError",
     "Operator",
+    "record_missing",
     "submit_stream",
 ]
 
@@ -73,6 +85,12 @@ ActaPb = acta_pb2.Acta
 ActaOutcomePb = ingest_pb2.ActaOutcome
 SubmitActasRequestPb = ingest_pb2.SubmitActasRequest
 SubmitActasResponsePb = ingest_pb2.SubmitActasResponse
+RecordMissingActaRequestPb = ingest_pb2.RecordMissingActaRequest
+RecordMissingActaResponsePb = ingest_pb2.RecordMissingActaResponse
+# What the client sends for a centre: a SubmitActas message, or a missing acta's record.
+Capture: TypeAlias = SubmitActasRequestPb | RecordMissingActaRequestPb
+# Longest piece of a refusal's message kept in an outcome or an error, in characters.
+DETAILS_CHARS: Final = 200
 
 # Statuses after which a stream is sent again. All are transient: Envoy's rate limit
 # (RESOURCE_EXHAUSTED, also ingest's streams-per-identity bound), a service restarting or
@@ -178,15 +196,18 @@ class CaptureCounters:
 
     Attributes:
         streams: SubmitActas streams sent, retries included.
-        retries: streams sent again, per status name of the failure that caused it.
+        records: RecordMissingActa calls sent, retries included.
+        retries: streams and calls sent again, per status name of the failure that
+            caused it.
     """
 
     streams: int = 0
+    records: int = 0
     retries: Counter[str] = field(default_factory=Counter)
 
     @property
     def total_retries(self) -> int:
-        """Streams sent again, whatever the status."""
+        """Streams and calls sent again, whatever the status."""
         return sum(self.retries.values())
 
 
@@ -197,14 +218,17 @@ class Answer:
     Attributes:
         centre: the key of the centre that sent it (as given to :class:`CaptureClient`).
         operator: index of the operator in that centre's list (0 first, 1 second capture).
-        outcomes: one per acta of the stream, in order.
-        messages: the stream's messages.
+        outcomes: one per acta of the stream, in order; for a missing acta's record, its
+            one outcome.
+        messages: the stream's messages (none for a missing acta's record).
+        missing: the missing acta's record answered, or None for a stream.
     """
 
     centre: str
     operator: int
     outcomes: Sequence[ActaOutcomePb]
     messages: Sequence[SubmitActasRequestPb]
+    missing: RecordMissingActaRequestPb | None = None
 
 
 # ------------------------------------------------------------------------------------
@@ -212,6 +236,57 @@ class Answer:
 # parameters, so that the logic is tested without sockets)
 
 SubmitCall = Callable[..., Awaitable[SubmitActasResponsePb]]
+RecordMissingCall = Callable[..., Awaitable[RecordMissingActaResponsePb]]
+_R = TypeVar("_R")
+
+
+async def _retrying(
+    send: Callable[[], Awaitable[_R]],
+    *,
+    what: str,
+    config: CaptureConfig,
+    counters: CaptureCounters,
+    sleep: Callable[[float], Awaitable[Any]],
+    clock: Callable[[], float],
+    uniform: Callable[[], float],
+) -> _R:
+    """``send()`` again after each failure with a status of :data:`RETRYABLE`, with
+    exponential backoff and jitter, within ``config.retry_budget_s``.
+
+    Raises:
+        CaptureRefusedError: a status not in :data:`RETRYABLE` (the gRPC error is its
+            cause).
+        CaptureBudgetExhaustedError: retryable failures beyond the budget.
+    """
+    give_up = clock() + config.retry_budget_s
+    backoff = config.backoff_initial_s
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return await send()
+        except grpc.aio.AioRpcError as e:
+            code, details = e.code(), e.details() or ""
+            if code not in RETRYABLE:
+                raise CaptureRefusedError(
+                    f"ingest refused the {what}: {code.name}: {details[:DETAILS_CHARS]}",
+                    code=code,
+                    details=details,
+                    attempts=attempts,
+                ) from e
+            # Full backoff minus a random fraction of it: never more than backoff_max_s.
+            wait = backoff * (1.0 - config.jitter * uniform())
+            if clock() + wait > give_up:
+                raise CaptureBudgetExhaustedError(
+                    f"still {code.name} after {attempts} attempts in "
+                    f"{config.retry_budget_s:g} s: {details[:DETAILS_CHARS]}",
+                    code=code,
+                    details=details,
+                    attempts=attempts,
+                ) from e
+            counters.retries[code.name] += 1
+            await sleep(wait)
+            backoff = min(backoff * 2.0, config.backoff_max_s)
 
 
 async def submit_stream(
@@ -244,40 +319,89 @@ async def submit_stream(
         CaptureRefusedError: a status not in :data:`RETRYABLE`.
         CaptureBudgetExhaustedError: retryable failures beyond ``config.retry_budget_s``.
     """
-    give_up = clock() + config.retry_budget_s
-    backoff = config.backoff_initial_s
-    attempts = 0
-    while True:
-        attempts += 1
+
+    async def send() -> list[ActaOutcomePb]:
         counters.streams += 1
-        try:
-            response = await call(
-                iter(messages), timeout=config.call_timeout_s, metadata=tuple(metadata) or None
-            )
-        except grpc.aio.AioRpcError as e:
-            code, details = e.code(), e.details() or ""
-            if code not in RETRYABLE:
-                raise CaptureRefusedError(
-                    f"ingest refused the stream: {code.name}: {details[:200]}",
-                    code=code,
-                    details=details,
-                    attempts=attempts,
-                ) from e
-            # Full backoff minus a random fraction of it: never more than backoff_max_s.
-            wait = backoff * (1.0 - config.jitter * uniform())
-            if clock() + wait > give_up:
-                raise CaptureBudgetExhaustedError(
-                    f"still {code.name} after {attempts} attempts in "
-                    f"{config.retry_budget_s:g} s: {details[:200]}",
-                    code=code,
-                    details=details,
-                    attempts=attempts,
-                ) from e
-            counters.retries[code.name] += 1
-            await sleep(wait)
-            backoff = min(backoff * 2.0, config.backoff_max_s)
-            continue
+        response = await call(
+            iter(messages), timeout=config.call_timeout_s, metadata=tuple(metadata) or None
+        )
         return list(response.outcomes)
+
+    return await _retrying(
+        send,
+        what="stream",
+        config=config,
+        counters=counters,
+        sleep=sleep,
+        clock=clock,
+        uniform=uniform,
+    )
+
+
+async def record_missing(
+    call: RecordMissingCall,
+    request: RecordMissingActaRequestPb,
+    *,
+    config: CaptureConfig,
+    counters: CaptureCounters,
+    metadata: Sequence[tuple[str, str]] = (),
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    uniform: Callable[[], float] = random.random,
+) -> ActaOutcomePb:
+    """Record one missing acta with a RecordMissingActa call until ingest answers it,
+    with the retries of :func:`submit_stream`.
+
+    Args:
+        call: the stub's ``RecordMissingActa`` on a grpc.aio channel.
+        request: the missing acta and its reason.
+        config: as for :func:`submit_stream`.
+        counters: as for :func:`submit_stream` (``records`` counts the calls sent).
+        metadata: as for :func:`submit_stream`.
+        sleep: as for :func:`submit_stream`.
+        clock: as for :func:`submit_stream`.
+        uniform: as for :func:`submit_stream`.
+
+    Returns:
+        Ingest's outcome (ACCEPTED, not counted, or DUPLICATE), or, when ingest refused
+        the record (a status with its details), a REJECTED outcome with the status's
+        code, field and message, as SubmitActas reports a refused acta.
+
+    Raises:
+        CaptureRefusedError: a status not in :data:`RETRYABLE` that ingest did not
+            decide (Envoy's RBAC, a transport failure).
+        CaptureBudgetExhaustedError: retryable failures beyond ``config.retry_budget_s``.
+    """
+
+    async def send() -> ActaOutcomePb:
+        counters.records += 1
+        response = await call(
+            request, timeout=config.call_timeout_s, metadata=tuple(metadata) or None
+        )
+        return response.outcome
+
+    try:
+        return await _retrying(
+            send,
+            what="missing acta",
+            config=config,
+            counters=counters,
+            sleep=sleep,
+            clock=clock,
+            uniform=uniform,
+        )
+    except CaptureRefusedError as e:
+        cause = e.__cause__
+        refusal = service_refusal(cause) if isinstance(cause, grpc.aio.AioRpcError) else None
+        if refusal is None:
+            raise
+        return ActaOutcomePb(
+            acta_id=f"{request.casilla_id}/{request.contest_id}",
+            status=ingest_pb2.OUTCOME_STATUS_REJECTED,
+            code=refusal.code.name,
+            field=refusal.field,
+            message=refusal.message[:DETAILS_CHARS],
+        )
 
 
 # ------------------------------------------------------------------------------------
@@ -373,6 +497,8 @@ class CaptureClient:
         self._server_name = server_name
         self._stack = contextlib.AsyncExitStack()
         self._calls: dict[str, list[tuple[SubmitCall, Operator]]] = {}
+        # Per centre: RecordMissingActa on its first operator's channel.
+        self._record_calls: dict[str, tuple[RecordMissingCall, Operator]] = {}
 
     async def __aenter__(self) -> Self:
         """Open one channel per operator."""
@@ -384,7 +510,9 @@ class CaptureClient:
                     channel = await self._stack.enter_async_context(
                         aio_channel(self.target, tls=op.tls, server_name=self._server_name)
                     )
-                    calls.append((ingest_pb2_grpc.IngestServiceStub(channel).SubmitActas, op))
+                    stub = ingest_pb2_grpc.IngestServiceStub(channel)
+                    calls.append((stub.SubmitActas, op))
+                    self._record_calls.setdefault(centre, (stub.RecordMissingActa, op))
         except BaseException:
             await self._stack.aclose()
             raise
@@ -418,28 +546,57 @@ class CaptureClient:
             for call, op in self._calls[centre]
         ]
 
+    async def record(self, centre: str, request: RecordMissingActaRequestPb) -> ActaOutcomePb:
+        """Record a missing acta with ``centre``'s first operator (one record suffices:
+        there are no figures for a second operator to agree with).
+
+        Returns:
+            Ingest's outcome; REJECTED when ingest refused the record
+            (:func:`record_missing`).
+
+        Raises:
+            CaptureError: a call refused by something other than ingest, or out of
+                retry budget.
+            KeyError: ``centre`` has no operators.
+        """
+        call, op = self._record_calls[centre]
+        return await record_missing(
+            call, request, config=self.config, counters=self.counters, metadata=op.metadata
+        )
+
     async def run(
         self,
-        messages: AsyncIterable[tuple[str, SubmitActasRequestPb]],
+        messages: AsyncIterable[tuple[str, Capture]],
         on_answer: Callable[[Answer], None],
     ) -> None:
         """Send every ``(centre, message)`` of ``messages`` with that centre's operators,
-        ``config.streams`` streams in flight per centre; ``on_answer`` gets each answer.
+        ``config.streams`` streams (or missing acta records) in flight per centre;
+        ``on_answer`` gets each answer.
 
         Raises:
-            ExceptionGroup: of :class:`CaptureError` when a stream failed (the others are
-                cancelled), or of ValueError for a centre without operators.
+            ExceptionGroup: of :class:`CaptureError` when a stream or a record failed (the
+                others are cancelled), or of ValueError for a centre without operators.
         """
         streams = self.config.streams
-        queues: dict[str, asyncio.Queue[SubmitActasRequestPb | None]] = {
+        queues: dict[str, asyncio.Queue[Capture | None]] = {
             c: asyncio.Queue(maxsize=2 * streams) for c in self._calls
         }
+
+        async def record(centre: str, request: RecordMissingActaRequestPb) -> None:
+            outcome = await self.record(centre, request)
+            on_answer(
+                Answer(centre=centre, operator=0, outcomes=[outcome], messages=(), missing=request)
+            )
 
         async def send(centre: str) -> None:
             queue = queues[centre]
             last = False
             while not last and (first := await queue.get()) is not None:
+                if isinstance(first, RecordMissingActaRequestPb):
+                    await record(centre, first)
+                    continue
                 group = [first]
+                after: RecordMissingActaRequestPb | None = None
                 while len(group) < self.config.messages_per_stream:
                     try:
                         more = queue.get_nowait()
@@ -448,9 +605,14 @@ class CaptureClient:
                     if more is None:  # this sender's end: send what it holds, then stop
                         last = True
                         break
+                    if isinstance(more, RecordMissingActaRequestPb):
+                        after = more  # recorded once the stream it interrupts is sent
+                        break
                     group.append(more)
                 for i, outcomes in enumerate(await self.submit(centre, group)):
                     on_answer(Answer(centre=centre, operator=i, outcomes=outcomes, messages=group))
+                if after is not None:
+                    await record(centre, after)
 
         async def produce() -> None:
             async for centre, message in messages:

@@ -1,9 +1,11 @@
 """Submitting the actas of a CSV file through ingest's batch API (``veritally import``).
 
-Rows are read with the election's column mapping (``veritally.election.load_actas``) and
-sent by the capture client (``veritally.capture``) in messages of ``batch`` actas, one
-``SubmitActas`` stream per message; :class:`ImportSummary` counts the answers. The
-command line and its progress bar are :mod:`veritally.cli.importer`.
+Rows are read with the election's column mapping (``veritally.election.load_acta_rows``)
+and sent by the capture client (``veritally.capture``): actas in messages of ``batch``
+actas, one ``SubmitActas`` stream per message, and the rows of expected actas that never
+arrived (``actas.missing``, PREP's "sin acta") as one ``RecordMissingActa`` call each;
+:class:`ImportSummary` counts the answers. The command line and its progress bar are
+:mod:`veritally.cli.importer`.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from typing import IO
 from veritally.capture import (
     Answer,
     Batcher,
+    Capture,
     CaptureClient,
     CaptureConfig,
     CaptureCounters,
     Operator,
 )
-from veritally.election import ElectionFiles, load_actas
+from veritally.election import ElectionFiles, MissingActa, load_acta_rows
 from veritally.rpc import TlsFiles
 from veritally_client.protocol.pb import ingest_pb2
 
-__all__ = ["ImportSummary", "acta_files", "count_rows", "import_actas"]
+__all__ = ["ImportSummary", "acta_files", "count_rows", "import_actas", "missing_request"]
 
 
 def count_rows(path: Path, *, skip_lines: int = 0) -> int:
@@ -53,10 +56,14 @@ class ImportSummary:
     """The answers to an import, counted as they arrive.
 
     Attributes:
-        counters: streams sent and retried (per status) by the capture client.
-        status: outcome counts per status name (ACCEPTED, DUPLICATE, REJECTED...).
-        rejected: rejections per ``code field``.
+        counters: streams and calls sent and retried (per status) by the capture client.
+        status: outcome counts of the actas per status name (ACCEPTED, DUPLICATE,
+            REJECTED...).
+        rejected: rejections of actas per ``code field``.
         not_counted: actas accepted but not counted.
+        missing: outcome counts of the missing actas' records per status name (ACCEPTED,
+            logged and never counted; DUPLICATE, recorded before; REJECTED).
+        missing_rejected: rejections of missing actas' records per ``code field``.
     """
 
     def __init__(self, outcomes: IO[str] | None = None) -> None:
@@ -65,17 +72,23 @@ class ImportSummary:
         self.status: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.not_counted = 0
+        self.missing: Counter[str] = Counter()
+        self.missing_rejected: Counter[str] = Counter()
         self._out = outcomes
 
-    def add(self, outcomes: Iterable[ingest_pb2.ActaOutcome]) -> None:
-        """Count one answer's outcomes (and write them as JSON lines)."""
+    def add(self, outcomes: Iterable[ingest_pb2.ActaOutcome], *, missing: bool = False) -> None:
+        """Count one answer's outcomes (and write them as JSON lines); ``missing`` for the
+        answer to a missing acta's record."""
+        status_of, rejected = (
+            (self.missing, self.missing_rejected) if missing else (self.status, self.rejected)
+        )
         lines = []
         for o in outcomes:
             status = ingest_pb2.OutcomeStatus.Name(o.status).removeprefix("OUTCOME_STATUS_")
-            self.status[status] += 1
+            status_of[status] += 1
             if o.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
-                self.rejected[f"{o.code} {o.field}".strip()] += 1
-            elif o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED and not o.counted:
+                rejected[f"{o.code} {o.field}".strip()] += 1
+            elif o.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED and not o.counted and not missing:
                 self.not_counted += 1
             if self._out is not None:
                 lines.append(
@@ -87,6 +100,7 @@ class ImportSummary:
                             "sequence": o.sequence,
                             "code": o.code,
                             "field": o.field,
+                            "missing": missing,
                         }
                     )
                 )
@@ -96,8 +110,8 @@ class ImportSummary:
 
     @property
     def answered(self) -> int:
-        """Outcomes received."""
-        return sum(self.status.values())
+        """Outcomes received: one per row sent, acta or missing acta."""
+        return sum(self.status.values()) + sum(self.missing.values())
 
     def as_dict(self) -> dict[str, object]:
         """The summary ``veritally import`` prints as JSON."""
@@ -106,8 +120,16 @@ class ImportSummary:
             "status": dict(self.status),
             "accepted_not_counted": self.not_counted,
             "rejected": dict(self.rejected),
+            "missing": {"status": dict(self.missing), "rejected": dict(self.missing_rejected)},
             "retries": dict(self.counters.retries),
         }
+
+
+def missing_request(missing: MissingActa) -> ingest_pb2.RecordMissingActaRequest:
+    """The RecordMissingActa request of a missing acta's row."""
+    return ingest_pb2.RecordMissingActaRequest(
+        casilla_id=missing.casilla_id, contest_id=missing.contest_id, reason=missing.reason
+    )
 
 
 async def import_actas(
@@ -123,7 +145,8 @@ async def import_actas(
     server_name: str | None = None,
     answered: Callable[[ImportSummary], None] = lambda summary: None,
 ) -> None:
-    """Submit the actas of ``actas_csv`` to ``target`` as the holder of ``tls``.
+    """Submit the actas of ``actas_csv`` to ``target`` as the holder of ``tls``, and
+    record its rows of missing actas (``actas.missing``).
 
     Args:
         election: the loaded election whose mapping reads the file.
@@ -135,21 +158,31 @@ async def import_actas(
         summary: counts the answers.
         contest: the contest every row of ``actas_csv`` counts, for a file that is not
             named under ``actas.files`` and has no contest column.
-        centre: send only the actas whose capture centre column names it.
+        centre: send only the rows (actas and missing actas) whose capture centre column
+            names it.
         server_name: TLS name of ingest, if not the host.
         answered: called after each answer is counted.
 
     Raises:
         veritally.election.DefinitionError: the election or the actas cannot be read.
-        ExceptionGroup: of veritally.capture.CaptureError, when a batch was refused
-            with a status that is not retryable or beyond the retry budget.
+        ExceptionGroup: of veritally.capture.CaptureError, when a batch or a missing
+            acta's record was refused with a status that is not retryable (and, for a
+            record, not ingest's refusal of it) or beyond the retry budget.
     """
 
-    async def messages() -> AsyncIterator[tuple[str, ingest_pb2.SubmitActasRequest]]:
-        actas = load_actas(election, actas_csv, contest=contest)
-        if centre:
-            actas = (a for a in actas if a.provenance.capture_centre_id == centre)
-        for item in Batcher.all(actas, config.batch):
+    async def messages() -> AsyncIterator[tuple[str, Capture]]:
+        # One sender for the whole file (the operator of the certificate): key "".
+        batcher = Batcher(config.batch)
+        for row in load_acta_rows(election, actas_csv, contest=contest):
+            if isinstance(row, MissingActa):
+                if not centre or row.capture_centre_id == centre:
+                    yield "", missing_request(row)
+                continue
+            if centre and row.provenance.capture_centre_id != centre:
+                continue
+            if (message := batcher.add("", row)) is not None:
+                yield "", message
+        for item in batcher.flush():
             yield item
 
     # One operator: the holder of the certificate (double capture is a second operator
@@ -163,7 +196,7 @@ async def import_actas(
     )
 
     def count(answer: Answer) -> None:
-        summary.add(answer.outcomes)
+        summary.add(answer.outcomes, missing=answer.missing is not None)
         answered(summary)
 
     async with client:

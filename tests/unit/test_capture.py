@@ -1,6 +1,8 @@
-"""The capture client's retry logic (``veritally.capture.submit_stream``) with a fake
-SubmitActas call, a fake clock and a recorded sleep: which statuses are retried, the
-backoff, the jitter, the retry budget and the per-call deadline. No sockets."""
+"""The capture client's retry logic (``veritally.capture.submit_stream`` and
+``record_missing``) with a fake SubmitActas or RecordMissingActa call, a fake clock and a
+recorded sleep: which statuses are retried, the backoff, the jitter, the retry budget and
+the per-call deadline, and which refusals of a missing acta's record are its outcome.
+No sockets."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from veritally.capture import (
     CaptureCounters,
     CaptureError,
     CaptureRefusedError,
+    record_missing,
     submit_stream,
 )
+from veritally.rpc.status import bad_request
 from veritally_client._gen.veritally.v1 import acta_pb2, ingest_pb2
 
 # No jitter unless a test is about it: the waits are then exactly the backoff.
@@ -208,3 +212,113 @@ def test_batcher_groups_each_centre_into_full_messages() -> None:
     assert batcher.flush() == []
     actas = [acta_pb2.Acta(casilla_id=str(i)) for i in range(5)]
     assert [len(m.actas) for _, m in Batcher.all(actas, 2)] == [2, 2, 1]
+
+
+# -- a missing acta's record (RecordMissingActa) ----------------------------------------
+
+MISSING = ingest_pb2.RecordMissingActaRequest(
+    casilla_id="01-0001-B1",
+    contest_id="PRES",
+    reason=acta_pb2.NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED,
+)
+
+
+def _ingest_refusal(code: grpc.StatusCode, field: str) -> grpc.aio.AioRpcError:
+    """The error a client gets when ingest refuses a call (``rejection_status``)."""
+    status = bad_request(code, f"refused on {field or 'the call'}", field=field, description="x")
+    return grpc.aio.AioRpcError(
+        code,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(*status.trailing_metadata),
+        details=status.details,
+    )
+
+
+class FakeRecord:
+    """RecordMissingActa that fails with ``failures`` (in order), then answers ACCEPTED,
+    not counted, with the request's reason; records every attempt."""
+
+    def __init__(self, failures: Sequence[grpc.aio.AioRpcError]) -> None:
+        self.failures = list(failures)
+        self.attempts: list[tuple[ingest_pb2.RecordMissingActaRequest, float, Any]] = []
+
+    async def __call__(
+        self,
+        request: ingest_pb2.RecordMissingActaRequest,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the gRPC call's keyword, faked
+        metadata: Any = None,
+    ) -> ingest_pb2.RecordMissingActaResponse:
+        self.attempts.append((request, timeout, metadata))
+        if self.failures:
+            raise self.failures.pop(0)
+        return ingest_pb2.RecordMissingActaResponse(
+            outcome=ingest_pb2.ActaOutcome(
+                acta_id=f"{request.casilla_id}/{request.contest_id}",
+                status=ingest_pb2.OUTCOME_STATUS_ACCEPTED,
+                counted=False,
+                not_counted_reason=request.reason,
+            )
+        )
+
+
+async def _record(
+    call: FakeRecord, time: FakeTime, counters: CaptureCounters | None = None
+) -> ingest_pb2.ActaOutcome:
+    return await record_missing(
+        call,
+        MISSING,
+        config=EXACT,
+        counters=counters if counters is not None else CaptureCounters(),
+        metadata=(("x-test", "1"),),
+        sleep=time.sleep,
+        clock=time.clock,
+        uniform=lambda: 0.0,
+    )
+
+
+async def test_missing_acta_record_rides_out_the_rate_limit_like_a_stream() -> None:
+    call = FakeRecord([_error(grpc.StatusCode.RESOURCE_EXHAUSTED)] * 2)
+    time, counters = FakeTime(), CaptureCounters()
+    outcome = await _record(call, time, counters)
+    assert outcome.status == ingest_pb2.OUTCOME_STATUS_ACCEPTED
+    assert outcome.not_counted_reason == MISSING.reason
+    assert time.sleeps == pytest.approx([0.1, 0.2])
+    assert (counters.records, counters.streams) == (3, 0)
+    assert counters.retries == {"RESOURCE_EXHAUSTED": 2}
+    assert call.attempts == [(MISSING, 60.0, (("x-test", "1"),))] * 3
+
+
+@pytest.mark.parametrize(
+    ("code", "field"),
+    [
+        (grpc.StatusCode.PERMISSION_DENIED, "casilla_id"),  # another centre's casilla
+        (grpc.StatusCode.ALREADY_EXISTS, ""),  # the acta is logged
+        (grpc.StatusCode.FAILED_PRECONDITION, ""),  # the night is closed
+    ],
+)
+async def test_missing_acta_record_refused_by_ingest_is_its_rejected_outcome(
+    code: grpc.StatusCode, field: str
+) -> None:
+    call, time = FakeRecord([_ingest_refusal(code, field)]), FakeTime()
+    outcome = await _record(call, time)
+    assert outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED
+    assert (outcome.acta_id, outcome.code, outcome.field) == ("01-0001-B1/PRES", code.name, field)
+    assert len(call.attempts) == 1
+    assert time.sleeps == []
+
+
+async def test_missing_acta_record_refused_by_the_edge_stops_the_import() -> None:
+    # Envoy's RBAC answers PERMISSION_DENIED with no google.rpc.Status: not ingest's verdict
+    # on this record, and every other record would meet the same.
+    call = FakeRecord([_error(grpc.StatusCode.PERMISSION_DENIED, "RBAC: access denied")])
+    with pytest.raises(CaptureRefusedError) as raised:
+        await _record(call, FakeTime())
+    assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert len(call.attempts) == 1
+
+
+async def test_missing_acta_record_beyond_the_retry_budget_gives_up() -> None:
+    call = FakeRecord([_error(grpc.StatusCode.UNAVAILABLE)] * 1000)
+    with pytest.raises(CaptureBudgetExhaustedError):
+        await _record(call, FakeTime())

@@ -1,6 +1,7 @@
 """Loading files as electoral authorities publish them: constants and sums in column
 mappings, the acta's own counts, a default ballot limit for special casillas, per-contest
-files, races whose ballots differ, and an optional image digest."""
+files, races whose ballots differ, an optional image digest, actas outside the catalogue
+and rows of expected actas that never arrived ("sin acta")."""
 
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ from veritally.cli.check import add_arguments as check_arguments
 from veritally.cli.check import run as check_run
 from veritally.cli.main import main
 from veritally.election.loader import (
+    MISSING_REASONS,
     ActaFileError,
     DefinitionError,
     ElectionFiles,
+    MissingActa,
+    load_acta_rows,
     load_actas,
     load_definition,
     load_election,
 )
+from veritally.ingest import rules as ingest_rules
 from veritally_client._gen.veritally.v1 import acta_pb2
 from veritally_client.protocol import ElectionIndex
 
@@ -773,3 +778,220 @@ def test_check_counts_the_actas_outside_the_catalogue(
     out = capsys.readouterr().out
     assert "actas read 4 (PRES: 3, SEN: 1)" in out
     assert "actas of casillas outside the catalogue 1 (ingest logs them, never counted)" in out
+
+
+# -- expected actas that never arrived (PREP's "sin acta") -----------------------------
+
+MISSING_MAPPING = """\
+  missing:
+    column: OBSERVACIONES
+    reasons:
+      Sin acta por paquete no entregado: PACKAGE_NOT_DELIVERED
+      Sin acta por casilla no instalada: CASILLA_NOT_INSTALLED
+      Sin acta por sin sobre: NO_ENVELOPE
+  marks:"""
+OBS_HEADER = ACTA_HEADER.replace("\n", ",OBSERVACIONES\n")
+NOT_DELIVERED = "Sin acta por paquete no entregado"
+# A row as PREP writes one for an acta that never arrived: '-' in every figure and count,
+# no digest, the reason in OBSERVACIONES.
+SIN_ACTA_ROW = "c2,-,-,-,-,-,,-,-,-,-,-,{obs}\n"
+
+
+def _missing_election(pres_rows: str, *, yaml_text: str = YAML) -> Election:
+    """The test election with ``actas.missing`` and an OBSERVACIONES column; PRES holds
+    c1's acta and then ``pres_rows``."""
+    return Election(
+        yaml=replaced(yaml_text, "  marks:", MISSING_MAPPING),
+        files={
+            "casillas.csv": CASILLAS,
+            "pres.csv": OBS_HEADER + f"c1,100,50,5,1,4,{SHA},420,160,2,160,160,\n" + pres_rows,
+            "sen.csv": OBS_HEADER
+            + f"c1,90,60,4,0,6,{SHA},418,160,2,160,159,Excede lista nominal\n",
+        },
+    )
+
+
+def test_sin_acta_row_is_a_missing_acta_with_its_reason_not_an_acta(tmp_path: Path) -> None:
+    election = _missing_election(SIN_ACTA_ROW.format(obs=f" {NOT_DELIVERED} "))
+    rows = list(load_acta_rows(election.write(tmp_path)))
+    assert [type(r).__name__ for r in rows] == ["Acta", "MissingActa", "Acta"]
+    missing = rows[1]
+    assert isinstance(missing, MissingActa)
+    assert missing == MissingActa(
+        casilla_id="c2",
+        contest_id="PRES",
+        reason=acta_pb2.NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED,
+        line=3,
+    )
+    assert missing.acta_id == "c2/PRES"
+    # load_actas reads the actas only; another observation leaves the row an acta.
+    actas = list(load_actas(election.write(tmp_path)))
+    assert [(a.casilla_id, a.contest_id) for a in actas] == [("c1", "PRES"), ("c1", "SEN")]
+
+
+def test_sin_acta_row_carries_its_capture_centre_for_import_by_centre(tmp_path: Path) -> None:
+    election = _missing_election(
+        SIN_ACTA_ROW.format(obs=NOT_DELIVERED).replace("\n", ",cc-02\n"),
+        yaml_text=replaced(
+            YAML, "    null_votes: NULOS\n", "    null_votes: NULOS\n    capture_centre: CC\n"
+        ),
+    )
+    election.files["pres.csv"] = (
+        election.files["pres.csv"]
+        .replace("OBSERVACIONES\n", "OBSERVACIONES,CC\n")
+        .replace(",160,160,\n", ",160,160,,cc-01\n")
+    )
+    election.files["sen.csv"] = (
+        election.files["sen.csv"]
+        .replace("OBSERVACIONES\n", "OBSERVACIONES,CC\n")
+        .replace("nominal\n", "nominal,cc-01\n")
+    )
+    missing = [r for r in load_acta_rows(election.write(tmp_path)) if isinstance(r, MissingActa)]
+    assert [m.capture_centre_id for m in missing] == ["cc-02"]
+
+
+def test_unknown_sin_acta_reason_is_refused_naming_the_column_and_the_text(
+    tmp_path: Path,
+) -> None:
+    """An observation that reads like a missing acta's but is no text of the mapping is
+    an error, never an acta with every figure blank."""
+    for text in ("Sin acta por contingencia en urna electrónica", "SIN ACTA POR PAQUETE"):
+        election = _missing_election(SIN_ACTA_ROW.format(obs=text))
+        with pytest.raises(ActaFileError) as caught:
+            list(load_acta_rows(election.write(tmp_path)))
+        assert (Path(caught.value.file).name, caught.value.line) == ("pres.csv", 3)
+        assert caught.value.field == "missing.reasons"
+        assert "'OBSERVACIONES'" in caught.value.reason
+        assert repr(text) in caught.value.reason
+
+
+def test_unknown_sin_acta_reason_is_quoted_only_in_part(tmp_path: Path) -> None:
+    runaway = "Sin acta " + "x" * 100_000
+    election = _missing_election(SIN_ACTA_ROW.format(obs=runaway))
+    with pytest.raises(ActaFileError) as caught:
+        list(load_acta_rows(election.write(tmp_path)))
+    assert caught.value.field == "missing.reasons"
+    assert len(str(caught.value)) < 600
+    assert f"({len(runaway)} characters)" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("cells", "fieldname"),
+    [
+        ("c2,-,12,-,-,-,,-,-,-,-,-", "options.B"),
+        ("c2,-,-,-,-,3,,-,-,-,-,-", "null_votes"),
+        ("c2,-,-,-,-,-,,-,-,-,-,Sin dato", "total_votes_written"),
+        ("c2,-,-,-,-,-,,-,200,-,-,-", "voters"),
+    ],
+    ids=["option", "null_votes", "marked_count", "count"],
+)
+def test_sin_acta_row_with_a_figure_is_refused_naming_the_field(
+    tmp_path: Path, cells: str, fieldname: str
+) -> None:
+    election = _missing_election(f"{cells},{NOT_DELIVERED}\n")
+    with pytest.raises(ActaFileError) as caught:
+        list(load_acta_rows(election.write(tmp_path)))
+    assert (caught.value.field, caught.value.line) == (fieldname, 3)
+
+
+def test_sin_acta_row_may_leave_its_figures_empty(tmp_path: Path) -> None:
+    election = _missing_election(f"c2,,,,,,,,,,,,{NOT_DELIVERED}\n")
+    [missing] = [r for r in load_acta_rows(election.write(tmp_path)) if isinstance(r, MissingActa)]
+    assert missing.casilla_id == "c2"
+
+
+def test_sin_acta_row_reads_with_a_constant_figure_of_the_mapping(tmp_path: Path) -> None:
+    # A combined column's mapping gives every row unregistered_votes "0": not the row's.
+    yaml_text = replaced(
+        YAML, "    unregistered_votes: NO_REGISTRADOS\n", "    unregistered_votes: {const: '0'}\n"
+    )
+    election = _missing_election(SIN_ACTA_ROW.format(obs=NOT_DELIVERED), yaml_text=yaml_text)
+    rows = list(load_acta_rows(election.write(tmp_path)))
+    assert [type(r).__name__ for r in rows] == ["Acta", "MissingActa", "Acta"]
+
+
+def test_sin_acta_row_of_a_casilla_outside_the_catalogue_is_refused(tmp_path: Path) -> None:
+    # Even where out-of-catalogue actas are read: no acta of such a casilla is expected.
+    yaml_text = replaced(YAML, "  marks:", "  outside_catalogue: accept\n  marks:")
+    election = _missing_election(
+        SIN_ACTA_ROW.format(obs=NOT_DELIVERED).replace("c2,", "c9,"), yaml_text=yaml_text
+    )
+    with pytest.raises(ActaFileError) as caught:
+        list(load_acta_rows(election.write(tmp_path)))
+    assert (caught.value.field, caught.value.line) == ("casilla_id", 3)
+
+
+def test_missing_column_not_in_the_header_names_the_mapping(tmp_path: Path) -> None:
+    election = _missing_election("")
+    election.files["sen.csv"] = SEN
+    with pytest.raises(ActaFileError) as caught:
+        list(load_acta_rows(election.write(tmp_path)))
+    assert (Path(caught.value.file).name, caught.value.line) == ("sen.csv", 1)
+    assert caught.value.field == "missing.column"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fieldname"),
+    [
+        (": PACKAGE_NOT_DELIVERED", ": ALL_BLANK", "actas.missing.reasons.Sin acta por paquete"),
+        ("    column: OBSERVACIONES\n", "", "actas.missing.column"),
+        (
+            "    column: OBSERVACIONES\n",
+            "    column: OBS\n    colour: red\n",
+            "actas.missing.colour",
+        ),
+        (
+            "    column: OBSERVACIONES\n",
+            "    column: OBSERVACIONES\n    prefix: ' '\n",
+            "actas.missing.prefix",
+        ),
+    ],
+    ids=["not_a_missing_reason", "no_column", "unknown_key", "empty_prefix"],
+)
+def test_bad_missing_mapping_names_the_key(
+    tmp_path: Path, old: str, new: str, fieldname: str
+) -> None:
+    election = _missing_election("")
+    election.yaml = replaced(election.yaml, old, new)
+    with pytest.raises(DefinitionError) as caught:
+        load_election(election.write(tmp_path))
+    assert caught.value.field is not None
+    assert caught.value.field.startswith(fieldname)
+    assert caught.value.line is not None
+
+
+def test_missing_mapping_without_reasons_is_refused(tmp_path: Path) -> None:
+    election = _missing_election("")
+    election.yaml = (
+        election.yaml.split("    reasons:\n")[0]
+        + "    reasons: {}\n"
+        + (election.yaml.split("Sin acta por sin sobre: NO_ENVELOPE\n")[1])
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_election(election.write(tmp_path))
+    assert caught.value.field == "actas.missing.reasons"
+
+
+def test_the_loaders_missing_reasons_are_those_ingest_records() -> None:
+    assert set(MISSING_REASONS.values()) == set(ingest_rules.MISSING_REASONS)
+    assert all(
+        acta_pb2.NotCountedReason.Name(v) == f"NOT_COUNTED_REASON_{k}"
+        for k, v in MISSING_REASONS.items()
+    )
+
+
+def test_a_missing_acta_holds_a_reason_for_a_missing_acta() -> None:
+    with pytest.raises(ValueError, match="not a reason for a missing acta"):
+        MissingActa(
+            casilla_id="c1", contest_id="PRES", reason=acta_pb2.NOT_COUNTED_REASON_ALL_BLANK
+        )
+
+
+def test_check_counts_the_missing_actas_per_contest_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    election = _missing_election(SIN_ACTA_ROW.format(obs=NOT_DELIVERED))
+    assert main(["check", str(election.write(tmp_path)), "--actas"]) == 0
+    out = capsys.readouterr().out
+    assert "actas read 2 (PRES: 1, SEN: 1)" in out
+    assert "actas missing 1 (PRES: 1; PACKAGE_NOT_DELIVERED: 1)" in out

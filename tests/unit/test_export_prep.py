@@ -14,7 +14,7 @@ import pytest
 
 from tests.unit.export_fake import FederalPublisher, night, verified_cut
 from veritally.election.generate import generate
-from veritally.election.loader import load_actas, load_election
+from veritally.election.loader import MissingActa, load_acta_rows, load_actas, load_election
 from veritally_client import BadProofError, VerifiedCut
 from veritally_client._export import percent_text
 from veritally_client._export_prep import (
@@ -334,6 +334,13 @@ actas:
     ballots_taken_out: TOTAL_VOTOS_SACADOS
     total_votes_written: TOTAL_VOTOS_ASENTADO
   marks: {illegible: [Ilegible], blank: [Sin dato, "-"]}
+  missing:
+    column: OBSERVACIONES
+    reasons:
+      Sin acta por paquete no entregado: PACKAGE_NOT_DELIVERED
+      Sin acta por casilla no instalada: CASILLA_NOT_INSTALLED
+      Sin acta por paquete entregado sin sobre PREP: NO_ENVELOPE
+      Sin acta por contingencia en urna electrónica: E_BALLOT_BOX_CONTINGENCY
 """
 
 
@@ -342,7 +349,9 @@ def test_prep_files_of_the_generated_federal_night_load_back_with_its_own_defini
 ) -> None:
     """The generator's 333-race definition, unchanged but for its actas: mapping, reads
     PREP's files back: the same definition digest, every acta of every race (the one
-    outside the catalogue too), and, recounted, the signed results unit by unit."""
+    outside the catalogue too), the "sin acta" row as a missing acta with its reason
+    (``actas.missing`` with the export's texts), and, recounted, the signed results unit
+    by unit."""
     generated = tmp_path / "generated"
     generate(seed=5, casillas=400, out_dir=generated)  # every district has a casilla
     definition = (generated / "election.yaml").read_text(encoding="utf-8")
@@ -367,20 +376,27 @@ def test_prep_files_of_the_generated_federal_night_load_back_with_its_own_defini
 
     files = load_election(out / "election.yaml")
     assert files.index.definition_sha256 == index.definition_sha256
-    actas = list(load_actas(files))
+    loaded = list(load_acta_rows(files))
     rows = []
     for contest_id in index.contest_ids:
         with (out / f"{contest_id}.csv").open(encoding="utf-8", newline="") as handle:
             rows += _section_b(list(csv.reader(handle)))
-    assert len(actas) == len(rows) == cut.acta_records - 1  # one acta was corrected
+    assert len(loaded) == len(rows) == cut.acta_records - 1  # one acta was corrected
+    assert [i.reason for i in loaded if isinstance(i, MissingActa)] == [
+        R.NOT_COUNTED_REASON_NO_ENVELOPE
+    ]
     tally = Tally(index)
-    for sequence, (acta, row) in enumerate(zip(actas, rows, strict=True)):
-        assert f"{acta.casilla_id}/{acta.contest_id}" == row["CLAVE_ACTA"]
+    for sequence, (item, row) in enumerate(zip(loaded, rows, strict=True)):
+        assert f"{item.casilla_id}/{item.contest_id}" == row["CLAVE_ACTA"]
         reason = REASONS[row["OBSERVACIONES"]]
-        if reason in MISSING:
-            # A "sin acta" row has no figures to read ('-' everywhere): the loader reads
-            # it as blank figures; what it records is the reason (see the format doc).
-            acta = acta_pb2.Acta(casilla_id=acta.casilla_id, contest_id=acta.contest_id)
+        if isinstance(item, MissingActa):
+            # A "sin acta" row (actas.missing): the missing acta with the row's reason,
+            # which ingest records with no figures.
+            assert item.reason == reason
+            acta = acta_pb2.Acta(casilla_id=item.casilla_id, contest_id=item.contest_id)
+        else:
+            assert reason not in MISSING
+            acta = item
         tally.apply(
             acta_pb2.ActaRecord(
                 acta_id=row["CLAVE_ACTA"],

@@ -7,8 +7,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from veritally.election.loader import DefinitionError, load_actas, load_election
-from veritally_client.protocol.pb import election_pb2
+from veritally.election.loader import DefinitionError, MissingActa, load_acta_rows, load_election
+from veritally_client.protocol.pb import acta_pb2, election_pb2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +48,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  actas expected {index.actas_expected()}")
         if args.actas:
             read: Counter[str] = Counter()
+            missing: Counter[str] = Counter()
+            reasons: Counter[str] = Counter()
             undigested = outside = 0
-            for acta in load_actas(files):
+            for acta in load_acta_rows(files):
+                if isinstance(acta, MissingActa):
+                    missing[acta.contest_id] += 1
+                    reasons[acta_pb2.NotCountedReason.Name(acta.reason)] += 1
+                    continue
                 read[acta.contest_id] += 1
                 undigested += not acta.image_sha256
                 outside += not index.has_casilla(acta.casilla_id)
@@ -66,6 +72,17 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"  actas of casillas outside the catalogue {outside} "
                     "(ingest logs them, never counted)"
+                )
+            if missing:
+                # Rows actas.missing recognises: import records them with RecordMissingActa.
+                per_contest = ", ".join(f"{k}: {v}" for k, v in sorted(missing.items()))
+                by_reason = ", ".join(
+                    f"{k.removeprefix('NOT_COUNTED_REASON_')}: {v}"
+                    for k, v in sorted(reasons.items())
+                )
+                print(
+                    f"  actas missing {sum(missing.values())} ({per_contest}; {by_reason}) "
+                    "(import records them, never counted)"
                 )
     except DefinitionError as e:
         print(f"error: {e}", file=sys.stderr)

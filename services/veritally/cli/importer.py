@@ -5,17 +5,24 @@ per contest as PREP publishes them, in contest order; or ``actas.file``). A FILE
 under ``actas.files`` is read as the contest it is named for; any other FILE holds the
 contest of ``--contest``, or else of its ``contest_id`` column.
 
-Rows are read with the election's column mapping (``veritally.election.load_actas``) and
-sent by the capture client (``veritally.capture``) in messages of ``--batch`` actas, one
-``SubmitActas`` stream per message over one connection so that each batch is acknowledged
-on its own (``--concurrency`` streams in flight), with a progress bar on stderr and a
-summary of the outcomes at the end (a table on stderr, one JSON object on stdout).
-``--outcomes`` appends every acknowledged outcome as a JSON line.
+Rows are read with the election's column mapping (``veritally.election.load_acta_rows``)
+and sent by the capture client (``veritally.capture``) in messages of ``--batch`` actas,
+one ``SubmitActas`` stream per message over one connection so that each batch is
+acknowledged on its own (``--concurrency`` streams in flight), with a progress bar on
+stderr and a summary of the outcomes at the end (a table on stderr, one JSON object on
+stdout). ``--outcomes`` appends every acknowledged outcome as a JSON line.
 
-A stream refused by Envoy's rate limit (RESOURCE_EXHAUSTED) or by a restarting ingest
-(UNAVAILABLE, and the other statuses of ``veritally.capture.RETRYABLE``) is sent again
-after an exponential backoff with jitter, for at most ``--retry-budget`` seconds per
-stream; the summary counts these retries per status (``"retries"``).
+A row that ``actas.missing`` recognises as an expected acta that never arrived (PREP's
+"sin acta", the reason in its observation column) is recorded with one
+``RecordMissingActa`` call: ingest logs it with its reason, never counted. The summary
+counts these apart (``"missing"``: outcomes per status, rejections per ``code field``);
+a record ingest refuses (another centre's casilla, an acta already logged) is counted
+there as REJECTED and does not stop the import.
+
+A stream or a record refused by Envoy's rate limit (RESOURCE_EXHAUSTED) or by a
+restarting ingest (UNAVAILABLE, and the other statuses of ``veritally.capture.RETRYABLE``)
+is sent again after an exponential backoff with jitter, for at most ``--retry-budget``
+seconds each; the summary counts these retries per status (``"retries"``).
 
 The capture centre and operator are those of the client certificate (``--cert``, an
 operator's ``spiffe://<td>/capture/<centre>/<operator>`` through Envoy); ingest ignores
@@ -25,9 +32,10 @@ centre imports its share of a national file with ``--centre``.
 An interrupted import is simply run again: what was already accepted comes back as
 DUPLICATE and nothing is counted twice.
 
-Exit status: 0 when every row was answered (whatever the outcomes), 1 when a batch was
-refused with a status that is not retryable or could not be answered within the retry
-budget, 2 when the files cannot be read.
+Exit status: 0 when every row was answered (whatever the outcomes), 1 when a batch or a
+record was refused with a status that is not retryable (and not ingest's answer to the
+record) or could not be answered within the retry budget, 2 when the files cannot be
+read.
 """
 
 from __future__ import annotations
@@ -79,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--centre",
-        help="send only the actas whose capture centre column names CENTRE (ingest refuses "
-        "a casilla assigned to another centre)",
+        help="send only the rows (actas and missing actas) whose capture centre column names "
+        "CENTRE (ingest refuses a casilla assigned to another centre)",
     )
     parser.add_argument(
         "--retry-budget",
@@ -100,7 +108,7 @@ async def _import(args: argparse.Namespace, summary: ImportSummary, console: Con
         TextColumn("importing"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>8} actas/s"),
+        TextColumn("{task.fields[rate]:>8} rows/s"),
         TimeElapsedColumn(),
         console=console,
         disable=args.quiet,
@@ -141,7 +149,11 @@ async def _import(args: argparse.Namespace, summary: ImportSummary, console: Con
 
 
 def _print_summary(console: Console, summary: ImportSummary, seconds: float) -> None:
-    table = Table(title=f"import: {sum(summary.status.values())} actas in {seconds:.1f} s")
+    actas, missing = sum(summary.status.values()), sum(summary.missing.values())
+    title = f"import: {actas:,} actas"
+    if missing:
+        title += f" and {missing:,} missing actas"
+    table = Table(title=f"{title} in {seconds:.1f} s")
     table.add_column("outcome")
     table.add_column("actas", justify="right")
     for status, n in sorted(summary.status.items()):
@@ -149,6 +161,10 @@ def _print_summary(console: Console, summary: ImportSummary, seconds: float) -> 
     if summary.not_counted:
         table.add_row("  of which accepted, not counted", f"{summary.not_counted:,}")
     for reason, n in sorted(summary.rejected.items()):
+        table.add_row(f"  rejected: {reason}", f"{n:,}")
+    for status, n in sorted(summary.missing.items()):
+        table.add_row(f"missing acta recorded: {status}", f"{n:,}")
+    for reason, n in sorted(summary.missing_rejected.items()):
         table.add_row(f"  rejected: {reason}", f"{n:,}")
     for code, n in sorted(summary.counters.retries.items()):
         table.add_row(f"batches retried after {code}", f"{n:,}")

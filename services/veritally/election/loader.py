@@ -1,10 +1,14 @@
 """Load an election definition (YAML + casilla CSV) and acta CSVs through a column mapping.
 
 The formats are documented in docs/election-format.md and the design is recorded in
-docs/adr/0010-election-format-and-column-mapping.md. In short: ``election.yaml`` holds
-the parties, contests, states and districts, and two mappings: ``casillas:`` names the
-casilla catalogue CSV and says which column (or template over columns) gives each field,
-and ``actas:`` does the same for acta CSVs. Sections are derived from the catalogue rows.
+docs/adr/0010-election-format-and-column-mapping.md and (for real acta files: constants,
+sums, actas outside the catalogue, "sin acta" rows) docs/adr/0082-loading-real-acta-files.md.
+In short: ``election.yaml`` holds the parties, contests, states and districts, and two
+mappings: ``casillas:`` names the casilla catalogue CSV and says which column (or
+template over columns) gives each field, and ``actas:`` does the same for acta CSVs.
+Sections are derived from the catalogue rows. A row of an acta file is an acta, or, when
+``actas.missing`` recognises its observation, an expected acta that never arrived
+(:class:`MissingActa`).
 
 Every error is a :class:`DefinitionError` (a ``ValueError``) carrying the file, the line
 and the field it is about, so that an operator can fix the data without reading code.
@@ -38,7 +42,10 @@ __all__ = [
     "CsvFormat",
     "DefinitionError",
     "ElectionFiles",
+    "MissingActa",
+    "MissingMapping",
     "catalogue_units",
+    "load_acta_rows",
     "load_actas",
     "load_definition",
     "load_election",
@@ -109,6 +116,24 @@ ACTA_SUMS: Final = frozenset({"unregistered_votes", "null_votes", *ACTA_COUNTS})
 # Figures larger than this cannot be on a paper tally sheet; it also keeps every sum far
 # inside uint64. Unit: votes.
 MAX_FIGURE: Final = 10**9
+# What a figure's cell holds when the acta has no figure there: PREP writes "-" (off the
+# ballot, or no acta at all), other files leave the cell empty.
+NO_FIGURE: Final = frozenset({"", "-"})
+# PREP's reasons for an expected acta that never arrived ("sin acta"), by the names
+# ``actas.missing.reasons`` gives them: the NotCountedReason values ingest records with
+# RecordMissingActa (veritally.ingest.rules.MISSING_REASONS; a test holds the two equal).
+MISSING_REASONS: Final[Mapping[str, acta_pb2.NotCountedReason.ValueType]] = {
+    "PACKAGE_NOT_DELIVERED": acta_pb2.NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED,
+    "CASILLA_NOT_INSTALLED": acta_pb2.NOT_COUNTED_REASON_CASILLA_NOT_INSTALLED,
+    "NO_ENVELOPE": acta_pb2.NOT_COUNTED_REASON_NO_ENVELOPE,
+    "E_BALLOT_BOX_CONTINGENCY": acta_pb2.NOT_COUNTED_REASON_E_BALLOT_BOX_CONTINGENCY,
+}
+# The text PREP opens every "sin acta" observation with; a cell starting with it that is
+# not a mapped reason is an error, not an acta (``actas.missing.prefix``).
+MISSING_PREFIX: Final = "Sin acta"
+# How much of a cell an error message quotes, in characters: PREP's longest observation
+# (under 50) whole, a runaway cell not.
+QUOTED_CELL_CHARS: Final = 100
 
 
 class DefinitionError(ServiceError, ValueError):
@@ -240,6 +265,13 @@ class _Yaml:
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
+
+
+def _cell(text: str) -> str:
+    """A cell as an error message quotes it: repr-quoted, at most QUOTED_CELL_CHARS of it."""
+    if len(text) <= QUOTED_CELL_CHARS:
+        return repr(text)
+    return f"{text[:QUOTED_CELL_CHARS]!r}... ({len(text)} characters)"
 
 
 # -- CSV column mapping ----------------------------------------------------------------
@@ -438,6 +470,56 @@ def _number(value: str, *, file: Path, line: int, fieldname: str, zero: frozense
 
 
 @dataclass(frozen=True)
+class MissingMapping:
+    """Which acta rows are expected actas that never arrived (``actas.missing``).
+
+    Attributes:
+        column: the column (or template) of the cell holding PREP's observation.
+        reasons: the cell's text, as the file writes it (stripped) -> the reason.
+        prefix: a cell that starts with it (in any case) and is not a key of
+            ``reasons`` is refused, so that a reason the mapping lacks is never read as
+            an acta.
+    """
+
+    column: str
+    reasons: Mapping[str, acta_pb2.NotCountedReason.ValueType]
+    prefix: str = MISSING_PREFIX
+
+
+@dataclass(frozen=True, kw_only=True)
+class MissingActa:
+    """A row of an expected acta that never arrived (PREP's "sin acta"), which
+    ``veritally import`` records with ingest's RecordMissingActa.
+
+    Attributes:
+        casilla_id: a casilla of the catalogue.
+        contest_id: a contest the casilla has an acta of.
+        reason: one of :data:`MISSING_REASONS`.
+        capture_centre_id: the row's capture centre column ("" when not mapped): what
+            ``veritally import --centre`` selects rows by.
+        line: the row's line in its file.
+
+    Raises:
+        ValueError: ``reason`` is not one of :data:`MISSING_REASONS` (at construction).
+    """
+
+    casilla_id: str
+    contest_id: str
+    reason: acta_pb2.NotCountedReason.ValueType
+    capture_centre_id: str = ""
+    line: int = 0
+
+    def __post_init__(self) -> None:
+        if self.reason not in MISSING_REASONS.values():
+            raise ValueError(f"{self.reason} is not a reason for a missing acta")
+
+    @property
+    def acta_id(self) -> str:
+        """``<casilla_id>/<contest_id>``, the id of the acta that is missing."""
+        return f"{self.casilla_id}/{self.contest_id}"
+
+
+@dataclass(frozen=True)
 class ActaMapping:
     """How acta CSV rows map onto :class:`Acta` messages (the ``actas:`` section)."""
 
@@ -458,6 +540,8 @@ class ActaMapping:
     # Whether a row of a casilla the catalogue does not hold is read (as an acta that
     # ingest logs as out of the catalogue) instead of refused.
     outside_catalogue: bool = False
+    # Which rows are expected actas that never arrived; None: every row is an acta.
+    missing: MissingMapping | None = None
 
     def contest_of_file(self, path: Path) -> str | None:
         """The contest a file is named for under ``files``, or None if it is not named."""
@@ -1024,7 +1108,40 @@ def _read_acta_mapping(
         time_format=time_format,
         tz=timezone(offset),
         outside_catalogue=outside == "accept",
+        missing=_read_missing(doc, node),
     )
+
+
+def _read_missing(doc: _Yaml, node: _Map) -> MissingMapping | None:
+    """The ``actas.missing`` mapping: the column of PREP's observation and its texts for
+    each reason an acta never arrived."""
+    if node.get("missing") is None:
+        return None
+    where = "actas.missing"
+    spec = doc.mapping(node, "missing", "actas")
+    for key in spec:
+        if key not in ("column", "reasons", "prefix"):
+            raise doc.error(spec, f"{where}.{key}", "unknown key (column, reasons, prefix)")
+    column = doc.text(spec, "column", where)
+    if not column.strip():
+        raise doc.error(spec, f"{where}.column", "is empty")
+    prefix = doc.text(spec, "prefix", where, required=False, default=MISSING_PREFIX)
+    if not prefix.strip():
+        raise doc.error(spec, f"{where}.prefix", "is empty: every observation would start with it")
+    texts = doc.str_map(spec, "reasons", where)
+    if not texts:
+        raise doc.error(spec, f"{where}.reasons", "lists no reason")
+    reasons: dict[str, acta_pb2.NotCountedReason.ValueType] = {}
+    for text, name in texts.items():
+        path = f"{where}.reasons.{text}"
+        if not text.strip():
+            raise doc.error(
+                spec, path, "an empty text would make every row without an observation missing"
+            )
+        if name not in MISSING_REASONS:
+            raise doc.error(spec, path, f"{name!r} is not one of {sorted(MISSING_REASONS)}")
+        reasons[text.strip()] = MISSING_REASONS[name]
+    return MissingMapping(column=column, reasons=reasons, prefix=prefix.strip())
 
 
 # -- actas -----------------------------------------------------------------------------
@@ -1037,6 +1154,9 @@ def load_actas(
     contest: str | None = None,
 ) -> Iterator[acta_pb2.Acta]:
     """Read actas from CSV with the election's ``actas:`` mapping, in file order.
+
+    The rows ``actas.missing`` recognises as expected actas that never arrived are not
+    actas and are left out; :func:`load_acta_rows` yields them too.
 
     Args:
         election: the ``election.yaml`` path, or an already loaded :class:`ElectionFiles`.
@@ -1053,6 +1173,35 @@ def load_actas(
         DefinitionError: if the definition cannot be loaded, has no ``actas:`` section,
             or ``contest`` is not one of its contests.
         ActaFileError: naming the file, line and field of a row that cannot be read.
+    """
+    for row in load_acta_rows(election, csv_path, contest=contest):
+        if isinstance(row, acta_pb2.Acta):
+            yield row
+
+
+def load_acta_rows(
+    election: str | Path | ElectionFiles,
+    csv_path: str | Path | None = None,
+    *,
+    contest: str | None = None,
+) -> Iterator[acta_pb2.Acta | MissingActa]:
+    """Read every row of the acta files, in file order: an acta, or an expected acta
+    that never arrived (a row ``actas.missing`` recognises).
+
+    Args:
+        election: as for :func:`load_actas`.
+        csv_path: as for :func:`load_actas`.
+        contest: as for :func:`load_actas`.
+
+    Yields:
+        One ``Acta`` or :class:`MissingActa` per row.
+
+    Raises:
+        DefinitionError: as for :func:`load_actas`.
+        ActaFileError: naming the file, line and field of a row that cannot be read,
+            among them a missing acta's row that holds a figure (the figure's field) and
+            an observation that starts like a missing acta's but is none of the mapped
+            reasons (``missing.reasons``).
     """
     files = election if isinstance(election, ElectionFiles) else load_election(election)
     mapping = files.actas
@@ -1085,12 +1234,12 @@ def load_actas(
 
 def _read_acta_file(
     index: ElectionIndex, mapping: ActaMapping, path: Path, fixed_contest: str | None
-) -> Iterator[acta_pb2.Acta]:
+) -> Iterator[acta_pb2.Acta | MissingActa]:
     reader, header, header_line, close = _open_csv(path, mapping.csv_format, error=ActaFileError)
     try:
         rows = _ActaRows(index, mapping, path, fixed_contest, header, header_line)
         for line, row in _rows(reader, path, header_line, error=ActaFileError):
-            yield rows.acta(line, row)
+            yield rows.read(line, row)
     finally:
         close()
 
@@ -1194,6 +1343,22 @@ class _ActaRows:
             if name in getters
         ]
         self.count_getters = [(name, getters[name]) for name in ACTA_COUNTS if name in getters]
+        self.missing = mapping.missing
+        self.get_missing = (
+            compile_(mapping.missing.column, "missing.column")[0]
+            if mapping.missing is not None
+            else None
+        )
+        # Fields mapped to a constant: the same cell on every row, no figure of the row's
+        # own (a missing acta's row may hold them; unregistered_votes: {const: "0"}).
+        self.constant_fields = frozenset(
+            {name for name, spec in mapping.columns.items() if isinstance(spec, Const)}
+            | {
+                f"options.{o}"
+                for o, spec in mapping.option_columns.items()
+                if isinstance(spec, Const)
+            }
+        )
 
     def _error(self, reason: str, line: int, field: str | None = None) -> ActaFileError:
         return ActaFileError(reason, file=self.path, line=line, field=field)
@@ -1222,12 +1387,12 @@ class _ActaRows:
         outside the catalogue."""
         options: _OptionGetters = []
         for oid, getters in self.option_getters[contest_id].items():
-            if getters is not None and any(g(row).strip() not in ("", "-") for g in getters):
+            if getters is not None and any(g(row).strip() not in NO_FIGURE for g in getters):
                 options.append((oid, getters))
         return options
 
-    def acta(self, line: int, row: list[str]) -> acta_pb2.Acta:
-        """The acta of one row.
+    def read(self, line: int, row: list[str]) -> acta_pb2.Acta | MissingActa:
+        """The acta of one row, or the missing acta it records.
 
         Raises:
             ActaFileError: naming the line and the field at fault.
@@ -1236,6 +1401,15 @@ class _ActaRows:
             raise self._error(f"{len(row)} columns, the header has {self.width}", line)
         casilla_id = self.get_casilla(row).strip()
         casilla = self.casillas.get(casilla_id)
+        reason = self._missing_reason(line, row) if self.get_missing is not None else None
+        if casilla is None and reason is not None:
+            # Ingest records a missing acta only of a casilla it expects one of.
+            raise self._error(
+                f"casilla {_cell(casilla_id)} is not in the catalogue: no acta of it is expected, "
+                "so none can be missing",
+                line,
+                "casilla_id",
+            )
         if casilla is None and not (self.mapping.outside_catalogue and casilla_id):
             raise self._error(f"unknown casilla {casilla_id!r}", line, "casilla_id")
         if self.get_contest is not None:
@@ -1260,6 +1434,17 @@ class _ActaRows:
                     "contest_id",
                 )
             options = self.race_getters.get(race.index) or self._race_options(race, line)
+            if reason is not None:
+                self._check_no_figures(options, line, row)
+                return MissingActa(
+                    casilla_id=casilla_id,
+                    contest_id=contest_id,
+                    reason=reason,
+                    capture_centre_id=(
+                        self.get_centre(row).strip() if self.get_centre is not None else ""
+                    ),
+                    line=line,
+                )
         acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id)
         add = acta.option_votes.add
         for oid, getters in options:
@@ -1292,6 +1477,57 @@ class _ActaRows:
                 setattr(acta.counts, name, count)
         self._provenance(acta.provenance, line, row)
         return acta
+
+    def _missing_reason(
+        self, line: int, row: list[str]
+    ) -> acta_pb2.NotCountedReason.ValueType | None:
+        """The reason the row's observation gives for an acta that never arrived, or
+        None for a row that is an acta (no ``actas.missing``, or another observation).
+
+        Raises:
+            ActaFileError: on ``missing.reasons`` for an observation that starts with the
+                prefix but is not a mapped reason: read as an acta, it would be one with
+                every figure blank.
+        """
+        if self.get_missing is None or self.missing is None:
+            return None
+        text = self.get_missing(row).strip()
+        reason = self.missing.reasons.get(text)
+        if reason is None and text.casefold().startswith(self.missing.prefix.casefold()):
+            raise self._error(
+                f"column {self.missing.column!r} holds {_cell(text)}, which starts with "
+                f"{self.missing.prefix!r} but is not a text of actas.missing.reasons: add it "
+                "there with its reason",
+                line,
+                "missing.reasons",
+            )
+        return reason
+
+    def _check_no_figures(self, options: _OptionGetters, line: int, row: list[str]) -> None:
+        """A missing acta's row has no figures: every figure and count cell of its race is
+        empty or ``-`` (a field mapped to a constant is not the row's).
+
+        Raises:
+            ActaFileError: naming the first field that holds something else.
+        """
+        cells: list[tuple[str, tuple[Getter, ...]]] = [(f"options.{oid}", g) for oid, g in options]
+        cells += [
+            ("unregistered_votes", self.get_unregistered),
+            ("null_votes", self.get_null),
+            *self.count_getters,
+        ]
+        for fieldname, getters in cells:
+            if fieldname in self.constant_fields:
+                continue
+            for getter in getters:
+                value = getter(row).strip()
+                if value not in NO_FIGURE:
+                    raise self._error(
+                        f"the row records a missing acta but holds a figure, {_cell(value)}: "
+                        "an acta that never arrived has none (empty or '-')",
+                        line,
+                        fieldname,
+                    )
 
     def _sum(
         self, row: list[str], getters: tuple[Getter, ...], line: int, fieldname: str
