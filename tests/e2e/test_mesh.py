@@ -62,6 +62,10 @@ CALL_TIMEOUT_S = 5.0
 # Small budgets so that a flood is quick to provoke: 10 calls at once, 2 a second after.
 MEDIA_BUCKET = TokenBucket(burst=10, per_second=2)
 LATEST_CHECKPOINT = b"veritally.example/test\n7\nAAAA\n"
+# The cut number the in-test publication answers with a results blob of a national
+# night's size (a federal night of 160,000 casillas signs ~470 KB of results).
+NATIONAL_CUT = 470
+NATIONAL_RESULTS_BYTES = 2100 * 1024
 
 
 # --------------------------------------------------------------------------------------
@@ -107,8 +111,9 @@ class FakePublication(publication_pb2_grpc.PublicationServiceServicer):
     async def GetCut(
         self, request: publication_pb2.GetCutRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> publication_pb2.GetCutResponse:
+        results = b"\x07" * NATIONAL_RESULTS_BYTES if request.cut_number == NATIONAL_CUT else b""
         return publication_pb2.GetCutResponse(
-            cut=log_pb2.SignedCut(checkpoint=f"cut {request.cut_number}".encode())
+            cut=log_pb2.SignedCut(checkpoint=f"cut {request.cut_number}".encode(), results=results)
         )
 
     async def WatchCuts(
@@ -619,3 +624,13 @@ async def test_rest_view_answers_json(mesh: Mesh) -> None:
 async def test_rest_view_is_for_media_only(mesh: Mesh) -> None:
     status, _ = await asyncio.to_thread(_https_get, mesh, "/v1/cuts/latest", "cc-01")
     assert status == 403
+
+
+async def test_rest_view_answers_a_cut_of_national_size(mesh: Mesh) -> None:
+    # Every cut of a national night carries ~470 KB of results: the transcoder must hold
+    # the whole answer (its base64 text is a third larger) instead of answering 500.
+    path = f"/v1/cuts/{NATIONAL_CUT}"
+    status, body = await asyncio.to_thread(_https_get, mesh, path, "outlet-04")
+    assert status == 200, body[:200]
+    results = base64.b64decode(json.loads(body)["cut"]["results"])
+    assert results == b"\x07" * NATIONAL_RESULTS_BYTES

@@ -3,7 +3,9 @@
 This room owns the wire side of publication's answers: checking each request's fields
 (INVALID_ARGUMENT naming the field, with BadRequest details), the page size of
 GetLeaves, and mapping the engine's outcomes to status codes (None to NOT_FOUND or
-UNAVAILABLE, :class:`~veritally.publication.errors.TamperedDataError` to DATA_LOSS). It
+UNAVAILABLE, :class:`~veritally.publication.errors.TamperedDataError` and
+:class:`~veritally.publication.errors.ViewError` to DATA_LOSS,
+:class:`~veritally.publication.errors.ViewUnavailableError` to UNAVAILABLE). It
 may import gRPC, the generated publication modules, the engine and publication's errors;
 it decides nothing about cuts.
 """
@@ -17,7 +19,7 @@ import grpc
 
 from veritally.bounds import clip
 from veritally.publication.engine import PublicationEngine
-from veritally.publication.errors import TamperedDataError
+from veritally.publication.errors import TamperedDataError, ViewError, ViewUnavailableError
 from veritally.rpc.status import bad_request
 from veritally.storage import MAX_LEAVES_PER_PAGE
 from veritally_client.protocol.pb import log_pb2, publication_pb2, publication_pb2_grpc
@@ -28,6 +30,7 @@ SERVICE_NAME = "veritally.v1.PublicationService"
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
+_NO_CUT_YET = "no cut has been made yet"
 
 
 async def _data_loss(context: Context) -> NoReturn:
@@ -64,7 +67,7 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
         """The newest cut (UNAVAILABLE before the first one)."""
         response = self.engine.latest_response
         if response is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no cut has been made yet")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _NO_CUT_YET)
         return response
 
     async def GetCut(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -179,3 +182,34 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
                 grpc.StatusCode.UNAVAILABLE, "the election definition has not been fetched yet"
             )
         return publication_pb2.GetElectionDefinitionResponse(definition=data)
+
+    async def GetLatestCutView(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: publication_pb2.GetLatestCutViewRequest, context: Context
+    ) -> publication_pb2.GetLatestCutViewResponse:
+        """The newest cut with its results named (UNAVAILABLE before the first cut or
+        before the election definition is fetched)."""
+        try:
+            response = await self.engine.latest_view()
+        except ViewUnavailableError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except (TamperedDataError, ViewError):
+            await _data_loss(context)
+        if response is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _NO_CUT_YET)
+        return response
+
+    async def GetCutView(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: publication_pb2.GetCutViewRequest, context: Context
+    ) -> publication_pb2.GetCutViewResponse:
+        """A cut by number with its results named (NOT_FOUND if there is none)."""
+        if request.cut_number == 0:
+            await _invalid(context, "cut_number", "cut numbers start at 1")
+        try:
+            response = await self.engine.cut_view(request.cut_number)
+        except ViewUnavailableError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except (TamperedDataError, ViewError):
+            await _data_loss(context)
+        if response is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no cut {request.cut_number}")
+        return response
