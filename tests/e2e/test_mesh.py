@@ -62,8 +62,8 @@ MEDIA_BUCKET = TokenBucket(burst=10, per_second=2)
 LATEST_CHECKPOINT = b"veritally.example/test\n7\nAAAA\n"
 # The cut the in-test publication answers with a results blob of BIG_RESULTS_BYTES: more
 # than the transcoder held before it was given a limit, the stream's buffer (64 KiB on
-# HTTP/2, 1 MiB on HTTP/1.1), where a federal night's cut is ~250 KB and the answer with
-# its named view ~1.5 MB.
+# HTTP/2, 1 MiB on HTTP/1.1), where a national night's cut is ~470 KB and the answer with
+# its named view ~1.9 MB.
 BIG_CUT = 470
 BIG_RESULTS_BYTES = 2 * 1024 * 1024
 

@@ -128,7 +128,7 @@ __all__ = [
 # Largest gRPC answer the JSON view's transcoder holds to print it, in bytes. It holds a
 # whole answer before printing it and answers HTTP 500 above its limit, which is by
 # default the stream's buffer: 64 KiB on HTTP/2 (the flow-control window), 1 MiB on
-# HTTP/1.1, where a federal night's cut is ~250 KB and its view ~1.5 MB. Publication
+# HTTP/1.1, where a national night's cut is ~470 KB and its named view ~1.9 MB. Publication
 # never sends a message above its gRPC send limit (MAX_MESSAGE_BYTES), framed with a
 # 5-byte prefix: with that limit every answer it may send is printed, and Envoy holds
 # only what an answer really takes.

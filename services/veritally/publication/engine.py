@@ -50,8 +50,9 @@ _DEFINITION_KEY = "election_definition"
 _BUNDLE_CUT_KEY = "bundle_cut"
 #: Views of cuts kept built besides the newest cut's (GetCutView answers, least recently
 #: read dropped first): an outlet filling a gap or checking history reads a few cuts
-#: around the one it shows, and every cut's view would be ~1.5 MB each on a national
-#: night (docs/mesh.md, "The JSON view"), so about 6 MB for these.
+#: around the one it shows. An answer of a national night is ~1.9 MB serialized and ~7 MB
+#: as a message in memory (docs/mesh.md, "The JSON view"), so these and the newest hold
+#: ~35 MB; keeping every cut's would grow with the night.
 VIEW_CACHE_CUTS = 4
 
 T = TypeVar("T")
