@@ -300,19 +300,21 @@ DOC_PORT = "127.0.0.1:8445"
 
 
 def _doc_curl_commands() -> list[tuple[str, str, str]]:
-    """(doc, command, the JSON shown under it or "") of every curl of the REST view the
-    docs show (a console or sh block; ``\\`` continues a line)."""
+    """(doc, command, the JSON shown after it or "") of every curl of the REST view the
+    docs show: a console or sh block (``\\`` continues a line), and the json block that
+    follows it before any other block, if one does."""
     found: list[tuple[str, str, str]] = []
     for doc in DOCS:
-        text = doc.read_text(encoding="utf-8")
-        for block in re.finditer(
-            r"```(?:console|sh)\n(.*?)```(?:\n+```json\n(.*?)```)?", text, re.S
-        ):
-            body = block.group(1).replace("\\\n", " ")
-            for line in body.splitlines():
+        blocks = re.findall(r"```(\w*)\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+        for i, (lang, body) in enumerate(blocks):
+            if lang not in ("console", "sh"):
+                continue
+            after = blocks[i + 1] if i + 1 < len(blocks) else ("", "")
+            answer = after[1] if after[0] == "json" else ""
+            for line in body.replace("\\\n", " ").splitlines():
                 command = line.removeprefix("$ ").strip()
                 if command.startswith("curl ") and DOC_PORT in command:
-                    found.append((doc.name, command, block.group(2) or ""))
+                    found.append((doc.name, command, answer))
     return found
 
 
@@ -341,8 +343,13 @@ def test_the_docs_show_the_view_and_its_answer() -> None:
     assert {doc for doc, _, _ in commands} == {d.name for d in DOCS}
 
 
+DOC_CURLS = _doc_curl_commands()
+
+
 @pytest.mark.parametrize(
-    ("doc", "command", "answer"), _doc_curl_commands(), ids=lambda v: str(v)[:60]
+    ("doc", "command", "answer"),
+    DOC_CURLS,
+    ids=[f"{doc}:{command.rsplit(DOC_PORT, 1)[-1]}" for doc, command, _ in DOC_CURLS],
 )
 def test_each_curl_of_the_docs_answers_as_shown(
     night: Night, doc: str, command: str, answer: str
