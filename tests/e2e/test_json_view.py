@@ -7,8 +7,9 @@ GETs ``/v1/cuts/<n>/view`` from the REST listener over HTTP/2 with its certifica
 curl does, and the SDK verifies the signed bytes that JSON carries (through a transport
 that reads the cuts from the JSON view and the proofs over gRPC): every name, vote,
 share and completeness figure of the JSON equals the SDK's verified named results of the
-same cut. Every answer is above what the transcoder held before it had a limit of its
-own (64 KiB on HTTP/2, 1 MiB on HTTP/1.1), where each one was answered HTTP 500.
+same cut, and ``/v1/cuts/<n>`` answers the same signed cut. Every answer is above what
+the transcoder held before it had a limit of its own (64 KiB on HTTP/2, 1 MiB on
+HTTP/1.1), where each one was answered HTTP 500.
 The curl commands of the docs run against the same night.
 """
 
@@ -265,8 +266,10 @@ def test_every_cut_of_the_night_is_named_json_whose_signed_bytes_verify_to_its_f
         for n in numbers:
             document = transport.documents[n]
             assert _check_view(document["view"], cuts[n]) >= 333 + 32 + 1
-            # The signed bytes the JSON carries are the verified cut's.
+            # The signed bytes the JSON carries are the verified cut's, and the cut alone
+            # (the route that answered HTTP 500 for every cut) is the same.
             assert base64.b64decode(document["cut"]["results"]) == cuts[n].results_bytes
+            assert night.json(f"/v1/cuts/{n}") == {"cut": document["cut"]}
             # Every answer is above the transcoder's former limits: its signed cut alone
             # over the HTTP/2 stream's 64 KiB, the whole answer over HTTP/1.1's 1 MiB.
             answer = json_format.ParseDict(document, publication_pb2.GetCutViewResponse())
