@@ -21,7 +21,6 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from google.protobuf import json_format
 
 from tests.conftest import REPO_ROOT
 from tests.http_support import CurlAnswer, curl_get
+from tests.night_support import close_night
 from tests.view_support import json_race, sdk_race
 from veritally.election import load_actas, load_election
 from veritally.stack import Stack
@@ -139,17 +139,7 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Night]:
             for centre, mine in sorted(by_centre.items()):
                 accepted += _submit(stack, f"{centre}/op-1", mine)
             _wait_for(stack, waits / str(stage), _covering(accepted))
-        ops = stack.tls("ops-01")
-        closed = subprocess.run(
-            [
-                *(sys.executable, "-m", "veritally.cli", "close", "--target", stack.endpoints.edge),
-                *("--tls-cert", str(ops.cert), "--tls-key", str(ops.key), "--tls-ca", str(ops.ca)),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=WAIT_S,
-            check=False,
-        )
+        closed = close_night(stack, "ops-01", timeout_s=WAIT_S)
         assert closed.returncode == 0, closed.stderr
         final = _wait_for(stack, waits / "final", lambda c: c.final)
         assert final.acta_records == accepted == len(actas)

@@ -12,8 +12,8 @@ it decides nothing about cuts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -30,6 +30,7 @@ SERVICE_NAME = "veritally.v1.PublicationService"
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
 _NO_CUT_YET = "no cut has been made yet"
 
 
@@ -52,6 +53,19 @@ async def _invalid(context: Context, field_name: str, message: str) -> NoReturn:
         )
     )
     raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
+
+
+async def _view(context: Context, answer: Awaitable[T]) -> T:
+    """The engine's view answer, its failures mapped to statuses: no definition yet is
+    UNAVAILABLE; results the stored definition cannot name, or a tampered blob, are
+    DATA_LOSS (the engine logged the alarm)."""
+    try:
+        return await answer
+    except ViewUnavailableError as e:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+    except (TamperedDataError, ViewError):
+        await _data_loss(context)
+    raise AssertionError("abort returns only by raising")  # pragma: no cover
 
 
 class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
@@ -188,12 +202,7 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
     ) -> publication_pb2.GetLatestCutViewResponse:
         """The newest cut with its results named (UNAVAILABLE before the first cut or
         before the election definition is fetched)."""
-        try:
-            response = await self.engine.latest_view()
-        except ViewUnavailableError as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-        except (TamperedDataError, ViewError):
-            await _data_loss(context)
+        response = await _view(context, self.engine.latest_view())
         if response is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, _NO_CUT_YET)
         return response
@@ -204,12 +213,7 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
         """A cut by number with its results named (NOT_FOUND if there is none)."""
         if request.cut_number == 0:
             await _invalid(context, "cut_number", "cut numbers start at 1")
-        try:
-            response = await self.engine.cut_view(request.cut_number)
-        except ViewUnavailableError as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-        except (TamperedDataError, ViewError):
-            await _data_loss(context)
+        response = await _view(context, self.engine.cut_view(request.cut_number))
         if response is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no cut {request.cut_number}")
         return response
