@@ -293,18 +293,22 @@ DOC_PORT = "127.0.0.1:8445"
 
 
 def _doc_curl_commands() -> list[tuple[str, str, str]]:
-    """(doc, command, the JSON shown after it or "") of every curl of the REST view the
-    docs show: a console or sh block (``\\`` continues a line), and the json block that
-    follows it before any other block, if one does."""
+    """(doc, command, the JSON shown as its answer or "") of every curl of the REST view
+    the docs show: a console or sh block (``\\`` continues a line), and the json block
+    after it when that is the next block and no heading comes between."""
     found: list[tuple[str, str, str]] = []
     for doc in DOCS:
-        blocks = re.findall(r"```(\w*)\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
-        for i, (lang, body) in enumerate(blocks):
-            if lang not in ("console", "sh"):
+        text = doc.read_text(encoding="utf-8")
+        blocks = list(re.finditer(r"```(\w*)\n(.*?)```", text, re.S))
+        for i, block in enumerate(blocks):
+            if block.group(1) not in ("console", "sh"):
                 continue
-            after = blocks[i + 1] if i + 1 < len(blocks) else ("", "")
-            answer = after[1] if after[0] == "json" else ""
-            for line in body.replace("\\\n", " ").splitlines():
+            answer = ""
+            if i + 1 < len(blocks) and blocks[i + 1].group(1) == "json":
+                between = text[block.end() : blocks[i + 1].start()]
+                if not re.search(r"^#", between, re.M):
+                    answer = blocks[i + 1].group(2)
+            for line in block.group(2).replace("\\\n", " ").splitlines():
                 command = line.removeprefix("$ ").strip()
                 if command.startswith("curl ") and DOC_PORT in command:
                     found.append((doc.name, command, answer))
