@@ -253,6 +253,9 @@ class PublicationEngine:
         latest = self._latest
         if latest.cut is None or latest.signed is None:
             return None
+        cached = self._latest_view
+        if cached is not None and cached.view.cut_number == latest.cut.cut_number:
+            return cached  # every read but the first of each cut: no wait on a build
         async with self._view_lock:
             cached = self._latest_view
             if cached is not None and cached.view.cut_number == latest.cut.cut_number:
