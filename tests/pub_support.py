@@ -75,6 +75,9 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
         self.batch = 100  # records per stream message, as aggregation batches them
         # Records ingest accepted beyond those served: an aggregation stuck behind ingest.
         self.ingest_ahead = 0
+        # A definition served instead of the election's: one the results were not
+        # computed with.
+        self.other_definition: bytes | None = None
         self.election = election
         self.tally = Tally(election) if election else None
         self._rng = random.Random(2026)
@@ -93,6 +96,8 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
         return len(self.leaves)
 
     def _definition_now(self) -> bytes:
+        if self.other_definition is not None:
+            return self.other_definition
         return self.election.definition_bytes if self.election else DEFINITION
 
     def add_valid(self, count: int) -> None:

@@ -12,8 +12,6 @@ unless the client allows test data.
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.night_support import close_night
 from tests.recount import brute_force, share
 from veritally.election import load_actas, load_election
 from veritally.rpc import TlsFiles
@@ -220,17 +219,7 @@ def test_federal_night_of_333_races_equals_an_independent_recount_and_closes_fin
 
     # The close: an operator ends the night, and the final cut counts special casillas'
     # votes in participation (numerator only), as PREP does.
-    ops = stack.tls("ops-01")
-    closed = subprocess.run(
-        [
-            *(sys.executable, "-m", "veritally.cli", "close", "--target", stack.endpoints.edge),
-            *("--tls-cert", str(ops.cert), "--tls-key", str(ops.key), "--tls-ca", str(ops.ca)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        check=False,
-    )
+    closed = close_night(stack, "ops-01", timeout_s=WAIT_S)
     assert closed.returncode == 0, closed.stderr
     final = _wait_for(stack, tmp_path / "b", lambda c: c.final)
     assert final.acta_records == len(records)

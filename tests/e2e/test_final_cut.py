@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.night_support import close_night
 from veritally.election import load_actas, load_election
 from veritally.rpc import TlsFiles
 from veritally.stack import Stack
@@ -55,27 +55,7 @@ def _submit(stack: Stack, who: str, actas: list[acta_pb2.Acta]) -> list[ingest_p
 
 
 def _close(stack: Stack, who: str) -> subprocess.CompletedProcess[str]:
-    tls = stack.tls(who)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "veritally.cli",
-            "close",
-            "--target",
-            stack.endpoints.edge,
-            "--tls-cert",
-            str(tls.cert),
-            "--tls-key",
-            str(tls.key),
-            "--tls-ca",
-            str(tls.ca),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        check=False,
-    )
+    return close_night(stack, who, timeout_s=WAIT_S)
 
 
 def _wait_for(stack: Stack, state_dir: Path, done: object) -> VerifiedCut:

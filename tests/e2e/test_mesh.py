@@ -17,10 +17,7 @@ import asyncio
 import base64
 import json
 import math
-import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from tests.http_support import CurlAnswer, curl_get
 from veritally.mesh.envoy import (
     INGEST_MAX_REQUEST_BYTES,
     SERVICE_FULL_NAMES,
@@ -62,6 +60,12 @@ CALL_TIMEOUT_S = 5.0
 # Small budgets so that a flood is quick to provoke: 10 calls at once, 2 a second after.
 MEDIA_BUCKET = TokenBucket(burst=10, per_second=2)
 LATEST_CHECKPOINT = b"veritally.example/test\n7\nAAAA\n"
+# The cut the in-test publication answers with a results blob of BIG_RESULTS_BYTES: more
+# than the transcoder held before it was given a limit, the stream's buffer (64 KiB on
+# HTTP/2, 1 MiB on HTTP/1.1), where a national night's cut is ~470 KB and the answer with
+# its named view ~1.9 MB.
+BIG_CUT = 470
+BIG_RESULTS_BYTES = 2 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------------------
@@ -107,8 +111,9 @@ class FakePublication(publication_pb2_grpc.PublicationServiceServicer):
     async def GetCut(
         self, request: publication_pb2.GetCutRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> publication_pb2.GetCutResponse:
+        results = b"\x07" * BIG_RESULTS_BYTES if request.cut_number == BIG_CUT else b""
         return publication_pb2.GetCutResponse(
-            cut=log_pb2.SignedCut(checkpoint=f"cut {request.cut_number}".encode())
+            cut=log_pb2.SignedCut(checkpoint=f"cut {request.cut_number}".encode(), results=results)
         )
 
     async def WatchCuts(
@@ -593,29 +598,38 @@ async def test_access_log_records_peer_method_and_status(mesh: Mesh) -> None:
 # REST/JSON view
 
 
-def _https_get(mesh: Mesh, path: str, identity: str) -> tuple[int, bytes]:
-    context = ssl.create_default_context(cafile=str(mesh.pki.ca_cert))
+def _rest_get(mesh: Mesh, path: str, identity: str, *, http: str = "2") -> CurlAnswer:
     who = mesh.pki.identity(identity)
-    context.load_cert_chain(str(who.cert), str(who.key))
     assert mesh.topology.rest is not None
     url = f"https://{mesh.topology.rest}{path}"
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=CALL_TIMEOUT_S) as resp:
-            return int(resp.status), bytes(resp.read())
-    except urllib.error.HTTPError as e:
-        return int(e.code), bytes(e.read())
+    return curl_get(url, ca=mesh.pki.ca_cert, cert=who.cert, key=who.key, http=http)
 
 
-async def test_rest_view_answers_json(mesh: Mesh) -> None:
-    status, body = await asyncio.to_thread(_https_get, mesh, "/v1/cuts/latest", "outlet-04")
-    assert status == 200
-    cut = json.loads(body)["cut"]
+@pytest.mark.parametrize("http", ["2", "1.1"])
+async def test_rest_view_answers_json(mesh: Mesh, http: str) -> None:
+    answer = await asyncio.to_thread(_rest_get, mesh, "/v1/cuts/latest", "outlet-04", http=http)
+    assert (answer.status, answer.http_version) == (200, http)
+    cut = json.loads(answer.body)["cut"]
     assert base64.b64decode(cut["checkpoint"]) == LATEST_CHECKPOINT
-    status, body = await asyncio.to_thread(_https_get, mesh, "/v1/cuts/7", "outlet-04")
-    assert status == 200
-    assert base64.b64decode(json.loads(body)["cut"]["checkpoint"]) == b"cut 7"
+    answer = await asyncio.to_thread(_rest_get, mesh, "/v1/cuts/7", "outlet-04", http=http)
+    assert answer.status == 200
+    assert base64.b64decode(json.loads(answer.body)["cut"]["checkpoint"]) == b"cut 7"
 
 
-async def test_rest_view_is_for_media_only(mesh: Mesh) -> None:
-    status, _ = await asyncio.to_thread(_https_get, mesh, "/v1/cuts/latest", "cc-01")
-    assert status == 403
+@pytest.mark.parametrize("http", ["2", "1.1"])
+async def test_rest_view_answers_cuts_above_the_streams_buffer(mesh: Mesh, http: str) -> None:
+    # Before the transcoder had a limit of its own, every cut of a federal night was
+    # answered HTTP 500: "Response not transcoded because the transcoder's internal
+    # buffer size exceeds the configured limit".
+    path = f"/v1/cuts/{BIG_CUT}"
+    answer = await asyncio.to_thread(_rest_get, mesh, path, "outlet-04", http=http)
+    assert (answer.status, answer.http_version) == (200, http), answer.body[:200]
+    results = base64.b64decode(json.loads(answer.body)["cut"]["results"])
+    assert results == b"\x07" * BIG_RESULTS_BYTES
+
+
+@pytest.mark.parametrize("path", ["/v1/cuts/latest", "/v1/cuts/latest/view", "/v1/cuts/3/view"])
+async def test_rest_view_is_for_media_only(mesh: Mesh, path: str) -> None:
+    for identity in ("cc-01", "ops-01"):
+        answer = await asyncio.to_thread(_rest_get, mesh, path, identity)
+        assert answer.status == 403, (identity, answer.body[:200])

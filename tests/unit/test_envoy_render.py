@@ -18,6 +18,8 @@ from google.protobuf import descriptor_pb2
 from tests.conftest import REPO_ROOT
 from veritally.mesh.envoy import (
     METHODS,
+    READ_MAX_REQUEST_BYTES,
+    REST_MAX_RESPONSE_BYTES,
     REST_ROUTES,
     CircuitBreaker,
     Endpoint,
@@ -36,6 +38,7 @@ from veritally.mesh.envoy import (
     write,
 )
 from veritally.pki import Pki, init_pki
+from veritally.rpc import MAX_MESSAGE_BYTES
 
 TD = "veritally.example"
 SPIFFE = f"spiffe://{TD}"
@@ -64,6 +67,10 @@ MEDIA_READS = {
         "GetTrustRoot",
         "GetElectionDefinition",
     )
+}
+# Reads of the JSON view alone: gRPC clients name the results with the SDK.
+JSON_VIEW_READS = {
+    f"/veritally.v1.PublicationService/{m}" for m in ("GetLatestCutView", "GetCutView")
 }
 
 
@@ -310,7 +317,7 @@ def test_rest_view_is_read_only_for_media(config: dict[str, Any]) -> None:
     policies = _policies(config, "rest")
     assert list(policies) == ["media"]
     assert policies["media"][1] == {f"/veritally.v1.PublicationService/{m}" for m in REST_ROUTES}
-    assert policies["media"][1] <= MEDIA_READS
+    assert policies["media"][1] <= MEDIA_READS | JSON_VIEW_READS
 
 
 def test_rbac_runs_after_the_transcoder_on_rest(config: dict[str, Any]) -> None:
@@ -504,6 +511,17 @@ def test_descriptor_set_maps_json_gets(topology: Topology) -> None:
     transcoder = _filter(render(topology), "rest", "envoy.filters.http.grpc_json_transcoder")
     assert transcoder["proto_descriptor"] == str(topology.descriptor_set)
     assert transcoder["request_validation_options"]["reject_unknown_method"] is True
+
+
+def test_json_view_transcodes_every_answer_publication_may_send(config: dict[str, Any]) -> None:
+    # Unset, the transcoder's limit is the stream's buffer (64 KiB on HTTP/2), and every
+    # cut of a federal night was answered HTTP 500. Publication sends nothing above its
+    # gRPC send limit; the transcoder holds that much and its 5-byte gRPC prefix.
+    transcoder = _filter(config, "rest", "envoy.filters.http.grpc_json_transcoder")
+    assert transcoder["max_response_body_size"] == REST_MAX_RESPONSE_BYTES
+    assert REST_MAX_RESPONSE_BYTES == MAX_MESSAGE_BYTES + 5
+    # Requests are bodiless GETs, bounded as every read is on the edge.
+    assert transcoder["max_request_body_size"] == READ_MAX_REQUEST_BYTES
 
 
 def test_cli_render_writes_a_valid_configuration(pki: Pki, tmp_path: Path) -> None:

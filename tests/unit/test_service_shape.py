@@ -23,6 +23,7 @@ ENGINES = (
     "services/veritally/ingest/operators.py",
     "services/veritally/bounds.py",
     "services/veritally/publication/engine.py",
+    "services/veritally/publication/view.py",
     "services/veritally/aggregation/engine.py",
 )
 

@@ -77,6 +77,7 @@ def describe(stack: Stack) -> list[tuple[str, str]]:
     rows = [
         ("edge (gRPC, mTLS)", e.edge),
         ("REST view (HTTPS, mTLS)", f"https://{e.rest}/v1/cuts/latest"),
+        ("REST view, results named", f"https://{e.rest}/v1/cuts/latest/view"),
         ("Envoy admin (loopback)", f"http://{e.admin}/"),
         ("mesh (services only)", e.mesh),
     ]

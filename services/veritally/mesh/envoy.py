@@ -33,7 +33,8 @@ What the rendered configuration enforces, listener by listener:
    only aggregation may follow ingest's log, only publication may read aggregation;
    compressed requests refused as on the edge.
 3. **rest** (optional): the read-only JSON view of PublicationService through the
-   gRPC-JSON transcoder, for media without gRPC; same mTLS, rate limits and RBAC.
+   gRPC-JSON transcoder, for media without gRPC; same mTLS, rate limits and RBAC; the
+   transcoder holds any answer publication may send (:data:`REST_MAX_RESPONSE_BYTES`).
 4. **clusters**: one per service, traffic (edge or mesh) and call kind (unary or
    stream), each with its own connection pool and circuit breaker; HTTP/2 with mTLS to
    every replica (Envoy presents ``service/envoy`` and checks the service's URI SAN),
@@ -91,6 +92,7 @@ from veritally.mesh.topology import (
     reference_topology,
 )
 from veritally.pki import ROLE_SERVICE
+from veritally.rpc.channel import MAX_MESSAGE_BYTES
 from veritally_client.protocol.pb import publication_pb2
 
 __all__ = [
@@ -98,6 +100,7 @@ __all__ = [
     "INGEST_MAX_REQUEST_BYTES",
     "METHODS",
     "READ_MAX_REQUEST_BYTES",
+    "REST_MAX_RESPONSE_BYTES",
     "REST_ROUTES",
     "SERVICE_FULL_NAMES",
     "CircuitBreaker",
@@ -121,6 +124,16 @@ __all__ = [
     "write",
     "write_reference",
 ]
+
+# Largest gRPC answer the JSON view's transcoder holds to print it, in bytes. It holds a
+# whole answer before printing it and answers HTTP 500 above its limit, which is by
+# default the stream's buffer: 64 KiB on HTTP/2 (the flow-control window), 1 MiB on
+# HTTP/1.1, where a national night's cut is ~470 KB and its named view ~1.9 MB. Publication
+# never sends a message above its gRPC send limit (MAX_MESSAGE_BYTES), framed with a
+# 5-byte prefix: with that limit every answer it may send is printed, and Envoy holds
+# only what an answer really takes.
+_GRPC_PREFIX_BYTES = 5
+REST_MAX_RESPONSE_BYTES = MAX_MESSAGE_BYTES + _GRPC_PREFIX_BYTES
 
 _BY_NAME = {(m.service, m.name): m for m in METHODS}
 _BY_PATH = {m.path: m for m in METHODS}
@@ -250,6 +263,10 @@ def _rest_listener(topology: Topology, rest: Endpoint) -> JsonDict:
                 "reject_unknown_query_parameters": True,
             },
             "convert_grpc_status": True,
+            # The JSON view's requests are reads (GETs without a body): bounded as reads
+            # are on the edge.
+            "max_request_body_size": READ_MAX_REQUEST_BYTES,
+            "max_response_body_size": REST_MAX_RESPONSE_BYTES,
         },
     }
     policies = _policies(tls, REST_GRANTS)

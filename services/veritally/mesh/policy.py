@@ -144,6 +144,8 @@ METHODS: tuple[Method, ...] = (
     _m("publication", "GetLeaves", idempotent=True),
     _m("publication", "GetTrustRoot", idempotent=True),
     _m("publication", "GetElectionDefinition", idempotent=True),
+    _m("publication", "GetLatestCutView", idempotent=True),
+    _m("publication", "GetCutView", idempotent=True),
 )
 
 
@@ -234,12 +236,16 @@ MESH_GRANTS: Grants = {
 REST_ROUTES: Mapping[str, str] = {
     "GetLatestCut": "/v1/cuts/latest",
     "GetCut": "/v1/cuts/{cut_number}",
+    "GetLatestCutView": "/v1/cuts/latest/view",
+    "GetCutView": "/v1/cuts/{cut_number}/view",
     "GetTrustRoot": "/v1/trust-root",
 }
 REST_GRANTS: Grants = {
     MEDIA: {
         PUBLICATION + "GetLatestCut": "the latest signed cut as JSON",
         PUBLICATION + "GetCut": "an earlier cut as JSON",
+        PUBLICATION + "GetLatestCutView": "the latest signed cut with its results named",
+        PUBLICATION + "GetCutView": "an earlier cut with its results named",
         PUBLICATION + "GetTrustRoot": "the keys that verify them",
     },
 }

@@ -2,8 +2,9 @@
 
 This room owns what publication decides and serves: making a cut (through the
 :class:`~veritally.publication.cutter.Cutter`), the newest cut and its answer, cuts,
-proofs and pages of leaves read from the store, the watchers woken by each cut, the
-static bundle and the fork guard's check at start. It may import the store, the cutter,
+proofs and pages of leaves read from the store, the views of cuts with names
+(:mod:`veritally.publication.view`, built once per cut), the watchers woken by each cut,
+the static bundle and the fork guard's check at start. It may import the store, the cutter,
 the bundle, the fork guard, publication's errors, ingest's page capping and the SDK's
 protocol layer with its generated messages; never gRPC, the servicer, the follower or
 the app. What goes wrong is raised as an error of :mod:`veritally.publication.errors`
@@ -20,6 +21,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,9 +30,15 @@ from google.protobuf.message import DecodeError
 
 from veritally.publication.bundle import BundleWriter
 from veritally.publication.cutter import Cutter, signed_cut_pb
-from veritally.publication.errors import StoreIntegrityError, TamperedDataError
+from veritally.publication.errors import (
+    StoreIntegrityError,
+    TamperedDataError,
+    ViewError,
+    ViewUnavailableError,
+)
 from veritally.publication.published import ForkGuard
 from veritally.publication.store import CutRow, PublicationStore
+from veritally.publication.view import ViewNames, build_view
 from veritally.storage import MAX_PAGE_BYTES, capped_page
 from veritally_client.protocol.pb import log_pb2, publication_pb2, results_pb2
 
@@ -40,6 +48,12 @@ __all__ = ["PublicationEngine"]
 
 _DEFINITION_KEY = "election_definition"
 _BUNDLE_CUT_KEY = "bundle_cut"
+#: Views of cuts kept built besides the newest cut's (GetCutView answers, least recently
+#: read dropped first): an outlet filling a gap or checking history reads a few cuts
+#: around the one it shows. An answer of a national night is ~1.9 MB serialized and ~7 MB
+#: as a message in memory (docs/mesh.md, "The JSON view"), so these and the newest hold
+#: ~35 MB; keeping every cut's would grow with the night.
+VIEW_CACHE_CUTS = 4
 
 T = TypeVar("T")
 
@@ -85,6 +99,15 @@ class PublicationEngine:
     _latest: _Latest = field(default_factory=_Latest)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _closing: bool = False
+    # The stored definition's names, indexed on the first view (it is stored once).
+    _names: ViewNames | None = None
+    # The GetLatestCutView answer of one cut, and GetCutView answers by cut number.
+    _latest_view: publication_pb2.GetLatestCutViewResponse | None = None
+    _views: OrderedDict[int, publication_pb2.GetCutViewResponse] = field(
+        default_factory=OrderedDict
+    )
+    # Held while a view is looked up or built, so that each is built once.
+    _view_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -216,6 +239,97 @@ class PublicationEngine:
             return signed_cut_pb(row, self.store.results(row.results_sha256) or b"")
 
         return await self._db(read)
+
+    # -- views with names -------------------------------------------------------------
+
+    async def latest_view(self) -> publication_pb2.GetLatestCutViewResponse | None:
+        """The GetLatestCutView answer of the newest cut (None before the first cut),
+        built on its first read; every later read of that cut returns the same message.
+
+        Raises:
+            ViewUnavailableError: if the election definition has not been fetched yet.
+            ViewError: if the cut's results cannot be named with the stored definition.
+        """
+        latest = self._latest
+        if latest.cut is None or latest.signed is None:
+            return None
+        cached = self._latest_view
+        if cached is not None and cached.view.cut_number == latest.cut.cut_number:
+            return cached  # every read but the first of each cut: no wait on a build
+        async with self._view_lock:
+            cached = self._latest_view
+            if cached is not None and cached.view.cut_number == latest.cut.cut_number:
+                return cached
+            view = self._known_view(latest.cut.cut_number)
+            if view is None:
+                view = await self._build(latest.cut, latest.signed.results)
+            response = publication_pb2.GetLatestCutViewResponse(cut=latest.signed, view=view)
+            self._latest_view = response
+            return response
+
+    async def cut_view(self, number: int) -> publication_pb2.GetCutViewResponse | None:
+        """The GetCutView answer of cut ``number`` (None if there is none), built on its
+        first read and kept among the last :data:`VIEW_CACHE_CUTS` read.
+
+        Raises:
+            ViewUnavailableError: if the election definition has not been fetched yet.
+            ViewError: if the cut's results cannot be named with the stored definition.
+            TamperedDataError: if the stored results do not match the cut's digest.
+        """
+        async with self._view_lock:
+            cached = self._views.get(number)
+            if cached is not None:
+                self._views.move_to_end(number)
+                return cached
+
+            def read() -> tuple[CutRow, bytes] | None:
+                row = self.store.cut(number)
+                if row is None:
+                    return None
+                return row, self.store.results(row.results_sha256) or b""
+
+            found = await self._db(read)
+            if found is None:
+                return None
+            row, results = found
+            view = self._known_view(number) or await self._build(row, results)
+            response = publication_pb2.GetCutViewResponse(
+                cut=signed_cut_pb(row, results), view=view
+            )
+            self._views[number] = response
+            while len(self._views) > VIEW_CACHE_CUTS:
+                self._views.popitem(last=False)
+            return response
+
+    def _known_view(self, number: int) -> publication_pb2.CutView | None:
+        """The view of cut ``number`` if either answer already holds it."""
+        if self._latest_view is not None and self._latest_view.view.cut_number == number:
+            return self._latest_view.view
+        cached = self._views.get(number)
+        return cached.view if cached is not None else None
+
+    async def _build(self, row: CutRow, results: bytes) -> publication_pb2.CutView:
+        names = self._names
+        try:
+            # Indexing and building are CPU work: off the event loop, and off the
+            # store's thread so that reads of the store do not wait on them.
+            if names is None:
+                definition = await self.definition()
+                if definition is None:
+                    raise ViewUnavailableError("the election definition has not been fetched yet")
+                names = self._names = await asyncio.to_thread(ViewNames, definition)
+            return await asyncio.to_thread(
+                functools.partial(
+                    build_view,
+                    names=names,
+                    results=results,
+                    cut_number=row.cut_number,
+                    cut_time=row.cut_time,
+                )
+            )
+        except ViewError as e:
+            log.error("ALARM cut %d cannot be shown with names: %s", row.cut_number, e)
+            raise
 
     async def watch(self, after: int) -> AsyncIterator[log_pb2.SignedCut]:
         """Every cut numbered above ``after``, then each new one, until closing."""

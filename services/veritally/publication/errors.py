@@ -13,6 +13,8 @@ __all__ = [
     "TrustRootFileError",
     "UnsafeBundlePathError",
     "UpstreamDataError",
+    "ViewError",
+    "ViewUnavailableError",
 ]
 
 
@@ -50,3 +52,14 @@ class UnsafeBundlePathError(PublicationError, OSError):
     """A name in the bundle directory is not what the writer made (a symlink where a
     directory belongs, a directory where a file belongs). An OSError too: like a full
     disk, it stops the bundle, not the cuts, once the service runs."""
+
+
+class ViewError(StoreIntegrityError):
+    """A cut's results cannot be decoded and named with the stored election definition:
+    the blob does not parse, carries another definition's digest, or names a unit or a
+    candidate the definition lacks. The store no longer agrees with itself."""
+
+
+class ViewUnavailableError(PublicationError):
+    """No cut can be viewed with names yet: the election definition has not been fetched
+    from aggregation."""

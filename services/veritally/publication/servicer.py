@@ -3,21 +3,23 @@
 This room owns the wire side of publication's answers: checking each request's fields
 (INVALID_ARGUMENT naming the field, with BadRequest details), the page size of
 GetLeaves, and mapping the engine's outcomes to status codes (None to NOT_FOUND or
-UNAVAILABLE, :class:`~veritally.publication.errors.TamperedDataError` to DATA_LOSS). It
+UNAVAILABLE, :class:`~veritally.publication.errors.TamperedDataError` and
+:class:`~veritally.publication.errors.ViewError` to DATA_LOSS,
+:class:`~veritally.publication.errors.ViewUnavailableError` to UNAVAILABLE). It
 may import gRPC, the generated publication modules, the engine and publication's errors;
 it decides nothing about cuts.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from veritally.bounds import clip
 from veritally.publication.engine import PublicationEngine
-from veritally.publication.errors import TamperedDataError
+from veritally.publication.errors import TamperedDataError, ViewError, ViewUnavailableError
 from veritally.rpc.status import bad_request
 from veritally.storage import MAX_LEAVES_PER_PAGE
 from veritally_client.protocol.pb import log_pb2, publication_pb2, publication_pb2_grpc
@@ -28,6 +30,8 @@ SERVICE_NAME = "veritally.v1.PublicationService"
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+_NO_CUT_YET = "no cut has been made yet"
 
 
 async def _data_loss(context: Context) -> NoReturn:
@@ -51,6 +55,19 @@ async def _invalid(context: Context, field_name: str, message: str) -> NoReturn:
     raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
 
 
+async def _view(context: Context, answer: Awaitable[T]) -> T:
+    """The engine's view answer, its failures mapped to statuses: no definition yet is
+    UNAVAILABLE; results the stored definition cannot name, or a tampered blob, are
+    DATA_LOSS (the engine logged the alarm)."""
+    try:
+        return await answer
+    except ViewUnavailableError as e:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+    except (TamperedDataError, ViewError):
+        await _data_loss(context)
+    raise AssertionError("abort returns only by raising")  # pragma: no cover
+
+
 class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
     """Answers PublicationService calls from a :class:`PublicationEngine`."""
 
@@ -64,7 +81,7 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
         """The newest cut (UNAVAILABLE before the first one)."""
         response = self.engine.latest_response
         if response is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no cut has been made yet")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _NO_CUT_YET)
         return response
 
     async def GetCut(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -179,3 +196,24 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
                 grpc.StatusCode.UNAVAILABLE, "the election definition has not been fetched yet"
             )
         return publication_pb2.GetElectionDefinitionResponse(definition=data)
+
+    async def GetLatestCutView(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: publication_pb2.GetLatestCutViewRequest, context: Context
+    ) -> publication_pb2.GetLatestCutViewResponse:
+        """The newest cut with its results named (UNAVAILABLE before the first cut or
+        before the election definition is fetched)."""
+        response = await _view(context, self.engine.latest_view())
+        if response is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _NO_CUT_YET)
+        return response
+
+    async def GetCutView(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: publication_pb2.GetCutViewRequest, context: Context
+    ) -> publication_pb2.GetCutViewResponse:
+        """A cut by number with its results named (NOT_FOUND if there is none)."""
+        if request.cut_number == 0:
+            await _invalid(context, "cut_number", "cut numbers start at 1")
+        response = await _view(context, self.engine.cut_view(request.cut_number))
+        if response is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no cut {request.cut_number}")
+        return response

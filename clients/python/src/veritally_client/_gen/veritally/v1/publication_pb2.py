@@ -23,47 +23,72 @@ _sym_db = _symbol_database.Default()
 
 
 from veritally_client._gen.veritally.v1 import log_pb2 as veritally_dot_v1_dot_log__pb2
+from veritally_client._gen.veritally.v1 import results_pb2 as veritally_dot_v1_dot_results__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1everitally/v1/publication.proto\x12\x0cveritally.v1\x1a\x16veritally/v1/log.proto\"\x15\n\x13GetLatestCutRequest\"<\n\x14GetLatestCutResponse\x12$\n\x03\x63ut\x18\x01 \x01(\x0b\x32\x17.veritally.v1.SignedCut\"#\n\rGetCutRequest\x12\x12\n\ncut_number\x18\x01 \x01(\x04\"6\n\x0eGetCutResponse\x12$\n\x03\x63ut\x18\x01 \x01(\x0b\x32\x17.veritally.v1.SignedCut\",\n\x10WatchCutsRequest\x12\x18\n\x10\x61\x66ter_cut_number\x18\x01 \x01(\x04\"9\n\x11WatchCutsResponse\x12$\n\x03\x63ut\x18\x01 \x01(\x0b\x32\x17.veritally.v1.SignedCut\"T\n\x1cGetActaInclusionProofRequest\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\r\x12\x11\n\ttree_size\x18\x03 \x01(\x04\"Z\n\x1dGetActaInclusionProofResponse\x12\x0c\n\x04leaf\x18\x01 \x01(\x0c\x12+\n\x05proof\x18\x02 \x01(\x0b\x32\x1c.veritally.v1.InclusionProof\"@\n\x1aGetConsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"L\n\x1bGetConsistencyProofResponse\x12-\n\x05proof\x18\x01 \x01(\x0b\x32\x1e.veritally.v1.ConsistencyProof\"0\n\x10GetLeavesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"6\n\x11GetLeavesResponse\x12\x0e\n\x06leaves\x18\x01 \x03(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"&\n\x13GetTrustRootRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\"C\n\x14GetTrustRootResponse\x12+\n\ntrust_root\x18\x01 \x01(\x0b\x32\x17.veritally.v1.TrustRoot\"\x1e\n\x1cGetElectionDefinitionRequest\"3\n\x1dGetElectionDefinitionResponse\x12\x12\n\ndefinition\x18\x01 \x01(\x0c\x32\xf5\x05\n\x12PublicationService\x12U\n\x0cGetLatestCut\x12!.veritally.v1.GetLatestCutRequest\x1a\".veritally.v1.GetLatestCutResponse\x12\x43\n\x06GetCut\x12\x1b.veritally.v1.GetCutRequest\x1a\x1c.veritally.v1.GetCutResponse\x12N\n\tWatchCuts\x12\x1e.veritally.v1.WatchCutsRequest\x1a\x1f.veritally.v1.WatchCutsResponse0\x01\x12p\n\x15GetActaInclusionProof\x12*.veritally.v1.GetActaInclusionProofRequest\x1a+.veritally.v1.GetActaInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.veritally.v1.GetConsistencyProofRequest\x1a).veritally.v1.GetConsistencyProofResponse\x12L\n\tGetLeaves\x12\x1e.veritally.v1.GetLeavesRequest\x1a\x1f.veritally.v1.GetLeavesResponse\x12U\n\x0cGetTrustRoot\x12!.veritally.v1.GetTrustRootRequest\x1a\".veritally.v1.GetTrustRootResponse\x12p\n\x15GetElectionDefinition\x12*.veritally.v1.GetElectionDefinitionRequest\x1a+.veritally.v1.GetElectionDefinitionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1everitally/v1/publication.proto\x12\x0cveritally.v1\x1a\x16veritally/v1/log.proto\x1a\x1averitally/v1/results.proto\"\x15\n\x13GetLatestCutRequest\"<\n\x14GetLatestCutResponse\x12$\n\x03\x63ut\x18\x01 \x01(\x0b\x32\x17.veritally.v1.SignedCut\"#\n\rGetCutRequest\x12\x12\n\ncut_number\x18\x01 \x01(\x04\"6\n\x0eGetCutResponse\x12$\n\x03\x63ut\x18\x01 \x01(\x0b\x32\x17.veritally.v1.SignedCut\",\n\x10WatchCutsRequest\x12\x18\n\x10\x61\x66ter_cut_number\x18\x01 \x01(\x04\"9\n\x11WatchCutsResponse\x12$\n\x03\x63ut\x18\x01 \x01(\x0b\x32\x17.veritally.v1.SignedCut\"T\n\x1cGetActaInclusionProofRequest\x12\x0f\n\x07\x61\x63ta_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\r\x12\x11\n\ttree_size\x18\x03 \x01(\x04\"Z\n\x1dGetActaInclusionProofResponse\x12\x0c\n\x04leaf\x18\x01 \x01(\x0c\x12+\n\x05proof\x18\x02 \x01(\x0b\x32\x1c.veritally.v1.InclusionProof\"@\n\x1aGetConsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"L\n\x1bGetConsistencyProofResponse\x12-\n\x05proof\x18\x01 \x01(\x0b\x32\x1e.veritally.v1.ConsistencyProof\"0\n\x10GetLeavesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"6\n\x11GetLeavesResponse\x12\x0e\n\x06leaves\x18\x01 \x03(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"&\n\x13GetTrustRootRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\"C\n\x14GetTrustRootResponse\x12+\n\ntrust_root\x18\x01 \x01(\x0b\x32\x17.veritally.v1.TrustRoot\"\x1e\n\x1cGetElectionDefinitionRequest\"3\n\x1dGetElectionDefinitionResponse\x12\x12\n\ndefinition\x18\x01 \x01(\x0c\"\x19\n\x17GetLatestCutViewRequest\"e\n\x18GetLatestCutViewResponse\x12$\n\x03\x63ut\x18\x01 \x01(\x0b\x32\x17.veritally.v1.SignedCut\x12#\n\x04view\x18\x02 \x01(\x0b\x32\x15.veritally.v1.CutView\"\'\n\x11GetCutViewRequest\x12\x12\n\ncut_number\x18\x01 \x01(\x04\"_\n\x12GetCutViewResponse\x12$\n\x03\x63ut\x18\x01 \x01(\x0b\x32\x17.veritally.v1.SignedCut\x12#\n\x04view\x18\x02 \x01(\x0b\x32\x15.veritally.v1.CutView\"\xd0\x01\n\x07\x43utView\x12\x13\n\x0b\x65lection_id\x18\x01 \x01(\t\x12\x15\n\relection_name\x18\x02 \x01(\t\x12\x12\n\ncut_number\x18\x03 \x01(\x04\x12\x10\n\x08\x63ut_time\x18\x04 \x01(\t\x12\x14\n\x0c\x61\x63ta_records\x18\x05 \x01(\x04\x12\r\n\x05\x66inal\x18\x06 \x01(\x08\x12\x0c\n\x04test\x18\x07 \x01(\x08\x12\x19\n\x11\x64\x65\x66inition_sha256\x18\x08 \x01(\t\x12%\n\x05units\x18\t \x03(\x0b\x32\x16.veritally.v1.UnitView\"z\n\x08UnitView\x12\"\n\x05level\x18\x01 \x01(\x0e\x32\x13.veritally.v1.Level\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12+\n\x08\x63ontests\x18\x04 \x03(\x0b\x32\x19.veritally.v1.ContestView\"\x8c\x03\n\x0b\x43ontestView\x12\x12\n\ncontest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontest_name\x18\x02 \x01(\t\x12\x0f\n\x07race_id\x18\x03 \x01(\t\x12\x11\n\trace_name\x18\x04 \x01(\t\x12)\n\x07options\x18\x05 \x03(\x0b\x32\x18.veritally.v1.OptionView\x12/\n\ncandidates\x18\x06 \x03(\x0b\x32\x1b.veritally.v1.CandidateView\x12(\n\x07parties\x18\x07 \x03(\x0b\x32\x17.veritally.v1.PartyView\x12\x1a\n\x12unregistered_votes\x18\x08 \x01(\x04\x12\x1a\n\x12unregistered_share\x18\t \x01(\t\x12\x12\n\nnull_votes\x18\n \x01(\x04\x12\x12\n\nnull_share\x18\x0b \x01(\t\x12\x13\n\x0btotal_votes\x18\x0c \x01(\x04\x12\x34\n\x0c\x63ompleteness\x18\r \x01(\x0b\x32\x1e.veritally.v1.CompletenessView\"^\n\nOptionView\x12\x11\n\toption_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tparty_ids\x18\x03 \x03(\t\x12\r\n\x05votes\x18\x04 \x01(\x04\x12\r\n\x05share\x18\x05 \x01(\t\"\xc2\x01\n\rCandidateView\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\x0cnominated_by\x18\x03 \x01(\x0e\x32\x18.veritally.v1.Nomination\x12\x14\n\x0cnominator_id\x18\x04 \x01(\t\x12\x16\n\x0enominator_name\x18\x05 \x01(\t\x12\x11\n\tparty_ids\x18\x06 \x03(\t\x12\r\n\x05votes\x18\x07 \x01(\x04\x12\r\n\x05share\x18\x08 \x01(\t\"_\n\tPartyView\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x62\x62reviation\x18\x03 \x01(\t\x12\r\n\x05votes\x18\x04 \x01(\x04\x12\r\n\x05share\x18\x05 \x01(\t\"\xd3\x03\n\x10\x43ompletenessView\x12\x16\n\x0e\x61\x63tas_expected\x18\x01 \x01(\x04\x12\x18\n\x10\x61\x63tas_registered\x18\x02 \x01(\x04\x12\x1e\n\x16\x61\x63tas_out_of_catalogue\x18\x03 \x01(\x04\x12\x16\n\x0e\x61\x63tas_captured\x18\x04 \x01(\x04\x12\x18\n\x10\x63\x61ptured_percent\x18\x05 \x01(\t\x12\x15\n\ractas_counted\x18\x06 \x01(\x04\x12\x17\n\x0f\x63ounted_percent\x18\x07 \x01(\t\x12\x19\n\x11\x61\x63tas_not_counted\x18\x08 \x01(\x04\x12\x32\n\x0bnot_counted\x18\t \x03(\x0b\x32\x1d.veritally.v1.NotCountedTotal\x12\x1a\n\x12\x61\x63tas_inconsistent\x18\n \x01(\x04\x12\x1c\n\x14inconsistent_percent\x18\x0b \x01(\t\x12\x1c\n\x14nominal_list_counted\x18\x0c \x01(\x04\x12 \n\x18total_votes_with_special\x18\r \x01(\x04\x12#\n\x1btotal_votes_without_special\x18\x0e \x01(\x04\x12\x1d\n\x15participation_percent\x18\x0f \x01(\t*t\n\nNomination\x12\x1a\n\x16NOMINATION_UNSPECIFIED\x10\x00\x12\x14\n\x10NOMINATION_PARTY\x10\x01\x12\x18\n\x14NOMINATION_COALITION\x10\x02\x12\x1a\n\x16NOMINATION_INDEPENDENT\x10\x03\x32\xa9\x07\n\x12PublicationService\x12U\n\x0cGetLatestCut\x12!.veritally.v1.GetLatestCutRequest\x1a\".veritally.v1.GetLatestCutResponse\x12\x43\n\x06GetCut\x12\x1b.veritally.v1.GetCutRequest\x1a\x1c.veritally.v1.GetCutResponse\x12N\n\tWatchCuts\x12\x1e.veritally.v1.WatchCutsRequest\x1a\x1f.veritally.v1.WatchCutsResponse0\x01\x12p\n\x15GetActaInclusionProof\x12*.veritally.v1.GetActaInclusionProofRequest\x1a+.veritally.v1.GetActaInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.veritally.v1.GetConsistencyProofRequest\x1a).veritally.v1.GetConsistencyProofResponse\x12L\n\tGetLeaves\x12\x1e.veritally.v1.GetLeavesRequest\x1a\x1f.veritally.v1.GetLeavesResponse\x12U\n\x0cGetTrustRoot\x12!.veritally.v1.GetTrustRootRequest\x1a\".veritally.v1.GetTrustRootResponse\x12p\n\x15GetElectionDefinition\x12*.veritally.v1.GetElectionDefinitionRequest\x1a+.veritally.v1.GetElectionDefinitionResponse\x12\x61\n\x10GetLatestCutView\x12%.veritally.v1.GetLatestCutViewRequest\x1a&.veritally.v1.GetLatestCutViewResponse\x12O\n\nGetCutView\x12\x1f.veritally.v1.GetCutViewRequest\x1a .veritally.v1.GetCutViewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veritally_client._gen.veritally.v1.publication_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETLATESTCUTREQUEST']._serialized_start=72
-  _globals['_GETLATESTCUTREQUEST']._serialized_end=93
-  _globals['_GETLATESTCUTRESPONSE']._serialized_start=95
-  _globals['_GETLATESTCUTRESPONSE']._serialized_end=155
-  _globals['_GETCUTREQUEST']._serialized_start=157
-  _globals['_GETCUTREQUEST']._serialized_end=192
-  _globals['_GETCUTRESPONSE']._serialized_start=194
-  _globals['_GETCUTRESPONSE']._serialized_end=248
-  _globals['_WATCHCUTSREQUEST']._serialized_start=250
-  _globals['_WATCHCUTSREQUEST']._serialized_end=294
-  _globals['_WATCHCUTSRESPONSE']._serialized_start=296
-  _globals['_WATCHCUTSRESPONSE']._serialized_end=353
-  _globals['_GETACTAINCLUSIONPROOFREQUEST']._serialized_start=355
-  _globals['_GETACTAINCLUSIONPROOFREQUEST']._serialized_end=439
-  _globals['_GETACTAINCLUSIONPROOFRESPONSE']._serialized_start=441
-  _globals['_GETACTAINCLUSIONPROOFRESPONSE']._serialized_end=531
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=533
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=597
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=599
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=675
-  _globals['_GETLEAVESREQUEST']._serialized_start=677
-  _globals['_GETLEAVESREQUEST']._serialized_end=725
-  _globals['_GETLEAVESRESPONSE']._serialized_start=727
-  _globals['_GETLEAVESRESPONSE']._serialized_end=781
-  _globals['_GETTRUSTROOTREQUEST']._serialized_start=783
-  _globals['_GETTRUSTROOTREQUEST']._serialized_end=821
-  _globals['_GETTRUSTROOTRESPONSE']._serialized_start=823
-  _globals['_GETTRUSTROOTRESPONSE']._serialized_end=890
-  _globals['_GETELECTIONDEFINITIONREQUEST']._serialized_start=892
-  _globals['_GETELECTIONDEFINITIONREQUEST']._serialized_end=922
-  _globals['_GETELECTIONDEFINITIONRESPONSE']._serialized_start=924
-  _globals['_GETELECTIONDEFINITIONRESPONSE']._serialized_end=975
-  _globals['_PUBLICATIONSERVICE']._serialized_start=978
-  _globals['_PUBLICATIONSERVICE']._serialized_end=1735
+  _globals['_NOMINATION']._serialized_start=2867
+  _globals['_NOMINATION']._serialized_end=2983
+  _globals['_GETLATESTCUTREQUEST']._serialized_start=100
+  _globals['_GETLATESTCUTREQUEST']._serialized_end=121
+  _globals['_GETLATESTCUTRESPONSE']._serialized_start=123
+  _globals['_GETLATESTCUTRESPONSE']._serialized_end=183
+  _globals['_GETCUTREQUEST']._serialized_start=185
+  _globals['_GETCUTREQUEST']._serialized_end=220
+  _globals['_GETCUTRESPONSE']._serialized_start=222
+  _globals['_GETCUTRESPONSE']._serialized_end=276
+  _globals['_WATCHCUTSREQUEST']._serialized_start=278
+  _globals['_WATCHCUTSREQUEST']._serialized_end=322
+  _globals['_WATCHCUTSRESPONSE']._serialized_start=324
+  _globals['_WATCHCUTSRESPONSE']._serialized_end=381
+  _globals['_GETACTAINCLUSIONPROOFREQUEST']._serialized_start=383
+  _globals['_GETACTAINCLUSIONPROOFREQUEST']._serialized_end=467
+  _globals['_GETACTAINCLUSIONPROOFRESPONSE']._serialized_start=469
+  _globals['_GETACTAINCLUSIONPROOFRESPONSE']._serialized_end=559
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=561
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=625
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=627
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=703
+  _globals['_GETLEAVESREQUEST']._serialized_start=705
+  _globals['_GETLEAVESREQUEST']._serialized_end=753
+  _globals['_GETLEAVESRESPONSE']._serialized_start=755
+  _globals['_GETLEAVESRESPONSE']._serialized_end=809
+  _globals['_GETTRUSTROOTREQUEST']._serialized_start=811
+  _globals['_GETTRUSTROOTREQUEST']._serialized_end=849
+  _globals['_GETTRUSTROOTRESPONSE']._serialized_start=851
+  _globals['_GETTRUSTROOTRESPONSE']._serialized_end=918
+  _globals['_GETELECTIONDEFINITIONREQUEST']._serialized_start=920
+  _globals['_GETELECTIONDEFINITIONREQUEST']._serialized_end=950
+  _globals['_GETELECTIONDEFINITIONRESPONSE']._serialized_start=952
+  _globals['_GETELECTIONDEFINITIONRESPONSE']._serialized_end=1003
+  _globals['_GETLATESTCUTVIEWREQUEST']._serialized_start=1005
+  _globals['_GETLATESTCUTVIEWREQUEST']._serialized_end=1030
+  _globals['_GETLATESTCUTVIEWRESPONSE']._serialized_start=1032
+  _globals['_GETLATESTCUTVIEWRESPONSE']._serialized_end=1133
+  _globals['_GETCUTVIEWREQUEST']._serialized_start=1135
+  _globals['_GETCUTVIEWREQUEST']._serialized_end=1174
+  _globals['_GETCUTVIEWRESPONSE']._serialized_start=1176
+  _globals['_GETCUTVIEWRESPONSE']._serialized_end=1271
+  _globals['_CUTVIEW']._serialized_start=1274
+  _globals['_CUTVIEW']._serialized_end=1482
+  _globals['_UNITVIEW']._serialized_start=1484
+  _globals['_UNITVIEW']._serialized_end=1606
+  _globals['_CONTESTVIEW']._serialized_start=1609
+  _globals['_CONTESTVIEW']._serialized_end=2005
+  _globals['_OPTIONVIEW']._serialized_start=2007
+  _globals['_OPTIONVIEW']._serialized_end=2101
+  _globals['_CANDIDATEVIEW']._serialized_start=2104
+  _globals['_CANDIDATEVIEW']._serialized_end=2298
+  _globals['_PARTYVIEW']._serialized_start=2300
+  _globals['_PARTYVIEW']._serialized_end=2395
+  _globals['_COMPLETENESSVIEW']._serialized_start=2398
+  _globals['_COMPLETENESSVIEW']._serialized_end=2865
+  _globals['_PUBLICATIONSERVICE']._serialized_start=2986
+  _globals['_PUBLICATIONSERVICE']._serialized_end=3923
 # @@protoc_insertion_point(module_scope)

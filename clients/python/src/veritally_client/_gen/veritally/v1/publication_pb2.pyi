@@ -7,7 +7,9 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from veritally_client._gen.veritally.v1 import log_pb2 as _log_pb2
+from veritally_client._gen.veritally.v1 import results_pb2 as _results_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +20,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Nomination:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NominationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Nomination.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NOMINATION_UNSPECIFIED: _Nomination.ValueType  # 0
+    """Not set."""
+    NOMINATION_PARTY: _Nomination.ValueType  # 1
+    """A party on its own."""
+    NOMINATION_COALITION: _Nomination.ValueType  # 2
+    """A coalition of parties."""
+    NOMINATION_INDEPENDENT: _Nomination.ValueType  # 3
+    """An independent candidacy."""
+
+class Nomination(_Nomination, metaclass=_NominationEnumTypeWrapper):
+    """Who nominates a candidate."""
+
+NOMINATION_UNSPECIFIED: Nomination.ValueType  # 0
+"""Not set."""
+NOMINATION_PARTY: Nomination.ValueType  # 1
+"""A party on its own."""
+NOMINATION_COALITION: Nomination.ValueType  # 2
+"""A coalition of parties."""
+NOMINATION_INDEPENDENT: Nomination.ValueType  # 3
+"""An independent candidacy."""
+Global___Nomination: _TypeAlias = Nomination  # noqa: Y015
 
 @_typing.final
 class GetLatestCutRequest(_message.Message):
@@ -402,3 +432,496 @@ class GetElectionDefinitionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetElectionDefinitionResponse: _TypeAlias = GetElectionDefinitionResponse  # noqa: Y015
+
+@_typing.final
+class GetLatestCutViewRequest(_message.Message):
+    """Request of GetLatestCutView."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLatestCutViewRequest: _TypeAlias = GetLatestCutViewRequest  # noqa: Y015
+
+@_typing.final
+class GetLatestCutViewResponse(_message.Message):
+    """Response of GetLatestCutView."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUT_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cut(self) -> _log_pb2.SignedCut:
+        """The newest signed cut, exactly as GetLatestCut serves it: what a reader verifies."""
+
+    @_builtins.property
+    def view(self) -> Global___CutView:
+        """Its results decoded and named. Not signed itself: it is worth what the cut above
+        verifies to, and a reader that verifies decodes the same figures from cut.results.
+        """
+
+    def __init__(
+        self,
+        *,
+        cut: _log_pb2.SignedCut | None = ...,
+        view: Global___CutView | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut", "view", b"view"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLatestCutViewResponse: _TypeAlias = GetLatestCutViewResponse  # noqa: Y015
+
+@_typing.final
+class GetCutViewRequest(_message.Message):
+    """Request of GetCutView."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUT_NUMBER_FIELD_NUMBER: _builtins.int
+    cut_number: _builtins.int
+    """The cut number (1 for the first cut)."""
+    def __init__(
+        self,
+        *,
+        cut_number: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_number", b"cut_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCutViewRequest: _TypeAlias = GetCutViewRequest  # noqa: Y015
+
+@_typing.final
+class GetCutViewResponse(_message.Message):
+    """Response of GetCutView."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUT_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cut(self) -> _log_pb2.SignedCut:
+        """The signed cut, exactly as GetCut serves it: what a reader verifies."""
+
+    @_builtins.property
+    def view(self) -> Global___CutView:
+        """Its results decoded and named (see GetLatestCutViewResponse.view)."""
+
+    def __init__(
+        self,
+        *,
+        cut: _log_pb2.SignedCut | None = ...,
+        view: Global___CutView | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut", "view", b"view"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCutViewResponse: _TypeAlias = GetCutViewResponse  # noqa: Y015
+
+@_typing.final
+class CutView(_message.Message):
+    """The results of one cut decoded from its signed Results blob and named from the
+    election definition whose SHA-256 the blob carries, for readers without the SDK (the
+    JSON view). Every figure is the signed one, copied, never recomputed. Shares and
+    percentages are the signed "percent x 10^4" integers written as decimals with exactly
+    four digits after the point: 123456 is "12.3456", truncated as PREP truncates (the
+    blob's own truncation; nothing is rounded here).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ELECTION_ID_FIELD_NUMBER: _builtins.int
+    ELECTION_NAME_FIELD_NUMBER: _builtins.int
+    CUT_NUMBER_FIELD_NUMBER: _builtins.int
+    CUT_TIME_FIELD_NUMBER: _builtins.int
+    ACTA_RECORDS_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    TEST_FIELD_NUMBER: _builtins.int
+    DEFINITION_SHA256_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    election_id: _builtins.str
+    """The election's id."""
+    election_name: _builtins.str
+    """The election's display name."""
+    cut_number: _builtins.int
+    """The cut number, from the signed cut record."""
+    cut_time: _builtins.str
+    """When the cut was made, RFC 3339 in UTC, from the signed cut record."""
+    acta_records: _builtins.int
+    """Number of acta records the results cover."""
+    final: _builtins.bool
+    """Whether this is the night's final cut."""
+    test: _builtins.bool
+    """Whether these are a rehearsal's results (test data, not the election's)."""
+    definition_sha256: _builtins.str
+    """SHA-256 of the election definition the results were computed with, in hex."""
+    @_builtins.property
+    def units(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnitView]:
+        """National first, then states and districts in the definition's order, as in the blob."""
+
+    def __init__(
+        self,
+        *,
+        election_id: _builtins.str = ...,
+        election_name: _builtins.str = ...,
+        cut_number: _builtins.int = ...,
+        cut_time: _builtins.str = ...,
+        acta_records: _builtins.int = ...,
+        final: _builtins.bool = ...,
+        test: _builtins.bool = ...,
+        definition_sha256: _builtins.str = ...,
+        units: _abc.Iterable[Global___UnitView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "cut_number", b"cut_number", "cut_time", b"cut_time", "definition_sha256", b"definition_sha256", "election_id", b"election_id", "election_name", b"election_name", "final", b"final", "test", b"test", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CutView: _TypeAlias = CutView  # noqa: Y015
+
+@_typing.final
+class UnitView(_message.Message):
+    """Every contest of one geographic unit, with names."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEVEL_FIELD_NUMBER: _builtins.int
+    UNIT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CONTESTS_FIELD_NUMBER: _builtins.int
+    level: _results_pb2.Level.ValueType
+    """The level of the unit."""
+    unit_id: _builtins.str
+    """The unit's id at that level ("" for the nation)."""
+    name: _builtins.str
+    """The unit's display name ("National" for the nation)."""
+    @_builtins.property
+    def contests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContestView]:
+        """One entry per contest held in the unit, in the definition's order."""
+
+    def __init__(
+        self,
+        *,
+        level: _results_pb2.Level.ValueType = ...,
+        unit_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        contests: _abc.Iterable[Global___ContestView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contests", b"contests", "level", b"level", "name", b"name", "unit_id", b"unit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnitView: _TypeAlias = UnitView  # noqa: Y015
+
+@_typing.final
+class ContestView(_message.Message):
+    """One contest in one unit, with names (ContestTotals of the blob)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTEST_ID_FIELD_NUMBER: _builtins.int
+    CONTEST_NAME_FIELD_NUMBER: _builtins.int
+    RACE_ID_FIELD_NUMBER: _builtins.int
+    RACE_NAME_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    PARTIES_FIELD_NUMBER: _builtins.int
+    UNREGISTERED_VOTES_FIELD_NUMBER: _builtins.int
+    UNREGISTERED_SHARE_FIELD_NUMBER: _builtins.int
+    NULL_VOTES_FIELD_NUMBER: _builtins.int
+    NULL_SHARE_FIELD_NUMBER: _builtins.int
+    TOTAL_VOTES_FIELD_NUMBER: _builtins.int
+    COMPLETENESS_FIELD_NUMBER: _builtins.int
+    contest_id: _builtins.str
+    """The contest."""
+    contest_name: _builtins.str
+    """Its display name."""
+    race_id: _builtins.str
+    """The race these are the totals of; empty when the unit holds several races of the
+    contest (the nation for the senate): then the figures are their sum.
+    """
+    race_name: _builtins.str
+    """The race's display name; empty with race_id."""
+    unregistered_votes: _builtins.int
+    """Votes for unregistered candidates."""
+    unregistered_share: _builtins.str
+    """Their share of total_votes, percent with four decimals."""
+    null_votes: _builtins.int
+    """Null votes."""
+    null_share: _builtins.str
+    """Their share of total_votes, percent with four decimals."""
+    total_votes: _builtins.int
+    """All votes: options, unregistered and null."""
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptionView]:
+        """Votes per option, in the contest's ballot order."""
+
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CandidateView]:
+        """Votes per candidate, in the race's order; empty without a race."""
+
+    @_builtins.property
+    def parties(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartyView]:
+        """Votes per party (its own option), in the definition's party order."""
+
+    @_builtins.property
+    def completeness(self) -> Global___CompletenessView:
+        """PREP's completeness figures."""
+
+    def __init__(
+        self,
+        *,
+        contest_id: _builtins.str = ...,
+        contest_name: _builtins.str = ...,
+        race_id: _builtins.str = ...,
+        race_name: _builtins.str = ...,
+        options: _abc.Iterable[Global___OptionView] | None = ...,
+        candidates: _abc.Iterable[Global___CandidateView] | None = ...,
+        parties: _abc.Iterable[Global___PartyView] | None = ...,
+        unregistered_votes: _builtins.int = ...,
+        unregistered_share: _builtins.str = ...,
+        null_votes: _builtins.int = ...,
+        null_share: _builtins.str = ...,
+        total_votes: _builtins.int = ...,
+        completeness: Global___CompletenessView | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completeness", b"completeness"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "completeness", b"completeness", "contest_id", b"contest_id", "contest_name", b"contest_name", "null_share", b"null_share", "null_votes", b"null_votes", "options", b"options", "parties", b"parties", "race_id", b"race_id", "race_name", b"race_name", "total_votes", b"total_votes", "unregistered_share", b"unregistered_share", "unregistered_votes", b"unregistered_votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContestView: _TypeAlias = ContestView  # noqa: Y015
+
+@_typing.final
+class OptionView(_message.Message):
+    """One option of a ballot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTION_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PARTY_IDS_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    option_id: _builtins.str
+    """The option."""
+    name: _builtins.str
+    """Its display name."""
+    votes: _builtins.int
+    """Its votes."""
+    share: _builtins.str
+    """Share of the contest's total votes, percent with four decimals."""
+    @_builtins.property
+    def party_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parties it stands for; none for an independent candidacy."""
+
+    def __init__(
+        self,
+        *,
+        option_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        party_ids: _abc.Iterable[_builtins.str] | None = ...,
+        votes: _builtins.int = ...,
+        share: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "option_id", b"option_id", "party_ids", b"party_ids", "share", b"share", "votes", b"votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptionView: _TypeAlias = OptionView  # noqa: Y015
+
+@_typing.final
+class CandidateView(_message.Message):
+    """One candidate of a race."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANDIDATE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NOMINATED_BY_FIELD_NUMBER: _builtins.int
+    NOMINATOR_ID_FIELD_NUMBER: _builtins.int
+    NOMINATOR_NAME_FIELD_NUMBER: _builtins.int
+    PARTY_IDS_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    candidate_id: _builtins.str
+    """The candidate, as defined in the race."""
+    name: _builtins.str
+    """The candidate's name."""
+    nominated_by: Global___Nomination.ValueType
+    """Who nominates the candidate."""
+    nominator_id: _builtins.str
+    """The party or coalition id; the option id of an independent."""
+    nominator_name: _builtins.str
+    """The party's or coalition's name; empty for an independent."""
+    votes: _builtins.int
+    """Votes of the candidate's options."""
+    share: _builtins.str
+    """Share of the contest's total votes, percent with four decimals."""
+    @_builtins.property
+    def party_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The nominating parties, in the definition's party order; none for an independent."""
+
+    def __init__(
+        self,
+        *,
+        candidate_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        nominated_by: Global___Nomination.ValueType = ...,
+        nominator_id: _builtins.str = ...,
+        nominator_name: _builtins.str = ...,
+        party_ids: _abc.Iterable[_builtins.str] | None = ...,
+        votes: _builtins.int = ...,
+        share: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_id", b"candidate_id", "name", b"name", "nominated_by", b"nominated_by", "nominator_id", b"nominator_id", "nominator_name", b"nominator_name", "party_ids", b"party_ids", "share", b"share", "votes", b"votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CandidateView: _TypeAlias = CandidateView  # noqa: Y015
+
+@_typing.final
+class PartyView(_message.Message):
+    """One party: the votes of its own option (coalition combinations are not divided)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ABBREVIATION_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    party_id: _builtins.str
+    """The party."""
+    name: _builtins.str
+    """Its display name."""
+    abbreviation: _builtins.str
+    """Its short name (the id when the definition gives none)."""
+    votes: _builtins.int
+    """Votes of its own option."""
+    share: _builtins.str
+    """Share of the contest's total votes, percent with four decimals."""
+    def __init__(
+        self,
+        *,
+        party_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        abbreviation: _builtins.str = ...,
+        votes: _builtins.int = ...,
+        share: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abbreviation", b"abbreviation", "name", b"name", "party_id", b"party_id", "share", b"share", "votes", b"votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartyView: _TypeAlias = PartyView  # noqa: Y015
+
+@_typing.final
+class CompletenessView(_message.Message):
+    """PREP's completeness figures of one contest in one unit (Completeness of the blob);
+    percentages with four decimals.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTAS_EXPECTED_FIELD_NUMBER: _builtins.int
+    ACTAS_REGISTERED_FIELD_NUMBER: _builtins.int
+    ACTAS_OUT_OF_CATALOGUE_FIELD_NUMBER: _builtins.int
+    ACTAS_CAPTURED_FIELD_NUMBER: _builtins.int
+    CAPTURED_PERCENT_FIELD_NUMBER: _builtins.int
+    ACTAS_COUNTED_FIELD_NUMBER: _builtins.int
+    COUNTED_PERCENT_FIELD_NUMBER: _builtins.int
+    ACTAS_NOT_COUNTED_FIELD_NUMBER: _builtins.int
+    NOT_COUNTED_FIELD_NUMBER: _builtins.int
+    ACTAS_INCONSISTENT_FIELD_NUMBER: _builtins.int
+    INCONSISTENT_PERCENT_FIELD_NUMBER: _builtins.int
+    NOMINAL_LIST_COUNTED_FIELD_NUMBER: _builtins.int
+    TOTAL_VOTES_WITH_SPECIAL_FIELD_NUMBER: _builtins.int
+    TOTAL_VOTES_WITHOUT_SPECIAL_FIELD_NUMBER: _builtins.int
+    PARTICIPATION_PERCENT_FIELD_NUMBER: _builtins.int
+    actas_expected: _builtins.int
+    """Actas expected (ACTAS_ESPERADAS)."""
+    actas_registered: _builtins.int
+    """Actas with a record in the log: captured or recorded missing (ACTAS_REGISTRADAS)."""
+    actas_out_of_catalogue: _builtins.int
+    """Actas of casillas outside the catalogue (the nation's figure only)."""
+    actas_captured: _builtins.int
+    """Actas captured (ACTAS_CAPTURADAS)."""
+    captured_percent: _builtins.str
+    """actas_captured / actas_expected."""
+    actas_counted: _builtins.int
+    """Actas counted towards the totals (ACTAS_CONTABILIZADAS)."""
+    counted_percent: _builtins.str
+    """actas_counted / actas_expected."""
+    actas_not_counted: _builtins.int
+    """Registered actas not counted (ACTAS_NO_CONTABILIZADAS)."""
+    actas_inconsistent: _builtins.int
+    """Registered actas with an inconsistency."""
+    inconsistent_percent: _builtins.str
+    """actas_inconsistent / actas_expected (PORCENTAJE_ACTAS_CON_INCONSISTENCIAS)."""
+    nominal_list_counted: _builtins.int
+    """Sum of the nominal lists of the counted actas (LISTA_NOMINAL_ACTAS_CONTABILIZADAS)."""
+    total_votes_with_special: _builtins.int
+    """Votes of every counted acta (TOTAL_VOTOS_C_CS)."""
+    total_votes_without_special: _builtins.int
+    """Votes of counted actas of non-special casillas (TOTAL_VOTOS_S_CS)."""
+    participation_percent: _builtins.str
+    """Participation: votes of counted non-special actas / nominal_list_counted
+    (PORCENTAJE_PARTICIPACION_CIUDADANA; special casillas count from the final cut).
+    """
+    @_builtins.property
+    def not_counted(self) -> _containers.RepeatedCompositeFieldContainer[_results_pb2.NotCountedTotal]:
+        """Captured actas not counted, by reason."""
+
+    def __init__(
+        self,
+        *,
+        actas_expected: _builtins.int = ...,
+        actas_registered: _builtins.int = ...,
+        actas_out_of_catalogue: _builtins.int = ...,
+        actas_captured: _builtins.int = ...,
+        captured_percent: _builtins.str = ...,
+        actas_counted: _builtins.int = ...,
+        counted_percent: _builtins.str = ...,
+        actas_not_counted: _builtins.int = ...,
+        not_counted: _abc.Iterable[_results_pb2.NotCountedTotal] | None = ...,
+        actas_inconsistent: _builtins.int = ...,
+        inconsistent_percent: _builtins.str = ...,
+        nominal_list_counted: _builtins.int = ...,
+        total_votes_with_special: _builtins.int = ...,
+        total_votes_without_special: _builtins.int = ...,
+        participation_percent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actas_captured", b"actas_captured", "actas_counted", b"actas_counted", "actas_expected", b"actas_expected", "actas_inconsistent", b"actas_inconsistent", "actas_not_counted", b"actas_not_counted", "actas_out_of_catalogue", b"actas_out_of_catalogue", "actas_registered", b"actas_registered", "captured_percent", b"captured_percent", "counted_percent", b"counted_percent", "inconsistent_percent", b"inconsistent_percent", "nominal_list_counted", b"nominal_list_counted", "not_counted", b"not_counted", "participation_percent", b"participation_percent", "total_votes_with_special", b"total_votes_with_special", "total_votes_without_special", b"total_votes_without_special"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompletenessView: _TypeAlias = CompletenessView  # noqa: Y015

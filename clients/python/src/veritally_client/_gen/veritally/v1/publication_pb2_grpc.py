@@ -75,6 +75,16 @@ class PublicationServiceStub:
                 request_serializer=veritally_dot_v1_dot_publication__pb2.GetElectionDefinitionRequest.SerializeToString,
                 response_deserializer=veritally_dot_v1_dot_publication__pb2.GetElectionDefinitionResponse.FromString,
                 _registered_method=True)
+        self.GetLatestCutView = channel.unary_unary(
+                '/veritally.v1.PublicationService/GetLatestCutView',
+                request_serializer=veritally_dot_v1_dot_publication__pb2.GetLatestCutViewRequest.SerializeToString,
+                response_deserializer=veritally_dot_v1_dot_publication__pb2.GetLatestCutViewResponse.FromString,
+                _registered_method=True)
+        self.GetCutView = channel.unary_unary(
+                '/veritally.v1.PublicationService/GetCutView',
+                request_serializer=veritally_dot_v1_dot_publication__pb2.GetCutViewRequest.SerializeToString,
+                response_deserializer=veritally_dot_v1_dot_publication__pb2.GetCutViewResponse.FromString,
+                _registered_method=True)
 
 
 class PublicationServiceServicer:
@@ -137,6 +147,20 @@ class PublicationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLatestCutView(self, request, context):
+        """The newest signed cut with its results decoded and named (the JSON view).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCutView(self, request, context):
+        """A signed cut by number with its results decoded and named (the JSON view).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PublicationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +203,16 @@ def add_PublicationServiceServicer_to_server(servicer, server):
                     servicer.GetElectionDefinition,
                     request_deserializer=veritally_dot_v1_dot_publication__pb2.GetElectionDefinitionRequest.FromString,
                     response_serializer=veritally_dot_v1_dot_publication__pb2.GetElectionDefinitionResponse.SerializeToString,
+            ),
+            'GetLatestCutView': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLatestCutView,
+                    request_deserializer=veritally_dot_v1_dot_publication__pb2.GetLatestCutViewRequest.FromString,
+                    response_serializer=veritally_dot_v1_dot_publication__pb2.GetLatestCutViewResponse.SerializeToString,
+            ),
+            'GetCutView': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCutView,
+                    request_deserializer=veritally_dot_v1_dot_publication__pb2.GetCutViewRequest.FromString,
+                    response_serializer=veritally_dot_v1_dot_publication__pb2.GetCutViewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +432,60 @@ class PublicationService:
             '/veritally.v1.PublicationService/GetElectionDefinition',
             veritally_dot_v1_dot_publication__pb2.GetElectionDefinitionRequest.SerializeToString,
             veritally_dot_v1_dot_publication__pb2.GetElectionDefinitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLatestCutView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veritally.v1.PublicationService/GetLatestCutView',
+            veritally_dot_v1_dot_publication__pb2.GetLatestCutViewRequest.SerializeToString,
+            veritally_dot_v1_dot_publication__pb2.GetLatestCutViewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCutView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veritally.v1.PublicationService/GetCutView',
+            veritally_dot_v1_dot_publication__pb2.GetCutViewRequest.SerializeToString,
+            veritally_dot_v1_dot_publication__pb2.GetCutViewResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,10 @@ class PublicationServiceStub:
     """A version of the trust root."""
     GetElectionDefinition: _grpc.UnaryUnaryMultiCallable[_publication_pb2.GetElectionDefinitionRequest, _publication_pb2.GetElectionDefinitionResponse]
     """The election definition the results are computed with."""
+    GetLatestCutView: _grpc.UnaryUnaryMultiCallable[_publication_pb2.GetLatestCutViewRequest, _publication_pb2.GetLatestCutViewResponse]
+    """The newest signed cut with its results decoded and named (the JSON view)."""
+    GetCutView: _grpc.UnaryUnaryMultiCallable[_publication_pb2.GetCutViewRequest, _publication_pb2.GetCutViewResponse]
+    """A signed cut by number with its results decoded and named (the JSON view)."""
 
 @_typing.type_check_only
 class PublicationServiceAsyncStub(PublicationServiceStub):
@@ -71,6 +75,10 @@ class PublicationServiceAsyncStub(PublicationServiceStub):
     """A version of the trust root."""
     GetElectionDefinition: _aio.UnaryUnaryMultiCallable[_publication_pb2.GetElectionDefinitionRequest, _publication_pb2.GetElectionDefinitionResponse]  # type: ignore[assignment]
     """The election definition the results are computed with."""
+    GetLatestCutView: _aio.UnaryUnaryMultiCallable[_publication_pb2.GetLatestCutViewRequest, _publication_pb2.GetLatestCutViewResponse]  # type: ignore[assignment]
+    """The newest signed cut with its results decoded and named (the JSON view)."""
+    GetCutView: _aio.UnaryUnaryMultiCallable[_publication_pb2.GetCutViewRequest, _publication_pb2.GetCutViewResponse]  # type: ignore[assignment]
+    """A signed cut by number with its results decoded and named (the JSON view)."""
 
 class PublicationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Signed cuts of the results, proofs and the log itself, for media and monitors."""
@@ -138,5 +146,21 @@ class PublicationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_publication_pb2.GetElectionDefinitionResponse, _abc.Awaitable[_publication_pb2.GetElectionDefinitionResponse]]:
         """The election definition the results are computed with."""
+
+    @_abc_1.abstractmethod
+    def GetLatestCutView(
+        self,
+        request: _publication_pb2.GetLatestCutViewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_publication_pb2.GetLatestCutViewResponse, _abc.Awaitable[_publication_pb2.GetLatestCutViewResponse]]:
+        """The newest signed cut with its results decoded and named (the JSON view)."""
+
+    @_abc_1.abstractmethod
+    def GetCutView(
+        self,
+        request: _publication_pb2.GetCutViewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_publication_pb2.GetCutViewResponse, _abc.Awaitable[_publication_pb2.GetCutViewResponse]]:
+        """A signed cut by number with its results decoded and named (the JSON view)."""
 
 def add_PublicationServiceServicer_to_server(servicer: PublicationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
