@@ -282,6 +282,28 @@ def test_verifies_offline_bundle(pub: FakePublisher, tmp_path: Path) -> None:
     assert [c.cut_number for c in report.recount.cuts] == [1, 2, 3]
 
 
+def test_bundle_read_mid_cut_verifies_the_cut_latest_names(
+    pub: FakePublisher, tmp_path: Path
+) -> None:
+    # The publisher writes a cut's file before it moves ``latest``: a reader (or a
+    # mirror) in between sees a cut file newer than the cut ``latest`` names.
+    write_bundle(pub, tmp_path / "b")
+    newer = pub.step(2)
+    (tmp_path / "b" / "cuts" / "3.cut").write_bytes(newer.SerializeToString(deterministic=True))
+    report = verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
+    assert report.latest.cut_number == 2
+    assert [c.cut_number for c in report.cuts] == [1, 2]
+
+
+def test_rejects_bundle_whose_latest_names_a_cut_it_lacks(
+    pub: FakePublisher, tmp_path: Path
+) -> None:
+    write_bundle(pub, tmp_path / "b")
+    (tmp_path / "b" / "cuts" / "1.cut").unlink()
+    with pytest.raises(MalformedDataError):
+        verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
+
+
 def test_rejects_bundle_with_tampered_leaf_page(pub: FakePublisher, tmp_path: Path) -> None:
     write_bundle(pub, tmp_path / "b")
     page = tmp_path / "b" / "leaves" / "0-4.binpb"

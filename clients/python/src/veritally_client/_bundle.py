@@ -16,8 +16,10 @@ Nothing in it is trusted; :func:`verify_bundle`:
 1. follows the bundle's trust root versions from the pinned one (each update signed by
    the keys of the version before);
 2. reads the election definition;
-3. verifies every cut file on its own (signature, last leaf, results digest, binding to
-   the definition), and that cut n is in file n and the cut numbers are 1..N;
+3. verifies every cut file from 1 to the cut ``latest`` names, each on its own
+   (signature, last leaf, results digest, binding to the definition), and that cut n is
+   in file n; files of newer cuts are ignored (a cut being written or mirrored: its file
+   lands before ``latest`` moves);
 4. recounts every leaf page: the root at each cut's tree size must be that cut's signed
    root (so every cut is a prefix of the newest one: no fork inside the bundle), and the
    results of every cut are recomputed from the acta records and compared with the
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,6 @@ _FORMAT = "veritally-bundle/2"
 # Archives of the first format (fixed 1024-leaf pages named by start and count) still
 # verify: only the page names differ.
 _FORMAT_1 = "veritally-bundle/1"
-_CUT_FILE = re.compile(r"([1-9][0-9]*)\.cut")
 # A pointer file is a few hundred bytes; refuse to parse anything much larger.
 _MAX_POINTER_BYTES = 64 * 1024
 
@@ -179,16 +179,14 @@ def verify_bundle(
     verifier = CutVerifier(trust_root=trusted_root, config=config)
     # (2) the election definition
     election = ElectionIndex.from_bytes(_read(root_dir / "election" / "definition.binpb", limit))
-    # (3) every cut on its own, numbered 1..N
-    numbers = sorted(
-        int(m.group(1))
-        for p in (root_dir / "cuts").iterdir()
-        if (m := _CUT_FILE.fullmatch(p.name)) is not None
-    )
-    if not numbers or numbers != list(range(1, len(numbers) + 1)):
-        raise MalformedDataError("the bundle's cuts are not numbered 1..N")
+    # (3) every cut up to the one `latest` names, each on its own. A cut file newer than
+    # `latest` is a cut being written (its file lands before `latest` moves) or mirrored:
+    # it is not published yet, so it is not read.
+    newest = pointer.get("cut_number")
+    if not isinstance(newest, int) or isinstance(newest, bool) or newest < 1:
+        raise MalformedDataError("bundle 'latest' has no valid cut_number")
     cuts: list[VerifiedCut] = []
-    for number in numbers:
+    for number in range(1, newest + 1):
         signed = log_pb2.SignedCut()
         try:
             signed.ParseFromString(_read(root_dir / "cuts" / f"{number}.cut", limit))
@@ -207,11 +205,6 @@ def verify_bundle(
             raise MalformedDataError(f"cuts/{number}.cut holds cut {cut.cut_number}")
         cuts.append(cut.with_election(election))
     latest = cuts[-1]
-    if pointer.get("cut_number") != latest.cut_number:
-        raise MalformedDataError(
-            f"'latest' points at cut {pointer.get('cut_number')}, the newest file is "
-            f"cut {latest.cut_number}"
-        )
     # (4) every leaf: each cut's root on the way, every cut's results recomputed
     if pointer["format"] == _FORMAT_1:
         page = pointer.get("leaf_page_size")
