@@ -95,6 +95,11 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
     def _definition_now(self) -> bytes:
         return self.election.definition_bytes if self.election else DEFINITION
 
+    @property
+    def valid_left(self) -> int:
+        """Valid actas of the election not served yet (what :meth:`add_valid` can add)."""
+        return len(self._pending)
+
     def add_valid(self, count: int) -> None:
         """Append ``count`` valid actas of the election (needs an election)."""
         assert self.election is not None

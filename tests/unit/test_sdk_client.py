@@ -20,6 +20,7 @@ from veritally_client import (
     Client,
     ClientConfig,
     DigestMismatchError,
+    ForkError,
     MalformedDataError,
     RecountMismatchError,
     TransportError,
@@ -304,8 +305,17 @@ def test_rejects_bundle_whose_latest_names_a_cut_it_lacks(
         verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
 
 
-def test_rejects_bundle_with_tampered_leaf_page(pub: FakePublisher, tmp_path: Path) -> None:
-    write_bundle(pub, tmp_path / "b")
+def test_verifies_offline_bundle_of_the_first_format(pub: FakePublisher, tmp_path: Path) -> None:
+    pub.step(5)
+    write_bundle(pub, tmp_path / "b", format_1_pages=4)
+    report = verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
+    assert [c.cut_number for c in report.recount.cuts] == [1, 2, 3]
+
+
+def test_rejects_first_format_bundle_with_tampered_leaf_page(
+    pub: FakePublisher, tmp_path: Path
+) -> None:
+    write_bundle(pub, tmp_path / "b", format_1_pages=4)
     page = tmp_path / "b" / "leaves" / "0-4.binpb"
     resp = publication_pb2.GetLeavesResponse.FromString(page.read_bytes())
     leaf = acta_pb2.LogLeaf.FromString(resp.leaves[1])
@@ -330,7 +340,20 @@ def test_rejects_bundle_whose_old_cut_is_a_fork(pub: FakePublisher, tmp_path: Pa
     other.step(4)
     write_bundle(pub, tmp_path / "b")
     (tmp_path / "b" / "cuts" / "1.cut").write_bytes(other.cuts[0].SerializeToString())
-    with pytest.raises(BadProofError):
+    # Both trees are signed; the newest one's tiles prove the old cut is not its prefix.
+    with pytest.raises(ForkError) as fork:
+        verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
+    assert fork.value.evidence == (other.cuts[0].checkpoint, pub.cuts[-1].checkpoint)
+
+
+def test_rejects_first_format_bundle_whose_old_cut_is_not_a_prefix(
+    pub: FakePublisher, tmp_path: Path
+) -> None:
+    other = FakePublisher(seed=42)
+    other.step(4)
+    write_bundle(pub, tmp_path / "b", format_1_pages=4)
+    (tmp_path / "b" / "cuts" / "1.cut").write_bytes(other.cuts[0].SerializeToString())
+    with pytest.raises(BadProofError):  # the recount: leaves that do not hash to its root
         verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
 
 

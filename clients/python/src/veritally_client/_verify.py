@@ -481,6 +481,24 @@ class CutVerifier:
         """The trust root in use."""
         return self._root
 
+    def open_checkpoint(self, note: bytes) -> Checkpoint:
+        """Steps 1-2: a signed note by the trust root's publisher keys, at its threshold,
+        holding a checkpoint of this log (e.g. a tiled log's ``checkpoint`` file).
+
+        Raises:
+            BadSignatureError, UnknownKeyError: if the signatures do not verify.
+            MalformedDataError: if it is not a checkpoint of this log's origin.
+        """
+        # (1) signature by the trust root's publisher keys, at its threshold
+        verified = open_note(note, self._root.verifiers, threshold=self._root.threshold)
+        # (2) checkpoint of this log
+        checkpoint = parse_checkpoint(verified.text)
+        if checkpoint.origin != self._root.origin:
+            raise MalformedDataError(
+                f"checkpoint origin is {checkpoint.origin!r}, expected {self._root.origin!r}"
+            )
+        return checkpoint
+
     def _verify_alone(self, cut: SignedCutBytes) -> _Parsed:
         """Steps 0-4: everything that depends on the cut alone."""
         # (0) bound sizes before hashing or parsing
@@ -492,14 +510,7 @@ class CutVerifier:
         if len(cut.cut_leaf) > _MAX_CUT_LEAF_BYTES:
             raise MalformedDataError(f"cut leaf is {len(cut.cut_leaf)} bytes")
         _check_proof_shape(cut.inclusion_proof, "inclusion proof")
-        # (1) signature by the trust root's publisher keys, at its threshold
-        verified = open_note(cut.checkpoint, self._root.verifiers, threshold=self._root.threshold)
-        # (2) checkpoint of this log
-        checkpoint = parse_checkpoint(verified.text)
-        if checkpoint.origin != self._root.origin:
-            raise MalformedDataError(
-                f"checkpoint origin is {checkpoint.origin!r}, expected {self._root.origin!r}"
-            )
+        checkpoint = self.open_checkpoint(cut.checkpoint)  # (1) (2)
         if checkpoint.size < 1:
             raise MalformedDataError("a cut's tree holds at least its cut record")
         # (3) the cut record is the last leaf of the signed tree
