@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import random
 import re
+import shlex
 import shutil
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.pub_support import (
     FakeAggregation,
     PublisherFiles,
@@ -300,3 +302,43 @@ async def test_sdk_client_verifies_live_cuts_proofs_and_a_recount(tmp_path: Path
     finally:
         await service.stop(grace=0.1)
         await fake.stop()
+
+
+# -- the commands docs/bundle-format.md shows -------------------------------------------
+
+BUNDLE_DOC = REPO_ROOT / "docs" / "bundle-format.md"
+
+
+def _doc_commands() -> list[list[str]]:
+    """Each ``$ veritally-client ...`` line of the console blocks of bundle-format.md."""
+    found: list[list[str]] = []
+    text = BUNDLE_DOC.read_text(encoding="utf-8")
+    for block in re.findall(r"```console\n(.*?)```", text, re.DOTALL):
+        for line in block.splitlines():
+            assert line.startswith("$ "), f"output shown but not checked: {line}"
+            argv = shlex.split(line[2:])
+            assert argv[0] == "veritally-client", line
+            found.append(argv[1:])
+    return found
+
+
+def test_bundle_doc_shows_how_to_verify_a_bundle() -> None:
+    assert any("verify-bundle" in argv for argv in _doc_commands())
+
+
+@pytest.mark.parametrize("argv", _doc_commands(), ids=" ".join)
+def test_bundle_doc_command_runs_on_a_bundle_the_publisher_wrote(
+    published: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    bundle, root_file = published
+    # The names the docs use: the bundle directory, and the trust root file the
+    # publisher's trust-root command writes (version 1, pinned out of band).
+    shutil.copytree(bundle, tmp_path / "bundle")
+    shutil.copy(root_file, tmp_path / root_file.name)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == EXIT_OK, capsys.readouterr().err
+    assert "bundle verified: 4 cuts, 359 leaves, newest cut 4" in capsys.readouterr().err

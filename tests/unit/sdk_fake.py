@@ -345,21 +345,23 @@ def _cut_number(cut: log_pb2.SignedCut) -> int:
     return leaf.cut_record.cut_number
 
 
-def write_bundle(pub: FakePublisher, root: Path, *, format_1_pages: int = 0) -> None:
+def write_bundle(
+    pub: FakePublisher, root: Path, *, legacy_format: int = 0, page_size: int = 4
+) -> None:
     """Write ``pub``'s log in the static bundle layout of docs/bundle-format.md.
 
     Format 3 (tiles), as the publisher writes it cut after cut: each cut's new tiles,
     its cut file, ``checkpoint``, ``latest``, then the partial tiles its full ones
-    replace are removed. With ``format_1_pages``, the first format instead: leaf pages
-    of that many leaves (older archives the SDK still reads).
+    replace are removed. With ``legacy_format`` 1 or 2, an archive of that earlier
+    format instead, whose leaf pages hold ``page_size`` leaves (the SDK still reads them).
     """
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("cuts", "checkpoints", "results", "trust-root", "election"):
         (root / sub).mkdir(exist_ok=True)
     (root / "trust-root" / "v1.binpb").write_bytes(make_trust_root(pub.signers))
     (root / "election" / "definition.binpb").write_bytes(pub.election.definition_bytes)
-    if format_1_pages:
-        _write_format_1(pub, root, format_1_pages)
+    if legacy_format:
+        _write_legacy(pub, root, legacy_format, page_size)
         return
     written = 0
     for n, cut in enumerate(pub.cuts, start=1):
@@ -404,7 +406,9 @@ def _tile_bytes(pub: FakePublisher, ref: TileRef) -> bytes:
     )
 
 
-def _write_format_1(pub: FakePublisher, root: Path, page_size: int) -> None:
+def _write_legacy(pub: FakePublisher, root: Path, version: int, page_size: int) -> None:
+    """Format 1: every page ``leaves/<start>-<count>.binpb``; format 2: full pages
+    ``leaves/<start>.binpb`` and the tail page of the size ``leaves/<start>-<count>``."""
     (root / "leaves").mkdir(exist_ok=True)
     for n, cut in enumerate(pub.cuts, start=1):
         (root / "cuts" / f"{n}.cut").write_bytes(cut.SerializeToString(deterministic=True))
@@ -415,9 +419,11 @@ def _write_format_1(pub: FakePublisher, root: Path, page_size: int) -> None:
         page = publication_pb2.GetLeavesResponse(
             leaves=pub.leaves[start : start + count], tree_size=start + count
         )
-        (root / "leaves" / f"{start}-{count}.binpb").write_bytes(page.SerializeToString())
+        full = version == 2 and count == page_size
+        name = f"{start}.binpb" if full else f"{start}-{count}.binpb"
+        (root / "leaves" / name).write_bytes(page.SerializeToString())
     latest = {
-        "format": "veritally-bundle/1",
+        "format": f"veritally-bundle/{version}",
         "cut_number": len(pub.cuts),
         "tree_size": size,
         "cut": f"cuts/{len(pub.cuts)}.cut",

@@ -305,17 +305,21 @@ def test_rejects_bundle_whose_latest_names_a_cut_it_lacks(
         verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
 
 
-def test_verifies_offline_bundle_of_the_first_format(pub: FakePublisher, tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy_format", [1, 2])
+def test_verifies_offline_bundle_of_an_earlier_format(
+    pub: FakePublisher, tmp_path: Path, legacy_format: int
+) -> None:
     pub.step(5)
-    write_bundle(pub, tmp_path / "b", format_1_pages=4)
+    write_bundle(pub, tmp_path / "b", legacy_format=legacy_format)
     report = verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
     assert [c.cut_number for c in report.recount.cuts] == [1, 2, 3]
+    assert report.recount.tree_size == 15
 
 
 def test_rejects_first_format_bundle_with_tampered_leaf_page(
     pub: FakePublisher, tmp_path: Path
 ) -> None:
-    write_bundle(pub, tmp_path / "b", format_1_pages=4)
+    write_bundle(pub, tmp_path / "b", legacy_format=1)
     page = tmp_path / "b" / "leaves" / "0-4.binpb"
     resp = publication_pb2.GetLeavesResponse.FromString(page.read_bytes())
     leaf = acta_pb2.LogLeaf.FromString(resp.leaves[1])
@@ -351,7 +355,7 @@ def test_rejects_first_format_bundle_whose_old_cut_is_not_a_prefix(
 ) -> None:
     other = FakePublisher(seed=42)
     other.step(4)
-    write_bundle(pub, tmp_path / "b", format_1_pages=4)
+    write_bundle(pub, tmp_path / "b", legacy_format=1)
     (tmp_path / "b" / "cuts" / "1.cut").write_bytes(other.cuts[0].SerializeToString())
     with pytest.raises(BadProofError):  # the recount: leaves that do not hash to its root
         verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
