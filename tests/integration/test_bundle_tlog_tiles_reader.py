@@ -67,7 +67,7 @@ class SignedCheckpoint:
 def open_checkpoint(note: bytes, vkey: str) -> SignedCheckpoint:
     """Verify a signed note by the key ``<name>+<hex key id>+<base64(0x01 || key)>`` and
     parse the checkpoint in it."""
-    name, key_id_hex, key_b64 = vkey.split("+")
+    name, key_id_hex, key_b64 = vkey.split("+", 2)  # base64 may hold "+" too
     raw = base64.b64decode(key_b64)
     assert raw[0] == 0x01  # Ed25519
     public_key = raw[1:]

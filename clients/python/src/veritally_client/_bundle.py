@@ -53,6 +53,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from veritally_client._checkpoint import Checkpoint
 from veritally_client._config import ClientConfig
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import MalformedDataError
@@ -71,7 +72,7 @@ from veritally_client._verify import (
     SignedCutBytes,
     VerifiedCut,
     _check_extends,
-    _fork,
+    _check_same_tree,
 )
 
 __all__ = ["BundleReport", "verify_bundle"]
@@ -217,34 +218,29 @@ def _tiled_tree(
 ) -> TiledTree:
     """Step 5: the newest cut's tree from its tiles, every older cut checked against
     them, and the root ``checkpoint`` checked against the newest cut."""
-    cache = TileCache()
-    bundle_bytes = min(limit, MAX_ENTRY_BUNDLE_BYTES)
+    cache = TileCache()  # tiles read once for the trees of every cut
+
+    def tree(checkpoint: Checkpoint) -> TiledTree:
+        return TiledTree(
+            source,
+            size=checkpoint.size,
+            root_hash=checkpoint.root_hash,
+            cache=cache,
+            max_entry_bundle_bytes=min(limit, MAX_ENTRY_BUNDLE_BYTES),
+        )
+
     latest = cuts[-1]
-    tree = TiledTree(
-        source,
-        size=latest.tree_size,
-        root_hash=latest.root_hash,
-        cache=cache,
-        max_entry_bundle_bytes=bundle_bytes,
-    )
+    newest = (latest.note, latest.checkpoint)
+    tiled = tree(latest.checkpoint)
     for cut in cuts[:-1]:
         # A proof from authenticated tiles that reaches the newest root but not this
         # cut's shows two signed trees that cannot both be true: a fork.
+        proof = tiled.consistency_proof(cut.tree_size)
         _check_extends(
-            older=(cut.note, cut.checkpoint),
-            newer=(latest.note, latest.checkpoint),
-            proof=tree.consistency_proof(cut.tree_size),
-            older_is_first=True,
+            older=(cut.note, cut.checkpoint), newer=newest, proof=proof, older_is_first=True
         )
         # What a reader of this cut reads: its own edge tiles and partial entry bundle.
-        older = TiledTree(
-            source,
-            size=cut.tree_size,
-            root_hash=cut.root_hash,
-            cache=cache,
-            max_entry_bundle_bytes=bundle_bytes,
-        )
-        older.partial_entry_bundle()
+        tree(cut.checkpoint).partial_entry_bundle()
     note = _read(source, "checkpoint", _MAX_POINTER_BYTES)
     published = verifier.open_checkpoint(note)
     if published.size < latest.tree_size:
@@ -254,24 +250,11 @@ def _tiled_tree(
             f"names ({latest.tree_size})"
         )
     if published.size == latest.tree_size:
-        if published.root_hash != latest.root_hash:
-            raise _fork(
-                f"two signed roots for tree size {published.size}",
-                kind="same-size",
-                origin=published.origin,
-                first=latest.note,
-                second=note,
-            )
-        return tree
-    # A newer cut was published since `latest` was read: its tiles are all there.
-    newer = TiledTree(source, size=published.size, root_hash=published.root_hash, cache=cache)
-    _check_extends(
-        older=(latest.note, latest.checkpoint),
-        newer=(note, published),
-        proof=newer.consistency_proof(latest.tree_size),
-        older_is_first=True,
-    )
-    return tree
+        _check_same_tree(first=newest, second=(note, published))
+    else:  # a newer cut was published since `latest` was read: its tiles are all there
+        proof = tree(published).consistency_proof(latest.tree_size)
+        _check_extends(older=newest, newer=(note, published), proof=proof, older_is_first=True)
+    return tiled
 
 
 def verify_bundle(

@@ -457,6 +457,19 @@ def _check_extends(
         raise
 
 
+def _check_same_tree(*, first: tuple[bytes, Checkpoint], second: tuple[bytes, Checkpoint]) -> None:
+    """Two signed checkpoints of one tree size must have one root: else a fork."""
+    (first_note, first_cp), (second_note, second_cp) = first, second
+    if first_cp.root_hash != second_cp.root_hash:
+        raise _fork(
+            f"two signed roots for tree size {second_cp.size}",
+            kind="same-size",
+            origin=second_cp.origin,
+            first=first_note,
+            second=second_note,
+        )
+
+
 @dataclass(frozen=True)
 class _Parsed:
     checkpoint: Checkpoint
@@ -646,13 +659,10 @@ class CutVerifier:
                 raise RollbackError(
                     f"cut {record.cut_number} is older than the verified cut {trusted.cut_number}"
                 )
-            if cp.size == trusted.tree_size and cp.root_hash != trusted.root_hash:
-                raise _fork(
-                    f"two signed roots for tree size {cp.size}",
-                    kind="same-size",
-                    origin=cp.origin,
-                    first=trusted.checkpoint,
-                    second=cut.checkpoint,
+            if cp.size == trusted.tree_size:
+                _check_same_tree(
+                    first=(trusted.checkpoint, _trusted_checkpoint(trusted)),
+                    second=(bytes(cut.checkpoint), cp),
                 )
             if record.cut_number == trusted.cut_number and cp.size != trusted.tree_size:
                 raise _fork(
@@ -744,14 +754,7 @@ class CutVerifier:
         mine = (trusted.checkpoint, _trusted_checkpoint(trusted))
         theirs = (bytes(cut.checkpoint), cp)
         if cp.size == trusted.tree_size:
-            if cp.root_hash != trusted.root_hash:
-                raise _fork(
-                    f"two signed roots for tree size {cp.size}",
-                    kind="same-size",
-                    origin=cp.origin,
-                    first=trusted.checkpoint,
-                    second=cut.checkpoint,
-                )
+            _check_same_tree(first=mine, second=theirs)
         elif cp.size < trusted.tree_size:
             _check_extends(older=theirs, newer=mine, proof=consistency_proof, older_is_first=False)
         else:
