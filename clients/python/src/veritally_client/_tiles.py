@@ -358,12 +358,14 @@ class TileCache:
         self._max = max_tiles
 
     def get(self, path: str) -> _Tile | None:
+        """The parsed tile at ``path``, None if it is not kept."""
         tile = self._tiles.get(path)
         if tile is not None:
             self._tiles.move_to_end(path)
         return tile
 
     def put(self, path: str, tile: _Tile) -> None:
+        """Keep ``tile`` (parsed from the bytes at ``path``), dropping the oldest one."""
         self._tiles[path] = tile
         if len(self._tiles) > self._max:
             self._tiles.popitem(last=False)
