@@ -351,7 +351,7 @@ class BundleWriter:
         written = tiles_between(min(self._tiled_size, size), size)
         for ref in written:
             if not self.dir.has_file(ref.path):  # written once: no need to read it again
-                self.dir.write(ref.path, _tile_bytes(store, ref))
+                self.dir.write_once(ref.path, _tile_bytes(store, ref))
         signed = signed_cut_pb(cut, results).SerializeToString(deterministic=True)
         self.dir.write_once(f"cuts/{cut.cut_number}.cut", signed)
         latest = {
