@@ -1,7 +1,7 @@
 """A small origin for the static bundle: serves a bundle directory over HTTP/1.1 on
-loopback, marking every file but ``latest`` immutable (their names fix their content,
-docs/bundle-format.md), so that an HTTP cache in front of it (Envoy's cache filter in
-``bench.stack_bench``, or any CDN) keeps them.
+loopback, marking every file but ``latest`` and ``checkpoint`` immutable (their names fix
+their content, docs/bundle-format.md), so that an HTTP cache in front of it (Envoy's
+cache filter in ``bench.stack_bench``, or any CDN) keeps them.
 
 Run: ``python -m bench.bundle_origin DIR PORT`` (until SIGTERM).
 """
@@ -23,7 +23,7 @@ class BundleHandler(SimpleHTTPRequestHandler):
 
     def end_headers(self) -> None:
         """Add Cache-Control before the blank line."""
-        if self.path.rstrip("/").endswith("/latest"):
+        if self.path.rstrip("/").endswith(("/latest", "/checkpoint")):
             self.send_header("Cache-Control", "no-cache")
         else:
             self.send_header("Cache-Control", "public, max-age=31536000, immutable")

@@ -29,7 +29,7 @@ from other processes (``bench.loadgen``, h2load). Measured, in this order, in on
   requests in flight. h2load cannot present client certificates, so that listener asks
   for none.
 * ``bundle_gets_vs_nginx_ratio``: the immutable files of the bundle publication wrote
-  (cut, checkpoint, leaf pages, trust root) fetched with h2load (h2c, same connections and
+  (cut, checkpoint, entry bundles, trust root) fetched with h2load (h2c, same connections and
   streams) from Envoy with its HTTP cache filter in front of a small origin of ours
   (``bench.bundle_origin``, which marks the files immutable), against nginx (one worker,
   as Envoy has one) serving the same directory. Debian's nginx and nghttp2-client are
@@ -503,8 +503,9 @@ def _bundle_paths(bundle: Path) -> list[str]:
     """The immutable files a reader of the latest cut fetches (relative paths)."""
     latest = json.loads((bundle / "latest").read_text())
     paths = [latest["cut"], latest["checkpoint"], latest["trust_root"]]
-    pages = sorted((bundle / "leaves").iterdir())[:4]
-    paths += [f"leaves/{p.name}" for p in pages]
+    # The first full entry bundles of the log (tlog-tiles: tile/entries/000, 001, ...).
+    full = sorted(p for p in (bundle / "tile" / "entries").iterdir() if p.is_file())[:4]
+    paths += [f"tile/entries/{p.name}" for p in full]
     return paths
 
 
@@ -604,8 +605,9 @@ def measure_bundle(stack: Stack, work: Path) -> dict[str, float]:
                         "address": {
                             "socket_address": {"address": "127.0.0.1", "port_value": envoy_port}
                         },
-                        # Leaf pages are larger than the default 1 MiB buffer, beyond
-                        # which the cache filter does not insert a response.
+                        # Room for entry bundles of large leaves (up to ~8 MiB) past
+                        # the default 1 MiB buffer, beyond which the cache filter does
+                        # not insert a response.
                         "per_connection_buffer_limit_bytes": 64 * 1024 * 1024,
                         "filter_chains": [{"filters": [_hcm("bundle", route_config, [cache])]}],
                     }

@@ -100,6 +100,11 @@ class FakeAggregation(aggregation_pb2_grpc.AggregationServiceServicer):
             return self.other_definition
         return self.election.definition_bytes if self.election else DEFINITION
 
+    @property
+    def valid_left(self) -> int:
+        """Valid actas of the election not served yet (what :meth:`add_valid` can add)."""
+        return len(self._pending)
+
     def add_valid(self, count: int) -> None:
         """Append ``count`` valid actas of the election (needs an election)."""
         assert self.election is not None

@@ -39,7 +39,9 @@ ActaPb = acta_pb2.Acta
 MAX_ACTA_BYTES: Final = 16 * 1024
 # Largest leaf of the log, in bytes: an ActaRecord wrapping an acta of at most
 # MAX_ACTA_BYTES plus its acta id (two identifiers), revision, receive time, counting
-# decision and sequence (well under 1 KiB together). Readers size their pages with it.
+# decision and sequence (well under 1 KiB together). Readers size their pages with it;
+# publication logs no longer leaf, so every leaf fits a tlog-tiles entry bundle (whose
+# entries have 16-bit lengths: 64 KiB at most).
 MAX_LEAF_BYTES: Final = 32 * 1024
 # Actas in one SubmitActas message: each message is one transaction; a bigger batch
 # gains nothing (the fsync is already amortised at a few hundred: clients send 500) and

@@ -6,8 +6,9 @@ socket) writing its bundle:
 * someone with write access to the bundle directory plants symlinks in it, hoping that
   publication writes through them (outside the bundle, or their content under our name);
 * a restrictive umask makes the bundle unreadable by the web server that serves it;
-* large leaves make pages larger than the SDK reads, and heartbeat cuts rewrite a large
-  tail page every interval until the disk fills.
+* large leaves make entry bundles larger than the SDK reads (or than a tlog-tiles entry
+  can be), and heartbeat cuts rewrite large partial bundles every interval until the
+  disk fills.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ from tests.pub_support import (
     start_fake_aggregation,
     wait_for_first_cut,
 )
+from veritally import bounds
 from veritally.publication.app import PublicationService, start_publication
-from veritally.publication.bundle import MAX_LEAF_PAGE_BYTES, UnsafeBundlePathError
-from veritally_client._bundle import _leaf_pages
+from veritally.publication.bundle import UnsafeBundlePathError
+from veritally.publication.errors import UpstreamDataError
 from veritally_client._gen.veritally.v1 import acta_pb2
+from veritally_client.protocol import DirectorySource, TiledTree, parse_checkpoint
 
-# Bytes of each large leaf: three fit a page, a fourth does not.
-_LARGE = 300_000
-# What the reader is told it may read in one file here: twice the writer's page cap.
-_READER_LIMIT = 2 * MAX_LEAF_PAGE_BYTES
+# Image bytes that make a leaf just under the longest leaf publication logs.
+_LARGE = bounds.MAX_LEAF_BYTES - 200
+# What the reader is told it may read in one file here: the largest entry bundle of
+# leaves at the bound (256 of them, each with its 2-byte length).
+_READER_LIMIT = 256 * (2 + bounds.MAX_LEAF_BYTES)
 
 
 @dataclass
@@ -140,50 +144,128 @@ async def test_bundle_stays_readable_by_its_web_server_under_a_restrictive_umask
         assert mode == (0o755 if path.is_dir() else 0o644), path
 
 
-def _large_leaf(sequence: int) -> bytes:
+def _large_leaf(sequence: int, image: int = _LARGE) -> bytes:
     leaf = acta_pb2.LogLeaf.FromString(acta_leaf(sequence, f"L{sequence:06d}/P"))
-    leaf.acta_record.acta.image_sha256 = bytes(_LARGE)  # a large leaf of any kind
+    leaf.acta_record.acta.image_sha256 = bytes(image)  # a large leaf of any kind
     return leaf.SerializeToString(deterministic=True)
 
 
-def _sizes(directory: Path) -> dict[str, tuple[int, int]]:
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.iterdir()}
+def _files(directory: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(directory)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in directory.rglob("*")
+        if p.is_file()
+    }
 
 
-async def test_large_leaves_never_make_a_bundle_page_larger_than_a_reader_reads(
+def _tree(bundle: Path, tree_size: int) -> TiledTree:
+    """The bundle's tiled tree at ``tree_size``, authenticated against its checkpoint."""
+    note = (bundle / f"checkpoints/{tree_size}").read_bytes()
+    checkpoint = parse_checkpoint(note.split(b"\n\n", 1)[0].decode() + "\n")
+    return TiledTree(
+        DirectorySource(bundle),
+        size=tree_size,
+        root_hash=checkpoint.root_hash,
+        max_entry_bundle_bytes=_READER_LIMIT,
+    )
+
+
+async def test_leaves_at_the_bound_never_make_an_entry_bundle_larger_than_a_reader_reads(
     running: Running,
 ) -> None:
     fake = running.fake.fake
-    for _ in range(20):
+    for _ in range(300):  # a full bundle of leaves at the bound, and then some
         fake.leaves.append(_large_leaf(len(fake.leaves)))
     row = await running.service.follower.cut_once()
-    leaves_dir = running.bundle / "leaves"
-    assert max(p.stat().st_size for p in leaves_dir.iterdir()) <= MAX_LEAF_PAGE_BYTES
-    # The SDK's reader, limited to twice the cap per file, reads every leaf back.
-    read = [
-        leaf for page in _leaf_pages(running.bundle, row.tree_size, _READER_LIMIT) for leaf in page
-    ]
+    entries = running.bundle / "tile" / "entries"
+    assert max(p.stat().st_size for p in entries.rglob("*") if p.is_file()) <= _READER_LIMIT
+    # The SDK's reader, limited to the largest bundle, reads every leaf back.
+    read = [leaf for bundle in _tree(running.bundle, row.tree_size).leaves() for leaf in bundle]
     assert read == running.service.engine.store.leaves(0, row.tree_size)
 
 
-async def test_heartbeat_cuts_over_large_leaves_do_not_rewrite_pages_or_fill_the_disk(
+async def test_leaf_longer_than_the_bound_is_refused_before_it_is_logged(
+    running: Running,
+) -> None:
+    fake = running.fake.fake
+    before = running.service.engine.store.tree_size
+    fake.leaves.append(_large_leaf(len(fake.leaves), image=bounds.MAX_LEAF_BYTES))
+    with pytest.raises(UpstreamDataError):
+        await running.service.follower.cut_once()
+    assert running.service.engine.store.tree_size == before
+
+
+async def test_heartbeat_cuts_over_large_leaves_do_not_rewrite_tiles_or_fill_the_disk(
     running: Running,
 ) -> None:
     fake = running.fake.fake
     for _ in range(20):
         fake.leaves.append(_large_leaf(len(fake.leaves)))
-    await running.service.follower.cut_once()
-    leaves_dir = running.bundle / "leaves"
-    full_pages = {k: v for k, v in _sizes(leaves_dir).items() if "-" not in k}
-    log_bytes = sum((leaves_dir / name).stat().st_size for name in full_pages)
+    first = await running.service.follower.cut_once()
+    tiles = running.bundle / "tile"
+    before = _files(tiles)
     for _ in range(10):  # heartbeat cuts: one small cut leaf each
         row = await running.service.follower.cut_once()
-    now = _sizes(leaves_dir)
-    assert {k: now[k] for k in full_pages} == full_pages  # written once, never again
-    on_disk = sum(p.stat().st_size for p in leaves_dir.iterdir())
-    # The full pages, plus at most the newest tail and the one before it.
-    assert on_disk <= log_bytes + 2 * MAX_LEAF_PAGE_BYTES
-    read = [
-        leaf for page in _leaf_pages(running.bundle, row.tree_size, _READER_LIMIT) for leaf in page
-    ]
-    assert len(read) == row.tree_size
+    now = _files(tiles)
+    assert {k: now[k] for k in before} == before  # written once, never again
+    # Each heartbeat adds one partial bundle and one partial tile of its own size: the
+    # large leaves are rewritten into each partial bundle, but a partial bundle holds
+    # fewer than 256 leaves, and all go once the full bundle exists.
+    added = sum((tiles / k).stat().st_size for k in now.keys() - before.keys())
+    assert added <= 10 * (256 * (2 + bounds.MAX_LEAF_BYTES) + 256 * 32)
+    read = [leaf for bundle in _tree(running.bundle, row.tree_size).leaves() for leaf in bundle]
+    assert len(read) == row.tree_size > first.tree_size
+
+
+async def test_partial_tiles_replaced_by_a_full_one_are_removed(running: Running) -> None:
+    fake = running.fake.fake
+    partial = running.bundle / "tile" / "entries" / "000.p"
+    sizes = []
+    for n in (50, 100):  # two more cuts inside the first tile
+        fake.add(n)
+        sizes.append((await running.service.follower.cut_once()).tree_size)
+    # Kept for the readers of each size while the tile is not full.
+    assert sorted(int(p.name) for p in partial.iterdir()) == [11, *sizes]
+    fake.add(150)
+    sizes.append((await running.service.follower.cut_once()).tree_size)
+    assert sizes[-1] > 256
+    assert (running.bundle / "tile/entries/000").is_file()
+    assert not partial.exists()
+    assert not (running.bundle / "tile" / "0" / "000.p").exists()
+    # A reader of the older sizes reads the full tile instead.
+    for size in sizes:
+        assert len([x for b in _tree(running.bundle, size).leaves() for x in b]) == size
+
+
+async def test_symlink_planted_at_a_tile_directory_is_replaced_not_written_through(
+    running: Running, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # Names the next cut makes: the level-1 tiles and the second partial tile.
+    (running.bundle / "tile" / "1").symlink_to(outside)
+    (running.bundle / "tile" / "0" / "001.p").symlink_to(outside)
+    running.fake.fake.add(250)
+    row = await running.service.follower.cut_once()
+    assert row.tree_size == 11 + 250 + 1
+    assert list(outside.iterdir()) == []
+    for name in ("tile/1", "tile/0/001.p"):
+        directory = running.bundle / name
+        assert directory.is_dir()
+        assert not directory.is_symlink()
+    assert (running.bundle / "tile/0/001.p/6").is_file()
+    assert (running.bundle / "tile/1/000.p/1").is_file()
+    assert len([x for b in _tree(running.bundle, row.tree_size).leaves() for x in b]) == 262
+
+
+async def test_tile_directory_swapped_for_a_symlink_after_it_was_opened_changes_nothing(
+    running: Running, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (running.bundle / "tile" / "0" / "000.p").rename(running.bundle / "moved")
+    (running.bundle / "tile" / "0" / "000.p").symlink_to(outside)
+    running.fake.fake.add(3)
+    row = await running.service.follower.cut_once()
+    assert list(outside.iterdir()) == []
+    assert (running.bundle / "moved" / str(row.tree_size)).is_file()

@@ -51,6 +51,7 @@ from veritally_client._merkle import (
     verify_inclusion,
 )
 from veritally_client._note import open_note
+from veritally_client._tiles import parse_entry_bundle
 from veritally_client._trustroot import TrustedRoot
 
 
@@ -333,16 +334,13 @@ async def test_bundle_holds_every_cut_and_a_latest_pointer(stack: Stack) -> None
     assert (bundle / latest["checkpoint"]).read_bytes() == cut.checkpoint
     results = (bundle / latest["results"]).read_bytes()
     assert hashlib.sha256(results).digest() == record.results_sha256
-    # Recount from the pages alone.
-    page = latest["leaf_page_size"]
+    # Recount from the entry bundles alone: full ones, then the partial one of the size.
+    assert (bundle / "checkpoint").read_bytes() == cut.checkpoint
+    full, tail = divmod(checkpoint.size, 256)
     leaves: list[bytes] = []
-    for i in range(checkpoint.size // page):
-        leaves += publication_pb2.GetLeavesResponse.FromString(
-            (bundle / f"leaves/{i * page}.binpb").read_bytes()
-        ).leaves
-    leaves += publication_pb2.GetLeavesResponse.FromString(
-        (bundle / latest["leaf_tail_page"]).read_bytes()
-    ).leaves
+    for i in range(full):
+        leaves += parse_entry_bundle((bundle / f"tile/entries/{i:03d}").read_bytes(), 256)
+    leaves += parse_entry_bundle((bundle / f"tile/entries/{full:03d}.p/{tail}").read_bytes(), tail)
     assert len(leaves) == checkpoint.size
     assert root_from_leaf_hashes(leaf_hash(x) for x in leaves) == checkpoint.root_hash
     assert (bundle / latest["election_definition"]).read_bytes() == DEFINITION
@@ -469,10 +467,18 @@ async def test_bundle_catches_up_with_cuts_committed_before_it_was_written(
         assert latest["cut_number"] == 2
         assert (bundle / "cuts/1.cut").exists()
         assert (bundle / "checkpoints/1501").exists()
-        assert (bundle / "leaves/0.binpb").exists()
-        assert (bundle / "leaves/1024.binpb").exists()
-        assert latest["leaf_tail_page"] == "leaves/2048-154.binpb"
         assert latest["tree_size"] == 2202
+        assert (bundle / "checkpoint").read_bytes() == (bundle / "checkpoints/2202").read_bytes()
+        # Every tile and entry bundle of both sizes: 2202 is 8 full tiles and one of 154.
+        assert (bundle / "tile/entries/007").exists()
+        assert (bundle / "tile/entries/008.p/154").exists()
+        assert (bundle / "tile/0/007").exists()
+        assert (bundle / "tile/0/008.p/154").exists()
+        assert (bundle / "tile/1/000.p/8").exists()
+        # 1501's partial level-0 tile was replaced by a full one: removed. Its level-1 tile
+        # stays for the readers of 1501 until tile/1/000 is full.
+        assert not (bundle / "tile/0/005.p").exists()
+        assert (bundle / "tile/1/000.p/5").exists()
     finally:
         await service.stop(grace=0.1)
         await fake.stop()

@@ -252,12 +252,14 @@ async def test_leaf_tampered_in_the_store_is_refused_not_served(tmp_path: Path) 
         # Untouched leaves are still served.
         ok = await stub.GetLeaves(publication_pb2.GetLeavesRequest(start=4, count=3))
         assert len(ok.leaves) == 3
-        # The next cut is committed, but its tail page (which holds leaf 3) is not
-        # published: the bundle still points at cut 1.
+        # The next cut is committed, but its entry bundle (which holds leaf 3) is not
+        # published, nor its tiles: the bundle still points at cut 1.
         fake.fake.add(5)
         await service.follower.cut_once()
         bundle = tmp_path / "bundle"
-        assert not (bundle / "leaves/0-17.binpb").exists()
+        assert not (bundle / "tile/entries/000.p/17").exists()
+        assert not (bundle / "tile/0/000.p/17").exists()
+        assert (bundle / "checkpoint").read_bytes() == (bundle / "checkpoints/11").read_bytes()
         assert b'"cut_number": 1,' in (bundle / "latest").read_bytes()
     finally:
         await channel.close()

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,13 @@ from veritally_client._merkle import MemoryTree
 from veritally_client._note import sign_note
 from veritally_client._signing import Signer
 from veritally_client._tally import Tally
+from veritally_client._tiles import (
+    TILE_WIDTH,
+    TileRef,
+    encode_entry_bundle,
+    tile_hashes,
+    tiles_between,
+)
 from veritally_client._trustroot import TrustedRoot, sign_trust_root
 
 ORIGIN = "prep.example/e2026"
@@ -337,13 +345,71 @@ def _cut_number(cut: log_pb2.SignedCut) -> int:
     return leaf.cut_record.cut_number
 
 
-def write_bundle(pub: FakePublisher, root: Path, *, page_size: int = 4) -> None:
-    """Write ``pub``'s log in the static bundle layout of docs/bundle-format.md."""
+def write_bundle(
+    pub: FakePublisher, root: Path, *, legacy_format: int = 0, page_size: int = 4
+) -> None:
+    """Write ``pub``'s log in the static bundle layout of docs/bundle-format.md.
+
+    Format 3 (tiles), as the publisher writes it cut after cut: each cut's new tiles,
+    its cut file, ``checkpoint``, ``latest``, then the partial tiles its full ones
+    replace are removed. With ``legacy_format`` 1 or 2, an archive of that earlier
+    format instead, whose leaf pages hold ``page_size`` leaves (the SDK still reads them).
+    """
     root.mkdir(parents=True, exist_ok=True)
-    for sub in ("cuts", "checkpoints", "results", "leaves", "trust-root", "election"):
+    for sub in ("cuts", "checkpoints", "results", "trust-root", "election"):
         (root / sub).mkdir(exist_ok=True)
     (root / "trust-root" / "v1.binpb").write_bytes(make_trust_root(pub.signers))
     (root / "election" / "definition.binpb").write_bytes(pub.election.definition_bytes)
+    if legacy_format:
+        _write_legacy(pub, root, legacy_format, page_size)
+        return
+    written = 0
+    for n, cut in enumerate(pub.cuts, start=1):
+        size = _cut_size(cut)
+        (root / "results" / hashlib.sha256(cut.results).hexdigest()).write_bytes(cut.results)
+        (root / "checkpoints" / str(size)).write_bytes(cut.checkpoint)
+        refs = tiles_between(written, size)
+        for ref in refs:
+            path = root / ref.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_tile_bytes(pub, ref))
+        (root / "cuts" / f"{n}.cut").write_bytes(cut.SerializeToString(deterministic=True))
+        (root / "checkpoint").write_bytes(cut.checkpoint)
+        latest = {
+            "format": "veritally-bundle/3",
+            "cut_number": n,
+            "tree_size": size,
+            "cut": f"cuts/{n}.cut",
+            "trust_root_versions": 1,
+        }
+        (root / "latest").write_text(json.dumps(latest))
+        for ref in refs:
+            if ref.full:
+                shutil.rmtree(root / f"{ref.path}.p", ignore_errors=True)
+        written = size
+
+
+def _cut_size(cut: log_pb2.SignedCut) -> int:
+    record = acta_pb2.LogLeaf.FromString(cut.cut_leaf).cut_record
+    return record.acta_records + record.cut_number  # the cut record is the last leaf
+
+
+def _tile_bytes(pub: FakePublisher, ref: TileRef) -> bytes:
+    if ref.entries:
+        return encode_entry_bundle(pub.leaves[ref.first : ref.first + ref.width])
+    span = TILE_WIDTH**ref.level  # leaves under each hash of the tile
+    return tile_hashes(
+        [
+            pub.tree.subtree_hash(i * span, (i + 1) * span)
+            for i in range(ref.first, ref.first + ref.width)
+        ]
+    )
+
+
+def _write_legacy(pub: FakePublisher, root: Path, version: int, page_size: int) -> None:
+    """Format 1: every page ``leaves/<start>-<count>.binpb``; format 2: full pages
+    ``leaves/<start>.binpb`` and the tail page of the size ``leaves/<start>-<count>``."""
+    (root / "leaves").mkdir(exist_ok=True)
     for n, cut in enumerate(pub.cuts, start=1):
         (root / "cuts" / f"{n}.cut").write_bytes(cut.SerializeToString(deterministic=True))
         (root / "results" / hashlib.sha256(cut.results).hexdigest()).write_bytes(cut.results)
@@ -353,9 +419,11 @@ def write_bundle(pub: FakePublisher, root: Path, *, page_size: int = 4) -> None:
         page = publication_pb2.GetLeavesResponse(
             leaves=pub.leaves[start : start + count], tree_size=start + count
         )
-        (root / "leaves" / f"{start}-{count}.binpb").write_bytes(page.SerializeToString())
+        full = version == 2 and count == page_size
+        name = f"{start}.binpb" if full else f"{start}-{count}.binpb"
+        (root / "leaves" / name).write_bytes(page.SerializeToString())
     latest = {
-        "format": "veritally-bundle/1",
+        "format": f"veritally-bundle/{version}",
         "cut_number": len(pub.cuts),
         "tree_size": size,
         "cut": f"cuts/{len(pub.cuts)}.cut",

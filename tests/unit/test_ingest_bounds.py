@@ -13,6 +13,7 @@ from veritally.ingest import rules
 from veritally.reject import RejectCode, Rejection
 from veritally_client import _leaf as leaf
 from veritally_client._gen.veritally.v1 import acta_pb2
+from veritally_client.protocol import MAX_ENTRY_BYTES
 
 ELECTION = small_election()
 CATALOGUE = rules.Catalogue.from_index(ELECTION)
@@ -203,3 +204,9 @@ def test_clip_quotes_at_most_a_few_dozen_characters() -> None:
     clipped = bounds.clip("y" * 1_000_000)
     assert len(clipped) < 2 * bounds.ECHO_CHARS
     assert "1000000" in clipped
+
+
+def test_the_longest_leaf_fits_a_tlog_tiles_entry() -> None:
+    # Publication logs no leaf longer than this; the bundle's entry bundles give each
+    # leaf a 16-bit length.
+    assert bounds.MAX_LEAF_BYTES <= MAX_ENTRY_BYTES

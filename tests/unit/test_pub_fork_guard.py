@@ -6,7 +6,6 @@ import hashlib
 
 import pytest
 
-from veritally.publication.bundle import LEAF_PAGE_SIZE, MAX_LEAF_PAGE_BYTES, page_layout
 from veritally.publication.errors import ForkRefusedError
 from veritally.publication.published import ForkGuard, Published
 
@@ -101,17 +100,3 @@ def test_unreadable_record_skips_a_signature_without_latching() -> None:
     record.error = None
     _before_signing(guard, 120, 9)
     assert guard.refused is None
-
-
-def test_pages_of_ordinary_leaves_are_capped_by_count() -> None:
-    full, tail = page_layout([400] * 2500, 0)
-    assert full == [(0, LEAF_PAGE_SIZE), (LEAF_PAGE_SIZE, LEAF_PAGE_SIZE)]
-    assert tail == (2048, 2500 - 2048)
-    assert page_layout([400] * 2048, 0) == (full, None)
-
-
-def test_pages_of_large_leaves_are_capped_by_bytes_and_hold_at_least_one_leaf() -> None:
-    large = MAX_LEAF_PAGE_BYTES // 3
-    full, tail = page_layout([large] * 7 + [2 * MAX_LEAF_PAGE_BYTES], 10)
-    assert full == [(10, 2), (12, 2), (14, 2), (16, 1)]
-    assert tail == (17, 1)  # one leaf larger than the cap is a page of its own

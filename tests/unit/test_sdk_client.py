@@ -20,6 +20,7 @@ from veritally_client import (
     Client,
     ClientConfig,
     DigestMismatchError,
+    ForkError,
     MalformedDataError,
     RecountMismatchError,
     TransportError,
@@ -316,8 +317,43 @@ def test_verifies_offline_bundle(pub: FakePublisher, tmp_path: Path) -> None:
     assert [c.cut_number for c in report.recount.cuts] == [1, 2, 3]
 
 
-def test_rejects_bundle_with_tampered_leaf_page(pub: FakePublisher, tmp_path: Path) -> None:
+def test_bundle_read_mid_cut_verifies_the_cut_latest_names(
+    pub: FakePublisher, tmp_path: Path
+) -> None:
+    # The publisher writes a cut's file before it moves ``latest``: a reader (or a
+    # mirror) in between sees a cut file newer than the cut ``latest`` names.
     write_bundle(pub, tmp_path / "b")
+    newer = pub.step(2)
+    (tmp_path / "b" / "cuts" / "3.cut").write_bytes(newer.SerializeToString(deterministic=True))
+    report = verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
+    assert report.latest.cut_number == 2
+    assert [c.cut_number for c in report.cuts] == [1, 2]
+
+
+def test_rejects_bundle_whose_latest_names_a_cut_it_lacks(
+    pub: FakePublisher, tmp_path: Path
+) -> None:
+    write_bundle(pub, tmp_path / "b")
+    (tmp_path / "b" / "cuts" / "1.cut").unlink()
+    with pytest.raises(MalformedDataError):
+        verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
+
+
+@pytest.mark.parametrize("legacy_format", [1, 2])
+def test_verifies_offline_bundle_of_an_earlier_format(
+    pub: FakePublisher, tmp_path: Path, legacy_format: int
+) -> None:
+    pub.step(5)
+    write_bundle(pub, tmp_path / "b", legacy_format=legacy_format)
+    report = verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
+    assert [c.cut_number for c in report.recount.cuts] == [1, 2, 3]
+    assert report.recount.tree_size == 15
+
+
+def test_rejects_first_format_bundle_with_tampered_leaf_page(
+    pub: FakePublisher, tmp_path: Path
+) -> None:
+    write_bundle(pub, tmp_path / "b", legacy_format=1)
     page = tmp_path / "b" / "leaves" / "0-4.binpb"
     resp = publication_pb2.GetLeavesResponse.FromString(page.read_bytes())
     leaf = acta_pb2.LogLeaf.FromString(resp.leaves[1])
@@ -342,7 +378,20 @@ def test_rejects_bundle_whose_old_cut_is_a_fork(pub: FakePublisher, tmp_path: Pa
     other.step(4)
     write_bundle(pub, tmp_path / "b")
     (tmp_path / "b" / "cuts" / "1.cut").write_bytes(other.cuts[0].SerializeToString())
-    with pytest.raises(BadProofError):
+    # Both trees are signed; the newest one's tiles prove the old cut is not its prefix.
+    with pytest.raises(ForkError) as fork:
+        verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
+    assert fork.value.evidence == (other.cuts[0].checkpoint, pub.cuts[-1].checkpoint)
+
+
+def test_rejects_first_format_bundle_whose_old_cut_is_not_a_prefix(
+    pub: FakePublisher, tmp_path: Path
+) -> None:
+    other = FakePublisher(seed=42)
+    other.step(4)
+    write_bundle(pub, tmp_path / "b", legacy_format=1)
+    (tmp_path / "b" / "cuts" / "1.cut").write_bytes(other.cuts[0].SerializeToString())
+    with pytest.raises(BadProofError):  # the recount: leaves that do not hash to its root
         verify_bundle(tmp_path / "b", trust_root=pub.trust_root(), now=pub.now)
 
 

@@ -1,33 +1,37 @@
-"""The static bundle: every cut as immutable files plus an atomically replaced ``latest``.
+"""The static bundle: every cut as immutable files, a C2SP tiled log, and two pointers.
 
 Layout (docs/bundle-format.md)::
 
     <bundle>/
+      checkpoint                      the newest signed note (replaced atomically)
       latest                          JSON pointer to the newest cut (replaced atomically)
       cuts/<cut number>.cut           serialized veritally.v1.SignedCut
       checkpoints/<tree size>         the signed note, exact bytes
       results/<sha256 hex>            serialized Results blob
-      leaves/<start>.binpb            a full page: serialized veritally.v1.GetLeavesResponse
-      leaves/<start>-<count>.binpb    the tail page of one tree size
+      tile/<L>/<N>[.p/<W>]            C2SP tlog-tiles Merkle tree tiles
+      tile/entries/<N>[.p/<W>]        C2SP tlog-tiles entry bundles (the leaves)
       trust-root/v<N>.binpb           serialized veritally.v1.TrustRoot, every version
       election/definition.binpb       serialized veritally.v1.ElectionDefinition
 
-Every file except ``latest`` is written once under a name that fixes its content, via a
-temporary file and a rename, so a reader (an HTTP server, a CDN, an rsync mirror) never
-sees a partial file and caches can keep them forever.
+Every file except ``checkpoint`` and ``latest`` is written once under a name that fixes
+its content, via a temporary file and a rename, so a reader (an HTTP server, a CDN, an
+rsync mirror) never sees a partial file and caches can keep them forever. Which tiles a
+tree size has, their names and their bytes come from the SDK's tile module
+(:func:`veritally_client.protocol.tiles_between`), the one its reader uses.
 
-Leaf pages hold at most :data:`LEAF_PAGE_SIZE` leaves and :data:`MAX_LEAF_PAGE_BYTES`
-bytes: a page is *full* when it has that many leaves or when the next leaf would not fit,
-and a full page is written exactly once, when the log first goes past it. What follows
-the last full page is the *tail*, written as a page of its own for each cut that ends in
-it (so it is bounded by the same caps) and removed once two newer cuts have replaced it.
+A cut writes, in this order: its results and checkpoint files, the entry bundles and
+tiles its tree has that the previous one did not, its cut file, then ``checkpoint`` and
+``latest``; so everything a pointer names exists when it changes. Only then are the
+partial tiles that a full tile of this cut replaces removed (a reader that misses one
+reads the full tile, as the spec says).
 
 The writer trusts nothing in the directory that someone else with write access may have
 put there: directories are created with :data:`DIR_MODE`, files with :data:`FILE_MODE`,
 whatever the umask; every path below the bundle root is opened relative to a directory
 descriptor with ``O_NOFOLLOW``, so a symlink planted in the bundle is never written
-through (the writer replaces it, or refuses if it is a directory); temporary files are
-created with ``O_EXCL`` in the directory of their final name and renamed over it.
+through (the writer replaces it, or refuses if it is a directory where a file belongs,
+or a top-level directory); temporary files are created with ``O_EXCL`` in the directory
+of their final name and renamed over it.
 
 :class:`BundleRecord` reads back what the bundle says was published, for the fork
 guard (:mod:`veritally.publication.published`).
@@ -49,100 +53,59 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from veritally.publication.cutter import signed_cut_pb
-from veritally.publication.errors import ForkRefusedError, UnsafeBundlePathError
+from veritally.publication.errors import (
+    ForkRefusedError,
+    StoreIntegrityError,
+    UnsafeBundlePathError,
+)
 from veritally.publication.published import Published, note_checkpoint
 from veritally.publication.store import CutRow, PublicationStore
-from veritally_client.protocol.pb import log_pb2, publication_pb2
+from veritally_client.protocol import (
+    TILE_HEIGHT,
+    TileRef,
+    encode_entry_bundle,
+    tile_hashes,
+    tiles_between,
+)
+from veritally_client.protocol.pb import log_pb2
 
 __all__ = [
     "BUNDLE_FORMAT",
     "DIR_MODE",
     "FILE_MODE",
-    "LEAF_PAGE_SIZE",
-    "MAX_LEAF_PAGE_BYTES",
     "BundleRecord",
     "BundleWriter",
     "UnsafeBundlePathError",
-    "full_page_name",
-    "leaf_page_name",
-    "page_layout",
 ]
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "veritally-bundle/2"
-#: Most leaves in one page: ~0.4 MiB of ordinary acta records (~400 bytes each) per file,
-#: a good size for HTTP caches, and 500k leaves make ~500 files.
-LEAF_PAGE_SIZE = 1024
-#: Most bytes in one page file (a serialized GetLeavesResponse). With ordinary records
-#: the leaf count binds first; the byte cap binds for large leaves, and bounds what every
-#: cut writes for its tail page. 1 MiB is 64 times below what the SDK reads in one file
-#: (``ClientConfig.max_message_bytes``, 64 MiB). A page always takes its first leaf, so
-#: a page is larger than this only if one leaf is, and leaves are bounded by ingest's
-#: maximum acta size, far below the reader's limit.
-MAX_LEAF_PAGE_BYTES = 1024 * 1024
+BUNDLE_FORMAT = "veritally-bundle/3"
 #: Directories: the web server that serves the bundle must list and traverse them; only
 #: publication's user may add, replace or remove names in them.
 DIR_MODE = 0o755
 #: Files: world-readable on purpose (the bundle is public), written only by publication.
 FILE_MODE = 0o644
-#: Bytes of a ``tree_size`` field at most (tag and a 64-bit varint), counted in each page.
-_TREE_SIZE_FIELD_BYTES = 11
-#: How many tail pages stay after the newest cut's: the previous one, for a reader that
-#: read the previous ``latest`` just before it was replaced.
-_KEEP_OLD_TAILS = 1
 #: Largest ``latest`` or checkpoint file read back: both are a few hundred bytes.
 _MAX_POINTER_BYTES = 64 * 1024
 #: Largest cut file read back (a SignedCut holds a results blob of a few hundred KiB).
 _MAX_CUT_BYTES = 64 * 1024 * 1024
-_SUBDIRS = ("cuts", "checkpoints", "results", "leaves", "trust-root", "election")
+#: The directories under the root, opened at start: one that is a symlink stops it.
+_SUBDIRS = ("cuts", "checkpoints", "results", "tile", "trust-root", "election")
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def leaf_page_name(start: int, count: int) -> str:
-    """Relative path of the tail page holding leaves ``[start, start + count)``."""
-    return f"leaves/{start}-{count}.binpb"
-
-
-def full_page_name(start: int) -> str:
-    """Relative path of the full page that starts at leaf ``start``."""
-    return f"leaves/{start}.binpb"
-
-
-def _varint_len(n: int) -> int:
-    return max(1, (n.bit_length() + 6) // 7)
-
-
-def page_layout(
-    sizes: Sequence[int],
-    start: int,
-    *,
-    page_size: int = LEAF_PAGE_SIZE,
-    max_bytes: int = MAX_LEAF_PAGE_BYTES,
-) -> tuple[list[tuple[int, int]], tuple[int, int] | None]:
-    """Split leaves ``[start, start + len(sizes))`` (of the given byte lengths) into pages.
-
-    Returns ``(full, tail)``: the full pages as ``(start, count)``, then the tail (None
-    when the leaves end exactly at a full page). A page is full at ``page_size`` leaves,
-    or when the next leaf would take it past ``max_bytes``; a page holds at least one leaf.
-    """
-    full: list[tuple[int, int]] = []
-    first, count, used = start, 0, _TREE_SIZE_FIELD_BYTES
-    for i, length in enumerate(sizes):
-        framed = 1 + _varint_len(length) + length
-        if count == page_size or (count and used + framed > max_bytes):
-            full.append((first, count))
-            first, count, used = start + i, 0, _TREE_SIZE_FIELD_BYTES
-        count += 1
-        used += framed
-    if count == page_size:
-        return [*full, (first, count)], None
-    return full, ((first, count) if count else None)
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW
 
 
 class _Dir:
-    """The bundle root and its subdirectories as descriptors opened without following
-    symlinks: a name swapped for a symlink later changes nothing for this process."""
+    """The bundle root and the directories below it as descriptors opened without
+    following symlinks: a name swapped for a symlink later changes nothing for this
+    process.
+
+    The top-level directories are opened at start, and one that is not a directory stops
+    the writer. The directories of the tiled log (``tile/0/x001``, ``tile/0/005.p`` ...)
+    are made when first written to; a symlink or file planted at one of those names is
+    replaced by a real directory, as a planted file name is by the real file.
+    """
 
     def __init__(self, root: Path) -> None:
         # The root itself is the operator's choice (it may be a symlink to a volume);
@@ -152,39 +115,83 @@ class _Dir:
             root.chmod(DIR_MODE)  # mkdir's mode is masked by the umask
         self.root = root
         self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.subdirs = {name: self._subdir(name) for name in _SUBDIRS}
+        self.fds: dict[str, int] = {}
+        for name in _SUBDIRS:
+            self.fds[name] = self._subdir(self.fd, name, name, replace=False)
 
-    def _subdir(self, name: str) -> int:
+    def _subdir(self, parent: int, name: str, relative: str, *, replace: bool) -> int:
         try:
-            os.mkdir(name, DIR_MODE, dir_fd=self.fd)
+            os.mkdir(name, DIR_MODE, dir_fd=parent)
             created = True
         except FileExistsError:
             created = False
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=self.fd)
+            fd = os.open(name, _DIR_OPEN, dir_fd=parent)
         except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            if not replace:
                 raise UnsafeBundlePathError(
-                    e.errno, f"{self.root / name} is not a directory (a planted symlink?)"
+                    e.errno, f"{self.root / relative} is not a directory (a planted symlink?)"
                 ) from e
-            raise
+            log.warning("replacing %s, which is not a directory", self.root / relative)
+            os.unlink(name, dir_fd=parent)
+            os.mkdir(name, DIR_MODE, dir_fd=parent)
+            created = True
+            fd = os.open(name, _DIR_OPEN, dir_fd=parent)
         if created:
             os.fchmod(fd, DIR_MODE)  # mkdir's mode is masked by the umask
         return fd
 
     def close(self) -> None:
-        for fd in self.subdirs.values():
+        for fd in self.fds.values():
             os.close(fd)
+        self.fds.clear()
         os.close(self.fd)
 
+    def _make_dir(self, relative: str) -> int:
+        """Descriptor of the directory ``relative``, made if missing."""
+        fd = self.fds.get(relative)
+        if fd is None:
+            head, sep, name = relative.rpartition("/")
+            parent = self._make_dir(head) if sep else self.fd
+            fd = self.fds[relative] = self._subdir(parent, name, relative, replace=True)
+        return fd
+
+    def _find_dir(self, relative: str) -> int | None:
+        """Descriptor of the directory ``relative``, None if it is not one."""
+        fd = self.fds.get(relative)
+        if fd is not None:
+            return fd
+        head, sep, name = relative.rpartition("/")
+        parent = self._find_dir(head) if sep else self.fd
+        if parent is None:
+            return None
+        try:
+            fd = os.open(name, _DIR_OPEN, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                return None
+            raise
+        self.fds[relative] = fd
+        return fd
+
     def where(self, relative: str) -> tuple[int, str]:
-        """(directory descriptor, name) of a path relative to the root."""
-        head, sep, name = relative.partition("/")
-        return (self.subdirs[head], name) if sep else (self.fd, head)
+        """(directory descriptor, name) of a path relative to the root, making the
+        directory if it is missing."""
+        head, sep, name = relative.rpartition("/")
+        return (self._make_dir(head) if sep else self.fd), name
+
+    def lookup(self, relative: str) -> tuple[int | None, str]:
+        """As :meth:`where`, but the descriptor is None if the directory is absent."""
+        head, sep, name = relative.rpartition("/")
+        return (self._find_dir(head) if sep else self.fd), name
 
     def kind(self, relative: str) -> int | None:
         """``st_mode`` of a name (not following symlinks), None if absent."""
-        dir_fd, name = self.where(relative)
+        dir_fd, name = self.lookup(relative)
+        if dir_fd is None:
+            return None
         try:
             return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
         except FileNotFoundError:
@@ -212,6 +219,12 @@ class _Dir:
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
 
+    def has_file(self, relative: str) -> bool:
+        """Whether a regular file has that name (written before: its name fixes its
+        content)."""
+        mode = self.kind(relative)
+        return mode is not None and stat.S_ISREG(mode)
+
     def write_once(self, relative: str, data: bytes) -> None:
         """Write ``relative`` unless a regular file has that name (its name fixes its
         content); anything else there (a planted symlink) is replaced, not followed."""
@@ -233,7 +246,9 @@ class _Dir:
         Raises:
             ForkRefusedError: if it is not a regular file or larger than ``limit``.
         """
-        dir_fd, name = self.where(relative)
+        dir_fd, name = self.lookup(relative)
+        if dir_fd is None:
+            return None
         try:
             fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
         except FileNotFoundError:
@@ -250,47 +265,55 @@ class _Dir:
             return f.read(limit + 1)
 
     def names(self, subdir: str) -> list[str]:
-        return os.listdir(self.subdirs[subdir])
+        return os.listdir(self.fds[subdir])
 
-    def unlink(self, relative: str) -> None:
-        dir_fd, name = self.where(relative)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=dir_fd)
+    def remove_dir(self, relative: str) -> None:
+        """Remove the directory ``relative`` and the files in it (anything else at that
+        name is removed too; what cannot be removed is left)."""
+        parent, name = self.lookup(relative)
+        if parent is None:
+            return
+        fd = self.fds.pop(relative, None)
+        if fd is not None:
+            os.close(fd)
+        try:
+            fd = os.open(name, _DIR_OPEN, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):  # not ours: it goes too
+                os.unlink(name, dir_fd=parent)
+            elif e.errno != errno.ENOENT:
+                raise
+            return
+        try:
+            for entry in os.listdir(fd):
+                with contextlib.suppress(OSError):  # a directory planted inside stays
+                    os.unlink(entry, dir_fd=fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.rmdir(name, dir_fd=parent)
 
 
 class BundleWriter:
     """Writes cuts into a bundle directory."""
 
     def __init__(self, root: Path) -> None:
-        """Write under ``root`` (created if missing), resuming the leaf page layout
-        from the full pages already there.
+        """Write under ``root`` (created if missing).
 
         Raises:
-            UnsafeBundlePathError: if a subdirectory of the bundle is a symlink.
+            UnsafeBundlePathError: if a top-level subdirectory of the bundle is a symlink.
             OSError: if the directory cannot be created or read.
         """
         self.root = root
         self.dir = _Dir(root)
-        self.page_start = self._resume_page_start()
-        self._tails: list[str] = []
+        # The tree size whose tiles this process wrote. From 0 at start, the first cut
+        # checks every tile name (a stat each; only missing ones are written), so a
+        # bundle of an older format, or one a crash left behind, gets every tile.
+        self._tiled_size = 0
 
     def close(self) -> None:
         """Close the directory descriptors."""
         self.dir.close()
-
-    def _resume_page_start(self) -> int:
-        starts = [int(n[:-6]) for n in self.dir.names("leaves") if _is_full_page_name(n)]
-        if not starts:
-            return 0
-        last = max(starts)
-        raw = self.dir.read(full_page_name(last), MAX_LEAF_PAGE_BYTES + _MAX_POINTER_BYTES)
-        try:
-            page = publication_pb2.GetLeavesResponse.FromString(raw or b"")
-        except DecodeError as e:
-            raise UnsafeBundlePathError(
-                errno.EINVAL, f"{self.root / full_page_name(last)} does not parse"
-            ) from e
-        return last + len(page.leaves)
 
     def write_static(self, *, trust_roots: Sequence[bytes], definition: bytes | None) -> None:
         """Write the trust root versions and the election definition (once each)."""
@@ -307,24 +330,28 @@ class BundleWriter:
         results: bytes,
         trust_root_versions: int,
     ) -> None:
-        """Write one cut's files, then point ``latest`` at it.
+        """Write one cut's files, then point ``checkpoint`` and ``latest`` at it.
 
         Args:
-            store: where the leaves come from.
+            store: where the leaves and the tree's hashes come from.
             cut: the cut (already committed).
             results: its results blob.
             trust_root_versions: how many trust root versions the bundle holds.
 
         Raises:
             TamperedDataError: if a leaf in the store does not hash to its node (nothing
-                of this cut's pages is written then).
+                of this cut's tiles from that leaf on is written then, nor its pointers).
+            StoreIntegrityError: if the store lacks a leaf or a node of the tree.
             OSError: if a file cannot be written.
         """
+        size = cut.tree_size
         digest_hex = hashlib.sha256(results).hexdigest()
         self.dir.write_once(f"results/{digest_hex}", results)
-        self.dir.write_once(f"checkpoints/{cut.tree_size}", cut.checkpoint)
-        size = cut.tree_size
-        tail = self._write_pages(store, size)
+        self.dir.write_once(f"checkpoints/{size}", cut.checkpoint)
+        written = tiles_between(min(self._tiled_size, size), size)
+        for ref in written:
+            if not self.dir.has_file(ref.path):  # written once: no need to read it again
+                self.dir.write_once(ref.path, _tile_bytes(store, ref))
         signed = signed_cut_pb(cut, results).SerializeToString(deterministic=True)
         self.dir.write_once(f"cuts/{cut.cut_number}.cut", signed)
         latest = {
@@ -336,49 +363,36 @@ class BundleWriter:
             "cut": f"cuts/{cut.cut_number}.cut",
             "checkpoint": f"checkpoints/{size}",
             "results": f"results/{digest_hex}",
-            "leaf_page_size": LEAF_PAGE_SIZE,
-            "leaf_page_max_bytes": MAX_LEAF_PAGE_BYTES,
-            "leaf_tail_page": tail,
             "trust_root_versions": trust_root_versions,
             "trust_root": f"trust-root/v{trust_root_versions}.binpb",
             "election_definition": "election/definition.binpb",
         }
+        # ``checkpoint`` first: a reader that read ``latest`` then finds a checkpoint at
+        # least as new, and one reading only ``checkpoint`` (generic tlog tooling) finds
+        # every tile of it already there.
+        self.dir.write("checkpoint", cut.checkpoint)
         self.dir.write("latest", (json.dumps(latest, indent=2) + "\n").encode())
-        self._prune_tails(tail)
-
-    def _write_pages(self, store: PublicationStore, size: int) -> str | None:
-        """Full pages completed up to ``size`` (each once), then the tail's page."""
-        if size <= self.page_start:
-            return None  # an older cut re-written: its leaves are in full pages already
-        full, tail = page_layout(store.leaf_sizes(self.page_start, size), self.page_start)
-        for start, count in full:
-            name = full_page_name(start)
-            mode = self.dir.kind(name)
-            if mode is None or not stat.S_ISREG(mode):  # written once, never rewritten
-                self.dir.write_once(name, _page(store, start, count))
-            self.page_start = start + count
-        if tail is None:
-            return None
-        name = leaf_page_name(*tail)
-        self.dir.write_once(name, _page(store, *tail))
-        return name
-
-    def _prune_tails(self, newest: str | None) -> None:
-        if newest is not None and newest not in self._tails:
-            self._tails.append(newest)
-        while len(self._tails) > _KEEP_OLD_TAILS + (newest is not None):
-            self.dir.unlink(self._tails.pop(0))
+        self._tiled_size = max(self._tiled_size, size)
+        # Partial tiles a full one of this cut replaces: a reader of an older tree that
+        # misses one reads the full tile (tlog-tiles allows removing them then).
+        for ref in written:
+            if ref.full:
+                self.dir.remove_dir(f"{ref.path}.p")
 
 
-def _is_full_page_name(name: str) -> bool:
-    return name.endswith(".binpb") and name[:-6].isdigit() and name[:-6].isascii()
-
-
-def _page(store: PublicationStore, start: int, count: int) -> bytes:
-    body = publication_pb2.GetLeavesResponse(
-        leaves=store.leaves(start, count), tree_size=start + count
-    )
-    return body.SerializeToString(deterministic=True)
+def _tile_bytes(store: PublicationStore, ref: TileRef) -> bytes:
+    """The bytes of one tile or entry bundle of the store's tree."""
+    if ref.entries:
+        leaves = store.leaves(ref.first, ref.width)  # each checked against its node
+        if len(leaves) != ref.width:
+            raise StoreIntegrityError(
+                f"the store has {len(leaves)} of the {ref.width} leaves from {ref.first}"
+            )
+        return encode_entry_bundle(leaves)
+    # Level L of the tiles holds the complete subtrees of 256**L leaves: the store's
+    # nodes of height 8L.
+    level = TILE_HEIGHT * ref.level
+    return tile_hashes(store.perfect_hashes(level, ref.first, ref.first + ref.width))
 
 
 class BundleRecord:

@@ -2,9 +2,10 @@
 
 A cut (:meth:`Cutter.make_cut`), all inside ONE store transaction:
 
-1. check the new acta records extend the log exactly: each is a ``LogLeaf`` holding an
-   ``ActaRecord`` whose ``sequence`` is the next one, and their count matches the
-   position the results were taken at;
+1. check the new acta records extend the log exactly: each is a ``LogLeaf`` of at most
+   ``bounds.MAX_LEAF_BYTES`` (what ingest logs; a bundle's entry bundle holds entries of
+   up to 64 KiB) holding an ``ActaRecord`` whose ``sequence`` is the next one, and their
+   count matches the position the results were taken at;
 2. build the cut record leaf (number, RFC 3339 UTC time, acta records covered, SHA-256
    of the results blob, ingest's accepted records as aggregation last heard them) — the
    time never goes back from the previous cut's, and the ingest figure is never below
@@ -33,6 +34,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 
+from veritally import bounds
 from veritally.publication.errors import StoreIntegrityError, UpstreamDataError
 from veritally.publication.published import ForkGuard, Published, note_checkpoint
 from veritally.publication.store import CutRow, PublicationStore
@@ -182,6 +184,11 @@ class Cutter:
         first_index = store.tree_size
         keys: list[tuple[str, int, int]] = []
         for i, leaf in enumerate(acta_leaves):
+            if len(leaf) > bounds.MAX_LEAF_BYTES:
+                # Never logged, so never a leaf the bundle's entry bundles cannot hold.
+                raise UpstreamDataError(
+                    f"acta record {have + i} is {len(leaf)} bytes, at most {bounds.MAX_LEAF_BYTES}"
+                )
             try:
                 parsed = parse_leaf(leaf)
             except MalformedDataError as e:

@@ -182,6 +182,23 @@ class PublicationStore:
         value: bytes = row[0]
         return value
 
+    def perfect_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """Hashes of the complete subtrees of ``2**level`` leaves ``start..end - 1`` (one
+        range read: a bundle tile is 256 of them).
+
+        Raises:
+            StoreIntegrityError: if one is missing (they are written with their leaves).
+        """
+        rows = self._conn.execute(
+            "SELECT hash FROM nodes WHERE id >= ? AND id < ? ORDER BY id",
+            (_node_id(level, start), _node_id(level, end)),
+        ).fetchall()
+        if len(rows) != end - start:
+            raise StoreIntegrityError(
+                f"{len(rows)} of the nodes of level {level} from {start} to {end} are stored"
+            )
+        return [r[0] for r in rows]
+
     def subtree_hash(self, start: int, end: int) -> bytes:
         """Merkle tree hash of leaves ``[start, end)`` (the _merkle accessor contract)."""
         return subtree_hash_from_perfect(start, end, self._perfect)

@@ -457,6 +457,19 @@ def _check_extends(
         raise
 
 
+def _check_same_tree(*, first: tuple[bytes, Checkpoint], second: tuple[bytes, Checkpoint]) -> None:
+    """Two signed checkpoints of one tree size must have one root: else a fork."""
+    (first_note, first_cp), (second_note, second_cp) = first, second
+    if first_cp.root_hash != second_cp.root_hash:
+        raise _fork(
+            f"two signed roots for tree size {second_cp.size}",
+            kind="same-size",
+            origin=second_cp.origin,
+            first=first_note,
+            second=second_note,
+        )
+
+
 @dataclass(frozen=True)
 class _Parsed:
     checkpoint: Checkpoint
@@ -481,6 +494,24 @@ class CutVerifier:
         """The trust root in use."""
         return self._root
 
+    def open_checkpoint(self, note: bytes) -> Checkpoint:
+        """Steps 1-2: a signed note by the trust root's publisher keys, at its threshold,
+        holding a checkpoint of this log (e.g. a tiled log's ``checkpoint`` file).
+
+        Raises:
+            BadSignatureError, UnknownKeyError: if the signatures do not verify.
+            MalformedDataError: if it is not a checkpoint of this log's origin.
+        """
+        # (1) signature by the trust root's publisher keys, at its threshold
+        verified = open_note(note, self._root.verifiers, threshold=self._root.threshold)
+        # (2) checkpoint of this log
+        checkpoint = parse_checkpoint(verified.text)
+        if checkpoint.origin != self._root.origin:
+            raise MalformedDataError(
+                f"checkpoint origin is {checkpoint.origin!r}, expected {self._root.origin!r}"
+            )
+        return checkpoint
+
     def _verify_alone(self, cut: SignedCutBytes) -> _Parsed:
         """Steps 0-4: everything that depends on the cut alone."""
         # (0) bound sizes before hashing or parsing
@@ -492,14 +523,7 @@ class CutVerifier:
         if len(cut.cut_leaf) > _MAX_CUT_LEAF_BYTES:
             raise MalformedDataError(f"cut leaf is {len(cut.cut_leaf)} bytes")
         _check_proof_shape(cut.inclusion_proof, "inclusion proof")
-        # (1) signature by the trust root's publisher keys, at its threshold
-        verified = open_note(cut.checkpoint, self._root.verifiers, threshold=self._root.threshold)
-        # (2) checkpoint of this log
-        checkpoint = parse_checkpoint(verified.text)
-        if checkpoint.origin != self._root.origin:
-            raise MalformedDataError(
-                f"checkpoint origin is {checkpoint.origin!r}, expected {self._root.origin!r}"
-            )
+        checkpoint = self.open_checkpoint(cut.checkpoint)  # (1) (2)
         if checkpoint.size < 1:
             raise MalformedDataError("a cut's tree holds at least its cut record")
         # (3) the cut record is the last leaf of the signed tree
@@ -635,13 +659,10 @@ class CutVerifier:
                 raise RollbackError(
                     f"cut {record.cut_number} is older than the verified cut {trusted.cut_number}"
                 )
-            if cp.size == trusted.tree_size and cp.root_hash != trusted.root_hash:
-                raise _fork(
-                    f"two signed roots for tree size {cp.size}",
-                    kind="same-size",
-                    origin=cp.origin,
-                    first=trusted.checkpoint,
-                    second=cut.checkpoint,
+            if cp.size == trusted.tree_size:
+                _check_same_tree(
+                    first=(trusted.checkpoint, _trusted_checkpoint(trusted)),
+                    second=(bytes(cut.checkpoint), cp),
                 )
             if record.cut_number == trusted.cut_number and cp.size != trusted.tree_size:
                 raise _fork(
@@ -733,14 +754,7 @@ class CutVerifier:
         mine = (trusted.checkpoint, _trusted_checkpoint(trusted))
         theirs = (bytes(cut.checkpoint), cp)
         if cp.size == trusted.tree_size:
-            if cp.root_hash != trusted.root_hash:
-                raise _fork(
-                    f"two signed roots for tree size {cp.size}",
-                    kind="same-size",
-                    origin=cp.origin,
-                    first=trusted.checkpoint,
-                    second=cut.checkpoint,
-                )
+            _check_same_tree(first=mine, second=theirs)
         elif cp.size < trusted.tree_size:
             _check_extends(older=theirs, newer=mine, proof=consistency_proof, older_is_first=False)
         else:

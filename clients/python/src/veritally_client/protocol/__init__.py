@@ -19,6 +19,12 @@ benchmarks and scripts. It re-exports, under stable public names, the pieces tho
 - the cut record, written and read by one module: :func:`cut_leaf_bytes`,
   :func:`parse_cut_leaf`, :func:`format_cut_time`, :func:`parse_cut_time`,
   :func:`ingest_records_of`;
+- the tiled log (C2SP ``tlog-tiles``), written and read by one module: which files a
+  tree has, :func:`tiles_between` and :class:`TileRef`, their encodings,
+  :func:`tile_hashes`, :func:`parse_tile`, :func:`encode_entry_bundle`,
+  :func:`parse_entry_bundle`, and :class:`TiledTree`, which authenticates tiles against
+  a signed root and computes proofs from them over any :class:`TileSource` (a
+  :class:`DirectorySource` today);
 - the generated protobuf message and gRPC modules, in :mod:`veritally_client.protocol.pb`.
 
 The typed errors these raise (``MalformedDataError``, ``TrustRootError``, ...) are the
@@ -69,6 +75,21 @@ from veritally_client._signing import Signer as Signer
 from veritally_client._signing import Verifier as Verifier
 from veritally_client._signing import is_valid_key_name as is_valid_key_name
 from veritally_client._tally import Tally as Tally
+from veritally_client._tiles import MAX_ENTRY_BUNDLE_BYTES as MAX_ENTRY_BUNDLE_BYTES
+from veritally_client._tiles import MAX_ENTRY_BYTES as MAX_ENTRY_BYTES
+from veritally_client._tiles import TILE_HEIGHT as TILE_HEIGHT
+from veritally_client._tiles import TILE_WIDTH as TILE_WIDTH
+from veritally_client._tiles import DirectorySource as DirectorySource
+from veritally_client._tiles import TileCache as TileCache
+from veritally_client._tiles import TiledTree as TiledTree
+from veritally_client._tiles import TileRef as TileRef
+from veritally_client._tiles import TileSource as TileSource
+from veritally_client._tiles import encode_entry_bundle as encode_entry_bundle
+from veritally_client._tiles import parse_entry_bundle as parse_entry_bundle
+from veritally_client._tiles import parse_tile as parse_tile
+from veritally_client._tiles import tile_hashes as tile_hashes
+from veritally_client._tiles import tile_index_path as tile_index_path
+from veritally_client._tiles import tiles_between as tiles_between
 from veritally_client._trustroot import TrustedRoot as TrustedRoot
 from veritally_client._trustroot import sign_trust_root as sign_trust_root
 from veritally_client.protocol import pb as pb
@@ -76,19 +97,29 @@ from veritally_client.protocol import pb as pb
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "MAX_ENTRY_BUNDLE_BYTES",
+    "MAX_ENTRY_BYTES",
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
     "Checkpoint",
     "CompactRange",
+    "DirectorySource",
     "ElectionIndex",
     "LeafView",
     "MemoryTree",
     "Signer",
     "Tally",
+    "TileCache",
+    "TileRef",
+    "TileSource",
+    "TiledTree",
     "TrustedRoot",
     "VerifiedNote",
     "Verifier",
     "acta_id",
     "consistency_proof",
     "cut_leaf_bytes",
+    "encode_entry_bundle",
     "encode_timestamp",
     "format_cut_time",
     "inclusion_proof",
@@ -102,14 +133,19 @@ __all__ = [
     "parse_checkpoint",
     "parse_cut_leaf",
     "parse_cut_time",
+    "parse_entry_bundle",
     "parse_leaf",
     "parse_leaf_view",
+    "parse_tile",
     "pb",
     "perfect_subtrees",
     "serialize_acta",
     "sign_note",
     "sign_trust_root",
     "subtree_hash_from_perfect",
+    "tile_hashes",
+    "tile_index_path",
+    "tiles_between",
     "varint",
     "verify_consistency",
     "verify_inclusion",
