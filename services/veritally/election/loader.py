@@ -2,7 +2,7 @@
 
 The formats are documented in docs/election-format.md and the design is recorded in
 docs/adr/0010-election-format-and-column-mapping.md and (for real acta files: constants,
-sums, actas outside the catalogue, "sin acta" rows) docs/adr/0082-loading-real-acta-files.md.
+sums, actas outside the catalogue, "sin acta" rows) docs/adr/0083-loading-real-acta-files.md.
 In short: ``election.yaml`` holds the parties, contests, states and districts, and two
 mappings: ``casillas:`` names the casilla catalogue CSV and says which column (or
 template over columns) gives each field, and ``actas:`` does the same for acta CSVs.
