@@ -9,14 +9,11 @@ the publisher was down, retrying forever. The live table is read from a real ter
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-
-import pytest
 
 from tests.sdk_fakes.stack import SdkStack, sdk_stack
 
@@ -61,7 +58,6 @@ async def _until(session: str, text: str) -> str:
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux drives the terminal")
 async def test_live_view_shows_reconnecting_then_stale_then_gives_up(tmp_path: Path) -> None:
     async with sdk_stack(tmp_path) as stack:
         session = f"veritally-watch-{uuid.uuid4().hex[:8]}"

@@ -10,9 +10,10 @@ thousands per second on election night, at DEBUG.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Final
 
 import grpc
@@ -66,42 +67,45 @@ class RequestLogInterceptor(grpc.aio.ServerInterceptor):
         if not log.isEnabledFor(level):
             return handler
 
-        def done(context: Any, started: float, failed: BaseException | None) -> None:
-            code = _code(context, failed)
-            ms = round((time.perf_counter() - started) * 1000, 3)
-            identity = _identity(context)
-            log.log(
-                level,
-                "%s %s %s %.1f ms",
-                method,
-                identity or "-",
-                code,
-                ms,
-                extra=event(identity=identity, method=method, code=code, ms=ms),
-            )
-
-        return _logged(handler, done)
-
-
-def _logged(
-    handler: grpc.RpcMethodHandler[Any, Any],
-    done: Callable[[Any, float, BaseException | None], None],
-) -> grpc.RpcMethodHandler[Any, Any]:
-    parse, serialize = handler.request_deserializer, handler.response_serializer
-    if handler.unary_unary is not None or handler.stream_unary is not None:
-        unary = handler.unary_unary or handler.stream_unary
-        assert unary is not None
-
-        async def call(request: Any, context: Any) -> Any:
+        @contextlib.contextmanager
+        def logged(context: Any) -> Iterator[None]:
+            """Log the call made inside, however it ends."""
             started = time.perf_counter()
             failed: BaseException | None = None
             try:
-                return await unary(request, context)
+                yield
             except BaseException as e:
                 failed = e
                 raise
             finally:
-                done(context, started, failed)
+                code = _code(context, failed)
+                ms = round((time.perf_counter() - started) * 1000, 3)
+                identity = _identity(context)
+                log.log(
+                    level,
+                    "%s %s %s %.1f ms",
+                    method,
+                    identity or "-",
+                    code,
+                    ms,
+                    extra=event(identity=identity, method=method, code=code, ms=ms),
+                )
+
+        return _wrapped(handler, logged)
+
+
+def _wrapped(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    around: Callable[[Any], contextlib.AbstractContextManager[None]],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with each call run inside ``around(context)``."""
+    parse, serialize = handler.request_deserializer, handler.response_serializer
+    unary = handler.unary_unary or handler.stream_unary
+    if unary is not None:
+
+        async def call(request: Any, context: Any) -> Any:
+            with around(context):
+                return await unary(request, context)
 
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(call, parse, serialize)
@@ -111,16 +115,9 @@ def _logged(
         return handler
 
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        failed: BaseException | None = None
-        try:
+        with around(context):
             async for item in stream_of(streaming(request, context)):
                 yield item
-        except BaseException as e:
-            failed = e
-            raise
-        finally:
-            done(context, started, failed)
 
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(stream, parse, serialize)

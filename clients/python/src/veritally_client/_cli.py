@@ -630,24 +630,18 @@ class _Link:
         age of the cut shown, why the last attempt failed; or live and the age."""
         age = max((now - self.cut.cut_time).total_seconds(), 0.0)
         shown = f"cut {self.cut.cut_number} shown is {_age(age)} old"
+        stale = age > self.max_age
         event = self.event
-        reconnecting = event is not None and event.kind == "reconnecting"
-        parts = []
-        if age > self.max_age:
-            parts.append(f"STALE: {shown}")
         if event is not None and event.kind == "reconnecting":
-            parts.append(f"RECONNECTING (attempt {event.failures}, next in {event.retry_in:.1f} s)")
-        if age <= self.max_age:
-            parts.append(shown)
-        if reconnecting and event is not None:
-            parts.append(" ".join(event.error.split()))
-        elif age > self.max_age:
-            parts.append(f"more than {_age(self.max_age)}: the view may be frozen")
-        elif event is not None and event.kind == "connected":
-            parts.insert(0, "connected again")
-        else:
-            parts.insert(0, "live")
-        return " · ".join(parts)
+            attempt = f"RECONNECTING (attempt {event.failures}, next in {event.retry_in:.1f} s)"
+            why = " ".join(event.error.split())
+            parts = [f"STALE: {shown}", attempt] if stale else [attempt, shown]
+            return " · ".join([*parts, why])
+        if stale:
+            return f"STALE: {shown} · more than {_age(self.max_age)}: the view may be frozen"
+        if event is not None and event.kind == "connected":
+            return f"connected again · {shown}"
+        return f"live · {shown}"
 
     def style(self, now: dt.datetime) -> str:
         age = (now - self.cut.cut_time).total_seconds()
