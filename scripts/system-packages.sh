@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Debian packages the tests and benchmarks run for real: nginx (a mirror of the bundle),
+# h2load (HTTP/2 load), tmux (the live view read as a terminal), curl, and Prometheus
+# with promtool (a real scrape, the alerting rules' tests).
+#
+# Installs what is missing when run as root on a machine with apt-get; otherwise lists
+# what to install and exits 0, so that `make dev` works for anyone (the tests that need a
+# missing program then fail and name it).
+set -euo pipefail
+
+# program -> Debian package
+declare -A PACKAGES=(
+  [nginx]=nginx
+  [h2load]=nghttp2-client
+  [tmux]=tmux
+  [curl]=curl
+  [prometheus]=prometheus
+  [promtool]=prometheus
+)
+
+missing=()
+for program in "${!PACKAGES[@]}"; do
+  if ! command -v "$program" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$program" ]; then
+    missing+=("${PACKAGES[$program]}")
+  fi
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "system packages missing (install them to run every test): ${missing[*]}" >&2
+  exit 0
+fi
+echo "installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# --no-install-recommends: the programs only, no daemons' extras.
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the services it installs; the tests start their own instances.
+for service in nginx prometheus; do
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+done
+pkill -x prometheus 2>/dev/null || true
