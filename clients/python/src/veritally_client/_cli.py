@@ -930,11 +930,15 @@ def _cmd_verify_bundle(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     # Imported here: the HTTP server is needed by this command alone.
-    from veritally_client._replay import LiveCut, Recording, replay
+    from veritally_client._replay import LiveCut, Recording, check_pace, replay
 
     host, sep, port = args.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise _UsageError(f"--listen: expected HOST:PORT, got {args.listen!r}")
+    try:
+        check_pace(speed=args.speed, hold=args.hold)
+    except ValueError as e:
+        raise _UsageError(str(e)) from None
     root = load_trust_root(_require(args.trust_root, "--trust-root"))
     print(f"replay: verifying {args.directory}", flush=True)
     try:

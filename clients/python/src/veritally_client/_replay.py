@@ -75,6 +75,7 @@ __all__ = [
     "Recording",
     "Reply",
     "ServeLimits",
+    "check_pace",
     "replay",
     "schedule",
 ]
@@ -201,6 +202,19 @@ class LiveCut:
     round: int
 
 
+def check_pace(*, speed: float, hold: float) -> None:
+    """Check ``--speed`` and ``--hold`` (before a long verification, not after).
+
+    Raises:
+        ValueError: if ``speed`` is outside :data:`MIN_SPEED` .. :data:`MAX_SPEED` or
+            ``hold`` outside 0 .. :data:`MAX_HOLD` seconds.
+    """
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ValueError(f"--speed must be between {MIN_SPEED:g} and {MAX_SPEED:g}")
+    if not 0 <= hold <= MAX_HOLD:
+        raise ValueError(f"--hold must be between 0 and {MAX_HOLD:g} seconds")
+
+
 def schedule(times: Sequence[dt.datetime], *, from_cut: int, speed: float) -> list[float]:
     """When each cut from ``from_cut`` on goes live: seconds after the replay starts.
 
@@ -220,8 +234,7 @@ def schedule(times: Sequence[dt.datetime], *, from_cut: int, speed: float) -> li
     """
     if not 1 <= from_cut <= len(times):
         raise ValueError(f"--from-cut must be a cut of the recording, 1 to {len(times)}")
-    if not MIN_SPEED <= speed <= MAX_SPEED:
-        raise ValueError(f"--speed must be between {MIN_SPEED:g} and {MAX_SPEED:g}")
+    check_pace(speed=speed, hold=0.0)
     start = times[from_cut - 1]
     offsets: list[float] = []
     last = 0.0
@@ -685,6 +698,7 @@ def replay(
     on_serving: Callable[[str], None] = lambda url: None,
     on_live: Callable[[LiveCut], None] = lambda live: None,
     limits: ServeLimits = ServeLimits(),
+    stop: threading.Event | None = None,
 ) -> None:
     """Serve ``recording`` at ``listen``, moving from cut to cut on the signed clock.
 
@@ -698,6 +712,8 @@ def replay(
         on_serving: called with the URL of the bundle once it is served.
         on_live: called with each cut as it goes live.
         limits: the server's bounds.
+        stop: ends the replay early when set (from another thread); Ctrl-C does in the
+            command.
 
     Raises:
         ValueError: if ``from_cut``, ``speed`` or ``hold`` is out of its bounds.
@@ -705,9 +721,9 @@ def replay(
         KeyboardInterrupt: on Ctrl-C (the server is stopped first).
     """
     cuts = recording.cuts
+    check_pace(speed=speed, hold=hold)
     offsets = schedule([c.cut_time for c in cuts], from_cut=from_cut, speed=speed)
-    if not 0 <= hold <= MAX_HOLD:
-        raise ValueError(f"--hold must be between 0 and {MAX_HOLD:g} seconds")
+    stopped = stop if stop is not None else threading.Event()
     server = _Server(listen, recording, limits)
     server.moment = from_cut - 1  # (3) before the first request
     serving = threading.Thread(
@@ -725,7 +741,8 @@ def replay(
             # (2) the signed clock, scaled, from this round's start
             started = time.monotonic()
             for index, offset in enumerate(offsets, start=from_cut - 1):
-                time.sleep(max(0.0, started + offset - time.monotonic()))
+                if stopped.wait(max(0.0, started + offset - time.monotonic())):
+                    return
                 server.moment = index
                 cut = cuts[index]
                 on_live(
@@ -736,8 +753,7 @@ def replay(
                         round=round_,
                     )
                 )
-            time.sleep(hold)
-            if not loop:
+            if stopped.wait(hold) or not loop:
                 return
             round_ += 1
     finally:
