@@ -15,7 +15,10 @@ import datetime as dt
 import http.client
 import json
 import queue
+import re
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.pub_support import make_publisher, publication_config, start_fake_aggregation
 from tests.write_path_support import small_election
 from veritally.publication.app import start_publication
@@ -87,9 +91,13 @@ async def _record(tmp: Path) -> None:
 class Replay:
     """The real ``veritally-client replay`` process and the lines it prints."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], *, cwd: Path | None = None) -> None:
         self.proc = subprocess.Popen(
-            [str(CLI), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [str(CLI), *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
@@ -405,3 +413,73 @@ def test_head_gives_the_length_without_the_body(small_server: tuple[str, int]) -
         assert json.loads(conn.getresponse().read())["cut_number"] == 1
     finally:
         conn.close()
+
+
+# -- the commands docs/sdk.md and the client README show -----------------------------------
+
+SDK_DOC = REPO_ROOT / "docs" / "sdk.md"
+CLIENT_README = REPO_ROOT / "clients" / "python" / "README.md"
+DOC_PORT = "8088"  # the port the docs show; the test serves on a free one instead
+
+
+def _doc_lines() -> list[str]:
+    """The commands of docs/sdk.md's replay section, then the README's replay line."""
+    section = SDK_DOC.read_text(encoding="utf-8").split("## Rehearsing with a replay", 1)[1]
+    block: str = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)[0]
+    lines = block.splitlines()
+    readme = CLIENT_README.read_text(encoding="utf-8").split("## The command", 1)[1]
+    lines += [line for line in readme.splitlines() if " replay " in line]
+    return lines
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def test_docs_replay_commands_run_as_written(
+    recorded: Recorded, replays: list[Replay], tmp_path: Path
+) -> None:
+    # Where the docs' paths point: `make demo`'s state directory, and the README's.
+    (tmp_path / "state" / "trust-root").mkdir(parents=True)
+    shutil.copy(recorded.trust_root, tmp_path / "state" / "trust-root")
+    shutil.copytree(recorded.bundle, tmp_path / "state" / "bundle")
+    shutil.copytree(recorded.bundle, tmp_path / "bundle")
+    port = _free_port()
+    lines = _doc_lines()
+    assert len(lines) == 5, lines
+    replay_lines = [line for line in lines if line.startswith("veritally-client ")]
+    curl_lines = [line for line in lines if line.startswith("curl ")]
+    assert len(replay_lines) == 3
+    assert len(curl_lines) == 2
+    for line in replay_lines:
+        assert f"127.0.0.1:{DOC_PORT}" in line
+        words = shlex.split(line.split("#", 1)[0].replace(DOC_PORT, port))
+        words = [str(recorded.trust_root) if w == "FILE" else w for w in words]
+        r = Replay(words[1:], cwd=tmp_path)
+        replays.append(r)
+        first = int(words[words.index("--from-cut") + 1]) if "--from-cut" in words else 1
+        assert r.until("cut ").startswith(f"cut {first} live  ")
+        if "--loop" in words:
+            r.until("replay: round 2 from cut 2")
+            assert r.until("cut ").startswith("cut 2 live  ")
+        if line == replay_lines[0]:
+            for curl in curl_lines:
+                done = subprocess.run(
+                    shlex.split(curl.replace(DOC_PORT, port)),
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=True,
+                )
+                if "/latest" in curl:
+                    assert json.loads(done.stdout)["cut_number"] in (1, 2)
+                else:
+                    head = done.stdout.splitlines()
+                    assert head[0].strip() == "HTTP/1.1 200 OK"
+                    assert "Cache-Control: no-cache" in [h.strip() for h in head]
+                    assert any(h.startswith("ETag: ") for h in head)
+        r.proc.send_signal(signal.SIGINT)
+        code, err = r.wait()
+        assert code == 130, err
