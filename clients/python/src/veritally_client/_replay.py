@@ -529,6 +529,8 @@ class _Server(ThreadingHTTPServer):
         self.moment = 0  # index into recording.cuts; one int, replaced whole
         self.deadlines = _Deadlines()
         self._slots = threading.BoundedSemaphore(limits.max_connections)
+        if ":" in address[0]:  # an IPv6 address (``--listen [::1]:8088``)
+            self.address_family = socket.AF_INET6
         try:
             super().__init__(address, _Handler)
         except BaseException:
