@@ -17,11 +17,11 @@ signed-note signature line::
 
 Verifying one cosignature (:meth:`CosignatureVerifier.verify_line`):
 
-1. parse the line: em dash, space, a valid key name, space, canonical base64 of exactly
-   4 + 8 + 64 bytes; anything else is malformed;
+1. parse the line: em dash, space, a valid key name, space, canonical base64 of a key
+   id and at least one more byte; anything else is malformed;
 2. a line whose (name, key id) is not the verifier's is not its cosignature
    (:class:`UnknownKeyError`: callers ignore it, as signed-note asks);
-3. refuse a timestamp above ``2**63 - 1``;
+3. this key's line is exactly 4 + 8 + 64 bytes, with a timestamp at most ``2**63 - 1``;
 4. verify the Ed25519 signature over :func:`cosigned_message` of the text and the
    timestamp, with libsodium (stricter than Go's crypto/ed25519: small-order and
    non-canonical points are refused, docs/adr/0090-witnesses-and-cosignatures.md).
@@ -114,15 +114,8 @@ class Cosignature:
         return f"{_LINE_PREFIX}{self.name} {base64.b64encode(blob).decode('ascii')}\n"
 
 
-def parse_cosignature_line(line: str) -> Cosignature:
-    """Parse one cosignature/v1 signature line (with or without its final newline).
-
-    Raises:
-        MalformedDataError: if the line is not an em dash, a space, a valid key name, a
-            space and the canonical base64 of 76 bytes, or its timestamp is above
-            ``2**63 - 1``.
-    """
-    # (1) the line's shape
+def _split_line(line: str) -> tuple[str, bytes]:
+    """(name, decoded signature) of a signed-note signature line, of any key type."""
     body = line[:-1] if line.endswith("\n") else line
     if not body.startswith(_LINE_PREFIX):
         raise MalformedDataError("a signature line starts with an em dash and a space")
@@ -137,6 +130,12 @@ def parse_cosignature_line(line: str) -> Cosignature:
         raise MalformedDataError("the signature is not base64") from e
     if base64.b64encode(blob).decode("ascii") != b64:
         raise MalformedDataError("the signature is not canonical base64")
+    if len(blob) <= _ID_SIZE:
+        raise MalformedDataError("a signature is a key id and at least one more byte")
+    return name, blob
+
+
+def _cosignature(name: str, blob: bytes) -> Cosignature:
     if len(blob) != _BLOB_SIZE:
         raise MalformedDataError(
             f"a cosignature/v1 signature is {_BLOB_SIZE} bytes (key id, timestamp, "
@@ -152,6 +151,17 @@ def parse_cosignature_line(line: str) -> Cosignature:
         timestamp=timestamp,
         signature=blob[_ID_SIZE + _TIMESTAMP_SIZE :],
     )
+
+
+def parse_cosignature_line(line: str) -> Cosignature:
+    """Parse one cosignature/v1 signature line (with or without its final newline).
+
+    Raises:
+        MalformedDataError: if the line is not an em dash, a space, a valid key name, a
+            space and the canonical base64 of 76 bytes, or its timestamp is above
+            ``2**63 - 1``.
+    """
+    return _cosignature(*_split_line(line))
 
 
 class CosignatureVerifier:
@@ -240,15 +250,17 @@ class CosignatureVerifier:
                 not this cosigner's, to be ignored.
             BadSignatureError: if it is this key's and does not verify.
         """
-        # (1) parse
-        cosignature = parse_cosignature_line(line)
-        # (2) this key's line, or not this verifier's business
-        if (cosignature.name, cosignature.key_id) != (self.name, self.key_id):
+        # (1) the line's shape, whatever the key type
+        name, blob = _split_line(line)
+        # (2) this key's line, or not this verifier's business (its length, timestamp or
+        # type are then none of ours either: signed-note ignores unknown keys' lines)
+        if (name, blob[:_ID_SIZE]) != (self.name, self.key_id):
             raise UnknownKeyError(
-                f"signature line by {cosignature.name}+{cosignature.key_id.hex()}, "
+                f"signature line by {name}+{blob[:_ID_SIZE].hex()}, "
                 f"not by cosigner {self.name}+{self.key_id.hex()}"
             )
         # (3), (4)
+        cosignature = _cosignature(name, blob)
         stamp = struct.pack(">Q", cosignature.timestamp)
         self.verify(text.encode("utf-8"), stamp + cosignature.signature)
         return cosignature
