@@ -96,7 +96,8 @@ def test_witness_spec_example_response_has_lines_with_timestamps_the_spec_forbid
     # (76): two of its lines decode to timestamps above 2**63 - 1, which tlog-cosignature
     # forbids, so they are refused as malformed; the third parses.
     lines = SPEC["tlog_witness"]["response_body"].splitlines()
-    assert len(lines) == 3 and all(line.startswith(EM + " ") for line in lines)
+    assert len(lines) == 3
+    assert all(line.startswith(EM + " ") for line in lines)
     for line in lines[:2]:
         with pytest.raises(MalformedDataError):
             parse_cosignature_line(line)
@@ -158,16 +159,19 @@ def _from_scratch_verify(text: str, line: str, vkey: str) -> int:
     """
     name, key_hex, key_b64 = vkey.split("+", 2)  # base64 may contain "+"
     key = base64.b64decode(key_b64)
-    assert key[0] == 0x04 and len(key) == 33
+    assert key[0] == 0x04
+    assert len(key) == 33
     assert hashlib.sha256(name.encode() + b"\n" + key).digest()[:4].hex() == key_hex
     dash, line_name, sig_b64 = line.rstrip("\n").split(" ")
-    assert dash == "\u2014" and line_name == name
+    assert dash == "\u2014"
+    assert line_name == name
     blob = base64.b64decode(sig_b64)
-    assert blob[:4].hex() == key_hex and len(blob) == 4 + 8 + 64
+    assert blob[:4].hex() == key_hex
+    assert len(blob) == 4 + 8 + 64
     (timestamp,) = struct.unpack(">Q", blob[4:12])
     message = b"cosignature/v1\n" + b"time " + str(timestamp).encode() + b"\n" + text.encode()
     nacl.signing.VerifyKey(key[1:]).verify(message, blob[12:])  # raises if bad
-    return timestamp
+    return int(timestamp)
 
 
 def _from_scratch_sign(text: str, name: str, seed: bytes, timestamp: int) -> tuple[str, str]:
@@ -264,7 +268,7 @@ def test_rejects_timestamp_above_two_to_the_63_minus_one() -> None:
 
 
 def test_a_witness_never_cosigns_without_a_time() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="timestamp above zero"):
         CosignatureSigner.generate("w").cosign(_checkpoint_text(), timestamp=0)
 
 
@@ -303,7 +307,9 @@ def test_bad_key_string_is_malformed_data_never_a_bare_value_error(text: str) ->
 def test_private_key_string_roundtrips_and_checks_its_key_id() -> None:
     signer = CosignatureSigner.generate("witness.example.org/w1")
     text = signer.private_key_string()
-    assert text.startswith("PRIVATE+KEY+witness.example.org/w1+" + signer.key_id.hex() + "+B")  # 0x04...
+    assert text.startswith(
+        "PRIVATE+KEY+witness.example.org/w1+" + signer.key_id.hex() + "+B"
+    )  # 0x04...
     again = CosignatureSigner.from_private_key_string(text)
     assert again.verifier() == signer.verifier()
     name, _, b64 = text.removeprefix("PRIVATE+KEY+").split("+", 2)

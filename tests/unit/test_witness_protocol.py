@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from veritally.witness.errors import WitnessStateError
 from veritally.witness.protocol import (
     MAX_PROOF_LINES,
     Code,
-    Refusal,
+    RefusalError,
     WitnessedLog,
     parse_add_checkpoint,
 )
@@ -31,9 +32,9 @@ def log() -> TestLog:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> StateStore:
+def store(tmp_path: Path) -> Iterator[StateStore]:
     with StateStore(tmp_path / "state") as opened:
-        yield opened  # type: ignore[misc]  # a generator fixture
+        yield opened
 
 
 def _witness(log: TestLog, store: StateStore) -> Witness:
@@ -45,7 +46,8 @@ def test_parses_the_spec_example_request_body() -> None:
     spec = json.loads((VECTORS / "c2sp-spec-examples.json").read_text("utf-8"))
     request = parse_add_checkpoint(spec["tlog_witness"]["request_body"].encode())
     assert request.old_size == 20852014
-    assert len(request.proof) == 4 and all(len(h) == 32 for h in request.proof)
+    assert len(request.proof) == 4
+    assert all(len(h) == 32 for h in request.proof)
     assert request.origin == "example.com/behind-the-sofa"
     assert request.note.count("\u2014 ".encode()) == 2
 
@@ -120,9 +122,7 @@ def test_refuses_unknown_log_with_404(log: TestLog, store: StateStore) -> None:
     assert _refusal(_witness(log, store), other.request(0))[0] == 404
 
 
-def test_refuses_checkpoint_signed_by_another_key_with_403(
-    log: TestLog, store: StateStore
-) -> None:
+def test_refuses_checkpoint_signed_by_another_key_with_403(log: TestLog, store: StateStore) -> None:
     impostor = TestLog(signer=Signer.generate(ORIGIN))
     impostor.grow(3)
     assert _refusal(_witness(log, store), impostor.request(0))[0] == 403
@@ -183,7 +183,7 @@ def test_refuses_malformed_body_with_400(log: TestLog, store: StateStore, body: 
 
 
 def test_refusal_codes_are_the_specs() -> None:
-    with pytest.raises(Refusal) as caught:
+    with pytest.raises(RefusalError) as caught:
         parse_add_checkpoint(b"old x\n\n")
     assert caught.value.code is Code.MALFORMED
 

@@ -1,5 +1,5 @@
 """Errors of the witness's own configuration and state (not of the requests it answers:
-those are :class:`veritally.witness.protocol.Refusal`)."""
+those are :class:`veritally.witness.protocol.RefusalError`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The add-checkpoint request of c2sp.org/tlog-witness and the rules a witness applies.
 
 Pure: bytes, the configured logs and the recorded state in, a checkpoint to cosign or a
-:class:`Refusal` out; no IO, no clock, no HTTP (the server maps :class:`Code` to status
+:class:`RefusalError` out; no IO, no clock, no HTTP (the server maps :class:`Code` to status
 codes). The request body is::
 
     old <size>\\n
@@ -61,7 +61,7 @@ __all__ = [
     "AddCheckpoint",
     "Code",
     "LogRecord",
-    "Refusal",
+    "RefusalError",
     "WitnessedLog",
     "check_add_checkpoint",
     "format_add_checkpoint",
@@ -85,7 +85,7 @@ class Code(enum.Enum):
     BAD_PROOF = "bad proof"  # 422
 
 
-class Refusal(WitnessError):
+class RefusalError(WitnessError):
     """A request the witness does not cosign.
 
     Attributes:
@@ -159,12 +159,12 @@ class AddCheckpoint:
         """The note's first line, unverified (to find the log's keys).
 
         Raises:
-            Refusal: MALFORMED if the line is not UTF-8.
+            RefusalError: MALFORMED if the line is not UTF-8.
         """
         try:
             return self.note.split(b"\n", 1)[0].decode("utf-8")
         except UnicodeDecodeError as e:
-            raise Refusal(Code.MALFORMED, "the checkpoint's origin line is not UTF-8") from e
+            raise RefusalError(Code.MALFORMED, "the checkpoint's origin line is not UTF-8") from e
 
 
 def format_add_checkpoint(old_size: int, proof: Sequence[bytes], note: bytes) -> bytes:
@@ -187,21 +187,23 @@ def parse_add_checkpoint(body: bytes) -> AddCheckpoint:
     """Parse an add-checkpoint request body (step 1).
 
     Raises:
-        Refusal: MALFORMED, saying what is wrong.
+        RefusalError: MALFORMED, saying what is wrong.
     """
     header, sep, note = body.partition(b"\n\n")
     if not sep:
-        raise Refusal(Code.MALFORMED, "no empty line between the old size and the checkpoint")
+        raise RefusalError(Code.MALFORMED, "no empty line between the old size and the checkpoint")
     lines = header.split(b"\n")
     old = _OLD_RE.fullmatch(lines[0])
     if old is None:
-        raise Refusal(Code.MALFORMED, "the first line is not 'old <size>' in canonical decimal")
+        raise RefusalError(
+            Code.MALFORMED, "the first line is not 'old <size>' in canonical decimal"
+        )
     old_size = int(old.group(1))
     if old_size > _MAX_SIZE:
-        raise Refusal(Code.MALFORMED, "the old size does not fit in 64 bits")
+        raise RefusalError(Code.MALFORMED, "the old size does not fit in 64 bits")
     proof_lines = lines[1:]
     if len(proof_lines) > MAX_PROOF_LINES:
-        raise Refusal(
+        raise RefusalError(
             Code.MALFORMED, f"{len(proof_lines)} proof lines, at most {MAX_PROOF_LINES}"
         )
     proof = tuple(_proof_hash(line) for line in proof_lines)
@@ -212,9 +214,11 @@ def _proof_hash(line: bytes) -> bytes:
     try:
         value = base64.b64decode(line, validate=True)
     except binascii.Error as e:
-        raise Refusal(Code.MALFORMED, "a proof line is not base64") from e
+        raise RefusalError(Code.MALFORMED, "a proof line is not base64") from e
     if len(value) != HASH_SIZE or base64.b64encode(value) != line:
-        raise Refusal(Code.MALFORMED, f"a proof line is not canonical base64 of {HASH_SIZE} bytes")
+        raise RefusalError(
+            Code.MALFORMED, f"a proof line is not canonical base64 of {HASH_SIZE} bytes"
+        )
     return value
 
 
@@ -234,29 +238,29 @@ def check_add_checkpoint(
         The checkpoint to cosign and its exact note text (extension lines included).
 
     Raises:
-        Refusal: the code and reason of the first rule the request breaks.
+        RefusalError: the code and reason of the first rule the request breaks.
     """
     # (2) a configured log
     log = logs.get(request.origin)
     if log is None:
-        raise Refusal(Code.UNKNOWN_LOG, f"this witness does not witness {request.origin!r}")
+        raise RefusalError(Code.UNKNOWN_LOG, f"this witness does not witness {request.origin!r}")
     origin = log.origin
     # (3) signed by the log
     try:
         text = open_note(request.note, log.keys).text
     except (BadSignatureError, UnknownKeyError) as e:
-        raise Refusal(Code.FORBIDDEN, str(e), origin=origin) from e
+        raise RefusalError(Code.FORBIDDEN, str(e), origin=origin) from e
     except MalformedDataError as e:
-        raise Refusal(Code.MALFORMED, f"not a signed note: {e}", origin=origin) from e
+        raise RefusalError(Code.MALFORMED, f"not a signed note: {e}", origin=origin) from e
     # (4) a checkpoint
     try:
         checkpoint = parse_checkpoint(text, allow_extension_lines=True)
     except MalformedDataError as e:
-        raise Refusal(Code.MALFORMED, f"not a checkpoint: {e}", origin=origin) from e
+        raise RefusalError(Code.MALFORMED, f"not a checkpoint: {e}", origin=origin) from e
     old_size = request.old_size
     # (5) the old size is not beyond the checkpoint
     if old_size > checkpoint.size:
-        raise Refusal(
+        raise RefusalError(
             Code.MALFORMED,
             f"old size {old_size} is larger than the checkpoint's size {checkpoint.size}",
             origin=origin,
@@ -265,7 +269,7 @@ def check_add_checkpoint(
     record = records.get(origin)
     recorded = record.size if record is not None else 0
     if old_size != recorded:
-        raise Refusal(
+        raise RefusalError(
             Code.CONFLICT,
             f"old size {old_size}, but the latest checkpoint cosigned has size {recorded}",
             size=recorded,
@@ -273,13 +277,13 @@ def check_add_checkpoint(
         )
     # (7) the empty tree has the empty root
     if checkpoint.size == 0 and checkpoint.root_hash != EMPTY_ROOT:
-        raise Refusal(
+        raise RefusalError(
             Code.BAD_PROOF, "a checkpoint of size 0 has the empty tree's root", origin=origin
         )
     # (8) consistency with what was cosigned
     if old_size == 0:
         if request.proof:
-            raise Refusal(
+            raise RefusalError(
                 Code.BAD_PROOF, "a proof from the empty tree must be empty", origin=origin
             )
     else:
@@ -293,7 +297,7 @@ def check_add_checkpoint(
                 proof=list(request.proof),
             )
         except BadProofError as e:
-            raise Refusal(
+            raise RefusalError(
                 Code.BAD_PROOF,
                 f"not consistent with the checkpoint of size {old_size} cosigned: {e}",
                 origin=origin,

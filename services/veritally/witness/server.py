@@ -32,7 +32,7 @@ from veritally.logs import event
 from veritally.witness.protocol import (
     Code,
     LogRecord,
-    Refusal,
+    RefusalError,
     WitnessedLog,
     check_add_checkpoint,
     parse_add_checkpoint,
@@ -115,7 +115,7 @@ class Witness:
                 )
                 # Durable before the cosignature leaves the process.
                 self.store.put(checkpoint.origin, record)
-        except Refusal as refusal:
+        except RefusalError as refusal:
             log.info(
                 "refused: %s",
                 refusal,
@@ -152,7 +152,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version  # no Python version in the Server header
 
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
+    def do_POST(self) -> None:
         if self.path != "/add-checkpoint":
             self._send(Answer(404, b"no such endpoint\n"))
             return
@@ -176,7 +176,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._send(self.server.witness.add_checkpoint(body))
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+    def do_GET(self) -> None:
         parts = self.path.split("/")
         if len(parts) == 3 and parts[0] == "" and parts[2] == "checkpoint":
             self._send(self.server.witness.latest(parts[1]))
@@ -192,7 +192,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(answer.body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
 
 
@@ -228,8 +228,7 @@ def _refuse_busy(request: socket.socket) -> None:
     try:
         request.settimeout(1.0)
         request.sendall(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-            b"Connection: close\r\n\r\n"
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
     except OSError:
         pass  # the client is gone or slow: nothing more is owed to it

@@ -142,7 +142,7 @@ def _cosignature(name: str, blob: bytes) -> Cosignature:
             f"signature), found {len(blob)}"
         )
     # (3) the timestamp's range
-    (timestamp,) = struct.unpack(">Q", blob[_ID_SIZE : _ID_SIZE + _TIMESTAMP_SIZE])
+    timestamp = int.from_bytes(blob[_ID_SIZE : _ID_SIZE + _TIMESTAMP_SIZE], "big")
     if timestamp > MAX_TIMESTAMP:
         raise MalformedDataError(f"cosignature timestamp {timestamp} is above 2**63-1")
     return Cosignature(
@@ -223,7 +223,7 @@ class CosignatureVerifier:
                 f"a cosignature/v1 signature is {_TIMESTAMP_SIZE + SIGNATURE_SIZE} bytes "
                 f"after its key id, got {len(signature)} (cosigner {self.name})"
             )
-        (timestamp,) = struct.unpack(">Q", signature[:_TIMESTAMP_SIZE])
+        timestamp = int.from_bytes(signature[:_TIMESTAMP_SIZE], "big")
         if timestamp > MAX_TIMESTAMP:
             raise MalformedDataError(f"cosignature timestamp {timestamp} is above 2**63-1")
         try:

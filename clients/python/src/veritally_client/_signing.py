@@ -106,9 +106,7 @@ class Verifier:
             MalformedDataError: if the string is not well formed, the algorithm is not
                 Ed25519, or the key id does not match the name and key.
         """
-        parts = _keystring.parse_verifier_key(
-            text, algorithm=ED25519_ALGORITHM, key_size=_KEY_SIZE
-        )
+        parts = _keystring.parse_verifier_key(text, algorithm=ED25519_ALGORITHM, key_size=_KEY_SIZE)
         return cls(name=parts.name, public_key=parts.key)
 
     def key_string(self) -> str:
@@ -197,9 +195,7 @@ class Signer:
         Raises:
             MalformedDataError: if the string is malformed or the key id does not match.
         """
-        parts = _keystring.parse_private_key(
-            text, algorithm=ED25519_ALGORITHM, key_size=_KEY_SIZE
-        )
+        parts = _keystring.parse_private_key(text, algorithm=ED25519_ALGORITHM, key_size=_KEY_SIZE)
         signer = cls(name=parts.name, seed=parts.key)
         if signer.key_id != parts.key_id:
             raise MalformedDataError("the key id does not match the name and key")
