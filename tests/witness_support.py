@@ -31,6 +31,16 @@ class TestLog:
         cp = Checkpoint(origin=self.origin, size=self.tree.size, root_hash=self.tree.root())
         return sign_note(cp.to_text() + extensions, [self.signer])
 
+    def text(self) -> str:
+        """The checkpoint text of the tree as it is now (what a cosignature is over)."""
+        return self.text_of(self.note())
+
+    @staticmethod
+    def text_of(note: bytes) -> str:
+        """The text of a signed note: everything before its last blank line."""
+        decoded = note.decode("utf-8")
+        return decoded[: decoded.rindex("\n\n") + 1]
+
     def request(self, old_size: int, *, note: bytes | None = None) -> bytes:
         """An add-checkpoint body from ``old_size`` to the tree as it is now."""
         proof = (

@@ -111,10 +111,6 @@ def running(setup: Setup) -> Iterator[WitnessProcess]:
         process.popen.wait(timeout=WAIT_S)
 
 
-def _text(note: bytes) -> str:
-    return note.decode().split("\n\n")[0] + "\n"
-
-
 def test_cosigns_a_checkpoint_that_extends_the_one_it_cosigned(
     setup: Setup, running: WitnessProcess
 ) -> None:
@@ -122,12 +118,12 @@ def test_cosigns_a_checkpoint_that_extends_the_one_it_cosigned(
     log.grow(5)
     status, body, content_type = running.post(log.request(0))
     assert (status, content_type) == (200, "text/plain; charset=utf-8")
-    cosigned = setup.witness_key.verify_line(_text(log.note()), body.decode())
+    cosigned = setup.witness_key.verify_line(log.text(), body.decode())
     assert abs(cosigned.timestamp - time.time()) < 60
     log.grow(7)
     status, body, _ = running.post(log.request(5))
     assert status == 200
-    setup.witness_key.verify_line(_text(log.note()), body.decode())
+    setup.witness_key.verify_line(log.text(), body.decode())
 
 
 def test_refuses_a_checkpoint_that_does_not_extend_the_one_it_cosigned(
@@ -167,8 +163,8 @@ def test_keeps_its_state_across_sigkill_and_never_cosigns_a_fork_after_it(
         note = served.read()
         conn.close()
         assert served.status == 200
-        assert _text(note) == _text(log.note())
-        setup.witness_key.verify_line(_text(note), note.decode().splitlines()[-1])
+        assert TestLog.text_of(note) == log.text()
+        setup.witness_key.verify_line(TestLog.text_of(note), note.decode().splitlines()[-1])
     finally:
         again.kill()
     assert line  # the first cosignature was given before the kill
