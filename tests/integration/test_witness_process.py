@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.witness_support import ORIGIN, TestLog
-from veritally.witness.server import MAX_BODY_BYTES
+from veritally.witness.server import MAX_BODY_BYTES, MAX_CONNECTIONS
 from veritally.witness.store import origin_hash
 from veritally_client.protocol import CosignatureVerifier
 
@@ -226,3 +226,26 @@ def test_keygen_never_overwrites_the_witness_key(setup: Setup) -> None:
     assert "keeps its key" in again.stderr
     assert (setup.state / "witness.key").read_bytes() == key
     assert (setup.state / "witness.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_answers_503_beyond_its_connection_bound_and_serves_again_after(
+    setup: Setup, running: WitnessProcess
+) -> None:
+    # Connections that send nothing hold their threads (up to the socket timeout).
+    held = [
+        socket.create_connection(("127.0.0.1", running.port), timeout=WAIT_S)
+        for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        time.sleep(0.5)  # every held connection accepted and given its thread
+        with socket.create_connection(("127.0.0.1", running.port), timeout=WAIT_S) as extra:
+            assert extra.recv(4096).startswith(b"HTTP/1.1 503 ")
+    finally:
+        for sock in held:
+            sock.close()
+    setup.log.grow(2)
+    deadline = time.monotonic() + WAIT_S
+    while (status := running.post(setup.log.request(0))[0]) == 503:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert status == 200

@@ -200,6 +200,9 @@ class WitnessServer(http.server.ThreadingHTTPServer):
     """The HTTP server, one thread per connection, at most :data:`MAX_CONNECTIONS`."""
 
     daemon_threads = True
+    # The listen backlog: a burst of connections up to the bound waits to be accepted
+    # (and is then served or answered 503) instead of being dropped by the kernel.
+    request_queue_size = 2 * MAX_CONNECTIONS
 
     def __init__(self, address: tuple[str, int], witness: Witness) -> None:
         self.witness = witness
