@@ -153,6 +153,8 @@ def test_keeps_its_state_across_sigkill_and_never_cosigns_a_fork_after_it(
         fork.grow(6, tag=b"forged")
         assert again.post(fork.request(0)) == (409, b"6\n", "text/x.tlog.size")
         assert again.post(fork.request(6))[0] == 422
+        # Two roots signed for size 6: the witness keeps both notes as evidence.
+        assert len(list((setup.state / "evidence").glob("*.json"))) == 1
         fork.grow(3, tag=b"forged")
         assert again.post(fork.request(6))[0] == 422
         log.grow(2)

@@ -20,8 +20,15 @@ from veritally.witness.protocol import (
     parse_add_checkpoint,
 )
 from veritally.witness.server import Witness
-from veritally.witness.store import StateStore, origin_hash
-from veritally_client.protocol import Checkpoint, CosignatureSigner, Signer, sign_note
+from veritally.witness.store import MAX_EVIDENCE_FILES, StateStore, origin_hash
+from veritally_client.protocol import (
+    Checkpoint,
+    CosignatureSigner,
+    Signer,
+    open_note,
+    parse_checkpoint,
+    sign_note,
+)
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "c2sp"
 
@@ -246,3 +253,42 @@ def test_refuses_to_start_on_a_corrupt_record_rather_than_forget_it(
     record.write_text(record.read_text()[:20])
     with pytest.raises(WitnessStateError):
         StateStore(state).open()
+
+
+def test_keeps_two_roots_signed_for_one_size_as_evidence_once(
+    log: TestLog, store: StateStore
+) -> None:
+    witness = _witness(log, store)
+    log.grow(5)
+    assert witness.add_checkpoint(log.request(0)).status == 200
+    fork = TestLog(signer=log.signer)
+    fork.grow(5, tag=b"forged")
+    for _ in range(3):
+        assert _refusal(witness, fork.request(5))[0] == 422
+    (evidence,) = (store.root / "evidence").glob("*.json")
+    doc = json.loads(evidence.read_text())
+    first, second = (
+        parse_checkpoint(open_note(doc[k].encode(), [log.signer.verifier()]).text)
+        for k in ("cosigned", "refused")
+    )
+    assert first.size == second.size == 5
+    assert first.root_hash != second.root_hash
+    assert evidence.name.startswith(origin_hash(ORIGIN))
+
+
+def test_a_proof_that_fails_between_sizes_is_refused_but_is_no_evidence(
+    log: TestLog, store: StateStore
+) -> None:
+    witness = _witness(log, store)
+    log.grow(5)
+    assert witness.add_checkpoint(log.request(0)).status == 200
+    fork = TestLog(signer=log.signer)
+    fork.grow(9, tag=b"forged")
+    assert _refusal(witness, fork.request(5))[0] == 422
+    assert not list((store.root / "evidence").glob("*.json"))
+
+
+def test_keeps_at_most_the_bound_of_evidence_files(log: TestLog, store: StateStore) -> None:
+    for i in range(MAX_EVIDENCE_FILES + 3):
+        store.put_evidence(ORIGIN, b"a %d\n" % i, b"b\n")
+    assert len(list((store.root / "evidence").glob("*.json"))) == MAX_EVIDENCE_FILES

@@ -23,7 +23,8 @@ Checking a request, in the order of the spec (each step's refusal in brackets):
    none [CONFLICT, with that size];
 7. a checkpoint of size 0 has the empty tree's root [BAD_PROOF];
 8. from old size 0 the proof is empty; from the recorded size the proof must lead from the
-   recorded root to the new one; equal sizes need equal roots [BAD_PROOF].
+   recorded root to the new one; equal sizes need equal roots [BAD_PROOF] (two signed
+   roots for one size are kept as evidence: :attr:`RefusalError.equivocation`).
 
 The caller then cosigns, persists the new size and root, and only then answers; steps
 6 to the persistence run under one lock, so that two requests cannot both pass step 6
@@ -92,15 +93,25 @@ class RefusalError(WitnessError):
         code: the reason.
         size: with :attr:`Code.CONFLICT`, the size of the latest checkpoint cosigned.
         origin: the log's origin, once known (for the request log).
+        equivocation: when the log signed two roots for one tree size, its two signed
+            notes (the one cosigned before, the one refused): proof of misbehaviour that
+            anyone with the log's key can check.
     """
 
     def __init__(
-        self, code: Code, message: str, *, size: int | None = None, origin: str | None = None
+        self,
+        code: Code,
+        message: str,
+        *,
+        size: int | None = None,
+        origin: str | None = None,
+        equivocation: tuple[bytes, bytes] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.size = size
         self.origin = origin
+        self.equivocation = equivocation
 
 
 @dataclass(frozen=True)
@@ -288,6 +299,13 @@ def check_add_checkpoint(
             )
     else:
         assert record is not None  # old_size == recorded > 0
+        if checkpoint.size == old_size and checkpoint.root_hash != record.root_hash:
+            raise RefusalError(
+                Code.BAD_PROOF,
+                f"the log signed two root hashes for tree size {old_size}: it equivocated",
+                origin=origin,
+                equivocation=(record.note, request.note),
+            )
         try:
             verify_consistency(
                 size1=old_size,

@@ -116,6 +116,8 @@ class Witness:
                 # Durable before the cosignature leaves the process.
                 self.store.put(checkpoint.origin, record)
         except RefusalError as refusal:
+            if refusal.equivocation is not None and refusal.origin is not None:
+                self._keep_evidence(refusal.origin, *refusal.equivocation)
             log.info(
                 "refused: %s",
                 refusal,
@@ -132,6 +134,20 @@ class Witness:
             extra=event(origin=checkpoint.origin, size=checkpoint.size),
         )
         return Answer(200, line)
+
+    def _keep_evidence(self, origin: str, cosigned: bytes, refused: bytes) -> None:
+        try:
+            with self._lock:
+                path = self.store.put_evidence(origin, cosigned, refused)
+        except OSError:
+            log.exception("could not keep the evidence of an equivocation by %s", origin)
+            return
+        log.warning(
+            "log %s signed two roots for one tree size: evidence in %s",
+            origin,
+            path if path is not None else "(not kept: the evidence directory is full)",
+            extra=event(origin=origin, evidence=str(path) if path else None),
+        )
 
     def latest(self, hashed_origin: str) -> Answer:
         """The monitoring answer for ``GET /<hashed_origin>/checkpoint``."""

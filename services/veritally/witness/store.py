@@ -9,6 +9,9 @@ Layout of the state directory::
       lock             held (flock) by the one process serving this directory
       logs/<h>.json    h = hex SHA-256 of the origin: {"origin", "size",
                        "root_hash", "note"} of the latest checkpoint cosigned
+      evidence/<h>-<d>.json  two checkpoints the log signed for one size
+                       ({"origin", "cosigned", "refused"}, the signed notes); d: a
+                       digest of both, so a repeated request adds no file
 
 A record is written to a temporary file, fsynced, renamed over the old one and the
 directory fsynced, before the cosignature leaves the process: after a crash (kill -9,
@@ -32,8 +35,12 @@ from types import TracebackType
 from veritally.witness.errors import WitnessStateError
 from veritally.witness.protocol import LogRecord
 
-__all__ = ["StateStore", "origin_hash"]
+__all__ = ["MAX_EVIDENCE_FILES", "StateStore", "origin_hash"]
 
+#: Most evidence files kept: each needs a valid signature by a witnessed log, so only
+#: a log can add them, and one equivocation is enough to prove; the bound keeps a
+#: misbehaving log from filling the disk.
+MAX_EVIDENCE_FILES = 100
 # Largest record file read, in bytes: the note of a checkpoint with the most signatures
 # a note may carry (100 ML-DSA cosignatures, ~3.3 kB each in base64) stays under this.
 _MAX_RECORD_BYTES = 512 * 1024
@@ -126,20 +133,51 @@ class StateStore:
             "root_hash": base64.b64encode(record.root_hash).decode("ascii"),
             "note": record.note.decode("utf-8"),
         }
-        tmp = path.with_suffix(".json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, (json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a power loss
-        finally:
-            os.close(dir_fd)
+        _write_atomically(path, (json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"))
         self._records[origin] = record
+
+    def put_evidence(self, origin: str, cosigned: bytes, refused: bytes) -> Path | None:
+        """Keep two checkpoints the log signed for one size (see the module docstring).
+
+        Returns:
+            The evidence file, or None when :data:`MAX_EVIDENCE_FILES` are kept already.
+
+        Raises:
+            OSError: if the disk refuses.
+        """
+        directory = self.root / "evidence"
+        directory.mkdir(exist_ok=True)
+        digest = hashlib.sha256(cosigned + b"\0" + refused).hexdigest()[:16]
+        path = directory / f"{origin_hash(origin)}-{digest}.json"
+        if path.exists():
+            return path
+        if sum(1 for _ in directory.glob("*.json")) >= MAX_EVIDENCE_FILES:
+            return None
+        doc = {
+            "origin": origin,
+            "cosigned": cosigned.decode("utf-8"),
+            "refused": refused.decode("utf-8"),
+        }
+        _write_atomically(path, (json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"))
+        return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary file and a rename, and
+    fsync the directory, so that after a crash ``path`` holds the old or the new bytes."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power loss
+    finally:
+        os.close(dir_fd)
 
 
 def _read_record(path: Path) -> tuple[str, LogRecord]:
