@@ -13,9 +13,10 @@ Why threads and not asyncio: the work per request is one signature check, one fs
 one signature under a lock that serializes them anyway; ``http.server`` is well known, in
 the standard library, and speaks HTTP/1.1 keep-alive. Every input is bounded: the body
 (:data:`MAX_BODY_BYTES`), the time any socket operation may take
-(:data:`SOCKET_TIMEOUT_S`, which also closes idle keep-alive connections), the number of
-connections served at once (:data:`MAX_CONNECTIONS`; beyond it a connection gets 503 and
-is closed), and ``http.server``'s own limits on header lines (64 KiB) and count (100).
+(:data:`SOCKET_TIMEOUT_S`, which also closes idle keep-alive connections), the time a
+whole body may take (:data:`BODY_DEADLINE_S`, then 408), the number of connections
+served at once (:data:`MAX_CONNECTIONS`; beyond it a connection gets 503 and is
+closed), and ``http.server``'s own limits on header lines (64 KiB) and count (100).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from veritally_client.protocol import CosignatureSigner
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BODY_DEADLINE_S",
     "MAX_BODY_BYTES",
     "MAX_CONNECTIONS",
     "SOCKET_TIMEOUT_S",
@@ -58,6 +60,10 @@ MAX_BODY_BYTES = 128 * 1024
 #: Seconds any one read or write on a connection may take; an idle keep-alive
 #: connection is closed after as long. A log answers within milliseconds.
 SOCKET_TIMEOUT_S = 10.0
+#: Seconds a whole request body may take to arrive (408 and the connection closed after):
+#: 128 KiB at a dial-up's pace, far more than a log on a datacenter link needs; without
+#: it a client could keep a connection for 10 s per byte.
+BODY_DEADLINE_S = 30.0
 #: Connections served at once (one thread each): the logs of one deployment and a few
 #: monitors need a handful; the bound keeps a flood from exhausting threads and memory.
 MAX_CONNECTIONS = 64
@@ -186,11 +192,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True  # the body is not read: drop the connection
             self._send(Answer(413, f"the body is larger than {MAX_BODY_BYTES} bytes\n".encode()))
             return
-        body = self.rfile.read(length)
-        if len(body) != length:
+        body = self._read_body(length)
+        if body is None:
+            self.close_connection = True
+            self._send(Answer(408, b"the body did not arrive in time\n"))
+            return
+        if len(body) != length:  # the client closed the connection early
             self.close_connection = True
             return
         self._send(self.server.witness.add_checkpoint(body))
+
+    def _read_body(self, length: int) -> bytes | None:
+        """The body, read in chunks against the server's deadline (None past it)."""
+        deadline = time.monotonic() + self.server.body_deadline_s
+        chunks: list[bytes] = []
+        remaining = length
+        while remaining > 0:
+            if time.monotonic() > deadline:
+                return None
+            chunk = self.rfile.read1(min(remaining, 16 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
 
     def do_GET(self) -> None:
         parts = self.path.split("/")
@@ -220,8 +245,15 @@ class WitnessServer(http.server.ThreadingHTTPServer):
     # (and is then served or answered 503) instead of being dropped by the kernel.
     request_queue_size = 2 * MAX_CONNECTIONS
 
-    def __init__(self, address: tuple[str, int], witness: Witness) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        witness: Witness,
+        *,
+        body_deadline_s: float = BODY_DEADLINE_S,
+    ) -> None:
         self.witness = witness
+        self.body_deadline_s = body_deadline_s
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
 
