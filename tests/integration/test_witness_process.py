@@ -251,3 +251,17 @@ def test_answers_503_beyond_its_connection_bound_and_serves_again_after(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert status == 200
+
+
+def test_bad_log_key_and_missing_witness_key_are_refused_with_a_message(tmp_path: Path) -> None:
+    state = tmp_path / "fresh"
+    bad = veritally(
+        "witness", "add-log", "--state", str(state), "--origin", ORIGIN,
+        "--key", "veritally.example/e1+da53bc47+ARYYlTKkNbIxe1rFFgZG7t0oERRb7NKagnZCXjsOdbzé",
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert "is malformed" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    no_key = veritally("witness", "serve", "--state", str(state), "--listen", "127.0.0.1:0")
+    assert no_key.returncode == 1
+    assert "veritally witness keygen writes it" in no_key.stderr
