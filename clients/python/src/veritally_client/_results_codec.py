@@ -400,17 +400,34 @@ class ResultsProgram:
         self._tokens = len(b.kind)
         self._prefix_len = _arr([len(p) for p in b.prefix])
         self._cond_tokens = np.flatnonzero(_arr(b.cond) >= 0)
-        self._cond_slots = _arr(b.cond)[self._cond_tokens]
         self._field_tokens = np.flatnonzero(kind == _FIELD)
         self._field_slots = _arr(b.value)[self._field_tokens]
-        self._const_tokens = np.flatnonzero(kind == _CONST)
         # Nested messages by depth, innermost first: (tokens, their spans' ends).
         value = _arr(b.value)
         depth = _arr(b.depth)
-        self._opens: list[tuple[I64, I64]] = []
+        cond = _arr(b.cond)
+        self._opens: list[tuple[I64, I64, I64, I64, I64]] = []
         for d in sorted({int(x) for x in depth[kind == _OPEN]}, reverse=True):
             tokens = np.flatnonzero((kind == _OPEN) & (depth == d))
-            self._opens.append((tokens, value[tokens]))
+            conditional = np.flatnonzero(cond[tokens] >= 0)
+            self._opens.append(
+                (
+                    tokens,
+                    value[tokens],
+                    self._prefix_len[tokens],
+                    conditional,
+                    cond[tokens][conditional],
+                )
+            )
+        # Constant tokens' sizes, those present only on a condition apart; fields' tags.
+        self._const_size = np.where(kind == _CONST, self._prefix_len, 0)
+        self._cond_consts = np.flatnonzero((kind == _CONST) & (cond >= 0))
+        self._cond_const_slots = cond[self._cond_consts]
+        self._field_prefix = self._prefix_len[self._field_tokens]
+        # A field present on a condition is present on its own value (a not-counted
+        # entry's count), so a field is written exactly when its value is not 0.
+        field_cond = cond[self._field_tokens]
+        assert np.array_equal(field_cond[field_cond >= 0], self._field_slots[field_cond >= 0])
         self._varint_tokens = np.flatnonzero(kind != _CONST)
         # Every prefix byte: its token, its place in the token, its value; apart, those
         # of tokens always present (written without a test).
@@ -472,28 +489,27 @@ class ResultsProgram:
         v = self.figures(totals, outside, final=final)
         if v is None:
             return None
-        # (3) the size of every token, innermost messages first.
-        present = np.ones(self._tokens, dtype=bool)
-        present[self._cond_tokens] = v[self._cond_slots] != 0
-        payload = np.zeros(self._tokens, dtype=np.int64)  # the value of each varint
-        size = np.zeros(self._tokens, dtype=np.int64)
+        # (3) the size of every token, innermost messages first; the varint's own size
+        # apart (vsize) and the value it holds (payload).
+        size = self._const_size.copy()
+        vsize = np.zeros(self._tokens, dtype=np.int64)
+        payload = np.zeros(self._tokens, dtype=np.int64)
         fields = v[self._field_slots]
+        sizes = _varint_sizes(fields)
         payload[self._field_tokens] = fields
-        size[self._field_tokens] = np.where(
-            (fields != 0) & present[self._field_tokens],
-            self._prefix_len[self._field_tokens] + _varint_sizes(fields),
-            0,
-        )
-        size[self._const_tokens] = np.where(
-            present[self._const_tokens], self._prefix_len[self._const_tokens], 0
-        )
-        for tokens, ends in self._opens:
-            sums = np.concatenate(([0], np.cumsum(size)))
+        vsize[self._field_tokens] = sizes
+        size[self._field_tokens] = (self._field_prefix + sizes) * (fields != 0)
+        size[self._cond_consts] *= v[self._cond_const_slots] != 0
+        sums = np.zeros(self._tokens + 1, dtype=np.int64)
+        for tokens, ends, prefix, conditional, cond_slots in self._opens:
+            np.cumsum(size, out=sums[1:])
             content = sums[ends] - sums[tokens + 1]
+            sizes = _varint_sizes(content)
             payload[tokens] = content
-            size[tokens] = np.where(
-                present[tokens], self._prefix_len[tokens] + _varint_sizes(content), 0
-            )
+            vsize[tokens] = sizes
+            opened = prefix + sizes
+            opened[conditional] *= v[cond_slots] != 0
+            size[tokens] = opened
         # (4) the bytes: each token's prefix, then its varint.
         start = np.cumsum(size) - size
         out = np.empty(int(size.sum()), dtype=np.uint8)
@@ -503,7 +519,7 @@ class ResultsProgram:
         out[start[maybe[written]] + maybe_offset[written]] = maybe_data[written]
         tokens = self._varint_tokens[size[self._varint_tokens] > 0]
         values = payload[tokens]
-        lengths = _varint_sizes(values)
+        lengths = vsize[tokens]
         at = start[tokens] + self._prefix_len[tokens]
         for k in range(int(lengths.max(initial=0))):
             more = lengths > k
