@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.races_support import federal_pb
+from tests.unit.test_tally_races import _record as race_record
 from veritally.election.generate import generate
 from veritally.election.loader import load_actas, load_election
 from veritally_client._election import ElectionIndex, acta_id
@@ -34,7 +35,6 @@ REASONS = (
     R.NOT_COUNTED_REASON_ALL_BLANK,
     R.NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED,
 )
-MISSING = {R.NOT_COUNTED_REASON_PACKAGE_NOT_DELIVERED}
 
 # Figures around every varint size boundary up to four bytes, and 0, which proto3 omits;
 # 40 actas of at most 14 figures of 2^22 keep every lane below 2^32 (the fast path's).
@@ -45,22 +45,15 @@ VOTES = st.one_of(st.integers(0, 400), st.sampled_from(BOUNDARIES))
 def _record(
     key: str, *, revision: int, sequence: int, votes: list[int], reason: int
 ) -> acta_pb2.ActaRecord:
-    casilla_id, _, contest_id = key.rpartition("/")
-    acta = acta_pb2.Acta(casilla_id=casilla_id, contest_id=contest_id)
-    if reason not in MISSING:
-        race = ELECTION.race_of(casilla_id, contest_id)
-        assert race is not None
-        for i, option_id in enumerate(race.option_ids):
-            acta.option_votes.add(option_id=option_id, votes=votes[i % len(votes)])
-        acta.unregistered_votes = votes[-2]
-        acta.null_votes = votes[-1]
-    return acta_pb2.ActaRecord(
-        acta_id=key,
+    """A record of the races' tests, ``votes`` repeated over the acta's figures."""
+    return race_record(
+        key,
         revision=revision,
-        acta=acta,
-        counted=reason == 0,
-        not_counted_reason=reason,  # type: ignore[arg-type]
         sequence=sequence,
+        votes=[votes[i % len(votes)] for i in range(32)][:-2] + votes[-2:],
+        reason=reason,
+        marks=[0],
+        written=None,
     )
 
 
