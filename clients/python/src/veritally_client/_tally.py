@@ -63,10 +63,14 @@ Speed (a national log is ~500,000 records; a recount must stay within seconds):
   position is, by construction, valid in its options and decodes to the same votes.
   Anything else (marked figures included) takes the reference path: the real
   ``LogLeaf`` type (``_leaf.parse_leaf``) and :meth:`Tally.apply`;
-* ``results_bytes`` keeps each unit's ``UnitResults`` message and sets again, in place,
-  the fields of the units changed since the last call, then serializes just those:
-  setting the fields of existing messages costs a third of building new ones.
-  :meth:`Tally.results` builds fresh messages the same way, and tests hold the two equal.
+* ``results_bytes`` computes every unit's figures at once with numpy and writes
+  ``Results.units`` from them (``_results_codec``: a program built once per tally from
+  the units' layouts; ~7 ms for a national cut where setting ~80,000 fields on protobuf
+  messages took ~30 ms). Totals outside what int64 computes exactly (a lane of 2^32 or
+  more, only in a forged log) take the reference path: each unit's kept ``UnitResults``
+  message, its fields set again in place for the units changed since the last call, then
+  serialized by protobuf. :meth:`Tally.results` builds fresh messages the same way, and
+  tests hold the three equal byte for byte.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Final, TypeAlias
 
+import numpy as np
+import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
 from veritally_client._election import (
@@ -94,6 +100,7 @@ from veritally_client._leaf import (
     parse_leaf_view,
     varint,
 )
+from veritally_client._results_codec import ContestEntry, ResultsProgram, UnitEntry
 
 __all__ = ["Tally", "percent_e4"]
 
@@ -185,6 +192,16 @@ _NONSPECIAL_VOTES: Final = 5  # votes of counted non-special casillas
 _SPECIAL_VOTES: Final = 6  # votes of counted special casillas
 _NOT_COUNTED: Final = 7  # actas not counted, one slot per reason in _REASONS
 _VOTES: Final = _NOT_COUNTED + len(_REASONS)  # options in ballot order, unregistered, null
+# The counters' lanes by name, for the vectorised results (_results_codec).
+_COUNTER_LANES: Final = {
+    "registered": _REGISTERED,
+    "captured": _CAPTURED,
+    "counted": _COUNTED,
+    "inconsistent": _INCONSISTENT,
+    "nominal": _NOMINAL,
+    "nonspecial_votes": _NONSPECIAL_VOTES,
+    "special_votes": _SPECIAL_VOTES,
+}
 _LANE: Final = 16  # bytes per lane
 _VALUE: Final = "Q8x"  # a lane of struct: its value in the low 8 bytes, 8 zero bytes
 _EMPTY: Final = f"{_LANE}x"  # a lane of zeros
@@ -512,6 +529,8 @@ class Tally:
         # final) its fields were last set for; and per final flag each unit's serialized
         # entry of Results.units with the version it holds (-1: none yet).
         self._cache: dict[bool, bytes] = {}
+        # The vectorised results program, built at the first results_bytes().
+        self._program: ResultsProgram | None = None
         self._units = [self._unit_message(pos) for pos in range(len(self._unit_keys))]
         self._unit_set_for: list[tuple[int, bool]] = [(-1, False)] * len(self._unit_keys)
         self._entries: dict[bool, list[bytes]] = {
@@ -954,16 +973,92 @@ class Tally:
     def results_bytes(self, *, final: bool = False) -> bytes:
         """The deterministic serialization of :meth:`results`.
 
-        Equal to ``results(final=final).SerializeToString(deterministic=True)``, built from
-        per-unit pieces: deterministic serialization writes fields in field-number order,
-        and a repeated message field is the concatenation of its tagged, length-prefixed
-        entries, so only the units changed since the last call are serialized again, each
-        from its kept message with only its fields set again.
+        Equal to ``results(final=final).SerializeToString(deterministic=True)``:
+        deterministic serialization writes fields in field-number order, and a repeated
+        message field is the concatenation of its tagged, length-prefixed entries, so the
+        header, the units and the trailer are written apart; the units by the vectorised
+        program, or by the reference path when the totals are outside its exact range.
+
+        Raises:
+            MalformedDataError: if a unit's total is 2^64 or more.
         """
         cached = self._cache.get(final)
         if cached is not None:
             return cached
         self._rollup()
+        units = self._fast_units(final)
+        if units is None:
+            units = self._reference_units(final)
+        header = self._header(final).SerializeToString(deterministic=True)
+        cached = header + units + self._trailer()
+        self._cache[final] = cached
+        return cached
+
+    def _fast_units(self, final: bool) -> bytes | None:
+        """``Results.units`` serialized by the vectorised program, or None when the
+        totals are outside what it computes exactly (see ``_results_codec``).
+
+        Raises:
+            MalformedDataError: if a unit's total is 2^64 or more.
+        """
+        if self._program is None:
+            self._program = ResultsProgram(
+                units=self._unit_entries(),
+                lanes=[_VOTES + width for width in self._widths],
+                votes_lane=_VOTES,
+                lane_of=_COUNTER_LANES,
+                reasons=_REASONS,
+                not_counted_lane=_NOT_COUNTED,
+            )
+        return self._program.encode(self._totals_array(), self._outside_count, final=final)
+
+    def _totals_array(self) -> npt.NDArray[np.int64]:
+        """Every unit's totals: (contest, unit position, lane), each lane a uint64 value
+        as int64 (a lane of 2^63 or more reads as negative, which the program refuses).
+
+        Raises:
+            MalformedDataError: if a lane holds 2^64 or more.
+        """
+        width = _VOTES + max(self._widths, default=0)
+        out = np.zeros((len(self._acc), len(self._unit_keys), width), dtype=np.int64)
+        for index, accs in enumerate(self._acc):
+            lanes = _VOTES + self._widths[index]
+            size = lanes * _LANE
+            data = b"".join([packed.to_bytes(size, "little") for packed in accs])
+            words = np.frombuffer(data, dtype="<i8").reshape(len(accs), lanes, 2)
+            if words[:, :, 1].any():
+                raise MalformedDataError("a total of the log's actas exceeds 2^64 - 1")
+            out[index, :, :lanes] = words[:, :, 0]
+        return out
+
+    def _unit_entries(self) -> list[UnitEntry]:
+        """The units of the blob as the vectorised program reads them."""
+        units = []
+        for pos, (level, unit_id) in enumerate(self._unit_keys):
+            contests = []
+            for index, layout in enumerate(self._layouts[pos]):
+                if layout is None:
+                    continue
+                contest = layout.contest
+                contests.append(
+                    ContestEntry(
+                        contest_index=index,
+                        contest_id=contest.id,
+                        race_id="" if layout.race is None else layout.race.id,
+                        option_ids=tuple(contest.option_ids[p] for p in layout.positions),
+                        option_positions=layout.positions,
+                        candidates=layout.candidates,
+                        parties=layout.parties,
+                        options_in_contest=len(contest.option_ids),
+                        expected=layout.expected,
+                        national=pos == 0,
+                    )
+                )
+            units.append(UnitEntry(level=level, unit_id=unit_id, contests=tuple(contests)))
+        return units
+
+    def _reference_units(self, final: bool) -> bytes:
+        """``Results.units`` from the kept messages (the reference path)."""
         entries = self._entries[final]
         entry_version = self._entry_version[final]
         version = self._version
@@ -981,10 +1076,7 @@ class Tally:
             data = unit.SerializeToString(deterministic=True)
             entries[pos] = _UNITS_TAG + varint(len(data)) + data
             entry_version[pos] = current
-        header = self._header(final).SerializeToString(deterministic=True)
-        cached = header + b"".join(entries) + self._trailer()
-        self._cache[final] = cached
-        return cached
+        return b"".join(entries)
 
     def unit_results(
         self, level: Level, unit_id: str, *, final: bool = False
