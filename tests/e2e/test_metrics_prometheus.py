@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from veritally.election import load_acta_rows, load_election
 from veritally.mesh.process import free_port
 from veritally.stack import Stack
@@ -35,6 +38,45 @@ CASILLAS = 40
 CENTRE = "cc-01"
 OTHER = "cc-02"  # its rows sent with CENTRE's certificate: refused, PERMISSION_DENIED
 WAIT_S = 90.0  # bound on every wait for a scrape, a cut or the terminal (seconds)
+OPERATIONS = REPO_ROOT / "docs" / "operations.md"
+DOC_SECTIONS = ("## Metrics and alerts", "## Election night runbook")
+DOC_PROMETHEUS = "127.0.0.1:9090"
+DOC_PORTS = {"ingest": 8460, "aggregation": 8461, "publication": 8462, "stack": 8463}
+
+
+def _doc_commands() -> list[str]:
+    """Every command of the sh blocks of the metrics and runbook sections of
+    docs/operations.md (``\\`` continues a line; comments dropped)."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    found: list[str] = []
+    for heading in DOC_SECTIONS:
+        section = text[text.index(heading) :]
+        section = section[: section.find("\n## ", len(heading))]
+        for block in re.finditer(r"```sh\n(.*?)```", section, re.S):
+            for line in block.group(1).replace("\\\n", " ").splitlines():
+                command = re.sub(r"\s+#\s.*$", "", line).strip()
+                if command:
+                    found.append(command)
+    return found
+
+
+def _localised(command: str, stack: Stack, prometheus: str = DOC_PROMETHEUS) -> str:
+    """A command of the docs against this test's stack: its ports, state directory and
+    virtualenv instead of the default layout's."""
+    ports = {f"127.0.0.1:{port}": stack.endpoints.metrics[n] for n, port in DOC_PORTS.items()}
+    ports["127.0.0.1:8441"] = stack.endpoints.admin
+    ports[DOC_PROMETHEUS] = prometheus
+    for documented, actual in ports.items():
+        command = command.replace(documented, actual)
+    command = command.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+    return re.sub(r"(?<![\w/-])state(?=/|\s|$)", str(stack.state.root), command)
+
+
+def _doc_command(prefix: str, *, without: tuple[str, ...] = ()) -> str:
+    for command in _doc_commands():
+        if command.startswith(prefix) and not any(w in command for w in without):
+            return command
+    raise AssertionError(f"docs/operations.md shows no command starting {prefix!r}")
 
 
 @pytest.fixture(scope="module")
@@ -82,19 +124,14 @@ def imported(stack: Stack) -> dict[str, int]:
 class Prometheus:
     """A real Prometheus server on a free loopback port, and its HTTP API."""
 
-    def __init__(self, config: Path, data: Path) -> None:
+    def __init__(self, stack: Stack, logs: Path) -> None:
+        """Run exactly the command docs/operations.md shows, on a free port."""
         self.address = f"127.0.0.1:{free_port()}"
-        self.log = data / "prometheus.log"
+        command = _localised(_doc_command("prometheus "), stack, self.address)
+        self.log = logs / "prometheus.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    "prometheus",
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={data}",
-                    f"--web.listen-address={self.address}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
+                shlex.split(command), stdout=subprocess.DEVNULL, stderr=log
             )
 
     def api(self, path: str, **params: str) -> Any:
@@ -131,7 +168,7 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    server = Prometheus(stack.state.prometheus / "prometheus.yml", tmp_path_factory.mktemp("tsdb"))
+    server = Prometheus(stack, tmp_path_factory.mktemp("prometheus-log"))
     try:
         yield server
     finally:
@@ -221,9 +258,9 @@ async def test_status_console_shows_the_figures_live_in_a_terminal(
     stack: Stack, imported: dict[str, int]
 ) -> None:
     session = f"veritally-status-{uuid.uuid4().hex[:8]}"
-    command = " ".join(
-        [*VERITALLY, "status", "--state", str(stack.state.root), "--interval", "0.5"]
-    )
+    # Exactly the live console's command docs/operations.md shows.
+    live = _doc_command(".venv/bin/veritally status", without=("--once", "--json"))
+    command = _localised(live, stack)
     await asyncio.to_thread(
         subprocess.run,
         ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30",
@@ -265,7 +302,9 @@ async def test_status_console_shows_the_figures_live_in_a_terminal(
             await asyncio.sleep(0.2)
         assert "EXIT=0" in screen, screen
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+        await asyncio.to_thread(
+            subprocess.run, ["tmux", "kill-session", "-t", session], check=False
+        )
 
 
 def _row(screen: str, what: str) -> str:
@@ -297,10 +336,33 @@ def _get(url: str, stack: Stack) -> tuple[int, bytes]:
     return int(code or 0), body
 
 
-def test_metrics_and_envoy_stats_are_not_served_on_the_public_listener(stack: Stack) -> None:
+def test_media_outlet_cannot_read_metrics_or_envoy_stats_on_the_rest_listener(stack: Stack) -> None:
     for path in ("/metrics", "/stats/prometheus", "/stats"):
         code, body = _get(f"https://{stack.endpoints.rest}{path}", stack)
         assert code != 200, f"{path} answered on the REST listener"
-        assert b"veritally_" not in body and b"envoy_" not in body
+        assert b"veritally_" not in body
+        assert b"envoy_" not in body
     for name, address in stack.endpoints.metrics.items():
         assert address.startswith("127.0.0.1:"), f"{name} metrics on {address}"
+
+
+def test_every_command_of_the_metrics_and_runbook_docs_runs(
+    stack: Stack, imported: dict[str, int], prometheus: Prometheus
+) -> None:
+    prometheus.wait_for('up{job="ingest"}', 1)
+    commands = [
+        c
+        for c in _doc_commands()
+        if not c.startswith("prometheus ")  # the fixture runs it
+        and not (c.startswith(".venv/bin/veritally status") and "--" not in c.split("state", 1)[1])
+    ]
+    assert len(commands) >= 8
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {_localised(command, stack, prometheus.address)}"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
+        assert done.returncode == 0, f"{command}: {done.stderr}"
+        assert done.stdout.strip(), f"{command} printed nothing"
