@@ -9,6 +9,7 @@ from __future__ import annotations
 import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ B = "02-02-0002-C2"
 
 @pytest.fixture
 async def ingest(
-    tmp_path: pytest.TempPathFactory,
+    tmp_path: Path,
 ) -> AsyncIterator[tuple[IngestService, MetricsServer, ingest_pb2_grpc.IngestServiceAsyncStub]]:
     service = await start_ingest(
         election=ELECTION, db_path=tmp_path / "ingest.db", address="127.0.0.1:0"
