@@ -148,7 +148,7 @@ def _one(samples: Samples | None, name: str) -> float | None:
 def _by(samples: Samples | None, name: str, label: str) -> dict[str, int]:
     if samples is None:
         return {}
-    return {labels[label]: int(v) for labels, v in samples.get(name, []) if v or label == "state"}
+    return {labels[label]: int(v) for labels, v in samples.get(name, [])}
 
 
 def _int(value: float | None) -> int | None:
@@ -167,7 +167,11 @@ def status_from(scrapes: Mapping[str, Samples | ScrapeError]) -> Status:
     log_records = _int(_one(ingest, "veritally_ingest_log_records"))
     position = _int(_one(aggregation, "veritally_aggregation_position_records"))
     cut_records = _int(_one(publication, "veritally_publication_acta_records"))
-    rejected = _by(ingest, "veritally_ingest_actas_rejected_total", "reason")
+    # Reject codes no acta had are left out; every outcome state is kept (0 included),
+    # but the catch-all "other" only when an acta had it.
+    rejected = {
+        k: v for k, v in _by(ingest, "veritally_ingest_actas_rejected_total", "reason").items() if v
+    }
     final = _one(publication, "veritally_publication_final")
     certificates: dict[str, float] = {}
     for source in (stack, ingest, aggregation, publication):
