@@ -95,6 +95,8 @@ class ServiceLaunch:
         port_file: where to write the bound port once serving.
         drain_seconds: seconds to report NOT_SERVING before stopping.
         grace_seconds: seconds calls in flight may take to finish when stopping.
+        metrics_listen: ``host:port`` of its Prometheus ``/metrics`` (plain HTTP, a
+            loopback or internal address, never one Envoy exposes); None for none.
     """
 
     service: ClassVar[str]
@@ -106,6 +108,7 @@ class ServiceLaunch:
     port_file: Path | None = None
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    metrics_listen: str | None = None
 
     def __post_init__(self) -> None:
         if self.allowed_peers and self.tls is None:
@@ -117,6 +120,7 @@ class ServiceLaunch:
         argv += _optional("--port-file", self.port_file)
         argv += ["--drain-seconds", repr(self.drain_seconds)]
         argv += ["--grace-seconds", repr(self.grace_seconds)]
+        argv += _optional("--metrics-listen", self.metrics_listen)
         argv += _tls_argv(self.tls, "tls")
         for peer in self.allowed_peers:
             argv += ["--allow-peer", peer]

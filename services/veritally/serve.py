@@ -11,6 +11,7 @@ of the service's own certificate, unless ``allowed_peers`` names others.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ from veritally.launch import (
     PublicationLaunch,
     ServiceLaunch,
 )
+from veritally.metrics.exposition import MetricsServer
+from veritally.metrics.families import ServiceMetrics
 from veritally.publication.app import PublicationConfig, start_publication
 from veritally.rpc import TlsFiles, run_until_signalled
 from veritally.rpc.peer import PeerIdentityInterceptor
@@ -35,6 +38,7 @@ from veritally_client.protocol import ElectionIndex
 
 __all__ = [
     "envoy_identity",
+    "expose_metrics",
     "load_election",
     "peer_interceptors",
     "publication_config",
@@ -47,6 +51,9 @@ __all__ = [
 class _Running(Protocol):
     @property
     def port(self) -> int: ...
+
+    @property
+    def metrics(self) -> ServiceMetrics: ...
 
     async def stop(self, *, drain_seconds: float = ..., grace: float = ...) -> None: ...
 
@@ -149,17 +156,43 @@ async def _start(launch: ServiceLaunch) -> _Running:
     raise TypeError(f"no service runs {type(launch).__name__}")
 
 
-async def _run(start: _Starter, port_file: Path | None, drain: float, grace: float) -> None:
+def expose_metrics(
+    metrics: ServiceMetrics, *, listen: str | None, tls: TlsFiles | None
+) -> MetricsServer | None:
+    """Serve ``metrics`` on ``listen`` (None: not at all), with the expiry of the
+    service's own certificate when it has one.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    if listen is None:
+        return None
+    if tls is not None:
+        metrics.watch_certificate(tls.cert)
+    return MetricsServer(metrics.registry, listen=listen)
+
+
+async def _run(
+    start: _Starter,
+    port_file: Path | None,
+    drain: float,
+    grace: float,
+    metrics: Callable[[ServiceMetrics], MetricsServer | None] = lambda _: None,
+) -> None:
     service: _Running | None = None
+    exposed: MetricsServer | None = None
 
     async def started() -> None:
-        nonlocal service
+        nonlocal service, exposed
         service = await start()
+        exposed = metrics(service.metrics)
         write_port(port_file, service.port)
 
     async def stop() -> None:
         if service is not None:
             await service.stop(drain_seconds=drain, grace=grace)
+        if exposed is not None:
+            exposed.stop()
 
     await run_until_signalled(started, stop)
 
@@ -182,7 +215,10 @@ async def serve(launch: ServiceLaunch) -> None:
     async def start() -> _Running:
         return await _start(launch)
 
-    await _run(start, launch.port_file, launch.drain_seconds, launch.grace_seconds)
+    def metrics(registry: ServiceMetrics) -> MetricsServer | None:
+        return expose_metrics(registry, listen=launch.metrics_listen, tls=launch.tls)
+
+    await _run(start, launch.port_file, launch.drain_seconds, launch.grace_seconds, metrics)
 
 
 async def run_publication(

@@ -46,7 +46,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -71,6 +71,9 @@ from veritally.mesh.envoy import (
     default_topology,
 )
 from veritally.mesh.process import EnvoyError, EnvoyProcess, free_port
+from veritally.metrics.exposition import MetricsServer
+from veritally.metrics.families import StackMetrics
+from veritally.metrics.prometheus import AlertThresholds, write_prometheus_files
 from veritally.pki import Pki
 from veritally.rpc import TlsFiles
 from veritally.rpc.streams import STREAM_LIMITS_ENV, StreamLimits
@@ -121,6 +124,8 @@ class Endpoints:
         rest: the read-only JSON view (HTTPS, mTLS).
         admin: Envoy's admin interface (loopback, plain HTTP).
         services: service name -> its own port (mTLS; only Envoy gets through).
+        metrics: service name (and ``stack``, the supervisor) -> its Prometheus
+            ``/metrics`` (loopback, plain HTTP).
     """
 
     edge: str
@@ -128,6 +133,21 @@ class Endpoints:
     rest: str
     admin: str
     services: dict[str, str]
+    metrics: dict[str, str] = field(default_factory=dict)
+
+
+# Offsets from the base port of each /metrics listener in the fixed layout (beside
+# Envoy's +1..+5 and the services' +10..+12).
+METRICS_OFFSETS = {"ingest": 20, "aggregation": 21, "publication": 22, "stack": 23}
+
+
+def _metrics_endpoints(base_port: int | None) -> dict[str, Endpoint]:
+    """Where each service and the supervisor serve ``/metrics``: loopback, at
+    :data:`METRICS_OFFSETS` from ``base_port``, or on free ports (None or 0)."""
+    return {
+        name: Endpoint(host="127.0.0.1", port=base_port + offset if base_port else free_port())
+        for name, offset in METRICS_OFFSETS.items()
+    }
 
 
 def _free_topology(topology: Topology) -> Topology:
@@ -208,6 +228,8 @@ class Stack:
         if limits is not None:
             topology = replace(topology, limits=limits)
         self.topology = topology if base_port else _free_topology(topology)
+        self.metrics_endpoints = _metrics_endpoints(base_port)
+        self._metrics_server: MetricsServer | None = None
         health = self.topology.health
         self.drain_seconds = (
             drain_seconds
@@ -243,6 +265,7 @@ class Stack:
             rest=str(t.rest),
             admin=str(t.admin),
             services={name: str(t.services[name][0]) for name in SERVICES},
+            metrics={name: str(e) for name, e in self.metrics_endpoints.items()},
         )
 
     def tls(self, name: str) -> TlsFiles:
@@ -296,6 +319,7 @@ class Stack:
             "listen": str(self.topology.services[name][0]),
             "drain_seconds": self.drain_seconds,
             "tls": own,
+            "metrics_listen": str(self.metrics_endpoints[name]),
         }
         mesh = str(self.topology.mesh)
         election = ElectionSource(definition_bytes=state.definition_bytes)
@@ -363,6 +387,7 @@ class Stack:
                 self.crl_keeper.check_at_start()
                 self.crl_keeper.start()
             envoy = EnvoyProcess.from_topology(self.topology, directory=self.state.envoy)
+            self._start_metrics()
             for name in SERVICES:
                 self._start_service(name)
             self.envoy = envoy
@@ -377,6 +402,37 @@ class Stack:
                 target=self._watch, name="stack-watchdog", daemon=True
             )
             self._watchdog.start()
+
+    def _start_metrics(self) -> None:
+        """Serve the supervisor's own ``/metrics`` and write the Prometheus scrape
+        configuration and alerting rules of this stack into the state directory."""
+        pki = self.pki
+
+        def certificates() -> list[tuple[str, Path]]:
+            found = [("ca", pki.ca_cert)]
+            return found + [
+                (i.role, i.cert) for i in pki.identities() if not pki.is_revoked(i.name)
+            ]
+
+        if self._metrics_server is None:
+            metrics = StackMetrics(
+                self, certificates=certificates, crl=pki.crl, state_dir=self.state.root
+            )
+            self._metrics_server = MetricsServer(
+                metrics.registry, listen=str(self.metrics_endpoints["stack"])
+            )
+        schedule = self.crl_keeper.schedule if self.crl_keeper is not None else CrlSchedule()
+        left = schedule.validity - 2 * schedule.reissue_every
+        write_prometheus_files(
+            self.state.prometheus,
+            services={name: str(self.metrics_endpoints[name]) for name in SERVICES},
+            stack=str(self.metrics_endpoints["stack"]),
+            envoy_admin=str(self.topology.admin),
+            thresholds=AlertThresholds(
+                crl_warning_s=int(left.total_seconds()),
+                crl_page_s=int(schedule.reissue_every.total_seconds()),
+            ),
+        )
 
     def wait_first_cut(self, timeout_s: float = FIRST_CUT_TIMEOUT_S) -> None:
         """Wait until publication serves a cut, asked at its own port as Envoy would.
@@ -419,6 +475,9 @@ class Stack:
                 self.envoy.stop()
             if self.crl_keeper is not None:
                 self.crl_keeper.stop()
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+                self._metrics_server = None
             log.info("stack stopped")
 
     def restart(self, name: str) -> None:

@@ -125,6 +125,11 @@ class StateDir:
         return self.root / "envoy"
 
     @property
+    def prometheus(self) -> Path:
+        """Prometheus' scrape configuration and alerting rules (rendered at start)."""
+        return self.root / "prometheus"
+
+    @property
     def db(self) -> Path:
         """The services' SQLite stores."""
         return self.root / "db"

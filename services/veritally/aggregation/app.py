@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2
 from veritally.aggregation.engine import AggregationEngine
 from veritally.aggregation.follower import FOLLOWER_HEALTH_NAME, IngestFollower
 from veritally.aggregation.servicer import SERVICE_NAME, AggregationServicer
+from veritally.metrics.families import AggregationMetrics
 from veritally.rpc import ServiceServer, TlsFiles
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import aggregation_pb2_grpc
@@ -38,6 +39,7 @@ class AggregationService:
     engine: AggregationEngine
     follower: asyncio.Task[None]
     port: int
+    metrics: AggregationMetrics
 
     async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
         """Stop following, end streams, drain and stop the server, close the store."""
@@ -71,6 +73,9 @@ async def start_aggregation(
     aggregation_pb2_grpc.add_AggregationServiceServicer_to_server(
         AggregationServicer(engine), server.grpc
     )
+    metrics = AggregationMetrics()
+    metrics.watch(engine)
+    metrics.watch_streams(server.streams)
     port = await server.start(address, tls=tls)
 
     async def follower_health(ok: bool) -> None:
@@ -109,4 +114,6 @@ async def start_aggregation(
         engine.position,
         ingest_target,
     )
-    return AggregationService(server=server, engine=engine, follower=follower, port=port)
+    return AggregationService(
+        server=server, engine=engine, follower=follower, port=port, metrics=metrics
+    )

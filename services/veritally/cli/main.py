@@ -83,6 +83,12 @@ def _up() -> ModuleType:
     return up
 
 
+def _status() -> ModuleType:
+    from veritally.cli import status  # on use only: see the comment above
+
+    return status
+
+
 def _close() -> ModuleType:
     from veritally.cli import close  # on use only: see the comment above
 
@@ -113,6 +119,7 @@ COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "pki": (_pki, "create the CA and the certificates of every party"),
     "envoy": (_envoy, "render the Envoy configuration"),
     "up": (_up, "run the whole stack behind Envoy"),
+    "status": (_status, "the operations room's console of a running stack (--json for scripts)"),
     "close": (_close, "close the night: the next cut is the final one (operators)"),
     "demo": (_demo, "replay a national election night and verify it"),
     "witness": (_witness, "run an independent witness that cosigns the log's checkpoints"),

@@ -126,6 +126,11 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_GRACE_SECONDS,
         help="seconds calls in flight may take to finish when stopping",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        help="HOST:PORT of the Prometheus /metrics listener (plain HTTP: loopback or an "
+        "internal address only); default none",
+    )
 
 
 def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -215,6 +220,7 @@ def launch_from_args(args: argparse.Namespace) -> ServiceLaunch:
         "port_file": args.port_file,
         "drain_seconds": args.drain_seconds,
         "grace_seconds": args.grace_seconds,
+        "metrics_listen": args.metrics_listen,
     }
     try:
         if args.service == "ingest":

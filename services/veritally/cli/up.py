@@ -83,6 +83,13 @@ def describe(stack: Stack) -> list[tuple[str, str]]:
     ]
     rows += [(f"{name} (only Envoy may call)", e.services[name]) for name in SERVICES]
     rows += [
+        (f"{name} metrics (loopback)", f"http://{e.metrics[name]}/metrics") for name in e.metrics
+    ]
+    rows += [
+        ("Prometheus configuration", str(state.prometheus / "prometheus.yml")),
+        ("operations console", f"veritally status --state {state.root}"),
+    ]
+    rows += [
         ("CA certificate", str(pki.ca_cert)),
         ("media certificates", ", ".join(i.name for i in pki.identities("media"))),
         ("capture-centre certificates", ", ".join(i.name for i in pki.identities("capture"))),

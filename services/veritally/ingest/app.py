@@ -15,6 +15,7 @@ from veritally import bounds
 from veritally.bounds import MAX_ACTAS_PER_MESSAGE
 from veritally.ingest.engine import IngestEngine
 from veritally.ingest.servicer import IngestServicer
+from veritally.metrics.families import IngestMetrics
 from veritally.rpc import ServiceServer, TlsFiles
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import ingest_pb2_grpc
@@ -39,6 +40,7 @@ class IngestService:
     server: ServiceServer
     engine: IngestEngine
     port: int
+    metrics: IngestMetrics
 
     async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
         """End follow streams, drain and stop the server, then close the store."""
@@ -66,7 +68,13 @@ async def start_ingest(
     server = ServiceServer(
         name=SERVICE_NAME, interceptors=interceptors, max_receive_bytes=MAX_RECEIVE_BYTES
     )
-    ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(engine), server.grpc)
+    metrics = IngestMetrics()
+    metrics.watch(engine)
+    metrics.watch_streams(server.streams)
+    engine.observe_commit = metrics.commit_seconds.observe
+    ingest_pb2_grpc.add_IngestServiceServicer_to_server(
+        IngestServicer(engine, metrics), server.grpc
+    )
     port = await server.start(address, tls=tls)
     log.info(
         "ingest serving on port %d (%s capture, %d records)",
@@ -74,4 +82,4 @@ async def start_ingest(
         "double" if double_capture else "single",
         engine.log_size,
     )
-    return IngestService(server=server, engine=engine, port=port)
+    return IngestService(server=server, engine=engine, port=port, metrics=metrics)

@@ -42,6 +42,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -84,6 +85,12 @@ MAX_CONFLICTS_PER_ACTA = 10
 # casilla ids, which no catalogue limits.
 MAX_OUT_OF_CATALOGUE_PER_CENTRE = 100
 _OUT_OF_CATALOGUE = acta_pb2.NOT_COUNTED_REASON_OUT_OF_CATALOGUE
+
+
+def _ignore(seconds: float) -> None:
+    """No metrics: nothing to observe."""
+
+
 # Cross-checks per ListCrossChecks page when the caller asks for none, and at most.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
@@ -191,6 +198,8 @@ class IngestEngine:
         self._proposals: dict[str, dict[str, Proposal]] = {}
         # casilla_id -> the capture centre that alone may capture it.
         self._assigned = operators.assignments(election)
+        #: Called with the seconds of each group commit (the service's metrics).
+        self.observe_commit: Callable[[float], None] = _ignore
         if not self._assigned:
             log.warning("the election assigns no casilla to a capture centre: any may capture")
         self._load()
@@ -229,6 +238,13 @@ class IngestEngine:
     def log_size(self) -> int:
         """Records in the acta log (committed)."""
         return self._size
+
+    def pending_captures(self) -> tuple[int, int]:
+        """Actas with captures not yet logged: ``(awaiting a second capture, in the
+        cross-check queue)``."""
+        counts = [len(c) for c in list(self._pending.values())]
+        awaiting = counts.count(1)
+        return awaiting, len(counts) - awaiting
 
     @property
     def night_closed(self) -> NightClosed | None:
@@ -503,6 +519,7 @@ class IngestEngine:
             merged = Writes()
             for batch, _ in group:
                 merged.extend(batch.writes)
+            started = perf_counter()
             try:
                 await asyncio.to_thread(self._store.commit, merged)
             except Exception as e:
@@ -516,6 +533,7 @@ class IngestEngine:
                         done.set_exception(CommitError(str(e)))
                 self._load()
                 continue
+            self.observe_commit(perf_counter() - started)
             for _, done in group:
                 if not done.done():
                     done.set_result(None)

@@ -25,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from veritally import bounds
 from veritally.ingest.engine import CommitError, IngestEngine
+from veritally.metrics.families import IngestMetrics
 from veritally.reject import RejectCode, Rejection
 from veritally.rpc.peer import forwarded_identity
 from veritally.rpc.status import bad_request, grpc_code
@@ -113,9 +114,10 @@ async def _accepted(
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     """Answers IngestService calls from an ``IngestEngine``."""
 
-    def __init__(self, engine: IngestEngine) -> None:
-        """Serve ``engine``."""
+    def __init__(self, engine: IngestEngine, metrics: IngestMetrics | None = None) -> None:
+        """Serve ``engine``; count each answered batch in ``metrics``."""
         self.engine = engine
+        self.metrics = metrics if metrics is not None else IngestMetrics()
 
     async def SubmitActa(  # noqa: N802 - gRPC method names are fixed by the proto
         self,
@@ -130,6 +132,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             )
         except CommitError as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
+        self.metrics.count(1, [outcome])
         if outcome.status == ingest_pb2.OUTCOME_STATUS_REJECTED:
             await context.abort_with_status(rejection_status(outcome))
         return ingest_pb2.SubmitActaResponse(outcome=outcome)
@@ -162,6 +165,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 # Earlier messages of this stream are committed; resubmitting them is safe
                 # (they come back as DUPLICATE).
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"not committed, retry: {e}")
+            self.metrics.count(len(request.actas), outcomes)
             response.outcomes.extend(outcomes)
         return response
 

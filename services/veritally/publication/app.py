@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 
+from veritally.metrics.families import PublicationMetrics
 from veritally.publication.bundle import BundleRecord, BundleWriter
 from veritally.publication.cutter import Cutter
 from veritally.publication.engine import PublicationEngine
@@ -100,6 +101,7 @@ class PublicationService:
     follower: AggregationFollower
     task: asyncio.Task[None]
     port: int
+    metrics: PublicationMetrics
     _stopped: bool = False
 
     async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
@@ -216,6 +218,10 @@ async def start_publication(
         await server.set_serving(False)
 
     follower.on_refusal = refuse
+    metrics = PublicationMetrics(interval_seconds=config.interval_seconds)
+    metrics.watch(engine)
+    metrics.watch_streams(server.streams)
+    follower.observe_cut = metrics.observe_cut
     task = asyncio.create_task(follower.run(), name="publication-cuts")
     log.info(
         "publication serving on port %d: origin %s, %d leaves, cut %d, every %.1f s",
@@ -225,4 +231,6 @@ async def start_publication(
         engine.latest_number,
         config.interval_seconds,
     )
-    return PublicationService(server=server, engine=engine, follower=follower, task=task, port=port)
+    return PublicationService(
+        server=server, engine=engine, follower=follower, task=task, port=port, metrics=metrics
+    )

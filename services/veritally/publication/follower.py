@@ -51,6 +51,10 @@ __all__ = ["AGGREGATION_DEADLINE_S", "AggregationFollower"]
 AGGREGATION_DEADLINE_S = 30.0
 
 
+def _ignore(seconds: float | None) -> None:
+    """No metrics: nothing to observe."""
+
+
 class AggregationFollower:
     """Pulls results and records from aggregation and makes each interval's cut."""
 
@@ -72,6 +76,8 @@ class AggregationFollower:
         self._stall = StallWatch()
         #: Called when the fork guard refuses to sign (the service reports NOT_SERVING).
         self.on_refusal: Callable[[], Awaitable[None]] | None = None
+        #: Called once per interval with the cut's duration (seconds), None for no cut.
+        self.observe_cut: Callable[[float | None], None] = _ignore
 
     async def ensure_definition(self) -> None:
         """Fetch and store the election definition once.
@@ -173,8 +179,10 @@ class AggregationFollower:
         next_at = loop.time()
         while True:
             self.ingest_records = None
+            started, took = loop.time(), None
             try:
                 row = await self.cut_once()
+                took = loop.time() - started
                 log.debug("cut %d: size %d", row.cut_number, row.tree_size)
             except grpc.aio.AioRpcError as e:
                 log.warning("no cut this interval: aggregation: %s", e.code())
@@ -186,6 +194,7 @@ class AggregationFollower:
                 # Keep the heartbeat alive whatever went wrong; the error is logged, and
                 # nothing was served because nothing was committed.
                 log.exception("no cut this interval")
+            self.observe_cut(took)
             self._check_stall()
             self.attempts += 1
             next_at += self.interval
