@@ -16,7 +16,9 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nginx_support import free_port, mirror_server_block, running_nginx
+from tests.nginx_support import OPERATIONS_DOC, free_port, mirror_server_block, running_nginx
 from tests.pub_support import (
     make_publisher,
     publication_config,
@@ -63,12 +65,12 @@ class Mirror:
     access_log: Path
 
     def publish(self, actas: int = 3) -> None:
-        """A new cut, copied into the served bundle as a mirror copies (``latest``
-        last, each name replaced atomically)."""
+        """A new cut, copied into the served bundle with the rsync commands of
+        docs/operations.md (``latest`` and ``checkpoint`` last)."""
         self.publisher.step(actas)
         staging = self.bundle.with_name("staging")
         write_bundle(self.publisher, staging)
-        _copy_in_documented_order(staging, self.bundle)
+        rsync_as_documented(staging, self.bundle)
 
     def trust_root(self) -> TrustedRoot:
         """The publisher's trust root, valid for a month from now (real clock)."""
@@ -86,6 +88,19 @@ class Mirror:
 
     def transport(self) -> HttpTransport:
         return HttpTransport.open(self.url, ca=self.ca, limits=HttpLimits(poll_interval=0.1))
+
+
+def rsync_as_documented(origin: Path, mirror: Path) -> None:
+    """Run the mirror copy commands docs/operations.md shows, from ``origin`` (there
+    ``origin:/srv/bundle``) into ``mirror`` (there ``/srv/prep``)."""
+    text = OPERATIONS_DOC.read_text(encoding="utf-8")
+    section = text[text.index("## Mirrors and CDNs of the bundle") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    lines = section[start : section.index("```\n", start)].splitlines()
+    assert [line.split()[0] for line in lines] == ["rsync", "rsync"]
+    for line in lines:
+        line = line.replace("origin:/srv/bundle", str(origin)).replace("/srv/prep", str(mirror))
+        subprocess.run(shlex.split(line), check=True, timeout=60)
 
 
 def _serve(tmp_path: Path, root: Path) -> tuple[str, bytes, str, int]:
@@ -344,3 +359,18 @@ async def test_bundle_being_written_or_mirrored_while_read_verifies(
         await service.stop(grace=0.1)
         await fake.stop()
     assert len(seen) >= 3, seen
+
+
+def test_docs_http_example_reads_the_mirror(mirror: Mirror, tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sdk.md").read_text()
+    section = text[text.index("## HTTP endpoints") :]
+    start = section.index("```python\n") + len("```python\n")
+    namespace: dict[str, object] = {}
+    exec(section[start : section.index("```\n", start)], namespace)  # noqa: S102 - the docs' code
+    now = dt.datetime.now(dt.UTC)
+    pinned = tmp_path / "trust-root.binpb"
+    pinned.write_bytes(
+        make_trust_root(mirror.publisher.signers, expires=now + dt.timedelta(days=30))
+    )
+    read_mirror = namespace["read_mirror"]
+    assert read_mirror(mirror.url, pinned, tmp_path / "state", mirror.ca) == 2  # type: ignore[operator]
