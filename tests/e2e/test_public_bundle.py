@@ -9,7 +9,9 @@ address's own token bucket (HTTP 429).
 
 from __future__ import annotations
 
+import shlex
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import REPO_ROOT
 from veritally.mesh.envoy import Limits, TokenBucket
 from veritally.stack import Stack
 from veritally.state import Bootstrap, StateDir
@@ -98,6 +101,21 @@ def test_public_listener_serves_reads_only_and_nothing_outside_the_bundle(stack:
         assert http.delete("/latest").status_code == 405
         assert http.get("/../state/pki/ca/ca.key").status_code == 404
         assert http.get("/cuts/").status_code == 404
+
+
+def test_docs_curl_of_the_public_listener_needs_no_client_certificate(stack: Stack) -> None:
+    text = (REPO_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text[text.index("## The public bundle listener") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    (line,) = section[start : section.index("```\n", start)].splitlines()
+    command = line.split("#")[0]
+    command = command.replace("state/pki/ca/ca.pem", str(stack.pki.ca_cert))
+    command = command.replace("127.0.0.1:8446", stack.endpoints.public)
+    done = subprocess.run(shlex.split(command), capture_output=True, timeout=30, check=True)
+    head = done.stdout.decode().lower()
+    assert head.startswith("http/2 200")
+    assert "cache-control: no-cache" in head
+    assert "etag: " in head
 
 
 def test_flood_from_one_address_is_answered_429_by_its_own_bucket(stack: Stack) -> None:

@@ -65,23 +65,10 @@ def _server_tls(topology: Topology) -> JsonDict:
 
 def _rate_limit(topology: Topology) -> JsonDict:
     limits = topology.limits
-    stat_prefix = "public_rate_limit"
-    return {
-        "name": "envoy.filters.http.local_ratelimit",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3"
-            ".LocalRateLimit",
-            "stat_prefix": stat_prefix,
-            # (2) every GET of the listener, then one bucket per client address
-            "token_bucket": limits.public_total.render(),
-            "filter_enabled": {
-                "runtime_key": f"{stat_prefix}.enabled",
-                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-            },
-            "filter_enforced": {
-                "runtime_key": f"{stat_prefix}.enforced",
-                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-            },
+    # (2) every GET of the listener, then one bucket per client address
+    config = parts.local_rate_limit("public_rate_limit", limits.public_total)
+    config["typed_config"].update(
+        {
             "max_dynamic_descriptors": _MAX_ADDRESSES,
             "descriptors": [
                 {
@@ -90,8 +77,9 @@ def _rate_limit(topology: Topology) -> JsonDict:
                 }
             ],
             "rate_limits": [{"actions": [{"remote_address": {}}]}],
-        },
-    }
+        }
+    )
+    return config
 
 
 def _cache() -> JsonDict:
