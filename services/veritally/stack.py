@@ -343,7 +343,9 @@ class Stack:
             argv=[
                 sys.executable,
                 "-m",
-                "veritally.publication.origin",
+                "veritally.cli",
+                "--log-format=json",
+                "origin",
                 "--dir",
                 str(self.state.bundle),
                 "--listen",

@@ -92,3 +92,10 @@ def test_topology_without_public_listener_renders_none_and_validates(
     assert "public" not in names
     assert ORIGIN_CLUSTER not in {c["name"] for c in config["static_resources"]["clusters"]}
     validate(write(bare, tmp_path / "envoy.yaml"))
+
+
+def test_public_access_log_keeps_refusals_and_failures_only(topology: Topology) -> None:
+    _, hcm = _public(topology)
+    (log,) = hcm["access_log"]
+    comparison = log["filter"]["status_code_filter"]["comparison"]
+    assert (comparison["op"], comparison["value"]["default_value"]) == ("GE", 400)

@@ -83,6 +83,12 @@ def _up() -> ModuleType:
     return up
 
 
+def _origin() -> ModuleType:
+    from veritally.cli import origin  # on use only: see the comment above
+
+    return origin
+
+
 def _close() -> ModuleType:
     from veritally.cli import close  # on use only: see the comment above
 
@@ -107,6 +113,7 @@ COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "pki": (_pki, "create the CA and the certificates of every party"),
     "envoy": (_envoy, "render the Envoy configuration"),
     "up": (_up, "run the whole stack behind Envoy"),
+    "origin": (_origin, "serve the bundle directory to Envoy's public listener (loopback)"),
     "close": (_close, "close the night: the next cut is the final one (operators)"),
     "demo": (_demo, "replay a national election night and verify it"),
 }

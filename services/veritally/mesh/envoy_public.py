@@ -12,7 +12,8 @@ What it renders (listener ``public``, cluster ``bundle_origin``):
    ``immutable`` and revalidates ``latest`` and ``checkpoint`` (``no-cache``) with the
    origin's ETag, so the origin is asked once per file and per cut;
 4. GET and HEAD only (anything else 405), a connection cap, a TLS handshake timeout and
-   the connection manager's idle and duration bounds, as on every listener;
+   the connection manager's idle and duration bounds, as on every listener; the access
+   log keeps only answers of 400 and above;
 5. the origin, :mod:`veritally.publication.origin`, a static file server on loopback
    (plain HTTP/1.1: the same host only), with its own circuit breaker.
 
@@ -127,6 +128,18 @@ def public_listener(topology: Topology) -> JsonDict:
         # Rate limit first: a flood is cut by address before the cache is looked up.
         filters=[_rate_limit(topology), _cache()],
     )
+    for access_log in hcm["typed_config"]["access_log"]:
+        # Only refusals and failures (429 floods, 404 scans, 405, 5xx): a GET of a public
+        # file identifies nobody, thousands a second would fill the disk, and logging
+        # each cost ~7% of Envoy's CPU per GET in an A/B run (317 vs 296 ms per 1,000).
+        access_log["filter"] = {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "GE",
+                    "value": {"default_value": 400, "runtime_key": "public.access_log_min_status"},
+                }
+            }
+        }
     return parts.listener_config(
         "public",
         topology.public,

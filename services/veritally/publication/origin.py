@@ -17,25 +17,22 @@ stack binds it to 127.0.0.1; only Envoy dials it) and serves exactly the bundle 
 * bounds: request head 8 KiB, 100 headers, 60 s to send it (a keep-alive connection
   idle that long is closed), no request body, files up to 17 MiB.
 
-Run: ``python -m veritally.publication.origin --dir BUNDLE --listen 127.0.0.1:PORT``
-(until SIGTERM). One concurrency model: asyncio, files read in a thread.
+Run: ``veritally origin --dir BUNDLE --listen 127.0.0.1:PORT`` (until SIGTERM); the stack
+supervises it. One concurrency model: asyncio, files read in a thread.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
 import signal
 import stat
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
-__all__ = ["IMMUTABLE", "MUTABLE", "Origin", "cache_control", "main"]
+__all__ = ["IMMUTABLE", "MUTABLE", "Origin", "cache_control", "serve"]
 
 MUTABLE = "no-cache"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -172,18 +169,3 @@ async def serve(root: Path, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``--dir BUNDLE --listen HOST:PORT``."""
-    parser = argparse.ArgumentParser(prog="veritally.publication.origin")
-    parser.add_argument("--dir", type=Path, required=True, help="the bundle directory")
-    parser.add_argument("--listen", required=True, help="host:port (loopback)")
-    args = parser.parse_args(argv)
-    host, _, port = args.listen.rpartition(":")
-    asyncio.run(serve(args.dir, host, int(port)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
