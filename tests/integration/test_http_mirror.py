@@ -49,6 +49,7 @@ from veritally_client import (
     StaleCheckpointError,
     TransportError,
 )
+from veritally_client._cli import EXIT_OK, main
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2
 from veritally_client._http import HttpLimits, HttpTransport
 from veritally_client._trustroot import TrustedRoot
@@ -374,3 +375,29 @@ def test_docs_http_example_reads_the_mirror(mirror: Mirror, tmp_path: Path) -> N
     )
     read_mirror = namespace["read_mirror"]
     assert read_mirror(mirror.url, pinned, tmp_path / "state", mirror.ca) == 2  # type: ignore[operator]
+
+
+def test_docs_command_reads_the_mirror(
+    mirror: Mirror, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sdk.md").read_text()
+    section = text[text.index("## HTTP endpoints") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    (line,) = section[start : section.index("```\n", start)].splitlines()
+    now = dt.datetime.now(dt.UTC)
+    pinned = tmp_path / "trust-root-v1.binpb"
+    pinned.write_bytes(
+        make_trust_root(mirror.publisher.signers, expires=now + dt.timedelta(days=30))
+    )
+    (tmp_path / "ca.pem").write_bytes(mirror.ca)
+    line = line.replace("https://mirror.example/prep/", mirror.url)
+    line = line.replace("trust-root-v1.binpb", str(pinned)).replace(
+        "ca.pem", str(tmp_path / "ca.pem")
+    )
+    argv = shlex.split(line)
+    assert argv[0] == "veritally-client"
+    code = main([*argv[1:3], "--state-dir", str(tmp_path / "state"), *argv[3:]])
+    out = capsys.readouterr().out
+    assert code == EXIT_OK, out
+    assert out.startswith("cut 2 · "), out
+    assert "· verified" in out.splitlines()[0]
