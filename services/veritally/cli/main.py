@@ -101,6 +101,12 @@ def _demo() -> ModuleType:
     return demo
 
 
+def _witness() -> ModuleType:
+    from veritally.cli import witness  # on use only: see the comment above
+
+    return witness
+
+
 # command -> (its module's loader, one-line help)
 COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "generate": (_generate, "write a synthetic national election"),
@@ -116,6 +122,7 @@ COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "origin": (_origin, "serve the bundle directory to Envoy's public listener (loopback)"),
     "close": (_close, "close the night: the next cut is the final one (operators)"),
     "demo": (_demo, "replay a national election night and verify it"),
+    "witness": (_witness, "run an independent witness that cosigns the log's checkpoints"),
 }
 
 

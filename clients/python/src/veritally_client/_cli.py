@@ -234,6 +234,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify-bundle", help="verify an offline static bundle directory")
     p.add_argument("directory", type=Path, metavar="DIR")
 
+    p = sub.add_parser(
+        "replay",
+        help="verify a recorded bundle, then serve it over HTTP cut by cut (rehearsals)",
+        description="Serve a recorded bundle directory over HTTP as it stood at each cut, "
+        "moving on by the signed cut times at --speed. It is verified first, as "
+        "verify-bundle does. Replayed cuts keep their recorded (old) cut times: clients "
+        "reading it need a --max-age that covers them.",
+    )
+    p.add_argument("directory", type=Path, metavar="BUNDLE_DIR")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="signed seconds per second: 60 plays an hour a minute (default: %(default)s)",
+    )
+    p.add_argument(
+        "--from-cut", type=int, default=1, metavar="N", help="start at cut N (default: 1)"
+    )
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8088",
+        metavar="HOST:PORT",
+        help="address to serve on; port 0 picks a free one (default: %(default)s)",
+    )
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long the last cut stays served before the end (default: %(default)s)",
+    )
+    p.add_argument("--loop", action="store_true", help="start again from --from-cut after the hold")
+
     sub.add_parser("evidence", help="print the fork evidence kept so far (JSON)")
     return parser
 
@@ -909,6 +942,68 @@ def _cmd_verify_bundle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    # Imported here: the HTTP server is needed by this command alone.
+    from veritally_client._replay import LiveCut, Recording, check_pace, replay
+
+    host, sep, port = args.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise _UsageError(f"--listen: expected HOST:PORT, got {args.listen!r}")
+    try:
+        check_pace(speed=args.speed, hold=args.hold)
+    except ValueError as e:
+        raise _UsageError(str(e)) from None
+    root = load_trust_root(_require(args.trust_root, "--trust-root"))
+    print(f"replay: verifying {args.directory}", flush=True)
+    try:
+        recording = Recording.open(
+            args.directory, trust_root=root, config=ClientConfig(allow_test=args.allow_test)
+        )
+    except ValueError as e:
+        raise _UsageError(str(e)) from None
+    cuts = recording.cuts
+    print(
+        f"replay: verified {len(cuts)} cuts, tree size {cuts[-1].tree_size}; signatures and "
+        "cut times are the authority's (clients need --max-age to accept old cuts)",
+        flush=True,
+    )
+
+    def serving(url: str) -> None:
+        print(f"replay: serving {url} from cut {args.from_cut} at speed {args.speed:g}", flush=True)
+
+    def live(event: LiveCut) -> None:
+        if event.round > 1 and event.cut.cut_number == args.from_cut:
+            print(f"replay: round {event.round} from cut {args.from_cut}", flush=True)
+        c = event.cut
+        print(
+            f"cut {c.cut_number} live  {c.cut_time_text}  tree size {c.tree_size}  "
+            f"acta records {c.acta_records}  night +{_clock(event.night_seconds)}",
+            flush=True,
+        )
+
+    try:
+        replay(
+            recording,
+            listen=(host.strip("[]"), int(port)),
+            speed=args.speed,
+            from_cut=args.from_cut,
+            hold=args.hold,
+            loop=args.loop,
+            on_serving=serving,
+            on_live=live,
+        )
+    except ValueError as e:
+        raise _UsageError(str(e)) from None
+    print(f"replay: done, cut {cuts[-1].cut_number} was the last", flush=True)
+    return EXIT_OK
+
+
+def _clock(seconds: float) -> str:
+    """``seconds`` as H:MM:SS."""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 def _require(value: Path | None, name: str) -> Path:
     if not value:
         raise _UsageError(f"{name} is required")
@@ -928,6 +1023,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "audit": _cmd_audit,
     "export": _cmd_export,
     "verify-bundle": _cmd_verify_bundle,
+    "replay": _cmd_replay,
     "evidence": _cmd_evidence,
 }
 

@@ -18,16 +18,14 @@ and the key id is ``SHA-256(name || 0x0A || 0x01 || public key)[:4]`` (c2sp.org/
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import secrets
-import unicodedata
 
 import nacl.exceptions
 import nacl.signing
 
+from veritally_client import _keystring
 from veritally_client._errors import BadSignatureError, MalformedDataError
+from veritally_client._keystring import is_valid_key_name
 
 __all__ = [
     "ED25519_ALGORITHM",
@@ -44,21 +42,6 @@ ED25519_ALGORITHM = 0x01
 SIGNATURE_SIZE = 64
 #: Size of an Ed25519 public key and of a seed in bytes (RFC 8032).
 _KEY_SIZE = 32
-_PRIVATE_PREFIX = "PRIVATE+KEY+"
-
-
-def is_valid_key_name(name: str) -> bool:
-    """Whether ``name`` is a valid signed-note key name.
-
-    c2sp.org/signed-note: non-empty, with neither Unicode spaces nor ``+``. Control
-    characters are excluded too because a note may not contain them.
-    """
-    if not name or "+" in name:
-        return False
-    for ch in name:
-        if ch.isspace() or unicodedata.category(ch) in ("Zs", "Zl", "Zp", "Cc"):
-            return False
-    return True
 
 
 def compute_key_id(name: str, public_key: bytes) -> bytes:
@@ -76,8 +59,7 @@ def compute_key_id(name: str, public_key: bytes) -> bytes:
     """
     if len(public_key) != _KEY_SIZE:
         raise ValueError(f"an Ed25519 public key is {_KEY_SIZE} bytes, got {len(public_key)}")
-    material = name.encode("utf-8") + b"\n" + bytes([ED25519_ALGORITHM]) + public_key
-    return hashlib.sha256(material).digest()[:4]
+    return _keystring.compute_key_id(name, ED25519_ALGORITHM, public_key)
 
 
 def _check_name(name: str) -> None:
@@ -124,32 +106,12 @@ class Verifier:
             MalformedDataError: if the string is not well formed, the algorithm is not
                 Ed25519, or the key id does not match the name and key.
         """
-        parts = text.split("+", 2)
-        if len(parts) != 3:
-            raise MalformedDataError("a verifier key string has 3 '+'-separated fields")
-        name, hex_id, b64 = parts
-        if not is_valid_key_name(name):
-            raise MalformedDataError(f"invalid key name {name!r}")
-        if len(hex_id) != 8 or any(c not in "0123456789abcdef" for c in hex_id):
-            raise MalformedDataError("the key id must be 8 lowercase hex digits")
-        try:
-            raw = base64.b64decode(b64, validate=True)
-        except binascii.Error as e:
-            raise MalformedDataError("the key is not valid base64") from e
-        if len(raw) != 1 + _KEY_SIZE or raw[0] != ED25519_ALGORITHM:
-            raise MalformedDataError("the key is not a 0x01-prefixed 32-byte Ed25519 key")
-        verifier = cls(name=name, public_key=raw[1:])
-        if verifier.key_id.hex() != hex_id:
-            raise MalformedDataError(
-                f"key id {hex_id} does not match the name and key (expected "
-                f"{verifier.key_id.hex()})"
-            )
-        return verifier
+        parts = _keystring.parse_verifier_key(text, algorithm=ED25519_ALGORITHM, key_size=_KEY_SIZE)
+        return cls(name=parts.name, public_key=parts.key)
 
     def key_string(self) -> str:
         """The standard signed-note verifier key string of this key."""
-        b64 = base64.b64encode(bytes([ED25519_ALGORITHM]) + self.public_key).decode("ascii")
-        return f"{self.name}+{self.key_id.hex()}+{b64}"
+        return _keystring.format_verifier_key(self.name, ED25519_ALGORITHM, self.public_key)
 
     def verify(self, message: bytes, signature: bytes) -> None:
         """Verify a detached Ed25519 signature over ``message``.
@@ -233,30 +195,16 @@ class Signer:
         Raises:
             MalformedDataError: if the string is malformed or the key id does not match.
         """
-        if not text.startswith(_PRIVATE_PREFIX):
-            raise MalformedDataError("a private key string starts with PRIVATE+KEY+")
-        parts = text[len(_PRIVATE_PREFIX) :].split("+", 2)
-        if len(parts) != 3:
-            raise MalformedDataError("a private key string has 5 '+'-separated fields")
-        name, hex_id, b64 = parts
-        if not is_valid_key_name(name):
-            raise MalformedDataError(f"invalid key name {name!r}")
-        try:
-            raw = base64.b64decode(b64, validate=True)
-        except binascii.Error as e:
-            raise MalformedDataError("the private key is not valid base64") from e
-        if len(raw) != 1 + _KEY_SIZE or raw[0] != ED25519_ALGORITHM:
-            raise MalformedDataError("the private key is not a 0x01-prefixed 32-byte seed")
-        signer = cls(name=name, seed=raw[1:])
-        if signer.key_id.hex() != hex_id:
+        parts = _keystring.parse_private_key(text, algorithm=ED25519_ALGORITHM, key_size=_KEY_SIZE)
+        signer = cls(name=parts.name, seed=parts.key)
+        if signer.key_id != parts.key_id:
             raise MalformedDataError("the key id does not match the name and key")
         return signer
 
     def private_key_string(self) -> str:
         """The Go sumdb/note private key string (secret: store it with care)."""
         seed = bytes(self._signing_key)
-        b64 = base64.b64encode(bytes([ED25519_ALGORITHM]) + seed).decode("ascii")
-        return f"{_PRIVATE_PREFIX}{self.name}+{self.key_id.hex()}+{b64}"
+        return _keystring.format_private_key(self.name, self.key_id, ED25519_ALGORITHM, seed)
 
     def sign(self, message: bytes) -> bytes:
         """The detached 64-byte Ed25519 signature of ``message``."""

@@ -10,6 +10,9 @@ benchmarks and scripts. It re-exports, under stable public names, the pieces tho
 - the RFC 6962 Merkle tree: hashes, proofs and their checks, :class:`CompactRange`,
   :class:`MemoryTree`;
 - Ed25519 note keys: :class:`Signer`, :class:`Verifier`, :func:`is_valid_key_name`;
+- witness cosignatures (C2SP ``tlog-cosignature``, ``cosignature/v1``), written and read
+  by one module: :class:`CosignatureSigner`, :class:`CosignatureVerifier`,
+  :class:`Cosignature`, :func:`parse_cosignature_line`, :func:`cosigned_message`;
 - the trust root: :class:`TrustedRoot`, :func:`sign_trust_root`;
 - the election index and acta ids: :class:`ElectionIndex`, :func:`acta_id`;
 - log leaves, written and read by one module: the acta record leaf ingest writes,
@@ -41,6 +44,11 @@ this layer exists so that no code outside the SDK has to import.
 
 from veritally_client._checkpoint import Checkpoint as Checkpoint
 from veritally_client._checkpoint import parse_checkpoint as parse_checkpoint
+from veritally_client._cosignature import Cosignature as Cosignature
+from veritally_client._cosignature import CosignatureSigner as CosignatureSigner
+from veritally_client._cosignature import CosignatureVerifier as CosignatureVerifier
+from veritally_client._cosignature import cosigned_message as cosigned_message
+from veritally_client._cosignature import parse_cosignature_line as parse_cosignature_line
 from veritally_client._cut import cut_leaf_bytes as cut_leaf_bytes
 from veritally_client._cut import format_cut_time as format_cut_time
 from veritally_client._cut import ingest_records_of as ingest_records_of
@@ -103,6 +111,9 @@ __all__ = [
     "TILE_WIDTH",
     "Checkpoint",
     "CompactRange",
+    "Cosignature",
+    "CosignatureSigner",
+    "CosignatureVerifier",
     "DirectorySource",
     "ElectionIndex",
     "LeafView",
@@ -118,6 +129,7 @@ __all__ = [
     "Verifier",
     "acta_id",
     "consistency_proof",
+    "cosigned_message",
     "cut_leaf_bytes",
     "encode_entry_bundle",
     "encode_timestamp",
@@ -131,6 +143,7 @@ __all__ = [
     "open_note",
     "parse_acta_id",
     "parse_checkpoint",
+    "parse_cosignature_line",
     "parse_cut_leaf",
     "parse_cut_time",
     "parse_entry_bundle",
