@@ -19,6 +19,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -403,3 +404,39 @@ def test_docs_command_reads_the_mirror(
     assert code == EXIT_OK, out
     assert out.startswith("cut 2 · "), out
     assert "· verified" in out.splitlines()[0]
+
+
+def test_http_transport_reads_a_replay_of_the_bundle(mirror: Mirror, tmp_path: Path) -> None:
+    """``veritally-client replay`` serves the bundle layout as it stood at each cut: the
+    HTTP transport reads it like any mirror (freshness widened: the recording's cut times
+    are its own)."""
+    now = dt.datetime.now(dt.UTC)
+    pinned = tmp_path / "trust-root-v1.binpb"
+    pinned.write_bytes(
+        make_trust_root(mirror.publisher.signers, expires=now + dt.timedelta(days=30))
+    )
+    mirror.publish()  # cuts 1..3 in the recording
+    cli = Path(sys.executable).parent / "veritally-client"
+    argv = [str(cli), "--trust-root", str(pinned), "replay", str(mirror.bundle)]
+    argv += ["--from-cut", "3", "--hold", "60", "--listen", "127.0.0.1:0"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while not line.startswith("replay: serving "):
+            line = proc.stdout.readline()
+            assert line, "the replay exited before serving"
+        url = line.split()[2]
+        with Client.from_transport(
+            HttpTransport.unsafe_plaintext(url),
+            trust_root=mirror.trust_root(),
+            state_dir=tmp_path / "state",
+            config=ClientConfig(max_checkpoint_age=7 * 24 * 3600),
+        ) as client:
+            assert client.latest().cut_number == 3
+            assert client.recount().tree_size == client.latest().tree_size
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
