@@ -28,12 +28,17 @@ from other processes (``bench.loadgen``, h2load). Measured, in this order, in on
   itself with a ``direct_response`` route, driven by h2load with the same number of
   requests in flight. h2load cannot present client certificates, so that listener asks
   for none.
-* ``bundle_gets_vs_nginx_ratio``: the immutable files of the bundle publication wrote
-  (cut, checkpoint, entry bundles, trust root) fetched with h2load (h2c, same connections and
-  streams) from Envoy with its HTTP cache filter in front of a small origin of ours
-  (``bench.bundle_origin``, which marks the files immutable), against nginx (one worker,
-  as Envoy has one) serving the same directory. Debian's nginx and nghttp2-client are
-  installed with apt-get when missing; without them those keys are "not measured".
+* ``http_reads_vs_nginx_ratio``: the immutable files of the bundle publication wrote
+  (cut, checkpoint, entry bundles, trust root) fetched with h2load (TLS, HTTP/2, same
+  connections and streams) from the stack's public listener (Envoy's HTTP cache in front
+  of the stack's origin, ``veritally.publication.origin``), against nginx (one worker, as
+  Envoy has one) serving the same directory with the same certificate; runs alternate,
+  and the servers' CPU per 1,000 GETs is reported beside (``/proc`` of Envoy and the
+  origin, of nginx's master and worker). Debian's nginx and nghttp2-client are installed
+  with apt-get when missing; without them those keys are "not measured".
+* ``sdk_http_verify_ms``: a fresh SDK client (new state directory, new connection)
+  verifying the latest cut read from that nginx mirror over HTTPS; median of
+  ``SDK_HTTP_RUNS``, with its CPU time beside.
 
 Run alone: ``.venv/bin/python -m bench.stack_bench [--quick]`` (writes bench/out/stack.json).
 """
@@ -92,12 +97,22 @@ READ_SECONDS = 10.0  # length of one reads run (seconds)
 READ_RUNS = 3  # runs of each read measurement; the median is reported
 H2LOAD_STREAMS = 10  # concurrent streams per h2load connection for bundle GETs
 H2LOAD_CONNECTIONS = 4  # h2load connections for bundle GETs
+SDK_HTTP_RUNS = 7  # fresh clients verifying the latest cut from a mirror; the median
 CATCH_UP_S = 600.0  # longest wait for publication to cut over every acta (seconds)
 INGEST_TIMEOUT_S = 1800.0  # the whole import through the load generator (seconds)
 # Envoy's budgets raised far above the load so that the stack, not the rate limiter, is
 # measured (the default budgets cap an outlet at 200 calls/s by design; docs/mesh.md).
 _WIDE = TokenBucket(burst=1_000_000, per_second=1_000_000)
-BENCH_LIMITS = Limits(media=_WIDE, capture=_WIDE, operator=_WIDE, total=_WIDE)
+BENCH_LIMITS = Limits(
+    media=_WIDE,
+    capture=_WIDE,
+    operator=_WIDE,
+    total=_WIDE,
+    # h2load's load comes from one address: the per-address budget of the public
+    # listener would answer it 429 (that budget is tested in tests/e2e).
+    public_per_ip=_WIDE,
+    public_total=_WIDE,
+)
 
 
 def _tls_arg(tls: TlsFiles) -> str:
@@ -509,12 +524,16 @@ def _bundle_paths(bundle: Path) -> list[str]:
     return paths
 
 
-def _nginx(bundle: Path, directory: Path, port: int) -> subprocess.Popen[bytes]:
+def _nginx(bundle: Path, directory: Path, port: int, tls: TlsFiles) -> subprocess.Popen[bytes]:
+    """nginx (one worker, as Envoy has one) serving ``bundle`` over TLS and HTTP/2 with
+    the same server certificate as the stack's public listener and the bundle's caching
+    rules (docs/operations.md)."""
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "nginx.conf"
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read the bundle
     conf.write_text(
         f"""daemon off;
-worker_processes 1;
+{user}worker_processes 1;
 pid {directory}/nginx.pid;
 error_log {directory}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -531,9 +550,14 @@ http {{
   scgi_temp_path {directory}/scgi;
   open_file_cache max=1000;
   server {{
-    listen 127.0.0.1:{port} http2;
+    listen 127.0.0.1:{port} ssl http2;
+    ssl_certificate {tls.cert};
+    ssl_certificate_key {tls.key};
     root {bundle};
-    location / {{ add_header Cache-Control "public, max-age=31536000, immutable"; }}
+    etag on;
+    location / {{ add_header Cache-Control "public, max-age=31536000, immutable" always; }}
+    location = /latest {{ add_header Cache-Control "no-cache" always; }}
+    location = /checkpoint {{ add_header Cache-Control "no-cache" always; }}
   }}
 }}
 """
@@ -561,110 +585,96 @@ def _wait_port(port: int, child: subprocess.Popen[bytes], timeout_s: float = 20.
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its children (nginx's worker)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _h2load_cpu(urls: Sequence[str], pids: Sequence[int]) -> tuple[float, float]:
+    """(requests/s, server CPU ms per 1,000 requests) of one h2load run."""
+    before = sum(_tree_cpu_s(p) for p in pids)
+    rate = h2load(
+        urls, seconds=READ_SECONDS, connections=H2LOAD_CONNECTIONS, streams=H2LOAD_STREAMS
+    )
+    cpu = sum(_tree_cpu_s(p) for p in pids) - before
+    return rate, cpu * 1000 / (rate * READ_SECONDS / 1000)
+
+
 def measure_bundle(stack: Stack, work: Path) -> dict[str, float]:
-    """Bundle GETs/s through Envoy's cache (origin: bench.bundle_origin) vs nginx."""
+    """Bundle GETs/s from the stack's public listener (Envoy's cache in front of the
+    stack's origin, TLS, HTTP/2) vs nginx serving the same directory with the same
+    certificate; and a fresh SDK client verifying the latest cut from that nginx mirror."""
     bundle = stack.state.bundle
     paths = _bundle_paths(bundle)
-    origin_port, envoy_port, admin, nginx_port = (free_port() for _ in range(4))
-    origin = subprocess.Popen(
-        [sys.executable, "-m", "bench.bundle_origin", str(bundle), str(origin_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT.parent,
-    )
-    envoy: EnvoyProcess | None = None
-    nginx: subprocess.Popen[bytes] | None = None
+    tls = stack.tls("envoy")  # the public listener's server certificate
+    nginx_port = free_port()
+    nginx = _nginx(bundle, work / "nginx", nginx_port, tls)
+    pids = stack.pids()
+    ours_pids = [p for p in (pids.get("envoy"), pids.get("origin")) if p is not None]
     try:
-        _wait_port(origin_port, origin)
-        route_config = {
-            "virtual_hosts": [
-                {
-                    "name": "bundle",
-                    "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "origin"}}],
-                }
-            ]
-        }
-        cache = {
-            "name": "envoy.filters.http.cache",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.cache.v3.CacheConfig",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.http.cache."
-                    "simple_http_cache.v3.SimpleHttpCacheConfig"
-                },
-            },
-        }
-        socket_address = {"address": "127.0.0.1", "port_value": origin_port}
-        config: dict[str, object] = {
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-            "static_resources": {
-                "listeners": [
-                    {
-                        "name": "bundle",
-                        "address": {
-                            "socket_address": {"address": "127.0.0.1", "port_value": envoy_port}
-                        },
-                        # Room for entry bundles of large leaves (up to ~8 MiB) past
-                        # the default 1 MiB buffer, beyond which the cache filter does
-                        # not insert a response.
-                        "per_connection_buffer_limit_bytes": 64 * 1024 * 1024,
-                        "filter_chains": [{"filters": [_hcm("bundle", route_config, [cache])]}],
-                    }
-                ],
-                "clusters": [
-                    {
-                        "name": "origin",
-                        "type": "STATIC",
-                        "per_connection_buffer_limit_bytes": 64 * 1024 * 1024,
-                        "load_assignment": {
-                            "cluster_name": "origin",
-                            "endpoints": [
-                                {
-                                    "lb_endpoints": [
-                                        {
-                                            "endpoint": {
-                                                "address": {"socket_address": socket_address}
-                                            }
-                                        }
-                                    ]
-                                }
-                            ],
-                        },
-                    }
-                ],
-            },
-        }
-        envoy = _run_envoy(config, work / "envoy-bundle", admin)
-        nginx = _nginx(bundle, work / "nginx", nginx_port)
-        ours_urls = [f"http://127.0.0.1:{envoy_port}/{p}" for p in paths]
-        nginx_urls = [f"http://127.0.0.1:{nginx_port}/{p}" for p in paths]
+        ours_urls = [f"https://{stack.endpoints.public}/{p}" for p in paths]
+        nginx_urls = [f"https://127.0.0.1:{nginx_port}/{p}" for p in paths]
         kwargs = {"connections": H2LOAD_CONNECTIONS, "streams": H2LOAD_STREAMS}
-        h2load(ours_urls, seconds=2, **kwargs)  # warm the cache
+        h2load(ours_urls, seconds=2, **kwargs)  # fill Envoy's cache
         h2load(nginx_urls, seconds=2, **kwargs)  # and nginx's open-file cache
         ours, theirs = [], []
-        for _ in range(READ_RUNS):
-            ours.append(h2load(ours_urls, seconds=READ_SECONDS, **kwargs))
-            theirs.append(h2load(nginx_urls, seconds=READ_SECONDS, **kwargs))
-        hits = envoy.stats("http.bundle.")  # context: were the GETs served from the cache?
-        del hits
+        for _ in range(READ_RUNS):  # back to back, alternating
+            ours.append(_h2load_cpu(ours_urls, ours_pids))
+            theirs.append(_h2load_cpu(nginx_urls, [nginx.pid]))
+        verify_ms, verify_cpu_ms = _sdk_http_verify(stack, f"https://127.0.0.1:{nginx_port}/", work)
     finally:
-        if envoy is not None:
-            envoy.stop()
-        for child in (nginx, origin):
-            if child is not None:
-                child.terminate()
-                child.wait(timeout=20)
-    ours_m, theirs_m = statistics.median(ours), statistics.median(theirs)
+        nginx.terminate()
+        nginx.wait(timeout=20)
+    ours_m = statistics.median(r for r, _ in ours)
+    theirs_m = statistics.median(r for r, _ in theirs)
     return {
-        "bundle_gets_per_s": round(ours_m, 1),
-        "bundle_gets_nginx_per_s": round(theirs_m, 1),
-        "bundle_gets_vs_nginx_ratio": round(ours_m / theirs_m, 3),
+        "http_reads_per_s": round(ours_m, 1),
+        "http_reads_nginx_per_s": round(theirs_m, 1),
+        "http_reads_vs_nginx_ratio": round(ours_m / theirs_m, 3),
+        "http_reads_cpu_ms_per_1k": round(statistics.median(c for _, c in ours), 1),
+        "http_reads_nginx_cpu_ms_per_1k": round(statistics.median(c for _, c in theirs), 1),
         "bundle_files": float(len(paths)),
         "bundle_mean_file_bytes": round(
             statistics.mean((bundle / p).stat().st_size for p in paths), 0
         ),
+        "sdk_http_verify_ms": round(verify_ms, 1),
+        "sdk_http_verify_cpu_ms": round(verify_cpu_ms, 1),
     }
+
+
+def _sdk_http_verify(stack: Stack, url: str, work: Path) -> tuple[float, float]:
+    """Median wall and CPU ms of a fresh client (new state directory, new connection)
+    verifying the latest cut read from the mirror at ``url``."""
+    from veritally_client import load_trust_root
+
+    root = load_trust_root(stack.state.trust_root_v1)
+    ca = stack.pki.ca_cert.read_bytes()
+    walls, cpus = [], []
+    for i in range(SDK_HTTP_RUNS):
+        t, c = time.perf_counter(), time.process_time()
+        with Client(
+            endpoint=url,
+            trust_root=root,
+            state_dir=work / f"sdk-http-{i}",
+            http_ca=ca,
+            config=ClientConfig(max_checkpoint_age=3600),
+        ) as client:
+            client.latest()
+        walls.append((time.perf_counter() - t) * 1000)
+        cpus.append((time.process_time() - c) * 1000)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 # ------------------------------------------------------------------------------------
@@ -731,7 +741,7 @@ def run(
             missing = debian_tools()
             if missing is not None:
                 notes["reads_vs_envoy_direct_ratio"] = f"not measured: {missing}"
-                notes["bundle_gets_vs_nginx_ratio"] = f"not measured: {missing}"
+                notes["http_reads_vs_nginx_ratio"] = f"not measured: {missing}"
             else:
                 if wanted("reads_vs_envoy_direct_ratio") and "verified_reads_per_s" in results:
                     direct, size = measure_envoy_direct(stack, work)
@@ -740,7 +750,7 @@ def run(
                     results["reads_vs_envoy_direct_ratio"] = round(
                         results["verified_reads_per_s"] / direct, 3
                     )
-                if wanted("bundle_gets_vs_nginx_ratio"):
+                if wanted("http_reads_vs_nginx_ratio", "sdk_http_verify_ms"):
                     results.update(measure_bundle(stack, work))
     return results, notes
 

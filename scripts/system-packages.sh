@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the tests and benchmarks run for real: nginx (a mirror of the bundle),
-# h2load (HTTP/2 load), tmux (the live view read as a terminal), curl, and Prometheus
+# rsync (the documented mirror copy), h2load (HTTP/2 load), tmux (the live view read as a terminal), curl, and Prometheus
 # with promtool (a real scrape, the alerting rules' tests).
 #
 # Installs what is missing when run as root on a machine with apt-get; otherwise lists
@@ -11,6 +11,7 @@ set -euo pipefail
 # program -> Debian package
 declare -A PACKAGES=(
   [nginx]=nginx
+  [rsync]=rsync
   [h2load]=nghttp2-client
   [tmux]=tmux
   [curl]=curl

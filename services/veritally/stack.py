@@ -20,6 +20,9 @@ the services, ``veritally.mesh.process.EnvoyProcess`` for Envoy):
 * service-to-service calls go through Envoy's mesh listener: aggregation follows ingest
   at ``mesh`` with the ``service/aggregation`` certificate, publication reads aggregation
   at ``mesh`` with ``service/publication``; Envoy's RBAC allows exactly those methods;
+* the bundle's static origin (:mod:`veritally.publication.origin`, loopback, plain
+  HTTP), which Envoy's public listener serves through its cache over HTTPS to mirrors
+  and the public (no client certificate);
 * Envoy, configured from :func:`veritally.mesh.envoy.default_topology` (validated with
   ``envoy --mode validate`` at every start), started after the services because its
   readiness includes the first round of health checks.
@@ -43,6 +46,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -92,6 +96,10 @@ __all__ = [
 ]
 
 SERVICES = ("ingest", "aggregation", "publication")
+# The static origin of the public bundle listener, supervised like a service.
+ORIGIN = "origin"
+# Seconds the origin may take to listen (a Python process importing asyncio).
+ORIGIN_START_TIMEOUT_S = 30.0
 # Restarts of one crashed child allowed within RESTART_WINDOW_S (seconds) before the
 # watchdog gives up on it: a service that crashes at every start (a corrupt store, a
 # missing key) should stop the stack loudly, not flap forever.
@@ -110,6 +118,12 @@ HEALTH_TIMEOUT_S = 120.0
 FIRST_CUT_TIMEOUT_S = 60.0
 
 
+def _listens(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
 class StackError(ServiceError, RuntimeError):
     """The stack could not start, or a child kept crashing."""
 
@@ -122,6 +136,8 @@ class Endpoints:
         edge: Envoy's listener for capture centres, media and operators (gRPC, mTLS).
         mesh: Envoy's listener for service-to-service calls.
         rest: the read-only JSON view (HTTPS, mTLS).
+        public: the static bundle (HTTPS, no client certificate), e.g. the endpoint
+            ``https://<public>/`` of ``Client``; "" when the topology has none.
         admin: Envoy's admin interface (loopback, plain HTTP).
         services: service name -> its own port (mTLS; only Envoy gets through).
         metrics: service name (and ``stack``, the supervisor) -> its Prometheus
@@ -131,6 +147,7 @@ class Endpoints:
     edge: str
     mesh: str
     rest: str
+    public: str
     admin: str
     services: dict[str, str]
     metrics: dict[str, str] = field(default_factory=dict)
@@ -161,6 +178,8 @@ def _free_topology(topology: Topology) -> Topology:
         edge=fresh(),
         mesh=fresh(),
         rest=fresh(),
+        public=fresh() if topology.public is not None else None,
+        origin=fresh() if topology.origin is not None else None,
         admin=fresh(),
         services={name: [fresh()] for name in topology.services},
     )
@@ -263,6 +282,7 @@ class Stack:
             edge=str(t.edge),
             mesh=str(t.mesh),
             rest=str(t.rest),
+            public="" if t.public is None else str(t.public),
             admin=str(t.admin),
             services={name: str(t.services[name][0]) for name in SERVICES},
             metrics={name: str(e) for name, e in self.metrics_endpoints.items()},
@@ -339,6 +359,40 @@ class Stack:
             )
         raise KeyError(name)
 
+    def _origin_process(self) -> Process:
+        origin = self.topology.origin
+        assert origin is not None  # only started when the topology has one
+        return Process(
+            name=ORIGIN,
+            argv=[
+                sys.executable,
+                "-m",
+                "veritally.cli",
+                "--log-format=json",
+                "origin",
+                "--dir",
+                str(self.state.bundle),
+                "--listen",
+                str(origin),
+            ],
+            log_path=self.log_path(ORIGIN),
+        )
+
+    def _start_origin(self) -> None:
+        process = self._origin_process()
+        self.processes[ORIGIN] = process
+        process.start()
+        origin = self.topology.origin
+        assert origin is not None
+        deadline = time.monotonic() + ORIGIN_START_TIMEOUT_S
+        while not _listens(origin.host, origin.port):
+            if not process.alive():
+                raise ProcessError(f"{ORIGIN} exited early:\n{process.log_tail()}")
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{ORIGIN} does not listen on {origin}")
+            time.sleep(0.05)
+        log.info("%s serving %s on %s (pid %d)", ORIGIN, self.state.bundle, origin, process.pid)
+
     def _service_process(self, name: str) -> Process:
         launch = self.launch(name)
         return Process(
@@ -362,6 +416,9 @@ class Stack:
         return keypolicy.publisher_keys(self.state)
 
     def _start_service(self, name: str) -> None:
+        if name == ORIGIN:
+            self._start_origin()
+            return
         process = self._service_process(name)
         self.processes[name] = process
         process.start()
@@ -390,6 +447,8 @@ class Stack:
             self._start_metrics()
             for name in SERVICES:
                 self._start_service(name)
+            if self.topology.origin is not None:
+                self._start_service(ORIGIN)
             self.envoy = envoy
             envoy.start()
             envoy.wait_ready()

@@ -54,6 +54,7 @@ LIMITS = Limits(
     edge_max_connections=EDGE_CAP,
     rest_max_connections=100,
     mesh_max_connections=100,
+    public_max_connections=100,
     edge_stream=CircuitBreaker(
         max_connections=8,
         max_pending_requests=16,

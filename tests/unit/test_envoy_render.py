@@ -37,6 +37,7 @@ from veritally.mesh.envoy import (
     validate,
     write,
 )
+from veritally.mesh.envoy_public import ORIGIN_CLUSTER
 from veritally.pki import Pki, init_pki
 from veritally.rpc import MAX_MESSAGE_BYTES
 
@@ -50,6 +51,7 @@ SMALL_LIMITS = Limits(
     edge_max_connections=200,
     rest_max_connections=50,
     mesh_max_connections=50,
+    public_max_connections=50,
     edge_stream=CircuitBreaker(
         max_connections=4, max_pending_requests=8, max_requests=16, max_retries=0
     ),
@@ -133,7 +135,9 @@ def _routes(config: dict[str, Any], listener: str) -> dict[str, dict[str, Any]]:
 
 
 def _clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in config["static_resources"]["clusters"]}
+    """The services' clusters (the public listener's static origin is tested apart)."""
+    clusters = config["static_resources"]["clusters"]
+    return {c["name"]: c for c in clusters if c["name"] != ORIGIN_CLUSTER}
 
 
 # --------------------------------------------------------------------------------------

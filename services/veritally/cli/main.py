@@ -89,6 +89,12 @@ def _status() -> ModuleType:
     return status
 
 
+def _origin() -> ModuleType:
+    from veritally.cli import origin  # on use only: see the comment above
+
+    return origin
+
+
 def _close() -> ModuleType:
     from veritally.cli import close  # on use only: see the comment above
 
@@ -120,6 +126,7 @@ COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "envoy": (_envoy, "render the Envoy configuration"),
     "up": (_up, "run the whole stack behind Envoy"),
     "status": (_status, "the operations room's console of a running stack (--json for scripts)"),
+    "origin": (_origin, "serve the bundle directory to Envoy's public listener (loopback)"),
     "close": (_close, "close the night: the next cut is the final one (operators)"),
     "demo": (_demo, "replay a national election night and verify it"),
     "witness": (_witness, "run an independent witness that cosigns the log's checkpoints"),

@@ -78,6 +78,7 @@ def describe(stack: Stack) -> list[tuple[str, str]]:
         ("edge (gRPC, mTLS)", e.edge),
         ("REST view (HTTPS, mTLS)", f"https://{e.rest}/v1/cuts/latest"),
         ("REST view, results named", f"https://{e.rest}/v1/cuts/latest/view"),
+        ("bundle (HTTPS, no client certificate)", f"https://{e.public}/latest"),
         ("Envoy admin (loopback)", f"http://{e.admin}/"),
         ("mesh (services only)", e.mesh),
     ]

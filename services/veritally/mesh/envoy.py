@@ -40,6 +40,10 @@ What the rendered configuration enforces, listener by listener:
    every replica (Envoy presents ``service/envoy`` and checks the service's URI SAN),
    gRPC health checks, outlier detection; retries on UNAVAILABLE only for idempotent
    reads.
+4b. **public** (optional): the static bundle over HTTPS for mirrors and the public:
+   server TLS only (no client certificate), a token bucket per client IP address,
+   Envoy's HTTP cache in front of a loopback static origin, GET and HEAD only
+   (:mod:`veritally.mesh.envoy_public`).
 5. **connections**: on every listener a cap (``connection_limit`` filter) and a TLS
    handshake timeout (``transport_socket_connect_timeout``); a global cap (overload
    manager) above their sum; Envoy's file-descriptor limit above that
@@ -65,6 +69,7 @@ from google.protobuf import descriptor_pb2
 from veritally.errors import ServiceError
 from veritally.mesh import envoy_parts as parts
 from veritally.mesh.envoy_parts import render_ca_secret
+from veritally.mesh.envoy_public import origin_cluster, public_listener
 from veritally.mesh.policy import (
     EDGE_GRANTS,
     HEALTH_CHECK_PATH,
@@ -298,6 +303,8 @@ def render(topology: Topology) -> JsonDict:
     listeners = [_edge_listener(topology), _mesh_listener(topology)]
     if topology.rest is not None:
         listeners.append(_rest_listener(topology, topology.rest))
+    if topology.public is not None:
+        listeners.append(public_listener(topology))
     clusters = [
         parts.cluster_config(
             parts.cluster_name(service, traffic, streaming=streaming),
@@ -308,6 +315,8 @@ def render(topology: Topology) -> JsonDict:
         )
         for service, traffic, streaming in _upstream_clusters()
     ]
+    if topology.origin is not None:
+        clusters.append(origin_cluster(topology))
     return {
         "node": {"id": "veritally-envoy", "cluster": "veritally"},
         "admin": {"address": parts.address(topology.admin)},

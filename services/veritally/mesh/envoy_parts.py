@@ -20,7 +20,15 @@ from veritally.mesh.policy import (
     SERVICE_FULL_NAMES,
     Method,
 )
-from veritally.mesh.topology import CircuitBreaker, Endpoint, JsonDict, Limits, MeshTls, Topology
+from veritally.mesh.topology import (
+    CircuitBreaker,
+    Endpoint,
+    JsonDict,
+    Limits,
+    MeshTls,
+    TokenBucket,
+    Topology,
+)
 from veritally.pki import ROLE_CAPTURE, ROLE_MEDIA, ROLE_OPERATOR, ROLE_SERVICE
 
 __all__ = [
@@ -36,6 +44,7 @@ __all__ = [
     "downstream_tls",
     "health_route",
     "listener_config",
+    "local_rate_limit",
     "method_route",
     "rate_limit_filter",
     "rbac_filter",
@@ -245,23 +254,11 @@ def rate_limit_filter(tls: MeshTls, limits: Limits, stat_prefix: str) -> JsonDic
         ROLE_CAPTURE: limits.capture,
         ROLE_OPERATOR: limits.operator,
     }
-    return {
-        "name": "envoy.filters.http.local_ratelimit",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3"
-            ".LocalRateLimit",
-            "stat_prefix": stat_prefix,
-            # Shared by every call (see Limits.total); the per-identity buckets below
-            # come on top of it.
-            "token_bucket": limits.total.render(),
-            "filter_enabled": {
-                "runtime_key": f"{stat_prefix}.enabled",
-                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-            },
-            "filter_enforced": {
-                "runtime_key": f"{stat_prefix}.enforced",
-                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-            },
+    # Shared by every call (see Limits.total); the per-identity buckets below come on
+    # top of it.
+    config = local_rate_limit(stat_prefix, limits.total)
+    config["typed_config"].update(
+        {
             "rate_limited_as_resource_exhausted": True,
             "max_dynamic_descriptors": limits.max_identities * len(budgets),
             "descriptors": [
@@ -299,6 +296,29 @@ def rate_limit_filter(tls: MeshTls, limits: Limits, stat_prefix: str) -> JsonDic
                     ]
                 }
             ],
+        }
+    )
+    return config
+
+
+def local_rate_limit(stat_prefix: str, total: TokenBucket) -> JsonDict:
+    """Envoy's local rate limit filter, always enabled and enforced, with one bucket
+    ``total`` for every request; callers add their descriptors to its typed config."""
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3"
+            ".LocalRateLimit",
+            "stat_prefix": stat_prefix,
+            "token_bucket": total.render(),
+            "filter_enabled": {
+                "runtime_key": f"{stat_prefix}.enabled",
+                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+            },
+            "filter_enforced": {
+                "runtime_key": f"{stat_prefix}.enforced",
+                "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+            },
         },
     }
 

@@ -259,7 +259,8 @@ class Limits:
             that never start TLS were held until Envoy ran out of file descriptors.
         edge_max_connections: connections the edge listener holds at once (the
             ``connection_limit`` filter; the next is closed at once). Thousands of
-            newsroom and capture-centre connections with a wide margin.
+            newsroom and capture-centre connections with a wide margin (11,000, so that
+            the public listener's cap fits under ``max_connections`` too).
         rest_max_connections: the same for the JSON view (media without gRPC only).
         mesh_max_connections: the same for the internal listener: three services
             hold a few connections each, so a small cap; a flood of the edge never
@@ -280,6 +281,16 @@ class Limits:
         mesh_stream: circuit breaker of each service's cluster for the followers'
             streams (StreamRecords, StreamAggregatedRecords): one per follower, a few
             more while one reconnects. No edge call can take its slots.
+        public_per_ip: per client IP address on the public bundle listener, GETs
+            (answered 429 beyond). A reader polls ``latest`` every few seconds and a
+            recount reads an entry bundle per 256 leaves (2,000 for a national night):
+            a burst of a few hundred covers both; mirrors and CDNs get a budget of
+            their own by copying the files (docs/operations.md), not by GETs here.
+        public_total: every GET through the public listener, all addresses together:
+            what the origin behind Envoy's cache may be asked at worst.
+        public_max_connections: connections the public listener holds at once. The
+            public at large reads through CDNs and mirrors; this listener serves them,
+            newsrooms and the curious.
 
     Raises:
         ValueError: per-listener caps whose sum exceeds ``max_connections``, or a
@@ -297,7 +308,7 @@ class Limits:
     max_connections: int = 16_000
     max_connection_duration_s: int = 900
     tls_handshake_timeout_s: float = 10.0
-    edge_max_connections: int = 12_000
+    edge_max_connections: int = 11_000
     rest_max_connections: int = 2_000
     mesh_max_connections: int = 1_000
     open_files_headroom: int = 2_048
@@ -322,8 +333,21 @@ class Limits:
         )
     )
 
+    public_per_ip: TokenBucket = field(
+        default_factory=lambda: TokenBucket(burst=400, per_second=100)
+    )
+    public_total: TokenBucket = field(
+        default_factory=lambda: TokenBucket(burst=20_000, per_second=10_000)
+    )
+    public_max_connections: int = 1_000
+
     def __post_init__(self) -> None:
-        caps = (self.edge_max_connections, self.rest_max_connections, self.mesh_max_connections)
+        caps = (
+            self.edge_max_connections,
+            self.rest_max_connections,
+            self.mesh_max_connections,
+            self.public_max_connections,
+        )
         if min(caps) <= 0 or self.tls_handshake_timeout_s <= 0 or self.open_files_headroom < 0:
             raise ValueError("connection caps and the handshake timeout must be positive")
         if sum(caps) > self.max_connections:
@@ -373,6 +397,10 @@ class Topology:
         services: service name → replicas (``ingest``, ``aggregation``,
             ``publication``).
         rest: listener for the read-only JSON view; None for none.
+        public: listener for the static bundle (HTTPS, server certificate only: no
+            client certificate; mirrors and the public read it); None for none.
+        origin: the loopback static file server behind ``public`` (Envoy caches in
+            front of it); required when ``public`` is set.
         descriptor_set: where the REST view's protobuf descriptor set is (written by
             :func:`write`); required when ``rest`` is set.
         access_log: JSON access log file.
@@ -390,6 +418,8 @@ class Topology:
     admin: Endpoint
     services: Mapping[str, Sequence[Endpoint]]
     rest: Endpoint | None = None
+    public: Endpoint | None = None
+    origin: Endpoint | None = None
     descriptor_set: Path | None = None
     access_log: Path = Path("/dev/stdout")
     limits: Limits = field(default_factory=Limits)
@@ -408,6 +438,11 @@ class Topology:
             raise ValueError(f"unknown services {sorted(unknown)}")
         if self.rest is not None and self.descriptor_set is None:
             raise ValueError("a REST listener needs descriptor_set")
+        if (self.public is None) != (self.origin is None):
+            raise ValueError("a public bundle listener and its origin go together")
+        if self.origin is not None and not self.origin.is_loopback():
+            # The origin speaks plain HTTP: only Envoy on the same host may reach it.
+            raise ValueError(f"the bundle origin must listen on loopback, got {self.origin}")
 
 
 def default_topology(
@@ -420,7 +455,8 @@ def default_topology(
 ) -> Topology:
     """The single-machine layout of ``veritally up``: every listener and service on
     127.0.0.1 from ``base_port`` (edge +3, mesh +4, rest +5, admin +1, ingest +10,
-    aggregation +11, publication +12). The topology is still the multi-host one; only
+    aggregation +11, publication +12, public bundle listener +6, its origin +13). The
+    topology is still the multi-host one; only
     the addresses are local. Paths are built from ``pki_dir`` and ``state_dir`` as
     given (relative ones stay relative, as in the committed reference rendering).
     """
@@ -438,6 +474,8 @@ def default_topology(
         edge=at(3),
         mesh=at(4),
         rest=at(5),
+        public=at(6),
+        origin=at(13),
         admin=at(1),
         services={"ingest": [at(10)], "aggregation": [at(11)], "publication": [at(12)]},
         descriptor_set=state_dir / "envoy" / "publication.binpb",

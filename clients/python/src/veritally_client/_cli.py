@@ -128,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     conn = parser.add_argument_group("connection")
-    conn.add_argument("--endpoint", default=_env("ENDPOINT"), help="publisher host:port")
+    conn.add_argument(
+        "--endpoint",
+        default=_env("ENDPOINT"),
+        help="publisher host:port, or a bundle URL https://mirror.example/prep/",
+    )
     conn.add_argument(
         "--trust-root",
         type=Path,
@@ -286,6 +290,16 @@ def _client(args: argparse.Namespace) -> Client:
             state_dir=args.state_dir,
             unsafe_plaintext=True,
             config=config,
+        )
+    if args.endpoint.startswith("https://"):
+        # A bundle URL (a mirror, the public listener): no client certificate; --ca names
+        # the server's CA when it is not one the system trusts.
+        return Client(
+            endpoint=args.endpoint,
+            trust_root=root,
+            state_dir=args.state_dir,
+            config=config,
+            http_ca=args.ca.read_bytes() if args.ca else None,
         )
     if not (args.ca and args.cert and args.key):
         raise _UsageError("--ca, --cert and --key are required (or --unsafe-plaintext)")

@@ -131,29 +131,40 @@ class Client:
         credentials: TlsCredentials | None = None,
         unsafe_plaintext: bool = False,
         config: ClientConfig = ClientConfig(),  # noqa: B008  # frozen, so sharing is safe
+        http_ca: bytes | None = None,
     ) -> None:
-        """Connect to a publication service (directly or through Envoy).
+        """Connect to a publication service (directly or through Envoy), or read a
+        mirror of its static bundle over HTTP.
 
         Args:
-            endpoint: ``host:port``.
+            endpoint: ``host:port`` of a publication service (gRPC), or the URL of a
+                bundle (``https://mirror.example/prep/``), read with
+                :class:`~veritally_client._http.HttpTransport` and verified alike.
             trust_root: the pinned, verified trust root (see :func:`load_trust_root`).
             state_dir: where the trusted state and fork evidence are kept.
-            credentials: mTLS material; required unless ``unsafe_plaintext``.
-            unsafe_plaintext: connect without TLS (tests, local servers on loopback).
+            credentials: mTLS material; required for gRPC unless ``unsafe_plaintext``;
+                not used for a bundle URL (a mirror asks no client certificate).
+            unsafe_plaintext: connect without TLS (tests, local servers on loopback);
+                required for an ``http://`` bundle URL.
             config: safety limits.
+            http_ca: PEM CA certificate(s) an ``https://`` bundle URL's server
+                certificate must chain to (a deployment's own CA); None for the system's.
 
         Raises:
             ValueError: if neither or both of ``credentials`` and ``unsafe_plaintext``
-                are given.
+                are given for gRPC; for a bundle URL, ``credentials`` given, or
+                ``unsafe_plaintext`` not matching ``http://``.
             CredentialsError: the TLS files are unusable (not PEM, a key that is not the
                 certificate's, a certificate out of its validity).
             StateMismatchError: ``state_dir`` holds another publisher's state.
             StateInUseError: another client holds ``state_dir``.
         """
-        if (credentials is None) == (not unsafe_plaintext):
-            raise ValueError("give exactly one of credentials= and unsafe_plaintext=True")
         transport: Transport
-        if credentials is not None:
+        if endpoint.startswith(("http://", "https://")):
+            transport = _http_transport(endpoint, credentials, unsafe_plaintext, http_ca, config)
+        elif (credentials is None) == (not unsafe_plaintext):
+            raise ValueError("give exactly one of credentials= and unsafe_plaintext=True")
+        elif credentials is not None:
             check_credentials(credentials, _utcnow())
             transport = GrpcTransport.open(
                 endpoint,
@@ -577,6 +588,27 @@ class WatchEvent:
     failures: int
     retry_in: float
     error: str
+
+
+def _http_transport(
+    endpoint: str,
+    credentials: TlsCredentials | None,
+    unsafe_plaintext: bool,
+    http_ca: bytes | None,
+    config: ClientConfig,
+) -> Transport:
+    """The transport of a bundle URL (httpx is imported only for one)."""
+    from veritally_client._http import HttpLimits, HttpTransport
+
+    if credentials is not None:
+        raise ValueError("a bundle URL takes no credentials= (use http_ca= for its CA)")
+    plaintext = endpoint.startswith("http://")
+    if unsafe_plaintext != plaintext:
+        raise ValueError("an http:// bundle URL needs unsafe_plaintext=True, https:// not")
+    limits = HttpLimits(timeout=config.rpc_timeout, max_file_bytes=config.max_message_bytes)
+    if plaintext:
+        return HttpTransport.unsafe_plaintext(endpoint, limits=limits)
+    return HttpTransport.open(endpoint, ca=http_ca, limits=limits)
 
 
 def _bound_trust_root(store: StateStore, pinned: TrustedRoot, now: dt.datetime) -> TrustedRoot:
