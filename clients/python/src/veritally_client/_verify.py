@@ -724,7 +724,8 @@ class CutVerifier:
         if answer.results:
             raise MalformedDataError("an answer of unchanged results carries a results blob")
         served = answer
-        if not answer.cut_leaf and not answer.inclusion_proof:
+        held_leaf = not answer.cut_leaf and not answer.inclusion_proof
+        if held_leaf:
             # The tree must be the verified one: its leaf and proof are held (steps 0-3
             # check them against the served checkpoint all the same).
             if claimed_tree_size(answer.checkpoint) != previous.tree_size:
@@ -734,7 +735,17 @@ class CutVerifier:
             served = dataclasses.replace(
                 answer, cut_leaf=previous.cut_leaf, inclusion_proof=previous.inclusion_proof
             )
-        checkpoint, record, cut_time = self._verify_head(served)  # (0)-(3)
+        try:
+            checkpoint, record, cut_time = self._verify_head(served)  # (0)-(3)
+        except BadProofError:
+            if held_leaf:
+                # (5) the held leaf is not under this root of the verified size: the
+                # publisher signed a second root for it
+                _check_same_tree(
+                    first=(trusted.checkpoint, _trusted_checkpoint(trusted)),
+                    second=(bytes(answer.checkpoint), self.open_checkpoint(answer.checkpoint)),
+                )
+            raise
         # (4') the cut signs the results digest of the verified cut, whose bytes were
         # hashed against it when that cut was verified
         held = previous.cut_record.results_sha256
