@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import grpc
 
@@ -212,7 +212,7 @@ class GrpcTransport:
         credentials: TlsCredentials,
         timeout: float,
         max_message_bytes: int,
-    ) -> GrpcTransport:
+    ) -> Self:
         """Open a mutual-TLS channel to ``endpoint`` (``host:port``)."""
         options = cls._options(max_message_bytes)
         if credentials.server_name:
