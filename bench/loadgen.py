@@ -161,7 +161,7 @@ async def _ingest(
 def _reads(
     edge: str, tls: TlsFiles, trust_root: Path, seconds: float, max_age: float
 ) -> dict[str, object]:
-    ok = changed = 0
+    ok = changed = new_cuts = 0
     errors: Counter[str] = Counter()
     latencies: list[float] = []
     with tempfile.TemporaryDirectory(prefix="loadgen-") as state:
@@ -173,8 +173,7 @@ def _reads(
             config=ClientConfig(max_checkpoint_age=max_age),
         )
         with client:
-            client.latest()  # establish the trusted state (not timed)
-            last = 0
+            last = client.latest().cut_number  # establish the trusted state (not timed)
             cpu = time.process_time()
             started = time.monotonic()
             end = started + seconds
@@ -183,6 +182,7 @@ def _reads(
                     cut = client.latest()
                     ok += 1
                     changed += cut.results_changed
+                    new_cuts += cut.cut_number > last
                     last = cut.cut_number
                     if len(latencies) < LATENCY_SAMPLE:
                         latencies.append((time.monotonic() - now) * 1000)
@@ -197,7 +197,7 @@ def _reads(
         "cpu_seconds": cpu,
         "latencies_ms": latencies,
         "results_changed": changed,
-        "last_cut": last,
+        "new_cuts": new_cuts,
         "unchanged_answers": transport.unchanged.answers,
         "unchanged_bytes": transport.unchanged.bytes,
         "changed_answers": transport.changed.answers,
