@@ -29,23 +29,30 @@ async def test_publication_leaves_out_results_a_client_verified(tmp_path: Path) 
     async with sdk_stack(tmp_path) as stack:
         whole = await _latest(stack, 0)
         size = stack.service.engine.latest_answers.tree_size  # type: ignore[union-attr]
-        assert not whole.results_unchanged and whole.cut.results
+        assert not whole.results_unchanged
+        assert whole.cut.results
         same = await _latest(stack, size)
-        assert same.results_unchanged and same.cut.checkpoint == whole.cut.checkpoint
-        assert not same.cut.results and not same.cut.cut_leaf
+        assert same.results_unchanged
+        assert same.cut.checkpoint == whole.cut.checkpoint
+        assert not same.cut.results
+        assert not same.cut.cut_leaf
         for _ in range(3):
             await stack.cut()  # heartbeats: no new acta record
         one_behind = await _latest(stack, size + 2)
-        assert one_behind.results_unchanged and one_behind.cut.cut_leaf
-        assert not one_behind.consistency_proof and not one_behind.cut.results
+        assert one_behind.results_unchanged
+        assert one_behind.cut.cut_leaf
+        assert not one_behind.consistency_proof
+        assert not one_behind.cut.results
         assert one_behind.ByteSize() < 1024
         three_behind = await _latest(stack, size)
-        assert three_behind.results_unchanged and three_behind.consistency_proof
+        assert three_behind.results_unchanged
+        assert three_behind.consistency_proof
         assert await _latest(stack, size) is not None  # kept: the same answer again
         await stack.cut(2)  # new results: everyone gets the whole cut
         for verified in (size, size + 3, 0, size + 1000):
             answer = await _latest(stack, verified)
-            assert not answer.results_unchanged and answer.cut.results
+            assert not answer.results_unchanged
+            assert answer.cut.results
 
 
 async def test_proof_answers_kept_per_cut_are_bounded(tmp_path: Path) -> None:
@@ -57,7 +64,8 @@ async def test_proof_answers_kept_per_cut_are_bounded(tmp_path: Path) -> None:
         assert answers is not None
         for verified in range(first, answers.tree_size - 1):
             answer = await _latest(stack, verified)
-            assert answer.results_unchanged and answer.consistency_proof
+            assert answer.results_unchanged
+            assert answer.consistency_proof
         assert len(answers._with_proof) == PROOF_ANSWERS_KEPT
 
 
@@ -72,7 +80,8 @@ async def test_sdk_tells_a_heartbeat_from_new_results(tmp_path: Path) -> None:
             assert heartbeat.results_bytes == first.results_bytes
             await stack.cut(3)
             changed = await asyncio.to_thread(client.latest)
-            assert changed.results_changed and changed.acta_records == first.acta_records + 3
+            assert changed.results_changed
+            assert changed.acta_records == first.acta_records + 3
 
 
 def _cli(stack: SdkStack, *args: str) -> int:

@@ -74,7 +74,8 @@ def test_heartbeat_is_answered_without_results_and_verified(
     assert cut.results_bytes == first.results_bytes
     assert cut.national().contests[0].total_votes == first.national().contests[0].total_votes
     state = client.trusted_state
-    assert state is not None and (state.cut_number, state.tree_size) == (3, 10)
+    assert state is not None
+    assert (state.cut_number, state.tree_size) == (3, 10)
 
 
 def test_same_cut_is_answered_with_its_checkpoint_only(pub: FakePublisher, tmp_path: Path) -> None:
