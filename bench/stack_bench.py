@@ -33,7 +33,9 @@ from other processes (``bench.loadgen``, h2load). Measured, in this order, in on
   GetLatestCut answers (the gRPC message, before HTTP/2 and TLS framing) without and
   with the results, measured in the load generators' transport.
 * ``reads_cpu_us_*``: CPU time per read of the load generators, publication and Envoy
-  (``/proc/<pid>/stat`` before and after each run): where the time of a read goes.
+  (``/proc/<pid>/stat`` before and after each run; for publication and Envoy less their
+  CPU without reads, measured over ``IDLE_S`` before the runs, cuts included; the cuts
+  with new results during the runs still count): where the time of a read goes.
 * ``reads_vs_envoy_direct_ratio``: against a second Envoy (same TLS server certificate,
   one worker as in the stack) answering the same bytes (the framed GetLatestCut response)
   itself with a ``direct_response`` route, driven by h2load with the same number of
@@ -106,6 +108,7 @@ READ_RUNS = 3  # runs of each read measurement; the median is reported
 # every second, about every other cut has new results and the others are heartbeats.
 CHANGE_BATCH = 10
 CHANGE_EVERY_S = 2.0
+IDLE_S = 3.0  # publication's and Envoy's CPU without reads, measured before the runs
 READ_CHANGE_ACTAS = CHANGE_BATCH * READ_RUNS * (int(READ_SECONDS / CHANGE_EVERY_S) + 1)
 H2LOAD_STREAMS = 10  # concurrent streams per h2load connection for bundle GETs
 H2LOAD_CONNECTIONS = 4  # h2load connections for bundle GETs
@@ -375,11 +378,26 @@ class _ReadsRun:
     cpu_envoy: float
 
 
-def _reads_run(stack: Stack, changes: Sequence[acta_pb2.Acta]) -> _ReadsRun:
+_READ_SERVERS = ("publication", "envoy")
+
+
+def _idle_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds per second of publication and Envoy without reads (cutting every
+    interval, health checks), over IDLE_S: subtracted from a reads run's figures."""
+    pids = stack.pids()
+    before = {n: _cpu_seconds(pids.get(n)) for n in _READ_SERVERS}
+    time.sleep(IDLE_S)
+    return {n: (_cpu_seconds(pids.get(n)) - before[n]) / IDLE_S for n in _READ_SERVERS}
+
+
+def _reads_run(
+    stack: Stack, changes: Sequence[acta_pb2.Acta], idle: Mapping[str, float]
+) -> _ReadsRun:
     """One run of READ_WORKERS processes while ``changes`` are submitted in batches."""
     outlets = [i.name for i in stack.pki.identities("media")]
     pids = stack.pids()
-    cpu_before = {n: _cpu_seconds(pids.get(n)) for n in ("publication", "envoy")}
+    started = time.monotonic()
+    cpu_before = {n: _cpu_seconds(pids.get(n)) for n in _READ_SERVERS}
     changer = _ResultsChanger(stack, changes)
     changer.start()
     children = []
@@ -403,7 +421,9 @@ def _reads_run(stack: Stack, changes: Sequence[acta_pb2.Acta]) -> _ReadsRun:
         changer.join(timeout=60)
     if changer.error is not None:
         raise RuntimeError(f"submitting the results changes failed: {changer.error!r}")
-    cpu_after = {n: _cpu_seconds(pids.get(n)) for n in ("publication", "envoy")}
+    cpu_after = {n: _cpu_seconds(pids.get(n)) for n in _READ_SERVERS}
+    elapsed = time.monotonic() - started
+    cpu = {n: cpu_after[n] - cpu_before[n] - idle[n] * elapsed for n in _READ_SERVERS}
     latencies = sorted(x for r in results for x in r["latencies_ms"])
 
     def total(key: str) -> int:
@@ -421,8 +441,8 @@ def _reads_run(stack: Stack, changes: Sequence[acta_pb2.Acta]) -> _ReadsRun:
         changed_answers=total("changed_answers"),
         changed_bytes=total("changed_bytes"),
         cpu_clients=sum(r["cpu_seconds"] for r in results),
-        cpu_publication=cpu_after["publication"] - cpu_before["publication"],
-        cpu_envoy=cpu_after["envoy"] - cpu_before["envoy"],
+        cpu_publication=cpu["publication"],
+        cpu_envoy=cpu["envoy"],
     )
 
 
@@ -430,7 +450,10 @@ def measure_reads(stack: Stack, changes: Sequence[acta_pb2.Acta]) -> dict[str, f
     """Verified conditional reads of the latest cut through the edge while ``changes``
     come in (median of READ_RUNS; bytes and CPU summed over the runs)."""
     per_run = -(-len(changes) // READ_RUNS)
-    runs = [_reads_run(stack, changes[i * per_run : (i + 1) * per_run]) for i in range(READ_RUNS)]
+    idle = _idle_cpu(stack)
+    runs = [
+        _reads_run(stack, changes[i * per_run : (i + 1) * per_run], idle) for i in range(READ_RUNS)
+    ]
 
     def total(key: str) -> float:
         return float(sum(getattr(r, key) for r in runs))
