@@ -50,15 +50,21 @@ LATENCY_SAMPLE = 20_000
 class MeteredTransport(GrpcTransport):
     """The SDK's gRPC transport, counting the serialized size of each conditional
     GetLatestCut answer (bytes of the gRPC message, before HTTP/2 and TLS framing), by
-    whether it left the results out (docs/adr/0089)."""
+    whether it left the results out (docs/adr/0089). With ``whole`` set it asks for the
+    whole cut every time (what every read did before conditional reads), for an A/B in
+    the same run."""
 
     def __init__(self, channel: grpc.Channel, *, timeout: float) -> None:
         super().__init__(channel, timeout=timeout)
         self.unchanged = Meter()
         self.changed = Meter()
+        self.whole = False
 
     def get_latest_cut_since(self, verified_tree_size: int) -> publication_pb2.GetLatestCutResponse:
-        answer = super().get_latest_cut_since(verified_tree_size)
+        if self.whole:
+            answer = publication_pb2.GetLatestCutResponse(cut=self.get_latest_cut())
+        else:
+            answer = super().get_latest_cut_since(verified_tree_size)
         meter = self.unchanged if answer.results_unchanged else self.changed
         meter.add(answer.ByteSize())
         return answer
@@ -159,7 +165,7 @@ async def _ingest(
 
 
 def _reads(
-    edge: str, tls: TlsFiles, trust_root: Path, seconds: float, max_age: float
+    edge: str, tls: TlsFiles, trust_root: Path, seconds: float, max_age: float, whole: bool
 ) -> dict[str, object]:
     ok = changed = new_cuts = 0
     errors: Counter[str] = Counter()
@@ -172,6 +178,7 @@ def _reads(
             state_dir=Path(state),
             config=ClientConfig(max_checkpoint_age=max_age),
         )
+        transport.whole = whole
         with client:
             last = client.latest().cut_number  # establish the trusted state (not timed)
             cpu = time.process_time()
@@ -220,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rd.add_argument("--trust-root", type=Path, required=True)
     rd.add_argument("--seconds", type=float, default=10.0)
     rd.add_argument("--max-age", type=float, default=600.0)
+    rd.add_argument("--whole", action="store_true", help="ask for the whole cut every time")
     args = parser.parse_args(argv)
     if args.mode == "ingest":
         result = asyncio.run(
@@ -231,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     else:
-        result = _reads(args.edge, _tls(args.tls), args.trust_root, args.seconds, args.max_age)
+        result = _reads(
+            args.edge, _tls(args.tls), args.trust_root, args.seconds, args.max_age, args.whole
+        )
     print(json.dumps(result))
     return 0
 

@@ -187,6 +187,7 @@ CONTEXT: dict[str, str] = {
     "reads_cpu_us_clients": "CPU per read in the SDK load generators (µs)",
     "reads_cpu_us_publication": "CPU per read in publication (µs)",
     "reads_cpu_us_envoy": "CPU per read in Envoy (µs)",
+    "verified_whole_reads_per_s": "the same reads fetching the whole cut each time (A/B)",
     "stack_setup_s": "state directory and election loaded (s)",
     "direct_ingest_actas_per_s": "ingest without Envoy, 118k-acta log (bench/ingest.py)",
     "direct_sqlite_actas_per_s": "SQLite floor for that smaller log",

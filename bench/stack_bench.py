@@ -28,7 +28,9 @@ from other processes (``bench.loadgen``, h2load). Measured, in this order, in on
   ``CHANGE_BATCH`` actas every ``CHANGE_EVERY_S`` (about every other cut has new results,
   the others are heartbeats), and clients polling as fast as they can, so most polls
   find the cut they verified; ``reads_changed_share`` and ``reads_new_cut_share`` say
-  which share of the polls got new results and a new cut.
+  which share of the polls got new results and a new cut. ``verified_whole_reads_per_s``:
+  one more run, the same but each read asking for the whole cut (the reads before
+  conditional reads), back to back in the same stack.
 * ``bytes_per_unchanged_poll`` / ``bytes_per_changed_poll``: serialized size of the
   GetLatestCut answers (the gRPC message, before HTTP/2 and TLS framing) without and
   with the results, measured in the load generators' transport.
@@ -109,7 +111,7 @@ READ_RUNS = 3  # runs of each read measurement; the median is reported
 CHANGE_BATCH = 10
 CHANGE_EVERY_S = 2.0
 IDLE_S = 3.0  # publication's and Envoy's CPU without reads, measured before the runs
-READ_CHANGE_ACTAS = CHANGE_BATCH * READ_RUNS * (int(READ_SECONDS / CHANGE_EVERY_S) + 1)
+READ_CHANGE_ACTAS = CHANGE_BATCH * (READ_RUNS + 1) * (int(READ_SECONDS / CHANGE_EVERY_S) + 1)
 H2LOAD_STREAMS = 10  # concurrent streams per h2load connection for bundle GETs
 H2LOAD_CONNECTIONS = 4  # h2load connections for bundle GETs
 CATCH_UP_S = 600.0  # longest wait for publication to cut over every acta (seconds)
@@ -391,7 +393,7 @@ def _idle_cpu(stack: Stack) -> dict[str, float]:
 
 
 def _reads_run(
-    stack: Stack, changes: Sequence[acta_pb2.Acta], idle: Mapping[str, float]
+    stack: Stack, changes: Sequence[acta_pb2.Acta], idle: Mapping[str, float], *, whole: bool
 ) -> _ReadsRun:
     """One run of READ_WORKERS processes while ``changes`` are submitted in batches."""
     outlets = [i.name for i in stack.pki.identities("media")]
@@ -405,7 +407,7 @@ def _reads_run(
         argv = [sys.executable, "-m", "bench.loadgen", "reads", "--edge", stack.endpoints.edge]
         argv += ["--tls", _tls_arg(stack.tls(outlets[w % len(outlets)]))]
         argv += ["--trust-root", str(stack.state.trust_root_v1)]
-        argv += ["--seconds", str(READ_SECONDS)]
+        argv += ["--seconds", str(READ_SECONDS)] + (["--whole"] if whole else [])
         children.append(
             subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT.parent)
         )
@@ -449,11 +451,14 @@ def _reads_run(
 def measure_reads(stack: Stack, changes: Sequence[acta_pb2.Acta]) -> dict[str, float]:
     """Verified conditional reads of the latest cut through the edge while ``changes``
     come in (median of READ_RUNS; bytes and CPU summed over the runs)."""
-    per_run = -(-len(changes) // READ_RUNS)
+    per_run = -(-len(changes) // (READ_RUNS + 1))
     idle = _idle_cpu(stack)
     runs = [
-        _reads_run(stack, changes[i * per_run : (i + 1) * per_run], idle) for i in range(READ_RUNS)
+        _reads_run(stack, changes[i * per_run : (i + 1) * per_run], idle, whole=False)
+        for i in range(READ_RUNS)
     ]
+    # A/B in the same run: one run of reads that fetch the whole cut every time.
+    whole = _reads_run(stack, changes[READ_RUNS * per_run :], idle, whole=True)
 
     def total(key: str) -> float:
         return float(sum(getattr(r, key) for r in runs))
@@ -474,6 +479,7 @@ def measure_reads(stack: Stack, changes: Sequence[acta_pb2.Acta]) -> dict[str, f
         "reads_cpu_us_clients": round(total("cpu_clients") / reads * 1e6, 1),
         "reads_cpu_us_publication": round(total("cpu_publication") / reads * 1e6, 1),
         "reads_cpu_us_envoy": round(total("cpu_envoy") / reads * 1e6, 1),
+        "verified_whole_reads_per_s": round(whole.rate, 1),
     }
 
 
