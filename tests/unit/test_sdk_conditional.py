@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.sdk_fake import FakePublisher, with_two_cuts
+from tests.unit.test_sdk_attacks import CONFIG, client_for, state_bytes
 from veritally_client import (
     BadProofError,
-    Client,
-    ClientConfig,
     DigestMismatchError,
     ForkError,
     MalformedDataError,
@@ -25,24 +24,13 @@ from veritally_client import (
 )
 from veritally_client._gen.veritally.v1 import acta_pb2, log_pb2, publication_pb2
 
-CONFIG = ClientConfig(max_checkpoint_age=300.0, max_clock_skew=30.0)
 HEARTBEAT = dt.timedelta(seconds=60)
 GetLatestCutResponsePb = publication_pb2.GetLatestCutResponse
-
-
-def client_for(pub: FakePublisher, state_dir: Path) -> Client:
-    return Client.from_transport(
-        pub, trust_root=pub.trust_root(), state_dir=state_dir, config=CONFIG, clock=lambda: pub.now
-    )
 
 
 @pytest.fixture
 def pub() -> FakePublisher:
     return with_two_cuts(FakePublisher())
-
-
-def state_bytes(client: Client) -> bytes:
-    return (client._store.directory / "state.json").read_bytes()
 
 
 def unchanged(
@@ -225,7 +213,6 @@ def test_rejects_unchanged_answer_carrying_a_results_blob(
 def test_a_new_process_reads_whole_then_knows_a_heartbeat(
     pub: FakePublisher, tmp_path: Path
 ) -> None:
-    client_for(pub, tmp_path).close()
     with client_for(pub, tmp_path) as client:
         client.latest()
     pub.make_cut(advance=HEARTBEAT)
