@@ -39,8 +39,14 @@ import grpc
 
 from veritally.capture import Answer, CaptureClient, CaptureConfig, Operator
 from veritally.rpc import TlsFiles
-from veritally_client import Client, ClientConfig, TlsCredentials, VeritallyError, load_trust_root
-from veritally_client._transport import GrpcTransport
+from veritally_client import (
+    Client,
+    ClientConfig,
+    GrpcTransport,
+    TlsCredentials,
+    VeritallyError,
+    load_trust_root,
+)
 from veritally_client.protocol.pb import ingest_pb2, publication_pb2
 
 # Latencies kept per reads worker (a uniform sample is enough for a p99 of the run).
