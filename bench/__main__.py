@@ -103,6 +103,8 @@ BENCHES = (
             "freshness_p50_s",
             "freshness_p99_s",
             "verified_reads_per_s",
+            "bytes_per_unchanged_poll",
+            "bytes_per_changed_poll",
             "reads_vs_envoy_direct_ratio",
             "bundle_gets_vs_nginx_ratio",
             "max_service_rss_mb",

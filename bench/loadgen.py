@@ -13,8 +13,10 @@ process's interpreter (the GIL) with anything else.
 
 ``python -m bench.loadgen reads --edge HOST:PORT --tls CERT,KEY,CA --trust-root FILE``
     runs one SDK :class:`veritally_client.Client` fetching and verifying the latest cut
-    in a loop for ``--seconds`` and prints ``{"ok": n, "errors": {...}, "seconds": s,
-    "latencies_ms": [...]}`` (a sample of latencies).
+    in a loop for ``--seconds`` (conditional reads: the client sends the tree size it
+    verified, docs/adr/0089) and prints ``{"ok": n, "errors": {...}, "seconds": s,
+    "cpu_seconds": s, "latencies_ms": [...], ...}`` (a sample of latencies; how many
+    reads saw new results; answers and serialized bytes without and with results).
 
 Both print their JSON on stdout as the last line; nothing else is printed there.
 """
@@ -30,15 +32,81 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import grpc
 
 from veritally.capture import Answer, CaptureClient, CaptureConfig, Operator
 from veritally.rpc import TlsFiles
-from veritally_client import Client, ClientConfig, TlsCredentials, VeritallyError, load_trust_root
-from veritally_client.protocol.pb import ingest_pb2
+from veritally_client import (
+    Client,
+    ClientConfig,
+    GrpcTransport,
+    TlsCredentials,
+    VeritallyError,
+    load_trust_root,
+)
+from veritally_client.protocol.pb import ingest_pb2, publication_pb2
 
 # Latencies kept per reads worker (a uniform sample is enough for a p99 of the run).
 LATENCY_SAMPLE = 20_000
+
+
+class MeteredTransport(GrpcTransport):
+    """The SDK's gRPC transport, counting the serialized size of each conditional
+    GetLatestCut answer (bytes of the gRPC message, before HTTP/2 and TLS framing), by
+    whether it left the results out (docs/adr/0089). With ``whole`` set it asks for the
+    whole cut every time (what every read did before conditional reads), for an A/B in
+    the same run."""
+
+    def __init__(self, channel: grpc.Channel, *, timeout: float) -> None:
+        super().__init__(channel, timeout=timeout)
+        self.unchanged = Meter()
+        self.changed = Meter()
+        self.whole = False
+
+    def get_latest_cut_since(self, verified_tree_size: int) -> publication_pb2.GetLatestCutResponse:
+        if self.whole:
+            answer = publication_pb2.GetLatestCutResponse(cut=self.get_latest_cut())
+        else:
+            answer = super().get_latest_cut_since(verified_tree_size)
+        meter = self.unchanged if answer.results_unchanged else self.changed
+        meter.add(answer.ByteSize())
+        return answer
+
+
+@dataclass
+class Meter:
+    """A count of answers and of their bytes."""
+
+    answers: int = 0
+    bytes: int = 0
+
+    def add(self, size: int) -> None:
+        """Count one answer of ``size`` bytes."""
+        self.answers += 1
+        self.bytes += size
+
+    def mean(self) -> float:
+        """Bytes per answer (0 without answers)."""
+        return self.bytes / self.answers if self.answers else 0.0
+
+
+def metered_client(
+    edge: str, tls: TlsFiles, *, trust_root: Path, state_dir: Path, config: ClientConfig
+) -> tuple[Client, MeteredTransport]:
+    """An SDK client of ``edge`` over mTLS whose transport meters its answers."""
+    transport = MeteredTransport.open(
+        edge,
+        credentials=TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key),
+        timeout=config.rpc_timeout,
+        max_message_bytes=config.max_message_bytes,
+    )
+    client = Client.from_transport(
+        transport, trust_root=load_trust_root(trust_root), state_dir=state_dir, config=config
+    )
+    return client, transport
 
 
 def write_batches(path: Path, batches: Sequence[ingest_pb2.SubmitActasRequest]) -> None:
@@ -103,36 +171,51 @@ async def _ingest(
 
 
 def _reads(
-    edge: str, tls: TlsFiles, trust_root: Path, seconds: float, max_age: float
+    edge: str, tls: TlsFiles, trust_root: Path, seconds: float, max_age: float, whole: bool
 ) -> dict[str, object]:
-    root = load_trust_root(trust_root)
-    creds = TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key)
-    ok = 0
+    ok = changed = new_cuts = 0
     errors: Counter[str] = Counter()
     latencies: list[float] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="loadgen-") as state,
-        Client(
-            endpoint=edge,
-            trust_root=root,
+    with tempfile.TemporaryDirectory(prefix="loadgen-") as state:
+        client, transport = metered_client(
+            edge,
+            tls,
+            trust_root=trust_root,
             state_dir=Path(state),
-            credentials=creds,
             config=ClientConfig(max_checkpoint_age=max_age),
-        ) as client,
-    ):
-        client.latest()  # establish the trusted state (not timed)
-        started = time.monotonic()
-        end = started + seconds
-        while (now := time.monotonic()) < end:
-            try:
-                client.latest()
-                ok += 1
-                if len(latencies) < LATENCY_SAMPLE:
-                    latencies.append((time.monotonic() - now) * 1000)
-            except VeritallyError as e:
-                errors[type(e).__name__] += 1
-        elapsed = time.monotonic() - started
-    return {"ok": ok, "errors": dict(errors), "seconds": elapsed, "latencies_ms": latencies}
+        )
+        transport.whole = whole
+        with client:
+            last = client.latest().cut_number  # establish the trusted state (not timed)
+            cpu = time.process_time()
+            started = time.monotonic()
+            end = started + seconds
+            while (now := time.monotonic()) < end:
+                try:
+                    cut = client.latest()
+                    ok += 1
+                    changed += cut.results_changed
+                    new_cuts += cut.cut_number > last
+                    last = cut.cut_number
+                    if len(latencies) < LATENCY_SAMPLE:
+                        latencies.append((time.monotonic() - now) * 1000)
+                except VeritallyError as e:
+                    errors[type(e).__name__] += 1
+            elapsed = time.monotonic() - started
+            cpu = time.process_time() - cpu
+    return {
+        "ok": ok,
+        "errors": dict(errors),
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "latencies_ms": latencies,
+        "results_changed": changed,
+        "new_cuts": new_cuts,
+        "unchanged_answers": transport.unchanged.answers,
+        "unchanged_bytes": transport.unchanged.bytes,
+        "changed_answers": transport.changed.answers,
+        "changed_bytes": transport.changed.bytes,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rd.add_argument("--trust-root", type=Path, required=True)
     rd.add_argument("--seconds", type=float, default=10.0)
     rd.add_argument("--max-age", type=float, default=600.0)
+    rd.add_argument("--whole", action="store_true", help="ask for the whole cut every time")
     args = parser.parse_args(argv)
     if args.mode == "ingest":
         result = asyncio.run(
@@ -161,7 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     else:
-        result = _reads(args.edge, _tls(args.tls), args.trust_root, args.seconds, args.max_age)
+        result = _reads(
+            args.edge, _tls(args.tls), args.trust_root, args.seconds, args.max_age, args.whole
+        )
     print(json.dumps(result))
     return 0
 

@@ -52,6 +52,8 @@ GOALS: dict[str, Goal] = {
     "cut_ms_1k_on_100k": Goal("≤ 100", "ms", at_most=100),
     "cut_ms_1k_on_500k": Goal("≤ 100", "ms", at_most=100),
     "verified_reads_per_s": Goal("≥ 5,000", "reads/s", at_least=5_000),
+    "bytes_per_unchanged_poll": Goal("≤ 1,024", "bytes", at_most=1024),
+    "bytes_per_changed_poll": Goal("(context)", "bytes"),
     "reads_vs_envoy_direct_ratio": Goal("(context)", "×"),
     "http_reads_vs_nginx_ratio": Goal("≥ 0.8", "×", at_least=0.8),
     "sdk_http_verify_ms": Goal("(context)", "ms"),
@@ -91,29 +93,26 @@ def _why_ingest(r: Results) -> str:
 
 
 def _why_reads(r: Results) -> str:
-    size = r.get("latest_cut_bytes")
-    units = (
-        "the results blob holds the nation, every state and every district, each with every "
-        "contest and option"
-    )
-    if size:
-        rate = r.get("verified_reads_per_s", 0) * size / 1e6
-        what = f"the whole signed cut ({size / 1024:,.0f} KiB: {units}; {rate:,.0f} MB/s here)"
-    else:
-        what = f"the whole signed cut ({units})"
+    cpu = {k: r.get(f"reads_cpu_us_{k}", 0.0) for k in ("clients", "publication", "envoy")}
+    spent = sum(cpu.values())
     return (
-        f"each read is a full SDK `Client.latest()`: {what} crosses Envoy's mTLS and "
-        "publication's Python gRPC server, and the client hashes and parses it, on 2 "
-        "cores shared by the "
-        "load generators, Envoy and publication. Envoy alone answering the same bytes "
-        f"reaches {r.get('envoy_direct_reads_per_s', 0):,.0f}/s "
-        "(`envoy_direct_reads_per_s`, h2load, no verification). To close it: a conditional "
-        "read (the client sends its verified tree size and gets only the signed checkpoint "
-        "when nothing changed), national and state results in the cut with district results "
-        "fetched on demand under digests the cut signs, a packed encoding of the vote "
-        "counts (option ids are already fixed by the definition), and the latest cut "
-        "served from Envoy's cache or the static bundle on a CDN rather than from the "
-        "Python process."
+        "each read is a full SDK `Client.latest()` through Envoy's mTLS to publication's "
+        "Python gRPC server, conditional (docs/adr/0089): "
+        f"{r.get('reads_changed_share', 0):.2%} of the polls got new results "
+        f"({r.get('bytes_per_changed_poll', 0):,.0f} bytes each), the others an answer of "
+        f"{r.get('bytes_per_unchanged_poll', 0):,.0f} bytes verified with the results held. "
+        f"Bytes no longer bound it; CPU does: per read, {cpu['clients']:,.0f} µs in the "
+        f"SDK clients (gRPC's sync stack, the state file read, an Ed25519 verification and "
+        f"the inclusion path), {cpu['publication']:,.0f} µs in publication (grpc.aio's "
+        f"per-call cost: the answer is a message built once per cut) and "
+        f"{cpu['envoy']:,.0f} µs in Envoy (mTLS, RBAC, rate-limit filters, HTTP/2 both "
+        f"ways): {spent:,.0f} µs of CPU per read, so the 2 cores shared by all three "
+        f"allow at most {2e6 / spent if spent else 0:,.0f} reads/s. Envoy alone answering "
+        f"the whole cut reaches {r.get('envoy_direct_reads_per_s', 0):,.0f}/s "
+        "(`envoy_direct_reads_per_s`, h2load, no verification). To close it: more cores "
+        "(the load generators alone use about half of these), publication's unary read "
+        "path in a compiled server, or the small answers served by Envoy or a CDN from "
+        "the static bundle (`checkpoint` file) instead of the Python process."
     )
 
 
@@ -188,7 +187,13 @@ CONTEXT: dict[str, str] = {
     "recount_part_parse_s": "recount part alone: parsing every leaf (s)",
     "recount_part_tally_apply_s": "recount part alone: applying the acta records (s)",
     "recount_part_cut_results_s": "recount part alone: every cut's results and digest (s)",
-    "latest_cut_bytes": "size of the signed cut a read fetches (bytes)",
+    "latest_cut_bytes": "size of the whole signed cut answer (bytes)",
+    "reads_changed_share": "share of the polls that got new results (the mix)",
+    "reads_new_cut_share": "share of the polls that got a new cut (new results or not)",
+    "reads_cpu_us_clients": "CPU per read in the SDK load generators (µs)",
+    "reads_cpu_us_publication": "CPU per read in publication (µs)",
+    "reads_cpu_us_envoy": "CPU per read in Envoy (µs)",
+    "verified_whole_reads_per_s": "the same reads fetching the whole cut each time (A/B)",
     "stack_setup_s": "state directory and election loaded (s)",
     "direct_ingest_actas_per_s": "ingest without Envoy, 118k-acta log (bench/ingest.py)",
     "direct_sqlite_actas_per_s": "SQLite floor for that smaller log",

@@ -22,7 +22,22 @@ from other processes (``bench.loadgen``, h2load). Measured, in this order, in on
 * ``verified_reads_per_s``: ``READ_WORKERS`` load-generator processes, each one SDK
   client calling ``Client.latest()`` (fetch the latest cut through Envoy and verify it:
   signature, inclusion of the cut record, results digest and parse, rollback, freshness)
-  in a loop for ``READ_SECONDS``; ``READ_RUNS`` runs, median.
+  in a loop for ``READ_SECONDS``; ``READ_RUNS`` runs, median. The reads are conditional
+  (docs/adr/0089): each client sends the tree size it verified and gets the results only
+  when they changed. The mix, as on election night: a cut every second, a batch of
+  ``CHANGE_BATCH`` actas every ``CHANGE_EVERY_S`` (about every other cut has new results,
+  the others are heartbeats), and clients polling as fast as they can, so most polls
+  find the cut they verified; ``reads_changed_share`` and ``reads_new_cut_share`` say
+  which share of the polls got new results and a new cut. ``verified_whole_reads_per_s``:
+  one more run, the same but each read asking for the whole cut (the reads before
+  conditional reads), back to back in the same stack.
+* ``bytes_per_unchanged_poll`` / ``bytes_per_changed_poll``: serialized size of the
+  GetLatestCut answers (the gRPC message, before HTTP/2 and TLS framing) without and
+  with the results, measured in the load generators' transport.
+* ``reads_cpu_us_*``: CPU time per read of the load generators, publication and Envoy
+  (``/proc/<pid>/stat`` before and after each run; for publication and Envoy less their
+  CPU without reads, measured over ``IDLE_S`` before the runs, cuts included; the cuts
+  with new results during the runs still count): where the time of a read goes.
 * ``reads_vs_envoy_direct_ratio``: against a second Envoy (same TLS server certificate,
   one worker as in the stack) answering the same bytes (the framed GetLatestCut response)
   itself with a ``direct_response`` route, driven by h2load with the same number of
@@ -58,6 +73,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -95,6 +111,12 @@ INTERVAL_S = 1.0  # publication's cut interval, as the freshness goal states
 READ_WORKERS = 4  # load-generator processes for verified reads (one SDK client each)
 READ_SECONDS = 10.0  # length of one reads run (seconds)
 READ_RUNS = 3  # runs of each read measurement; the median is reported
+# During reads, a batch of CHANGE_BATCH held-back actas every CHANGE_EVERY_S: with a cut
+# every second, about every other cut has new results and the others are heartbeats.
+CHANGE_BATCH = 10
+CHANGE_EVERY_S = 2.0
+IDLE_S = 3.0  # publication's and Envoy's CPU without reads, measured before the runs
+READ_CHANGE_ACTAS = CHANGE_BATCH * (READ_RUNS + 1) * (int(READ_SECONDS / CHANGE_EVERY_S) + 1)
 H2LOAD_STREAMS = 10  # concurrent streams per h2load connection for bundle GETs
 H2LOAD_CONNECTIONS = 4  # h2load connections for bundle GETs
 SDK_HTTP_RUNS = 7  # fresh clients verifying the latest cut from a mirror; the median
@@ -308,38 +330,171 @@ def measure_freshness(
     }
 
 
-def _reads_run(stack: Stack) -> tuple[float, float, int]:
-    """One run of READ_WORKERS processes; returns (reads/s, p99 ms, errors)."""
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (0 when it is not running)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _ResultsChanger(threading.Thread):
+    """Submits one batch of held-back actas every ``CHANGE_EVERY_S`` through the edge
+    (single capture, each from its casilla's centre), so that the cuts polled during a
+    reads run mix new results with heartbeats, as on election night."""
+
+    def __init__(self, stack: Stack, actas: Sequence[acta_pb2.Acta]) -> None:
+        super().__init__(name="results-changer", daemon=True)
+        self.stack = stack
+        self.actas = list(actas)
+        self.stop = threading.Event()
+        self.batches = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as e:  # reported by the measuring thread, which raises it
+            self.error = e
+
+    async def _run(self) -> None:
+        centres = {a.provenance.capture_centre_id for a in self.actas}
+        client = CaptureClient(
+            target=self.stack.endpoints.edge,
+            operators={c: [Operator(tls=self.stack.tls(f"{c}/op-1"))] for c in centres},
+            config=PROBE_CONFIG,
+        )
+        async with client:
+            while self.actas and not self.stop.is_set():
+                batch, self.actas = self.actas[:CHANGE_BATCH], self.actas[CHANGE_BATCH:]
+                for centre in sorted({a.provenance.capture_centre_id for a in batch}):
+                    mine = [a for a in batch if a.provenance.capture_centre_id == centre]
+                    message = ingest_pb2.SubmitActasRequest(actas=mine)
+                    await client.submit(centre, [message])
+                self.batches += 1
+                await asyncio.sleep(CHANGE_EVERY_S)
+
+
+@dataclass(frozen=True)
+class _ReadsRun:
+    rate: float
+    p99_ms: float
+    errors: int
+    reads: int
+    changed: int
+    new_cuts: int
+    unchanged_answers: int
+    unchanged_bytes: int
+    changed_answers: int
+    changed_bytes: int
+    cpu_clients: float
+    cpu_publication: float
+    cpu_envoy: float
+
+
+_READ_SERVERS = ("publication", "envoy")
+
+
+def _idle_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds per second of publication and Envoy without reads (cutting every
+    interval, health checks), over IDLE_S: subtracted from a reads run's figures."""
+    pids = stack.pids()
+    before = {n: _cpu_seconds(pids.get(n)) for n in _READ_SERVERS}
+    time.sleep(IDLE_S)
+    return {n: (_cpu_seconds(pids.get(n)) - before[n]) / IDLE_S for n in _READ_SERVERS}
+
+
+def _reads_run(
+    stack: Stack, changes: Sequence[acta_pb2.Acta], idle: Mapping[str, float], *, whole: bool
+) -> _ReadsRun:
+    """One run of READ_WORKERS processes while ``changes`` are submitted in batches."""
     outlets = [i.name for i in stack.pki.identities("media")]
+    pids = stack.pids()
+    started = time.monotonic()
+    cpu_before = {n: _cpu_seconds(pids.get(n)) for n in _READ_SERVERS}
+    changer = _ResultsChanger(stack, changes)
+    changer.start()
     children = []
     for w in range(READ_WORKERS):
         argv = [sys.executable, "-m", "bench.loadgen", "reads", "--edge", stack.endpoints.edge]
         argv += ["--tls", _tls_arg(stack.tls(outlets[w % len(outlets)]))]
         argv += ["--trust-root", str(stack.state.trust_root_v1)]
-        argv += ["--seconds", str(READ_SECONDS)]
+        argv += ["--seconds", str(READ_SECONDS)] + (["--whole"] if whole else [])
         children.append(
             subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT.parent)
         )
     results = []
-    for child in children:
-        out, err = child.communicate(timeout=READ_SECONDS + 120)
-        if child.returncode != 0:
-            raise RuntimeError(f"reads load generator failed: {err.decode()[-2000:]}")
-        results.append(json.loads(out.decode().strip().splitlines()[-1]))
-    rate = sum(r["ok"] / r["seconds"] for r in results)
+    try:
+        for child in children:
+            out, err = child.communicate(timeout=READ_SECONDS + 120)
+            if child.returncode != 0:
+                raise RuntimeError(f"reads load generator failed: {err.decode()[-2000:]}")
+            results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    finally:
+        changer.stop.set()
+        changer.join(timeout=60)
+    if changer.error is not None:
+        raise RuntimeError(f"submitting the results changes failed: {changer.error!r}")
+    cpu_after = {n: _cpu_seconds(pids.get(n)) for n in _READ_SERVERS}
+    elapsed = time.monotonic() - started
+    cpu = {n: cpu_after[n] - cpu_before[n] - idle[n] * elapsed for n in _READ_SERVERS}
     latencies = sorted(x for r in results for x in r["latencies_ms"])
-    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] if latencies else 0.0
-    errors = sum(sum(r["errors"].values()) for r in results)
-    return rate, p99, errors
+
+    def total(key: str) -> int:
+        return int(sum(r[key] for r in results))
+
+    return _ReadsRun(
+        rate=sum(r["ok"] / r["seconds"] for r in results),
+        p99_ms=latencies[max(0, int(len(latencies) * 0.99) - 1)] if latencies else 0.0,
+        errors=sum(sum(r["errors"].values()) for r in results),
+        reads=total("ok"),
+        changed=total("results_changed"),
+        new_cuts=total("new_cuts"),
+        unchanged_answers=total("unchanged_answers"),
+        unchanged_bytes=total("unchanged_bytes"),
+        changed_answers=total("changed_answers"),
+        changed_bytes=total("changed_bytes"),
+        cpu_clients=sum(r["cpu_seconds"] for r in results),
+        cpu_publication=cpu["publication"],
+        cpu_envoy=cpu["envoy"],
+    )
 
 
-def measure_reads(stack: Stack) -> dict[str, float]:
-    """Verified reads of the latest cut through the edge (median of READ_RUNS)."""
-    runs = [_reads_run(stack) for _ in range(READ_RUNS)]
+def measure_reads(stack: Stack, changes: Sequence[acta_pb2.Acta]) -> dict[str, float]:
+    """Verified conditional reads of the latest cut through the edge while ``changes``
+    come in (median of READ_RUNS; bytes and CPU summed over the runs)."""
+    per_run = -(-len(changes) // (READ_RUNS + 1))
+    idle = _idle_cpu(stack)
+    runs = [
+        _reads_run(stack, changes[i * per_run : (i + 1) * per_run], idle, whole=False)
+        for i in range(READ_RUNS)
+    ]
+    # A/B in the same run: one run of reads that fetch the whole cut every time.
+    whole = _reads_run(stack, changes[READ_RUNS * per_run :], idle, whole=True)
+
+    def total(key: str) -> float:
+        return float(sum(getattr(r, key) for r in runs))
+
+    reads = total("reads") or 1.0
     return {
-        "verified_reads_per_s": round(statistics.median(r[0] for r in runs), 1),
-        "verified_reads_p99_ms": round(statistics.median(r[1] for r in runs), 2),
-        "verified_reads_errors": float(sum(r[2] for r in runs)),
+        "verified_reads_per_s": round(statistics.median(r.rate for r in runs), 1),
+        "verified_reads_p99_ms": round(statistics.median(r.p99_ms for r in runs), 2),
+        "verified_reads_errors": total("errors"),
+        "bytes_per_unchanged_poll": round(
+            total("unchanged_bytes") / (total("unchanged_answers") or 1.0), 1
+        ),
+        "bytes_per_changed_poll": round(
+            total("changed_bytes") / (total("changed_answers") or 1.0), 1
+        ),
+        "reads_changed_share": round(total("changed") / reads, 5),
+        "reads_new_cut_share": round(total("new_cuts") / reads, 5),
+        "reads_cpu_us_clients": round(total("cpu_clients") / reads * 1e6, 1),
+        "reads_cpu_us_publication": round(total("cpu_publication") / reads * 1e6, 1),
+        "reads_cpu_us_envoy": round(total("cpu_envoy") / reads * 1e6, 1),
+        "verified_whole_reads_per_s": round(whole.rate, 1),
     }
 
 
@@ -701,7 +856,8 @@ def run(
     state = prepare(casillas)
     files = load_election(state.election_yaml)
     actas = list(load_actas(files, state.actas_csv))
-    bulk, probes = actas[:-PROBES], actas[-PROBES:]
+    held = PROBES + READ_CHANGE_ACTAS
+    bulk, changes, probes = actas[:-held], actas[-held:-PROBES], actas[-PROBES:]
     results["stack_setup_s"] = round(time.monotonic() - t, 1)
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
         work = Path(tmp)
@@ -735,8 +891,13 @@ def run(
             if wanted("freshness_p50_s", "freshness_p99_s"):
                 results.update(measure_freshness(stack, probes, work))
                 print(f"  freshness: p50 {results['freshness_p50_s']} s", flush=True)
-            if wanted("verified_reads_per_s", "reads_vs_envoy_direct_ratio"):
-                results.update(measure_reads(stack))
+            if wanted(
+                "verified_reads_per_s",
+                "bytes_per_unchanged_poll",
+                "bytes_per_changed_poll",
+                "reads_vs_envoy_direct_ratio",
+            ):
+                results.update(measure_reads(stack, changes))
                 print(f"  verified reads: {results['verified_reads_per_s']}/s", flush=True)
             missing = debian_tools()
             if missing is not None:

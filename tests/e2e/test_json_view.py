@@ -164,6 +164,10 @@ class JsonViewTransport:
     def get_latest_cut(self) -> log_pb2.SignedCut:
         return self._cut("/v1/cuts/latest/view")
 
+    def get_latest_cut_since(self, verified_tree_size: int) -> publication_pb2.GetLatestCutResponse:
+        # The JSON view serves whole cuts only: always correct (see Transport).
+        return publication_pb2.GetLatestCutResponse(cut=self.get_latest_cut())
+
     def get_cut(self, cut_number: int) -> log_pb2.SignedCut:
         return self._cut(f"/v1/cuts/{cut_number}/view")
 

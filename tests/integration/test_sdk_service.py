@@ -324,6 +324,23 @@ async def test_asyncio_example_of_docs_follows_cuts_and_stops_on_cancel(tmp_path
             await asyncio.to_thread(client.latest)
 
 
+async def test_docs_poll_example_tells_new_results_from_a_heartbeat(tmp_path: Path) -> None:
+    namespace: dict[str, object] = {}
+    exec(_doc_block("## Conditional reads"), namespace)  # noqa: S102 - the docs' own code
+    poll = namespace["poll"]
+    out = io.StringIO()
+    async with sdk_stack(tmp_path) as stack:
+        with stack.client() as client, redirect_stdout(out):
+            first: VerifiedCut = await asyncio.to_thread(poll, client)  # type: ignore[arg-type]
+            await stack.cut()
+            await asyncio.to_thread(poll, client)  # type: ignore[arg-type]
+    n = first.cut_number
+    assert out.getvalue().splitlines() == [
+        f"cut {n}: new results, {first.acta_records} acta records",
+        f"cut {n + 1}: the same results, signed again",
+    ]
+
+
 async def test_proof_of_an_acta_id_the_election_lacks_is_an_unknown_id_not_a_transport_error(
     tmp_path: Path,
 ) -> None:

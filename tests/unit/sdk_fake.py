@@ -134,7 +134,10 @@ class FakePublisher:
 
     Misbehaviour knobs (None = honest):
 
-    * ``latest_override``: served by get_latest_cut instead of the newest cut;
+    * ``latest_override``: served by get_latest_cut (and, whole, by
+      get_latest_cut_since) instead of the newest cut;
+    * ``since_override``: ``verified_tree_size -> GetLatestCutResponse`` served by
+      get_latest_cut_since instead of the honest answer;
     * ``consistency_override``: ``(from, to) -> hashes`` instead of the real proof;
     * ``leaf_override``: index -> bytes served by get_leaves instead of the real leaf;
     * ``stream_failures``: how many watch_cuts calls fail before one works;
@@ -151,6 +154,9 @@ class FakePublisher:
     leaves: list[bytes] = field(default_factory=list)
     cuts: list[log_pb2.SignedCut] = field(default_factory=list)
     latest_override: log_pb2.SignedCut | None = None
+    since_override: Callable[[int], publication_pb2.GetLatestCutResponse] | None = None
+    # Each get_latest_cut_since answer: (verified_tree_size, serialized size in bytes).
+    since_answers: list[tuple[int, int]] = field(default_factory=list)
     consistency_override: Callable[[int, int], list[bytes]] | None = None
     leaf_override: dict[int, bytes] = field(default_factory=dict)
     stream_failures: int = 0
@@ -281,6 +287,38 @@ class FakePublisher:
             raise TransportError("NOT_FOUND: no cut yet")
         return self.cuts[-1]
 
+    def get_latest_cut_since(self, verified_tree_size: int) -> publication_pb2.GetLatestCutResponse:
+        if self.since_override is not None:
+            answer = self.since_override(verified_tree_size)
+        else:
+            answer = self._since(verified_tree_size)
+        self.since_answers.append((verified_tree_size, answer.ByteSize()))
+        return answer
+
+    def _since(self, v: int) -> publication_pb2.GetLatestCutResponse:
+        """The answers of docs/adr/0089, as publication gives them."""
+        newest = self.get_latest_cut()
+        whole = publication_pb2.GetLatestCutResponse(cut=newest)
+        if self.latest_override is not None:
+            return whole
+        verified = next((c for c in self.cuts if _cut_size(c) == v), None)
+        if verified is None or _digest(verified) != _digest(newest):
+            return whole
+        size = _cut_size(newest)
+        if v == size:
+            return publication_pb2.GetLatestCutResponse(
+                cut=log_pb2.SignedCut(checkpoint=newest.checkpoint), results_unchanged=True
+            )
+        return publication_pb2.GetLatestCutResponse(
+            cut=log_pb2.SignedCut(
+                checkpoint=newest.checkpoint,
+                cut_leaf=newest.cut_leaf,
+                inclusion_proof=newest.inclusion_proof,
+            ),
+            results_unchanged=True,
+            consistency_proof=[] if v == size - 1 else self.tree.consistency_proof(v, size),
+        )
+
     def get_cut(self, cut_number: int) -> log_pb2.SignedCut:
         if not 1 <= cut_number <= len(self.cuts):
             raise TransportError(f"NOT_FOUND: no cut {cut_number}")
@@ -387,6 +425,10 @@ def write_bundle(
             if ref.full:
                 shutil.rmtree(root / f"{ref.path}.p", ignore_errors=True)
         written = size
+
+
+def _digest(cut: log_pb2.SignedCut) -> bytes:
+    return acta_pb2.LogLeaf.FromString(cut.cut_leaf).cut_record.results_sha256
 
 
 def _cut_size(cut: log_pb2.SignedCut) -> int:

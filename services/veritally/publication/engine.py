@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import DecodeError
 
 from veritally.publication.bundle import BundleWriter
+from veritally.publication.conditional import LatestAnswers
 from veritally.publication.cutter import Cutter, signed_cut_pb
 from veritally.publication.errors import (
     StoreIntegrityError,
@@ -62,24 +63,31 @@ T = TypeVar("T")
 class _Latest:
     cut: CutRow | None = None
     signed: log_pb2.SignedCut | None = None
-    # The GetLatestCut answer, built once per cut: every media read returns this same
-    # message instead of copying the ~300 KB cut into a new one.
-    response: publication_pb2.GetLatestCutResponse | None = None
+    # The GetLatestCut answers, built once per cut: every media read returns one of these
+    # same messages instead of copying the ~300 KB cut into a new one, and a client that
+    # holds the results gets an answer without them (conditional.py).
+    answers: LatestAnswers | None = None
     # Whether its results are final: the night's last cut, after which none is made.
     final: bool = False
 
     @classmethod
-    def of(cls, cut: CutRow, signed: log_pb2.SignedCut) -> _Latest:
+    def of(cls, cut: CutRow, signed: log_pb2.SignedCut, previous: _Latest | None) -> _Latest:
         try:
             final = results_pb2.Results.FromString(signed.results).final
         except DecodeError:
             final = False  # served as stored; the checks at load refuse a bad blob
-        return cls(
-            cut=cut,
-            signed=signed,
-            response=publication_pb2.GetLatestCutResponse(cut=signed),
-            final=final,
+        before = previous.cut if previous is not None else None
+        answers = LatestAnswers.after(
+            previous.answers if previous is not None else None,
+            full=publication_pb2.GetLatestCutResponse(cut=signed),
+            tree_size=cut.tree_size,
+            same_results=before is not None and before.results_sha256 == cut.results_sha256,
         )
+        return cls(cut=cut, signed=signed, answers=answers, final=final)
+
+    @property
+    def response(self) -> publication_pb2.GetLatestCutResponse | None:
+        return self.answers.full if self.answers is not None else None
 
 
 @dataclass
@@ -130,7 +138,7 @@ class PublicationEngine:
         latest = await self._db(self.store.latest_cut)
         if latest is not None:
             results = await self._db(self.store.results, latest.results_sha256)
-            self._latest = _Latest.of(latest, signed_cut_pb(latest, results or b""))
+            self._latest = _Latest.of(latest, signed_cut_pb(latest, results or b""), None)
         await self._db(self._write_bundle_upto, latest.cut_number if latest else 0)
 
     @property
@@ -142,6 +150,12 @@ class PublicationEngine:
     def latest_response(self) -> publication_pb2.GetLatestCutResponse | None:
         """The GetLatestCut answer for the newest cut (the same message for every read)."""
         return self._latest.response
+
+    @property
+    def latest_answers(self) -> LatestAnswers | None:
+        """The GetLatestCut answers of the newest cut, by the tree size a client verified
+        (docs/adr/0089)."""
+        return self._latest.answers
 
     @property
     def final(self) -> bool:
@@ -189,7 +203,7 @@ class PublicationEngine:
         )
         # Committed: from here on it may be served.
         async with self._changed:
-            self._latest = _Latest.of(row, signed_cut_pb(row, results))
+            self._latest = _Latest.of(row, signed_cut_pb(row, results), self._latest)
             self._changed.notify_all()
         try:
             await self._db(self._write_bundle_upto, row.cut_number)

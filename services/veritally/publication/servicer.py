@@ -78,10 +78,14 @@ class PublicationServicer(publication_pb2_grpc.PublicationServiceServicer):
     async def GetLatestCut(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: publication_pb2.GetLatestCutRequest, context: Context
     ) -> publication_pb2.GetLatestCutResponse:
-        """The newest cut (UNAVAILABLE before the first one)."""
-        response = self.engine.latest_response
-        if response is None:
+        """The newest cut (UNAVAILABLE before the first one); without its results when
+        they are those of the cut at ``verified_tree_size`` (docs/adr/0089)."""
+        answers = self.engine.latest_answers
+        if answers is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, _NO_CUT_YET)
+        response = answers.cached(request.verified_tree_size)
+        if response is None:
+            response = await answers.with_proof(request.verified_tree_size, self.engine.consistency)
         return response
 
     async def GetCut(  # noqa: N802 - gRPC method names are fixed by the proto

@@ -54,7 +54,7 @@ if _typing.TYPE_CHECKING:
     from veritally_client._export_nist import write_nist
     from veritally_client._export_prep import verified_acta_records, write_prep_files
     from veritally_client._recount import RecountReport
-    from veritally_client._transport import TlsCredentials, Transport
+    from veritally_client._transport import GrpcTransport, TlsCredentials, Transport
     from veritally_client._trustroot import TrustedRoot
     from veritally_client._verify import ProvenActa, VerifiedCut
     from veritally_client._view import (
@@ -94,6 +94,7 @@ _LAZY: _typing.Final = {
     "StateInUseError": "veritally_client._errors",
     "StateMismatchError": "veritally_client._errors",
     "TlsCredentials": "veritally_client._transport",
+    "GrpcTransport": "veritally_client._transport",
     "Transport": "veritally_client._transport",
     "TransportError": "veritally_client._errors",
     "TrustRootError": "veritally_client._errors",
@@ -142,6 +143,7 @@ __all__ = [
     "CredentialsError",
     "DigestMismatchError",
     "ForkError",
+    "GrpcTransport",
     "MalformedDataError",
     "OptionResult",
     "PartyResult",

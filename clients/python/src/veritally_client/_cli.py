@@ -7,7 +7,8 @@ Data goes to stdout, messages to stderr. Exit codes (also in ``--help`` and docs
   stale cut, bad proof, malformed data, recount mismatch, unusable trust root);
 * 2: usage error (bad arguments, unreadable local files);
 * 3: transport failure (the publisher could not be reached or answered with an error);
-* 4: nothing new (``latest --if-newer`` when the newest cut was already verified).
+* 4: nothing new (``latest --if-newer`` when the newest cut was already verified;
+  ``latest --if-changed`` when its results are those of the cut verified before).
 
 rich (the ``[cli]`` extra) draws the live table of ``watch`` and the progress bar of
 ``audit``; it is imported only here, and only when those are drawn.
@@ -91,7 +92,8 @@ exit codes:
      not the certificate's, an expired certificate; a state directory of another
      publisher or in use by another client)
   3  transport failure (publisher unreachable or answered with an error)
-  4  nothing new (latest --if-newer: the newest cut was already verified)
+  4  nothing new (latest --if-newer: the newest cut was already verified;
+     latest --if-changed: its results are those of the cut verified before)
   5  stalled: the signed cuts say ingest accepted records that no cut has covered for
      longer than the limit (aggregation or publication is stuck)
   6  unknown id: an acta, casilla, contest, state or district the election does not
@@ -175,7 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("latest", help="verify and show the newest cut")
-    p.add_argument("--if-newer", action="store_true", help="exit 4 if it was already verified")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--if-newer", action="store_true", help="exit 4 if it was already verified")
+    only.add_argument(
+        "--if-changed",
+        action="store_true",
+        help="exit 4 if its results are those of the cut verified before (a heartbeat cut)",
+    )
     p.add_argument("--json", action="store_true", help="print the JSON export")
     _view_arguments(p)
 
@@ -556,6 +564,8 @@ def _cmd_latest(args: argparse.Namespace) -> int:
     else:
         print("\n".join(screen.plain()))
     if args.if_newer and before is not None and before.cut_number >= cut.cut_number:
+        return EXIT_NOTHING_NEW
+    if args.if_changed and not cut.results_changed:
         return EXIT_NOTHING_NEW
     return EXIT_OK
 

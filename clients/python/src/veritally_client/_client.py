@@ -222,6 +222,9 @@ class Client:
             raise
         self._verifier = CutVerifier(trust_root=trust_root, config=config)
         self._election: ElectionIndex | None = None
+        # The newest cut verified by this client, whose results a publisher may then
+        # leave out of an answer (docs/adr/0089); valid while the trusted state records it.
+        self._held: VerifiedCut | None = None
         self._closed = threading.Event()
         self._sleep: Callable[[float], object] = self._closed.wait
 
@@ -325,36 +328,52 @@ class Client:
             self._verifier = CutVerifier(trust_root=root, config=self._config)
         return root
 
-    def _advance(self, signed: log_pb2.SignedCut) -> VerifiedCut:
+    def _advance(
+        self, signed: log_pb2.SignedCut, *, unchanged: _Unchanged | None = None
+    ) -> VerifiedCut:
         """Verify a cut as the new newest one and persist it (only if every check passed).
+
+        With ``unchanged``, ``signed`` is an answer without results that claims they are
+        those of the held cut (docs/adr/0089), verified as such.
 
         A checkpoint signed by no key of the trust root in use may be signed by rotated
         keys: the trust root is refreshed once (updates are signed by the old keys) and
         the cut verified again.
         """
         try:
-            return self._advance_once(signed)
+            return self._advance_once(signed, unchanged)
         except UnknownKeyError:
             before = self._verifier.trust_root.version
             if self.refresh_trust_root().version == before:
                 raise
-            return self._advance_once(signed)
+            return self._advance_once(signed, unchanged)
 
-    def _advance_once(self, signed: log_pb2.SignedCut) -> VerifiedCut:
+    def _advance_once(self, signed: log_pb2.SignedCut, unchanged: _Unchanged | None) -> VerifiedCut:
         trusted = self._store.load()
         cut_bytes = _signed_bytes(signed)
-        proof: list[bytes] = []
-        if trusted is not None:
-            size = claimed_tree_size(cut_bytes.checkpoint)
-            if size > trusted.tree_size:
-                proof = self._transport.get_consistency_proof(trusted.tree_size, size)
         try:
-            cut = self._verifier.verify_update(
-                cut_bytes,
-                trusted=trusted,
-                consistency_proof=proof,
-                now=self._clock(),
-            )
+            if unchanged is not None:
+                if trusted is None:
+                    raise RuntimeError("an unchanged answer was asked for without a state")
+                cut = self._verifier.verify_unchanged(
+                    cut_bytes,
+                    previous=unchanged.previous,
+                    trusted=trusted,
+                    consistency_proof=unchanged.consistency_proof,
+                    now=self._clock(),
+                )
+            else:
+                proof: list[bytes] = []
+                if trusted is not None:
+                    size = claimed_tree_size(cut_bytes.checkpoint)
+                    if size > trusted.tree_size:
+                        proof = self._transport.get_consistency_proof(trusted.tree_size, size)
+                cut = self._verifier.verify_update(
+                    cut_bytes,
+                    trusted=trusted,
+                    consistency_proof=proof,
+                    now=self._clock(),
+                )
         except RecordedForkError as e:
             self._store.record_evidence(e.record)
             raise
@@ -370,12 +389,21 @@ class Client:
             ) from None
         if trusted is None or cut.tree_size > trusted.tree_size:
             self._store.save(to_trusted_state(cut, trust_root=self._verifier.trust_root))
+        # Held without its election loader: a bound method of this client would make a
+        # cycle that keeps an unclosed client (and its state lock) alive until collected.
+        self._held = cut
         return cut._named(self.election)
 
     def latest(self) -> VerifiedCut:
         """The newest cut, verified (signature, last leaf, digest, no rollback, no fork,
         fresh, bound to the election, not stuck behind ingest) and persisted as the
         trusted state.
+
+        Once this client has verified a cut, it tells the publisher that cut's tree size,
+        and a publisher whose newest cut signs the same results answers without them
+        (a few hundred bytes instead of the whole blob; docs/adr/0089). Such an answer is
+        verified as fully as a whole cut, the results being the ones verified before, and
+        the cut's ``results_changed`` is False. Compare ``cut_number`` to tell a new cut.
 
         Raises:
             StalledError: the cuts have said for longer than ``config.max_stall_seconds``
@@ -384,7 +412,17 @@ class Client:
             TransportError: if the publisher cannot be reached.
             TrustRootError: if the trust root expired.
         """
-        return self._advance(self._transport.get_latest_cut())
+        # The held cut is the one the trusted state records: this client alone writes the
+        # state (it holds the directory's lock) and holds each cut it persisted
+        # (verify_unchanged checks it all the same).
+        held = self._held
+        if held is None:
+            return self._advance(self._transport.get_latest_cut())
+        answer = self._transport.get_latest_cut_since(held.tree_size)
+        if not answer.results_unchanged:
+            return self._advance(answer.cut)
+        unchanged = _Unchanged(previous=held, consistency_proof=tuple(answer.consistency_proof))
+        return self._advance(answer.cut, unchanged=unchanged)
 
     def cut(self, number: int) -> VerifiedCut:
         """A cut by number, verified and checked consistent with the trusted state (a past
@@ -570,6 +608,15 @@ class Client:
             if progress is not None:
                 progress(start, trusted.tree_size)
         return recounter.finish()
+
+
+@dataclass(frozen=True)
+class _Unchanged:
+    """What an answer without results is verified with: the held verified cut whose
+    results it claims, and the consistency proof it carried."""
+
+    previous: VerifiedCut
+    consistency_proof: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)

@@ -495,3 +495,35 @@ class MemoryTree:
         if size2 > self.size:
             raise ValueError(f"size {size2} is larger than the tree ({self.size})")
         return consistency_proof(size1, size2, self.subtree_hash)
+
+
+def consistency_from_last_leaf(size: int, leaf_hash: bytes, path: Sequence[bytes]) -> list[bytes]:
+    """The RFC 9162 consistency proof from ``size - 1`` to ``size``, rebuilt from the
+    inclusion proof (``path``, leaf first) of the tree's last leaf and that leaf's hash.
+
+    Every hash of that consistency proof is a subtree of the smaller tree (the siblings
+    on the last leaf's path) or the new leaf itself, so a publisher need not send it
+    (docs/adr/0089). The result is only a candidate: it is accepted by
+    :func:`verify_consistency`, like a served proof.
+
+    Raises:
+        BadProofError: if ``path`` does not have the length of such a path.
+        ValueError: if ``size`` is below 2.
+    """
+    if size < 2:
+        raise ValueError(f"no consistency proof from {size - 1} to {size} leaves")
+    ranges: list[tuple[int, int]] = []
+
+    def record(start: int, end: int) -> bytes:
+        ranges.append((start, end))
+        return b""
+
+    inclusion_proof(size - 1, size, record)
+    ranges.reverse()  # inclusion_proof asks root first; the path is leaf first
+    if len(ranges) != len(path):
+        raise BadProofError(
+            f"inclusion proof of leaf {size - 1} has {len(path)} hashes, expected {len(ranges)}"
+        )
+    known = dict(zip(ranges, path, strict=True))
+    known[(size - 1, size)] = leaf_hash
+    return consistency_proof(size - 1, size, lambda start, end: known[(start, end)])

@@ -4,10 +4,11 @@ The state is what the client has verified so far: the last verified signed check
 (exact note bytes), its tree size and root hash, the cut number and the digest of the
 election definition the results were bound to; and, for the stall check, the cut's
 ingest figure and since which cut the cuts have been behind ingest without covering a new
-record; whether the cut was final; and the trust root it was verified under (version and
-SHA-256 of the exact document), which binds the state to one publisher. Those keys are
-optional in the file: a state written before they existed loads with none of them, and a
-client that does not know them ignores them. It is
+record; whether the cut was final; the trust root it was verified under (version and
+SHA-256 of the exact document), which binds the state to one publisher; and the results
+digest its cut record signs, which tells a cut with new results from a heartbeat. Those
+keys are optional in the file: a state written before they existed loads with none of
+them, and a client that does not know them ignores them. It is
 written only by the client, and only after every check on a new cut has passed
 (python-tuf writes metadata the same way: verify, then persist).
 
@@ -70,6 +71,8 @@ class TrustedState:
         trust_root_version: the version of the trust root it was verified under (0 in a
             state written before the binding existed).
         trust_root_sha256: SHA-256 of that trust root's exact document (None likewise).
+        results_sha256: the results digest its cut record signs (None in a state written
+            before it was kept), to tell a cut with new results from a heartbeat.
     """
 
     origin: str
@@ -84,6 +87,7 @@ class TrustedState:
     final: bool = False
     trust_root_version: int = 0
     trust_root_sha256: bytes | None = None
+    results_sha256: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.tree_size < 1 or self.cut_number < 1:
@@ -102,6 +106,8 @@ class TrustedState:
             raise ValueError("trust_root_version and trust_root_sha256 are set together")
         if self.trust_root_sha256 is not None and len(self.trust_root_sha256) != _HASH_SIZE:
             raise ValueError("trust_root_sha256 is a 32-byte digest")
+        if self.results_sha256 is not None and len(self.results_sha256) != _HASH_SIZE:
+            raise ValueError("results_sha256 is a 32-byte digest")
         if self.trust_root_version < 0:
             raise ValueError("trust_root_version is not negative")
 
@@ -132,6 +138,8 @@ class TrustedState:
         if self.trust_root_sha256 is not None:
             doc["trust_root_version"] = self.trust_root_version
             doc["trust_root_sha256"] = self.trust_root_sha256.hex()
+        if self.results_sha256 is not None:
+            doc["results_sha256"] = self.results_sha256.hex()
         return doc
 
     @classmethod
@@ -164,6 +172,9 @@ class TrustedState:
                     bytes.fromhex(str(data["trust_root_sha256"]))
                     if "trust_root_sha256" in data
                     else None
+                ),
+                results_sha256=(
+                    bytes.fromhex(str(data["results_sha256"])) if "results_sha256" in data else None
                 ),
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as e:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import grpc
 
@@ -28,6 +28,7 @@ __all__ = ["GrpcTransport", "TlsCredentials", "Transport"]
 
 SignedCutPb = log_pb2.SignedCut
 InclusionProofPb = log_pb2.InclusionProof
+LatestCutPb = publication_pb2.GetLatestCutResponse
 
 
 @runtime_checkable
@@ -36,6 +37,27 @@ class Transport(Protocol):
 
     def get_latest_cut(self) -> SignedCutPb:
         """The newest signed cut."""
+        ...
+
+    def get_latest_cut_since(self, verified_tree_size: int) -> LatestCutPb:
+        """The newest signed cut for a client that verified the cut of tree size
+        ``verified_tree_size`` and holds its results (docs/adr/0089).
+
+        The answer is a ``GetLatestCutResponse``. When ``results_unchanged`` is False,
+        ``cut`` is the whole newest cut, as :meth:`get_latest_cut` returns it. When it is
+        True the publisher claims that the newest cut's record signs the results digest
+        of the verified cut, and ``cut`` leaves the results out: ``cut.results`` is
+        empty; if the newest tree is the verified one (same size) only
+        ``cut.checkpoint`` is set; otherwise ``cut_leaf`` and ``inclusion_proof`` are
+        set too, and ``consistency_proof`` holds the proof from ``verified_tree_size``
+        to the new size, except when the new tree is exactly one leaf larger (then the
+        inclusion proof of the last leaf proves the extension and the list is empty).
+
+        Answering the whole cut (``results_unchanged`` False) is always correct: a
+        transport without a cheap way to tell (a mirror of files, say) may implement
+        this as ``GetLatestCutResponse(cut=self.get_latest_cut())``. The client verifies
+        either answer fully and trusts neither claim.
+        """
         ...
 
     def get_cut(self, cut_number: int) -> SignedCutPb:
@@ -190,7 +212,7 @@ class GrpcTransport:
         credentials: TlsCredentials,
         timeout: float,
         max_message_bytes: int,
-    ) -> GrpcTransport:
+    ) -> Self:
         """Open a mutual-TLS channel to ``endpoint`` (``host:port``)."""
         options = cls._options(max_message_bytes)
         if credentials.server_name:
@@ -233,6 +255,19 @@ class GrpcTransport:
                 publication_pb2.GetLatestCutRequest(), timeout=self._timeout
             )
         return resp.cut
+
+    def get_latest_cut_since(self, verified_tree_size: int) -> LatestCutPb:
+        """See :class:`Transport`: GetLatestCut with ``verified_tree_size``.
+
+        Raises:
+            TransportError: on any gRPC error.
+        """
+        with self._rpc("GetLatestCut"):
+            resp: LatestCutPb = self._stub.GetLatestCut(
+                publication_pb2.GetLatestCutRequest(verified_tree_size=verified_tree_size),
+                timeout=self._timeout,
+            )
+        return resp
 
     def get_cut(self, cut_number: int) -> SignedCutPb:
         """See :class:`Transport`.

@@ -39,6 +39,19 @@ Verifying a new cut (:meth:`CutVerifier.verify_update`):
    its cut time is more than the maximum stall after the stall's first cut, the pipeline
    is stuck (``StalledError``). A cut that covers new records, or is not behind, ends it.
 
+Verifying an answer that says the results did not change
+(:meth:`CutVerifier.verify_unchanged`, docs/adr/0089) runs the same steps on the served
+checkpoint, cut leaf and inclusion proof (the held ones when the tree is the verified
+one), with step 4 replaced by:
+
+4'. the cut record must sign the results digest of the held verified cut, whose results
+   bytes were hashed against it when that cut was verified; those verified results are
+   the new cut's. A cut signing other results is refused (``DigestMismatchError``);
+
+and, in step 6, a tree one leaf larger than the verified one with no consistency proof
+served gets the proof rebuilt from the inclusion proof of its last leaf (those hashes
+are the verified tree's subtrees), checked as a served one would be.
+
 Verifying a past cut (:meth:`CutVerifier.verify_historical`) runs 0-4 and 8, then checks
 consistency between the past tree and the last verified tree in whichever direction
 applies; freshness and liveness do not apply and nothing about it is ever persisted.
@@ -81,6 +94,7 @@ from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
 from veritally_client._leaf import parse_leaf
 from veritally_client._merkle import (
     HASH_SIZE,
+    consistency_from_last_leaf,
     consistency_roots,
     leaf_hash,
     verify_consistency,
@@ -190,6 +204,11 @@ class VerifiedCut:
             the first cut this client saw behind ingest at the same acta records, or None
             if the cut is not behind; always None for past and offline cuts.
         stall_since_cut: that first cut's number (0 when ``stall_since`` is None).
+        results_changed: for the newest verified cut, whether its cut record signs other
+            results than the previous verified cut of this client did (True for the first
+            cut, after a state written before results digests were kept, and for past and
+            offline cuts). A heartbeat cut, made when no new acta record came in, has
+            ``results_changed`` False.
 
     Results with names (:meth:`race`, :meth:`state`, :meth:`district`, :meth:`nation`)
     read the election definition the signed results are bound to: a client's cut fetches
@@ -207,6 +226,7 @@ class VerifiedCut:
     results_bytes: bytes
     stall_since: dt.datetime | None = None
     stall_since_cut: int = 0
+    results_changed: bool = True
     _token: object = field(repr=False, compare=False)
     _election: ElectionSource | None = field(default=None, repr=False, compare=False)
 
@@ -520,6 +540,26 @@ class CutVerifier:
                 f"results blob is {len(cut.results)} bytes, at most "
                 f"{self._config.max_results_bytes}"
             )
+        checkpoint, record, cut_time = self._verify_head(cut)  # (0)-(3)
+        # (4) the results bytes are what was signed, checked before parsing
+        digest = hashlib.sha256(cut.results).digest()
+        if not hmac.compare_digest(digest, record.results_sha256):
+            raise DigestMismatchError(
+                f"results blob hashes to {digest.hex()}, cut {record.cut_number} signed "
+                f"{record.results_sha256.hex()}"
+            )
+        results = ResultsPb()
+        try:
+            results.ParseFromString(cut.results)
+        except DecodeError as e:
+            raise MalformedDataError(f"results blob does not parse: {e}") from e
+        return _Parsed(checkpoint, record, cut_time, results)
+
+    def _verify_head(
+        self, cut: SignedCutBytes
+    ) -> tuple[Checkpoint, acta_pb2.CutRecord, dt.datetime]:
+        """Steps 0-3 (the results aside): the signed tree and its last leaf."""
+        # (0) bound sizes before hashing or parsing
         if len(cut.cut_leaf) > _MAX_CUT_LEAF_BYTES:
             raise MalformedDataError(f"cut leaf is {len(cut.cut_leaf)} bytes")
         _check_proof_shape(cut.inclusion_proof, "inclusion proof")
@@ -542,21 +582,9 @@ class CutVerifier:
             )
         check_ingest_records(record, previous=None, previous_cut=0)
         cut_time = parse_cut_time(record.cut_time)
-        # (4) the results bytes are what was signed, checked before parsing
         if len(record.results_sha256) != HASH_SIZE:
             raise MalformedDataError("results_sha256 is not a SHA-256 digest")
-        digest = hashlib.sha256(cut.results).digest()
-        if not hmac.compare_digest(digest, record.results_sha256):
-            raise DigestMismatchError(
-                f"results blob hashes to {digest.hex()}, cut {record.cut_number} signed "
-                f"{record.results_sha256.hex()}"
-            )
-        results = ResultsPb()
-        try:
-            results.ParseFromString(cut.results)
-        except DecodeError as e:
-            raise MalformedDataError(f"results blob does not parse: {e}") from e
-        return _Parsed(checkpoint, record, cut_time, results)
+        return checkpoint, record, cut_time
 
     def _check_binding(self, parsed: _Parsed, definition_sha256: bytes | None) -> None:
         # (8) results of this election, over exactly the cut's acta records, real unless
@@ -585,6 +613,8 @@ class CutVerifier:
         cut: SignedCutBytes,
         parsed: _Parsed,
         stall: tuple[dt.datetime, int] | None = None,
+        *,
+        results_changed: bool = True,
     ) -> VerifiedCut:
         return VerifiedCut(
             checkpoint=parsed.checkpoint,
@@ -597,6 +627,7 @@ class CutVerifier:
             results_bytes=bytes(cut.results),
             stall_since=stall[0] if stall else None,
             stall_since_cut=stall[1] if stall else 0,
+            results_changed=results_changed,
             _token=_CONSTRUCT,
         )
 
@@ -639,13 +670,126 @@ class CutVerifier:
             TrustRootError: the trust root expired.
             ValueError: if ``now`` is naive (a caller bug).
         """
+        self._check_now(now)
+        parsed = self._verify_alone(cut)  # (0)-(4)
+        return self._verify_newer(
+            cut,
+            parsed,
+            trusted=trusted,
+            consistency_proof=consistency_proof,
+            now=now,
+            definition_sha256=definition_sha256,
+        )
+
+    def verify_unchanged(
+        self,
+        answer: SignedCutBytes,
+        *,
+        previous: VerifiedCut,
+        trusted: TrustedState,
+        consistency_proof: Sequence[bytes],
+        now: dt.datetime,
+    ) -> VerifiedCut:
+        """Verify an answer that claims the newest cut's results are ``previous``'s: the
+        served checkpoint, cut leaf and inclusion proof without results (steps 0-3, 4',
+        5-9; see the module docstring).
+
+        Args:
+            answer: the served fields; ``results`` empty, and ``cut_leaf`` and
+                ``inclusion_proof`` empty when the tree is the verified one (the held
+                ones are used then).
+            previous: the verified cut ``trusted`` records, whose results are reused.
+            trusted: the last verified state.
+            consistency_proof: from ``trusted.tree_size`` to the new size; may be empty
+                when the new tree is one leaf larger (it is rebuilt from the inclusion
+                proof) or the same tree.
+            now: the current time (timezone-aware).
+
+        Returns:
+            The verified cut, with ``previous``'s results and ``results_changed`` False.
+
+        Raises:
+            DigestMismatchError: the cut record signs other results than ``previous``'s
+                (the publisher claimed they did not change).
+            MalformedDataError: the answer carries results, or lacks the cut leaf of a
+                tree that is not the verified one.
+            BadSignatureError, UnknownKeyError, BadProofError, RollbackError, ForkError,
+            StaleCheckpointError, StalledError, TrustRootError: as :meth:`verify_update`.
+            ValueError: if ``previous`` is not the cut ``trusted`` records, or ``now`` is
+                naive (caller bugs).
+        """
+        self._check_now(now)
+        if (previous.tree_size, previous.root_hash) != (trusted.tree_size, trusted.root_hash):
+            raise ValueError("previous is not the verified cut the trusted state records")
+        if answer.results:
+            raise MalformedDataError("an answer of unchanged results carries a results blob")
+        served = answer
+        held_leaf = not answer.cut_leaf and not answer.inclusion_proof
+        if held_leaf:
+            # The tree must be the verified one: its leaf and proof are held (steps 0-3
+            # check them against the served checkpoint all the same).
+            if claimed_tree_size(answer.checkpoint) != previous.tree_size:
+                raise MalformedDataError(
+                    "an answer of unchanged results for a new tree lacks its cut leaf"
+                )
+            served = dataclasses.replace(
+                answer, cut_leaf=previous.cut_leaf, inclusion_proof=previous.inclusion_proof
+            )
+        try:
+            checkpoint, record, cut_time = self._verify_head(served)  # (0)-(3)
+        except BadProofError:
+            if held_leaf:
+                # (5) the held leaf is not under this root of the verified size: the
+                # publisher signed a second root for it
+                _check_same_tree(
+                    first=(trusted.checkpoint, _trusted_checkpoint(trusted)),
+                    second=(bytes(answer.checkpoint), self.open_checkpoint(answer.checkpoint)),
+                )
+            raise
+        # (4') the cut signs the results digest of the verified cut, whose bytes were
+        # hashed against it when that cut was verified
+        held = previous.cut_record.results_sha256
+        if not hmac.compare_digest(record.results_sha256, held):
+            raise DigestMismatchError(
+                f"the publisher answered that the results did not change, but cut "
+                f"{record.cut_number} signs results {record.results_sha256.hex()} and the "
+                f"verified cut {previous.cut_number} signed {held.hex()}"
+            )
+        proof = consistency_proof
+        if not proof and checkpoint.size == trusted.tree_size + 1:
+            # (6) rebuilt from the last leaf's path; checked below as a served proof
+            proof = consistency_from_last_leaf(
+                checkpoint.size, leaf_hash(served.cut_leaf), served.inclusion_proof
+            )
+        parsed = _Parsed(checkpoint, record, cut_time, previous.results)
+        return self._verify_newer(
+            dataclasses.replace(served, results=previous.results_bytes),
+            parsed,
+            trusted=trusted,
+            consistency_proof=proof,
+            now=now,
+            definition_sha256=None,
+        )
+
+    def _check_now(self, now: dt.datetime) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         if now >= self._root.expires:
             raise TrustRootError(
                 f"trust root v{self._root.version} expired at {self._root.expires.isoformat()}"
             )
-        parsed = self._verify_alone(cut)  # (0)-(4)
+
+    def _verify_newer(
+        self,
+        cut: SignedCutBytes,
+        parsed: _Parsed,
+        *,
+        trusted: TrustedState | None,
+        consistency_proof: Sequence[bytes],
+        now: dt.datetime,
+        definition_sha256: bytes | None,
+    ) -> VerifiedCut:
+        """Steps 5-9 of a parsed cut that is to become the newest trusted one."""
         cp, record = parsed.checkpoint, parsed.cut_record
         if trusted is not None:
             if trusted.origin != self._root.origin:
@@ -710,7 +854,12 @@ class CutVerifier:
         self._check_binding(parsed, pinned)
         # (9) liveness: behind ingest without covering a new record for too long
         stall = _stall(parsed, trusted)
-        made = self._made(cut, parsed, stall)
+        changed = (
+            trusted is None
+            or trusted.results_sha256 is None
+            or not hmac.compare_digest(trusted.results_sha256, record.results_sha256)
+        )
+        made = self._made(cut, parsed, stall, results_changed=changed)
         if stall is not None:
             since, since_cut = stall
             stalled = (parsed.cut_time - since).total_seconds()
@@ -952,6 +1101,7 @@ def to_trusted_state(cut: VerifiedCut, *, trust_root: TrustedRoot | None = None)
         stall_since=cut.stall_since,
         stall_since_cut=cut.stall_since_cut,
         final=cut.final,
+        results_sha256=cut.cut_record.results_sha256,
         trust_root_version=trust_root.version if trust_root is not None else 0,
         trust_root_sha256=(
             hashlib.sha256(trust_root.document).digest() if trust_root is not None else None

@@ -55,12 +55,21 @@ class GetLatestCutRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    VERIFIED_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    verified_tree_size: _builtins.int
+    """The tree size of the newest cut the client verified and holds the results of; 0
+    (or absent) for none. When the newest cut's results are the ones of that cut, the
+    answer leaves them out (results_unchanged; docs/adr/0089-conditional-reads.md).
+    Only a hint of what to send: the client verifies the answer as it would a full one.
+    """
     def __init__(
         self,
+        *,
+        verified_tree_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verified_tree_size", b"verified_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -73,18 +82,37 @@ class GetLatestCutResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUT_FIELD_NUMBER: _builtins.int
+    RESULTS_UNCHANGED_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_PROOF_FIELD_NUMBER: _builtins.int
+    results_unchanged: _builtins.bool
+    """The cut record of this cut signs the results digest of the cut at
+    verified_tree_size: the client reuses the results it verified then.
+    """
     @_builtins.property
     def cut(self) -> _log_pb2.SignedCut:
-        """The newest signed cut."""
+        """The newest signed cut. With results_unchanged its results field is empty; and when
+        its tree is the verified one (tree size verified_tree_size) only its checkpoint is
+        sent: the client holds that cut's leaf and inclusion proof.
+        """
+
+    @_builtins.property
+    def consistency_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """With results_unchanged, the consistency proof from verified_tree_size to this cut's
+        tree size. Empty when the sizes are equal, and when this tree is the verified one
+        plus its cut record (one leaf more): the inclusion proof of that last leaf then
+        proves the extension (its hashes are the verified tree's subtrees).
+        """
 
     def __init__(
         self,
         *,
         cut: _log_pb2.SignedCut | None = ...,
+        results_unchanged: _builtins.bool = ...,
+        consistency_proof: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_proof", b"consistency_proof", "cut", b"cut", "results_unchanged", b"results_unchanged"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
