@@ -39,7 +39,7 @@ import httpx
 from google.protobuf.message import DecodeError
 
 from veritally_client._errors import MalformedDataError, TransportError
-from veritally_client._gen.veritally.v1 import log_pb2
+from veritally_client._gen.veritally.v1 import log_pb2, publication_pb2
 from veritally_client._leaf import parse_leaf_view
 from veritally_client._merkle import HASH_SIZE
 from veritally_client._tiles import MAX_ENTRY_BUNDLE_BYTES, TILE_WIDTH, TileCache, TiledTree
@@ -364,6 +364,26 @@ class HttpTransport:
         # The tree recounts and acta proofs read (verified by the client before it asks).
         self._newest_size = max(self._newest_size, self._cut_size(cut))
         return cut
+
+    def get_latest_cut_since(self, verified_tree_size: int) -> publication_pb2.GetLatestCutResponse:
+        """See :class:`~veritally_client._transport.Transport` (docs/adr/0089).
+
+        A mirror of files has no proofs to hand out without results, so: while
+        ``latest`` still names the verified tree (a 304 costs the poll), the answer is
+        that cut's checkpoint alone, marked unchanged (the client checks its signature
+        and that it is the very tree it verified); otherwise the whole newest cut, which
+        is always a correct answer.
+
+        Raises:
+            TransportError: the mirror cannot be reached, or lacks the cut it names.
+            MalformedDataError: ``latest`` or the cut file does not parse.
+        """
+        cut = self.get_latest_cut()
+        if self._cut_size(cut) == verified_tree_size:
+            return publication_pb2.GetLatestCutResponse(
+                cut=SignedCutPb(checkpoint=cut.checkpoint), results_unchanged=True
+            )
+        return publication_pb2.GetLatestCutResponse(cut=cut)
 
     def get_cut(self, cut_number: int) -> SignedCutPb:
         """See :class:`~veritally_client._transport.Transport`.
