@@ -29,7 +29,7 @@ from veritally.election import load_acta_rows, load_election
 from veritally.mesh.process import free_port
 from veritally.stack import Stack
 from veritally.state import Bootstrap, StateDir
-from veritally_client.protocol.pb import acta_pb2
+from veritally_client.protocol.pb import acta_pb2, election_pb2
 
 pytestmark = [pytest.mark.e2e]
 
@@ -245,6 +245,23 @@ def test_status_json_answers_the_nights_figures(stack: Stack, imported: dict[str
     assert 0 <= figures["last_cut_age_s"] < 30
     assert figures["crl_expiry"] > time.time()
     assert set(figures["certificates_expiry"]) >= {"ca", "service", "media", "capture"}
+    # Capture progress per geographic state, from the newest cut's signed results: every
+    # state of the definition by name, and the captured actas of all states and
+    # contests add up to the actas imported.
+    assert figures["states_error"] is None
+    assert figures["progress_cut"] >= 1
+    definition = election_pb2.ElectionDefinition.FromString(
+        stack.state.definition_bytes.read_bytes()
+    )
+    assert [(s["id"], s["name"]) for s in figures["states"]] == [
+        (s.id, s.name) for s in definition.states
+    ]
+    captured = sum(c["captured"] for s in figures["states"] for c in s["contests"].values())
+    assert captured == imported["accepted"]
+    for s in figures["states"]:
+        for c in s["contests"].values():
+            assert c["captured"] <= c["expected"]
+            assert c["captured_percent"] == c["captured"] * 1_000_000 // c["expected"] / 10_000
 
 
 def _pane(session: str) -> str:

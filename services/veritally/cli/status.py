@@ -3,7 +3,8 @@
 It reads the stack's ``prometheus.yml`` (written by ``veritally up`` into
 ``<state>/prometheus/``) for the ``/metrics`` address of every service and of the
 supervisor, scrapes them (:mod:`veritally.metrics.status`) and shows capture progress
-per outcome state, the cross-check queue, conflicts, rejects by reason, the lag of
+per outcome state and per geographic state (the newest cut's PREP figures, read from
+the bundle), the cross-check queue, conflicts, rejects by reason, the lag of
 aggregation and publication behind ingest, the last cut and its age, and when the
 certificates and the CRL expire. Live (refreshed every ``--interval`` seconds) until
 Ctrl-C; ``--once`` prints the table once, ``--json`` prints the figures once as JSON.
@@ -19,12 +20,14 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from veritally.metrics.progress import ProgressUnavailableError, read_progress
 from veritally.metrics.prometheus import CONFIG_NAME, scrape_targets
 from veritally.metrics.status import Status, scrape, status_from
 from veritally.state import StateDir
@@ -99,9 +102,40 @@ def render(status: Status, *, title: str, now: float) -> Table:
     )
     table.add_row("certificates", expiries or "?")
     table.add_row("CRL", _left(status.crl_expiry, now))
+    table.add_row("capture by state", _by_state(status))
     for job, error in status.errors.items():
         table.add_row(f"[red]{job}[/red]", error)
     return table
+
+
+def _by_state(status: Status) -> str:
+    # The first contest of the definition (the presidency in a federal election): one
+    # figure per state keeps the console on one screen; --json has every contest.
+    if status.states_error is not None:
+        return f"? ({status.states_error})"
+    if not status.states:
+        return "?"
+    contest = next(iter(status.states[0]["contests"]), None)
+    if contest is None:
+        return "?"
+    shown = " · ".join(
+        f"{s['name']} {s['contests'][contest]['captured_percent']:.1f}%"
+        for s in status.states
+        if contest in s["contests"]
+    )
+    return f"{contest}, cut #{status.progress_cut}: {shown}"
+
+
+def _with_progress(status: Status, state: StateDir) -> Status:
+    try:
+        cut, states = read_progress(state.bundle)
+    except ProgressUnavailableError as e:
+        return replace(status, states_error=str(e))
+    return replace(status, progress_cut=cut, states=[s.to_json() for s in states])
+
+
+def _read(targets: dict[str, str], state: StateDir) -> Status:
+    return _with_progress(status_from(scrape(targets)), state)
 
 
 def _title(state: StateDir) -> str:
@@ -128,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     if args.json or args.once:
-        status = status_from(scrape(targets))
+        status = _read(targets, state)
         if args.json:
             print(json.dumps(status.to_json(), indent=2, sort_keys=True))
         else:
@@ -138,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Live(console=console, auto_refresh=False) as live:
             while True:
-                status = status_from(scrape(targets))
+                status = _read(targets, state)
                 live.update(render(status, title=_title(state), now=time.time()), refresh=True)
                 time.sleep(args.interval)
     except KeyboardInterrupt:

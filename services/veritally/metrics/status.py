@@ -114,6 +114,10 @@ class Status:
         final: whether it is the night's final cut.
         certificates_expiry: role -> earliest notAfter (Unix time).
         crl_expiry: the CRL's nextUpdate (Unix time).
+        progress_cut: the cut whose results ``states`` come from (read from the
+            bundle, :mod:`veritally.metrics.progress`), or None.
+        states: capture progress per state and contest (``StateProgress.to_json``).
+        states_error: why ``states`` could not be read, if so.
     """
 
     up: dict[str, bool]
@@ -133,6 +137,9 @@ class Status:
     final: bool | None = None
     certificates_expiry: dict[str, float] = field(default_factory=dict)
     crl_expiry: float | None = None
+    progress_cut: int | None = None
+    states: list[dict[str, Any]] = field(default_factory=list)
+    states_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The figures as JSON values (``veritally status --json``)."""
