@@ -322,6 +322,24 @@ def test_log_whose_unit_totals_exceed_uint64_is_malformed_not_carried() -> None:
         tally.results_bytes()
 
 
+@pytest.mark.parametrize("serialized", [True, False])
+def test_forged_log_whose_turnout_share_exceeds_uint64_is_malformed_not_value_error(
+    serialized: bool,
+) -> None:
+    """Every lane fits in a uint64, but the turnout (votes over a nominal list of a few
+    hundred) as percent x 10^4 does not: a typed verification failure on the reference
+    path and on results(), never protobuf's bare ValueError."""
+    tally = Tally(ELECTION)
+    key = next(k for k in KEYS if k.endswith("/PRES"))
+    race = ELECTION.race_of(key.rpartition("/")[0], "PRES")
+    assert race is not None
+    per_option = (2**64 - 1) // (len(race.option_ids) + 3)
+    tally.apply_leaf(_huge(key, 0, per_option))
+    compute = tally.results_bytes if serialized else tally.results
+    with pytest.raises(MalformedDataError, match="exceeds 2\\^64 - 1"):
+        compute()
+
+
 def test_option_encoding_learnt_in_one_race_does_not_pass_for_another_races_option() -> None:
     """Races of a contest share what the tally learnt of option encodings (per option id):
     an acta of SEN-02 that carries SEN-01's coalition PAN_PRI, already seen and remembered

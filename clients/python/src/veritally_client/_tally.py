@@ -399,7 +399,21 @@ class _ContestMessage:
         self.not_counted: list[tuple[Reason, int]] = []
 
     def update(self, acc: Totals, final: bool, outside: int) -> None:
-        """Set every field from ``acc`` (``outside``: out-of-catalogue actas)."""
+        """Set every field from ``acc`` (``outside``: out-of-catalogue actas).
+
+        Raises:
+            MalformedDataError: if a figure does not fit its uint64 field: a forged log's
+                share or turnout can pass 2^64 - 1 (a total far above the nominal list)
+                although every lane fits; protobuf's setter would raise a bare ValueError.
+        """
+        try:
+            self._set(acc, final, outside)
+        except ValueError as e:
+            raise MalformedDataError(
+                f"a figure of contest {self.layout.contest.id} exceeds 2^64 - 1"
+            ) from e
+
+    def _set(self, acc: Totals, final: bool, outside: int) -> None:
         layout = self.layout
         votes = acc[_VOTES:]
         message = self.message
