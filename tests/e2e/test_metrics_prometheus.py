@@ -380,3 +380,29 @@ def test_every_command_of_the_metrics_and_runbook_docs_runs(
         )
         assert done.returncode == 0, f"{command}: {done.stderr}"
         assert done.stdout.strip(), f"{command} printed nothing"
+
+
+def test_the_documented_refused_handshakes_command_prints_the_edges_counters(
+    stack: Stack,
+) -> None:
+    """docs/operations.md's examples grep Envoy's admin stats for refused handshakes:
+    that very command, against this stack, prints each listener's verification failure
+    counters (the ones docs/mesh.md explains)."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    shown = [
+        re.sub(r"\s+#\s.*$", "", line).strip()
+        for line in text.splitlines()
+        if line.startswith("curl -s http://127.0.0.1:8441/stats |")
+    ]
+    assert len(shown) == 1, shown
+    done = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {_localised(shown[0], stack)}"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    counters = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    for listener in ("edge", "mesh", "rest"):
+        for reason in ("error", "no_cert", "san"):
+            assert counters[f"listener.{listener}.ssl.fail_verify_{reason}"].isdigit()
