@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import tomllib
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -68,3 +69,18 @@ def test_top_level_readme_opens_with_the_same_quickstart() -> None:
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match, "the top-level README shows the quickstart"
     assert match.group(1) == quickstart_block()
+
+
+def test_top_level_readme_names_every_dependency_of_the_sdk() -> None:
+    """The quickstart's sentence on what a newsroom installs lists every requirement of
+    clients/python/pyproject.toml, the optional ones included, so it never promises less
+    than pip installs."""
+    project = tomllib.loads((REPO_ROOT / "clients" / "python" / "pyproject.toml").read_text())
+    requirements = list(project["project"]["dependencies"])
+    for extra in project["project"]["optional-dependencies"].values():
+        requirements.extend(extra)
+    names = {re.split(r"[<>=!~\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
+    top = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    sentence = top.split("## Newsroom quickstart", 1)[1].split("```", 1)[0]
+    shown = {w.lower() for w in re.findall(r"[A-Za-z][\w-]*", sentence)}
+    assert names <= shown, f"the README does not name {sorted(names - shown)}"
