@@ -189,6 +189,9 @@ def test_prometheus_scrapes_every_job_and_counts_the_imported_actas(
     )
     prometheus.wait_for("veritally_ingest_log_records", imported["accepted"])
     prometheus.wait_for("veritally_aggregation_lag_records", 0)
+    # Store latency of both writers of the log: ingest's commits, aggregation's appends.
+    for store in ("ingest", "aggregation"):
+        assert (prometheus.value(f"veritally_{store}_store_commit_seconds_count") or 0) > 0
     prometheus.wait_for("veritally_publication_acta_records", imported["accepted"])
     prometheus.wait_for("veritally_publication_lag_records", 0)
     # Envoy's stats beside ours: it is live, and it counted the import's streams.

@@ -75,6 +75,7 @@ async def start_aggregation(
     )
     metrics = AggregationMetrics()
     metrics.watch(engine)
+    engine.observe_commit = metrics.commit_seconds.observe
     metrics.watch_streams(server.streams)
     port = await server.start(address, tls=tls)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 from veritally.aggregation.store import AggregationStore, CursorMismatchError, LeafReader
@@ -30,6 +30,10 @@ from veritally_client.protocol import ElectionIndex, Tally
 log = logging.getLogger(__name__)
 
 __all__ = ["AggregationEngine"]
+
+
+def _ignore(seconds: float) -> None:
+    """The default commit observer: no metrics."""
 
 
 class AggregationEngine:
@@ -53,6 +57,8 @@ class AggregationEngine:
         self._closed_at: int | None = None
         #: The position the follower is stuck at (step 5), None while it moves on.
         self.stuck_at: int | None = None
+        #: Called with the seconds of each page appended to the store (the metrics).
+        self.observe_commit: Callable[[float], None] = _ignore
         started = time.perf_counter()
         self.tally = Tally(election)
         # (1) rebuild: apply_leaves reads each leaf through the tally's view, the fast
@@ -106,7 +112,9 @@ class AggregationEngine:
         if overlap >= len(leaves):
             return
         fresh = leaves[overlap:]
+        started = time.perf_counter()
         await asyncio.to_thread(self._store.append, position, fresh)
+        self.observe_commit(time.perf_counter() - started)
         for leaf in fresh:
             self.tally.apply_leaf(leaf)
         async with self._changed:

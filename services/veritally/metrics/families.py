@@ -215,6 +215,12 @@ class AggregationMetrics(ServiceMetrics):
 
     def __init__(self) -> None:
         super().__init__("aggregation")
+        self.commit_seconds = Histogram(
+            "veritally_aggregation_store_commit_seconds",
+            "Pages of ingest's log appended to aggregation's store (one fsync each).",
+            buckets=_COMMIT_BUCKETS,
+            registry=self.registry,
+        )
 
     def watch(self, engine: _AggregationFigures) -> None:
         """Export the engine's position, ingest's size as heard, and the lag."""
