@@ -13,8 +13,8 @@ from tests.unit.sdk_fake import (
     FakePublisher,
     make_trust_root,
     publisher_key,
-    witness_key,
     with_two_cuts,
+    witness_key,
 )
 from veritally_client import (
     Client,

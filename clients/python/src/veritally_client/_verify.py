@@ -111,12 +111,6 @@ from veritally_client._navigate import find_unit
 from veritally_client._note import open_note
 from veritally_client._state import ForkEvidence, TrustedState
 from veritally_client._trustroot import TrustedRoot
-from veritally_client._witnesses import (
-    Witnessed,
-    count_cosignatures,
-    require_quorum,
-    witnessed_time,
-)
 from veritally_client._view import (
     ElectionSource,
     RaceResult,
@@ -124,6 +118,12 @@ from veritally_client._view import (
     check_definition,
     read_race,
     read_unit,
+)
+from veritally_client._witnesses import (
+    Witnessed,
+    count_cosignatures,
+    require_quorum,
+    witnessed_time,
 )
 
 __all__ = [
@@ -509,7 +509,7 @@ class _Parsed:
     cut_record: acta_pb2.CutRecord
     cut_time: dt.datetime
     results: results_pb2.Results
-    witnessed: Witnessed = Witnessed()
+    witnessed: Witnessed = field(default_factory=Witnessed)
 
 
 class CutVerifier:

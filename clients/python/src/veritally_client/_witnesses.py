@@ -57,9 +57,7 @@ class Witnessed:
         return tuple(sorted((c.timestamp for c in self.cosignatures), reverse=True))
 
 
-def count_cosignatures(
-    note: VerifiedNote, witnesses: Sequence[CosignatureVerifier]
-) -> Witnessed:
+def count_cosignatures(note: VerifiedNote, witnesses: Sequence[CosignatureVerifier]) -> Witnessed:
     """Steps 1-3: the listed witnesses that validly cosigned ``note``'s text."""
     if not witnesses:
         return Witnessed()
