@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_witness_process import WAIT_S, WitnessProcess, start, veritally
-from tests.witness_support import TestLog
 from tests.pub_support import (
     PublisherFiles,
     RunningFake,
@@ -24,6 +23,7 @@ from tests.pub_support import (
     start_fake_aggregation,
     wait_for_first_cut,
 )
+from tests.witness_support import TestLog
 from veritally.publication.app import PublicationService, start_publication
 from veritally.publication.trustroot import build_body, trust_root_path
 from veritally.publication.witnesses import WitnessEndpoint
@@ -148,7 +148,8 @@ async def test_cuts_are_served_with_the_cosignatures_of_three_witnesses(
     running.fake.fake.add(5)
     await running.service.follower.cut_once()
     second = running.service.engine.latest
-    assert second is not None and cosigners(second.checkpoint) == 3
+    assert second is not None
+    assert cosigners(second.checkpoint) == 3
     verify(root, second)
     # The bundle's checkpoint is the cosigned note.
     assert (tmp_path / "bundle" / "checkpoint").read_bytes() == second.checkpoint
@@ -162,7 +163,8 @@ async def test_a_witness_killed_mid_night_does_not_stop_cuts_and_refuses_forks_a
     running.fake.fake.add(3)
     await running.service.follower.cut_once()
     down = running.service.engine.latest
-    assert down is not None and cosigners(down.checkpoint) == 2
+    assert down is not None
+    assert cosigners(down.checkpoint) == 2
     verify(root, down)  # media keep verifying with the other two
     samples = running.service.metrics.registry.get_sample_value(
         "veritally_publication_witness_requests_total",
@@ -177,7 +179,8 @@ async def test_a_witness_killed_mid_night_does_not_stop_cuts_and_refuses_forks_a
     running.fake.fake.add(3)
     await running.service.follower.cut_once()
     back = running.service.engine.latest
-    assert back is not None and cosigners(back.checkpoint) == 3
+    assert back is not None
+    assert cosigners(back.checkpoint) == 3
     verify(root, back)
     # It never cosigns a tree that does not extend what it cosigned before the kill.
     fork = TestLog(signer=publisher.signer, origin=publisher.signer.name)
@@ -210,8 +213,10 @@ async def test_split_view_reaches_a_quorum_once_and_the_evidence_proves_it(
         views.append((fake, service))
     try:
         cut_a, cut_b = (s.engine.latest for _, s in views)
-        assert cut_a is not None and cut_b is not None
-        assert back_size(cut_a) == back_size(cut_b) and cut_a.checkpoint != cut_b.checkpoint
+        assert cut_a is not None
+        assert cut_b is not None
+        assert back_size(cut_a) == back_size(cut_b)
+        assert cut_a.checkpoint != cut_b.checkpoint
         verify(root, cut_a)  # outlet A: the view the witnesses saw first
         with pytest.raises(InsufficientCosignaturesError) as refused:
             verify(root, cut_b)  # outlet B: the witnesses refused to cosign it

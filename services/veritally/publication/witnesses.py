@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from veritally.publication.errors import PublicationError
 from veritally.witness.protocol import MAX_PROOF_LINES, format_add_checkpoint
 from veritally_client import VerificationError
 from veritally_client.protocol import CosignatureVerifier
@@ -62,7 +63,10 @@ class WitnessEndpoint:
             raise ValueError(f"witness URL {self.url!r} is not http(s)")
 
 
-class _RefusedError(Exception):
+class _RefusedError(PublicationError):
+    """A witness's answer other than a cosignature: logged and counted, never raised
+    past :meth:`WitnessCollector.collect`."""
+
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
