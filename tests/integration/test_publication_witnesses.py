@@ -137,6 +137,17 @@ def cosigners(note: bytes) -> int:
     return note.count(b"\n\xe2\x80\x94 w")
 
 
+async def next_cut(running: Running, root: TrustedRoot, *, cosigned: int) -> log_pb2.SignedCut:
+    """Three more actas and a cut, served with ``cosigned`` cosignatures, verified."""
+    running.fake.fake.add(3)
+    await running.service.follower.cut_once()
+    cut = running.service.engine.latest
+    assert cut is not None
+    assert cosigners(cut.checkpoint) == cosigned
+    verify(root, cut)
+    return cut
+
+
 async def test_cuts_are_served_with_the_cosignatures_of_three_witnesses(
     running: Running, publisher: PublisherFiles, tmp_path: Path
 ) -> None:
@@ -145,12 +156,7 @@ async def test_cuts_are_served_with_the_cosignatures_of_three_witnesses(
     first = running.service.engine.latest
     assert cosigners(first.checkpoint) == 3
     verify(root, first)
-    running.fake.fake.add(5)
-    await running.service.follower.cut_once()
-    second = running.service.engine.latest
-    assert second is not None
-    assert cosigners(second.checkpoint) == 3
-    verify(root, second)
+    second = await next_cut(running, root, cosigned=3)
     # The bundle's checkpoint is the cosigned note.
     assert (tmp_path / "bundle" / "checkpoint").read_bytes() == second.checkpoint
 
@@ -160,28 +166,19 @@ async def test_a_witness_killed_mid_night_does_not_stop_cuts_and_refuses_forks_a
 ) -> None:
     root = root_of(publisher)
     witnesses.processes[2].kill()
-    running.fake.fake.add(3)
-    await running.service.follower.cut_once()
-    down = running.service.engine.latest
-    assert down is not None
-    assert cosigners(down.checkpoint) == 2
-    verify(root, down)  # media keep verifying with the other two
+    await next_cut(running, root, cosigned=2)  # media keep verifying with the other two
     samples = running.service.metrics.registry.get_sample_value(
         "veritally_publication_witness_requests_total",
         {"witness": "w2.example", "outcome": "unreachable"},
     )
     assert samples == 1
-    # Restarted: it learns nothing new from a restart, and catches up from its size (409).
+    # Restarted from its state directory: it cosigns the next cut, which extends the one
+    # it cosigned before the kill.
     witnesses.processes[2] = start(witnesses.states[2])
     collector = running.service.engine.witnesses
     assert collector is not None
     collector.witnesses = witnesses.endpoints()  # its new port
-    running.fake.fake.add(3)
-    await running.service.follower.cut_once()
-    back = running.service.engine.latest
-    assert back is not None
-    assert cosigners(back.checkpoint) == 3
-    verify(root, back)
+    back = await next_cut(running, root, cosigned=3)
     # It never cosigns a tree that does not extend what it cosigned before the kill.
     fork = TestLog(signer=publisher.signer, origin=publisher.signer.name)
     fork.grow(back_size(back), tag=b"forged")

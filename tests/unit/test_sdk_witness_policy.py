@@ -59,6 +59,12 @@ def text_of(cut: log_pb2.SignedCut) -> str:
     return cut.checkpoint.decode().split("\n\n", 1)[0] + "\n"
 
 
+def assert_refused_with_valid(pub: FakePublisher, state_dir: Path, valid: int) -> None:
+    with pytest.raises(InsufficientCosignaturesError) as e:
+        client_for(pub, state_dir).latest()
+    assert e.value.valid == valid
+
+
 def test_accepts_a_cut_cosigned_by_two_of_three_witnesses(tmp_path: Path) -> None:
     pub = witnessed(cosigning=[0, 2])
     cut = client_for(pub, tmp_path).latest()
@@ -95,9 +101,7 @@ def test_rejects_k_minus_one_valid_cosignatures_plus_forged_ones(tmp_path: Path)
     other_text = Checkpoint(pub.origin, 1, bytes(32)).to_text()
     wrong_message = witness_key(2).cosign(other_text, timestamp=stamp)
     pub.latest_override = with_lines(honest, forged.line(), wrong_message.line())
-    with pytest.raises(InsufficientCosignaturesError) as e:
-        client_for(pub, tmp_path).latest()
-    assert e.value.valid == 1
+    assert_refused_with_valid(pub, tmp_path, 1)
 
 
 def test_counts_a_cosigner_repeated_in_one_note_once(tmp_path: Path) -> None:
@@ -105,9 +109,7 @@ def test_counts_a_cosigner_repeated_in_one_note_once(tmp_path: Path) -> None:
     stamp = int(pub.now.timestamp())
     again = witness_key(0).cosign(text_of(pub.cuts[-1]), timestamp=stamp - 1)
     pub.latest_override = with_lines(pub.cuts[-1], again.line())
-    with pytest.raises(InsufficientCosignaturesError) as e:
-        client_for(pub, tmp_path).latest()
-    assert e.value.valid == 1
+    assert_refused_with_valid(pub, tmp_path, 1)
 
 
 def test_ignores_cosignatures_of_witnesses_not_in_the_trust_root(tmp_path: Path) -> None:
