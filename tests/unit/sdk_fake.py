@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from veritally_client._checkpoint import Checkpoint
+from veritally_client._cosignature import CosignatureSigner
 from veritally_client._cut import cut_leaf_bytes
 from veritally_client._election import ElectionIndex, acta_id
 from veritally_client._errors import TransportError
@@ -109,23 +110,45 @@ def make_trust_root(
     expires: dt.datetime = START + dt.timedelta(days=30),
     version: int = 1,
     signed_by: list[Signer] | None = None,
+    witnesses: list[CosignatureSigner] | None = None,
+    witness_threshold: int = 0,
 ) -> bytes:
-    """A trust root document listing ``signers``, signed by them (or ``signed_by``)."""
+    """A trust root document listing ``signers`` (and ``witnesses``, of whom
+    ``witness_threshold`` must cosign), signed by them (or ``signed_by``)."""
     body = log_pb2.TrustRootBody(
         version=version,
         origin=origin,
         publisher_keys=[s.verifier().key_string() for s in signers],
         threshold=threshold,
+        witness_keys=[w.verifier().key_string() for w in witnesses or ()],
+        witness_threshold=witness_threshold,
     )
     body.expires_time.FromDatetime(expires)
     return sign_trust_root(body, signed_by if signed_by is not None else signers)
 
 
-def trusted_root(signers: list[Signer], *, origin: str = ORIGIN, threshold: int = 1) -> TrustedRoot:
-    """The verified trust root of ``signers`` (at START)."""
-    return TrustedRoot.from_bytes(
-        make_trust_root(signers, origin=origin, threshold=threshold), now=START
+def trusted_root(
+    signers: list[Signer],
+    *,
+    origin: str = ORIGIN,
+    threshold: int = 1,
+    witnesses: list[CosignatureSigner] | None = None,
+    witness_threshold: int = 0,
+) -> TrustedRoot:
+    """The verified trust root of ``signers`` and ``witnesses`` (at START)."""
+    document = make_trust_root(
+        signers,
+        origin=origin,
+        threshold=threshold,
+        witnesses=witnesses,
+        witness_threshold=witness_threshold,
     )
+    return TrustedRoot.from_bytes(document, now=START)
+
+
+def witness_key(i: int) -> CosignatureSigner:
+    """A deterministic witness key, ``witness.example/w<i>``."""
+    return CosignatureSigner(name=f"witness.example/w{i}", seed=bytes([0x40 + i]) * 32)
 
 
 @dataclass
@@ -143,6 +166,11 @@ class FakePublisher:
     * ``stream_failures``: how many watch_cuts calls fail before one works;
     * ``stream_cuts_override``: what watch_cuts streams instead of the real cuts;
     * ``inclusion_override``: ``(leaf, proof) -> (leaf, proof)`` for acta proofs.
+
+    Witnesses: each note :meth:`sign` makes carries the cosignatures of the
+    ``witnesses`` whose indexes are in ``cosigning`` (None: all), timestamped at the
+    publisher's clock plus ``cosign_offset``; ``witness_threshold`` of them are required
+    by :meth:`trust_root`.
     """
 
     election: ElectionIndex = field(default_factory=small_election)
@@ -167,6 +195,10 @@ class FakePublisher:
     closed: bool = False
     idle_timeouts: list[float] = field(default_factory=list)
     trust_root_versions: list[bytes] = field(default_factory=list)
+    witnesses: list[CosignatureSigner] = field(default_factory=list)
+    witness_threshold: int = 0
+    cosigning: list[int] | None = None
+    cosign_offset: dt.timedelta = dt.timedelta(0)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.election)
@@ -266,8 +298,14 @@ class FakePublisher:
         return cut
 
     def sign(self, checkpoint: Checkpoint, *, signers: list[Signer] | None = None) -> bytes:
-        """A signed note of ``checkpoint`` (by this publisher's keys unless given)."""
-        return sign_note(checkpoint.to_text(), signers if signers is not None else self.signers)
+        """A signed note of ``checkpoint`` (by this publisher's keys unless given), with
+        the cosignatures of the cosigning witnesses."""
+        text = checkpoint.to_text()
+        note = sign_note(text, signers if signers is not None else self.signers)
+        chosen = range(len(self.witnesses)) if self.cosigning is None else self.cosigning
+        stamp = int((self.now + self.cosign_offset).timestamp())
+        lines = [self.witnesses[i].cosign(text, timestamp=stamp).line() for i in chosen]
+        return note + "".join(lines).encode()
 
     def step(self, actas: int = 3, *, behind: int | None = None) -> log_pb2.SignedCut:
         """Add ``actas`` records and cut (``behind``: see :meth:`make_cut`)."""
@@ -275,8 +313,14 @@ class FakePublisher:
         return self.make_cut(behind=behind)
 
     def trust_root(self, *, threshold: int = 1) -> TrustedRoot:
-        """The trust root pinning this publisher's keys."""
-        return trusted_root(self.signers, origin=self.origin, threshold=threshold)
+        """The trust root pinning this publisher's keys and witnesses."""
+        return trusted_root(
+            self.signers,
+            origin=self.origin,
+            threshold=threshold,
+            witnesses=self.witnesses,
+            witness_threshold=self.witness_threshold,
+        )
 
     # -- Transport ----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from veritally.publication.trustroot import load_trust_root_chain, trust_root_pa
 from veritally_client._errors import TrustRootError
 from veritally_client._signing import Signer
 from veritally_client._trustroot import TrustedRoot
+from veritally_client.protocol import CosignatureSigner
 
 EXPIRES = (dt.datetime.now(dt.UTC) + dt.timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -116,3 +117,26 @@ def test_rejects_a_tampered_document(tmp_path: Path) -> None:
     with pytest.raises(TrustRootFileError) as e:
         load_trust_root_chain(d, now=dt.datetime.now(dt.UTC))
     assert isinstance(e.value.__cause__, TrustRootError)
+
+
+def test_create_lists_witnesses_with_a_majority_and_rotate_keeps_them(tmp_path: Path) -> None:
+    k1, _s1 = _key(tmp_path, "pub1")
+    vkeys = [CosignatureSigner.generate(f"w{i}.example").verifier() for i in range(3)]
+    d = tmp_path / "tr"
+    witness_args = [arg for v in vkeys for arg in ("--witness", v.key_string())]
+    assert _run([*_create_args(k1, d), *witness_args]) == 0
+    _docs, root = load_trust_root_chain(d, now=dt.datetime.now(dt.UTC))
+    assert (root.witnesses, root.witness_threshold) == (tuple(vkeys), 2)
+    assert _run(_rotate_args(d, old_key=k1, key=k1)) == 0
+    _docs, root = load_trust_root_chain(d, now=dt.datetime.now(dt.UTC))
+    assert (root.version, root.witnesses, root.witness_threshold) == (2, tuple(vkeys), 2)
+    assert _run([*_rotate_args(d, old_key=k1, key=k1), "--no-witnesses"]) == 0
+    _docs, root = load_trust_root_chain(d, now=dt.datetime.now(dt.UTC))
+    assert (root.witnesses, root.witness_threshold) == ((), 0)
+
+
+def test_create_refuses_a_witness_threshold_above_the_witnesses(tmp_path: Path) -> None:
+    k1, _s1 = _key(tmp_path, "pub1")
+    vkey = CosignatureSigner.generate("w.example").verifier().key_string()
+    args = [*_create_args(k1, tmp_path / "tr"), "--witness", vkey, "--witness-threshold", "2"]
+    assert _run(args) == 1

@@ -1,9 +1,12 @@
 """``veritally trust-root create|rotate``: the signed list of publisher keys.
 
-* ``create --key K [--key K ...] --origin O --expires T --dir D``: version 1, self-signed.
-* ``rotate --dir D --old-key K ... --key K ... --expires T``: version n + 1, listing the
-  new keys and signed by the old and the new ones; refused unless it verifies as an
-  update of version n.
+* ``create --key K [--key K ...] --origin O --expires T --dir D [--witness VKEY ...
+  --witness-threshold K]``: version 1, self-signed; with witnesses, every checkpoint needs
+  K of their cosignatures (default: a majority).
+* ``rotate --dir D --old-key K ... --key K ... --expires T [--witness VKEY ...
+  --witness-threshold K | --no-witnesses]``: version n + 1, listing the new keys (and
+  version n's witnesses unless others are given) and signed by the old and the new ones;
+  refused unless it verifies as an update of version n.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from pathlib import Path
 from veritally.publication.errors import KeyFileError, TrustRootFileError
 from veritally.publication.keys import load_passphrase, load_signer
 from veritally.publication.trustroot import create_trust_root, rotate_trust_root
-from veritally_client import TrustRootError
-from veritally_client.protocol import Signer
+from veritally_client import MalformedDataError, TrustRootError
+from veritally_client.protocol import CosignatureVerifier, Signer
 
 
 def _expires(text: str) -> dt.datetime:
@@ -25,6 +28,13 @@ def _expires(text: str) -> dt.datetime:
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError("--expires needs a time zone, e.g. 2026-07-01T00:00:00Z")
     return value
+
+
+def _witness(text: str) -> CosignatureVerifier:
+    try:
+        return CosignatureVerifier.from_key_string(text.strip())
+    except MalformedDataError as e:
+        raise argparse.ArgumentTypeError(f"not a witness vkey (type 0x04): {e}") from e
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +56,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         p.add_argument("--threshold", type=int, default=1, help="signatures per checkpoint")
         p.add_argument("--passphrase-file", type=Path, help="passphrase of encrypted keys")
+        p.add_argument(
+            "--witness",
+            action="append",
+            type=_witness,
+            help="a witness's vkey (its witness.vkey file's line; repeat for several)",
+        )
+        p.add_argument(
+            "--witness-threshold",
+            type=int,
+            help="cosignatures required per checkpoint (default: a majority of --witness)",
+        )
+    rotate.add_argument(
+        "--no-witnesses", action="store_true", help="version n+1 requires no cosignature"
+    )
 
 
 def _load(paths: list[Path], passphrase_file: Path | None) -> list[Signer]:
@@ -56,6 +80,15 @@ def _load(paths: list[Path], passphrase_file: Path | None) -> list[Signer]:
 def run(args: argparse.Namespace) -> int:
     """Create or rotate; returns the exit status."""
     now = dt.datetime.now(dt.UTC)
+    witnesses: list[CosignatureVerifier] | None = args.witness
+    if getattr(args, "no_witnesses", False):
+        if witnesses:
+            print("error: --no-witnesses with --witness", file=sys.stderr)
+            return 1
+        witnesses = []
+    threshold: int | None = args.witness_threshold
+    if threshold is None and witnesses is not None:
+        threshold = len(witnesses) // 2 + 1 if witnesses else 0
     try:
         keys = _load(args.key, args.passphrase_file)
         if args.trust_root_command == "create":
@@ -67,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
                 threshold=args.threshold,
                 expires=args.expires,
                 now=now,
+                witnesses=witnesses or (),
+                witness_threshold=threshold or 0,
             )
         else:
             path, version = rotate_trust_root(
@@ -76,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
                 threshold=args.threshold,
                 expires=args.expires,
                 now=now,
+                witnesses=witnesses,
+                witness_threshold=threshold,
             )
     except (KeyFileError, TrustRootFileError, TrustRootError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -297,11 +297,22 @@ class PublicationMetrics(ServiceMetrics):
             "Intervals in which no cut was made (aggregation unreachable, bad data).",
             registry=r,
         )
+        self.witness_requests = Counter(
+            "veritally_publication_witness_requests",
+            "Checkpoints sent to each witness, by outcome (cosigned, refused, unreachable).",
+            ["witness", "outcome"],
+            registry=r,
+        )
         Gauge(
             "veritally_publication_interval_seconds",
             "Seconds between cuts (heartbeat included).",
             registry=r,
         ).set(interval_seconds)
+
+    def observe_witness(self, witness: str, outcome: str) -> None:
+        """One checkpoint sent to a witness: ``cosigned``, ``refused`` (a 4xx answer or
+        cosignatures that do not verify) or ``unreachable`` (timeout, connection, 5xx)."""
+        self.witness_requests.labels(witness=witness, outcome=outcome).inc()
 
     def observe_cut(self, seconds: float | None) -> None:
         """One interval: the cut's duration, or None when no cut was made."""

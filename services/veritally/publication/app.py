@@ -31,6 +31,7 @@ from veritally.publication.published import ForkGuard
 from veritally.publication.servicer import SERVICE_NAME, PublicationServicer
 from veritally.publication.store import PublicationStore
 from veritally.publication.trustroot import load_trust_root_chain
+from veritally.publication.witnesses import WitnessCollector, WitnessEndpoint
 from veritally.rpc import ServiceServer, TlsFiles, aio_channel
 from veritally_client.protocol import Signer
 from veritally_client.protocol.pb import publication_pb2_grpc
@@ -59,6 +60,9 @@ class PublicationConfig:
         interval_seconds: time between cuts, in seconds (heartbeat included).
         origin: checkpoint origin line; defaults to the trust root's.
         bundle_dir: where to write the static bundle (None: no bundle).
+        witnesses: witnesses each committed checkpoint is sent to (docs/adr/0091).
+        witness_timeout_seconds: each witness's deadline per checkpoint, in seconds: the
+            most a slow or dead witness delays a cut's serving.
     """
 
     db_path: Path
@@ -74,6 +78,8 @@ class PublicationConfig:
     interval_seconds: float = 2.0
     origin: str | None = None
     bundle_dir: Path | None = None
+    witnesses: tuple[WitnessEndpoint, ...] = ()
+    witness_timeout_seconds: float = 0.5
 
 
 def load_signers(config: PublicationConfig) -> list[Signer]:
@@ -197,6 +203,24 @@ async def start_publication(
         bundle=bundle,
         guard=guard,
     )
+    metrics = PublicationMetrics(interval_seconds=config.interval_seconds)
+    if config.witnesses:
+        listed = {w.key_string() for w in trusted.witnesses}
+        for w in config.witnesses:
+            if w.key.key_string() not in listed:
+                log.warning(
+                    "witness %s is not in trust root v%d: its cosignatures count for no client",
+                    w.key.name,
+                    trusted.version,
+                )
+        engine.witnesses = WitnessCollector(
+            witnesses=config.witnesses,
+            timeout_seconds=config.witness_timeout_seconds,
+            get_size=engine.witness_size,
+            set_size=engine.set_witness_size,
+            proof=engine.consistency,
+            observe=metrics.observe_witness,
+        )
     try:
         await engine.load()
     except BaseException:
@@ -218,7 +242,6 @@ async def start_publication(
         await server.set_serving(False)
 
     follower.on_refusal = refuse
-    metrics = PublicationMetrics(interval_seconds=config.interval_seconds)
     metrics.watch(engine)
     metrics.watch_streams(server.streams)
     follower.observe_cut = metrics.observe_cut

@@ -40,6 +40,7 @@ from veritally.publication.errors import (
 from veritally.publication.published import ForkGuard
 from veritally.publication.store import CutRow, PublicationStore
 from veritally.publication.view import ViewNames, build_view
+from veritally.publication.witnesses import WitnessCollector
 from veritally.storage import MAX_PAGE_BYTES, capped_page
 from veritally_client.protocol.pb import log_pb2, publication_pb2, results_pb2
 
@@ -104,6 +105,8 @@ class PublicationEngine:
     trust_roots: list[bytes]
     bundle: BundleWriter | None = None
     guard: ForkGuard = field(default_factory=lambda: ForkGuard(()))
+    # Sends each committed checkpoint to the witnesses before it is served (ADR 0091).
+    witnesses: WitnessCollector | None = None
     _latest: _Latest = field(default_factory=_Latest)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _closing: bool = False
@@ -201,7 +204,9 @@ class PublicationEngine:
                 ingest_records=ingest_records,
             )
         )
-        # Committed: from here on it may be served.
+        # Committed: witnesses may see it now, and it is served with their cosignatures.
+        if self.witnesses is not None:
+            row = await self._cosign(row)
         async with self._changed:
             self._latest = _Latest.of(row, signed_cut_pb(row, results), self._latest)
             self._changed.notify_all()
@@ -215,6 +220,26 @@ class PublicationEngine:
             # A tampered leaf or blob is not published; the alarm is logged by _db.
             log.error("cut %d not written to the bundle: %s", row.cut_number, e)
         return row
+
+    async def _cosign(self, row: CutRow) -> CutRow:
+        """The committed cut with the cosignatures its witnesses returned within their
+        deadlines (as committed if none did)."""
+        assert self.witnesses is not None
+        note = row.checkpoint
+        text = note[: note.index(b"\n\n") + 1].decode("utf-8")
+        lines = await self.witnesses.collect(note, text=text, size=row.tree_size)
+        if not lines:
+            return row
+        return await self._db(self.store.add_cosignatures, row.cut_number, "".join(lines).encode())
+
+    async def witness_size(self, name: str) -> int:
+        """The tree size witness ``name`` cosigned last (0 if none)."""
+        raw = await self._db(self.store.get_meta, f"witness_size:{name}")
+        return int(raw.decode()) if raw else 0
+
+    async def set_witness_size(self, name: str, size: int) -> None:
+        """Record the tree size witness ``name`` cosigned (or holds, after a 409)."""
+        await self._db(self.store.set_meta, f"witness_size:{name}", str(size).encode())
 
     def _check_published(self) -> None:
         latest = self.store.latest_cut()
@@ -414,6 +439,8 @@ class PublicationEngine:
     async def close(self) -> None:
         """Close watchers, then the store (on its thread) and the bundle directory."""
         await self.close_watchers()
+        if self.witnesses is not None:
+            await self.witnesses.close()
         await self._db(self.store.close)
         if self.bundle is not None:
             self.bundle.close()

@@ -22,6 +22,7 @@ sees a cut's transaction half done.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -366,6 +367,23 @@ class PublicationStore:
             raise StoreIntegrityError(
                 f"a cut numbered {cut.cut_number} or of size {cut.tree_size} exists"
             ) from e
+
+    def add_cosignatures(self, cut_number: int, lines: bytes) -> CutRow:
+        """Append witnesses' cosignature lines to a stored cut's note (its own
+        transaction): the signed text and the publisher's signatures stay as they are.
+
+        Raises:
+            StoreIntegrityError: if there is no such cut.
+        """
+        with self.transaction():
+            row = self.cut(cut_number)
+            if row is None:
+                raise StoreIntegrityError(f"no cut {cut_number} to add cosignatures to")
+            note = row.checkpoint + lines
+            self._conn.execute(
+                "UPDATE cuts SET checkpoint = ? WHERE cut_number = ?", (note, cut_number)
+            )
+        return dataclasses.replace(row, checkpoint=note)
 
     # -- cuts and blobs -------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from veritally.publication.errors import TrustRootFileError
 from veritally_client import TrustRootError
-from veritally_client.protocol import Signer, TrustedRoot, sign_trust_root
+from veritally_client.protocol import CosignatureVerifier, Signer, TrustedRoot, sign_trust_root
 from veritally_client.protocol.pb import log_pb2
 
 __all__ = [
@@ -75,8 +75,11 @@ def build_body(
     publishers: Sequence[Signer],
     threshold: int,
     expires: dt.datetime,
+    witnesses: Sequence[CosignatureVerifier] = (),
+    witness_threshold: int = 0,
 ) -> log_pb2.TrustRootBody:
-    """A trust root body listing the publishers' verifier keys.
+    """A trust root body listing the publishers' verifier keys and the witnesses' keys
+    with how many of them must cosign each checkpoint (docs/adr/0091).
 
     Raises:
         ValueError: if ``expires`` is naive.
@@ -88,6 +91,8 @@ def build_body(
         origin=origin,
         publisher_keys=[s.verifier().key_string() for s in publishers],
         threshold=threshold,
+        witness_keys=[w.key_string() for w in witnesses],
+        witness_threshold=witness_threshold,
     )
     body.expires_time.FromDatetime(expires.astimezone(dt.UTC))
     return body
@@ -118,8 +123,11 @@ def create_trust_root(
     threshold: int,
     expires: dt.datetime,
     now: dt.datetime,
+    witnesses: Sequence[CosignatureVerifier] = (),
+    witness_threshold: int = 0,
 ) -> Path:
-    """Write version 1, listing and signed by ``publishers``, once it verifies.
+    """Write version 1, listing and signed by ``publishers`` (and listing
+    ``witnesses``, ``witness_threshold`` of whom must cosign), once it verifies.
 
     Raises:
         FileExistsError: ``directory`` already has a trust root (rotate it instead).
@@ -127,7 +135,13 @@ def create_trust_root(
         ValueError: ``expires`` is naive.
     """
     body = build_body(
-        version=1, origin=origin, publishers=publishers, threshold=threshold, expires=expires
+        version=1,
+        origin=origin,
+        publishers=publishers,
+        threshold=threshold,
+        expires=expires,
+        witnesses=witnesses,
+        witness_threshold=witness_threshold,
     )
     if any(directory.glob("trust-root-v*.binpb")):
         raise FileExistsError(f"{directory} already has a trust root; rotate it")
@@ -144,10 +158,13 @@ def rotate_trust_root(
     threshold: int,
     expires: dt.datetime,
     now: dt.datetime,
+    witnesses: Sequence[CosignatureVerifier] | None = None,
+    witness_threshold: int | None = None,
 ) -> tuple[Path, int]:
     """Write version n + 1 of the chain in ``directory``: listing ``publishers``, signed
     by the ``old`` keys (of version n) and the new ones, once it verifies as an update
-    of version n.
+    of version n. The witnesses and their threshold are version n's unless given (a
+    publisher key rotation does not drop the witnesses by accident).
 
     Returns:
         The file written and its version.
@@ -165,6 +182,10 @@ def rotate_trust_root(
         publishers=publishers,
         threshold=threshold,
         expires=expires,
+        witnesses=current.witnesses if witnesses is None else witnesses,
+        witness_threshold=(
+            current.witness_threshold if witness_threshold is None else witness_threshold
+        ),
     )
     old_ids = {o.key_id for o in old}
     signers = [*old, *(k for k in publishers if k.key_id not in old_ids)]

@@ -23,6 +23,7 @@ from veritally_client._config import ClientConfig
 from veritally_client._election import ElectionIndex
 from veritally_client._errors import (
     DigestMismatchError,
+    InsufficientCosignaturesError,
     MalformedDataError,
     RollbackError,
     StateMismatchError,
@@ -337,12 +338,14 @@ class Client:
         those of the held cut (docs/adr/0089), verified as such.
 
         A checkpoint signed by no key of the trust root in use may be signed by rotated
-        keys: the trust root is refreshed once (updates are signed by the old keys) and
-        the cut verified again.
+        keys, and one without its witness quorum may be cosigned by rotated witnesses:
+        the trust root is refreshed once (updates are signed by the old keys) and the cut
+        verified again.
         """
         try:
             return self._advance_once(signed, unchanged)
-        except UnknownKeyError:
+        except (UnknownKeyError, InsufficientCosignaturesError):
+            # A newer trust root may list other keys or witnesses (rotated like them).
             before = self._verifier.trust_root.version
             if self.refresh_trust_root().version == before:
                 raise

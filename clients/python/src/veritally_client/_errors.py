@@ -33,6 +33,7 @@ __all__ = [
     "CredentialsError",
     "DigestMismatchError",
     "ForkError",
+    "InsufficientCosignaturesError",
     "MalformedDataError",
     "RecountMismatchError",
     "RollbackError",
@@ -80,6 +81,26 @@ class BadProofError(VerificationError):
 
 class RollbackError(VerificationError):
     """A checkpoint or cut is older than one already verified (tree size or cut number)."""
+
+
+class InsufficientCosignaturesError(VerificationError):
+    """A checkpoint signed by the publisher lacks the cosignatures its trust root asks
+    for: fewer than ``k`` of the listed witnesses validly cosigned it. Either the
+    witnesses were not shown this tree (a split view: another outlet may be shown
+    another one) or too many of them are down.
+
+    Attributes:
+        note: the exact signed note bytes refused (signed by the publisher's keys), kept
+            by the client as evidence.
+        valid: how many distinct listed witnesses validly cosigned it.
+        required: the trust root's witness threshold.
+    """
+
+    def __init__(self, message: str, *, note: bytes, valid: int, required: int) -> None:
+        super().__init__(message)
+        self.note = note
+        self.valid = valid
+        self.required = required
 
 
 class StaleCheckpointError(VerificationError):

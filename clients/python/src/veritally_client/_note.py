@@ -46,10 +46,14 @@ class VerifiedNote:
     Attributes:
         text: the note text (ending in a newline), exactly as signed.
         verifiers: the known keys whose signatures verified, in note order.
+        signature_lines: every signature line of the note (without its newline), in
+            order, known keys' or not: cosignatures (c2sp.org/tlog-cosignature) are
+            lines of keys a note verifier does not know, checked by the witness policy.
     """
 
     text: str
     verifiers: tuple[Verifier, ...]
+    signature_lines: tuple[str, ...] = ()
 
 
 def _check_text(text: str) -> None:
@@ -162,4 +166,4 @@ def open_note(note: bytes, verifiers: Sequence[Verifier], *, threshold: int = 1)
         raise UnknownKeyError(
             f"note is signed by {len(verified)} trusted key(s), {threshold} required"
         )
-    return VerifiedNote(text=text, verifiers=tuple(verified))
+    return VerifiedNote(text=text, verifiers=tuple(verified), signature_lines=tuple(lines))

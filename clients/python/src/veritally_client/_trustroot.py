@@ -8,14 +8,18 @@ with the same key, because the signed bytes differ.
 Accepting a pinned document (:meth:`TrustedRoot.from_bytes`):
 
 1. parse the document and its body; reject unknown or missing fields' bad values;
-2. parse every publisher key (standard signed-note verifier key strings);
-3. require ``1 <= threshold <= number of keys`` and a version of at least 1;
+2. parse every publisher key (standard signed-note verifier key strings) and every
+   witness key (cosignature/v1 verifier keys, type ``0x04``);
+3. require ``1 <= threshold <= number of keys``, a version of at least 1, and a witness
+   threshold of 0 without witness keys, else ``1 <= k <= number of witness keys``;
 4. require at least ``threshold`` of its own keys to have signed the body;
 5. reject it if it has expired at ``now``.
 
 Accepting an update (:meth:`TrustedRoot.update`) additionally requires version = old + 1,
 the same origin, and at least the OLD threshold of the OLD keys among the signers, so a
-stolen new key alone cannot take over the log.
+stolen new key alone cannot take over the log. Witness keys and their threshold rotate
+the same way: they are fields of the signed body, so only the publisher keys of the old
+version can add, drop or replace a witness (docs/adr/0091).
 
 Walking a whole chain (:meth:`TrustedRoot.from_chain`) checks every link the same way but
 the expiry of the newest version only, since older versions have usually expired by then.
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from veritally_client._cosignature import CosignatureVerifier
 from veritally_client._errors import BadSignatureError, MalformedDataError, TrustRootError
 from veritally_client._gen.veritally.v1 import log_pb2
 from veritally_client._signing import SIGNATURE_SIZE, Signer, Verifier
@@ -45,6 +50,9 @@ TRUST_ROOT_DOMAIN = b"veritally trust root v1\n"
 MAX_KEYS = 32
 #: Most signatures considered on one document (old and new keys, with room to spare).
 MAX_SIGNATURES = 2 * MAX_KEYS
+#: Most witness keys in one trust root: Sigsum's default policy names 3, and each key
+#: is one more cosignature verified on every cut.
+MAX_WITNESSES = 32
 
 
 def trust_root_message(body: bytes) -> bytes:
@@ -92,6 +100,24 @@ def _signed_by(
     return signed
 
 
+def _witness_keys(body: log_pb2.TrustRootBody) -> tuple[CosignatureVerifier, ...]:
+    """Steps (2) and (3) for the witnesses: their keys and the k of the k-of-n policy."""
+    if len(body.witness_keys) > MAX_WITNESSES:
+        raise TrustRootError(f"a trust root lists at most {MAX_WITNESSES} witness keys")
+    try:
+        witnesses = tuple(CosignatureVerifier.from_key_string(k) for k in body.witness_keys)
+    except MalformedDataError as e:
+        raise TrustRootError("a witness key is malformed") from e
+    if len({(w.name, w.key_id) for w in witnesses}) != len(witnesses):
+        raise TrustRootError("a witness key (name and key id) is listed twice")
+    low = 1 if witnesses else 0
+    if not low <= body.witness_threshold <= len(witnesses):
+        raise TrustRootError(
+            f"witness threshold {body.witness_threshold} is not within {low}..{len(witnesses)}"
+        )
+    return witnesses
+
+
 @dataclass(frozen=True)
 class TrustedRoot:
     """A verified trust root. Only :meth:`from_bytes` and :meth:`update` make one.
@@ -103,6 +129,9 @@ class TrustedRoot:
         threshold: how many distinct publisher keys must sign a checkpoint.
         expires: when this trust root stops being usable (UTC).
         document: the exact document bytes it was verified from.
+        witnesses: the witness keys (cosignature/v1), empty when none is required.
+        witness_threshold: how many distinct listed witnesses must cosign each
+            checkpoint (0 exactly when there are no witnesses).
     """
 
     version: int
@@ -111,6 +140,8 @@ class TrustedRoot:
     threshold: int
     expires: dt.datetime
     document: bytes
+    witnesses: tuple[CosignatureVerifier, ...] = ()
+    witness_threshold: int = 0
 
     @staticmethod
     def _parse(data: bytes) -> tuple[TrustedRoot, bytes, Sequence[log_pb2.TrustRootSignature]]:
@@ -134,6 +165,7 @@ class TrustedRoot:
         # (3) threshold, version, origin, expiry present
         if not 1 <= body.threshold <= len(keys):
             raise TrustRootError(f"threshold {body.threshold} is not within 1..{len(keys)}")
+        witnesses = _witness_keys(body)
         if body.version < 1:
             raise TrustRootError("trust root versions start at 1")
         if not body.origin or any(ord(c) < 0x20 for c in body.origin):
@@ -147,6 +179,8 @@ class TrustedRoot:
             threshold=body.threshold,
             expires=body.expires_time.ToDatetime(tzinfo=dt.UTC),
             document=bytes(data),
+            witnesses=witnesses,
+            witness_threshold=body.witness_threshold,
         )
         return root, doc.body, doc.signatures
 

@@ -11,7 +11,8 @@ Verifying a new cut (:meth:`CutVerifier.verify_update`):
 0. size limits: the results blob, the cut leaf and the proofs are bounded before any
    hashing or parsing;
 1. open the signed note with the trust root's publisher keys at its threshold
-   (unknown signatures are ignored; a bad one by a trusted key is rejected);
+   (unknown signatures are ignored; a bad one by a trusted key is rejected), and count
+   the valid cosignatures of the trust root's witnesses (:mod:`._witnesses`);
 2. parse the checkpoint; its origin must be the trust root's origin and its tree
    non-empty;
 3. parse the cut leaf: it must be a ``LogLeaf`` holding a ``CutRecord`` and be included
@@ -27,9 +28,15 @@ Verifying a new cut (:meth:`CutVerifier.verify_update`):
 6. check the consistency proof from the last verified tree: the new tree must extend it.
    A proof that leads to the new signed root but to another old root is proof of a fork;
    any other failing proof is a bad proof;
+6b. the witness quorum: at least ``k`` distinct listed witnesses cosigned the checkpoint
+   (``InsufficientCosignaturesError``, carrying the refused note). It is checked after
+   5 and 6 so that a note conflicting with the verified one is kept as fork evidence
+   even when the witnesses were not shown it;
 7. freshness: the cut time must not be older than the maximum age (unless the cut is the
    final one, after which the publisher signs nothing: its age is the close's), nor
-   further in the future than the allowed clock skew;
+   further in the future than the allowed clock skew; with witnesses, the ``k``-th
+   newest cosignature time (cosignatures beyond the clock skew in the future not
+   counted) is bounded by the same maximum age;
 8. bind the results to the election: the definition digest must be the one pinned by the
    first verified cut (or given by the caller), and the results must cover exactly the
    cut record's acta records; results of a rehearsal (``test``) are refused unless the
@@ -52,7 +59,7 @@ and, in step 6, a tree one leaf larger than the verified one with no consistency
 served gets the proof rebuilt from the inclusion proof of its last leaf (those hashes
 are the verified tree's subtrees), checked as a served one would be.
 
-Verifying a past cut (:meth:`CutVerifier.verify_historical`) runs 0-4 and 8, then checks
+Verifying a past cut (:meth:`CutVerifier.verify_historical`) runs 0-4, 6b and 8, then checks
 consistency between the past tree and the last verified tree in whichever direction
 applies; freshness and liveness do not apply and nothing about it is ever persisted.
 """
@@ -111,6 +118,12 @@ from veritally_client._view import (
     check_definition,
     read_race,
     read_unit,
+)
+from veritally_client._witnesses import (
+    Witnessed,
+    count_cosignatures,
+    require_quorum,
+    witnessed_time,
 )
 
 __all__ = [
@@ -496,6 +509,7 @@ class _Parsed:
     cut_record: acta_pb2.CutRecord
     cut_time: dt.datetime
     results: results_pb2.Results
+    witnessed: Witnessed = field(default_factory=Witnessed)
 
 
 class CutVerifier:
@@ -515,13 +529,21 @@ class CutVerifier:
         return self._root
 
     def open_checkpoint(self, note: bytes) -> Checkpoint:
-        """Steps 1-2: a signed note by the trust root's publisher keys, at its threshold,
-        holding a checkpoint of this log (e.g. a tiled log's ``checkpoint`` file).
+        """Steps 1-2 and 6b: a signed note by the trust root's publisher keys, at its
+        threshold, cosigned by its witness quorum, holding a checkpoint of this log (e.g.
+        a tiled log's ``checkpoint`` file).
 
         Raises:
             BadSignatureError, UnknownKeyError: if the signatures do not verify.
+            InsufficientCosignaturesError: if fewer than the witness threshold cosigned.
             MalformedDataError: if it is not a checkpoint of this log's origin.
         """
+        checkpoint, witnessed = self._open(note)
+        self._require_quorum(witnessed, note, checkpoint)
+        return checkpoint
+
+    def _open(self, note: bytes) -> tuple[Checkpoint, Witnessed]:
+        """Steps 1-2, the witness quorum aside."""
         # (1) signature by the trust root's publisher keys, at its threshold
         verified = open_note(note, self._root.verifiers, threshold=self._root.threshold)
         # (2) checkpoint of this log
@@ -530,7 +552,14 @@ class CutVerifier:
             raise MalformedDataError(
                 f"checkpoint origin is {checkpoint.origin!r}, expected {self._root.origin!r}"
             )
-        return checkpoint
+        # (1) the witnesses' cosignatures, counted (the quorum is step 6b)
+        return checkpoint, count_cosignatures(verified, self._root.witnesses)
+
+    def _require_quorum(self, witnessed: Witnessed, note: bytes, checkpoint: Checkpoint) -> None:
+        # (6b) k of the n listed witnesses
+        require_quorum(
+            witnessed, threshold=self._root.witness_threshold, note=note, size=checkpoint.size
+        )
 
     def _verify_alone(self, cut: SignedCutBytes) -> _Parsed:
         """Steps 0-4: everything that depends on the cut alone."""
@@ -540,7 +569,7 @@ class CutVerifier:
                 f"results blob is {len(cut.results)} bytes, at most "
                 f"{self._config.max_results_bytes}"
             )
-        checkpoint, record, cut_time = self._verify_head(cut)  # (0)-(3)
+        checkpoint, record, cut_time, witnessed = self._verify_head(cut)  # (0)-(3)
         # (4) the results bytes are what was signed, checked before parsing
         digest = hashlib.sha256(cut.results).digest()
         if not hmac.compare_digest(digest, record.results_sha256):
@@ -553,17 +582,17 @@ class CutVerifier:
             results.ParseFromString(cut.results)
         except DecodeError as e:
             raise MalformedDataError(f"results blob does not parse: {e}") from e
-        return _Parsed(checkpoint, record, cut_time, results)
+        return _Parsed(checkpoint, record, cut_time, results, witnessed)
 
     def _verify_head(
         self, cut: SignedCutBytes
-    ) -> tuple[Checkpoint, acta_pb2.CutRecord, dt.datetime]:
+    ) -> tuple[Checkpoint, acta_pb2.CutRecord, dt.datetime, Witnessed]:
         """Steps 0-3 (the results aside): the signed tree and its last leaf."""
         # (0) bound sizes before hashing or parsing
         if len(cut.cut_leaf) > _MAX_CUT_LEAF_BYTES:
             raise MalformedDataError(f"cut leaf is {len(cut.cut_leaf)} bytes")
         _check_proof_shape(cut.inclusion_proof, "inclusion proof")
-        checkpoint = self.open_checkpoint(cut.checkpoint)  # (1) (2)
+        checkpoint, witnessed = self._open(cut.checkpoint)  # (1) (2)
         if checkpoint.size < 1:
             raise MalformedDataError("a cut's tree holds at least its cut record")
         # (3) the cut record is the last leaf of the signed tree
@@ -584,7 +613,7 @@ class CutVerifier:
         cut_time = parse_cut_time(record.cut_time)
         if len(record.results_sha256) != HASH_SIZE:
             raise MalformedDataError("results_sha256 is not a SHA-256 digest")
-        return checkpoint, record, cut_time
+        return checkpoint, record, cut_time, witnessed
 
     def _check_binding(self, parsed: _Parsed, definition_sha256: bytes | None) -> None:
         # (8) results of this election, over exactly the cut's acta records, real unless
@@ -664,7 +693,10 @@ class CutVerifier:
                 another election definition.
             RollbackError: the cut is older than the last verified one.
             ForkError: the cut's tree conflicts with the last verified one.
-            StaleCheckpointError: the cut is too old or too far in the future.
+            InsufficientCosignaturesError: fewer than the trust root's witness threshold
+                of its listed witnesses validly cosigned the checkpoint.
+            StaleCheckpointError: the cut is too old or too far in the future, or its
+                k-th newest cosignature is too old (or too few are not in the future).
             StalledError: the cuts have been behind ingest without covering a new record
                 for longer than the maximum stall.
             TrustRootError: the trust root expired.
@@ -736,14 +768,14 @@ class CutVerifier:
                 answer, cut_leaf=previous.cut_leaf, inclusion_proof=previous.inclusion_proof
             )
         try:
-            checkpoint, record, cut_time = self._verify_head(served)  # (0)-(3)
+            checkpoint, record, cut_time, witnessed = self._verify_head(served)  # (0)-(3)
         except BadProofError:
             if held_leaf:
                 # (5) the held leaf is not under this root of the verified size: the
                 # publisher signed a second root for it
                 _check_same_tree(
                     first=(trusted.checkpoint, _trusted_checkpoint(trusted)),
-                    second=(bytes(answer.checkpoint), self.open_checkpoint(answer.checkpoint)),
+                    second=(bytes(answer.checkpoint), self._open(answer.checkpoint)[0]),
                 )
             raise
         # (4') the cut signs the results digest of the verified cut, whose bytes were
@@ -761,7 +793,7 @@ class CutVerifier:
             proof = consistency_from_last_leaf(
                 checkpoint.size, leaf_hash(served.cut_leaf), served.inclusion_proof
             )
-        parsed = _Parsed(checkpoint, record, cut_time, previous.results)
+        parsed = _Parsed(checkpoint, record, cut_time, previous.results, witnessed)
         return self._verify_newer(
             dataclasses.replace(served, results=previous.results_bytes),
             parsed,
@@ -835,7 +867,10 @@ class CutVerifier:
                 )
             elif consistency_proof:
                 raise BadProofError("a consistency proof between equal trees must be empty")
+        # (6b) the witness quorum
+        self._require_quorum(parsed.witnessed, cut.checkpoint, cp)
         # (7) freshness
+        self._check_witnessed_age(parsed, now)
         age = (now - parsed.cut_time).total_seconds()
         if age > self._config.max_checkpoint_age and not parsed.results.final:
             raise StaleCheckpointError(
@@ -875,6 +910,29 @@ class CutVerifier:
                 )
         return made
 
+    def _check_witnessed_age(self, parsed: _Parsed, now: dt.datetime) -> None:
+        """Step 7 for the cosignatures: the k-th newest usable timestamp is fresh."""
+        k = self._root.witness_threshold
+        if k < 1:
+            return
+        config = self._config
+        number = parsed.cut_record.cut_number
+        when, future = witnessed_time(
+            parsed.witnessed, threshold=k, now=now, max_skew=config.max_clock_skew
+        )
+        if when is None:
+            raise StaleCheckpointError(
+                f"cut {number} has {future} cosignature(s) more than "
+                f"{config.max_clock_skew:.0f} s in the future; {k} witnesses must vouch for "
+                "it at a time that has come"
+            )
+        age = (now - when).total_seconds()
+        if age > config.max_checkpoint_age and not parsed.results.final:
+            raise StaleCheckpointError(
+                f"cut {number} was last cosigned by {k} witnesses {age:.0f} s ago, at most "
+                f"{config.max_checkpoint_age:.0f} s allowed"
+            )
+
     def verify_historical(
         self,
         cut: SignedCutBytes,
@@ -900,6 +958,7 @@ class CutVerifier:
         """
         parsed = self._verify_alone(cut)  # (0)-(4)
         cp = parsed.checkpoint
+        self._require_quorum(parsed.witnessed, cut.checkpoint, cp)  # (6b)
         mine = (trusted.checkpoint, _trusted_checkpoint(trusted))
         theirs = (bytes(cut.checkpoint), cp)
         if cp.size == trusted.tree_size:
@@ -922,6 +981,7 @@ class CutVerifier:
             DigestMismatchError: as :meth:`verify_update`.
         """
         parsed = self._verify_alone(cut)  # (0)-(4)
+        self._require_quorum(parsed.witnessed, cut.checkpoint, parsed.checkpoint)  # (6b)
         self._check_binding(parsed, definition_sha256)  # (8)
         return self._made(cut, parsed)
 

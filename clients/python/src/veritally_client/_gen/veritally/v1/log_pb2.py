@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16veritally/v1/log.proto\x12\x0cveritally.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n\tSignedCut\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x10\n\x08\x63ut_leaf\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\x12\x0f\n\x07results\x18\x04 \x01(\x0c\"G\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"F\n\x10\x43onsistencyProof\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"\x8d\x01\n\rTrustRootBody\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x16\n\x0epublisher_keys\x18\x03 \x03(\t\x12\x11\n\tthreshold\x18\x04 \x01(\r\x12\x30\n\x0c\x65xpires_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x12TrustRootSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"O\n\tTrustRoot\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x34\n\nsignatures\x18\x02 \x03(\x0b\x32 .veritally.v1.TrustRootSignatureb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16veritally/v1/log.proto\x12\x0cveritally.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n\tSignedCut\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x10\n\x08\x63ut_leaf\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\x12\x0f\n\x07results\x18\x04 \x01(\x0c\"G\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"F\n\x10\x43onsistencyProof\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"\xbe\x01\n\rTrustRootBody\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x16\n\x0epublisher_keys\x18\x03 \x03(\t\x12\x11\n\tthreshold\x18\x04 \x01(\r\x12\x30\n\x0c\x65xpires_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cwitness_keys\x18\x06 \x03(\t\x12\x19\n\x11witness_threshold\x18\x07 \x01(\r\"7\n\x12TrustRootSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"O\n\tTrustRoot\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x34\n\nsignatures\x18\x02 \x03(\x0b\x32 .veritally.v1.TrustRootSignatureb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,9 +39,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONSISTENCYPROOF']._serialized_start=239
   _globals['_CONSISTENCYPROOF']._serialized_end=309
   _globals['_TRUSTROOTBODY']._serialized_start=312
-  _globals['_TRUSTROOTBODY']._serialized_end=453
-  _globals['_TRUSTROOTSIGNATURE']._serialized_start=455
-  _globals['_TRUSTROOTSIGNATURE']._serialized_end=510
-  _globals['_TRUSTROOT']._serialized_start=512
-  _globals['_TRUSTROOT']._serialized_end=591
+  _globals['_TRUSTROOTBODY']._serialized_end=502
+  _globals['_TRUSTROOTSIGNATURE']._serialized_start=504
+  _globals['_TRUSTROOTSIGNATURE']._serialized_end=559
+  _globals['_TRUSTROOT']._serialized_start=561
+  _globals['_TRUSTROOT']._serialized_end=640
 # @@protoc_insertion_point(module_scope)

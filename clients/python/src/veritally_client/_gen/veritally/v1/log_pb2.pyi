@@ -134,12 +134,18 @@ class TrustRootBody(_message.Message):
     PUBLISHER_KEYS_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     EXPIRES_TIME_FIELD_NUMBER: _builtins.int
+    WITNESS_KEYS_FIELD_NUMBER: _builtins.int
+    WITNESS_THRESHOLD_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """Version, starting at 1. Version n + 1 must be signed by the keys of version n."""
     origin: _builtins.str
     """Origin line of the log's checkpoints."""
     threshold: _builtins.int
     """How many distinct publisher keys must sign a checkpoint (at least 1)."""
+    witness_threshold: _builtins.int
+    """How many distinct listed witnesses must cosign a checkpoint: 0 with no witness
+    keys, otherwise 1 to the number of witness keys.
+    """
     @_builtins.property
     def publisher_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Publisher keys, as C2SP signed-note verifier keys ("name+hexkeyid+base64key")."""
@@ -147,6 +153,12 @@ class TrustRootBody(_message.Message):
     @_builtins.property
     def expires_time(self) -> _timestamp_pb2.Timestamp:
         """After this instant the trust root must not be used; clients fetch a newer one."""
+
+    @_builtins.property
+    def witness_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Witness keys, as C2SP signed-note verifier keys of type 0x04 (tlog-cosignature/v1,
+        "name+hexkeyid+base64(0x04 || key)"). Empty: checkpoints need no cosignature.
+        """
 
     def __init__(
         self,
@@ -156,10 +168,12 @@ class TrustRootBody(_message.Message):
         publisher_keys: _abc.Iterable[_builtins.str] | None = ...,
         threshold: _builtins.int = ...,
         expires_time: _timestamp_pb2.Timestamp | None = ...,
+        witness_keys: _abc.Iterable[_builtins.str] | None = ...,
+        witness_threshold: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_time", b"expires_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_time", b"expires_time", "origin", b"origin", "publisher_keys", b"publisher_keys", "threshold", b"threshold", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_time", b"expires_time", "origin", b"origin", "publisher_keys", b"publisher_keys", "threshold", b"threshold", "version", b"version", "witness_keys", b"witness_keys", "witness_threshold", b"witness_threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
