@@ -58,8 +58,8 @@ from veritally_client.protocol import (
     TrustedRoot,
     leaf_hash,
     parse_leaf_view,
-    sign_note,
     results_summary_bytes,
+    sign_note,
     sign_trust_root,
 )
 from veritally_client.protocol.pb import acta_pb2, log_pb2

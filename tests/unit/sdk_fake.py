@@ -20,7 +20,6 @@ from pathlib import Path
 
 from veritally_client._checkpoint import Checkpoint
 from veritally_client._cut import cut_leaf_bytes
-from veritally_client._summary import results_summary_bytes
 from veritally_client._election import ElectionIndex, acta_id
 from veritally_client._errors import TransportError
 from veritally_client._gen.veritally.v1 import (
@@ -33,6 +32,7 @@ from veritally_client._gen.veritally.v1 import (
 from veritally_client._merkle import MemoryTree
 from veritally_client._note import sign_note
 from veritally_client._signing import Signer
+from veritally_client._summary import results_summary_bytes
 from veritally_client._tally import Tally
 from veritally_client._tiles import (
     TILE_WIDTH,

@@ -57,9 +57,7 @@ def test_summary_holds_nation_and_states_with_the_results_figures() -> None:
     blob = pub.cuts[-1].results
     results = results_pb2.Results.FromString(blob)
     parties = pub.election.party_ids
-    summary = results_pb2.ResultsSummary.FromString(
-        results_summary_bytes(blob, party_ids=parties)
-    )
+    summary = results_pb2.ResultsSummary.FromString(results_summary_bytes(blob, party_ids=parties))
     kept = [u for u in results.units if u.level in (1, 2)]
     assert [(u.level, u.unit_id) for u in summary.units] == [(u.level, u.unit_id) for u in kept]
     assert len(kept) < len(results.units)  # the districts are left out

@@ -8,10 +8,10 @@ A cut (:meth:`Cutter.make_cut`), all inside ONE store transaction:
    count matches the position the results were taken at;
 2. build the cut record leaf (number, RFC 3339 UTC time, acta records covered, SHA-256
    of the results blob and, given the definition's party order, of its summary
-   (docs/adr/0092-results-summary.md), ingest's accepted records as aggregation last heard them) — the
-   time never goes back from the previous cut's, and the ingest figure is never below
-   the records covered nor below the previous cut's (ingest's log only grows, so the
-   largest figure seen is still a true lower bound);
+   (docs/adr/0092-results-summary.md), ingest's accepted records as aggregation last
+   heard them) — the time never goes back from the previous cut's, and the ingest
+   figure is never below the records covered nor below the previous cut's (ingest's log
+   only grows, so the largest figure seen is still a true lower bound);
 3. append the acta leaves and the cut leaf, with their perfect-subtree hashes;
 4. sign the checkpoint (origin, size, root) as a C2SP signed note;
 5. check our own work: the note opens with our keys, and the cut leaf's inclusion proof
@@ -46,11 +46,11 @@ from veritally_client.protocol import (
     cut_leaf_bytes,
     format_cut_time,
     ingest_records_of,
-    results_summary_bytes,
     leaf_hash,
     open_note,
     parse_cut_leaf,
     parse_leaf,
+    results_summary_bytes,
     sign_note,
     verify_inclusion,
 )
