@@ -94,7 +94,7 @@ def _ingest_direct(quick: bool, only: set[str] | None) -> Results:
 
 BENCHES = (
     Bench("cut", ("cut_ms_1k_on_10k", "cut_ms_1k_on_100k", "cut_ms_1k_on_500k"), _cut),
-    Bench("sdk", ("sdk_verify_ms", "recount_500k_s"), _sdk),
+    Bench("sdk", ("sdk_verify_ms", "recount_500k_s", "bytes_per_summary_read"), _sdk),
     Bench(
         "stack",
         (

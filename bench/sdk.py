@@ -19,7 +19,12 @@ Measured:
   recompute and hash the results of every cut, compare the root), pages of 10,000;
   the median of ``--runs`` recounts, wall time, and ``recount_500k_cpu_s`` its CPU time;
 * where the recount time goes (CPU seconds): hashing, parsing, tally apply, results of
-  the cuts.
+  the cuts;
+* ``bytes_per_summary_read``: what a read of the newest cut's summary moves, at the
+  message level, on the same log: the signed head (the serialized ``SignedCut`` without
+  results: signed note, cut leaf, inclusion proof at the log's size) plus the results
+  summary the cut record signs (docs/adr/0092), beside ``results_blob_bytes``.
+  ``--summary-only`` measures this alone.
 
 Prints the numbers and writes bench/out/sdk.json.
 """
@@ -53,6 +58,7 @@ from veritally_client.protocol import (
     TrustedRoot,
     leaf_hash,
     parse_leaf_view,
+    results_summary_bytes,
     sign_note,
     sign_trust_root,
 )
@@ -255,6 +261,41 @@ def bench_verify(index: ElectionIndex, leaves: list[bytes], cut_every: int) -> d
     }
 
 
+def bench_summary(index: ElectionIndex, leaves: list[bytes]) -> dict[str, float]:
+    """Bytes of a summary read of a new national cut on top of the given log."""
+    tally = Tally(index)
+    tree = MemoryTree()
+    for leaf in leaves:
+        tree.append(leaf)
+        pb = acta_pb2.LogLeaf.FromString(leaf)
+        if pb.WhichOneof("kind") == "acta_record":
+            tally.apply(pb.acta_record)
+    results = tally.results_bytes()
+    summary = results_summary_bytes(results, party_ids=index.party_ids)
+    number = acta_pb2.LogLeaf.FromString(leaves[-1]).cut_record.cut_number + 1
+    record = acta_pb2.CutRecord(
+        cut_number=number,
+        cut_time=(START + dt.timedelta(seconds=30 * number)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        acta_records=tally.acta_records,
+        results_sha256=hashlib.sha256(results).digest(),
+        summary_sha256=hashlib.sha256(summary).digest(),
+    )
+    cut_leaf = acta_pb2.LogLeaf(cut_record=record).SerializeToString(deterministic=True)
+    tree.append(cut_leaf)
+    size = tree.size
+    signer = Signer.from_seed("bench.veritally.example", b"\x05" * 32)
+    head = log_pb2.SignedCut(
+        checkpoint=sign_note(Checkpoint(ORIGIN, size, tree.root()).to_text(), [signer]),
+        cut_leaf=cut_leaf,
+        inclusion_proof=tree.inclusion_proof(size - 1, size),
+    )
+    return {
+        "bytes_per_summary_read": head.ByteSize() + len(summary),
+        "summary_bytes": len(summary),
+        "results_blob_bytes": len(results),
+    }
+
+
 def main() -> None:
     """Run the benchmark and print/write the numbers."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -263,6 +304,9 @@ def main() -> None:
     parser.add_argument("--leaves", type=int, default=500_000)
     parser.add_argument("--cut-every", type=int, default=2_000)
     parser.add_argument("--runs", type=int, default=3, help="recounts to take the median of")
+    parser.add_argument(
+        "--summary-only", action="store_true", help="measure bytes_per_summary_read alone"
+    )
     args = parser.parse_args()
     t = time.perf_counter()
     cached = _log_cache(args.leaves, args.cut_every, args.seed, args.casillas).exists()
@@ -277,6 +321,11 @@ def main() -> None:
     )
     print(f"setup {time.perf_counter() - t:.1f} s: {len(leaves)} leaves")
     numbers: dict[str, float] = {"leaves": len(leaves)}
+    numbers.update(bench_summary(index, leaves))
+    if args.summary_only:
+        for key, value in numbers.items():
+            print(f"{key:24} {value:,.3f}")
+        return
     numbers.update(bench_verify(index, leaves, args.cut_every))
     numbers.update(bench_recount(index, leaves, args.runs))
     if len(leaves) == 500_000:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import random
 import re
 import shlex
@@ -45,7 +46,14 @@ from veritally_client._bundle import verify_bundle
 from veritally_client._cli import EXIT_OK, main
 from veritally_client._gen.veritally.v1 import acta_pb2
 from veritally_client._trustroot import TrustedRoot
-from veritally_client.protocol import encode_entry_bundle, parse_entry_bundle
+from veritally_client.protocol import (
+    encode_entry_bundle,
+    parse_cut_leaf,
+    parse_entry_bundle,
+    results_summary_bytes,
+    verify_summary,
+)
+from veritally_client.protocol.pb import log_pb2
 
 
 async def test_bundle_of_real_cuts_verifies_offline_with_the_sdk(tmp_path: Path) -> None:
@@ -70,8 +78,18 @@ async def test_bundle_of_real_cuts_verifies_offline_with_the_sdk(tmp_path: Path)
     pinned = TrustedRoot.from_bytes(
         (publisher.trust_root_dir / "trust-root-v1.binpb").read_bytes(), now=now
     )
-    report = verify_bundle(tmp_path / "bundle", trust_root=pinned, now=now)
+    report = verify_bundle(tmp_path / "bundle", trust_root=pinned, now=now)  # and summaries
     assert len(report.cuts) == 4
+    # Every cut signs its results summary (docs/adr/0092): an immutable file named by its
+    # digest, which latest names, the summary of the cut's own results.
+    latest = json.loads((tmp_path / "bundle" / "latest").read_bytes())
+    cut = log_pb2.SignedCut.FromString((tmp_path / "bundle" / latest["cut"]).read_bytes())
+    record = parse_cut_leaf(cut.cut_leaf)
+    assert latest["summary"] == f"results/{record.summary_sha256.hex()}"
+    served = (tmp_path / "bundle" / latest["summary"]).read_bytes()
+    assert verify_summary(served, record=record).acta_records == record.acta_records == 23
+    assert served == results_summary_bytes(cut.results, party_ids=election.party_ids)
+    assert len(served) < len(cut.results)
 
 
 async def test_bundle_of_full_tiles_and_leaves_at_the_bound_verifies_within_a_bundle_limit(

@@ -33,6 +33,7 @@ from veritally_client._gen.veritally.v1 import (
 from veritally_client._merkle import MemoryTree
 from veritally_client._note import sign_note
 from veritally_client._signing import Signer
+from veritally_client._summary import results_summary_bytes
 from veritally_client._tally import Tally
 from veritally_client._tiles import (
     TILE_WIDTH,
@@ -199,6 +200,10 @@ class FakePublisher:
     witness_threshold: int = 0
     cosigning: list[int] | None = None
     cosign_offset: dt.timedelta = dt.timedelta(0)
+    # Whether cut records sign the results summary (docs/adr/0092); each summary signed,
+    # by its digest.
+    sign_summaries: bool = False
+    summaries: dict[bytes, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.election)
@@ -258,6 +263,7 @@ class FakePublisher:
         advance: dt.timedelta = CUT_INTERVAL,
         behind: int | None = None,
         record_mutator: Callable[[acta_pb2.CutRecord], None] | None = None,
+        summary_mutator: Callable[[results_pb2.ResultsSummary], None] | None = None,
     ) -> log_pb2.SignedCut:
         """Append a cut record over the log so far, sign the tree, and store the cut.
 
@@ -265,7 +271,8 @@ class FakePublisher:
         publisher that signs results which are not those of its log. ``behind`` makes
         the cut record say that ingest had accepted that many records more than it
         covers (None: no ingest figure). ``record_mutator`` edits the cut record before
-        it is signed.
+        it is signed. With ``sign_summaries`` the record signs the results summary;
+        ``summary_mutator`` edits it first (a summary that is not the results').
         """
         self.now += advance
         results = self.tally.results(final=final)
@@ -273,12 +280,22 @@ class FakePublisher:
             results_mutator(results)
         blob = results.SerializeToString(deterministic=True)
         acta_records = self.tally.acta_records
+        summary_sha256 = b""
+        if self.sign_summaries:
+            summary = results_summary_bytes(blob, party_ids=self.election.party_ids)
+            if summary_mutator is not None:
+                parsed_summary = results_pb2.ResultsSummary.FromString(summary)
+                summary_mutator(parsed_summary)
+                summary = parsed_summary.SerializeToString(deterministic=True)
+            summary_sha256 = hashlib.sha256(summary).digest()
+            self.summaries[summary_sha256] = summary
         leaf = cut_leaf_bytes(
             cut_number=len(self.cuts) + 1,
             cut_time=self.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             acta_records=acta_records,
             results_sha256=hashlib.sha256(blob).digest(),
             ingest_records=None if behind is None else acta_records + behind,
+            summary_sha256=summary_sha256,
         )
         if record_mutator is not None:
             parsed = acta_pb2.LogLeaf.FromString(leaf)

@@ -7,7 +7,7 @@ Layout (docs/bundle-format.md)::
       latest                          JSON pointer to the newest cut (replaced atomically)
       cuts/<cut number>.cut           serialized veritally.v1.SignedCut
       checkpoints/<tree size>         the signed note, exact bytes
-      results/<sha256 hex>            serialized Results blob
+      results/<sha256 hex>            serialized Results blob, or ResultsSummary
       tile/<L>/<N>[.p/<W>]            C2SP tlog-tiles Merkle tree tiles
       tile/entries/<N>[.p/<W>]        C2SP tlog-tiles entry bundles (the leaves)
       trust-root/v<N>.binpb           serialized veritally.v1.TrustRoot, every version
@@ -19,7 +19,8 @@ rsync mirror) never sees a partial file and caches can keep them forever. Which 
 tree size has, their names and their bytes come from the SDK's tile module
 (:func:`veritally_client.protocol.tiles_between`), the one its reader uses.
 
-A cut writes, in this order: its results and checkpoint files, the entry bundles and
+A cut writes, in this order: its results (and the summary its cut record signs) and
+checkpoint files, the entry bundles and
 tiles its tree has that the previous one did not, its cut file, then ``checkpoint`` and
 ``latest``; so everything a pointer names exists when it changes. Only then are the
 partial tiles that a full tile of this cut replaces removed (a reader that misses one
@@ -64,6 +65,7 @@ from veritally_client.protocol import (
     TILE_HEIGHT,
     TileRef,
     encode_entry_bundle,
+    parse_cut_leaf,
     tile_hashes,
     tiles_between,
 )
@@ -347,6 +349,11 @@ class BundleWriter:
         size = cut.tree_size
         digest_hex = hashlib.sha256(results).hexdigest()
         self.dir.write_once(f"results/{digest_hex}", results)
+        summary_sha256 = parse_cut_leaf(cut.cut_leaf).summary_sha256
+        summary = store.results(summary_sha256) if summary_sha256 else None
+        if summary is not None:
+            # Named by its digest like the results: immutable, shared by heartbeats.
+            self.dir.write_once(f"results/{summary_sha256.hex()}", summary)
         self.dir.write_once(f"checkpoints/{size}", cut.checkpoint)
         written = tiles_between(min(self._tiled_size, size), size)
         for ref in written:
@@ -363,6 +370,7 @@ class BundleWriter:
             "cut": f"cuts/{cut.cut_number}.cut",
             "checkpoint": f"checkpoints/{size}",
             "results": f"results/{digest_hex}",
+            **({"summary": f"results/{summary_sha256.hex()}"} if summary is not None else {}),
             "trust_root_versions": trust_root_versions,
             "trust_root": f"trust-root/v{trust_root_versions}.binpb",
             "election_definition": "election/definition.binpb",

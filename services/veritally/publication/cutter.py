@@ -7,10 +7,11 @@ A cut (:meth:`Cutter.make_cut`), all inside ONE store transaction:
    up to 64 KiB) holding an ``ActaRecord`` whose ``sequence`` is the next one, and their
    count matches the position the results were taken at;
 2. build the cut record leaf (number, RFC 3339 UTC time, acta records covered, SHA-256
-   of the results blob, ingest's accepted records as aggregation last heard them) — the
-   time never goes back from the previous cut's, and the ingest figure is never below
-   the records covered nor below the previous cut's (ingest's log only grows, so the
-   largest figure seen is still a true lower bound);
+   of the results blob and, given the definition's party order, of its summary
+   (docs/adr/0092-results-summary.md), ingest's accepted records as aggregation last
+   heard them) — the time never goes back from the previous cut's, and the ingest
+   figure is never below the records covered nor below the previous cut's (ingest's log
+   only grows, so the largest figure seen is still a true lower bound);
 3. append the acta leaves and the cut leaf, with their perfect-subtree hashes;
 4. sign the checkpoint (origin, size, root) as a C2SP signed note;
 5. check our own work: the note opens with our keys, and the cut leaf's inclusion proof
@@ -49,6 +50,7 @@ from veritally_client.protocol import (
     open_note,
     parse_cut_leaf,
     parse_leaf,
+    results_summary_bytes,
     sign_note,
     verify_inclusion,
 )
@@ -153,6 +155,7 @@ class Cutter:
         acta_records: int,
         results: bytes,
         ingest_records: int | None = None,
+        party_ids: Sequence[str] | None = None,
     ) -> CutRow:
         """Append ``acta_leaves`` and a cut record; sign; persist. See the module doc.
 
@@ -163,6 +166,9 @@ class Cutter:
             results: the serialized Results blob at that position.
             ingest_records: how many records ingest had accepted, as aggregation reported
                 with the results; None leaves the figure out of the cut record.
+            party_ids: the election definition's parties in order; with them the cut
+                record signs the results summary, stored beside the results. None
+                (no definition yet) signs none.
 
         Returns:
             The stored cut.
@@ -213,12 +219,20 @@ class Cutter:
         if ingest_records is not None:
             previous = _ingest_records_in(latest.cut_leaf) if latest else None
             ingest_records = max(ingest_records, acta_records, previous or 0)
+        summary = b""
+        if party_ids is not None:
+            try:
+                summary = results_summary_bytes(results, party_ids=party_ids)
+            except ValueError as e:
+                raise UpstreamDataError(f"the results cannot be summarised: {e}") from e
+        summary_digest = hashlib.sha256(summary).digest() if summary else b""
         cut_leaf = cut_leaf_bytes(
             cut_number=cut_number,
             cut_time=cut_time,
             acta_records=acta_records,
             results_sha256=digest,
             ingest_records=ingest_records,
+            summary_sha256=summary_digest,
         )
         leaves = [*acta_leaves, cut_leaf]
         hashes = [leaf_hash(x) for x in leaves]
@@ -233,6 +247,9 @@ class Cutter:
             store.append_leaves(leaves, hashes)
             store.index_actas(keys)
             store.put_results(digest, results)
+            if summary:
+                # Content-addressed beside the results: heartbeats share it too.
+                store.put_results(summary_digest, summary)
             size = store.tree_size
             root = store.root()
             # (4) sign

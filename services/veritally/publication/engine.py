@@ -42,7 +42,7 @@ from veritally.publication.store import CutRow, PublicationStore
 from veritally.publication.view import ViewNames, build_view
 from veritally.publication.witnesses import WitnessCollector
 from veritally.storage import MAX_PAGE_BYTES, capped_page
-from veritally_client.protocol.pb import log_pb2, publication_pb2, results_pb2
+from veritally_client.protocol.pb import election_pb2, log_pb2, publication_pb2, results_pb2
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ class PublicationEngine:
     _closing: bool = False
     # The stored definition's names, indexed on the first view (it is stored once).
     _names: ViewNames | None = None
+    # The stored definition's party order, read at the first cut that has it.
+    _parties: tuple[str, ...] | None = None
     # The GetLatestCutView answer of one cut, and GetCutView answers by cut number.
     _latest_view: publication_pb2.GetLatestCutViewResponse | None = None
     _views: OrderedDict[int, publication_pb2.GetCutViewResponse] = field(
@@ -196,12 +198,14 @@ class PublicationEngine:
             UpstreamDataError: if the records do not extend the log.
             StoreIntegrityError: if the store refuses the cut.
         """
+        party_ids = await self._party_ids()
         row = await self._db(
             lambda: self.cutter.make_cut(
                 acta_leaves=acta_leaves,
                 acta_records=acta_records,
                 results=results,
                 ingest_records=ingest_records,
+                party_ids=party_ids,
             )
         )
         # Committed: witnesses may see it now, and it is served with their cosignatures.
@@ -419,6 +423,16 @@ class PublicationEngine:
         ``MAX_PAGE_BYTES`` past the first."""
         leaves = await self._db(self.store.leaves, start, min(count, size - start))
         return capped_page(((leaf,) for leaf in leaves), MAX_PAGE_BYTES)
+
+    async def _party_ids(self) -> tuple[str, ...] | None:
+        """The stored definition's parties in order (what the results summary refers to),
+        read once; None before the definition is stored (the cut then signs no summary)."""
+        if self._parties is None:
+            definition = await self.definition()
+            if definition is not None:
+                parsed = election_pb2.ElectionDefinition.FromString(definition)
+                self._parties = tuple(p.id for p in parsed.parties)
+        return self._parties
 
     async def definition(self) -> bytes | None:
         """The stored election definition."""

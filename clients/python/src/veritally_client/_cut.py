@@ -70,6 +70,7 @@ def cut_leaf_bytes(
     acta_records: int,
     results_sha256: bytes,
     ingest_records: int | None,
+    summary_sha256: bytes = b"",
 ) -> bytes:
     """The serialized ``LogLeaf`` of a cut record, exactly as it is hashed into the log.
 
@@ -80,6 +81,8 @@ def cut_leaf_bytes(
         results_sha256: SHA-256 of the results blob (32 bytes).
         ingest_records: ingest's accepted records as last known, or None to leave the
             figure out (a publisher that does not report it).
+        summary_sha256: SHA-256 of the results summary (32 bytes), or empty for a cut
+            that signs none (docs/adr/0092-results-summary.md).
 
     Raises:
         ValueError: if ``ingest_records`` is below ``acta_records`` (a caller bug: the
@@ -90,7 +93,10 @@ def cut_leaf_bytes(
         cut_time=cut_time,
         acta_records=acta_records,
         results_sha256=results_sha256,
+        summary_sha256=summary_sha256,
     )
+    if summary_sha256 and len(summary_sha256) != len(results_sha256):
+        raise ValueError("summary_sha256 is not a SHA-256 digest")
     if ingest_records is not None:
         if ingest_records < acta_records:
             raise ValueError(

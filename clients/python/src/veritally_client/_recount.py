@@ -9,7 +9,9 @@ Feed every leaf of a verified tree, in order, to a :class:`Recounter`; it
 3. at each cut record, checks that cuts are numbered 1, 2, 3 ... and that the cut covers
    exactly the acta records before it, that its ingest figure (if any) is not below that,
    never goes back and is never dropped once a cut reported one, then recomputes the
-   results from those records and compares their SHA-256 with the digest that was signed;
+   results from those records and compares their SHA-256 with the digest that was signed,
+   and, when the cut record signs a results summary, the summary of those results with
+   the summary digest (docs/adr/0092);
 4. at the end, checks that the recomputed root equals the signed root, and only then
    reports the first content failure met on the way (a malformed record, a misnumbered
    cut, results that differ from the signed digest) and that the log ends with a cut.
@@ -41,6 +43,7 @@ from veritally_client._gen.veritally.v1 import acta_pb2, results_pb2
 from veritally_client._leaf import parse_leaf_view
 from veritally_client._merkle import CompactRange, leaf_hash
 from veritally_client._navigate import level_value, unknown_id
+from veritally_client._summary import results_summary_bytes
 from veritally_client._tally import Tally
 
 __all__ = ["CutCheck", "RecountReport", "Recounter"]
@@ -154,6 +157,9 @@ class Recounter:
         self._last_was_cut = False
         self._ingest_records: int | None = None  # the figure of the last cut, if any
         self._failure: VerificationError | None = None
+        self._party_ids = election.party_ids
+        # (results digest, summary digest) of the last summary checked
+        self._summarised: tuple[bytes, bytes] | None = None
 
     def feed(self, leaves: list[bytes]) -> None:
         """Feed the next consecutive leaves.
@@ -225,17 +231,36 @@ class Recounter:
         check_ingest_records(record, previous=self._ingest_records, previous_cut=len(self._cuts))
         self._ingest_records = ingest_records_of(record)
         final = False
-        digest = _sha256(self._tally.results_bytes(final=False)).digest()
+        results = self._tally.results_bytes(final=False)
+        digest = _sha256(results).digest()
         if not hmac.compare_digest(digest, record.results_sha256):
             final = True
-            digest = _sha256(self._tally.results_bytes(final=True)).digest()
+            results = self._tally.results_bytes(final=True)
+            digest = _sha256(results).digest()
         if not hmac.compare_digest(digest, record.results_sha256):
             raise RecountMismatchError(
                 f"cut {record.cut_number}: results recomputed from the first "
                 f"{record.acta_records} acta records hash to {digest.hex()}, the publisher "
                 f"signed {record.results_sha256.hex()}"
             )
+        self._check_summary(record, results, digest)
         self._cuts.append(CutCheck(record.cut_number, index, record.acta_records, digest, final))
+
+    def _check_summary(self, record: acta_pb2.CutRecord, results: bytes, digest: bytes) -> None:
+        # (3) the summary the cut signs is the one of the recomputed results
+        # (docs/adr/0092); a heartbeat's (same results, same summary) is not summarised
+        # again
+        signed = record.summary_sha256
+        if not signed or (digest, signed) == self._summarised:
+            return
+        summary = results_summary_bytes(results, party_ids=self._party_ids)
+        got = _sha256(summary).digest()
+        if not hmac.compare_digest(got, signed):
+            raise RecountMismatchError(
+                f"cut {record.cut_number}: the summary of the recomputed results hashes to "
+                f"{got.hex()}, the publisher signed {signed.hex()}"
+            )
+        self._summarised = (digest, signed)
 
     def finish(self) -> RecountReport:
         """Check the recomputed root and return the report.

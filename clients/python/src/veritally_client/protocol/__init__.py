@@ -22,6 +22,8 @@ benchmarks and scripts. It re-exports, under stable public names, the pieces tho
 - the cut record, written and read by one module: :func:`cut_leaf_bytes`,
   :func:`parse_cut_leaf`, :func:`format_cut_time`, :func:`parse_cut_time`,
   :func:`ingest_records_of`;
+- the results summary a cut record signs, written and read by one module:
+  :func:`results_summary_bytes`, :func:`verify_summary`, :data:`MAX_SUMMARY_BYTES`;
 - the tiled log (C2SP ``tlog-tiles``), written and read by one module: which files a
   tree has, :func:`tiles_between` and :class:`TileRef`, their encodings,
   :func:`tile_hashes`, :func:`parse_tile`, :func:`encode_entry_bundle`,
@@ -82,6 +84,9 @@ from veritally_client._note import sign_note as sign_note
 from veritally_client._signing import Signer as Signer
 from veritally_client._signing import Verifier as Verifier
 from veritally_client._signing import is_valid_key_name as is_valid_key_name
+from veritally_client._summary import MAX_SUMMARY_BYTES as MAX_SUMMARY_BYTES
+from veritally_client._summary import results_summary_bytes as results_summary_bytes
+from veritally_client._summary import verify_summary as verify_summary
 from veritally_client._tally import Tally as Tally
 from veritally_client._tiles import MAX_ENTRY_BUNDLE_BYTES as MAX_ENTRY_BUNDLE_BYTES
 from veritally_client._tiles import MAX_ENTRY_BYTES as MAX_ENTRY_BYTES
@@ -107,6 +112,7 @@ __all__ = [
     "HASH_SIZE",
     "MAX_ENTRY_BUNDLE_BYTES",
     "MAX_ENTRY_BYTES",
+    "MAX_SUMMARY_BYTES",
     "TILE_HEIGHT",
     "TILE_WIDTH",
     "Checkpoint",
@@ -152,6 +158,7 @@ __all__ = [
     "parse_tile",
     "pb",
     "perfect_subtrees",
+    "results_summary_bytes",
     "serialize_acta",
     "sign_note",
     "sign_trust_root",
@@ -162,4 +169,5 @@ __all__ = [
     "varint",
     "verify_consistency",
     "verify_inclusion",
+    "verify_summary",
 ]

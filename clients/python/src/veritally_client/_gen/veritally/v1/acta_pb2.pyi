@@ -460,6 +460,7 @@ class CutRecord(_message.Message):
     ACTA_RECORDS_FIELD_NUMBER: _builtins.int
     RESULTS_SHA256_FIELD_NUMBER: _builtins.int
     INGEST_RECORDS_FIELD_NUMBER: _builtins.int
+    SUMMARY_SHA256_FIELD_NUMBER: _builtins.int
     cut_number: _builtins.int
     """1 for the first cut, then consecutive."""
     cut_time: _builtins.str
@@ -479,6 +480,12 @@ class CutRecord(_message.Message):
     acta_records is how far the cut is behind ingest. Absent in cuts of publishers that
     do not report it (docs/adr/0054-ingest-records-in-the-cut-record.md).
     """
+    summary_sha256: _builtins.bytes
+    """SHA-256 of the serialized ResultsSummary of the results (32 bytes): a pure function
+    of the Results blob and the definition's party order, small enough to read on every
+    poll (docs/adr/0092-results-summary.md). Empty in cuts of publishers that do not
+    sign a summary.
+    """
     def __init__(
         self,
         *,
@@ -487,10 +494,11 @@ class CutRecord(_message.Message):
         acta_records: _builtins.int = ...,
         results_sha256: _builtins.bytes = ...,
         ingest_records: _builtins.int | None = ...,
+        summary_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records", "ingest_records", b"ingest_records"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records", "acta_records", b"acta_records", "cut_number", b"cut_number", "cut_time", b"cut_time", "ingest_records", b"ingest_records", "results_sha256", b"results_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records", "acta_records", b"acta_records", "cut_number", b"cut_number", "cut_time", b"cut_time", "ingest_records", b"ingest_records", "results_sha256", b"results_sha256", "summary_sha256", b"summary_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ingest_records: _TypeAlias = _typing.Literal["ingest_records"]  # noqa: Y015
     _WhichOneofArgType__ingest_records: _TypeAlias = _typing.Literal["_ingest_records", b"_ingest_records"]  # noqa: Y015

@@ -440,3 +440,176 @@ class Results(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Results: _TypeAlias = Results  # noqa: Y015
+
+@_typing.final
+class ContestSummary(_message.Message):
+    """The figures of one contest in one unit that a front page shows, from its
+    ContestTotals. Names are not repeated here: candidates are in the race's order (the
+    definition's), parties are positions in the definition's party list.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTEST_ID_FIELD_NUMBER: _builtins.int
+    RACE_ID_FIELD_NUMBER: _builtins.int
+    CANDIDATE_VOTES_FIELD_NUMBER: _builtins.int
+    CANDIDATE_SHARE_PERCENT_E4_FIELD_NUMBER: _builtins.int
+    PARTY_POSITIONS_FIELD_NUMBER: _builtins.int
+    PARTY_VOTES_FIELD_NUMBER: _builtins.int
+    PARTY_SHARE_PERCENT_E4_FIELD_NUMBER: _builtins.int
+    UNREGISTERED_VOTES_FIELD_NUMBER: _builtins.int
+    NULL_VOTES_FIELD_NUMBER: _builtins.int
+    TOTAL_VOTES_FIELD_NUMBER: _builtins.int
+    ACTAS_EXPECTED_FIELD_NUMBER: _builtins.int
+    ACTAS_CAPTURED_FIELD_NUMBER: _builtins.int
+    ACTAS_COUNTED_FIELD_NUMBER: _builtins.int
+    COUNTED_PERCENT_E4_FIELD_NUMBER: _builtins.int
+    TURNOUT_PERCENT_E4_FIELD_NUMBER: _builtins.int
+    contest_id: _builtins.str
+    """The contest."""
+    race_id: _builtins.str
+    """The race these are the totals of; empty when the unit holds several races."""
+    unregistered_votes: _builtins.int
+    """Votes for unregistered candidates."""
+    null_votes: _builtins.int
+    """Null votes."""
+    total_votes: _builtins.int
+    """All votes."""
+    actas_expected: _builtins.int
+    """Completeness.actas_expected."""
+    actas_captured: _builtins.int
+    """Completeness.actas_captured."""
+    actas_counted: _builtins.int
+    """Completeness.actas_counted."""
+    counted_percent_e4: _builtins.int
+    """Completeness.counted_percent_e4."""
+    turnout_percent_e4: _builtins.int
+    """Completeness.turnout_percent_e4."""
+    @_builtins.property
+    def candidate_votes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Votes per candidate, in the race's order (ContestTotals.candidates)."""
+
+    @_builtins.property
+    def candidate_share_percent_e4(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Their shares, percent x 10^4, truncated, in the same order."""
+
+    @_builtins.property
+    def party_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The parties of ContestTotals.parties, as 0-based positions in the definition's
+        party list (ElectionDefinition.parties), in the same order.
+        """
+
+    @_builtins.property
+    def party_votes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Votes per party, in the order of party_positions."""
+
+    @_builtins.property
+    def party_share_percent_e4(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Their shares, percent x 10^4, truncated."""
+
+    def __init__(
+        self,
+        *,
+        contest_id: _builtins.str = ...,
+        race_id: _builtins.str = ...,
+        candidate_votes: _abc.Iterable[_builtins.int] | None = ...,
+        candidate_share_percent_e4: _abc.Iterable[_builtins.int] | None = ...,
+        party_positions: _abc.Iterable[_builtins.int] | None = ...,
+        party_votes: _abc.Iterable[_builtins.int] | None = ...,
+        party_share_percent_e4: _abc.Iterable[_builtins.int] | None = ...,
+        unregistered_votes: _builtins.int = ...,
+        null_votes: _builtins.int = ...,
+        total_votes: _builtins.int = ...,
+        actas_expected: _builtins.int = ...,
+        actas_captured: _builtins.int = ...,
+        actas_counted: _builtins.int = ...,
+        counted_percent_e4: _builtins.int = ...,
+        turnout_percent_e4: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actas_captured", b"actas_captured", "actas_counted", b"actas_counted", "actas_expected", b"actas_expected", "candidate_share_percent_e4", b"candidate_share_percent_e4", "candidate_votes", b"candidate_votes", "contest_id", b"contest_id", "counted_percent_e4", b"counted_percent_e4", "null_votes", b"null_votes", "party_positions", b"party_positions", "party_share_percent_e4", b"party_share_percent_e4", "party_votes", b"party_votes", "race_id", b"race_id", "total_votes", b"total_votes", "turnout_percent_e4", b"turnout_percent_e4", "unregistered_votes", b"unregistered_votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContestSummary: _TypeAlias = ContestSummary  # noqa: Y015
+
+@_typing.final
+class UnitSummary(_message.Message):
+    """The summary of one unit: one entry per contest of its UnitResults, in the same order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEVEL_FIELD_NUMBER: _builtins.int
+    UNIT_ID_FIELD_NUMBER: _builtins.int
+    CONTESTS_FIELD_NUMBER: _builtins.int
+    level: Global___Level.ValueType
+    """The level of the unit (national or state)."""
+    unit_id: _builtins.str
+    """The unit's id at that level ("" for the nation)."""
+    @_builtins.property
+    def contests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContestSummary]:
+        """One entry per contest of the unit's results."""
+
+    def __init__(
+        self,
+        *,
+        level: Global___Level.ValueType = ...,
+        unit_id: _builtins.str = ...,
+        contests: _abc.Iterable[Global___ContestSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contests", b"contests", "level", b"level", "unit_id", b"unit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnitSummary: _TypeAlias = UnitSummary  # noqa: Y015
+
+@_typing.final
+class ResultsSummary(_message.Message):
+    """The small summary of a cut's results: the nation and every state, per contest, with
+    the figures a front page shows. A pure function of the Results blob and the
+    definition's party order (veritally_client.protocol.results_summary_bytes); its
+    SHA-256 is CutRecord.summary_sha256.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ELECTION_ID_FIELD_NUMBER: _builtins.int
+    DEFINITION_SHA256_FIELD_NUMBER: _builtins.int
+    ACTA_RECORDS_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    TEST_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    election_id: _builtins.str
+    """Results.election_id."""
+    definition_sha256: _builtins.bytes
+    """Results.definition_sha256."""
+    acta_records: _builtins.int
+    """Results.acta_records."""
+    final: _builtins.bool
+    """Results.final."""
+    test: _builtins.bool
+    """Results.test."""
+    @_builtins.property
+    def units(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnitSummary]:
+        """The national unit, then the states, in the results' order."""
+
+    def __init__(
+        self,
+        *,
+        election_id: _builtins.str = ...,
+        definition_sha256: _builtins.bytes = ...,
+        acta_records: _builtins.int = ...,
+        final: _builtins.bool = ...,
+        test: _builtins.bool = ...,
+        units: _abc.Iterable[Global___UnitSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acta_records", b"acta_records", "definition_sha256", b"definition_sha256", "election_id", b"election_id", "final", b"final", "test", b"test", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultsSummary: _TypeAlias = ResultsSummary  # noqa: Y015
