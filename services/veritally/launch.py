@@ -16,6 +16,8 @@ from typing import ClassVar
 
 from veritally.errors import ServiceError
 from veritally.rpc import TlsFiles
+from veritally_client import VerificationError
+from veritally_client.protocol import CosignatureVerifier
 
 __all__ = [
     "DEFAULT_DRAIN_SECONDS",
@@ -38,6 +40,15 @@ DEFAULT_GRACE_SECONDS = 5.0
 # Seconds between publication's cuts (heartbeat included): the SDK's freshness check and
 # the demo's table refresh both follow it.
 DEFAULT_INTERVAL_SECONDS = 2.0
+# Each witness's deadline per checkpoint (publication's default, ADR 0091): the most a
+# slow or dead witness delays serving a cut.
+DEFAULT_WITNESS_TIMEOUT_SECONDS = 0.5
+# Longer than a cut interval is never useful: a cut waits for its witnesses.
+MAX_WITNESS_TIMEOUT_SECONDS = 60.0
+# A trust root lists at most this many witnesses (the SDK's bound, _trustroot).
+MAX_WITNESSES = 32
+# Bound on a witness's base URL, so a configuration line stays printable in logs.
+MAX_URL_CHARS = 2048
 
 
 class LaunchError(ServiceError, ValueError):
@@ -196,6 +207,9 @@ class PublicationLaunch(ServiceLaunch):
         interval_seconds: seconds between cuts (heartbeat included).
         origin: checkpoint origin line (None: the trust root's).
         bundle_dir: where to write the static bundle (None: no bundle).
+        witnesses: (cosignature/v1 verifier key, base URL) of each witness every
+            committed checkpoint is sent to (docs/adr/0091-publication-and-witnesses.md).
+        witness_timeout_seconds: each witness's deadline per checkpoint, in seconds.
     """
 
     service: ClassVar[str] = "publication"
@@ -209,11 +223,29 @@ class PublicationLaunch(ServiceLaunch):
     interval_seconds: float = DEFAULT_INTERVAL_SECONDS
     origin: str | None = None
     bundle_dir: Path | None = None
+    witnesses: tuple[tuple[str, str], ...] = ()
+    witness_timeout_seconds: float = DEFAULT_WITNESS_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.key_files:
             raise LaunchError("publication needs at least one --key-file")
+        if len(self.witnesses) > MAX_WITNESSES:
+            raise LaunchError(f"--witness: at most {MAX_WITNESSES} witnesses")
+        for vkey, url in self.witnesses:
+            try:
+                CosignatureVerifier.from_key_string(vkey)
+            except VerificationError as e:
+                raise LaunchError(f"--witness: not a cosignature/v1 verifier key: {e}") from e
+            if not url.startswith(("http://", "https://")) or len(url) > MAX_URL_CHARS:
+                raise LaunchError(
+                    f"--witness: the witness URL must be http(s) and at most {MAX_URL_CHARS} "
+                    "characters"
+                )
+        if not 0 < self.witness_timeout_seconds <= MAX_WITNESS_TIMEOUT_SECONDS:
+            raise LaunchError(
+                f"--witness-timeout must be in (0, {MAX_WITNESS_TIMEOUT_SECONDS:g}] seconds"
+            )
 
     def own_argv(self) -> list[str]:
         """Keys, trust root, aggregation and the cut options."""
@@ -228,4 +260,8 @@ class PublicationLaunch(ServiceLaunch):
         argv += ["--interval", repr(self.interval_seconds)]
         argv += _optional("--origin", self.origin)
         argv += _optional("--bundle-dir", self.bundle_dir)
+        for vkey, url in self.witnesses:
+            argv += ["--witness", vkey, url]
+        if self.witnesses:
+            argv += ["--witness-timeout", repr(self.witness_timeout_seconds)]
         return argv

@@ -32,9 +32,10 @@ from veritally.launch import (
 from veritally.metrics.exposition import MetricsServer
 from veritally.metrics.families import ServiceMetrics
 from veritally.publication.app import PublicationConfig, start_publication
+from veritally.publication.witnesses import WitnessEndpoint
 from veritally.rpc import TlsFiles, run_until_signalled
 from veritally.rpc.peer import PeerIdentityInterceptor
-from veritally_client.protocol import ElectionIndex
+from veritally_client.protocol import CosignatureVerifier, ElectionIndex
 
 __all__ = [
     "envoy_identity",
@@ -126,6 +127,11 @@ def publication_config(launch: PublicationLaunch) -> PublicationConfig:
         interval_seconds=launch.interval_seconds,
         origin=launch.origin,
         bundle_dir=launch.bundle_dir,
+        witnesses=tuple(
+            WitnessEndpoint(key=CosignatureVerifier.from_key_string(vkey), url=url)
+            for vkey, url in launch.witnesses
+        ),
+        witness_timeout_seconds=launch.witness_timeout_seconds,
     )
 
 

@@ -18,6 +18,13 @@ from veritally.launch import (
     ServiceLaunch,
 )
 from veritally.rpc import TlsFiles
+from veritally.serve import publication_config
+from veritally_client.protocol import CosignatureSigner
+
+WITNESSES = tuple(
+    (CosignatureSigner(name=f"w{i}.example", seed=bytes([i + 1]) * 32).verifier().key_string(), url)
+    for i, url in enumerate(["http://127.0.0.1:9001", "https://witness.example.org/prep"])
+)
 
 OWN = TlsFiles(cert=Path("/p/own.pem"), key=Path("/p/own.key"), ca=Path("/p/ca.pem"))
 PEER = TlsFiles(cert=Path("/p/peer.pem"), key=Path("/p/peer.key"), ca=Path("/p/ca2.pem"))
@@ -73,6 +80,14 @@ LAUNCHES: list[ServiceLaunch] = [
         origin="veritally.example/e1",
         bundle_dir=Path("/b"),
     ),
+    PublicationLaunch(
+        db=Path("/s/p.db"),
+        key_files=(Path("/k/publisher.key"),),
+        trust_root_dir=Path("/t"),
+        aggregation="127.0.0.1:8451",
+        witnesses=WITNESSES,
+        witness_timeout_seconds=0.25,
+    ),
 ]
 
 
@@ -99,3 +114,45 @@ def test_allowed_peers_need_tls() -> None:
             election=ElectionSource(yaml=Path("e.yaml")),
             allowed_peers=("spiffe://td/service/envoy",),
         )
+
+
+@pytest.mark.parametrize(
+    ("witness", "match"),
+    [
+        (("w1+0000+not-a-key", "http://127.0.0.1:9001"), "not a cosignature/v1 verifier key"),
+        ((WITNESSES[0][0], "file:///etc/passwd"), "must be http"),
+        ((WITNESSES[0][0], "http://" + "a" * 3000), "at most 2048"),
+    ],
+)
+def test_publication_refuses_a_witness_it_could_not_use(
+    witness: tuple[str, str], match: str
+) -> None:
+    """A bad witness key or URL stops ``veritally serve publication`` at once, naming
+    --witness, instead of a publisher that silently collects no cosignature."""
+    with pytest.raises(LaunchError, match=f"--witness: .*{match}"):
+        PublicationLaunch(
+            db=Path("p.db"),
+            key_files=(Path("k"),),
+            trust_root_dir=Path("t"),
+            aggregation="127.0.0.1:1",
+            witnesses=(witness,),
+        )
+
+
+def test_publication_witness_timeout_is_bounded() -> None:
+    with pytest.raises(LaunchError, match="--witness-timeout"):
+        PublicationLaunch(
+            db=Path("p.db"),
+            key_files=(Path("k"),),
+            trust_root_dir=Path("t"),
+            aggregation="127.0.0.1:1",
+            witness_timeout_seconds=0,
+        )
+
+
+def test_publication_config_sends_to_every_witness_of_the_command_line() -> None:
+    launch = LAUNCHES[-1]
+    assert isinstance(launch, PublicationLaunch)
+    config = publication_config(launch)
+    assert [(w.key.key_string(), w.url) for w in config.witnesses] == list(WITNESSES)
+    assert config.witness_timeout_seconds == 0.25

@@ -20,6 +20,7 @@ from veritally.launch import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_INTERVAL_SECONDS,
     DEFAULT_LISTEN,
+    DEFAULT_WITNESS_TIMEOUT_SECONDS,
     AggregationLaunch,
     ElectionSource,
     IngestLaunch,
@@ -181,6 +182,21 @@ def _publication_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--origin", help="checkpoint origin line (default: the trust root's)")
     parser.add_argument("--bundle-dir", type=Path, help="write the static bundle here")
+    parser.add_argument(
+        "--witness",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("VKEY", "URL"),
+        help="a witness (its cosignature/v1 verifier key and base URL) every committed "
+        "checkpoint is sent to; repeat for each witness",
+    )
+    parser.add_argument(
+        "--witness-timeout",
+        type=float,
+        default=DEFAULT_WITNESS_TIMEOUT_SECONDS,
+        help="seconds each witness has per checkpoint before the cut is served without it",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -246,6 +262,8 @@ def launch_from_args(args: argparse.Namespace) -> ServiceLaunch:
             interval_seconds=args.interval,
             origin=args.origin,
             bundle_dir=args.bundle_dir,
+            witnesses=tuple((vkey, url) for vkey, url in args.witness),
+            witness_timeout_seconds=args.witness_timeout,
         )
     except LaunchError as e:
         raise SystemExit(str(e)) from e
