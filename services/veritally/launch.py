@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from veritally.errors import ServiceError
 from veritally.rpc import TlsFiles
+from veritally.storage import DbLocation, PostgresUrl
 
 __all__ = [
     "DEFAULT_DRAIN_SECONDS",
@@ -87,7 +88,8 @@ class ServiceLaunch:
     """What every service process takes.
 
     Attributes:
-        db: its SQLite store.
+        db: its store: a SQLite file, or a PostgreSQL database (ingest and aggregation;
+            publication's store is SQLite only for now, docs/adr/0093).
         listen: ``host:port`` to serve on (port 0: any free one).
         tls: its server certificate, key and the CA callers chain to (None: plaintext).
         allowed_peers: SPIFFE IDs that may call it with mTLS; empty: Envoy's identity in
@@ -101,7 +103,7 @@ class ServiceLaunch:
 
     service: ClassVar[str]
 
-    db: Path
+    db: DbLocation
     listen: str = DEFAULT_LISTEN
     tls: TlsFiles | None = None
     allowed_peers: tuple[str, ...] = ()
@@ -214,6 +216,14 @@ class PublicationLaunch(ServiceLaunch):
         super().__post_init__()
         if not self.key_files:
             raise LaunchError("publication needs at least one --key-file")
+        if isinstance(self.db, PostgresUrl):
+            raise LaunchError("publication's --db is a SQLite file (PostgreSQL comes later)")
+
+    @property
+    def db_file(self) -> Path:
+        """Publication's SQLite file."""
+        assert isinstance(self.db, Path)  # checked when built
+        return self.db
 
     def own_argv(self) -> list[str]:
         """Keys, trust root, aggregation and the cut options."""
