@@ -331,7 +331,7 @@ class _PostgresDatabase:
         created = []
         with self._writer.transaction():
             # One creator at a time (two processes starting on one new database).
-            self._writer.execute("SELECT pg_advisory_xact_lock(934_093)")
+            self._writer.execute("SELECT pg_advisory_xact_lock(934093)")
             for table in tables:
                 found = self._writer.execute(
                     "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() "

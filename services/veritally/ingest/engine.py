@@ -200,7 +200,11 @@ class IngestEngine:
         self.observe_commit: Callable[[float], None] = _ignore
         if not self._assigned:
             log.warning("the election assigns no casilla to a capture centre: any may capture")
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self._store.close()  # a refused store is not left open
+            raise
 
     def _load(self) -> None:
         self._night = self._store.night_closed()
