@@ -100,7 +100,16 @@ def start_postgres() -> PostgresServer:
         shutil.chown(data, "postgres")
     subprocess.run(
         _as_owner(
-            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ]
         ),
         check=True,
         capture_output=True,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from veritally.election import load_definition
 from tests.conftest import StoreLocations
+from veritally.election import load_definition
 from veritally.rpc import aio_channel
 from veritally.storage import DbLocation
 from veritally_client._gen.veritally.v1 import (
@@ -225,16 +225,12 @@ def test_sigkill_of_aggregation_then_restart_gives_identical_totals(
     ingest_db, agg_db = stores.new("ingest"), stores.new("agg")
     ingest_port_file = tmp_path / "ingest.port"
     agg_port_file = tmp_path / "agg.port"
-    ingest = _serve(
-        "ingest", election_dir, ingest_db, ingest_port_file, "--single-capture"
-    )
+    ingest = _serve("ingest", election_dir, ingest_db, ingest_port_file, "--single-capture")
     aggregation: _Child | None = None
     try:
         ingest_port = _wait_port(ingest_port_file, ingest)
         follow = ("--ingest", f"127.0.0.1:{ingest_port}")
-        aggregation = _serve(
-            "aggregation", election_dir, agg_db, agg_port_file, *follow
-        )
+        aggregation = _serve("aggregation", election_dir, agg_db, agg_port_file, *follow)
         agg_port = _wait_port(agg_port_file, aggregation)
         importer = subprocess.Popen(
             _import_argv(election_dir, ingest_port, tmp_path / "import.jsonl"),
@@ -245,9 +241,7 @@ def test_sigkill_of_aggregation_then_restart_gives_identical_totals(
         _wait_blob(agg_port, 1_000)
         aggregation.kill()
         assert importer.wait(timeout=WAIT_S) == 0
-        aggregation = _serve(
-            "aggregation", election_dir, agg_db, agg_port_file, *follow
-        )
+        aggregation = _serve("aggregation", election_dir, agg_db, agg_port_file, *follow)
         agg_port = _wait_port(agg_port_file, aggregation)
         leaves = asyncio.run(_ingest_log(ingest_port))
         blob = _wait_blob(agg_port, len(leaves))
