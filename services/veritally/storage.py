@@ -309,8 +309,9 @@ class _PgConnection:
 
 class _PostgresDatabase:
     def __init__(self, location: PostgresUrl) -> None:
-        import psycopg  # imported here: a SQLite-only deployment never loads libpq
-        from psycopg_pool import ConnectionPool
+        # Imported here: a SQLite-only deployment never loads libpq.
+        import psycopg
+        from psycopg_pool import ConnectionPool  # here too, for the same reason
 
         self.location = location
         # Every commit waits for its WAL to be flushed (and, with a synchronous standby
