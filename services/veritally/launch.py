@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from veritally.errors import ServiceError
 from veritally.rpc import TlsFiles
+from veritally.storage import DbLocation, PostgresUrl
 from veritally_client import VerificationError
 from veritally_client.protocol import CosignatureVerifier
 
@@ -98,7 +99,8 @@ class ServiceLaunch:
     """What every service process takes.
 
     Attributes:
-        db: its SQLite store.
+        db: its store: a SQLite file, or a PostgreSQL database (ingest and aggregation;
+            publication's store is SQLite only for now, docs/adr/0093).
         listen: ``host:port`` to serve on (port 0: any free one).
         tls: its server certificate, key and the CA callers chain to (None: plaintext).
         allowed_peers: SPIFFE IDs that may call it with mTLS; empty: Envoy's identity in
@@ -112,7 +114,7 @@ class ServiceLaunch:
 
     service: ClassVar[str]
 
-    db: Path
+    db: DbLocation
     listen: str = DEFAULT_LISTEN
     tls: TlsFiles | None = None
     allowed_peers: tuple[str, ...] = ()
@@ -246,6 +248,14 @@ class PublicationLaunch(ServiceLaunch):
             raise LaunchError(
                 f"--witness-timeout must be in (0, {MAX_WITNESS_TIMEOUT_SECONDS:g}] seconds"
             )
+        if isinstance(self.db, PostgresUrl):
+            raise LaunchError("publication's --db is a SQLite file (PostgreSQL comes later)")
+
+    @property
+    def db_file(self) -> Path:
+        """Publication's SQLite file."""
+        assert isinstance(self.db, Path)  # checked when built
+        return self.db
 
     def own_argv(self) -> list[str]:
         """Keys, trust root, aggregation and the cut options."""

@@ -114,7 +114,7 @@ def write_port(path: Path | None, port: int) -> None:
 def publication_config(launch: PublicationLaunch) -> PublicationConfig:
     """Publication's service configuration for ``launch``."""
     return PublicationConfig(
-        db_path=launch.db,
+        db_path=launch.db_file,
         key_files=launch.key_files,
         passphrase_file=launch.passphrase_file,
         trust_root_dir=launch.trust_root_dir,

@@ -1,25 +1,48 @@
-"""What every veritally store shares: how a SQLite file is opened, and how much of a log
-one page (one streamed or answered message) carries.
+"""What every veritally store shares: how its database is opened (a SQLite file, or a
+PostgreSQL database named by a ``postgresql://`` URL), and how much of a log one page
+(one streamed or answered message) carries.
 
-Ingest, aggregation and publication each keep one SQLite file, written by one process
-and read concurrently by its streams. Each opens it with :func:`connect`, which applies
-the durability settings of docs/adr/0030-ingest-sqlite-durability.md.
+Ingest, aggregation and publication each keep one database, written by one process and
+read concurrently by its streams. A SQLite file is opened with :func:`connect`, which
+applies the durability settings of docs/adr/0030-ingest-sqlite-durability.md.
+:func:`open_database` opens either backend behind one small interface
+(:class:`Database`: one writing connection, reading connections, a write transaction,
+a schema created if missing), so that a store's queries and checks exist once
+(docs/adr/0093-postgresql-store.md).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import sqlite_utils
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "MAX_LEAVES_PER_PAGE",
     "MAX_PAGE_BYTES",
+    "MAX_POSTGRES_READERS",
+    "MAX_URL_CHARS",
+    "POSTGRES_SCHEMES",
     "STREAM_PAGE_BYTES",
     "STREAM_PAGE_LEAVES",
+    "Connection",
+    "Database",
+    "DbLocation",
+    "PostgresUrl",
+    "Rows",
+    "Table",
     "capped_page",
     "connect",
+    "open_database",
+    "parse_location",
 ]
 
 # How long a connection waits for a lock held by another connection, in milliseconds.
@@ -69,3 +92,302 @@ def capped_page(rows: Iterable[tuple[bytes]], max_bytes: int) -> list[bytes]:
         leaves.append(bytes(leaf))
         size += len(leaf)
     return leaves
+
+
+# -- the database behind a store ---------------------------------------------------------
+
+#: URL schemes that select PostgreSQL (libpq accepts both).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: Characters of a database URL: host, port, database, user and a few parameters fit
+#: in far less; a longer one is a mistake, refused before libpq parses it.
+MAX_URL_CHARS = 1024
+#: Reading connections a PostgreSQL store keeps open at most (one per log stream in
+#: progress; streams per caller are bounded by the mesh and veritally.rpc.streams).
+MAX_POSTGRES_READERS = 16
+# Seconds a new log stream waits for a free reading connection before it fails.
+_READER_WAIT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class PostgresUrl:
+    """A PostgreSQL database named by a libpq URL (``postgresql://host:port/db``).
+
+    Keep passwords out of it (they would show in the process list): libpq reads them
+    from ``PGPASSFILE`` or ``~/.pgpass``. ``repr`` hides any password all the same.
+
+    Raises:
+        ValueError: if the text is not a ``postgresql://`` URL or is too long.
+    """
+
+    url: str
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(POSTGRES_SCHEMES):
+            raise ValueError(f"expected a postgresql:// URL, found {self.url[:32]!r}")
+        if len(self.url) > MAX_URL_CHARS:
+            raise ValueError(
+                f"database URL of {len(self.url)} characters (at most {MAX_URL_CHARS})"
+            )
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self.url)
+        shown = self.url
+        if parts.password:
+            shown = self.url.replace(f":{parts.password}@", ":***@", 1)
+        return f"PostgresUrl({shown!r})"
+
+
+#: Where a store lives: a SQLite file, or a PostgreSQL database.
+DbLocation = Path | PostgresUrl
+
+
+def parse_location(text: str) -> DbLocation:
+    """``--db`` as given: a ``postgresql://`` URL selects PostgreSQL, anything else is the
+    path of a SQLite file.
+
+    Raises:
+        ValueError: if a ``postgresql://`` URL is too long.
+    """
+    if text.startswith(POSTGRES_SCHEMES):
+        return PostgresUrl(text)
+    return Path(text)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of a store's schema, written once for both backends.
+
+    Attributes:
+        name: the table's name.
+        columns: column name -> Python type (int, str or bytes), in order.
+        pk: the primary key column(s).
+        unique: column lists with a unique index each.
+        generated: an integer key column the database numbers when a row omits it.
+    """
+
+    name: str
+    columns: Mapping[str, type]
+    pk: str | tuple[str, ...]
+    unique: tuple[tuple[str, ...], ...] = ()
+    generated: str | None = None
+
+
+class Rows(Protocol):
+    """What a query returns (a DB-API cursor of either backend)."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+
+    def __iter__(self) -> Iterator[Any]:
+        """The remaining rows."""
+
+
+class Connection(Protocol):
+    """One connection. SQL is written once with ``?`` placeholders; the PostgreSQL
+    connection translates them."""
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Rows:
+        """Run one statement."""
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Any:
+        """Run one statement for every row."""
+
+    def close(self) -> None:
+        """Close (or give back) the connection."""
+
+
+class Database(Protocol):
+    """A store's database: one writer (its service process) and readers (its streams)."""
+
+    @property
+    def location(self) -> DbLocation:
+        """Where the database is."""
+
+    @property
+    def writer(self) -> Connection:
+        """The one connection that writes (used by one thread at a time)."""
+
+    def ensure(self, tables: Sequence[Table]) -> list[str]:
+        """Create the tables that are missing; returns the names of those created."""
+
+    def write(self, *, append_to: str | None = None) -> AbstractContextManager[None]:
+        """A write transaction on :attr:`writer`: committed (durably) when the block ends,
+        rolled back if it raises. With ``append_to``, no other writer can append to
+        that table until the transaction ends (so that ``MAX()+1`` read inside it is
+        the next position; on SQLite the transaction's write lock already ensures it)."""
+
+    def reader(self) -> Connection:
+        """A connection for reading that never blocks, nor is blocked by, the writer."""
+
+    def close(self) -> None:
+        """Close every connection."""
+
+
+class _SqliteDatabase:
+    def __init__(self, location: Path) -> None:
+        self.location = location
+        # The service runs commits in a worker thread, one at a time.
+        self.writer = connect(location, check_same_thread=False)
+
+    def ensure(self, tables: Sequence[Table]) -> list[str]:
+        db = sqlite_utils.Database(self.writer)
+        existing = set(db.table_names())
+        created = []
+        for table in tables:
+            if table.name in existing:
+                continue
+            db.table(table.name).create(dict(table.columns), pk=table.pk)
+            for columns in table.unique:
+                db.table(table.name).create_index(list(columns), unique=True)
+            created.append(table.name)
+        return created
+
+    @contextmanager
+    def write(self, *, append_to: str | None = None) -> Iterator[None]:
+        # BEGIN IMMEDIATE takes the database's write lock: appends are serialised.
+        del append_to
+        self.writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.writer.execute("COMMIT")
+        except BaseException:
+            self.writer.execute("ROLLBACK")
+            raise
+
+    def reader(self) -> Connection:
+        return connect(self.location)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+_PG_TYPES = {int: "BIGINT", str: "TEXT", bytes: "BYTEA"}
+
+
+@lru_cache(maxsize=256)
+def _pg_sql(sql: str) -> str:
+    # Our statements hold no literal "?" or "%"; psycopg's placeholder is %s.
+    return sql.replace("?", "%s")
+
+
+class _PgConnection:
+    """A psycopg connection in autocommit mode (transactions only where a store opens
+    one), taking ``?`` placeholders."""
+
+    def __init__(self, conn: Any, release: Any = None) -> None:
+        self._conn = conn
+        self._release = release
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Rows:
+        cursor: Rows = self._conn.execute(_pg_sql(sql), params)
+        return cursor
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_pg_sql(sql), rows)
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        context: AbstractContextManager[Any] = self._conn.transaction()
+        return context
+
+    def close(self) -> None:
+        if self._release is not None:
+            self._release(self._conn)
+        else:
+            self._conn.close()
+
+
+class _PostgresDatabase:
+    def __init__(self, location: PostgresUrl) -> None:
+        # Imported here: a SQLite-only deployment never loads libpq.
+        import psycopg
+        from psycopg_pool import ConnectionPool  # here too, for the same reason
+
+        self.location = location
+        # Every commit waits for its WAL to be flushed (and, with a synchronous standby
+        # configured, for the standby): an acknowledged acta is on disk (ADR 0093).
+        options = "-c synchronous_commit=on"
+        self._writer = psycopg.connect(location.url, autocommit=True, options=options)
+        self.writer: _PgConnection = _PgConnection(self._writer)
+        self._pool = ConnectionPool(
+            location.url,
+            min_size=0,
+            max_size=MAX_POSTGRES_READERS,
+            kwargs={"autocommit": True, "options": options},
+            timeout=_READER_WAIT_SECONDS,
+            open=True,
+        )
+
+    def ensure(self, tables: Sequence[Table]) -> list[str]:
+        created = []
+        with self._writer.transaction():
+            # One creator at a time (two processes starting on one new database).
+            self._writer.execute("SELECT pg_advisory_xact_lock(934093)")
+            for table in tables:
+                found = self._writer.execute(
+                    "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() "
+                    "AND tablename = %s",
+                    (table.name,),
+                ).fetchone()
+                if found is not None:
+                    continue
+                self._writer.execute(_pg_create(table))
+                for columns in table.unique:
+                    index = f"idx_{table.name}_{'_'.join(columns)}"
+                    quoted = ", ".join(f'"{c}"' for c in columns)
+                    self._writer.execute(
+                        f'CREATE UNIQUE INDEX "{index}" ON "{table.name}" ({quoted})'
+                    )
+                created.append(table.name)
+        return created
+
+    @contextmanager
+    def write(self, *, append_to: str | None = None) -> Iterator[None]:
+        with self._writer.transaction():
+            if append_to is not None:
+                # EXCLUSIVE blocks other writers of the table, never its readers.
+                self._writer.execute(f'LOCK TABLE "{append_to}" IN EXCLUSIVE MODE')
+            yield
+
+    def reader(self) -> Connection:
+        conn = self._pool.getconn()
+        return _PgConnection(conn, release=self._pool.putconn)
+
+    def close(self) -> None:
+        self._pool.close()
+        self._writer.close()
+
+
+def _pg_create(table: Table) -> str:
+    pk = (table.pk,) if isinstance(table.pk, str) else table.pk
+    columns = []
+    for name, kind in table.columns.items():
+        column = f'"{name}" {_PG_TYPES[kind]}'
+        if name == table.generated:
+            column += " GENERATED BY DEFAULT AS IDENTITY"
+        columns.append(column)
+    keys = ", ".join(f'"{c}"' for c in pk)
+    return f'CREATE TABLE "{table.name}" ({", ".join(columns)}, PRIMARY KEY ({keys}))'
+
+
+def open_database(location: DbLocation) -> Database:
+    """Open the database at ``location``: a SQLite file (created if missing) or a
+    PostgreSQL database (which must exist; its tables are created by the store).
+
+    Raises:
+        sqlite3.Error: if the SQLite file cannot be opened.
+        psycopg.Error: if PostgreSQL cannot be reached.
+    """
+    if isinstance(location, PostgresUrl):
+        return _PostgresDatabase(location)
+    return _SqliteDatabase(location)

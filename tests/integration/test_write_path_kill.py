@@ -1,7 +1,9 @@
 """Crash safety of the write path with real processes: ``veritally serve ingest`` killed
 with SIGKILL in the middle of a ``veritally import`` loses no acknowledged acta and the
 re-import reports them as duplicates; ``veritally serve aggregation`` killed with SIGKILL
-while following and restarted reaches totals identical to a recount of ingest's log."""
+while following and restarted reaches totals identical to a recount of ingest's log.
+Both run once with SQLite files and once with PostgreSQL databases
+(``--db postgresql://...``, the session's server of tests/pg_support.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import StoreLocations
 from veritally.election import load_definition
 from veritally.rpc import aio_channel
+from veritally.storage import DbLocation
 from veritally_client._gen.veritally.v1 import (
     acta_pb2,
     aggregation_pb2,
@@ -78,7 +82,7 @@ def _wait_port(path: Path, child: _Child) -> int:
     raise TimeoutError(f"no port in {path}")
 
 
-def _serve(kind: str, election: Path, db: Path, port_file: Path, *extra: str) -> _Child:
+def _serve(kind: str, election: Path, db: DbLocation, port_file: Path, *extra: str) -> _Child:
     port_file.unlink(missing_ok=True)
     return _Child(
         [
@@ -95,7 +99,7 @@ def _serve(kind: str, election: Path, db: Path, port_file: Path, *extra: str) ->
             str(port_file),
             *extra,
         ],
-        db.with_suffix(".log"),
+        port_file.with_suffix(".log"),
     )
 
 
@@ -141,12 +145,13 @@ async def _ingest_log(port: int) -> list[bytes]:
 
 
 def test_sigkill_during_import_loses_no_acknowledged_acta(
-    election_dir: Path, tmp_path: Path
+    election_dir: Path, tmp_path: Path, stores: StoreLocations
 ) -> None:
+    db = stores.new("ingest")
     with (election_dir / "actas.csv").open() as f:
         rows = sum(1 for _ in f) - 1
     port_file = tmp_path / "ingest.port"
-    ingest = _serve("ingest", election_dir, tmp_path / "ingest.db", port_file, "--single-capture")
+    ingest = _serve("ingest", election_dir, db, port_file, "--single-capture")
     try:
         port = _wait_port(port_file, ingest)
         first = tmp_path / "first.jsonl"
@@ -170,7 +175,7 @@ def test_sigkill_during_import_loses_no_acknowledged_acta(
     }
     assert 0 < len(acknowledged) < rows
 
-    ingest = _serve("ingest", election_dir, tmp_path / "ingest.db", port_file, "--single-capture")
+    ingest = _serve("ingest", election_dir, db, port_file, "--single-capture")
     try:
         port = _wait_port(port_file, ingest)
         second = tmp_path / "second.jsonl"
@@ -215,20 +220,17 @@ def _wait_blob(port: int, records: int) -> aggregation_pb2.GetResultsBlobRespons
 
 
 def test_sigkill_of_aggregation_then_restart_gives_identical_totals(
-    election_dir: Path, tmp_path: Path
+    election_dir: Path, tmp_path: Path, stores: StoreLocations
 ) -> None:
+    ingest_db, agg_db = stores.new("ingest"), stores.new("agg")
     ingest_port_file = tmp_path / "ingest.port"
     agg_port_file = tmp_path / "agg.port"
-    ingest = _serve(
-        "ingest", election_dir, tmp_path / "ingest.db", ingest_port_file, "--single-capture"
-    )
+    ingest = _serve("ingest", election_dir, ingest_db, ingest_port_file, "--single-capture")
     aggregation: _Child | None = None
     try:
         ingest_port = _wait_port(ingest_port_file, ingest)
         follow = ("--ingest", f"127.0.0.1:{ingest_port}")
-        aggregation = _serve(
-            "aggregation", election_dir, tmp_path / "agg.db", agg_port_file, *follow
-        )
+        aggregation = _serve("aggregation", election_dir, agg_db, agg_port_file, *follow)
         agg_port = _wait_port(agg_port_file, aggregation)
         importer = subprocess.Popen(
             _import_argv(election_dir, ingest_port, tmp_path / "import.jsonl"),
@@ -239,9 +241,7 @@ def test_sigkill_of_aggregation_then_restart_gives_identical_totals(
         _wait_blob(agg_port, 1_000)
         aggregation.kill()
         assert importer.wait(timeout=WAIT_S) == 0
-        aggregation = _serve(
-            "aggregation", election_dir, tmp_path / "agg.db", agg_port_file, *follow
-        )
+        aggregation = _serve("aggregation", election_dir, agg_db, agg_port_file, *follow)
         agg_port = _wait_port(agg_port_file, aggregation)
         leaves = asyncio.run(_ingest_log(ingest_port))
         blob = _wait_blob(agg_port, len(leaves))

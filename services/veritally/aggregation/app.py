@@ -13,7 +13,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -23,6 +22,7 @@ from veritally.aggregation.follower import FOLLOWER_HEALTH_NAME, IngestFollower
 from veritally.aggregation.servicer import SERVICE_NAME, AggregationServicer
 from veritally.metrics.families import AggregationMetrics
 from veritally.rpc import ServiceServer, TlsFiles
+from veritally.storage import DbLocation
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import aggregation_pb2_grpc
 
@@ -54,7 +54,7 @@ class AggregationService:
 async def start_aggregation(
     *,
     election: ElectionIndex,
-    db_path: Path,
+    db_path: DbLocation,
     address: str,
     ingest_target: str,
     tls: TlsFiles | None = None,

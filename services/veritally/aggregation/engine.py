@@ -21,10 +21,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from pathlib import Path
 
-from veritally.aggregation.store import AggregationStore, CursorMismatchError, LeafReader
-from veritally.storage import STREAM_PAGE_BYTES, STREAM_PAGE_LEAVES
+from veritally.aggregation.store import AggregationStore, CursorMismatchError
+from veritally.storage import STREAM_PAGE_BYTES, STREAM_PAGE_LEAVES, DbLocation
 from veritally_client.protocol import ElectionIndex, Tally
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ def _ignore(seconds: float) -> None:
 class AggregationEngine:
     """The tally, its store, and what the follower of ingest reports into them."""
 
-    def __init__(self, *, election: ElectionIndex, db_path: Path) -> None:
+    def __init__(self, *, election: ElectionIndex, db_path: DbLocation) -> None:
         """Open the store and rebuild the tally from it (step 1).
 
         Raises:
@@ -47,7 +46,6 @@ class AggregationEngine:
             RuntimeError: if the store's cursor disagrees with its leaves.
         """
         self.election = election
-        self._db_path = db_path
         self._store = AggregationStore(db_path)
         self._changed = asyncio.Condition()
         self._closed = False
@@ -146,7 +144,7 @@ class AggregationEngine:
     ) -> AsyncGenerator[tuple[int, list[bytes]], None]:
         """Pages ``(first_sequence, leaves)`` of the counted records; with ``follow``,
         waits for more (woken by :meth:`consume`) until :meth:`end_streams`."""
-        reader = LeafReader(self._db_path)
+        reader = self._store.reader()
         try:
             position = from_sequence
             while True:

@@ -31,6 +31,7 @@ from veritally.launch import (
 from veritally.publication.errors import PublicationError
 from veritally.rpc import TlsFiles
 from veritally.serve import load_election, peer_interceptors, serve
+from veritally.storage import DbLocation, parse_location
 from veritally_client.protocol import ElectionIndex
 
 __all__ = [
@@ -145,9 +146,21 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _location(text: str) -> DbLocation:
+    try:
+        return parse_location(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     _source_arguments(parser)
-    parser.add_argument("--db", type=Path, required=True, help="SQLite store of this service")
+    parser.add_argument(
+        "--db",
+        type=_location,
+        required=True,
+        help="store of this service: a SQLite file, or a postgresql:// URL (docs/operations.md)",
+    )
     add_listen_arguments(parser)
     add_tls_arguments(parser)
     add_peer_arguments(parser)

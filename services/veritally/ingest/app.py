@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
@@ -17,6 +16,7 @@ from veritally.ingest.engine import IngestEngine
 from veritally.ingest.servicer import IngestServicer
 from veritally.metrics.families import IngestMetrics
 from veritally.rpc import ServiceServer, TlsFiles
+from veritally.storage import DbLocation
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import ingest_pb2_grpc
 
@@ -52,7 +52,7 @@ class IngestService:
 async def start_ingest(
     *,
     election: ElectionIndex,
-    db_path: Path,
+    db_path: DbLocation,
     address: str,
     tls: TlsFiles | None = None,
     double_capture: bool = True,

@@ -41,7 +41,6 @@ import datetime as dt
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from time import perf_counter
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -50,9 +49,9 @@ from veritally import bounds
 from veritally.errors import ServiceError
 from veritally.ingest import operators, rules
 from veritally.ingest.operators import Caller, Proposal
-from veritally.ingest.store import Capture, IngestStore, Logged, LogReader, NightClosed, Writes
+from veritally.ingest.store import Capture, IngestStore, Logged, NightClosed, Writes
 from veritally.reject import RejectCode, Rejection
-from veritally.storage import STREAM_PAGE_BYTES, STREAM_PAGE_LEAVES
+from veritally.storage import STREAM_PAGE_BYTES, STREAM_PAGE_LEAVES, DbLocation
 from veritally_client import protocol
 from veritally_client.protocol import ElectionIndex
 from veritally_client.protocol.pb import acta_pb2, ingest_pb2
@@ -163,7 +162,7 @@ class IngestEngine:
         self,
         *,
         election: ElectionIndex,
-        db_path: Path,
+        db_path: DbLocation,
         double_capture: bool = True,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
@@ -171,7 +170,7 @@ class IngestEngine:
 
         Args:
             election: the validated election definition.
-            db_path: the SQLite file (created if missing).
+            db_path: the SQLite file (created if missing) or PostgreSQL database.
             double_capture: require two agreeing captures by different operators.
             clock: current UTC time (tests may fix it).
         """
@@ -179,7 +178,6 @@ class IngestEngine:
         self.catalogue = rules.Catalogue.from_index(election)
         self.double_capture = double_capture
         self._clock = clock
-        self._db_path = db_path
         self._store = IngestStore(db_path)
         # Decided batches waiting for the group commit, in decision order.
         self._queue: list[tuple[_Batch, asyncio.Future[None]]] = []
@@ -202,7 +200,11 @@ class IngestEngine:
         self.observe_commit: Callable[[float], None] = _ignore
         if not self._assigned:
             log.warning("the election assigns no casilla to a capture centre: any may capture")
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self._store.close()  # a refused store is not left open
+            raise
 
     def _load(self) -> None:
         self._night = self._store.night_closed()
@@ -899,7 +901,7 @@ class IngestEngine:
         :meth:`close`. With ``follow`` and ``keepalive`` (seconds), an empty page
         ``(position, [])`` is yielded whenever that long passes with nothing new, so that
         the stream carries the log size while the log is idle."""
-        reader = LogReader(self._db_path)
+        reader = self._store.reader()
         try:
             position = from_sequence
             while True:

@@ -1,11 +1,15 @@
-"""Ingest's SQLite store: the acta log, the latest revision of every acta, pending
-captures, and the audit tables. One writer (the ingest process); readers stream the log.
+"""Ingest's store: the acta log, the latest revision of every acta, pending captures,
+and the audit tables. One writer (the ingest process); readers stream the log.
 
-Settings (see docs/adr/0030-ingest-sqlite-durability.md, applied by
-:func:`veritally.storage.connect`): WAL journal so that log
-readers never block the writer, ``synchronous=FULL`` so that a committed transaction
-survives a power loss and not only a process crash, and one transaction per batch so
-that the fsync cost is paid once per few hundred actas.
+The database is a SQLite file or, for a ``postgresql://`` location, a PostgreSQL
+database (:mod:`veritally.storage`; docs/adr/0093-postgresql-store.md); the queries and
+checks below are the same for both. SQLite settings (see
+docs/adr/0030-ingest-sqlite-durability.md, applied by :func:`veritally.storage.connect`):
+WAL journal so that log readers never block the writer, ``synchronous=FULL`` so that a
+committed transaction survives a power loss and not only a process crash. PostgreSQL:
+``synchronous_commit=on``. Either way one transaction per batch, so that the flush is
+paid once per few hundred actas, and the log's positions are checked inside it: the
+log stays dense whatever a writer offers (:class:`SequenceConflictError`).
 
 Stores are checked, not trusted: a pending capture is loaded back (at start) only if its
 acta bytes hash to the digest stored with it, the digest the second capture is compared
@@ -18,14 +22,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import sqlite_utils
 from google.protobuf.message import DecodeError
 
 from veritally.errors import ServiceError
 from veritally.ingest.rules import content_digest
-from veritally.storage import capped_page, connect
+from veritally.storage import Connection, Database, DbLocation, Table, capped_page, open_database
 from veritally_client.protocol.pb import acta_pb2
 
 log = logging.getLogger(__name__)
@@ -112,104 +114,123 @@ class Writes:
         )
 
 
+# The store's schema, for both backends (veritally.storage.Table).
+TABLES = (
+    # The acta log: dense sequence, exact leaf bytes as streamed.
+    Table(
+        "log",
+        {"sequence": int, "acta_id": str, "revision": int, "leaf": bytes},
+        pk="sequence",
+        unique=(("acta_id", "revision"),),
+    ),
+    Table(
+        "actas",
+        {
+            "acta_id": str,
+            "revision": int,
+            "sequence": int,
+            "digest": bytes,
+            "counted": int,
+            "reason": int,
+        },
+        pk="acta_id",
+    ),
+    Table(
+        "captures",
+        {
+            "acta_id": str,
+            "idx": int,
+            "operator_id": str,
+            "digest": bytes,
+            "acta": bytes,
+            "submitter": str,
+            "received_time": str,
+        },
+        pk=("acta_id", "idx"),
+    ),
+    # Different content for an acta already logged, kept for audit.
+    Table(
+        "conflicts",
+        {
+            "id": int,
+            "acta_id": str,
+            "acta": bytes,
+            "submitter": str,
+            "received_time": str,
+            "reason": str,
+        },
+        pk="id",
+        generated="id",
+    ),
+    # Conflicts of an acta beyond the engine's cap: how many, and the latest.
+    Table(
+        "conflicts_dropped",
+        {"acta_id": str, "count": int, "last_received_time": str},
+        pk="acta_id",
+    ),
+    # Corrections and cross-check resolutions: who, why, when.
+    Table(
+        "operator_actions",
+        {
+            "id": int,
+            "acta_id": str,
+            "kind": str,
+            "revision": int,
+            "reason": str,
+            "submitter": str,
+            "time": str,
+        },
+        pk="id",
+        generated="id",
+    ),
+    # At most one row: the close of the night (ADR 0081).
+    Table(
+        "night",
+        {"id": int, "closed_at_records": int, "close_time": str, "closed_by": str},
+        pk="id",
+    ),
+    # Corrections proposed by one operator, waiting for a second (dual control).
+    Table(
+        "pending_corrections",
+        {
+            "acta_id": str,
+            "operator": str,
+            "supersedes_revision": int,
+            "digest": bytes,
+            "acta": bytes,
+            "reason": str,
+            "time": str,
+        },
+        pk=("acta_id", "operator"),
+    ),
+)
+
+
+class SequenceConflictError(ServiceError):
+    """A batch whose records do not continue the stored log densely (another writer
+    appended, or the batch skips or repeats a position); nothing of it is written."""
+
+
 class IngestStore:
     """The writer side of the store. Not thread-safe: one call at a time (the engine holds
     a lock around every write)."""
 
-    def __init__(self, path: Path) -> None:
-        """Open or create the store at ``path``."""
-        self.path = path
-        # The engine runs commits in a worker thread, one at a time under its lock.
-        self._conn = connect(path, check_same_thread=False)
-        self._create()
+    def __init__(self, location: DbLocation) -> None:
+        """Open or create the store at ``location`` (a SQLite file or a PostgreSQL URL).
 
-    def _create(self) -> None:
-        db = sqlite_utils.Database(self._conn)
-        if "log" not in db.table_names():
-            # The acta log: dense sequence, exact leaf bytes as streamed.
-            db.table("log").create(
-                {"sequence": int, "acta_id": str, "revision": int, "leaf": bytes},
-                pk="sequence",
-            )
-            db.table("log").create_index(["acta_id", "revision"], unique=True)
-        if "actas" not in db.table_names():
-            db.table("actas").create(
-                {
-                    "acta_id": str,
-                    "revision": int,
-                    "sequence": int,
-                    "digest": bytes,
-                    "counted": int,
-                    "reason": int,
-                },
-                pk="acta_id",
-            )
-        if "captures" not in db.table_names():
-            db.table("captures").create(
-                {
-                    "acta_id": str,
-                    "idx": int,
-                    "operator_id": str,
-                    "digest": bytes,
-                    "acta": bytes,
-                    "submitter": str,
-                    "received_time": str,
-                },
-                pk=("acta_id", "idx"),
-            )
-        if "conflicts" not in db.table_names():
-            # Different content for an acta already logged, kept for audit.
-            db.table("conflicts").create(
-                {
-                    "id": int,
-                    "acta_id": str,
-                    "acta": bytes,
-                    "submitter": str,
-                    "received_time": str,
-                    "reason": str,
-                },
-                pk="id",
-            )
-        if "conflicts_dropped" not in db.table_names():
-            # Conflicts of an acta beyond the engine's cap: how many, and the latest.
-            db.table("conflicts_dropped").create(
-                {"acta_id": str, "count": int, "last_received_time": str}, pk="acta_id"
-            )
-        if "operator_actions" not in db.table_names():
-            # Corrections and cross-check resolutions: who, why, when.
-            db.table("operator_actions").create(
-                {
-                    "id": int,
-                    "acta_id": str,
-                    "kind": str,
-                    "revision": int,
-                    "reason": str,
-                    "submitter": str,
-                    "time": str,
-                },
-                pk="id",
-            )
+        Raises:
+            sqlite3.Error: if the SQLite file cannot be opened.
+            psycopg.Error: if PostgreSQL cannot be reached.
+        """
+        self.path = location
+        self._db = open_database(location)
+        self._conn = self._db.writer
+        self._db.ensure(TABLES)
 
-        if "night" not in db.table_names():
-            # At most one row: the close of the night (ADR 0081).
-            db.table("night").create(
-                {"id": int, "closed_at_records": int, "close_time": str, "closed_by": str},
-                pk="id",
-            )
-        if "pending_corrections" not in db.table_names():
-            # Corrections proposed by one operator, waiting for a second (dual control).
-            db.table("pending_corrections").create(
-                {
-                    "acta_id": str,
-                    "operator": str,
-                    "supersedes_revision": int,
-                    "digest": bytes,
-                    "acta": bytes,
-                    "reason": str,
-                    "time": str,
-                },
-                pk=("acta_id", "operator"),
-            )
+    @property
+    def database(self) -> Database:
+        """The database behind the store (tests and audit tools)."""
+        return self._db
 
     def log_size(self) -> int:
         """Number of records in the acta log."""
@@ -228,20 +249,14 @@ class IngestStore:
         return. Returns the close as recorded (the first one).
 
         Raises:
-            sqlite3.Error: if it cannot be written.
+            sqlite3.Error, psycopg.Error: if it cannot be written.
         """
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "INSERT OR IGNORE INTO night (id, closed_at_records, close_time, closed_by) "
-                "VALUES (1, ?, ?, ?)",
+        with self._db.write():
+            self._conn.execute(
+                "INSERT INTO night (id, closed_at_records, close_time, closed_by) "
+                "VALUES (1, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (closed.closed_at_records, closed.close_time, closed.closed_by),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         found = self.night_closed()
         assert found is not None  # just written
         return found
@@ -329,23 +344,36 @@ class IngestStore:
         """Write one batch in one transaction; on return it is durable.
 
         Raises:
-            sqlite3.Error: if the transaction fails; nothing of it is written.
+            SequenceConflictError: if the batch's records do not continue the log
+                densely; nothing of it is written.
+            sqlite3.Error, psycopg.Error: if the transaction fails; nothing of it is
+                written.
         """
         if writes.empty():
             return
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.write(append_to="log"):
             if writes.log:
+                # The log stays dense: positions are checked against the stored log
+                # inside the transaction that holds the append lock (ADR 0093).
+                (size,) = conn.execute("SELECT COALESCE(MAX(sequence) + 1, 0) FROM log").fetchone()
+                expected = list(range(int(size), int(size) + len(writes.log)))
+                if [row[0] for row in writes.log] != expected:
+                    raise SequenceConflictError(
+                        f"records at positions {writes.log[0][0]}..{writes.log[-1][0]} "
+                        f"offered to a log of {size} records"
+                    )
                 conn.executemany(
                     "INSERT INTO log (sequence, acta_id, revision, leaf) VALUES (?, ?, ?, ?)",
                     writes.log,
                 )
             if writes.actas:
                 conn.executemany(
-                    "INSERT OR REPLACE INTO actas "
-                    "(acta_id, revision, sequence, digest, counted, reason) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO actas (acta_id, revision, sequence, digest, counted, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (acta_id) DO UPDATE SET "
+                    "revision = excluded.revision, sequence = excluded.sequence, "
+                    "digest = excluded.digest, counted = excluded.counted, "
+                    "reason = excluded.reason",
                     writes.actas,
                 )
             # Captures are inserted before any are cleared: an acta captured and then
@@ -372,7 +400,8 @@ class IngestStore:
                 conn.executemany(
                     "INSERT INTO conflicts_dropped (acta_id, count, last_received_time) "
                     "VALUES (?, 1, ?) ON CONFLICT (acta_id) DO UPDATE SET "
-                    "count = count + 1, last_received_time = excluded.last_received_time",
+                    "count = conflicts_dropped.count + 1, "
+                    "last_received_time = excluded.last_received_time",
                     writes.dropped_conflicts,
                 )
             if writes.actions:
@@ -390,28 +419,31 @@ class IngestStore:
                 )
             if writes.proposals:
                 conn.executemany(
-                    "INSERT OR REPLACE INTO pending_corrections "
+                    "INSERT INTO pending_corrections "
                     "(acta_id, operator, supersedes_revision, digest, acta, reason, time) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (acta_id, operator) DO UPDATE "
+                    "SET supersedes_revision = excluded.supersedes_revision, "
+                    "digest = excluded.digest, acta = excluded.acta, "
+                    "reason = excluded.reason, time = excluded.time",
                     writes.proposals,
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+
+    def reader(self) -> LogReader:
+        """A reader of the log for one stream (close it when the stream ends)."""
+        return LogReader(self._db.reader())
 
     def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
+        """Close the store's connections."""
+        self._db.close()
 
 
 class LogReader:
-    """A read-only view of the acta log for streaming (its own connection: in WAL mode
-    it never blocks, nor is blocked by, the writer)."""
+    """A read-only view of the acta log for streaming (its own connection: it never
+    blocks, nor is blocked by, the writer)."""
 
-    def __init__(self, path: Path) -> None:
-        """Open the store at ``path`` for reading."""
-        self._conn = connect(path)
+    def __init__(self, conn: Connection) -> None:
+        """Read through ``conn`` (from :meth:`IngestStore.reader`)."""
+        self._conn = conn
 
     def page(self, from_sequence: int, *, max_leaves: int, max_bytes: int) -> list[bytes]:
         """Consecutive leaves from ``from_sequence``: at most ``max_leaves`` and, past the
