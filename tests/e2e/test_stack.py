@@ -28,11 +28,11 @@ import grpc
 import pytest
 
 from tests.grpc_support import bad_request_field
+from tests.port_support import quiet_base_port
 from veritally.demo.media import MediaWatcher
 from veritally.demo.replay import CaptureStats, replay
 from veritally.election import load_actas, load_election
 from veritally.mesh.envoy import Limits, TokenBucket
-from veritally.mesh.process import free_port
 from veritally.pki import issue_foreign_identity
 from veritally.rpc import TlsFiles
 from veritally.stack import SERVICES, Stack
@@ -543,9 +543,9 @@ def test_watchdog_gives_up_on_a_service_that_cannot_start(tmp_path: Path) -> Non
 def test_up_command_serves_then_drains_and_stops_every_child_on_sigterm(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "state")
     Bootstrap(casillas=50, seed=3).ensure(state)
-    # The fixed layout uses base+1..base+12 (see default_topology); a port that was free
-    # just now is a good guess for a quiet range, and a taken one fails the start loudly.
-    base = free_port()
+    # The fixed layout uses base+1..base+23 (see default_topology and METRICS_OFFSETS),
+    # placed below the ephemeral range so no client connection can take one of them.
+    base = quiet_base_port()
     log = tmp_path / "up.log"
     outlet = TlsFiles(
         cert=state.pki / "media" / "outlet-01.pem",
