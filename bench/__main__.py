@@ -102,6 +102,8 @@ BENCHES = (
             "ingest_vs_sqlite_ratio",
             "freshness_p50_s",
             "freshness_p99_s",
+            "freshness_p99_s_3_witnesses",
+            "freshness_p99_s_1_witness_down",
             "verified_reads_per_s",
             "bytes_per_unchanged_poll",
             "bytes_per_changed_poll",

@@ -19,6 +19,13 @@ from other processes (``bench.loadgen``, h2load). Measured, in this order, in on
   time (``PROBE_SPACING_S`` apart) through the edge; each is timed from its ACCEPTED answer
   to the moment an SDK client (``Client.watch`` through the edge, outlet certificate) has
   verified a cut covering its log sequence. Cut interval 1 s.
+* ``freshness_p99_s_3_witnesses`` / ``freshness_p99_s_1_witness_down``: after the other
+  figures, the stack is started again on the loaded state with ``witnesses=3`` (three
+  local ``veritally witness serve`` processes, trust root requiring 2 of 3, the SDK
+  client pinned to it, so every cut it counts was verified with its quorum), the same
+  probes timed; then ``witness-3`` is killed (SIGKILL, not restarted) and more probes
+  timed: publication waits at most its 0.5 s witness deadline per cut for the dead one.
+  The bench state goes back to trust root v1 afterwards.
 * ``verified_reads_per_s``: ``READ_WORKERS`` load-generator processes, each one SDK
   client calling ``Client.latest()`` (fetch the latest cut through Envoy and verify it:
   signature, inclusion of the cut record, results digest and parse, rollback, freshness)
@@ -87,7 +94,7 @@ from veritally.mesh.process import EnvoyProcess, free_port
 from veritally.rpc import TlsFiles
 from veritally.stack import SERVICES, Stack
 from veritally.state import Bootstrap, StateDir
-from veritally_client import Client, ClientConfig
+from veritally_client import Client, ClientConfig, InsufficientCosignaturesError
 from veritally_client.protocol.pb import (
     acta_pb2,
     ingest_pb2,
@@ -104,6 +111,8 @@ BATCH = 500  # actas per SubmitActas message, as `veritally import` and the demo
 STREAMS_PER_CENTRE = 2  # calls in flight per capture centre
 SEGMENTS = 5  # slices of the import whose rates give the median
 PROBES = 300  # actas held back from the import for the freshness probes
+WITNESS_PROBES = 150  # per witness run (3 witnesses, then one of them down)
+WITNESS_KEYS = ("freshness_p99_s_3_witnesses", "freshness_p99_s_1_witness_down")
 PROBE_SPACING_S = 0.15  # between freshness probes (seconds): several per 1 s cut
 # One acta per probe, 30 s deadline (a single acta commits in milliseconds).
 PROBE_CONFIG = CaptureConfig(batch=1, streams=1, call_timeout_s=30.0)
@@ -142,11 +151,22 @@ def _tls_arg(tls: TlsFiles) -> str:
 
 
 def prepare(casillas: int) -> StateDir:
-    """The cached state directory for ``casillas``, with its run data wiped."""
+    """The cached state directory for ``casillas``, with its run data wiped (and only
+    trust root v1, without witnesses: see :func:`forget_witnesses`)."""
     state = StateDir(OUT / f"stack-{casillas}")
     state.wipe_data()
+    forget_witnesses(state)
     Bootstrap(casillas=casillas, seed=SEED).ensure(state)
     return state
+
+
+def forget_witnesses(state: StateDir) -> None:
+    """Put the bench's state back to trust root v1 and no local witnesses: the witness
+    runs rotate the trust root, and every other figure is measured without witnesses."""
+    for path in state.trust_root.glob("trust-root-v*.binpb"):
+        if path.name != state.trust_root_v1.name:
+            path.unlink()
+    shutil.rmtree(state.witnesses, ignore_errors=True)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -832,6 +852,54 @@ def _sdk_http_verify(stack: Stack, url: str, work: Path) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def measure_witness_freshness(
+    state: StateDir, probes: Sequence[acta_pb2.Acta], work: Path
+) -> dict[str, float]:
+    """Freshness on the loaded state with 3 local witnesses (2 of 3 required, the media
+    client pinned to that trust root), then with one of them killed and left down."""
+    warm, probes = probes[0], probes[1:]
+    half = len(probes) // 2
+    out: dict[str, float] = {}
+    stack = Stack(
+        state,
+        base_port=None,
+        single_capture=True,
+        interval_s=INTERVAL_S,
+        drain_seconds=0.5,
+        limits=BENCH_LIMITS,
+        auto_restart=False,  # the killed witness stays down
+        witnesses=3,
+    )
+    try:
+        with stack:
+            # The newest stored cut predates the witnesses: media refuse it until the next
+            # cut, which one more acta brings.
+            asyncio.run(_probe(stack, [warm]))
+            with _client(stack, "outlet-03", work / "witness-warm") as client:
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        client.latest()
+                        break
+                    except InsufficientCosignaturesError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.2)
+            for suffix, batch in (
+                ("3_witnesses", probes[:half]),
+                ("1_witness_down", probes[half:]),
+            ):
+                if suffix == "1_witness_down":
+                    stack.kill("witness-3")
+                figures = measure_freshness(stack, batch, work / suffix)
+                for key in ("freshness_p50_s", "freshness_p99_s", "freshness_max_s"):
+                    out[f"{key}_{suffix}"] = figures[key]
+                print(f"  freshness, {suffix}: {figures}", flush=True)
+    finally:
+        forget_witnesses(state)
+    return out
+
+
 # ------------------------------------------------------------------------------------
 
 
@@ -856,8 +924,11 @@ def run(
     state = prepare(casillas)
     files = load_election(state.election_yaml)
     actas = list(load_actas(files, state.actas_csv))
-    held = PROBES + READ_CHANGE_ACTAS
-    bulk, changes, probes = actas[:-held], actas[-held:-PROBES], actas[-PROBES:]
+    held = READ_CHANGE_ACTAS + PROBES + 2 * WITNESS_PROBES
+    bulk, tail = actas[:-held], actas[-held:]
+    changes = tail[:READ_CHANGE_ACTAS]
+    probes = tail[READ_CHANGE_ACTAS : READ_CHANGE_ACTAS + PROBES]
+    witness_probes = tail[READ_CHANGE_ACTAS + PROBES :]
     results["stack_setup_s"] = round(time.monotonic() - t, 1)
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
         work = Path(tmp)
@@ -913,6 +984,8 @@ def run(
                     )
                 if wanted("http_reads_vs_nginx_ratio", "sdk_http_verify_ms"):
                     results.update(measure_bundle(stack, work))
+        if wanted(*WITNESS_KEYS):
+            results.update(measure_witness_freshness(state, witness_probes, work))
     return results, notes
 
 

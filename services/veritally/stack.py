@@ -20,6 +20,10 @@ the services, ``veritally.mesh.process.EnvoyProcess`` for Envoy):
 * service-to-service calls go through Envoy's mesh listener: aggregation follows ingest
   at ``mesh`` with the ``service/aggregation`` certificate, publication reads aggregation
   at ``mesh`` with ``service/publication``; Envoy's RBAC allows exactly those methods;
+* with ``witnesses`` (``veritally up --witnesses N``), N witness processes
+  (``veritally witness serve``, :mod:`veritally.localwitnesses`) on loopback, started
+  before publication, which sends them every committed checkpoint (ADR 0091), and a
+  trust root that requires k of them;
 * the bundle's static origin (:mod:`veritally.publication.origin`, loopback, plain
   HTTP), which Envoy's public listener serves through its cache over HTTPS to mirrors
   and the public (no client certificate);
@@ -67,6 +71,14 @@ from veritally.launch import (
     PublicationLaunch,
     ServiceLaunch,
 )
+from veritally.localwitnesses import (
+    LocalWitness,
+    check_policy,
+    found_witnesses,
+    newest_trust_root,
+    prepare_witnesses,
+    required_cosignatures,
+)
 from veritally.mesh.envoy import (
     DEFAULT_BASE_PORT,
     Endpoint,
@@ -98,8 +110,10 @@ __all__ = [
 SERVICES = ("ingest", "aggregation", "publication")
 # The static origin of the public bundle listener, supervised like a service.
 ORIGIN = "origin"
-# Seconds the origin may take to listen (a Python process importing asyncio).
+# Seconds the origin (or a witness) may take to listen (a Python process importing asyncio).
 ORIGIN_START_TIMEOUT_S = 30.0
+# Offset from the base port of local witness i's port (i = 1..9) in the fixed layout.
+WITNESS_PORT_OFFSET = 30
 # Restarts of one crashed child allowed within RESTART_WINDOW_S (seconds) before the
 # watchdog gives up on it: a service that crashes at every start (a corrupt store, a
 # missing key) should stop the stack loudly, not flap forever.
@@ -142,6 +156,8 @@ class Endpoints:
         services: service name -> its own port (mTLS; only Envoy gets through).
         metrics: service name (and ``stack``, the supervisor) -> its Prometheus
             ``/metrics`` (loopback, plain HTTP).
+        witnesses: local witness name (``witness-1``...) -> its base URL (loopback,
+            plain HTTP, c2sp.org/tlog-witness).
     """
 
     edge: str
@@ -151,6 +167,7 @@ class Endpoints:
     admin: str
     services: dict[str, str]
     metrics: dict[str, str] = field(default_factory=dict)
+    witnesses: dict[str, str] = field(default_factory=dict)
 
 
 # Offsets from the base port of each /metrics listener in the fixed layout (beside
@@ -206,6 +223,8 @@ class Stack:
         restart_backoff_s: float = RESTART_BACKOFF_S,
         crl_schedule: CrlSchedule | None = CrlSchedule(),  # noqa: B008 - frozen, immutable
         stream_limits: StreamLimits | None = None,
+        witnesses: int | None = None,
+        witness_threshold: int | None = None,
     ) -> None:
         """Describe the stack; nothing starts until :meth:`start`.
 
@@ -232,9 +251,17 @@ class Stack:
             stream_limits: per-identity bounds on streaming calls in every service
                 (default: :class:`veritally.rpc.streams.StreamLimits`' defaults, documented
                 in docs/mesh.md); tests pass small ones.
+            witnesses: local witnesses to run (:mod:`veritally.localwitnesses`): N makes
+                N of them and, at :meth:`start`, a trust root that requires
+                ``witness_threshold`` (default a majority) of their cosignatures; 0 a
+                trust root without witnesses; None runs the local witnesses the newest
+                trust root lists, if any.
+            witness_threshold: k of the k-of-N policy (with ``witnesses``).
 
         Raises:
             veritally.pki.PkiError: the state directory has no usable PKI.
+            veritally.localwitnesses.WitnessPolicyError: a witness count or threshold
+                out of range.
         """
         self.state = state
         self.pki = Pki.load(state.pki)
@@ -268,6 +295,14 @@ class Stack:
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
         self.stream_limits = stream_limits
+        if witnesses is not None or witness_threshold is not None:
+            # Checked here, so that a bad policy stops a command before anything starts.
+            check_policy(witnesses or 0, witness_threshold)
+        self.witness_count = witnesses
+        self.witness_threshold = witness_threshold
+        self.witnesses: list[LocalWitness] = []
+        self._witness_ports: dict[int, int] = {}
+        self._base_port = base_port
         self.crl_keeper = (
             None if crl_schedule is None else CrlKeeper(state.pki, schedule=crl_schedule)
         )
@@ -286,7 +321,18 @@ class Stack:
             admin=str(t.admin),
             services={name: str(t.services[name][0]) for name in SERVICES},
             metrics={name: str(e) for name, e in self.metrics_endpoints.items()},
+            witnesses={w.name: self.witness_url(w) for w in self.witnesses},
         )
+
+    def witness_policy(self) -> str:
+        """``k of n`` of the local witnesses the stack runs ("" without)."""
+        if not self.witnesses:
+            return ""
+        return f"{required_cosignatures(self.state)} of {len(self.witnesses)}"
+
+    def witness_url(self, witness: LocalWitness) -> str:
+        """The base URL publication sends ``witness`` its checkpoints at."""
+        return f"http://127.0.0.1:{self._witness_ports[witness.index]}"
 
     def tls(self, name: str) -> TlsFiles:
         """The certificate, key and CA of identity ``name`` (``cc-01``, ``outlet-02``,
@@ -301,8 +347,8 @@ class Stack:
     def media_client(
         self, outlet: str, *, state_dir: Path, config: ClientConfig | None = None
     ) -> Client:
-        """An SDK client of media outlet ``outlet`` through the edge, pinned to the first
-        trust root, as a newsroom would hold it.
+        """An SDK client of media outlet ``outlet`` through the edge, pinned to the
+        trust root of :meth:`pinned_trust_root`, as a newsroom would hold it.
 
         Raises:
             veritally.pki.PkiError: no such identity.
@@ -310,11 +356,19 @@ class Stack:
         tls = self.tls(outlet)
         return Client(
             endpoint=self.endpoints.edge,
-            trust_root=load_trust_root(self.state.trust_root_v1),
+            trust_root=load_trust_root(self.pinned_trust_root()),
             state_dir=state_dir,
             credentials=TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key),
             config=config if config is not None else ClientConfig(),
         )
+
+    def pinned_trust_root(self) -> Path:
+        """The trust root file a newsroom should pin: the first version, or with local
+        witnesses the newest one, which requires their cosignatures (a client pinned to
+        an older version does not learn of the witness policy until it refreshes)."""
+        if not self.witnesses:
+            return self.state.trust_root_v1
+        return newest_trust_root(self.state)
 
     def log_path(self, name: str) -> Path:
         """The log file of a service (or ``envoy``)."""
@@ -356,6 +410,7 @@ class Stack:
                 aggregation_tls=own,
                 interval_seconds=self.interval_s,
                 bundle_dir=state.bundle,
+                witnesses=tuple((w.key.key_string(), self.witness_url(w)) for w in self.witnesses),
             )
         raise KeyError(name)
 
@@ -378,20 +433,65 @@ class Stack:
             log_path=self.log_path(ORIGIN),
         )
 
-    def _start_origin(self) -> None:
-        process = self._origin_process()
-        self.processes[ORIGIN] = process
+    def _start_listener(self, process: Process, host: str, port: int) -> None:
+        """Start a child that has no gRPC health service and wait until it listens."""
+        self.processes[process.name] = process
         process.start()
-        origin = self.topology.origin
-        assert origin is not None
         deadline = time.monotonic() + ORIGIN_START_TIMEOUT_S
-        while not _listens(origin.host, origin.port):
+        while not _listens(host, port):
             if not process.alive():
-                raise ProcessError(f"{ORIGIN} exited early:\n{process.log_tail()}")
+                raise ProcessError(f"{process.name} exited early:\n{process.log_tail()}")
             if time.monotonic() > deadline:
-                raise ProcessError(f"{ORIGIN} does not listen on {origin}")
+                raise ProcessError(f"{process.name} does not listen on {host}:{port}")
             time.sleep(0.05)
+
+    def _start_origin(self) -> None:
+        origin = self.topology.origin
+        assert origin is not None  # only started when the topology has one
+        process = self._origin_process()
+        self._start_listener(process, origin.host, origin.port)
         log.info("%s serving %s on %s (pid %d)", ORIGIN, self.state.bundle, origin, process.pid)
+
+    def _prepare_witnesses(self) -> None:
+        """Make the local witnesses and trust root agree with ``witnesses`` (or find the
+        ones the trust root lists) and give each a port."""
+        if self.witness_count is None:
+            self.witnesses = found_witnesses(self.state)
+        else:
+            self.witnesses = prepare_witnesses(
+                self.state, self.witness_count, self.witness_threshold
+            )
+        for w in self.witnesses:
+            if w.index not in self._witness_ports:
+                self._witness_ports[w.index] = (
+                    self._base_port + WITNESS_PORT_OFFSET + w.index
+                    if self._base_port
+                    else free_port()
+                )
+
+    def _start_witness(self, name: str) -> None:
+        witness = next(w for w in self.witnesses if w.name == name)
+        port = self._witness_ports[witness.index]
+        process = Process(
+            name=name,
+            argv=[
+                sys.executable,
+                "-m",
+                "veritally.cli",
+                "--log-format=json",
+                "witness",
+                "serve",
+                "--state",
+                str(witness.directory),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            log_path=self.log_path(name),
+        )
+        self._start_listener(process, "127.0.0.1", port)
+        log.info(
+            "%s (%s) serving on 127.0.0.1:%d (pid %d)", name, witness.key.name, port, process.pid
+        )
 
     def _service_process(self, name: str) -> Process:
         launch = self.launch(name)
@@ -419,6 +519,9 @@ class Stack:
         if name == ORIGIN:
             self._start_origin()
             return
+        if any(w.name == name for w in self.witnesses):
+            self._start_witness(name)
+            return
         process = self._service_process(name)
         self.processes[name] = process
         process.start()
@@ -445,6 +548,10 @@ class Stack:
                 self.crl_keeper.start()
             envoy = EnvoyProcess.from_topology(self.topology, directory=self.state.envoy)
             self._start_metrics()
+            self._prepare_witnesses()
+            # Before publication, so that its first checkpoint is cosigned already.
+            for witness in self.witnesses:
+                self._start_service(witness.name)
             for name in SERVICES:
                 self._start_service(name)
             if self.topology.origin is not None:

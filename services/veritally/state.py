@@ -56,6 +56,8 @@ TRUST_ROOT_DAYS = 90
 PUBLISHER_KEY = "publisher.key"
 
 _DATA_DIRS = ("db", "bundle", "logs", "media")
+# What a local witness (STATE/witnesses/witness-<i>) wrote during a night (witness.store).
+_WITNESS_DATA_DIRS = ("logs", "evidence")
 
 
 @dataclass(frozen=True)
@@ -149,15 +151,27 @@ class StateDir:
         """The demo media client's trusted state."""
         return self.root / "media"
 
+    @property
+    def witnesses(self) -> Path:
+        """The local witnesses' state directories (``witness-<i>``, ``veritally up
+        --witnesses``)."""
+        return self.root / "witnesses"
+
     def store(self, service: str) -> Path:
         """The SQLite file of ``service``."""
         return self.db / f"{service}.sqlite"
 
     def wipe_data(self) -> None:
-        """Remove what a run produced (stores, bundle, logs, client state), keeping the
-        PKI, keys, trust root, election and Envoy configuration."""
+        """Remove what a run produced (stores, bundle, logs, client state, the local
+        witnesses' records and evidence), keeping the PKI, keys, trust root, election,
+        the witnesses' keys and Envoy configuration."""
         for name in _DATA_DIRS:
             shutil.rmtree(self.root / name, ignore_errors=True)
+        # The local witnesses keep their keys; what they cosigned was this log's, and a
+        # fresh log under the same key and origin would be a fork to them.
+        for witness in self.witnesses.glob("witness-*"):
+            for name in _WITNESS_DATA_DIRS:
+                shutil.rmtree(witness / name, ignore_errors=True)
 
 
 @dataclass(frozen=True, kw_only=True)

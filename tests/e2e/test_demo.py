@@ -130,3 +130,24 @@ def test_demo_exits_non_zero_when_the_media_client_cannot_verify_the_cuts(
     result = _run_demo(state, "--pin", str(other / "trust-root-v1.binpb"))
     assert result.returncode == EXIT_VERIFICATION_FAILED, result.stdout[-4000:] + result.stderr
     assert not (state / "demo-summary.json").exists()
+
+
+def test_demo_with_three_witnesses_verifies_every_cut_by_their_quorum_and_reruns_cleanly(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    first = _run_demo(state, "--witnesses", "3")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    summary = json.loads((state / "demo-summary.json").read_text())
+    assert summary["verified"] is True
+    assert summary["acta_records"] == _actas_in_file(state)
+    # The media client pinned version 2, which requires 2 of the 3 witnesses.
+    assert (state / "trust-root" / "trust-root-v2.binpb").exists()
+    records = list((state / "witnesses").glob("witness-*/logs/*.json"))
+    assert len(records) == 3
+    # A second night on the same state: a fresh log under the same key, which the
+    # witnesses' records of the first night would refuse as a fork, so they are wiped.
+    again = _run_demo(state)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert json.loads((state / "demo-summary.json").read_text())["national"] == summary["national"]
+    assert not (state / "trust-root" / "trust-root-v3.binpb").exists()

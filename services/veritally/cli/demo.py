@@ -53,6 +53,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from veritally.cli.up import add_witness_arguments
 from veritally.demo.media import MediaWatcher
 from veritally.demo.night import (
     CONTEST,
@@ -70,6 +71,7 @@ from veritally.election import ElectionFiles, load_actas, load_election
 from veritally.election.generate import DEFAULT_CASILLAS
 from veritally.importing import count_rows
 from veritally.launch import DEFAULT_INTERVAL_SECONDS
+from veritally.localwitnesses import WitnessPolicyError, check_policy
 from veritally.mesh.envoy import DEFAULT_BASE_PORT
 from veritally.pki import PkiError
 from veritally.stack import Stack, StackError
@@ -249,8 +251,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pin",
         type=Path,
-        help="trust root the media client pins (default STATE/trust-root/trust-root-v1.binpb)",
+        help="trust root the media client pins (default STATE/trust-root/trust-root-v1.binpb, "
+        "with witnesses the newest version)",
     )
+    add_witness_arguments(parser)
 
 
 @dataclass(frozen=True)
@@ -370,6 +374,8 @@ def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         base_port=args.base_port or None,
         single_capture=args.single_capture,
         interval_s=args.interval,
+        witnesses=args.witnesses,
+        witness_threshold=args.witness_threshold,
     )
     console.print("starting ingest, aggregation, publication and Envoy...")
     t = time.monotonic()
@@ -411,6 +417,12 @@ def run(args: argparse.Namespace) -> int:
     if args.casillas < 1 or args.speed < 0 or args.interval <= 0:
         print("veritally demo: --casillas >= 1, --speed >= 0, --interval > 0", file=sys.stderr)
         return 2
+    if args.witnesses is not None or args.witness_threshold is not None:
+        try:
+            check_policy(args.witnesses or 0, args.witness_threshold)
+        except WitnessPolicyError as e:
+            print(f"veritally demo: {e}", file=sys.stderr)
+            return 2
     console = Console(stderr=False, force_terminal=None)
     state = StateDir(args.state)
     summary_path = state.root / "demo-summary.json"

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from veritally.election.generate import DEFAULT_CASILLAS
 from veritally.launch import DEFAULT_INTERVAL_SECONDS
+from veritally.localwitnesses import MAX_LOCAL_WITNESSES, WitnessPolicyError
 from veritally.mesh.envoy import DEFAULT_BASE_PORT
 from veritally.pki import PkiError
 from veritally.stack import SERVICES, Stack, StackError
@@ -23,7 +24,7 @@ from veritally.state import DEFAULT_SEED, Bootstrap, StateDir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "bootstrap_from_args", "describe", "run"]
+__all__ = ["add_arguments", "add_witness_arguments", "bootstrap_from_args", "describe", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +60,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_INTERVAL_SECONDS,
         help="seconds between publication's cuts",
     )
+    add_witness_arguments(parser)
+
+
+def add_witness_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--witnesses N`` and ``--witness-threshold K`` (``up`` and ``demo``)."""
+    parser.add_argument(
+        "--witnesses",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"run N local witnesses (0 to {MAX_LOCAL_WITNESSES}) and require their "
+        "cosignatures in a new trust root version; 0 drops the requirement (default: "
+        "run the local witnesses the trust root lists, if any)",
+    )
+    parser.add_argument(
+        "--witness-threshold",
+        type=int,
+        default=None,
+        metavar="K",
+        help="cosignatures required of the N witnesses (default: a majority, 2 of 3)",
+    )
 
 
 def bootstrap_from_args(args: argparse.Namespace) -> Bootstrap:
@@ -86,6 +108,17 @@ def describe(stack: Stack) -> list[tuple[str, str]]:
     rows += [
         (f"{name} metrics (loopback)", f"http://{e.metrics[name]}/metrics") for name in e.metrics
     ]
+    if stack.witnesses:
+        rows.append(
+            (
+                "witness policy",
+                f"{stack.witness_policy()} cosignatures (trust root {stack.pinned_trust_root()})",
+            )
+        )
+    rows += [
+        (f"{w.name} (tlog-witness, loopback)", f"{e.witnesses[w.name]}  {w.directory}")
+        for w in stack.witnesses
+    ]
     rows += [
         ("Prometheus configuration", str(state.prometheus / "prometheus.yml")),
         ("operations console", f"veritally status --state {state.root}"),
@@ -96,7 +129,7 @@ def describe(stack: Stack) -> list[tuple[str, str]]:
         ("capture-centre certificates", ", ".join(i.name for i in pki.identities("capture"))),
         ("operator certificates", ", ".join(i.name for i in pki.identities("operator"))),
         ("certificate files", f"{state.pki}/<role>/<name>.pem and .key"),
-        ("trust root (pin this)", str(state.trust_root_v1)),
+        ("trust root (pin this)", str(stack.pinned_trust_root())),
         ("static bundle", str(state.bundle)),
         ("logs", f"{state.logs}/<service>.log, {state.envoy}/envoy.log, access.log"),
         ("stores", str(state.db)),
@@ -148,14 +181,20 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         stack = Stack(
             state,
             base_port=args.base_port,
             single_capture=args.single_capture,
             interval_s=args.interval,
+            witnesses=args.witnesses,
+            witness_threshold=args.witness_threshold,
         )
+    except WitnessPolicyError as e:
+        log.error("%s", e)
+        return 2
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
         return _supervise(stack, stopping)
     finally:
         # Also when the stack did not start: the caller's handlers come back.

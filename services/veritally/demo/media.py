@@ -41,8 +41,9 @@ class MediaWatcher(threading.Thread):
         super().__init__(name=f"media-{outlet}", daemon=True)
         tls = stack.tls(outlet)
         self.credentials = TlsCredentials.from_files(ca=tls.ca, cert=tls.cert, key=tls.key)
-        # Media pin the first trust root out of band; ``pin`` names another file.
-        self.trust_root = load_trust_root(pin or stack.state.trust_root_v1)
+        # Media pin a trust root out of band (the first, or with local witnesses the
+        # newest, see Stack.pinned_trust_root); ``pin`` names another file.
+        self.trust_root = load_trust_root(pin or stack.pinned_trust_root())
         self.endpoint = stack.endpoints.edge
         self.state_dir = state_dir
         self.config = ClientConfig(max_checkpoint_age=MEDIA_MAX_AGE_S, watch_backoff_max=2.0)

@@ -74,7 +74,8 @@ def prepare_state(state: StateDir, *, casillas: int, seed: int) -> list[str]:
 
     Keeps the PKI, signing key and trust root (media keep their pinned trust root across
     runs); keeps the election when it was generated with the same seed and size, else
-    generates it again; wipes the stores, bundle, logs and the media client's state.
+    generates it again; wipes the stores, bundle, logs, the media client's state and
+    the local witnesses' records (their keys stay).
 
     Returns:
         What was created, one line each.
