@@ -137,6 +137,8 @@ def _forks(figures: Figures) -> str | None:
 _INGEST = "tests/integration/test_ingest_service.py::"
 _BOUNDS = "tests/unit/test_ingest_bounds.py::"
 _ISOLATION = "tests/e2e/test_isolation.py::"
+_PUB_LEASE = "tests/integration/test_publication_lease.py::"
+_PUB_FAILOVER = "tests/integration/test_publication_failover.py::"
 _PUB_STORE = "tests/integration/test_publication_store_checks.py::"
 
 ATTACKS: tuple[Attack, ...] = (
@@ -364,6 +366,22 @@ ATTACKS: tuple[Attack, ...] = (
         ),
         "ForkRefusedError; the bundle's signed roots unchanged, one root per size",
         _forks,
+    ),
+    Attack(
+        "A deposed, partitioned or paused publisher on the shared database signs or stores "
+        "a cut after another took over",
+        "the publication lease: renewed in the cut's own transaction before signing (zero "
+        "rows: LeaseLostError, rolled back), a frozen holder's session ended by the "
+        "database after the lease length",
+        (
+            _PUB_LEASE + "test_a_deposed_publisher_neither_signs_nor_stores_a_cut",
+            _PUB_LEASE + "test_a_holder_frozen_inside_a_cut_keeps_no_one_out_past_its_lease",
+            _PUB_LEASE + "test_a_second_writer_without_the_lease_cannot_fork_the_log",
+            _PUB_FAILOVER + "test_a_publisher_paused_past_its_lease_is_deposed_and_signs_nothing",
+            _PUB_FAILOVER + "test_killing_the_active_publisher_hands_the_log_to_the_standby",
+        ),
+        "no signature after the lease is lost; exit status 75; every stored cut extends the "
+        "one before",
     ),
     Attack(
         "A tampered leaf or results blob in publication's store, a forged capture in ingest's",

@@ -255,6 +255,25 @@ def publication_config(
     )
 
 
+class ActaLog:
+    """The acta records an aggregation would serve, built here in log order."""
+
+    def __init__(self) -> None:
+        self.leaves: list[bytes] = []
+
+    def add(self, n: int) -> list[bytes]:
+        """Log ``n`` more acta records; returns them."""
+        new = [acta_leaf(len(self.leaves) + i, f"C{len(self.leaves) + i:05d}/P") for i in range(n)]
+        self.leaves += new
+        return new
+
+
+def publication_db(config: PublicationConfig) -> Path:
+    """The SQLite file of a test configuration (:func:`publication_config` makes one)."""
+    assert isinstance(config.db_path, Path)
+    return config.db_path
+
+
 async def wait_for_first_cut(service: PublicationService, bundle: Path | None = None) -> None:
     """Wait for the cut made at start (and, given its bundle, for its files)."""
     for _ in range(500):  # bounded: 5 s

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from veritally.errors import ServiceError
 from veritally.rpc import TlsFiles
-from veritally.storage import DbLocation, PostgresUrl
+from veritally.storage import DbLocation, LeaseHolder
 from veritally_client import VerificationError
 from veritally_client.protocol import CosignatureVerifier
 
@@ -44,6 +44,8 @@ DEFAULT_INTERVAL_SECONDS = 2.0
 # Each witness's deadline per checkpoint (publication's default, ADR 0091): the most a
 # slow or dead witness delays serving a cut.
 DEFAULT_WITNESS_TIMEOUT_SECONDS = 0.5
+#: Seconds a renewal of the publication lease holds it: five default intervals.
+DEFAULT_LEASE_SECONDS = 10.0
 # Longer than a cut interval is never useful: a cut waits for its witnesses.
 MAX_WITNESS_TIMEOUT_SECONDS = 60.0
 # A trust root lists at most this many witnesses (the SDK's bound, _trustroot).
@@ -212,6 +214,9 @@ class PublicationLaunch(ServiceLaunch):
         witnesses: (cosignature/v1 verifier key, base URL) of each witness every
             committed checkpoint is sent to (docs/adr/0091-publication-and-witnesses.md).
         witness_timeout_seconds: each witness's deadline per checkpoint, in seconds.
+        lease_holder: this publisher's name for the publication lease, when several
+            share one database (docs/adr/0094-publication-lease.md); None: no lease.
+        lease_seconds: how long each renewal of the lease holds it.
     """
 
     service: ClassVar[str] = "publication"
@@ -227,6 +232,8 @@ class PublicationLaunch(ServiceLaunch):
     bundle_dir: Path | None = None
     witnesses: tuple[tuple[str, str], ...] = ()
     witness_timeout_seconds: float = DEFAULT_WITNESS_TIMEOUT_SECONDS
+    lease_holder: str | None = None
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -248,14 +255,23 @@ class PublicationLaunch(ServiceLaunch):
             raise LaunchError(
                 f"--witness-timeout must be in (0, {MAX_WITNESS_TIMEOUT_SECONDS:g}] seconds"
             )
-        if isinstance(self.db, PostgresUrl):
-            raise LaunchError("publication's --db is a SQLite file (PostgreSQL comes later)")
+        if self.lease_holder is not None:
+            try:
+                LeaseHolder(self.lease_holder, self.lease_seconds)
+            except ValueError as e:
+                raise LaunchError(f"--lease-holder/--lease-seconds: {e}") from e
+            if self.lease_seconds < 2 * self.interval_seconds:
+                raise LaunchError(
+                    f"--lease-seconds ({self.lease_seconds:g}) must be at least twice "
+                    f"--interval ({self.interval_seconds:g}): every cut renews the lease"
+                )
 
     @property
-    def db_file(self) -> Path:
-        """Publication's SQLite file."""
-        assert isinstance(self.db, Path)  # checked when built
-        return self.db
+    def lease(self) -> LeaseHolder | None:
+        """This publisher's claim to the lease (None: the only publisher)."""
+        if self.lease_holder is None:
+            return None
+        return LeaseHolder(self.lease_holder, self.lease_seconds)
 
     def own_argv(self) -> list[str]:
         """Keys, trust root, aggregation and the cut options."""

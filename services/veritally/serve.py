@@ -10,6 +10,7 @@ of the service's own certificate, unless ``allowed_peers`` names others.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,8 @@ from veritally.launch import (
 )
 from veritally.metrics.exposition import MetricsServer
 from veritally.metrics.families import ServiceMetrics
-from veritally.publication.app import PublicationConfig, start_publication
+from veritally.publication.app import PublicationConfig, PublicationService, start_publication
+from veritally.publication.errors import LeaseLostError
 from veritally.publication.witnesses import WitnessEndpoint
 from veritally.rpc import TlsFiles, run_until_signalled
 from veritally.rpc.peer import PeerIdentityInterceptor
@@ -114,7 +116,7 @@ def write_port(path: Path | None, port: int) -> None:
 def publication_config(launch: PublicationLaunch) -> PublicationConfig:
     """Publication's service configuration for ``launch``."""
     return PublicationConfig(
-        db_path=launch.db_file,
+        db_path=launch.db,
         key_files=launch.key_files,
         passphrase_file=launch.passphrase_file,
         trust_root_dir=launch.trust_root_dir,
@@ -132,6 +134,7 @@ def publication_config(launch: PublicationLaunch) -> PublicationConfig:
             for vkey, url in launch.witnesses
         ),
         witness_timeout_seconds=launch.witness_timeout_seconds,
+        lease=launch.lease,
     )
 
 
@@ -200,7 +203,16 @@ async def _run(
         if exposed is not None:
             exposed.stop()
 
-    await run_until_signalled(started, stop)
+    async def ended() -> None:
+        # Only a publisher ends by itself: when another takes the lease from it.
+        if isinstance(service, PublicationService):
+            await service.ended()
+        else:
+            await asyncio.Event().wait()
+
+    await run_until_signalled(started, stop, ended=ended)
+    if isinstance(service, PublicationService) and service.deposed.is_set():
+        raise LeaseLostError("this publisher lost the publication lease and stopped")
 
 
 class _Starter(Protocol):
@@ -211,6 +223,8 @@ async def serve(launch: ServiceLaunch) -> None:
     """Run the service ``launch`` describes until SIGTERM or SIGINT, then drain and stop.
 
     Raises:
+        veritally.publication.errors.LeaseLostError: publication lost its lease to another
+            publisher and stopped.
         veritally.publication.errors.PublicationError: publication refused to start (an
             unusable key, a trust root that does not vouch for the keys, a store that
             does not match its checkpoints).

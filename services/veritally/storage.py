@@ -14,6 +14,7 @@ a schema created if missing), so that a store's queries and checks exist once
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -24,18 +25,23 @@ from urllib.parse import urlsplit
 
 import sqlite_utils
 
+from veritally.bounds import identifier_problem
+
 __all__ = [
     "BUSY_TIMEOUT_MS",
+    "MAX_LEASE_SECONDS",
     "MAX_LEAVES_PER_PAGE",
     "MAX_PAGE_BYTES",
     "MAX_POSTGRES_READERS",
     "MAX_URL_CHARS",
+    "MIN_LEASE_SECONDS",
     "POSTGRES_SCHEMES",
     "STREAM_PAGE_BYTES",
     "STREAM_PAGE_LEAVES",
     "Connection",
     "Database",
     "DbLocation",
+    "LeaseHolder",
     "PostgresUrl",
     "Rows",
     "Table",
@@ -156,6 +162,47 @@ def parse_location(text: str) -> DbLocation:
     return Path(text)
 
 
+#: Bounds of a lease's length, in seconds: under a tenth of a second a loaded machine
+#: loses it between two writes; past ten minutes a dead writer stops the night that long.
+MIN_LEASE_SECONDS = 0.1
+MAX_LEASE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """One writer's claim to a lease on a database several processes share (the
+    publication lease of docs/adr/0094-publication-lease.md): only the holder writes,
+    and every write transaction renews the claim first.
+
+    Attributes:
+        name: who holds it (a host or process name, an identifier of at most 64
+            characters, unique among the writers); shown to the writers that wait.
+        seconds: how long a renewal holds it. Every write renews it, so it must exceed
+            the time between writes; a dead writer's lease is taken over this long
+            after its last renewal.
+
+    Raises:
+        ValueError: if the name is not an identifier or the length is out of bounds.
+    """
+
+    name: str
+    seconds: float
+
+    def __post_init__(self) -> None:
+        problem = identifier_problem(self.name)
+        if problem is not None:
+            raise ValueError(f"lease holder {problem}")
+        if not MIN_LEASE_SECONDS <= self.seconds <= MAX_LEASE_SECONDS:
+            raise ValueError(
+                f"lease length must be {MIN_LEASE_SECONDS:g} to {MAX_LEASE_SECONDS:g} seconds"
+            )
+
+    @property
+    def millis(self) -> int:
+        """The length in milliseconds."""
+        return int(self.seconds * 1000)
+
+
 @dataclass(frozen=True)
 class Table:
     """One table of a store's schema, written once for both backends.
@@ -229,6 +276,14 @@ class Database(Protocol):
     def reader(self) -> Connection:
         """A connection for reading that never blocks, nor is blocked by, the writer."""
 
+    @property
+    def integrity_error(self) -> type[Exception]:
+        """What the backend raises when a row breaks a primary key or unique index."""
+
+    def now_ms(self) -> int:
+        """The database server's clock, in milliseconds since the Unix epoch: one clock
+        for every process that shares the database (leases are timed by it)."""
+
     def close(self) -> None:
         """Close every connection."""
 
@@ -266,6 +321,14 @@ class _SqliteDatabase:
 
     def reader(self) -> Connection:
         return connect(self.location)
+
+    @property
+    def integrity_error(self) -> type[Exception]:
+        return sqlite3.IntegrityError
+
+    def now_ms(self) -> int:
+        # One file on one machine: the machine's clock is the database's.
+        return time.time_ns() // 1_000_000
 
     def close(self) -> None:
         self.writer.close()
@@ -308,16 +371,22 @@ class _PgConnection:
 
 
 class _PostgresDatabase:
-    def __init__(self, location: PostgresUrl) -> None:
+    def __init__(self, location: PostgresUrl, *, writer_idle_ms: int | None = None) -> None:
         # Imported here: a SQLite-only deployment never loads libpq.
         import psycopg
         from psycopg_pool import ConnectionPool  # here too, for the same reason
 
         self.location = location
+        self._integrity_error: type[Exception] = psycopg.IntegrityError
         # Every commit waits for its WAL to be flushed (and, with a synchronous standby
         # configured, for the standby): an acknowledged acta is on disk (ADR 0093).
         options = "-c synchronous_commit=on"
-        self._writer = psycopg.connect(location.url, autocommit=True, options=options)
+        writer_options = options
+        if writer_idle_ms is not None:
+            # A writer frozen inside a transaction (a stopped process, a partitioned
+            # host) loses its session, and with it its locks, after this long.
+            writer_options += f" -c idle_in_transaction_session_timeout={writer_idle_ms}"
+        self._writer = psycopg.connect(location.url, autocommit=True, options=writer_options)
         self.writer: _PgConnection = _PgConnection(self._writer)
         self._pool = ConnectionPool(
             location.url,
@@ -363,6 +432,18 @@ class _PostgresDatabase:
         conn = self._pool.getconn()
         return _PgConnection(conn, release=self._pool.putconn)
 
+    @property
+    def integrity_error(self) -> type[Exception]:
+        return self._integrity_error
+
+    def now_ms(self) -> int:
+        # clock_timestamp(), not now(): now() is the transaction's start.
+        row = self._writer.execute(
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+        ).fetchone()
+        assert row is not None  # a SELECT without FROM returns one row
+        return int(row[0])
+
     def close(self) -> None:
         self._pool.close()
         self._writer.close()
@@ -380,14 +461,18 @@ def _pg_create(table: Table) -> str:
     return f'CREATE TABLE "{table.name}" ({", ".join(columns)}, PRIMARY KEY ({keys}))'
 
 
-def open_database(location: DbLocation) -> Database:
+def open_database(location: DbLocation, *, lease: LeaseHolder | None = None) -> Database:
     """Open the database at ``location``: a SQLite file (created if missing) or a
     PostgreSQL database (which must exist; its tables are created by the store).
+
+    With a ``lease`` (a writer among several on a shared PostgreSQL database), the
+    server ends the writer's session when it sits idle inside a transaction for the
+    lease's length, so that a frozen holder's locks never keep the next holder out.
 
     Raises:
         sqlite3.Error: if the SQLite file cannot be opened.
         psycopg.Error: if PostgreSQL cannot be reached.
     """
     if isinstance(location, PostgresUrl):
-        return _PostgresDatabase(location)
+        return _PostgresDatabase(location, writer_idle_ms=lease.millis if lease else None)
     return _SqliteDatabase(location)

@@ -28,6 +28,7 @@ from tests.integration.test_publication_cli import _command
 from tests.pub_support import (
     make_publisher,
     publication_config,
+    publication_db,
     start_fake_aggregation,
     wait_for_first_cut,
 )
@@ -95,7 +96,7 @@ async def test_restored_older_database_refuses_to_sign_and_no_size_gets_two_root
         service = await start_publication(config)
         try:
             await wait_for_first_cut(service, tmp_path / "bundle")
-            _backup(config.db_path, backup)  # the nightly backup, at cut 1
+            _backup(publication_db(config), backup)  # the nightly backup, at cut 1
             for n in (3, 0, 4, 0, 2, 0, 1):
                 fake.fake.add(n)
                 await service.follower.cut_once()
@@ -105,7 +106,7 @@ async def test_restored_older_database_refuses_to_sign_and_no_size_gets_two_root
         bundle = tmp_path / "bundle"
         before = _signed_roots(bundle)
         # The disk is lost; the operator restores last night's backup and restarts.
-        _restore(backup, config.db_path)
+        _restore(backup, publication_db(config))
         with pytest.raises(ForkRefusedError):
             await _start_and_cut(config)
     finally:
@@ -129,12 +130,12 @@ async def test_serve_publication_refuses_to_start_on_a_restored_database_and_say
         service = await start_publication(config)
         try:
             await wait_for_first_cut(service, tmp_path / "bundle")
-            _backup(config.db_path, tmp_path / "backup.db")
+            _backup(publication_db(config), tmp_path / "backup.db")
             fake.fake.add(2)
             await service.follower.cut_once()
         finally:
             await service.stop(grace=0.1)
-        _restore(tmp_path / "backup.db", config.db_path)
+        _restore(tmp_path / "backup.db", publication_db(config))
         done = await asyncio.to_thread(
             subprocess.run,
             _command(tmp_path, publisher.key_file, publisher.trust_root_dir, fake.target),
@@ -163,7 +164,7 @@ async def test_second_publisher_on_a_copied_database_cannot_sign_a_size_the_othe
     try:
         await wait_for_first_cut(first, tmp_path / "bundle")
         # A standby promoted on a copy of the database while the first still runs.
-        _backup(config.db_path, tmp_path / "standby.db")
+        _backup(publication_db(config), tmp_path / "standby.db")
         second = await start_publication(
             dataclasses.replace(config, db_path=tmp_path / "standby.db")
         )
@@ -240,7 +241,7 @@ async def test_leaf_tampered_in_the_store_is_refused_not_served(tmp_path: Path) 
     stub = PublicationServiceStub(channel)
     try:
         await wait_for_first_cut(service, tmp_path / "bundle")
-        acta_id = _tamper_leaf(config.db_path, 3)
+        acta_id = _tamper_leaf(publication_db(config), 3)
         with pytest.raises(grpc.aio.AioRpcError) as leaves:
             await stub.GetLeaves(publication_pb2.GetLeavesRequest(start=0, count=20))
         assert leaves.value.code() == grpc.StatusCode.DATA_LOSS
@@ -276,7 +277,7 @@ async def test_results_blob_tampered_in_the_store_is_refused_not_served(tmp_path
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     try:
         await wait_for_first_cut(service, tmp_path / "bundle")
-        conn = sqlite3.connect(config.db_path)
+        conn = sqlite3.connect(publication_db(config))
         conn.execute("UPDATE results SET data = ?", (b"\x0a\x04fake",))
         conn.commit()
         conn.close()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.pub_support import ORIGIN, acta_leaf, results_blob
+from tests.pub_support import ORIGIN, ActaLog, acta_leaf, results_blob
 from veritally.publication.cutter import Cutter
 from veritally.publication.errors import StoreIntegrityError, UpstreamDataError
 from veritally.publication.store import CutRow, PublicationStore
@@ -37,19 +37,7 @@ def _cutter(path: Path) -> Cutter:
     return Cutter(store=PublicationStore(path), signers=[SIGNER], origin=ORIGIN, clock=_clock())
 
 
-class Log:
-    """A reference copy of the acta log the fake aggregation would serve."""
-
-    def __init__(self) -> None:
-        self.leaves: list[bytes] = []
-
-    def add(self, n: int) -> list[bytes]:
-        new = [acta_leaf(len(self.leaves) + i, f"C{len(self.leaves) + i:05d}/P") for i in range(n)]
-        self.leaves += new
-        return new
-
-
-def _cut(cutter: Cutter, log: Log, n: int) -> CutRow:
+def _cut(cutter: Cutter, log: ActaLog, n: int) -> CutRow:
     new = log.add(n)
     return cutter.make_cut(
         acta_leaves=new, acta_records=len(log.leaves), results=results_blob(log.leaves)
@@ -57,7 +45,7 @@ def _cut(cutter: Cutter, log: Log, n: int) -> CutRow:
 
 
 def test_cut_appends_actas_then_cut_leaf_and_signs_the_root(tmp_path: Path) -> None:
-    cutter, log, ref = _cutter(tmp_path / "p.db"), Log(), MemoryTree()
+    cutter, log, ref = _cutter(tmp_path / "p.db"), ActaLog(), MemoryTree()
     for n in (5, 0, 17):
         before = len(log.leaves)
         row = _cut(cutter, log, n)
@@ -81,7 +69,7 @@ def test_cut_appends_actas_then_cut_leaf_and_signs_the_root(tmp_path: Path) -> N
 
 
 def test_heartbeat_cut_adds_only_the_cut_leaf(tmp_path: Path) -> None:
-    cutter, log = _cutter(tmp_path / "p.db"), Log()
+    cutter, log = _cutter(tmp_path / "p.db"), ActaLog()
     first = _cut(cutter, log, 3)
     second = _cut(cutter, log, 0)
     assert second.tree_size == first.tree_size + 1
@@ -120,7 +108,7 @@ def test_crash_between_signing_and_persisting_leaves_no_trace(tmp_path: Path) ->
         raise CrashError
 
     path = tmp_path / "p.db"
-    cutter, log = _cutter(path), Log()
+    cutter, log = _cutter(path), ActaLog()
     good = _cut(cutter, log, 4)
     crashing = Cutter(
         store=cutter.store, signers=[SIGNER], origin=ORIGIN, clock=_clock(), before_commit=crash
@@ -144,7 +132,7 @@ def test_crash_between_signing_and_persisting_leaves_no_trace(tmp_path: Path) ->
 
 def test_restart_at_the_same_size_reserves_the_stored_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
-    cutter, log = _cutter(path), Log()
+    cutter, log = _cutter(path), ActaLog()
     row = _cut(cutter, log, 6)
     cutter.store.close()
     again = _cutter(path)
@@ -166,7 +154,7 @@ def test_restart_at_the_same_size_reserves_the_stored_checkpoint(tmp_path: Path)
 
 
 def test_store_refuses_a_second_cut_for_a_tree_size(tmp_path: Path) -> None:
-    cutter, log = _cutter(tmp_path / "p.db"), Log()
+    cutter, log = _cutter(tmp_path / "p.db"), ActaLog()
     row = _cut(cutter, log, 2)
     other = CutRow(
         cut_number=row.cut_number + 1,
@@ -185,7 +173,7 @@ def test_store_refuses_a_second_cut_for_a_tree_size(tmp_path: Path) -> None:
 
 def test_refuses_to_open_a_store_with_leaves_beyond_its_last_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
-    cutter, log = _cutter(path), Log()
+    cutter, log = _cutter(path), ActaLog()
     _cut(cutter, log, 2)
     store = cutter.store
     with store.transaction():
@@ -197,7 +185,7 @@ def test_refuses_to_open_a_store_with_leaves_beyond_its_last_checkpoint(tmp_path
 
 def test_refuses_a_store_of_another_origin(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
-    cutter, log = _cutter(path), Log()
+    cutter, log = _cutter(path), ActaLog()
     _cut(cutter, log, 1)
     cutter.store.close()
     other = Cutter(store=PublicationStore(path), signers=[SIGNER], origin="other.example/x")
@@ -226,7 +214,7 @@ def test_cut_time_is_rfc3339_utc_with_z() -> None:
 
 
 def test_store_proofs_match_memory_tree_across_many_cuts(tmp_path: Path) -> None:
-    cutter, log, ref = _cutter(tmp_path / "p.db"), Log(), MemoryTree()
+    cutter, log, ref = _cutter(tmp_path / "p.db"), ActaLog(), MemoryTree()
     for n in (1, 7, 0, 30, 2, 64, 0, 5):
         before = len(log.leaves)
         row = _cut(cutter, log, n)
@@ -278,7 +266,7 @@ def _ingest_figure(row: CutRow) -> int | None:
 def test_heartbeat_cut_over_a_stuck_aggregation_signs_how_far_behind_ingest_it_is(
     tmp_path: Path,
 ) -> None:
-    cutter, log = _cutter(tmp_path / "p.db"), Log()
+    cutter, log = _cutter(tmp_path / "p.db"), ActaLog()
     new = log.add(3)
     results = results_blob(log.leaves)
     first = cutter.make_cut(acta_leaves=new, acta_records=3, results=results, ingest_records=3)
@@ -292,7 +280,7 @@ def test_heartbeat_cut_over_a_stuck_aggregation_signs_how_far_behind_ingest_it_i
 
 
 def test_ingest_figure_never_goes_back_nor_below_the_records_covered(tmp_path: Path) -> None:
-    cutter, log = _cutter(tmp_path / "p.db"), Log()
+    cutter, log = _cutter(tmp_path / "p.db"), ActaLog()
     results = results_blob(log.leaves)
     first = cutter.make_cut(acta_leaves=[], acta_records=0, results=results, ingest_records=7)
     # A restarted aggregation knows only its own position until ingest speaks: the
@@ -306,5 +294,5 @@ def test_ingest_figure_never_goes_back_nor_below_the_records_covered(tmp_path: P
 
 
 def test_cut_without_an_ingest_figure_leaves_it_out(tmp_path: Path) -> None:
-    row = _cut(_cutter(tmp_path / "p.db"), Log(), 2)
+    row = _cut(_cutter(tmp_path / "p.db"), ActaLog(), 2)
     assert _ingest_figure(row) is None

@@ -19,6 +19,7 @@ from veritally.launch import (
     DEFAULT_DRAIN_SECONDS,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_LEASE_SECONDS,
     DEFAULT_LISTEN,
     DEFAULT_WITNESS_TIMEOUT_SECONDS,
     AggregationLaunch,
@@ -28,13 +29,18 @@ from veritally.launch import (
     PublicationLaunch,
     ServiceLaunch,
 )
-from veritally.publication.errors import PublicationError
+from veritally.publication.errors import LeaseLostError, PublicationError
 from veritally.rpc import TlsFiles
 from veritally.serve import load_election, peer_interceptors, serve
 from veritally.storage import DbLocation, parse_location
 from veritally_client.protocol import ElectionIndex
 
+#: Exit status of a publisher that lost the publication lease to another (EX_TEMPFAIL:
+#: a supervisor restarts it, and it waits as a standby).
+EXIT_DEPOSED = 75
+
 __all__ = [
+    "EXIT_DEPOSED",
     "add_arguments",
     "add_tls_arguments",
     "interceptors_from_args",
@@ -167,7 +173,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _publication_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, required=True, help="SQLite store of publication")
+    parser.add_argument(
+        "--db",
+        type=_location,
+        required=True,
+        help="store of publication: a SQLite file, or a postgresql:// URL (docs/operations.md)",
+    )
     parser.add_argument(
         "--key-file",
         type=Path,
@@ -209,6 +220,20 @@ def _publication_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_WITNESS_TIMEOUT_SECONDS,
         help="seconds each witness has per checkpoint before the cut is served without it",
+    )
+    parser.add_argument(
+        "--lease-holder",
+        metavar="NAME",
+        help="with several publishers on one --db: this one's name for the publication "
+        "lease; it waits as a standby until it holds the lease, and exits with status "
+        f"{EXIT_DEPOSED} when it loses it (docs/operations.md)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=DEFAULT_LEASE_SECONDS,
+        help="how long each renewal holds the lease: a dead publisher is replaced this "
+        "long after its last renewal (at least twice --interval)",
     )
 
 
@@ -277,16 +302,22 @@ def launch_from_args(args: argparse.Namespace) -> ServiceLaunch:
             bundle_dir=args.bundle_dir,
             witnesses=tuple((vkey, url) for vkey, url in args.witness),
             witness_timeout_seconds=args.witness_timeout,
+            lease_holder=args.lease_holder,
+            lease_seconds=args.lease_seconds,
         )
     except LaunchError as e:
         raise SystemExit(str(e)) from e
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the chosen service until SIGTERM or SIGINT; 1 if it refuses to start."""
+    """Run the chosen service until SIGTERM or SIGINT; 1 if it refuses to start,
+    :data:`EXIT_DEPOSED` if a publisher loses its lease."""
     launch = launch_from_args(args)
     try:
         asyncio.run(serve(launch))
+    except LeaseLostError as e:
+        print(f"veritally serve {launch.service}: {e}", file=sys.stderr)
+        return EXIT_DEPOSED
     except PublicationError as e:
         print(f"veritally serve {launch.service}: refusing to start: {e}", file=sys.stderr)
         return 1

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from veritally.metrics.families import PublicationMetrics
 from veritally.publication.bundle import BundleRecord, BundleWriter
 from veritally.publication.cutter import Cutter
 from veritally.publication.engine import PublicationEngine
-from veritally.publication.errors import KeyFileError, TrustRootFileError
+from veritally.publication.errors import KeyFileError, LeaseLostError, TrustRootFileError
 from veritally.publication.follower import AggregationFollower
 from veritally.publication.keys import load_passphrase, load_signer
 from veritally.publication.published import ForkGuard
@@ -33,6 +35,7 @@ from veritally.publication.store import PublicationStore
 from veritally.publication.trustroot import load_trust_root_chain
 from veritally.publication.witnesses import WitnessCollector, WitnessEndpoint
 from veritally.rpc import ServiceServer, TlsFiles, aio_channel
+from veritally.storage import DbLocation, LeaseHolder
 from veritally_client.protocol import Signer
 from veritally_client.protocol.pb import publication_pb2_grpc
 
@@ -46,7 +49,7 @@ class PublicationConfig:
     """Everything ``veritally serve publication`` needs.
 
     Attributes:
-        db_path: the SQLite store (created if missing).
+        db_path: the store: a SQLite file (created if missing) or a PostgreSQL database.
         key_files: publisher signing key files (all sign every checkpoint).
         passphrase_file: passphrase of encrypted key files.
         trust_root_dir: directory of ``trust-root-v<N>.binpb`` files.
@@ -63,9 +66,13 @@ class PublicationConfig:
         witnesses: witnesses each committed checkpoint is sent to (docs/adr/0091).
         witness_timeout_seconds: each witness's deadline per checkpoint, in seconds: the
             most a slow or dead witness delays a cut's serving.
+        lease: with several publishers on one database, this one's claim to the
+            publication lease: it waits as a standby until it holds it, renews it with
+            every cut and every third of its length, and stops (``deposed``) when it
+            loses it (docs/adr/0094-publication-lease.md). None: the only publisher.
     """
 
-    db_path: Path
+    db_path: DbLocation
     key_files: tuple[Path, ...]
     trust_root_dir: Path
     aggregation_target: str
@@ -80,6 +87,7 @@ class PublicationConfig:
     bundle_dir: Path | None = None
     witnesses: tuple[WitnessEndpoint, ...] = ()
     witness_timeout_seconds: float = 0.5
+    lease: LeaseHolder | None = None
 
 
 def load_signers(config: PublicationConfig) -> list[Signer]:
@@ -108,7 +116,14 @@ class PublicationService:
     task: asyncio.Task[None]
     port: int
     metrics: PublicationMetrics
+    # Set when this publisher lost the publication lease: it cuts no more.
+    deposed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    renewal: asyncio.Task[None] | None = None
     _stopped: bool = False
+
+    async def ended(self) -> None:
+        """Return when the service ends by itself (it lost the publication lease)."""
+        await self.deposed.wait()
 
     async def stop(self, *, drain_seconds: float = 0.0, grace: float = 5.0) -> None:
         """Stop cutting, end watch streams, drain and stop the server, close the store
@@ -116,12 +131,20 @@ class PublicationService:
         if self._stopped:
             return
         self._stopped = True
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        for task in (self.task, self.renewal):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.engine.close_watchers()
         await self.server.stop(drain_seconds=drain_seconds, grace=grace)
         await self.follower.channel.close()
+        if not self.deposed.is_set():
+            # A clean stop gives the lease up, so the standby need not wait it out.
+            try:
+                await self.engine.release_lease()
+            except Exception:
+                log.exception("could not release the publication lease: it will lapse")
         await self.engine.close()
 
 
@@ -170,16 +193,28 @@ async def start_publication(
         )
     if config.interval_seconds <= 0:
         raise ValueError("interval_seconds must be positive")
-    config.db_path.parent.mkdir(parents=True, exist_ok=True)
+    if config.lease is not None and config.lease.seconds < 2 * config.interval_seconds:
+        raise ValueError("the lease must last at least two intervals between cuts")
+    if isinstance(config.db_path, Path):
+        config.db_path.parent.mkdir(parents=True, exist_ok=True)
     # The bundle first: a bundle that is unsafe to write stops the start before the
     # store is opened.
     bundle = BundleWriter(config.bundle_dir) if config.bundle_dir else None
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="publication-db")
     try:
         store = await asyncio.get_running_loop().run_in_executor(
-            executor, PublicationStore, config.db_path
+            executor, functools.partial(PublicationStore, config.db_path, lease=config.lease)
         )
     except BaseException:
+        executor.shutdown()
+        if bundle is not None:
+            bundle.close()
+        raise
+    try:
+        if config.lease is not None:
+            await _wait_for_lease(store, executor)
+    except BaseException:
+        await asyncio.get_running_loop().run_in_executor(executor, store.close)
         executor.shutdown()
         if bundle is not None:
             bundle.close()
@@ -242,6 +277,14 @@ async def start_publication(
         await server.set_serving(False)
 
     follower.on_refusal = refuse
+    deposed = asyncio.Event()
+
+    async def depose(error: LeaseLostError) -> None:
+        log.error("ALARM %s; this publisher stops serving", error)
+        await server.set_serving(False)
+        deposed.set()
+
+    follower.on_deposed = depose
     metrics.watch(engine)
     metrics.watch_streams(server.streams)
     follower.observe_cut = metrics.observe_cut
@@ -254,6 +297,78 @@ async def start_publication(
         engine.latest_number,
         config.interval_seconds,
     )
+    renewal = None
+    if config.lease is not None:
+        renewal = asyncio.create_task(
+            _renew_lease(engine, config.lease, depose), name="publication-lease"
+        )
     return PublicationService(
-        server=server, engine=engine, follower=follower, task=task, port=port, metrics=metrics
+        server=server,
+        engine=engine,
+        follower=follower,
+        task=task,
+        port=port,
+        metrics=metrics,
+        deposed=deposed,
+        renewal=renewal,
     )
+
+
+#: Seconds between two asks of a standby publisher for the lease, at most.
+LEASE_POLL_SECONDS = 1.0
+
+
+async def _wait_for_lease(
+    store: PublicationStore, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """Wait as a standby until ``store`` holds the publication lease."""
+    assert store.lease is not None
+    loop = asyncio.get_running_loop()
+    poll = min(LEASE_POLL_SECONDS, store.lease.seconds / 4)
+    seen: tuple[str, int] | None = None
+    while True:
+        state = await loop.run_in_executor(executor, store.acquire_lease)
+        if state.held:
+            log.info("publisher %s holds the lease (epoch %d)", state.holder, state.epoch)
+            return
+        if seen != (state.holder, state.epoch):
+            seen = (state.holder, state.epoch)
+            log.info(
+                "standby: publisher %s holds the lease (epoch %d); %s waits for it",
+                state.holder,
+                state.epoch,
+                store.lease.name,
+            )
+        await asyncio.sleep(poll)
+
+
+async def _renew_lease(
+    engine: PublicationEngine,
+    lease: LeaseHolder,
+    depose: Callable[[LeaseLostError], Awaitable[None]],
+) -> None:
+    """Renew the lease every third of its length, between cuts too (a publisher whose
+    aggregation is down keeps it); on losing it, depose this publisher."""
+    loop = asyncio.get_running_loop()
+    renewed = loop.time()
+    while True:
+        await asyncio.sleep(lease.seconds / 3)
+        epoch = engine.store.lease_epoch
+        try:
+            await engine.renew_lease()
+            renewed = loop.time()
+        except LeaseLostError as e:
+            await depose(e)
+            return
+        except Exception:
+            # The database unreachable: for a moment, a retry renews the lease; for a
+            # whole lease length, it has lapsed and another publisher may hold it.
+            log.exception("could not renew the publication lease")
+            if loop.time() - renewed >= lease.seconds:
+                await depose(
+                    LeaseLostError(
+                        f"publisher {lease.name} could not renew the lease of epoch {epoch} "
+                        f"for {loop.time() - renewed:.1f} s: it lapsed"
+                    )
+                )
+                return

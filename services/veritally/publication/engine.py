@@ -450,6 +450,18 @@ class PublicationEngine:
                 )
             )
 
+    async def renew_lease(self) -> None:
+        """Renew the publication lease between cuts.
+
+        Raises:
+            LeaseLostError: if this publisher no longer holds it.
+        """
+        await self._db(self.store.renew_lease)
+
+    async def release_lease(self) -> None:
+        """Give the publication lease up (a clean stop); nothing without one."""
+        await self._db(self.store.release_lease)
+
     async def close(self) -> None:
         """Close watchers, then the store (on its thread) and the bundle directory."""
         await self.close_watchers()

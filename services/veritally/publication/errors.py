@@ -7,6 +7,7 @@ from veritally.errors import ServiceError
 __all__ = [
     "ForkRefusedError",
     "KeyFileError",
+    "LeaseLostError",
     "PublicationError",
     "StoreIntegrityError",
     "TamperedDataError",
@@ -32,6 +33,12 @@ class TrustRootFileError(PublicationError):
 
 class StoreIntegrityError(PublicationError):
     """The store does not match what was signed (or cannot take the requested append)."""
+
+
+class LeaseLostError(StoreIntegrityError):
+    """This publisher no longer holds the publication lease (it expired, or another
+    publisher took it): nothing was stored or signed, and this process must stop
+    cutting (docs/adr/0094-publication-lease.md)."""
 
 
 class UpstreamDataError(PublicationError):

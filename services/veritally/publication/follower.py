@@ -37,7 +37,12 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from veritally.publication.engine import PublicationEngine
-from veritally.publication.errors import ForkRefusedError, PublicationError, UpstreamDataError
+from veritally.publication.errors import (
+    ForkRefusedError,
+    LeaseLostError,
+    PublicationError,
+    UpstreamDataError,
+)
 from veritally.publication.liveness import StallWatch
 from veritally.publication.store import CutRow
 from veritally_client.protocol.pb import aggregation_pb2, aggregation_pb2_grpc
@@ -76,6 +81,8 @@ class AggregationFollower:
         self._stall = StallWatch()
         #: Called when the fork guard refuses to sign (the service reports NOT_SERVING).
         self.on_refusal: Callable[[], Awaitable[None]] | None = None
+        # Called when a cut finds that this publisher lost the lease; cutting stops.
+        self.on_deposed: Callable[[LeaseLostError], Awaitable[None]] | None = None
         #: Called once per interval with the cut's duration (seconds), None for no cut.
         self.observe_cut: Callable[[float | None], None] = _ignore
 
@@ -186,6 +193,11 @@ class AggregationFollower:
                 log.debug("cut %d: size %d", row.cut_number, row.tree_size)
             except grpc.aio.AioRpcError as e:
                 log.warning("no cut this interval: aggregation: %s", e.code())
+            except LeaseLostError as e:
+                # Another publisher holds the lease: nothing was signed, nor will be here.
+                if self.on_deposed is not None:
+                    await self.on_deposed(e)
+                return
             except ForkRefusedError:
                 pass  # the guard logged the ALARM; nothing was signed, nor will be
             except PublicationError as e:

@@ -1,9 +1,10 @@
 """The publication store: the Merkle log, its perfect-subtree hashes, and the cuts.
 
-One SQLite file (WAL, synchronous=FULL), created with sqlite-utils:
+One SQLite file (WAL, synchronous=FULL) or one PostgreSQL database
+(:mod:`veritally.storage`, ADR 0093), with the same tables and queries on both:
 
 * ``leaves(idx, data)``: every leaf, exactly as hashed; every read checks it against its
-  level-0 node (below), so a leaf edited in the file is refused, never served;
+  level-0 node (below), so a leaf edited in the database is refused, never served;
 * ``nodes(id, hash)``: the hash of every *complete* subtree, keyed by
   ``level << 48 | index`` (level 0 = leaf hashes). Appending k leaves to a log of n adds
   at most 2k rows and reads nothing, and any subtree hash needs at most log2(n) rows, so
@@ -14,7 +15,12 @@ One SQLite file (WAL, synchronous=FULL), created with sqlite-utils:
   second checkpoint for a size;
 * ``results(sha256, data)``: results blobs by digest (heartbeat cuts share them); every
   read checks the blob against its key, the digest its cut record signs;
-* ``meta(key, value)``: the election definition, the last cut written to the bundle.
+* ``meta(key, value)``: the election definition, the last cut written to the bundle;
+* ``lease(name, holder, epoch, expires_ms)``: which publisher may cut, when several
+  share one database (docs/adr/0094-publication-lease.md). A store opened with a
+  :class:`LeaseHolder` cuts only while it holds the lease, and every cut's transaction
+  first renews it *in that transaction*, under the database's clock: zero rows renewed
+  means deposed, and the transaction stops before anything is appended or signed.
 
 Not thread-safe: the service runs every call on one worker thread, so a reader never
 sees a cut's transaction half done.
@@ -24,16 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-import sqlite_utils
-
-from veritally.publication.errors import StoreIntegrityError, TamperedDataError
-from veritally.storage import connect
+from veritally.publication.errors import LeaseLostError, StoreIntegrityError, TamperedDataError
+from veritally.storage import Database, DbLocation, LeaseHolder, Table, open_database
 from veritally_client.protocol import (
     EMPTY_ROOT,
     CompactRange,
@@ -44,15 +47,60 @@ from veritally_client.protocol import (
     subtree_hash_from_perfect,
 )
 
-__all__ = ["CutRow", "PublicationStore"]
+__all__ = ["TABLES", "CutRow", "LeaseState", "PublicationStore"]
 
 # Index bits of a node id: 2**48 leaves is far beyond any election (10**9 would be a lot).
 _INDEX_BITS = 48
 _HASH = 32
+#: The one lease row: one publisher cuts per database.
+_LEASE_NAME = "publication"
+
+TABLES = (
+    Table("leaves", {"idx": int, "data": bytes}, pk="idx"),
+    Table("nodes", {"id": int, "hash": bytes}, pk="id"),
+    Table(
+        "actas", {"acta_id": str, "revision": int, "leaf_index": int}, pk=("acta_id", "revision")
+    ),
+    Table(
+        "cuts",
+        {
+            "cut_number": int,
+            "tree_size": int,
+            "acta_records": int,
+            "cut_time": str,
+            "checkpoint": bytes,
+            "cut_leaf": bytes,
+            "proof": bytes,
+            "results_sha256": bytes,
+        },
+        pk="cut_number",
+        unique=(("tree_size",),),
+    ),
+    Table("results", {"sha256": bytes, "data": bytes}, pk="sha256"),
+    Table("meta", {"key": str, "value": bytes}, pk="key"),
+    Table("lease", {"name": str, "holder": str, "epoch": int, "expires_ms": int}, pk="name"),
+)
 
 
 def _node_id(level: int, index: int) -> int:
     return (level << _INDEX_BITS) | index
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """The lease as a publisher found it.
+
+    Attributes:
+        held: whether this store holds it now.
+        holder: who holds it (this store's name when ``held``).
+        epoch: its epoch: it grows by one each time the lease changes hands.
+        expires_ms: when it lapses, on the database's clock (ms since the epoch).
+    """
+
+    held: bool
+    holder: str
+    epoch: int
+    expires_ms: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,17 +128,17 @@ class CutRow:
     results_sha256: bytes
 
 
-def _row_to_cut(row: tuple[int, int, int, str, bytes, bytes, bytes, bytes]) -> CutRow:
-    proof = row[6]
+def _row_to_cut(row: Any) -> CutRow:
+    proof = bytes(row[6])
     return CutRow(
-        cut_number=row[0],
-        tree_size=row[1],
-        acta_records=row[2],
-        cut_time=row[3],
-        checkpoint=row[4],
-        cut_leaf=row[5],
+        cut_number=int(row[0]),
+        tree_size=int(row[1]),
+        acta_records=int(row[2]),
+        cut_time=str(row[3]),
+        checkpoint=bytes(row[4]),
+        cut_leaf=bytes(row[5]),
         proof=tuple(proof[i : i + _HASH] for i in range(0, len(proof), _HASH)),
-        results_sha256=row[7],
+        results_sha256=bytes(row[7]),
     )
 
 
@@ -100,67 +148,154 @@ _CUT_COLUMNS = (
 
 
 class PublicationStore:
-    """The log and its cuts in one SQLite file (see the module docstring)."""
+    """The log and its cuts in one database (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
-        """Open or create the store at ``path`` and load the log's compact range.
+    def __init__(self, location: DbLocation, *, lease: LeaseHolder | None = None) -> None:
+        """Open or create the store at ``location`` (a SQLite file or a PostgreSQL URL)
+        and load the log's compact range.
+
+        Args:
+            location: the database.
+            lease: with several publishers on one database, this one's claim to the
+                lease; it must then :meth:`acquire_lease` before it cuts. None: the
+                only publisher (a SQLite file of its own), no lease.
 
         Raises:
             StoreIntegrityError: if the leaves, nodes and cuts do not agree.
-            sqlite3.Error: if the file cannot be opened.
+            sqlite3.Error, psycopg.Error: if the database cannot be opened.
         """
-        self.path = path
-        self._conn = connect(path, check_same_thread=False)
-        self._create()
+        self.path = location
+        self.lease = lease
+        self._epoch: int | None = None
+        self._db: Database = open_database(location, lease=lease)
+        self._conn = self._db.writer
+        self._db.ensure(TABLES)
+        self._size = 0
+        self._range = CompactRange()
+        self._reload()
+
+    def _reload(self) -> None:
+        """Read the tree's state from the database (at start, and when this store takes
+        the lease from a publisher that wrote since)."""
         self._size = self._count_leaves()
         self._range = self._load_range(self._size)
         latest = self.latest_cut()
         if self._size and (latest is None or latest.tree_size != self._size):
             # Leaves and their cut are one transaction, so this means outside tampering.
             raise StoreIntegrityError(
-                f"{path}: the log has {self._size} leaves but its newest cut signs "
+                f"{self.path}: the log has {self._size} leaves but its newest cut signs "
                 f"{latest.tree_size if latest else 0}"
             )
 
-    # -- schema ---------------------------------------------------------------------
-
-    def _create(self) -> None:
-        db = sqlite_utils.Database(self._conn)
-        names = set(db.table_names())
-        if "leaves" not in names:
-            db.table("leaves").create({"idx": int, "data": bytes}, pk="idx", not_null={"data"})
-        if "nodes" not in names:
-            db.table("nodes").create({"id": int, "hash": bytes}, pk="id", not_null={"hash"})
-        if "actas" not in names:
-            db.table("actas").create(
-                {"acta_id": str, "revision": int, "leaf_index": int},
-                pk=("acta_id", "revision"),
-                not_null={"leaf_index"},
-            )
-        if "cuts" not in names:
-            db.table("cuts").create(
-                {
-                    "cut_number": int,
-                    "tree_size": int,
-                    "acta_records": int,
-                    "cut_time": str,
-                    "checkpoint": bytes,
-                    "cut_leaf": bytes,
-                    "proof": bytes,
-                    "results_sha256": bytes,
-                },
-                pk="cut_number",
-                not_null={"tree_size", "acta_records", "checkpoint", "cut_leaf"},
-            )
-            db.table("cuts").create_index(["tree_size"], unique=True)
-        if "results" not in names:
-            db.table("results").create({"sha256": bytes, "data": bytes}, pk="sha256")
-        if "meta" not in names:
-            db.table("meta").create({"key": str, "value": bytes}, pk="key")
-
     def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
+        """Close the connections."""
+        self._db.close()
+
+    # -- the lease ------------------------------------------------------------------
+
+    def acquire_lease(self) -> LeaseState:
+        """Take or renew the publication lease, if it is free, lapsed or ours.
+
+        A lease held by another publisher and not lapsed is left alone (``held`` is
+        False). Taking it from another, or from an earlier process of ours, starts a new
+        epoch and reloads the tree, which the previous holder may have extended.
+
+        Raises:
+            ValueError: if the store was opened without a :class:`LeaseHolder`.
+            StoreIntegrityError: if the reloaded tree does not match its newest cut.
+        """
+        if self.lease is None:
+            raise ValueError("this store was opened without a lease holder")
+        me = self.lease
+        with self._db.write(append_to="lease"):
+            now = self._db.now_ms()
+            row = self._conn.execute(
+                "SELECT holder, epoch, expires_ms FROM lease WHERE name = ?", (_LEASE_NAME,)
+            ).fetchone()
+            if row is None:
+                epoch = 1
+                self._conn.execute(
+                    "INSERT INTO lease (name, holder, epoch, expires_ms) VALUES (?, ?, ?, ?)",
+                    (_LEASE_NAME, me.name, epoch, now + me.millis),
+                )
+            else:
+                holder, epoch, expires = str(row[0]), int(row[1]), int(row[2])
+                ours = holder == me.name and epoch == self._epoch
+                if not ours and expires > now and holder != me.name:
+                    self._epoch = None
+                    return LeaseState(held=False, holder=holder, epoch=epoch, expires_ms=expires)
+                if not ours:
+                    epoch += 1
+                self._conn.execute(
+                    "UPDATE lease SET holder = ?, epoch = ?, expires_ms = ? WHERE name = ?",
+                    (me.name, epoch, now + me.millis, _LEASE_NAME),
+                )
+            if epoch != self._epoch:
+                self._reload()
+        self._epoch = epoch
+        return LeaseState(held=True, holder=me.name, epoch=epoch, expires_ms=now + me.millis)
+
+    def release_lease(self) -> None:
+        """Give the lease up now (a clean stop), so the next publisher need not wait for
+        it to lapse. Does nothing if this store does not hold it."""
+        if self.lease is None or self._epoch is None:
+            return
+        with self._db.write(append_to="lease"):
+            self._conn.execute(
+                "UPDATE lease SET expires_ms = 0 WHERE name = ? AND holder = ? AND epoch = ?",
+                (_LEASE_NAME, self.lease.name, self._epoch),
+            )
+        self._epoch = None
+
+    def renew_lease(self) -> None:
+        """Renew the lease this store holds (between cuts; every cut renews it too).
+
+        Raises:
+            LeaseLostError: if it lapsed or another publisher took it.
+        """
+        if self.lease is None:
+            return
+        with self._db.write(append_to="lease"):
+            self._fence()
+
+    @property
+    def lease_epoch(self) -> int | None:
+        """The epoch of the lease this store holds (None: it holds none)."""
+        return self._epoch
+
+    def _fence(self, *, at_commit: bool = False) -> None:
+        """Renew the lease inside the open write transaction, or refuse to go on.
+
+        The renewal is an UPDATE that matches only our holder and our epoch and, when
+        the transaction begins, a lease that has not lapsed on the database's clock; it
+        locks the row until the transaction ends, so no publisher can take the lease
+        while this one appends. Just before the commit it is renewed again (holder and
+        epoch only: the row is still locked), so the lease runs from the commit.
+
+        Raises:
+            LeaseLostError: if no row matched (lapsed, or taken by another publisher).
+        """
+        assert self.lease is not None
+        if self._epoch is None:
+            raise LeaseLostError(f"publisher {self.lease.name} does not hold the lease")
+        now = self._db.now_ms()
+        renewed = self._conn.execute(
+            "UPDATE lease SET expires_ms = ? WHERE name = ? AND holder = ? AND epoch = ? "
+            "AND expires_ms > ?",
+            (
+                now + self.lease.millis,
+                _LEASE_NAME,
+                self.lease.name,
+                self._epoch,
+                -1 if at_commit else now,
+            ),
+        )
+        if renewed.rowcount != 1:
+            lost, self._epoch = self._epoch, None
+            raise LeaseLostError(
+                f"publisher {self.lease.name} lost the lease of epoch {lost} (lapsed or "
+                "taken by another publisher): nothing was stored or signed"
+            )
 
     # -- the tree ------------------------------------------------------------------
 
@@ -297,18 +432,36 @@ class PublicationStore:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One cut: BEGIN IMMEDIATE ... COMMIT; on any exception roll back everything,
-        including the in-memory tree state."""
+        """One cut: a write transaction that holds the log's append lock; on any
+        exception everything rolls back, including the in-memory tree state.
+
+        With a lease, the lease is renewed first, in the transaction (:meth:`_fence`),
+        and the log is checked to be the size this store last knew: a publisher that
+        lost the lease, or a second writer without one, stops here before anything is
+        appended or signed.
+
+        Raises:
+            LeaseLostError: if this store no longer holds the lease.
+            StoreIntegrityError: if another writer extended the log.
+        """
         saved_size, saved_hashes = self._range.size, self._range.hashes
-        self._conn.execute("BEGIN IMMEDIATE")
         try:
-            yield
+            with self._db.write(append_to="leaves"):
+                if self.lease is not None:
+                    self._fence()
+                stored = self._count_leaves()
+                if stored != self._size:
+                    raise StoreIntegrityError(
+                        f"{self.path}: the log has {stored} leaves, this publisher last knew "
+                        f"{self._size}: another publisher writes to this store"
+                    )
+                yield
+                if self.lease is not None:
+                    self._fence(at_commit=True)
         except BaseException:
-            self._conn.execute("ROLLBACK")
             self._size = saved_size
             self._range = CompactRange(size=saved_size, hashes=saved_hashes)
             raise
-        self._conn.execute("COMMIT")
 
     def append_leaves(self, leaves: Sequence[bytes], leaf_hashes: Sequence[bytes]) -> int:
         """Append leaves with their (precomputed) leaf hashes; returns the first index.
@@ -340,7 +493,8 @@ class PublicationStore:
     def put_results(self, digest: bytes, data: bytes) -> None:
         """Store a results blob by digest (once). Inside :meth:`transaction`."""
         self._conn.execute(
-            "INSERT OR IGNORE INTO results (sha256, data) VALUES (?, ?)", (digest, data)
+            "INSERT INTO results (sha256, data) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING",
+            (digest, data),
         )
 
     def put_cut(self, cut: CutRow) -> None:
@@ -363,7 +517,7 @@ class PublicationStore:
                     cut.results_sha256,
                 ),
             )
-        except sqlite3.IntegrityError as e:
+        except self._db.integrity_error as e:
             raise StoreIntegrityError(
                 f"a cut numbered {cut.cut_number} or of size {cut.tree_size} exists"
             ) from e

@@ -9,9 +9,11 @@ in plaintext on loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -127,14 +129,39 @@ class ServiceServer:
 
 
 async def run_until_signalled(
-    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+    start: Callable[[], Awaitable[None]],
+    stop: Callable[[], Awaitable[None]],
+    *,
+    ended: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
-    """Run a service process: call ``start``, wait for SIGINT or SIGTERM, call ``stop``."""
+    """Run a service process: call ``start``, wait for SIGINT or SIGTERM (or for
+    ``ended`` to return: the service ending by itself), call ``stop``.
+
+    A signal that arrives while ``start`` is still running (a standby publisher waiting
+    for its lease) cancels it: the process stops without having served.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    await start()
-    await stopping.wait()
-    log.info("signal received: draining")
+    signalled = asyncio.ensure_future(stopping.wait())
+    starting = asyncio.ensure_future(start())
+    await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        log.info("signal received while starting: stopping")
+        await stop()
+        return
+    if starting.exception() is not None:
+        signalled.cancel()
+    starting.result()  # a failed start raises here
+    waits: set[asyncio.Future[Any]] = {signalled}
+    if ended is not None:
+        waits.add(asyncio.ensure_future(ended()))
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
+    log.info("signal received: draining" if stopping.is_set() else "service ended: stopping")
     await stop()
