@@ -216,3 +216,18 @@ async def test_a_publisher_paused_past_its_lease_is_deposed_and_signs_nothing(
     night.aggregation.fake.add(1)
     final = await _latest(port, night.root, at_least=taken.size + 1 + 1)
     assert _assert_one_chain(night.db, night.root, contains=final) >= 3
+
+
+async def test_a_standby_stops_on_sigterm_while_it_waits_for_the_lease(night: Night) -> None:
+    active, _served, standby = await _active_and_standby(night)
+    standby.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(standby.proc.wait, 10) == 0
+    assert standby.port() is None
+    assert "signal received while starting" in standby.log()
+    # The active publisher was never disturbed, and hands the lease over on SIGTERM.
+    assert active.proc.poll() is None
+    active.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(active.proc.wait, 30) == 0
+    after = night.start("host-c")
+    await _wait_serving(after, seconds=LEASE_SECONDS + 10)
+    assert "publisher host-c holds the lease (epoch 2)" in after.log()
