@@ -204,11 +204,14 @@ def test_prometheus_scrapes_every_job_and_counts_the_imported_actas(
     assert {r["metric"]["role"] for r in roles["result"]} >= {
         "ca", "service", "media", "capture", "operator",
     }  # fmt: skip
-    # The rules are loaded, and a healthy night fires none of them.
+    # The rules are loaded, and a healthy night fires none of them. A pending alert is
+    # not one: on these 2 loaded cores a cut can come a few seconds late during the
+    # import, which is what each rule's `for` duration absorbs before it pages.
     groups = prometheus.api("rules")["groups"]
     assert [g["name"] for g in groups] == ["veritally-night"]
     assert len(groups[0]["rules"]) >= 10
-    assert prometheus.api("alerts")["alerts"] == []
+    alerts = prometheus.api("alerts")["alerts"]
+    assert [a["labels"]["alertname"] for a in alerts if a["state"] == "firing"] == []
 
 
 def _status_json(stack: Stack) -> dict[str, Any]:
